@@ -1,0 +1,59 @@
+"""The ``vaekit`` command line. Each module in this package adds its sub-commands with ``register``
+(each sub-parser names its function with ``set_defaults(handler=fn)``);
+``main`` turns every ``VaekitError`` into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vaekit.errors import VaekitError
+
+EXIT_USAGE = 2
+
+
+def _command_modules():
+    from vaekit.cli import anomaly, evaluate, figures, latent, train
+
+    return [train, evaluate, figures, latent, anomaly]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints the usage too by default)
+        self.exit(EXIT_USAGE, f"vaekit: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vaekit import __version__
+
+    parser = _Parser(prog="vaekit", description="Variational autoencoders: train, evaluate and look into latent spaces.")
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in _command_modules():
+        module.register(sub)
+    for command in sub.choices.values():  # TODO(lead): drop once every module uses set_defaults(handler=...)
+        legacy = command.get_default("run")
+        if callable(legacy):
+            command.set_defaults(handler=legacy, run=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args) or 0
+    except VaekitError as exc:
+        print(f"vaekit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

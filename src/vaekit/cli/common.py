@@ -1,0 +1,54 @@
+"""Pieces shared by the sub-commands: run loading, output paths, number parsing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from vaekit.errors import ConfigError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+
+
+def add_output_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
+    parser.add_argument("-o", "--output", metavar="PATH", help=f"where to write (default: RUN/figures/{default_name})")
+
+
+def output_path(args: argparse.Namespace, run_path: Path, default_name: str) -> Path:
+    path = Path(args.output) if args.output else run_path / "figures" / default_name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path.parent}: {exc.strerror}") from None
+    return path
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
+    return name
+
+
+def split_of(data, split: str):
+    """The named split of a ``DataSplits`` (test falls back to validation when a source has none)."""
+    if split == "test":
+        if data.test is None:
+            raise ConfigError("this dataset has no test split; use --split valid")
+        return data.test
+    return {"train": data.train, "valid": data.valid}[split]

@@ -1,0 +1,134 @@
+"""``vaekit train``: train a model and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from vaekit.cli.common import positive_int, resolve_device
+from vaekit.config import RunConfig
+from vaekit.models.likelihoods import likelihood_names
+
+# flag -> (section, field); flags whose default is None leave the config (or its default) alone
+_FIELDS = {
+    "dataset": ("data", "source"),
+    "data_dir": ("data", "data_dir"),
+    "valid_fraction": ("data", "valid_fraction"),
+    "split_seed": ("data", "split_seed"),
+    "binarize": ("data", "dynamic_binarize"),
+    "image_size": ("data", "image_size"),
+    "download": ("data", "download"),
+    "model": ("model", "kind"),
+    "arch": ("model", "arch"),
+    "latent_dim": ("model", "latent_dim"),
+    "hidden": ("model", "hidden"),
+    "activation": ("model", "activation"),
+    "conv_dense": ("model", "conv_dense"),
+    "likelihood": ("model", "likelihood"),
+    "sigma": ("model", "likelihood_scale"),
+    "prior": ("model", "prior"),
+    "prior_components": ("model", "prior_components"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "weight_decay": ("train", "weight_decay"),
+    "beta": ("train", "beta"),
+    "warmup": ("train", "warmup_epochs"),
+    "samples": ("train", "n_samples"),
+    "noise": ("train", "noise"),
+    "noise_level": ("train", "noise_level"),
+    "grad_clip": ("train", "grad_clip"),
+    "patience": ("train", "patience"),
+    "seed": ("train", "seed"),
+    "threads": ("train", "threads"),
+    "nonfinite": ("train", "nonfinite"),
+    "checkpoint_every": ("train", "checkpoint_every"),
+}
+
+CONV_DEFAULT_CHANNELS = (32, 64)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a VAE or autoencoder",
+        description="Train a VAE (or a plain/denoising autoencoder) and write a run directory with config, weights, metrics and figures.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="digits (embedded, default), mnist, fashion-mnist, binarized-mnist, or a path (.npy/.npz/.csv/.amat/image folder)")
+    g.add_argument("--data-dir", help="folder with downloaded datasets (default: $VAEKIT_DATA_DIR or ~/.cache/vaekit)")
+    g.add_argument("--download", action="store_true", default=None, help="download a missing MNIST-family dataset (checksums verified)")
+    g.add_argument("--valid-fraction", type=float, help="share of training data held out for validation (default 0.1)")
+    g.add_argument("--split-seed", type=int, help="seed of the train/validation split (default 0)")
+    g.add_argument("--binarize", action="store_true", default=None, help="dynamic binarization: a fresh Bernoulli draw of each batch")
+    g.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"), help="resize image folders to H x W")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=["vae", "ae"], help="vae (default) or ae (plain autoencoder)")
+    g.add_argument("--arch", choices=["mlp", "conv"], help="network: mlp (default) or conv (images)")
+    g.add_argument("--latent-dim", type=int, help="size of z (default 2)")
+    g.add_argument("--hidden", type=int, nargs="+", help="MLP hidden sizes or conv channels per stage (default 256 128; conv 32 64)")
+    g.add_argument("--activation", help="relu (default), gelu, silu, tanh, elu, leaky_relu, identity")
+    g.add_argument("--conv-dense", type=int, help="dense layer width between conv stack and latent (default 0: none)")
+    g.add_argument("--likelihood", choices=likelihood_names(), help="p(x|z) (default bernoulli)")
+    g.add_argument("--sigma", type=float, help="fixed standard deviation of the gaussian likelihood (default 1)")
+    g.add_argument("--prior", choices=["normal", "mixture"], help="p(z): normal (default) or a learned Gaussian mixture")
+    g.add_argument("--prior-components", type=int, help="mixture prior components (default 10)")
+    g = p.add_argument_group("objective and optimisation")
+    g.add_argument("--epochs", type=int, help="training epochs (default 30)")
+    g.add_argument("--batch-size", type=int, help="examples per step (default 100)")
+    g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
+    g.add_argument("--beta", type=float, help="KL weight β (default 1)")
+    g.add_argument("--warmup", type=int, help="KL warm-up: β rises linearly from 0 over this many epochs (default 0)")
+    g.add_argument("--samples", type=int, help="latent samples per example (default 1)")
+    g.add_argument("--iw-samples", type=int, metavar="K", help="train on the importance-weighted bound with K samples (IWAE)")
+    g.add_argument("--noise", choices=["none", "gaussian", "mask", "salt-pepper"], help="denoising: corrupt inputs, reconstruct clean targets")
+    g.add_argument("--noise-level", type=float, help="noise std (gaussian) or probability (mask, salt-pepper)")
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm (default 0: off)")
+    g.add_argument("--patience", type=int, help="early stopping after this many epochs without improvement (default 0: off)")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    g.add_argument("--nonfinite", choices=["stop", "skip"], help="on a NaN/Inf loss: stop (default) or skip the step")
+    g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default 0: each epoch)")
+    g = p.add_argument_group("run")
+    g.add_argument("--config", metavar="JSON", help="start from this config file (flags override it)")
+    g.add_argument("--out", metavar="DIR", help="run directory (default: runs/DATASET-MODEL-TIME)")
+    g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint (--epochs may extend it)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    config = RunConfig.from_json_file(args.config) if args.config else RunConfig()
+    for flag, (section, name) in _FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(getattr(config, section), name, tuple(value) if isinstance(value, list) else value)
+    if args.iw_samples is not None:
+        config.train.n_samples, config.train.iw = args.iw_samples, True
+    if config.model.arch == "conv" and args.hidden is None and not args.config:
+        config.model.hidden = CONV_DEFAULT_CHANNELS
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaekit.training import resume, train
+
+    device = resolve_device(args.device)
+    progress = not args.quiet
+    if args.resume:
+        result = resume(args.resume, epochs=args.epochs, device=device, progress=progress)
+    else:
+        config = config_from_args(args)
+        name = f"{Path(config.data.source).stem}-{config.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = train(config, args.out or Path("runs") / name, device=device, progress=progress)
+    rows = result.metrics()
+    if rows:
+        last = rows[-1]
+        print(f"trained {int(last['epoch'])} epochs: validation neg ELBO {last['valid_neg_elbo']:.3f} nats "
+              f"(reconstruction {last['valid_reconstruction']:.3f}, KL {last['valid_kl']:.3f})")
+    print(f"run saved in {result.path}")
+    return 0

@@ -1,0 +1,237 @@
+"""Settings as dataclasses, passed whole; saved in a run as JSON and read back strictly.
+
+``RunConfig`` = ``DataConfig`` + ``ModelConfig`` + ``TrainConfig``. Reading a config checks
+every key and type, so a run directory can be trusted only as far as its JSON parses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaekit.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is split.
+
+    source: a dataset name (``digits``, ``mnist``, ``fashion-mnist``, ``binarized-mnist``) or a
+        path (.npy, .npz, .csv, .amat, an image folder).
+    data_dir: folder holding downloaded datasets (default: $VAEKIT_DATA_DIR or ~/.cache/vaekit).
+    valid_fraction: share of the training data held out for validation when the source has no
+        validation split of its own.
+    split_seed: seed of the train/validation split.
+    dynamic_binarize: draw a fresh Bernoulli(x) for every batch (grayscale data in [0, 1]).
+    image_size: (H, W) to resize image folders to.
+    download: fetch a missing named dataset (MNIST family) and verify its checksums.
+    """
+
+    source: str = "digits"
+    data_dir: str | None = None
+    valid_fraction: float = 0.1
+    split_seed: int = 0
+    dynamic_binarize: bool = False
+    image_size: tuple[int, int] | None = None
+    download: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """What network to build; ``vaekit.models.build_model`` turns it into a module.
+
+    kind: ``vae`` (Gaussian posterior) or ``ae`` (deterministic bottleneck).
+    arch: ``mlp`` (any input, flattened) or ``conv`` (images: strided Conv2d down, ConvTranspose2d up).
+    input_shape: shape of one example, (C, H, W) or (D,). Filled from the data.
+    latent_dim: size of z.
+    hidden: MLP hidden sizes, or conv channels per stride-2 stage.
+    activation: ``relu``, ``gelu``, ``silu``, ``tanh``, ``elu``, ``leaky_relu`` or ``identity`` (a linear model).
+    conv_dense: width of the dense layer between the conv stack and the latent (0: none).
+    likelihood: p(x|z): ``bernoulli``, ``gaussian`` (fixed scale), ``gaussian-learned`` (one scale per
+        output, predicted by the decoder), ``gaussian-shared`` (one learned scale per dimension),
+        ``continuous-bernoulli``.
+    likelihood_scale: the fixed standard deviation of ``gaussian``.
+    prior: ``normal`` (standard normal, closed-form KL) or ``mixture`` (learned Gaussian mixture,
+        Monte Carlo KL).
+    prior_components: number of mixture components.
+    """
+
+    kind: str = "vae"
+    arch: str = "mlp"
+    input_shape: tuple[int, ...] = (1, 8, 8)
+    latent_dim: int = 2
+    hidden: tuple[int, ...] = (256, 128)
+    activation: str = "relu"
+    conv_dense: int = 0
+    likelihood: str = "bernoulli"
+    likelihood_scale: float = 1.0
+    prior: str = "normal"
+    prior_components: int = 10
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    epochs, batch_size, lr, weight_decay: Adam settings and length.
+    beta: weight of the KL term (β-VAE); ignored by an ``ae``.
+    warmup_epochs: β rises linearly from 0 to ``beta`` over this many epochs (0: off).
+    n_samples: latent samples per example in the objective.
+    iw: use the importance-weighted bound over ``n_samples`` (IWAE) instead of the averaged ELBO.
+    noise, noise_level: input corruption for denoising training: ``none``, ``gaussian`` (std),
+        ``mask`` (drop probability) or ``salt-pepper`` (flip probability); the target stays clean.
+    grad_clip: clip the gradient norm to this (0: off).
+    patience: stop after this many epochs without a better validation loss (0: off).
+    seed: seed of initialisation, data order and sampling.
+    threads: torch intra-op threads (0: leave torch's default).
+    nonfinite: what a NaN/Inf loss does: ``stop`` (raise, keep the last good checkpoint) or ``skip``
+        (skip that step and count it).
+    checkpoint_every: also checkpoint every this many steps (0: once per epoch).
+    """
+
+    epochs: int = 30
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta: float = 1.0
+    warmup_epochs: int = 0
+    n_samples: int = 1
+    iw: bool = False
+    noise: str = "none"
+    noise_level: float = 0.0
+    grad_clip: float = 0.0
+    patience: int = 0
+    seed: int = 0
+    threads: int = 0
+    nonfinite: str = "stop"
+    checkpoint_every: int = 0
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "RunConfig":
+        return _from_dict(cls, raw, "config")
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "RunConfig":
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        return cls.from_dict(raw)
+
+
+def _from_dict(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in raw.items()}
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert JSON lists to tuples."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            raise ConfigError(f"{where}: expected {len(item_types)} items, got {len(value)}")
+        return tuple(_coerce(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu", "leaky_relu", "identity")
+
+
+def validate(config: RunConfig) -> None:
+    """Raise ``ConfigError`` naming the first invalid setting."""
+    m, t, d = config.model, config.train, config.data
+    checks = [
+        (m.kind in ("vae", "ae"), f"model kind must be 'vae' or 'ae', got {m.kind!r}"),
+        (m.arch in ("mlp", "conv"), f"arch must be 'mlp' or 'conv', got {m.arch!r}"),
+        (m.latent_dim >= 1, f"latent dim must be at least 1, got {m.latent_dim}"),
+        (all(h >= 1 for h in m.hidden), f"hidden sizes must be positive, got {list(m.hidden)}"),
+        (m.arch == "mlp" or len(m.hidden) >= 1, "a conv model needs at least one channel stage (--hidden)"),
+        (m.activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}, got {m.activation!r}"),
+        (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),
+        (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
+        (m.conv_dense >= 0, f"conv dense width must be >= 0, got {m.conv_dense}"),
+        (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
+        (t.lr > 0, f"learning rate must be positive, got {t.lr}"),
+        (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),
+        (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
+        (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
+        (t.n_samples >= 1, f"number of latent samples must be at least 1, got {t.n_samples}"),
+        (t.noise in ("none", "gaussian", "mask", "salt-pepper"), f"unknown noise {t.noise!r}"),
+        (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
+        (t.noise not in ("mask", "salt-pepper") or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),
+        (t.grad_clip >= 0, f"gradient clip must be >= 0, got {t.grad_clip}"),
+        (t.patience >= 0, f"patience must be >= 0, got {t.patience}"),
+        (t.threads >= 0, f"threads must be >= 0, got {t.threads}"),
+        (t.nonfinite in ("stop", "skip"), f"nonfinite policy must be 'stop' or 'skip', got {t.nonfinite!r}"),
+        (t.checkpoint_every >= 0, f"checkpoint-every must be >= 0, got {t.checkpoint_every}"),
+        (0 < d.valid_fraction < 1, f"validation fraction must be in (0, 1), got {d.valid_fraction}"),
+        (d.image_size is None or all(s >= 1 for s in d.image_size), f"image size must be positive, got {d.image_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

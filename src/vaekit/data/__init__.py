@@ -1,0 +1,41 @@
+"""Datasets as tensors: ``load_data(source)`` gives train/valid/test splits and a record of how they were made.
+
+Sources: "digits" (embedded, the default), "mnist", "fashion-mnist", "binarized-mnist", or a
+path to an .npy/.npz/.amat/.csv/IDX file or a folder of images. See ``load_data``.
+"""
+
+from vaekit.data import digits, mnist  # noqa: F401  (importing them registers their datasets)
+from vaekit.data.base import (
+    BINARY,
+    REAL,
+    UNIT,
+    Dataset,
+    DataSplits,
+    dataset_names,
+    get_loader,
+    register_dataset,
+    split_off,
+    split_parts,
+)
+from vaekit.data.download import download_dataset
+from vaekit.data.idx import read_idx
+from vaekit.data.mnist import data_root
+from vaekit.data.sources import load_data, load_examples
+
+__all__ = [
+    "BINARY",
+    "REAL",
+    "UNIT",
+    "DataSplits",
+    "Dataset",
+    "data_root",
+    "dataset_names",
+    "download_dataset",
+    "get_loader",
+    "load_data",
+    "load_examples",
+    "read_idx",
+    "register_dataset",
+    "split_off",
+    "split_parts",
+]

@@ -1,0 +1,382 @@
+"""Arrays from ``.npy``, ``.npz`` and ``.amat`` files, and the array-to-tensor rules every source shares.
+
+vaekit parses ``.npy`` itself instead of calling ``np.load``: the header is checked (numeric
+dtype, no Python objects, a declared size the file can hold, at most ``2**31`` values) before a
+byte of data is read, so a corrupt or hostile file raises ``DataError`` rather than allocating
+gigabytes or unpickling anything. Pickled arrays are never loaded (``allow_pickle`` is never on).
+
+Conversion rules (``to_tensor``): (N, D) stays flat; (N, H, W) becomes (N, 1, H, W); a 4-D array
+is NHWC when its last axis has at most 4 entries, else NCHW when its second does, and comes out
+NCHW. uint8 is divided by 255 (unless it only holds 0 and 1); other dtypes keep their values.
+The result is float32.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset
+from vaekit.data.files import open_file, parsing
+from vaekit.data.idx import read_idx
+from vaekit.data.preprocess import check_options
+from vaekit.errors import DataError
+
+DEFLATE_MAX_RATIO = 1032  # deflate expands data at most ~1032x; a bigger claim is a corrupt archive
+NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+
+# names under which an .npz holds its splits and their labels
+SPLIT_NAMES = ("train", "valid", "test")
+_SPLIT_KEYS = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
+
+
+# ---------------------------------------------------------------------------------------------
+# .npy and .npz
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """Read one ``.npy`` file after checking its header (see the module docstring)."""
+    path = Path(path)
+    with open_file(path) as f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        return _read_npy_stream(f, size, str(path))
+
+
+class NpzArchive:
+    """An ``.npz`` file opened for reading; ``archive[key]`` parses one member like ``read_npy``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = open_file(self.path)
+        try:
+            with parsing(f"{self.path}: not a valid .npz archive"):
+                self._zip = zipfile.ZipFile(self._file)
+        except DataError:
+            self._file.close()
+            raise
+        self._members = {info.filename[: -len(".npy")]: info for info in self._zip.infolist() if info.filename.endswith(".npy")}
+
+    def keys(self) -> list[str]:
+        return list(self._members)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._members
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        info = self._members[key]
+        where = f"{self.path}[{key!r}]"
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 4096:
+            raise DataError(f"{where}: corrupt archive (member claims {info.file_size} bytes)")
+        with parsing(f"{where}: corrupt archive member"), self._zip.open(info) as member:
+            return _read_npy_stream(member, info.file_size, where)
+
+    def close(self) -> None:
+        self._zip.close()
+        self._file.close()
+
+
+@contextmanager
+def open_npz(path: str | Path) -> Iterator[NpzArchive]:
+    """``NpzArchive(path)``, closed on leaving the block."""
+    archive = NpzArchive(path)
+    try:
+        yield archive
+    finally:
+        archive.close()
+
+
+def _read_npy_stream(f: BinaryIO, size: int, where: str) -> np.ndarray:
+    fmt = np.lib.format
+    with parsing(f"{where}: not a valid .npy array"):
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise DataError(f"{where}: unsupported .npy format version {version[0]}.{version[1]}")
+        header_size = f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{where}: array holds Python objects (pickled data), which vaekit never loads")
+    if dtype.kind not in NUMERIC_KINDS or dtype.subdtype is not None:
+        raise DataError(f"{where}: array has non-numeric dtype {dtype}; expected integers, floats or booleans")
+    if any(d < 0 for d in shape):
+        raise DataError(f"{where}: array header declares a negative dimension {shape}")
+    count = math.prod(shape)
+    if count > MAX_VALUES:
+        raise DataError(f"{where}: array header declares {count} values {shape}, more than the limit of 2**31")
+    n_bytes = count * dtype.itemsize
+    if header_size + n_bytes > size:
+        raise DataError(f"{where}: truncated: header declares {shape} ({n_bytes} bytes) but the file is {size} bytes")
+    payload = bytearray(n_bytes)  # safe to allocate: n_bytes fits in the file, checked above
+    with parsing(f"{where}: cannot read the array data"):
+        n_read = f.readinto(payload)
+    payload = payload[:n_read] if n_read < n_bytes else payload
+    if len(payload) < n_bytes:
+        raise DataError(f"{where}: truncated: header declares {shape} ({n_bytes} bytes) but only {len(payload)} follow")
+    if dtype.kind == "b":  # a bool byte other than 0/1 must still mean True
+        array = np.frombuffer(payload, dtype=np.uint8, count=count) != 0
+    else:
+        array = np.frombuffer(payload, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def npz_parts(archive: NpzArchive) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """The arrays of an .npz as {split: (x, labels or None)}.
+
+    Accepted layouts: ``train`` (+ ``valid``/``validation``/``val``, ``test``) with labels under
+    ``<split>_labels``, ``y_<split>`` or ``<split>_y``; or ``x``/``X`` (+ ``y``/``Y``/``labels``);
+    or a single array. The single-array and x/y layouts come back as the ``train`` split.
+    """
+    keys = archive.keys()
+
+    def first(candidates: tuple[str, ...]) -> str | None:
+        return next((k for k in candidates if k in archive), None)
+
+    if "train" in archive:
+        parts = {}
+        for split in SPLIT_NAMES:
+            key = first(_SPLIT_KEYS[split])
+            if key is not None:
+                label_key = first((f"{key}_labels", f"y_{key}", f"{key}_y"))
+                parts[split] = (archive[key], None if label_key is None else archive[label_key])
+        return parts
+    data_key = first(("x", "X"))
+    if data_key is not None:
+        label_key = first(("y", "Y", "labels"))
+        return {"train": (archive[data_key], None if label_key is None else archive[label_key])}
+    if len(keys) == 1:
+        return {"train": (archive[keys[0]], None)}
+    if not keys:
+        raise DataError(f"{archive.path}: the .npz archive holds no arrays")
+    raise DataError(
+        f"{archive.path}: cannot tell which arrays are data among {', '.join(sorted(keys))}; "
+        "name them train/valid/test (+ train_labels, ...) or x (+ y)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# .amat text
+
+
+_AMAT_BINARY_BYTES = np.zeros(256, dtype=bool)
+_AMAT_BINARY_BYTES[list(b"01 \t\r\n")] = True
+
+
+def read_amat(path: str | Path) -> np.ndarray:
+    """Read an ``.amat`` text matrix (one example per line, whitespace-separated numbers) as (N, D).
+
+    Files of single 0/1 digits (binarized MNIST) take a vectorised path and come back uint8
+    (values 0/1, not to be scaled); anything else is parsed as float64.
+    """
+    path = Path(path)
+    with open_file(path) as f:
+        raw = f.read()
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    if _AMAT_BINARY_BYTES[buf].all():
+        is_digit = (buf == ord("0")) | (buf == ord("1"))
+        if not (is_digit[1:] & is_digit[:-1]).any():  # every number is one digit
+            return _binary_amat(buf, is_digit, path)
+    return _text_amat(raw, path)
+
+
+def _binary_amat(buf: np.ndarray, is_digit: np.ndarray, path: Path) -> np.ndarray:
+    newlines = np.flatnonzero(buf == ord("\n"))
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(buf)]])
+    digits_before = np.concatenate([[0], np.cumsum(is_digit)])
+    per_line = digits_before[ends] - digits_before[starts]  # numbers on each line
+    line_numbers = np.flatnonzero(per_line) + 1
+    per_line = per_line[per_line > 0]  # blank lines are skipped
+    if len(per_line) == 0:
+        raise DataError(f"{path}: no data")
+    bad = np.flatnonzero(per_line != per_line[0])
+    if len(bad):
+        i = bad[0]
+        raise DataError(f"{path}: line {line_numbers[i]} has {per_line[i]} values, expected {per_line[0]}")
+    values = buf[is_digit] - np.uint8(ord("0"))
+    return values.reshape(len(per_line), int(per_line[0]))
+
+
+def _text_amat(raw: bytes, path: Path) -> np.ndarray:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file") from None
+    rows = [(i + 1, line.split()) for i, line in enumerate(text.splitlines()) if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: no data")
+    width = len(rows[0][1])
+    for line_number, fields in rows:
+        if len(fields) != width:
+            raise DataError(f"{path}: line {line_number} has {len(fields)} values, expected {width}")
+    tokens = [token for _, fields in rows for token in fields]
+    try:
+        values = np.array(tokens, dtype=np.float64)
+    except (ValueError, OverflowError):
+        for line_number, fields in rows:
+            for token in fields:
+                try:
+                    float(token)
+                except ValueError:
+                    raise DataError(f"{path}: line {line_number}: non-numeric value {token!r}") from None
+        raise DataError(f"{path}: non-numeric values") from None
+    return values.reshape(len(rows), width)
+
+
+# ---------------------------------------------------------------------------------------------
+# array -> tensor
+
+
+def to_tensor(array: np.ndarray, where: str, *, saved: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """Convert a numeric array to a float32 tensor of examples (see the module docstring).
+
+    Args:
+        array: (N, D), (N, H, W) or 4-D images; bool, integer or float.
+        where: names the data in error messages (a file, or a file and key).
+        saved: an earlier call's returned steps (from saved preprocessing): its 4-D ``layout``
+            is kept, and its ``divide_by`` too when the input dtype is the same.
+
+    Returns the tensor and the steps taken: ``{"input_dtype", "divide_by", "layout"}``.
+    uint8 is divided by 255, unless every value is 0 or 1 (binary data stored as bytes).
+    Raises ``DataError`` for no examples, no features, an unsupported rank or non-finite values.
+    """
+    saved = saved or {}
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise DataError(f"{where}: non-numeric data of dtype {array.dtype}")
+    if array.ndim not in (2, 3, 4):
+        hint = "; reshape one feature to (N, 1)" if array.ndim == 1 else ""
+        raise DataError(f"{where}: expected (N, D), (N, H, W) or 4-D image data, got shape {array.shape}{hint}")
+    if array.shape[0] == 0:
+        raise DataError(f"{where}: no examples (shape {array.shape})")
+    if 0 in array.shape[1:]:
+        raise DataError(f"{where}: examples are empty (shape {array.shape})")
+    layout = None
+    if array.ndim == 3:
+        array = array[:, None]  # (N, 1, H, W)
+    elif array.ndim == 4:
+        layout = saved.get("layout") or _detect_layout(array.shape, where)
+        if layout == "nhwc":
+            array = array.transpose(0, 3, 1, 2)  # (N, C, H, W)
+        elif layout != "nchw":
+            raise DataError(f"{where}: unknown layout {layout!r}; use 'nchw' or 'nhwc'")
+    input_dtype = str(array.dtype)
+    if saved.get("input_dtype") == input_dtype and saved.get("divide_by") in (1.0, 255.0):
+        divide_by = float(saved["divide_by"])
+    else:
+        divide_by = 255.0 if array.dtype == np.uint8 and array.max() > 1 else 1.0
+    if array.dtype == np.uint8:  # the common case (images): torch converts in parallel
+        x = torch.from_numpy(_writable(np.ascontiguousarray(array))).to(torch.float32)
+    else:
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: caught below
+            x = torch.from_numpy(_writable(np.ascontiguousarray(array, dtype=np.float32)))
+    if divide_by != 1.0:
+        x = x.div_(divide_by) if array.dtype == np.uint8 else x / divide_by
+    if array.dtype.kind == "f":
+        check_finite(x, where)
+    return x, {"input_dtype": input_dtype, "divide_by": divide_by, "layout": layout}
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """torch warns on read-only numpy memory (np.frombuffer over bytes): copy such arrays."""
+    return array if array.flags.writeable else array.copy()
+
+
+def _detect_layout(shape: tuple[int, ...], where: str) -> str:
+    if shape[3] <= 4:
+        return "nhwc"
+    if shape[1] <= 4:
+        return "nchw"
+    raise DataError(f"{where}: 4-D array {shape} has no channel axis of size <= 4 (second or last)")
+
+
+def labels_to_tensor(labels: np.ndarray, n: int, where: str) -> torch.Tensor:
+    """Check labels are (N,) integer-like values and return them as int64."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise DataError(f"{where}: expected {n} labels of shape ({n},), got shape {labels.shape}")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise DataError(f"{where}: labels must be integers")
+    elif labels.dtype.kind not in "biu":
+        raise DataError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+    if labels.dtype.kind in "uf" and len(labels) and labels.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{where}: labels too large")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def check_finite(x: torch.Tensor, where: str) -> None:
+    """DataError naming ``where`` and the first bad example if ``x`` holds NaN or ±inf."""
+    if not x.is_floating_point() or torch.isfinite(x.sum()):  # a finite sum: no NaN, no inf (fast path)
+        return
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if bad.any():
+        raise DataError(f"{where}: contains NaN or infinite values (first in example {int(bad.nonzero()[0, 0])})")
+
+
+def infer_value_range(*xs: torch.Tensor) -> str:
+    """BINARY if every value is 0 or 1, UNIT if all lie in [0, 1], else REAL."""
+    if all(bool(((x == 0) | (x == 1)).all()) for x in xs):
+        return BINARY
+    if all(bool((x >= 0).all() and (x <= 1).all()) for x in xs):
+        return UNIT
+    return REAL
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray | None, where: str, *, saved: dict | None = None) -> tuple[Dataset, dict]:
+    """``to_tensor`` and ``labels_to_tensor`` together: one split as a Dataset, plus the steps taken."""
+    tensor, steps = to_tensor(x, where, saved=saved)
+    labels = None if y is None else labels_to_tensor(y, len(tensor), f"{where} labels")
+    return Dataset(tensor, labels), steps
+
+
+# ---------------------------------------------------------------------------------------------
+# a file of arrays as a source
+
+ARRAY_OPTIONS = ("input_dtype", "divide_by", "layout")
+_IDX_NAME = re.compile(r"(idx\d-ubyte(\.gz)?|\.idx\d?(\.gz)?)$", re.IGNORECASE)
+
+
+def array_format(path: Path) -> str | None:
+    """The format of a file by its name: "npy", "npz", "amat" or "idx"; None for other files."""
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz", ".amat"):
+        return suffix[1:]
+    if _IDX_NAME.search(path.name):
+        return "idx"
+    return None
+
+
+def read_array_file(path: Path, options: dict) -> tuple[dict[str, Dataset], dict]:
+    """Read an .npy, .npz, .amat or IDX file into its splits and its preprocessing record.
+
+    An .npz may carry train/valid/test splits and labels (see ``npz_parts``); other files are
+    one "train" array. Every split is converted by the training split's rule (``to_tensor``).
+    """
+    fmt = array_format(path)
+    check_options(options, fmt, ARRAY_OPTIONS)
+    if fmt == "npz":
+        with open_npz(path) as archive:
+            arrays = npz_parts(archive)
+    else:
+        read = {"npy": read_npy, "amat": read_amat, "idx": read_idx}[fmt]
+        arrays = {"train": (read(path), None)}
+    parts, steps = {}, dict(options)
+    for split in ("train", "valid", "test"):
+        if split in arrays:
+            x, y = arrays[split]
+            where = f"{path} [{split}]" if fmt == "npz" else str(path)
+            parts[split], split_steps = make_dataset(x, y, where, saved=steps)
+            steps = steps if split != "train" else split_steps
+            if parts[split].shape != parts["train"].shape:
+                raise DataError(f"{where}: examples of shape {parts[split].shape}, but train has {parts['train'].shape}")
+    return parts, {"format": fmt, **{key: steps[key] for key in ARRAY_OPTIONS}}

@@ -1,0 +1,128 @@
+"""Dataset containers and the dataset registry.
+
+A dataset is held as one tensor ``x`` of shape (N, *shape); a batch is an index slice
+``x[idx]``, never a per-sample Python loop. Images are (N, C, H, W) float32 in [0, 1];
+tables and arrays are (N, D) float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from vaekit.errors import DataError
+
+# the most values vaekit reads into one tensor: larger declared sizes are refused before allocating
+MAX_VALUES = 2**31
+
+# value ranges a likelihood can check against
+BINARY = "binary"  # values in {0, 1}
+UNIT = "unit"  # values in [0, 1]
+REAL = "real"  # any finite value
+
+
+@dataclass
+class Dataset:
+    """One split: examples ``x`` (N, *shape) and optional integer labels ``y`` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.y is not None and len(self.y) != len(self.x):
+            raise DataError(f"{len(self.x)} examples but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one example: (C, H, W) for images, (D,) for flat data."""
+        return tuple(self.x.shape[1:])
+
+    def subset(self, index: torch.Tensor) -> "Dataset":
+        return Dataset(self.x[index], None if self.y is None else self.y[index])
+
+
+@dataclass
+class DataSplits:
+    """Train, validation and (optional) test splits of one source, plus how they were made.
+
+    ``info`` is JSON-serialisable and is saved in the run: the source, the split seed and
+    sizes, the value range (``BINARY``, ``UNIT`` or ``REAL``) and any preprocessing
+    (e.g. per-column mean/std of a table) needed to treat new data the same way.
+    """
+
+    train: Dataset
+    valid: Dataset
+    test: Dataset | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.train.shape
+
+    @property
+    def value_range(self) -> str:
+        return self.info.get("value_range", REAL)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+
+Loader = Callable[..., DataSplits]
+_DATASETS: dict[str, Loader] = {}
+
+
+def register_dataset(*names: str) -> Callable[[Loader], Loader]:
+    """Register a loader ``fn(data_dir=..., valid_fraction=..., seed=..., **options) -> DataSplits``."""
+
+    def wrap(fn: Loader) -> Loader:
+        for name in names:
+            _DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def get_loader(name: str) -> Loader:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise DataError(
+            f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())} "
+            "or give a path to a .npy/.npz/.csv/.amat file or an image folder"
+        ) from None
+
+
+def split_off(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split ``data`` into (rest, held-out) with a seeded permutation; ``fraction`` goes to held-out."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
+    n = len(data)
+    n_held = max(1, int(round(n * fraction)))
+    if n_held >= n:
+        raise DataError(f"dataset of {n} examples is too small to split off a validation set")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return data.subset(perm[n_held:]), data.subset(perm[:n_held])
+
+
+def split_parts(parts: dict[str, Dataset], valid_fraction: float, seed: int, info: dict[str, Any] | None = None) -> DataSplits:
+    """DataSplits from the splits a source provides ("train", and "valid"/"test" where it has them).
+
+    A source without its own validation split has one split off its training data with
+    ``split_off(train, valid_fraction, seed)``; ``info["valid_fraction"]`` then records it.
+    """
+    info = dict(info or {})
+    train, valid = parts["train"], parts.get("valid")
+    if valid is None:
+        train, valid = split_off(train, valid_fraction, seed)
+        info["valid_fraction"] = valid_fraction
+    return DataSplits(train, valid, parts.get("test"), info)

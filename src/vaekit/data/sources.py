@@ -1,0 +1,217 @@
+"""``load_data``: a dataset name or a path in, train/valid/test tensors and a record of how they were made out.
+
+A source is a registered dataset name ("digits", "mnist", "fashion-mnist", "binarized-mnist",
+or any other ``register_dataset`` added), else a path: ``.npy``, ``.npz``, ``.amat``, an IDX
+file, ``.csv``, or a folder of PNG/JPEG images. Every source then goes through the same steps:
+the generic preprocessing (``vaekit.data.preprocess``), checks (no empty split, finite values),
+the value range inferred from the data, and one ``info`` record.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit.data.arrays import array_format, check_finite, infer_value_range, read_array_file
+from vaekit.data.base import REAL, Dataset, DataSplits, dataset_names, get_loader, split_parts
+from vaekit.data.images import read_image_folder
+from vaekit.data.preprocess import apply_steps, image_size_option
+from vaekit.data.tables import read_csv
+from vaekit.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+def load_data(
+    source: str,
+    *,
+    data_dir: str | None = None,
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+    binarize: bool = False,
+    image_size: tuple[int, int] | None = None,
+    grayscale: bool | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    download: bool = False,
+) -> DataSplits:
+    """Load a dataset as train, valid and (where the source has one) test splits.
+
+    Args:
+        source: a dataset name (see ``dataset_names()``) or a path to an .npy/.npz/.amat/.csv
+            file, an IDX file or a folder of images.
+        data_dir: where named datasets' files are; default ``$VAEKIT_DATA_DIR``, else
+            ``~/.cache/vaekit``.
+        valid_fraction: share split off the training data as validation, for sources without
+            their own validation split.
+        seed: seed of that split (recorded as ``info["split_seed"]``).
+        binarize: ask for dynamic binarization: the data stays in [0, 1] and
+            ``info["dynamic_binarization"]`` tells the trainer to draw fresh Bernoulli samples
+            per batch. Refused for real-valued data.
+        image_size: (height, width) to resize images to (bilinear, antialiased).
+        grayscale: True for 1-channel images, False for 3-channel; None keeps the source's
+            (an image folder: gray when every image is gray).
+        preprocessing: a saved ``info["preprocessing"]`` to repeat exactly (saved statistics,
+            columns, classes, sizes are reused), or a partial dict of options such as
+            ``{"label_column": "species"}`` or ``{"standardize": False}``.
+        download: fetch missing MNIST / Fashion-MNIST files (checked against their MD5 sums).
+
+    Returns ``DataSplits`` whose ``info`` (JSON-serialisable) records source, split_seed,
+    valid_fraction (when a split was made), sizes, shape, value_range, dynamic_binarization,
+    num_classes, files and preprocessing.
+
+    Raises ``DataError`` for anything wrong with the source or its data.
+    """
+    options = _options(preprocessing, image_size, grayscale)
+    if source in dataset_names():
+        loader = get_loader(source)
+        splits = loader(data_dir=data_dir, valid_fraction=valid_fraction, seed=seed, preprocessing=options, download=download)
+        name = source
+    else:
+        path = resolve_path(source)
+        parts, record = read_path(path, options)
+        splits = split_parts(parts, valid_fraction, seed, {"preprocessing": record, "files": [str(path)]})
+        name = str(path)
+    return _finish(splits, name, options, seed=seed, binarize=binarize)
+
+
+def load_examples(
+    source: str,
+    *,
+    preprocessing: dict[str, Any] | None = None,
+    split: str | None = None,
+    expected_shape: tuple[int, ...] | list[int] | None = None,
+    data_dir: str | None = None,
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+) -> Dataset:
+    """Examples to score with a trained model, prepared exactly as its training data was.
+
+    Args:
+        source: as for ``load_data``.
+        preprocessing: the run's saved ``info["preprocessing"]``.
+        split: "train", "valid" or "test" for that split as ``load_data`` makes it; None for
+            every example of a path (all rows of a CSV, all arrays of an .npz), or the test
+            split of a named dataset.
+        expected_shape: the model's example shape (``info["shape"]``); other shapes are refused.
+        data_dir, valid_fraction, seed, download: as for ``load_data``.
+    """
+    if split is not None and split not in SPLITS:
+        raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split is not None or source in dataset_names():
+        splits = load_data(
+            source,
+            data_dir=data_dir,
+            valid_fraction=valid_fraction,
+            seed=seed,
+            preprocessing=preprocessing,
+            download=download,
+        )
+        split = split or "test"
+        data = getattr(splits, split)
+        if data is None:
+            raise DataError(f"{source} has no {split} split")
+    else:
+        path = resolve_path(source)
+        options = _options(preprocessing, None, None)
+        parts, record = read_path(path, options)
+        whole = _concat([parts[name] for name in SPLITS if name in parts])
+        datasets, _ = apply_steps({"all": whole}, record, options, str(path), fit_on="all")
+        data = datasets["all"]
+        check_finite(data.x, str(path))
+    if expected_shape is not None and tuple(data.shape) != tuple(expected_shape):
+        raise DataError(f"{source}: examples have shape {tuple(data.shape)} but the model expects {tuple(expected_shape)}")
+    return data
+
+
+def resolve_path(source: str | os.PathLike) -> Path:
+    """``source`` as an existing path; "no such file" for a missing path, the name list for an unknown name."""
+    path = Path(source).expanduser()
+    looks_like_path = os.sep in str(source) or "/" in str(source) or path.suffix != "" or path.exists()
+    if not looks_like_path:
+        get_loader(str(source))  # raises: unknown dataset, with the list of names
+    if not path.exists():
+        raise DataError(f"no such file: {source}")
+    return path.resolve()
+
+
+def read_path(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    """Read a file or image folder into its splits ("train", maybe "valid"/"test") and its preprocessing record."""
+    if path.is_dir():
+        return read_image_folder(path, options)
+    if path.suffix.lower() == ".csv":
+        return read_csv(path, options)
+    if array_format(path) is not None:
+        return read_array_file(path, options)
+    raise DataError(
+        f"{path}: unsupported file type {path.suffix or path.name!r}; "
+        "give a .npy, .npz, .amat, .csv or IDX file, or a folder of PNG/JPEG images"
+    )
+
+
+def _options(preprocessing: Any, image_size: Any, grayscale: bool | None) -> dict[str, Any]:
+    """One options dict from saved/partial preprocessing and the keyword arguments; conflicts are errors."""
+    if preprocessing is not None and not isinstance(preprocessing, dict):
+        raise DataError(f"preprocessing must be a dict (a saved info['preprocessing']), got {type(preprocessing).__name__}")
+    options = dict(preprocessing or {})
+    if image_size is not None:
+        size = image_size_option(image_size)
+        saved = image_size_option(options.get("image_size"))
+        if saved is not None and saved != size:
+            raise DataError(f"image_size {size} conflicts with the saved preprocessing's {saved}")
+        options["image_size"] = list(size)
+    if grayscale is not None:
+        channels = 1 if grayscale else 3
+        if options.get("channels") not in (None, channels):
+            raise DataError(f"grayscale={grayscale} conflicts with the saved preprocessing's {options['channels']} channels")
+        options["channels"] = channels
+    return options
+
+
+def _finish(splits: DataSplits, source: str, options: dict[str, Any], *, seed: int, binarize: bool) -> DataSplits:
+    """The steps shared by every source: generic preprocessing, checks, value range, the info record."""
+    datasets = {name: getattr(splits, name) for name in SPLITS if getattr(splits, name) is not None}
+    for name, data in datasets.items():
+        if len(data) == 0:
+            raise DataError(f"{source}: the {name} split is empty")
+        if data.shape != splits.train.shape:
+            raise DataError(f"{source}: {name} examples have shape {data.shape} but train has {splits.train.shape}")
+    info = dict(splits.info)
+    datasets, record = apply_steps(datasets, info.pop("preprocessing", {}), options, source, fit_on="train")
+    for name, data in datasets.items():
+        check_finite(data.x, f"{source} ({name} split)")
+    value_range = infer_value_range(*(data.x for data in datasets.values()))
+    if binarize and value_range == REAL:
+        raise DataError(f"{source}: binarize needs values in [0, 1], but this data is real-valued")
+    train = datasets["train"]
+    info = {
+        "source": source,
+        "split_seed": seed,
+        **info,
+        "sizes": {name: len(datasets[name]) if name in datasets else None for name in SPLITS},
+        "shape": list(train.shape),
+        "value_range": value_range,
+        "dynamic_binarization": bool(binarize),
+        "num_classes": _num_classes(datasets.values(), record),
+        "preprocessing": record,
+    }
+    return DataSplits(train, datasets["valid"], datasets.get("test"), info)
+
+
+def _num_classes(datasets: Any, record: dict[str, Any]) -> int | None:
+    if isinstance(record.get("classes"), list):
+        return len(record["classes"])
+    labels = [data.y for data in datasets if data.y is not None]
+    if not labels:
+        return None
+    low = min(int(y.min()) for y in labels)
+    return max(int(y.max()) for y in labels) + 1 if low >= 0 else None
+
+
+def _concat(parts: list[Dataset]) -> Dataset:
+    x = torch.cat([p.x for p in parts])
+    labelled = all(p.y is not None for p in parts)
+    return Dataset(x, torch.cat([p.y for p in parts]) if labelled else None)

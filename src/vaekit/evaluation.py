@@ -1,0 +1,289 @@
+"""Evaluation under ``torch.inference_mode``: the same ``elbo`` as training over a whole split, the
+importance-weighted log-likelihood estimate, latent diagnostics and per-example scores at fixed draws."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.distributions import Distribution, Independent, kl_divergence
+
+from vaekit.errors import ConfigError
+from vaekit.objectives import ELBOTerms, elbo, kl_to_prior
+
+log = logging.getLogger(__name__)
+
+ACTIVITY_THRESHOLD = 0.01  # a unit is active when Cov_x(E_q[z_u]) exceeds this (Burda et al. 2015)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _rng_devices(device: torch.device) -> list:
+    return [device] if device.type == "cuda" else []
+
+
+@torch.inference_mode()
+def elbo_terms(model, x: torch.Tensor, *, target: torch.Tensor | None = None, batch_size: int = 1000, n_samples: int = 1, seed: int = 0) -> ELBOTerms:
+    """Per-example ELBO terms (N,) for all of ``x`` (N, *shape), in batches, with a fixed seed for
+    the latent samples (so the numbers are reproducible and the caller's RNG is untouched)."""
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    parts: list[ELBOTerms] = []
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].to(device, non_blocking=True)
+            tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
+            parts.append(elbo(model, xb, tb, n_samples=n_samples))
+    model.train(was_training)
+    return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
+
+
+def summarize(terms: ELBOTerms, dims: int) -> dict[str, float]:
+    """Means over examples in nats: ``neg_elbo`` = ``reconstruction`` + ``kl``, where
+    ``reconstruction`` is -E_q[log p(x|z)]; per-dimension values and bits/dim alongside."""
+    neg_elbo = terms.neg_elbo.double()
+    n = len(neg_elbo)
+    out = {
+        "neg_elbo": neg_elbo.mean().item(),
+        "neg_elbo_stderr": (neg_elbo.std().item() / math.sqrt(n)) if n > 1 else 0.0,
+        "reconstruction": -terms.reconstruction.double().mean().item(),
+        "kl": terms.kl.double().mean().item(),
+        "examples": n,
+        "dims": dims,
+    }
+    out["neg_elbo_per_dim"] = out["neg_elbo"] / dims
+    out["bits_per_dim"] = out["neg_elbo"] / (dims * math.log(2))
+    return out
+
+
+# ----- fixed draws: common random numbers ------------------------------------------------------
+def fixed_noise(model, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` standard-normal draws (n, 1, L) from a private generator, shared by every example.
+
+    With these "common random numbers" an example's score depends on the example alone, not on
+    the batch it is scored in or the rows around it. z = E_q[z] + std_q[z] · ε needs a
+    location-scale posterior (every posterior in vaekit is one: Gaussian or point mass)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, 1, model.latent_dim), generator=g).to(_device(model))  # (n, 1, L)
+
+
+def _latents(q: Distribution, noise: torch.Tensor | None) -> torch.Tensor:
+    """z (S, B, L): the posterior mean (S = 1) when ``noise`` is None, else E_q[z] + std_q[z] · ε."""
+    if noise is None:
+        return q.mean.unsqueeze(0)  # (1, B, L)
+    return q.mean + q.stddev * noise  # (S, B, L)
+
+
+@dataclass
+class ExampleScores:
+    """Per-example values (N,) at fixed latent draws.
+
+    neg_elbo: KL(q||p) - mean_s log p(x|z_s) (nats; the KL is closed form where registered).
+    squared_error: mean_s ||x - E[x|z_s]||², the squared reconstruction error of the decoder mean.
+    """
+
+    neg_elbo: torch.Tensor
+    squared_error: torch.Tensor
+
+
+@torch.inference_mode()
+def example_scores(model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, batch_size: int = 1000) -> ExampleScores:
+    """Negative ELBO and squared reconstruction error per example, deterministic per example.
+
+    x: (N, *shape). samples: 0 evaluates at the posterior mean z = E_q[z] (for a prior without a
+    closed-form KL the KL is then log q(z) - log p(z) at that point); S > 0 averages over S fixed
+    draws z_s = E_q[z] + std_q[z] · ε_s with ε from ``fixed_noise(model, S, seed)``.
+    """
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    noise = fixed_noise(model, samples, seed) if samples > 0 and not model.deterministic else None
+    neg_elbo, sq = [], []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device)  # (B, *shape)
+        b = len(xb)
+        q = model.encode(xb)
+        z = _latents(q, noise)  # (S, B, L)
+        s = len(z)
+        px = model.decode(z.flatten(0, 1))  # batch (S*B,)
+        xs = xb.unsqueeze(0).expand(s, *xb.shape).flatten(0, 1)  # (S*B, *shape)
+        rec = px.log_prob(xs).view(s, b).mean(0)  # (B,)
+        kl = torch.zeros_like(rec) if model.deterministic else kl_to_prior(q, model.prior(), z)
+        neg_elbo.append(kl - rec)
+        sq.append((px.mean - xs).pow(2).flatten(1).sum(1).view(s, b).mean(0))
+    model.train(was_training)
+    return ExampleScores(torch.cat(neg_elbo), torch.cat(sq))
+
+
+def reconstruction_error(model, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+    """||x - E[x | z = E_q[z]]||² per example (N,): the decoder mean at the posterior mean."""
+    return example_scores(model, x, samples=0, batch_size=batch_size).squared_error
+
+
+# ----- importance-weighted log-likelihood -----------------------------------------------------
+@torch.inference_mode()
+def iw_log_likelihood(
+    model,
+    x: torch.Tensor,
+    *,
+    k: int = 5000,
+    batch_size: int = 100,
+    max_rows: int = 20_000,
+    seed: int = 0,
+    common_noise: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Importance-weighted estimate of log p(x) per example (N,) in nats (Burda et al. 2015):
+
+        log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x).
+
+    Uses the model's own distributions (``encode(x).log_prob``, ``prior().log_prob``,
+    ``decode(z).log_prob``). The K samples go through the decoder in chunks of at most ``max_rows``
+    (samples × examples) rows at a time, accumulated with a running logsumexp, so memory is bounded
+    whatever K is. K = 1 is the single-sample ELBO; the estimate rises towards log p(x) with K.
+
+    x: (N, *shape). batch_size: examples encoded together (capped at ``max_rows``).
+    seed: the draws are reproducible and the caller's RNG is untouched.
+    common_noise: use the same K standard-normal draws for every example (``fixed_noise``), so an
+        example's estimate does not depend on which batch it is in (for anomaly scores); by default
+        every example gets independent draws.
+    progress: called with the number of examples done after each batch.
+    """
+    if model.deterministic:
+        raise ConfigError("a plain autoencoder has no likelihood to estimate: importance weighting needs a VAE (a stochastic encoder)")
+    if k < 1:
+        raise ConfigError(f"the number of importance samples must be at least 1, got {k}")
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    batch_size = max(1, min(batch_size, max_rows))
+    chunk = max(1, min(k, max_rows // batch_size))  # samples per decoder call, fixed for every batch
+    noise = fixed_noise(model, k, seed) if common_noise else None  # (K, 1, L)
+    p = model.prior()
+    out = []
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].to(device)  # (B, *shape)
+            b = len(xb)
+            q = model.encode(xb)
+            xs = xb.unsqueeze(0).expand(min(chunk, k), *xb.shape).flatten(0, 1)  # (chunk*B, *shape), sample-major
+            acc = torch.full((b,), -math.inf, dtype=q.mean.dtype, device=device)  # running logsumexp of log w
+            for s0 in range(0, k, chunk):
+                c = min(chunk, k - s0)
+                z = q.sample((c,)) if noise is None else _latents(q, noise[s0 : s0 + c])  # (c, B, L)
+                px = model.decode(z.flatten(0, 1))  # batch (c*B,)
+                log_px = px.log_prob(xs[: c * b]).view(c, b)  # (c, B)
+                log_w = log_px + p.log_prob(z) - q.log_prob(z)  # (c, B)
+                acc = torch.logaddexp(acc, torch.logsumexp(log_w, 0))
+            out.append(acc - math.log(k))
+            if progress is not None:
+                progress(min(start + b, len(x)))
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def summarize_log_likelihood(log_px: torch.Tensor, dims: int) -> dict[str, float]:
+    """Mean negative log-likelihood in nats per example with its standard error over examples,
+    per dimension and in bits per dimension, from per-example estimates ``log_px`` (N,)."""
+    nll = -log_px.double()
+    n = len(nll)
+    mean = nll.mean().item()
+    return {
+        "nll": mean,
+        "nll_stderr": (nll.std().item() / math.sqrt(n)) if n > 1 else 0.0,
+        "nll_per_dim": mean / dims,
+        "bits_per_dim": mean / (dims * math.log(2)),
+        "examples": n,
+        "dims": dims,
+    }
+
+
+# ----- latent diagnostics --------------------------------------------------------------------
+@dataclass
+class LatentDiagnostics:
+    """How the latent units are used over a set of examples.
+
+    kl_per_dim: (L,) mean KL(q(z_u|x) || p(z_u)) per unit in nats; None when the posterior or the
+        prior does not factorise over units with a closed form (a mixture prior, an autoencoder).
+    activity: (L,) Cov_x(E_q[z_u]), the variance over examples of each unit's posterior mean.
+    threshold: a unit is active when its activity exceeds this.
+    """
+
+    kl_per_dim: torch.Tensor | None
+    activity: torch.Tensor
+    threshold: float = ACTIVITY_THRESHOLD
+
+    @property
+    def active(self) -> torch.Tensor:
+        return self.activity > self.threshold  # (L,) bool
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active.sum())
+
+    def to_dict(self) -> dict:
+        return {
+            "latent_dim": len(self.activity),
+            "active_units": self.n_active,
+            "activity_threshold": self.threshold,
+            "activity": self.activity.tolist(),
+            "kl_per_dim": None if self.kl_per_dim is None else self.kl_per_dim.tolist(),
+        }
+
+
+def _kl_per_unit(q: Distribution, p: Distribution) -> torch.Tensor | None:
+    """KL per unit (B, L) when q and p are both ``Independent`` over units with a registered KL."""
+    if not (isinstance(q, Independent) and isinstance(p, Independent)):
+        return None
+    try:
+        return kl_divergence(q.base_dist, p.base_dist)
+    except NotImplementedError:
+        return None
+
+
+@torch.inference_mode()
+def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000) -> LatentDiagnostics:
+    """KL per latent dimension and active units over the examples ``x`` (N, *shape)."""
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    p = None if model.deterministic else model.prior()
+    means, kls = [], []
+    for start in range(0, len(x), batch_size):
+        q = model.encode(x[start : start + batch_size].to(device))
+        means.append(q.mean.double())  # (B, L)
+        kls.append(None if p is None else _kl_per_unit(q, p))
+    model.train(was_training)
+    mu = torch.cat(means)  # (N, L)
+    activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
+    kl = None if any(k is None for k in kls) else torch.cat(kls).double().mean(0)
+    return LatentDiagnostics(kl_per_dim=None if kl is None else kl.cpu(), activity=activity.cpu(), threshold=threshold)
+
+
+def collapse_message(diag: LatentDiagnostics, *, min_active_fraction: float = 0.1) -> str | None:
+    """A warning when no unit, or fewer than ``min_active_fraction`` of them, is active; else None."""
+    n, total = diag.n_active, len(diag.activity)
+    kl = "" if diag.kl_per_dim is None else f", mean KL {float(diag.kl_per_dim.sum()):.3g} nats"
+    advice = "the decoder is ignoring z; try KL warm-up (--warmup), a smaller beta or a weaker decoder"
+    if n == 0:
+        return f"posterior collapse: none of the {total} latent units is active (Cov_x E_q[z_u] <= {diag.threshold:g}{kl}); {advice}"
+    if n < max(1, round(min_active_fraction * total)):
+        return f"partial posterior collapse: only {n} of {total} latent units are active (Cov_x E_q[z_u] > {diag.threshold:g}{kl}); {advice}"
+    return None
+
+
+def posterior_collapse_warning(model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, min_active_fraction: float = 0.1) -> str | None:
+    """A one-line warning when the posterior has collapsed on ``x`` (N, *shape): no active unit, or
+    fewer than ``min_active_fraction`` of the units active. None when it has not, and for a plain
+    autoencoder (no posterior to collapse). For training logs and ``vaekit evaluate``."""
+    if model.deterministic:
+        return None
+    return collapse_message(latent_diagnostics(model, x, threshold=threshold), min_active_fraction=min_active_fraction)

@@ -1,0 +1,123 @@
+"""Likelihood heads p(x|z): turn decoder outputs into a ``torch.distributions`` object.
+
+A head takes the decoder's parameters (B, k, *shape) -- k = ``head.params_per_output`` -- and
+returns a distribution with batch shape (B,) and event shape ``shape``, so ``log_prob(x)`` is
+(B,) and ``.mean`` is the decoder mean. Heads are registered by name with ``register_likelihood``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
+
+from vaekit.errors import ConfigError
+
+LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 5.0  # keep learned Gaussian scales in a numerically safe range
+
+_LIKELIHOODS: dict[str, Callable[..., "LikelihoodHead"]] = {}
+
+
+def register_likelihood(name: str):
+    def wrap(cls):
+        _LIKELIHOODS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def likelihood_names() -> list[str]:
+    return sorted(_LIKELIHOODS)
+
+
+def build_likelihood(name: str, shape: tuple[int, ...], scale: float = 1.0) -> "LikelihoodHead":
+    if name not in _LIKELIHOODS:
+        raise ConfigError(f"unknown likelihood {name!r}; choose one of {', '.join(likelihood_names())}")
+    return _LIKELIHOODS[name](shape=shape, scale=scale)
+
+
+class LikelihoodHead(nn.Module):
+    """Interface. ``params_per_output``: channels the decoder must produce per data value.
+    ``support``: ``binary``, ``unit`` or ``real`` -- the data values the distribution accepts."""
+
+    name: str
+    params_per_output: int = 1
+    support: str = "real"
+
+    def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
+        super().__init__()
+        self.event_dims = len(shape)
+
+    def forward(self, params: torch.Tensor) -> Distribution:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@register_likelihood("bernoulli")
+class BernoulliHead(LikelihoodHead):
+    """Bernoulli with logits; for binary data (grayscale in [0, 1] is accepted as soft targets)."""
+
+    support = "unit"
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        return Independent(FastBernoulli(logits=params[:, 0], validate_args=False), self.event_dims)
+
+
+class FastBernoulli(Bernoulli):
+    """``Bernoulli`` whose ``log_prob`` skips argument validation and broadcasting copies:
+    the same fused ``binary_cross_entropy_with_logits`` kernel, accepting soft targets in [0, 1]."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return -F.binary_cross_entropy_with_logits(self.logits, value.expand_as(self.logits), reduction="none")
+
+
+@register_likelihood("continuous-bernoulli")
+class ContinuousBernoulliHead(LikelihoodHead):
+    """Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): a proper density on [0, 1]."""
+
+    support = "unit"
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        return Independent(ContinuousBernoulli(logits=params[:, 0], validate_args=False), self.event_dims)
+
+
+@register_likelihood("gaussian")
+class GaussianFixedHead(LikelihoodHead):
+    """Normal(mean, σ) with a fixed σ (``scale``): σ² plays the role of the β / constant c trade-off."""
+
+    def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
+        super().__init__(shape)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        mean = params[:, 0]
+        return Independent(Normal(mean, self.scale.expand_as(mean), validate_args=False), self.event_dims)
+
+
+@register_likelihood("gaussian-learned")
+class GaussianLearnedHead(LikelihoodHead):
+    """Normal(mean, σ(z)): the decoder predicts a mean and a log-scale for every output."""
+
+    params_per_output = 2
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        mean, log_scale = params[:, 0], params[:, 1].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        return Independent(Normal(mean, log_scale.exp(), validate_args=False), self.event_dims)
+
+
+@register_likelihood("gaussian-shared")
+class GaussianSharedHead(LikelihoodHead):
+    """Normal(mean, σ): one learned scale per data dimension, shared by all examples."""
+
+    def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
+        super().__init__(shape)
+        self.log_scale = nn.Parameter(torch.full(shape, math.log(scale)))
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        mean = params[:, 0]
+        scale = self.log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).exp().expand_as(mean)
+        return Independent(Normal(mean, scale, validate_args=False), self.event_dims)

@@ -1,0 +1,156 @@
+"""Every core CLI command end to end on small data, and each bad input as a one-line error with exit code 2."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit.cli import main
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--dataset", "digits", "--epochs", "3", "--latent-dim", "2", "--hidden", "64", "--batch-size", "64", "--quiet", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def run_cli(*args):
+    """The installed entry point in a subprocess: exit code, stdout, stderr."""
+    proc = subprocess.run([sys.executable, "-m", "vaekit.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_line_error(code, err, *words):
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("vaekit: error:")
+    for w in words:
+        assert w.lower() in lines[0].lower(), lines[0]
+
+
+def test_train_writes_a_complete_run(run_dir):
+    for name in ["config.json", "data.json", "best.safetensors", "last.safetensors", "optimizer.safetensors", "state.json", "metrics.csv"]:
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "figures").is_dir()
+    assert len((run_dir / "metrics.csv").read_text().strip().splitlines()) == 4
+
+
+def test_evaluate_prints_and_writes_json(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(run_dir), "--split", "test", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["neg_elbo"] == pytest.approx(result["reconstruction"] + result["kl"])
+    assert 0 < result["kl"] < result["neg_elbo"]
+    assert result["bits_per_dim"] == pytest.approx(result["neg_elbo"] / (64 * np.log(2)))
+    assert "negative ELBO" in capsys.readouterr().out
+
+
+def test_sample_and_reconstruct_write_grids_with_content(run_dir, tmp_path):
+    assert main(["sample", str(run_dir), "-n", "16"]) == 0
+    img = np.asarray(Image.open(run_dir / "figures" / "samples.png"))
+    assert img.shape[0] == img.shape[1] and img.shape[0] >= 4 * 56  # 4 x 4 grid of enlarged 8x8 digits
+    assert img.std() > 10
+    out = tmp_path / "rec.png"
+    assert main(["reconstruct", str(run_dir), "-n", "8", "-o", str(out)]) == 0
+    img = np.asarray(Image.open(out))
+    h = img.shape[0]
+    assert img.shape[1] > 3 * h  # one row of originals above one row of reconstructions, 8 wide
+    assert img.std() > 10
+
+
+def test_resume_extends_training(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert main(["train", "--resume", str(copy), "--epochs", "4", "--quiet"]) == 0
+    assert len((copy / "metrics.csv").read_text().strip().splitlines()) == 5
+
+
+def test_train_into_existing_run_is_refused(run_dir):
+    code, _, err = run_cli("train", "--epochs", "1", "--quiet", "--out", run_dir)
+    assert_one_line_error(code, err, "already holds a run")
+
+
+def test_console_entry_point_help():
+    proc = subprocess.run([sys.executable, "-m", "vaekit.cli", "train", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--latent-dim" in proc.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (["evaluate", "/nonexistent/run"], ["no such run directory"]),
+    (["train", "--dataset", "nope", "--quiet"], ["unknown dataset"]),
+    (["train", "--dataset", "/nonexistent/file.npy", "--quiet"], ["/nonexistent/file.npy"]),
+    (["train", "--latent-dim", "0", "--quiet"], ["latent dim"]),
+    (["train", "--beta", "-1", "--quiet"], ["beta"]),
+    (["train", "--batch-size", "100000", "--quiet"], ["batch size"]),
+    (["train", "--epochs", "0", "--quiet"], ["epochs"]),
+    (["train", "--lr", "0", "--quiet"], ["learning rate"]),
+    (["train", "--arch", "unknown", "--quiet"], ["arch"]),
+    (["train", "--epochs", "many"], ["epochs"]),
+])
+def test_bad_arguments_give_one_line_errors(args, words, tmp_path):
+    code, _, err = run_cli(*args, *(["--out", tmp_path / "r"] if args[0] == "train" else []))
+    assert_one_line_error(code, err, *words)
+
+
+def test_bad_files_give_one_line_errors(tmp_path, run_dir):
+    trunc = tmp_path / "mnist"
+    trunc.mkdir()
+    raw = gzip.compress(b"\x00\x00\x08\x03" + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(1000))
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]:
+        (trunc / name).write_bytes(raw[: len(raw) // 2])
+    code, _, err = run_cli("train", "--dataset", "mnist", "--data-dir", tmp_path, "--quiet", "--out", tmp_path / "r1")
+    assert_one_line_error(code, err)
+    badmagic = tmp_path / "bm" / "mnist"
+    badmagic.mkdir(parents=True)
+    for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]:
+        (badmagic / name).write_bytes(b"\x12\x34\x56\x78" + bytes(64))
+    code, _, err = run_cli("train", "--dataset", "mnist", "--data-dir", tmp_path / "bm", "--quiet", "--out", tmp_path / "r2")
+    assert_one_line_error(code, err, "magic")
+    notnpy = tmp_path / "x.npy"
+    notnpy.write_bytes(b"this is not numpy")
+    code, _, err = run_cli("train", "--dataset", notnpy, "--quiet", "--out", tmp_path / "r3")
+    assert_one_line_error(code, err)
+
+
+def test_wrong_image_size_for_trained_model(tmp_path, run_dir):
+    arr = np.random.default_rng(0).random((50, 1, 12, 12), dtype=np.float32)
+    np.save(tmp_path / "big.npy", arr)
+    code, _, err = run_cli("evaluate", run_dir, "--data", tmp_path / "big.npy", "--split", "valid")
+    assert_one_line_error(code, err, "shape")
+
+
+def test_data_outside_unit_interval_with_bernoulli(tmp_path):
+    np.save(tmp_path / "real.npy", np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32))
+    code, _, err = run_cli("train", "--dataset", tmp_path / "real.npy", "--likelihood", "bernoulli", "--quiet", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "[0, 1]")
+    code, _, _ = run_cli("train", "--dataset", tmp_path / "real.npy", "--likelihood", "gaussian", "--epochs", "1", "--batch-size", "32", "--quiet", "--out", tmp_path / "r2")
+    assert code == 0
+
+
+def test_nan_in_data(tmp_path):
+    arr = np.random.default_rng(0).random((100, 5)).astype(np.float32)
+    arr[3, 2] = np.nan
+    np.save(tmp_path / "nan.npy", arr)
+    code, _, err = run_cli("train", "--dataset", tmp_path / "nan.npy", "--quiet", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "nan")
+
+
+def test_tabular_run_cannot_draw_images(tmp_path):
+    np.save(tmp_path / "t.npy", np.random.default_rng(0).random((100, 5)).astype(np.float32))
+    assert main(["train", "--dataset", str(tmp_path / "t.npy"), "--epochs", "1", "--batch-size", "20", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    code, _, err = run_cli("sample", tmp_path / "r")
+    assert_one_line_error(code, err, "images")

@@ -1,0 +1,168 @@
+"""Closed forms against Monte Carlo, gradients through rsample, likelihoods against torch.distributions, shapes."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, Normal, kl_divergence
+
+from vaekit.config import ModelConfig
+from vaekit.models import PointMass, build_model
+from vaekit.models.likelihoods import build_likelihood, likelihood_names
+from vaekit.models.posteriors import GaussianPosterior
+from vaekit.objectives import elbo, kl_to_prior
+
+
+def test_closed_form_kl_is_the_seed_formula_and_matches_monte_carlo():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 4), torch.randn(5, 4)
+    q = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+    p = Independent(Normal(torch.zeros(4), torch.ones(4)), 1)
+    closed = kl_divergence(q, p)
+    seed_formula = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(-1)
+    torch.testing.assert_close(closed, seed_formula)
+    z = q.sample((200_000,))
+    mc = (q.log_prob(z) - p.log_prob(z)).mean(0)
+    stderr = (q.log_prob(z) - p.log_prob(z)).std(0) / math.sqrt(len(z))
+    assert torch.all((mc - closed).abs() < 5 * stderr)
+
+
+def test_monte_carlo_fallback_for_mixture_prior_is_unbiased():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_shape=(6,), latent_dim=3, hidden=(8,), prior="mixture", prior_components=4, likelihood="gaussian"))
+    q = model.encode(torch.randn(2, 6))
+    p = model.prior()
+    with pytest.raises(NotImplementedError):
+        kl_divergence(q, p)
+    z = q.sample((100_000,))
+    exact_mc = (q.log_prob(z) - p.log_prob(z)).mean(0)
+    estimates = torch.stack([kl_to_prior(q, p, q.rsample((1,))) for _ in range(4000)]).mean(0)
+    torch.testing.assert_close(estimates, exact_mc, atol=0.1, rtol=0.05)
+
+
+def test_gradients_reach_encoder_mean_and_variance_through_the_sample():
+    torch.manual_seed(0)
+    head = GaussianPosterior(features=5, latent_dim=3)
+    h = torch.randn(4, 5)
+    z = head(h).rsample()
+    (z**2).sum().backward()
+    assert head.mean.weight.grad.abs().sum() > 0
+    assert head.logvar.weight.grad.abs().sum() > 0
+    # d z / d mu = 1 exactly for the reparameterized sample
+    mu = torch.zeros(3, requires_grad=True)
+    Normal(mu, torch.ones(3)).rsample().sum().backward()
+    torch.testing.assert_close(mu.grad, torch.ones(3))
+
+
+def test_gradient_of_elbo_matches_finite_differences():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_shape=(4,), latent_dim=2, hidden=(5,), likelihood="gaussian", activation="tanh")).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+
+    def loss():
+        torch.manual_seed(1)
+        return elbo(model, x).loss.sum()
+
+    w = model.posterior.logvar.weight
+    loss().backward()
+    analytic = w.grad[0, 0].item()
+    eps = 1e-6
+    with torch.no_grad():
+        w[0, 0] += eps
+        up = loss().item()
+        w[0, 0] -= 2 * eps
+        down = loss().item()
+        w[0, 0] += eps
+    assert analytic == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared"])
+def test_likelihood_log_prob_matches_torch_distributions(name):
+    torch.manual_seed(0)
+    shape = (1, 3, 2)
+    head = build_likelihood(name, shape, scale=0.7)
+    params = torch.randn(5, head.params_per_output, *shape)
+    x = torch.rand(5, *shape)
+    if name == "bernoulli":
+        x = x.round()
+        ref = Bernoulli(logits=params[:, 0])
+    elif name == "continuous-bernoulli":
+        ref = ContinuousBernoulli(logits=params[:, 0])
+    elif name == "gaussian":
+        ref = Normal(params[:, 0], 0.7)
+    elif name == "gaussian-learned":
+        ref = Normal(params[:, 0], params[:, 1].exp())
+    else:
+        ref = Normal(params[:, 0], torch.full(shape, 0.7))
+    dist = head(params)
+    assert dist.batch_shape == (5,) and dist.event_shape == shape
+    torch.testing.assert_close(dist.log_prob(x), ref.log_prob(x).sum((1, 2, 3)))
+    torch.testing.assert_close(dist.mean, ref.mean.expand_as(dist.mean))
+
+
+def test_all_registered_likelihoods_are_tested():
+    assert set(likelihood_names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared"}
+
+
+@pytest.mark.parametrize("arch,shape,hidden", [
+    ("mlp", (7,), (16, 8)),
+    ("mlp", (1, 8, 8), (32,)),
+    ("mlp", (3, 5, 6), (16, 16)),
+    ("conv", (1, 28, 28), (8, 16)),
+    ("conv", (3, 32, 32), (8, 16, 16)),
+    ("conv", (1, 8, 8), (4, 8)),
+    ("conv", (3, 7, 13), (4, 8)),
+    ("conv", (2, 9, 9), (4,)),
+])
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+@pytest.mark.parametrize("likelihood", ["gaussian", "gaussian-learned"])
+def test_shapes(arch, shape, hidden, kind, likelihood):
+    model = build_model(ModelConfig(kind=kind, arch=arch, input_shape=shape, hidden=hidden, latent_dim=3, likelihood=likelihood, conv_dense=12 if arch == "conv" else 0))
+    x = torch.rand(4, *shape)
+    q = model.encode(x)
+    assert q.batch_shape == (4,) and q.event_shape == (3,)
+    assert isinstance(q, PointMass) == (kind == "ae")
+    px = model.decode(q.rsample())
+    assert px.batch_shape == (4,) and px.event_shape == shape
+    assert px.mean.shape == x.shape
+    terms = elbo(model, x, n_samples=3)
+    assert terms.loss.shape == terms.kl.shape == terms.reconstruction.shape == (4,)
+    terms.loss.mean().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("prior"))
+
+
+def test_autoencoder_has_no_kl_and_ignores_beta():
+    model = build_model(ModelConfig(kind="ae", input_shape=(5,), hidden=(4,), likelihood="gaussian"))
+    x = torch.randn(3, 5)
+    a, b = elbo(model, x, beta=0.0), elbo(model, x, beta=10.0)
+    assert torch.equal(a.kl, torch.zeros(3))
+    torch.testing.assert_close(a.loss, b.loss)
+
+
+def test_importance_weighted_bound_is_tighter_and_equals_elbo_for_one_sample():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_shape=(10,), hidden=(16,), latent_dim=2, likelihood="bernoulli"))
+    x = torch.rand(64, 10).round()
+    torch.manual_seed(3)
+    one = elbo(model, x, n_samples=1, iw=True)
+    torch.manual_seed(3)
+    q, p = model.encode(x), model.prior()
+    z = q.rsample((1,))[0]
+    single_sample_elbo = model.decode(z).log_prob(x) + p.log_prob(z) - q.log_prob(z)
+    torch.testing.assert_close(one.loss, -single_sample_elbo)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        elbo_avg = elbo(model, x, n_samples=500).loss.mean()
+        iw = elbo(model, x, n_samples=500, iw=True).loss.mean()
+    assert iw < elbo_avg  # -IW bound < -ELBO
+
+
+def test_beta_weights_only_the_kl():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_shape=(6,), hidden=(8,), latent_dim=2, likelihood="gaussian"))
+    x = torch.randn(4, 6)
+    torch.manual_seed(1)
+    t1 = elbo(model, x, beta=1.0)
+    torch.manual_seed(1)
+    t4 = elbo(model, x, beta=4.0)
+    torch.testing.assert_close(t4.loss - t1.loss, 3 * t1.kl)

@@ -1,0 +1,187 @@
+"""Training: loss goes down, determinism, save/load round trip, resume, warm-up, non-finite handling."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import vaekit
+from vaekit.config import RunConfig
+from vaekit.data import load_data
+from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
+from vaekit.training import Trainer, beta_at, resume, train
+
+
+def small_config(**train) -> RunConfig:
+    cfg = RunConfig()
+    cfg.model.hidden = (64,)
+    cfg.model.latent_dim = 4
+    cfg.train.epochs = 3
+    cfg.train.batch_size = 64
+    cfg.train.lr = 3e-3
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+def test_training_lowers_validation_loss_on_digits(tmp_path, digits):
+    run = train(small_config(epochs=8), tmp_path / "run", data=digits)
+    rows = run.metrics()
+    assert len(rows) == 8
+    assert rows[-1]["valid_neg_elbo"] < rows[0]["valid_neg_elbo"] - 3
+    assert all(r["train_seconds"] > 0 for r in rows)
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for col in ["epoch", "train_loss", "train_reconstruction", "train_kl", "valid_loss", "valid_reconstruction", "valid_kl", "train_seconds"]:
+        assert col in header
+
+
+def test_same_seed_same_numbers(tmp_path, digits):
+    a = train(small_config(epochs=2), tmp_path / "a", data=digits)
+    b = train(small_config(epochs=2), tmp_path / "b", data=digits)
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+    assert strip(a.metrics()) == strip(b.metrics())
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, digits):
+    run = train(small_config(epochs=1), tmp_path / "run", data=digits)
+    again = vaekit.load(tmp_path / "run")
+    x = digits.test.x[:10]
+    with torch.no_grad():
+        torch.testing.assert_close(again.model.encode(x).mean, run.model.encode(x).mean, rtol=0, atol=0)
+        z = torch.randn(5, 4)
+        torch.testing.assert_close(again.model.decode(z).mean, run.model.decode(z).mean, rtol=0, atol=0)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["input_shape"] == [1, 8, 8]
+    info = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert info["split_seed"] == 0
+
+
+def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(tmp_path, digits):
+    full = train(small_config(epochs=4), tmp_path / "full", data=digits)
+    train(small_config(epochs=2), tmp_path / "part", data=digits)
+    resumed = resume(tmp_path / "part", epochs=4)
+    for (k, va), vb in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert len(resumed.metrics()) == 4
+
+
+def test_resume_mid_epoch_from_step_checkpoint(tmp_path, digits):
+    full = train(small_config(epochs=2), tmp_path / "full", data=digits)
+    cfg = small_config(epochs=2, checkpoint_every=5)
+    trainer = Trainer(cfg, tmp_path / "part", data=digits)
+    trainer.start_run()
+    # simulate a crash: run the loop by hand and stop after the step-7 checkpoint... by interrupting at step 7
+    original = trainer.checkpoint
+    calls = []
+
+    def crash_after_second(best=False):
+        original(best)
+        calls.append(trainer.state.step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    trainer.checkpoint = crash_after_second
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert calls == [5, 10] and trainer.state.epoch == 0
+    resumed = resume(tmp_path / "part")
+    for (k, va), vb in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_warmup_is_linear_and_warns_when_longer_than_training(tmp_path, digits, caplog):
+    cfg = small_config(epochs=2, warmup_epochs=4, beta=2.0)
+    assert beta_at(cfg, 0, 10) == 0.0
+    assert beta_at(cfg, 20, 10) == pytest.approx(1.0)
+    assert beta_at(cfg, 80, 10) == 2.0
+    with caplog.at_level("WARNING"):
+        run = train(cfg, tmp_path / "run", data=digits)
+    assert "warm-up" in caplog.text
+    betas = [r["beta"] for r in run.metrics()]
+    assert betas[0] < betas[1] < 2.0
+
+
+def test_early_stopping_stops(tmp_path, digits):
+    cfg = small_config(epochs=50, patience=1, lr=0.3)  # a too-large step makes validation worsen quickly
+    run = train(cfg, tmp_path / "run", data=digits)
+    assert len(run.metrics()) < 50
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "mask", "salt-pepper"])
+def test_denoising_autoencoder_trains(tmp_path, digits, noise):
+    cfg = small_config(epochs=2, noise=noise, noise_level=0.3)
+    cfg.model.kind = "ae"
+    run = train(cfg, tmp_path / "run", data=digits)
+    assert run.model.deterministic
+    assert all(r["valid_kl"] == 0 for r in run.metrics())
+
+
+def test_iwae_objective_trains(tmp_path, digits):
+    run = train(small_config(epochs=2, n_samples=5, iw=True), tmp_path / "run", data=digits)
+    rows = run.metrics()
+    assert rows[-1]["valid_neg_elbo"] < rows[0]["valid_neg_elbo"]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits):
+    cfg = small_config(epochs=3)
+    trainer = Trainer(cfg, tmp_path / "run", data=digits)
+    trainer.start_run()
+    trainer.fit()  # 3 good epochs
+    good = vaekit.load(tmp_path / "run", which="last").model.state_dict()
+    cfg.train.epochs = 4
+    with torch.no_grad():
+        trainer.model.decoder.net[-1].bias.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        trainer.fit()
+    kept = vaekit.load(tmp_path / "run", which="last").model.state_dict()
+    for k in good:
+        assert torch.equal(good[k], kept[k])
+
+
+def test_nonfinite_skip_policy_counts_skipped_steps(tmp_path, digits):
+    x = digits.train.x.clone()
+    cfg = small_config(epochs=1, nonfinite="skip")
+    trainer = Trainer(cfg, tmp_path / "run", data=digits)
+    trainer.start_run()
+    trainer.x_train = x.clone()
+    trainer.x_train[0, 0, 0, 0] = float("nan")  # one poisoned example -> exactly one bad step
+    run = trainer.fit()
+    assert run.metrics()[-1]["skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())
+
+
+def test_bad_settings_are_refused(tmp_path, digits):
+    cfg = small_config()
+    cfg.model.latent_dim = 0
+    with pytest.raises(ConfigError, match="latent dim"):
+        train(cfg, tmp_path / "a", data=digits)
+    with pytest.raises(ConfigError, match="beta"):
+        train(small_config(beta=-1.0), tmp_path / "b", data=digits)
+    with pytest.raises(ConfigError, match="batch size"):
+        train(small_config(batch_size=100_000), tmp_path / "c", data=digits)
+
+
+def test_bernoulli_refuses_data_outside_unit_interval(tmp_path, digits):
+    from vaekit.data import Dataset, DataSplits
+
+    bad = DataSplits(Dataset(digits.train.x * 3 - 1), digits.valid, None, {**digits.info, "value_range": "real"})
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        train(small_config(), tmp_path / "a", data=bad)
+
+
+def test_loading_a_non_run_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no such run"):
+        vaekit.load(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a vaekit run"):
+        vaekit.load(tmp_path / "empty")
