@@ -41,8 +41,12 @@ def assert_one_line_error(code, err, *words):
 
 
 def test_train_writes_a_complete_run(run_dir):
-    for name in ["config.json", "data.json", "best.safetensors", "last.safetensors", "optimizer.safetensors", "state.json", "metrics.csv"]:
+    for name in ["config.json", "data.json", "state.json", "metrics.csv"]:
         assert (run_dir / name).is_file(), name
+    state = json.loads((run_dir / "state.json").read_text())
+    assert set(state["files"]) == {"last", "best", "optimizer"}
+    on_disk = {f"checkpoints/{p.name}" for p in (run_dir / "checkpoints").iterdir()}
+    assert on_disk == set(state["files"].values())  # older checkpoint files were removed
     assert (run_dir / "figures").is_dir()
     assert len((run_dir / "metrics.csv").read_text().strip().splitlines()) == 4
 

@@ -2,12 +2,17 @@
 
     RUN/config.json          resolved RunConfig
     RUN/data.json            how the data was loaded, split and preprocessed
-    RUN/best.safetensors     weights with the best validation loss (what ``load`` uses)
-    RUN/last.safetensors     weights at the last checkpoint
-    RUN/optimizer.safetensors  optimizer tensors and RNG states at the last checkpoint
-    RUN/state.json           step, epoch, schedule, RNG and optimizer scalars, and checksums
+    RUN/state.json           the index: step, epoch, schedule, RNG and optimizer scalars, and
+                             which checkpoint files are current, with their SHA-256
+    RUN/checkpoints/last-STEP.safetensors       weights at the last checkpoint
+    RUN/checkpoints/optimizer-STEP.safetensors  optimizer tensors and RNG states with it
+    RUN/checkpoints/(the file ``best`` names)   weights with the best validation loss (``load``'s default)
     RUN/metrics.csv          one row per epoch
     RUN/figures/, RUN/tensorboard/
+
+Checkpoint files are never overwritten: each checkpoint writes new files (named by step), then
+replaces state.json atomically, then deletes the files no longer named. A crash at any moment
+leaves a state.json whose files all exist and match their checksums.
 """
 
 from __future__ import annotations
@@ -24,15 +29,7 @@ from vaekit.config import RunConfig, validate
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models import LatentVariableModel, build_model
 
-CONFIG, DATA_INFO, BEST, LAST, OPTIMIZER, STATE, METRICS = (
-    "config.json",
-    "data.json",
-    "best.safetensors",
-    "last.safetensors",
-    "optimizer.safetensors",
-    "state.json",
-    "metrics.csv",
-)
+CONFIG, DATA_INFO, STATE, METRICS, CHECKPOINTS = "config.json", "data.json", "state.json", "metrics.csv", "checkpoints"
 
 _NAMED_FORMATS = ("digits", "idx", "binarized-mnist")  # fixed preprocessing of the named datasets
 
@@ -80,9 +77,17 @@ class Run:
 
 def load_state(run_dir: Path) -> dict[str, Any]:
     state = read_json(Path(run_dir) / STATE)
-    if not isinstance(state, dict) or "checksums" not in state:
-        raise CheckpointError(f"{run_dir / STATE} is not a vaekit state file")
+    if not isinstance(state, dict) or not isinstance(state.get("files"), dict) or not isinstance(state.get("checksums"), dict):
+        raise CheckpointError(f"{Path(run_dir) / STATE} is not a vaekit state file")
     return state
+
+
+def checkpoint_tensors(run_dir: Path, state: dict[str, Any], role: str) -> dict[str, torch.Tensor]:
+    """The tensors of checkpoint file ``role`` (``last``, ``best``, ``optimizer``), checksum-verified."""
+    name = state["files"].get(role)
+    if not isinstance(name, str) or not name.startswith(CHECKPOINTS + "/") or ".." in name:
+        raise CheckpointError(f"{Path(run_dir)} has no {role} checkpoint")
+    return load_tensors(Path(run_dir) / name, state["checksums"].get(name))
 
 
 def load(run_dir: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> Run:
@@ -100,17 +105,17 @@ def load(run_dir: str | Path, which: str = "best", map_location: str | torch.dev
         validate(config)
     except ConfigError as exc:
         raise CheckpointError(f"invalid run config in {path}: {exc}") from None
-    state = load_state(path)
-    name = BEST if which == "best" else LAST
-    if name not in state["checksums"]:
-        raise CheckpointError(f"{path} has no {which} checkpoint yet")
-    tensors = load_tensors(path / name, state["checksums"][name])
+    if which not in ("best", "last"):
+        raise CheckpointError(f"which must be 'best' or 'last', got {which!r}")
+    if not (path / STATE).exists():
+        raise CheckpointError(f"{path} has no checkpoint yet (no {STATE})")
+    tensors = checkpoint_tensors(path, load_state(path), which)
     model = build_model(config.model)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise CheckpointError(f"weights in {path / name} do not match the config: {first}") from None
+        raise CheckpointError(f"the {which} weights in {path} do not match its config: {first}") from None
     model.eval()
     data_info = read_json(path / DATA_INFO) if (path / DATA_INFO).exists() else {}
     return Run(path=path, config=config, model=model.to(map_location), data_info=data_info)

@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vaekit import runs
-from vaekit.checkpoint import atomic_write_json, flatten_optimizer_state, load_tensors, save_tensors, unflatten_optimizer_state
+from vaekit.checkpoint import atomic_write_json, flatten_optimizer_state, save_tensors, unflatten_optimizer_state
 from vaekit.config import RunConfig, validate
 from vaekit.corruption import corrupt
 from vaekit.data import DataSplits, load_data
@@ -48,7 +48,8 @@ class TrainState:
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
     skipped_steps: int = 0  # non-finite steps skipped
     epoch_seconds: float = 0.0  # training time of the unfinished epoch so far
-    checksums: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # role (last, best, optimizer) -> file in checkpoints/
+    checksums: dict[str, str] = field(default_factory=dict)  # file -> SHA-256
 
 
 def data_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -137,6 +138,7 @@ class Trainer:
         self.x_valid = self.data.valid.x.to(self.device)
         self.steps_per_epoch = math.ceil(len(self.x_train) / config.train.batch_size)
         self.epoch_sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, neg_elbo, rec, kl sums
+        self._stop = _StopOnInterrupt()
 
     # ----- run directory -------------------------------------------------------------------
     def start_run(self) -> None:
@@ -152,32 +154,60 @@ class Trainer:
             csv.writer(f).writerow(METRIC_FIELDS)
 
     def checkpoint(self, best: bool = False) -> None:
-        """Write last weights, optimizer and RNG tensors, then state.json (last, with checksums).
-        A crash at any point leaves the previous consistent checkpoint readable."""
-        meta = {"format": "vaekit", "config": self.config.to_json()}
-        weights = self.model.state_dict()
-        checksums = dict(self.state.checksums)
-        checksums[runs.LAST] = save_tensors(self.out / runs.LAST, weights, meta)
-        if best:
-            checksums[runs.BEST] = save_tensors(self.out / runs.BEST, weights, meta)
-        opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
-        rng_tensors, rng_meta = _rng_state()
-        checksums[runs.OPTIMIZER] = save_tensors(self.out / runs.OPTIMIZER, {**opt_tensors, **rng_tensors, "epoch_sums": self.epoch_sums})
-        self.state.checksums = checksums
-        atomic_write_json(self.out / runs.STATE, {**asdict(self.state), "optimizer": opt_meta, "rng": rng_meta})
+        """Write new weight and optimizer files (named by step), then state.json, then delete the
+        files it no longer names. A crash at any point leaves the previous checkpoint readable;
+        non-finite weights never become the best checkpoint."""
+        tag = f"{self.state.step:09d}"
+        folder = self.out / runs.CHECKPOINTS
+        files, checksums = dict(self.state.files), dict(self.state.checksums)
+        written: list[str] = []
+        try:
+            folder.mkdir(exist_ok=True)
+            weights = self.model.state_dict()
+            finite = all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
+            if not finite:
+                raise TrainingError(f"the weights became non-finite at step {self.state.step}; the last good checkpoint in {self.out} is kept")
+            meta = {"format": "vaekit", "config": self.config.to_json()}
+            opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
+            rng_tensors, rng_meta = _rng_state()
+            for role, tensors, metadata in (
+                ("last", weights, meta),
+                ("optimizer", {**opt_tensors, **rng_tensors, "epoch_sums": self.epoch_sums}, None),
+            ):
+                name = f"{runs.CHECKPOINTS}/{role}-{tag}.safetensors"
+                if files.get(role) != name:
+                    written.append(name)
+                    checksums[name] = save_tensors(self.out / name, tensors, metadata)
+                    files[role] = name
+            if best:
+                files["best"] = files["last"]
+            kept = {files[r] for r in files}
+            checksums = {k: v for k, v in checksums.items() if k in kept}
+            state = replace(self.state, files=files, checksums=checksums)
+            atomic_write_json(self.out / runs.STATE, {**asdict(state), "optimizer": opt_meta, "rng": rng_meta})
+        except OSError as exc:
+            for name in written:
+                (self.out / name).unlink(missing_ok=True)
+            raise CheckpointError(f"could not write a checkpoint in {self.out}: {exc.strerror or exc}; the previous checkpoint is kept") from None
+        self.state = state
+        for stale in folder.glob("*.safetensors"):
+            if f"{runs.CHECKPOINTS}/{stale.name}" not in kept:
+                stale.unlink(missing_ok=True)
 
     def restore(self) -> None:
         """Load the last checkpoint of ``self.out`` (weights, optimizer, RNG, schedule, step)."""
         raw = runs.load_state(self.out)
-        known = {f for f in TrainState.__dataclass_fields__}
-        self.state = TrainState(**{k: v for k, v in raw.items() if k in known})
-        sums = self.state.checksums
-        self.model.load_state_dict(load_tensors(self.out / runs.LAST, sums.get(runs.LAST)))
-        tensors = load_tensors(self.out / runs.OPTIMIZER, sums.get(runs.OPTIMIZER))
-        opt = {k: v for k, v in tensors.items() if k.startswith("state.")}
-        self.optimizer.load_state_dict(unflatten_optimizer_state(opt, raw["optimizer"]))
-        _set_rng_state(tensors, raw["rng"])
-        self.epoch_sums = tensors["epoch_sums"].to(self.device)
+        known = set(TrainState.__dataclass_fields__)
+        try:
+            self.state = TrainState(**{k: v for k, v in raw.items() if k in known})
+            self.model.load_state_dict(runs.checkpoint_tensors(self.out, raw, "last"))
+            tensors = runs.checkpoint_tensors(self.out, raw, "optimizer")
+            opt = {k: v for k, v in tensors.items() if k.startswith("state.")}
+            self.optimizer.load_state_dict(unflatten_optimizer_state(opt, raw["optimizer"]))
+            _set_rng_state(tensors, raw["rng"])
+            self.epoch_sums = tensors["epoch_sums"].to(self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"the checkpoint in {self.out} is damaged or from another model: {exc}") from None
         self._truncate_metrics(self.state.epoch)
 
     def _truncate_metrics(self, epochs: int) -> None:
@@ -189,42 +219,57 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------
     def fit(self, progress: bool = True) -> runs.Run:
+        """Train until ``epochs`` (or early stopping); Ctrl-C stops cleanly after the current step
+        with a checkpoint, then raises ``TrainingInterrupted`` saying how to resume."""
         t = self.config.train
         if t.warmup_epochs > t.epochs:
             log.warning("KL warm-up (%d epochs) is longer than training (%d epochs): beta never reaches %g", t.warmup_epochs, t.epochs, t.beta)
         writer = _tensorboard(self.out)
         self.model.train()
-        while self.state.epoch < t.epochs:
-            epoch = self.state.epoch
-            train_row = self._train_epoch(epoch, progress)
-            valid_start = time.perf_counter()
-            valid = elbo_terms(self.model, self.x_valid, batch_size=max(t.batch_size, 1000), seed=t.seed)
-            row = {
-                **train_row,
-                "valid_loss": (t.beta * valid.kl - valid.reconstruction).mean().item() if not self.model.deterministic else (-valid.reconstruction).mean().item(),
-                "valid_neg_elbo": valid.neg_elbo.mean().item(),
-                "valid_reconstruction": -valid.reconstruction.mean().item(),
-                "valid_kl": valid.kl.mean().item(),
-                "valid_seconds": time.perf_counter() - valid_start,
-            }
-            self.state.epoch += 1
-            self.state.step_in_epoch = 0
-            self.state.epoch_seconds = 0.0
-            self.epoch_sums.zero_()
-            improved = row["valid_loss"] < self.state.best_valid
-            if improved:
-                self.state.best_valid, self.state.best_epoch, self.state.bad_epochs = row["valid_loss"], epoch + 1, 0
-            else:
-                self.state.bad_epochs += 1
-            self._write_metrics(row, writer)
-            self.checkpoint(best=improved)
-            log.info("epoch %d: train loss %.3f, valid loss %.3f (neg ELBO %.3f)", epoch + 1, row["train_loss"], row["valid_loss"], row["valid_neg_elbo"])
-            if t.patience and self.state.bad_epochs >= t.patience:
-                log.info("early stopping: no better validation loss for %d epochs (best %.3f at epoch %d)", t.patience, self.state.best_valid, self.state.best_epoch)
-                break
-        if writer is not None:
-            writer.close()
+        try:
+            with _StopOnInterrupt() as self._stop:
+                while self.state.epoch < t.epochs:
+                    if not self._epoch(progress, writer):
+                        break
+                    if self._stop.requested:
+                        raise self._interrupted()
+        finally:
+            if writer is not None:
+                writer.close()
         return runs.load(self.out)
+
+    def _epoch(self, progress: bool, writer) -> bool:
+        """One epoch: train, validate, log, checkpoint. Returns False when training should stop early."""
+        t = self.config.train
+        epoch = self.state.epoch
+        train_row = self._train_epoch(epoch, progress)
+        valid_start = time.perf_counter()
+        valid = elbo_terms(self.model, self.x_valid, batch_size=max(t.batch_size, 1000), seed=t.seed)
+        beta = 0.0 if self.model.deterministic else t.beta
+        row = {
+            **train_row,
+            "valid_loss": (beta * valid.kl - valid.reconstruction).mean().item(),
+            "valid_neg_elbo": valid.neg_elbo.mean().item(),
+            "valid_reconstruction": -valid.reconstruction.mean().item(),
+            "valid_kl": valid.kl.mean().item(),
+            "valid_seconds": time.perf_counter() - valid_start,
+        }
+        self.state.epoch += 1
+        self.state.step_in_epoch = 0
+        self.state.epoch_seconds = 0.0
+        self.epoch_sums.zero_()
+        improved = math.isfinite(row["valid_loss"]) and row["valid_loss"] < self.state.best_valid
+        if improved:
+            self.state.best_valid, self.state.best_epoch, self.state.bad_epochs = row["valid_loss"], epoch + 1, 0
+        else:
+            self.state.bad_epochs += 1
+        self._write_metrics(row, writer)
+        self.checkpoint(best=improved)
+        log.info("epoch %d: train loss %.3f, valid loss %.3f (neg ELBO %.3f)", epoch + 1, row["train_loss"], row["valid_loss"], row["valid_neg_elbo"])
+        if t.patience and self.state.bad_epochs >= t.patience:
+            log.info("early stopping: no better validation loss for %d epochs (best %.3f at epoch %d)", t.patience, self.state.best_valid, self.state.best_epoch)
+            return False
+        return True
 
     def _train_epoch(self, epoch: int, progress: bool) -> dict[str, float]:
         t = self.config.train
@@ -236,6 +281,7 @@ class Trainer:
         refresh = max(1, self.steps_per_epoch // 20)
         started = time.perf_counter() - self.state.epoch_seconds
         params = [p for p in model.parameters()]
+        check_every_step = self.device.type == "cpu" or t.nonfinite == "skip"  # a check is a host sync on a GPU
         for i in range(self.state.step_in_epoch, self.steps_per_epoch):
             idx = order[i * bs : (i + 1) * bs]
             target = x[idx]  # (B, *shape)
@@ -247,11 +293,14 @@ class Trainer:
             loss = terms.loss.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if not torch.isfinite(loss):
+            health = loss
+            if t.grad_clip:
+                health = loss + torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            elif t.nonfinite == "skip":
+                health = loss + torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            if (check_every_step or (i + 1) % refresh == 0) and not torch.isfinite(health):
                 self._nonfinite(epoch, i)
                 continue
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             opt.step()
             with torch.no_grad():
                 self.epoch_sums += torch.stack([terms.loss.sum(), terms.neg_elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()]).double()
@@ -261,9 +310,15 @@ class Trainer:
                 s = (self.epoch_sums / ((i + 1) * bs)).tolist()
                 bar.set_postfix(loss=f"{s[0]:.2f}", rec=f"{-s[2]:.2f}", kl=f"{s[3]:.2f}", refresh=False)
                 bar.update(refresh)
-            if t.checkpoint_every and self.state.step % t.checkpoint_every == 0 and self.state.step_in_epoch < self.steps_per_epoch:
-                self.state.epoch_seconds = time.perf_counter() - started
-                self.checkpoint()
+            if self.state.step_in_epoch < self.steps_per_epoch:  # the epoch's end checkpoints anyway
+                periodic = t.checkpoint_every and self.state.step % t.checkpoint_every == 0
+                if periodic or self._stop.requested:
+                    self.state.epoch_seconds = time.perf_counter() - started
+                    self.checkpoint()
+                if self._stop.requested:
+                    if bar is not None:
+                        bar.close()
+                    raise self._interrupted()
         seconds = time.perf_counter() - started
         if bar is not None:
             bar.close()
@@ -280,6 +335,11 @@ class Trainer:
             "train_seconds": seconds,
             "skipped_steps": self.state.skipped_steps,
         }
+
+    def _interrupted(self) -> "TrainingInterrupted":
+        return TrainingInterrupted(
+            f"interrupted at epoch {self.state.epoch + 1}, step {self.state.step}; checkpoint saved. Continue with: vaekit train --resume {self.out}"
+        )
 
     def _nonfinite(self, epoch: int, i: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -300,6 +360,41 @@ class Trainer:
                 if k not in ("epoch", "step"):
                     writer.add_scalar(k.replace("_", "/", 1), v, row["epoch"])
             writer.flush()
+
+
+class TrainingInterrupted(TrainingError):
+    """Training was stopped by Ctrl-C (SIGINT) or SIGTERM after a final checkpoint."""
+
+
+class _StopOnInterrupt:
+    """While active, the first SIGINT/SIGTERM only sets ``requested`` (the loop checkpoints and
+    stops after the current step); a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step (press Ctrl-C again to abort at once)")
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def _fmt(v: Any) -> str:

@@ -45,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    from vaekit.training import TrainingInterrupted
+
     try:
         return args.handler(args) or 0
+    except TrainingInterrupted as exc:
+        print(f"vaekit: {exc}", file=sys.stderr)
+        return 130
     except VaekitError as exc:
         print(f"vaekit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

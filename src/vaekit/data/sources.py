@@ -26,7 +26,7 @@ SPLITS = ("train", "valid", "test")
 
 
 def load_data(
-    source: str,
+    source: str = "digits",
     *,
     data_dir: str | None = None,
     valid_fraction: float = 0.1,
@@ -40,7 +40,7 @@ def load_data(
     """Load a dataset as train, valid and (where the source has one) test splits.
 
     Args:
-        source: a dataset name (see ``dataset_names()``) or a path to an .npy/.npz/.amat/.csv
+        source: a dataset name (see ``dataset_names()``; default "digits") or a path to an .npy/.npz/.amat/.csv
             file, an IDX file or a folder of images.
         data_dir: where named datasets' files are; default ``$VAEKIT_DATA_DIR``, else
             ``~/.cache/vaekit``.
