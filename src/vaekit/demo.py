@@ -1,4 +1,4 @@
-"""``make demo``: train a VAE on the embedded digits and draw what it learned.
+"""``make demo``: train a VAE on the embedded digits, draw what it learned, and end with its HTML report.
 
 Runs the same commands a user would type, so the demo is also a tour of the CLI.
 """
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from vaekit.cli import main as cli
+from vaekit.report import REPORT
 
 RUN = Path("runs/demo")
 
@@ -20,6 +21,12 @@ STEPS = [
     ["evaluate", str(RUN)],
     ["sample", str(RUN), "-n", "64"],
     ["reconstruct", str(RUN), "-n", "32"],
+    ["curves", str(RUN)],
+    ["interpolate", str(RUN), "--between", "0", "1"],
+    ["traverse", str(RUN)],
+    ["manifold", str(RUN)],
+    ["embed", str(RUN)],
+    ["report", str(RUN)],
 ]
 
 
@@ -33,6 +40,7 @@ def main() -> int:
         if code:
             return code
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; figures in {RUN / 'figures'}")
+    print(f"report: {(RUN / REPORT).resolve()}")
     return 0
 
 

@@ -107,6 +107,7 @@ def labelled_grid(
     corner: str | None = None,
     row_align: str = "right",
     pad: int = 2,
+    pad_value: float = 1.0,
     min_cell: int = MIN_CELL,
     font_size: int = FONT_SIZE,
 ) -> np.ndarray:
@@ -117,7 +118,8 @@ def labelled_grid(
     col_labels: K strings centred above each column; when they do not fit side by side, every
         s-th one is drawn (first and last always).
     title: one line above everything. corner: a short line above the row labels (an axis name).
-    The grid is exactly ``image_grid(images.flatten(0, 1), K)`` and sits in the bottom-right corner.
+    The grid is exactly ``image_grid(images.flatten(0, 1), K, pad, pad_value, min_cell)`` and sits in the
+    bottom-right corner.
     """
     from PIL import Image, ImageDraw
 
@@ -127,7 +129,7 @@ def labelled_grid(
         raise ValueError(f"{len(row_labels)} row labels for {rows} rows")
     if col_labels is not None and len(col_labels) != cols:
         raise ValueError(f"{len(col_labels)} column labels for {cols} columns")
-    grid = image_grid(images.flatten(0, 1), cols, pad=pad, min_cell=min_cell)
+    grid = image_grid(images.flatten(0, 1), cols, pad=pad, pad_value=pad_value, min_cell=min_cell)
     if grid.shape[2] == 1:
         grid = np.repeat(grid, 3, axis=2)
     gh, gw = grid.shape[:2]
@@ -203,14 +205,15 @@ def figure_array(fig) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def scatter(xy: np.ndarray, labels: np.ndarray | None = None, *, axes: tuple[str, str] = ("z0", "z1"), title: str = "") -> np.ndarray:
-    """A scatter plot of points (N, 2), coloured by integer ``labels`` (N,) if given -> uint8 (H, W, 3)."""
+def scatter(xy: np.ndarray, labels: np.ndarray | None = None, *, axes: tuple[str, str] = ("z0", "z1"), title: str = "",
+            size: tuple[float, float] = (6.4, 5.4)) -> np.ndarray:
+    """A scatter plot of points (N, 2), coloured by ``labels`` (N,) if given -> uint8 (H, W, 3), ``size`` inches at 100 dpi."""
     xy = np.asarray(xy, dtype=float)
-    fig = _figure(6.4, 5.4)
+    fig = _figure(*size)
     ax = fig.add_subplot()
-    size = float(np.clip(3000 / max(len(xy), 1), 3, 30))
+    dot = float(np.clip(3000 / max(len(xy), 1), 3, 30))
     if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, color="tab:blue", linewidths=0)
+        ax.scatter(xy[:, 0], xy[:, 1], s=dot, alpha=0.7, color="tab:blue", linewidths=0)
     else:
         labels = np.asarray(labels)
         classes = np.unique(labels)
@@ -220,10 +223,10 @@ def scatter(xy: np.ndarray, labels: np.ndarray | None = None, *, axes: tuple[str
             cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
             for i, c in enumerate(classes):
                 pts = xy[labels == c]
-                ax.scatter(pts[:, 0], pts[:, 1], s=size, alpha=0.75, color=cmap(i), linewidths=0, label=str(c))
-            ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=max(1.0, 6 / math.sqrt(size)))
+                ax.scatter(pts[:, 0], pts[:, 1], s=dot, alpha=0.75, color=cmap(i), linewidths=0, label=str(c))
+            ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=max(1.0, 6 / math.sqrt(dot)))
         else:
-            sc = ax.scatter(xy[:, 0], xy[:, 1], s=size, c=labels, cmap="viridis", alpha=0.75, linewidths=0)
+            sc = ax.scatter(xy[:, 0], xy[:, 1], s=dot, c=labels, cmap="viridis", alpha=0.75, linewidths=0)
             fig.colorbar(sc, ax=ax, label="label")
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
@@ -246,7 +249,7 @@ def training_curves(rows: Sequence[dict[str, float]], *, title: str = "") -> np.
     if not rows:
         raise ValueError("no metrics to plot")
     epochs = np.array([r["epoch"] for r in rows])
-    fig = _figure(10, 6.4)
+    fig = _figure(10, 5.4)
     axs = fig.subplots(2, 2)
     for ax, (name, key) in zip(axs.flat, CURVES):
         for split, style in (("train", "-"), ("valid", "--")):

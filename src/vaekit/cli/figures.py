@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from vaekit.cli.common import add_output_argument, output_path, positive_int
-from vaekit.cli.latent import add_run_dir
+from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
 from vaekit.errors import ConfigError
 
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="a PNG grid of decoded prior samples", description="Decode draws from the prior into a PNG grid.")
-    add_run_dir(p)
+    add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior draws (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -26,7 +25,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("reconstruct", help="a PNG of originals above their reconstructions",
                        description="Encode examples and decode their posterior means: originals above reconstructions.")
-    add_run_dir(p)
+    add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=16, help="number of examples (default 16)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split (default test)")
     p.add_argument("--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset)")
@@ -41,7 +40,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {args.temperature}")
-    r = load(args.run_dir)
+    r = load(args.run)
     views = RunViews(r, seed=args.seed)
     views.require_images("sampling")
     if args.compare:
@@ -61,7 +60,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from vaekit.report import RunViews
     from vaekit.runs import load
 
-    r = load(args.run_dir)
+    r = load(args.run)
     views = RunViews(r, source=args.data, split=args.split)
     view = views.reconstructions(args.n)
     path = save_png(view.picture, output_path(args, r.path, "reconstructions.png"))

@@ -7,17 +7,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.common import add_output_argument, output_path, positive_int
+from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
 from vaekit.errors import ConfigError, DataError
 
 
-def add_run_dir(parser: argparse.ArgumentParser) -> None:
-    """The RUN positional, stored as ``args.run_dir``: ``args.run`` is the command's handler (see ``vaekit.cli.main``)."""
-    parser.add_argument("run_dir", metavar="RUN", help="run directory written by 'vaekit train'")
-
-
 def _common(p: argparse.ArgumentParser, default_name: str, *, split: bool = True, seed: bool = False) -> None:
-    add_run_dir(p)
+    add_run_argument(p)
     if split:
         p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split to use (default test)")
         p.add_argument("--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data")
@@ -40,7 +35,13 @@ def _float_in(low: float, high: float):
 
 
 def _positive_float(text: str) -> float:
-    return _float_in(0, float("inf"))(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def _steps(text: str) -> int:
@@ -58,7 +59,7 @@ def register(sub) -> None:
     p.add_argument("--between", nargs=2, metavar=("A", "B"), required=True, help="two inputs: indices into --split, or image files of the model's input size")
     p.add_argument("--steps", type=_steps, default=10, help="points on the path, both ends included (default 10)")
     p.add_argument("--method", choices=["linear", "slerp", "both"], default="both", help="path: straight line, great circle, or both rows (default both)")
-    p.set_defaults(run=run_interpolate)
+    p.set_defaults(handler=run_interpolate)
 
     p = sub.add_parser("traverse", help="vary the most informative latent dimensions one at a time (PNG grid)",
                        description="Latent traversal: for the K dimensions with the highest average KL to the prior, vary one at a time over "
@@ -71,7 +72,7 @@ def register(sub) -> None:
     p.add_argument("--width", type=_positive_float, default=3.0, help="the range of --span sigma in standard deviations (default 3)")
     p.add_argument("--at", choices=["input", "mean"], default="input", help="hold the other dimensions at an input's posterior mean or at the prior's mean (default input)")
     p.add_argument("--index", type=int, default=0, help="which example of --split is the input for --at input (default 0)")
-    p.set_defaults(run=run_traverse)
+    p.set_defaults(handler=run_traverse)
 
     p = sub.add_parser("manifold", help="decoded grid over two latent dimensions (PNG)",
                        description="The learned manifold: decode a grid of z over the prior's inverse CDF in two dimensions "
@@ -83,7 +84,7 @@ def register(sub) -> None:
     p.add_argument("--index", type=int, default=0, help="which example of --split is the input for --at input (default 0)")
     p.add_argument("--p-range", type=_float_in(0, 1), nargs=2, default=[0.05, 0.95], metavar=("LOW", "HIGH"),
                    help="the quantile range the grid spans (default 0.05 0.95)")
-    p.set_defaults(run=run_manifold)
+    p.set_defaults(handler=run_manifold)
 
     p = sub.add_parser("embed", help="encode a split: codes as NPY and CSV, and a scatter plot coloured by label",
                        description="Encode a split (posterior means, or seeded samples with --sample) and write the codes "
@@ -92,7 +93,7 @@ def register(sub) -> None:
     _common(p, "embedding.png", seed=True)
     p.add_argument("--sample", action="store_true", help="codes are draws z ~ q(z|x) (seeded) instead of posterior means")
     p.add_argument("--method", choices=["auto", "pca", "tsne"], default="auto", help="2-D projection: auto (the latent itself when 2-D, else PCA), pca or tsne")
-    p.set_defaults(run=run_embed)
+    p.set_defaults(handler=run_embed)
 
     p = sub.add_parser("denoise", help="corrupted, denoised and clean images with MSE/PSNR per row (PNG)",
                        description="Corrupt clean examples (the run's training noise by default), reconstruct them, and show "
@@ -102,28 +103,28 @@ def register(sub) -> None:
     p.add_argument("--noise", choices=["gaussian", "mask", "salt-pepper"], help="corruption (default: what the run was trained with)")
     p.add_argument("--noise-level", type=_positive_float, help="noise std (gaussian) or probability (mask, salt-pepper)")
     p.add_argument("--compare", metavar="RUN2", help="another run to denoise the same corrupted inputs, in an extra column")
-    p.set_defaults(run=run_denoise)
+    p.set_defaults(handler=run_denoise)
 
     p = sub.add_parser("curves", help="training curves: negative ELBO, reconstruction, KL and β per epoch (PNG)",
                        description="Plot metrics.csv: negative ELBO, reconstruction and KL (train and validation) per epoch, and the β schedule.")
     _common(p, "curves.png", split=False)
-    p.set_defaults(run=run_curves)
+    p.set_defaults(handler=run_curves)
 
     p = sub.add_parser("report", help="one self-contained HTML report of a run",
                        description="Write one HTML file (images embedded, opens offline): config, metrics, curves, reconstructions, "
                                    "samples, interpolation, traversal, manifold and latent scatter.")
-    add_run_dir(p)
+    add_run_argument(p)
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split the views use (default test)")
     p.add_argument("--seed", type=int, default=0, help="random seed of samples and projections (default 0)")
     p.add_argument("-o", "--output", metavar="PATH", help="where to write (default: RUN/report.html)")
-    p.set_defaults(run=run_report)
+    p.set_defaults(handler=run_report)
 
 
 def _views(args: argparse.Namespace):
     from vaekit.report import RunViews
     from vaekit.runs import load
 
-    run = load(args.run_dir)
+    run = load(args.run)
     return RunViews(run, source=getattr(args, "data", None), split=getattr(args, "split", "test"), seed=getattr(args, "seed", 0))
 
 
@@ -160,7 +161,7 @@ def read_image(path: str | Path, shape: tuple[int, ...]):
         raise DataError(f"{path} is an image, but the model takes data of shape {tuple(shape)}")
     if got != tuple(shape):
         raise DataError(f"{path} is a {'colour' if colour else 'grayscale'} {size[0]}x{size[1]} image {got}, but the model takes {tuple(shape)} (C, H, W)")
-    x = torch.from_numpy(array.astype(np.float32) / (65535.0 if array.dtype == np.uint16 else 255.0))
+    x = torch.from_numpy(array.astype(np.float32) / 255.0)  # (H, W) or (H, W, 3)
     return x.unsqueeze(0) if channels == 1 else x.permute(2, 0, 1).contiguous()
 
 
@@ -172,7 +173,7 @@ def _input_spec(text: str, shape: tuple[int, ...]):
         pass
     if not Path(text).exists():
         raise DataError(f"{text!r} is neither an example index nor an existing image file")
-    return read_image(text, shape)
+    return read_image(text, shape), Path(text).name
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
@@ -208,6 +209,8 @@ def run_manifold(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from io import BytesIO
+
     import numpy as np
 
     from vaekit.checkpoint import atomic_write_bytes
@@ -217,8 +220,6 @@ def run_embed(args: argparse.Namespace) -> int:
     png = _save(view, args, views, "embedding.png")
     codes = view.result.codes.numpy().astype(np.float32)  # (N, L)
     npy, csv_path = png.with_suffix(".npy"), png.with_suffix(".csv")
-    from io import BytesIO
-
     buf = BytesIO()
     np.save(buf, codes)
     atomic_write_bytes(npy, buf.getvalue())
@@ -260,6 +261,6 @@ def run_report(args: argparse.Namespace) -> int:
     from vaekit.report import write_report
     from vaekit.runs import load
 
-    path = write_report(load(args.run_dir), args.output, split=args.split, seed=args.seed)
+    path = write_report(load(args.run), args.output, split=args.split, seed=args.seed)
     print(f"wrote the report to {path}")
     return 0

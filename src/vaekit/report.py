@@ -1,0 +1,514 @@
+"""Views of a saved run, and the one-file HTML report that gathers them.
+
+``RunViews(run)`` loads the run's data once and makes each figure the CLI and the report show:
+every method returns a ``View`` (a uint8 picture, a caption, and the tensors behind it), built from
+``vaekit.latent`` / ``vaekit.generation`` (numbers) and ``vaekit.plotting`` (pictures). The figure
+commands save one view as a PNG; ``write_report`` embeds them all in RUN/report.html, which needs
+no other file and no network to open.
+
+Image-only views (reconstructions, samples, interpolation, traversal, manifold, denoising) raise
+``ConfigError`` for a run on tabular data; the report shows a one-line note in their place.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit import latent, plotting
+from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.generation import denoise, reconstruct, sample
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.html"
+RANK_SAMPLE = 2000  # examples the dimensions are ranked on
+
+
+@dataclass
+class View:
+    """picture: uint8 (H, W, 3) or (H, W, 1); caption: one sentence saying what it shows;
+    result: the numbers behind it (a dataclass from ``vaekit.latent`` / ``vaekit.generation``, or None)."""
+
+    picture: np.ndarray
+    caption: str
+    result: Any = None
+
+
+def is_image_shape(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3 and shape[0] in (1, 3)
+
+
+class RunViews:
+    """The figures of one run, over one split of its data.
+
+    run: a loaded ``vaekit.runs.Run``. source: another dataset (default: the run's own),
+    preprocessed like the training data. split: ``test``, ``valid`` or ``train`` (``test`` falls
+    back to ``valid`` for a source without one). seed: every random choice (samples, noise,
+    projections) is seeded with it, so a view is the same each time.
+    """
+
+    def __init__(self, run, *, source: str | None = None, split: str = "test", seed: int = 0):
+        if split not in ("test", "valid", "train"):
+            raise ConfigError(f"split must be test, valid or train, got {split!r}")
+        self.run, self.model, self.source, self.split_name, self.seed = run, run.model, source, split, seed
+        self._densities: dict[tuple[str, int], Any] = {}
+
+    # ----- shared state, loaded once -----------------------------------------------------------
+    @cached_property
+    def data(self):
+        data = self.run.load_data(self.source)
+        if tuple(data.shape) != tuple(self.model.input_shape):
+            raise DataError(f"the data has examples of shape {tuple(data.shape)}, but the model was trained on {tuple(self.model.input_shape)}")
+        return data
+
+    @cached_property
+    def split(self):
+        """The chosen split (``Dataset``)."""
+        if self.split_name == "test" and self.data.test is None:
+            log.info("this dataset has no test split; using the validation split")
+            self.split_name = "valid"
+        return getattr(self.data, self.split_name)
+
+    @property
+    def is_image(self) -> bool:
+        return is_image_shape(tuple(self.model.input_shape))
+
+    def require_images(self, what: str) -> None:
+        if not self.is_image:
+            raise ConfigError(f"{what} needs 1- or 3-channel images, but this run models data of shape {tuple(self.model.input_shape)}")
+
+    @cached_property
+    def ranking(self) -> latent.DimRanking:
+        return latent.rank_dims(self.model, self.split.x[:RANK_SAMPLE])
+
+    @cached_property
+    def train_codes(self) -> torch.Tensor:
+        return latent.encode(self.model, self.data.train.x)
+
+    def density(self, kind: str = "prior", components: int = 10):
+        """What to draw z from: ``prior`` (p(z)), or ``gaussian`` / ``gmm`` fitted to the training codes."""
+        if kind == "prior":
+            return self.model.prior()
+        if (kind, components) not in self._densities:
+            self._densities[kind, components] = latent.fit_code_density(self.train_codes, kind, components=components, seed=self.seed)
+        return self._densities[kind, components]
+
+    @cached_property
+    def reference(self):
+        """The distribution views vary z under: the prior (VAE) or a Gaussian fitted to the training codes (AE)."""
+        return self.model.prior() if not self.model.deterministic else self.density("gaussian")
+
+    @property
+    def reference_name(self) -> str:
+        return "the prior" if not self.model.deterministic else "a Gaussian fitted to the training codes"
+
+    def example(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> tuple[torch.Tensor, str]:
+        """An input (*input_shape,) and a short name for it, from an index into the split, a tensor,
+        or a (tensor, name) pair (e.g. an image read from a file)."""
+        if isinstance(spec, tuple):
+            x, name = spec
+            return self.example(x)[0], name
+        if isinstance(spec, torch.Tensor):
+            if tuple(spec.shape) != tuple(self.model.input_shape):
+                raise DataError(f"an input of shape {tuple(spec.shape)} does not fit the model's {tuple(self.model.input_shape)}")
+            return spec.float(), "given input"
+        n = len(self.split)
+        if not -n <= int(spec) < n:
+            raise ConfigError(f"index {spec} is out of range: the {self.split_name} split has {n} examples")
+        i = int(spec) % n
+        label = "" if self.split.y is None else f", label {self._label_name(int(self.split.y[i]))}"
+        return self.split.x[i], f"{self.split_name} #{i}{label}"
+
+    def _label_name(self, label: int) -> str:
+        classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
+        return str(classes[label]) if classes and 0 <= label < len(classes) else str(label)
+
+    def base_point(self, at: str, index: int = 0) -> tuple[torch.Tensor, str]:
+        """z (L,) the other dimensions are held at: ``input`` (the posterior mean of example ``index``)
+        or ``mean`` (the reference's mean: 0 for a normal prior)."""
+        if at == "mean":
+            return self.reference.mean.detach().cpu().float(), f"the mean of {self.reference_name}"
+        if at == "input":
+            x, name = self.example(index)
+            return latent.encode(self.model, x.unsqueeze(0))[0], f"the posterior mean of {name}"
+        raise ConfigError(f"'at' must be 'input' or 'mean', got {at!r}")
+
+    # ----- image views ----------------------------------------------------------------------------
+    def reconstructions(self, n: int = 16, cols: int = 16) -> View:
+        """Originals (odd rows) above their reconstructions (even rows)."""
+        self.require_images("reconstruction")
+        x = self.split.x[:n]
+        rec = reconstruct(self.model, x).cpu()
+        n, cols = len(x), min(len(x), cols)
+        rows = []
+        for start in range(0, n, cols):  # originals row, then reconstructions row
+            chunk = slice(start, start + cols)
+            filler = torch.ones(cols - len(x[chunk]), *x.shape[1:])
+            rows += [torch.cat([x[chunk], filler]), torch.cat([rec[chunk], filler])]
+        return View(plotting.image_grid(torch.cat(rows), cols), f"{n} {self.split_name} examples (odd rows) and their reconstructions (even rows): decoder mean at the posterior mean.", rec)
+
+    def samples(self, n: int = 64, *, temperature: float = 1.0, density: str = "prior", components: int = 10, draw: bool = False) -> View:
+        """Decoded draws from the prior or from a density fitted to the training codes."""
+        self.require_images("sampling")
+        images = sample(self.model, n, temperature=temperature, seed=self.seed, mean=not draw, prior=self.density(density, components))
+        return View(plotting.image_grid(images, plotting.grid_columns(n)), f"{n} samples, z from {_density_name(density, components)} at temperature {temperature:g}.", images)
+
+    def sample_comparison(self, n: int = 36, *, temperature: float = 1.0, components: int = 10) -> View:
+        """Samples from the prior, a full-covariance Gaussian and a Gaussian mixture fitted to the training
+        codes, side by side: the way to compare generation by an autoencoder and by a VAE."""
+        self.require_images("sampling")
+        pictures, titles, results = [], [], {}
+        for kind in ("prior", "gaussian", "gmm"):
+            images = sample(self.model, n, temperature=temperature, seed=self.seed, prior=self.density(kind, components))
+            pictures.append(plotting.image_grid(images, plotting.grid_columns(n)))
+            titles.append(_density_name(kind, components))
+            results[kind] = images
+        if self.model.deterministic:
+            why = ("A plain autoencoder's codes were never fitted to the prior, so prior draws can land where no code lies; "
+                   "densities fitted to its codes are the usual remedy.")
+        else:
+            why = "For a VAE the three look alike when the aggregate posterior matches the prior."
+        caption = f"{n} samples each, temperature {temperature:g}: z from the prior p(z), and from densities fitted to the {len(self.data.train)} training codes. {why}"
+        return View(plotting.panels(pictures, titles), caption, results)
+
+    def interpolation(self, a, b, *, steps: int = 10, methods: tuple[str, ...] = ("linear", "slerp")) -> View:
+        """Rows of [A, decoded path, B] between the posterior means of A and B (each as for ``example``), one row per method."""
+        self.require_images("interpolation")
+        (xa, name_a), (xb, name_b) = self.example(a), self.example(b)
+        results = {m: latent.interpolate(self.model, xa, xb, steps, m) for m in methods}
+        rows = torch.stack([torch.cat([xa.unsqueeze(0), results[m].images, xb.unsqueeze(0)]) for m in methods])  # (R, S+2, *shape)
+        cols = ["A"] + [f"{t:.2f}".rstrip("0").rstrip(".") if t not in (0, 1) else str(int(t)) for t in torch.linspace(0, 1, steps).tolist()] + ["B"]
+        picture = plotting.labelled_grid(rows, row_labels=list(methods), col_labels=cols, title=f"A = {name_a}, B = {name_b}")
+        caption = (f"From A to B in {steps} steps between their posterior means (t = 0 and 1 are their reconstructions), "
+                   "along a straight line (linear) and a great circle (slerp); the originals sit at the ends.")
+        return View(picture, caption, results)
+
+    def traversal(self, k: int | None = 8, *, dims: list[int] | None = None, steps: int = 11, span: str = "quantile", width: float = 3.0,
+                  at: str = "input", index: int = 0) -> View:
+        """One row per dimension (the ``k`` most informative, or ``dims``), varied alone over the reference's
+        quantiles (``span="quantile"``) or ±``width``σ (``span="sigma"``)."""
+        self.require_images("traversal")
+        if dims is None:
+            k = self.model.latent_dim if k is None else min(k, self.model.latent_dim)
+            chosen = self.ranking.dims[:k]
+        else:
+            chosen = torch.as_tensor(dims, dtype=torch.long)
+        base, base_name = self.base_point(at, index)
+        values = latent.grid_values(latent.marginals(self.reference), steps, span, width=width)  # (S, L)
+        result = latent.traverse(self.model, chosen, base, values)
+        rank = {int(d): i for i, d in enumerate(self.ranking.dims)}
+        row_labels = [self.ranking.label(rank[int(d)]).replace("  ", "\n") for d in result.dims]
+        if torch.allclose(result.values, result.values[:1]):
+            cols = [f"{v:.2f}" for v in result.values[0].tolist()]
+        elif span == "quantile":
+            cols = [f"p {p:.2f}" for p in torch.linspace(*latent.DEFAULT_P_RANGE, steps).tolist()]
+        else:
+            cols = [f"{t:+.1f}σ" for t in torch.linspace(-width, width, steps).tolist()]
+        what = "quantiles" if span == "quantile" else f"±{width:g}σ"
+        title = f"each row: one dimension over {what} of {self.reference_name}; the others at {base_name}"
+        picture = plotting.labelled_grid(result.images, row_labels=row_labels, col_labels=cols, title=title)
+        caption = (f"Latent traversal of {len(result.dims)} dimension(s), ranked by "
+                   + ("average KL to the prior" if self.ranking.measure == "KL" else "the variance of the codes (a plain autoencoder has no KL)")
+                   + f" over {min(len(self.split), RANK_SAMPLE)} {self.split_name} examples; the other dimensions stay at {base_name}.")
+        return View(picture, caption, result)
+
+    def manifold(self, n: int = 20, *, dims: tuple[int, int] | None = None, at: str = "mean", index: int = 0,
+                 p_range: tuple[float, float] = latent.DEFAULT_P_RANGE, min_cell: int | None = None) -> View:
+        """The decoded n x n grid over the reference's inverse CDF in two dimensions (default: the two most
+        informative; a 2-D latent: both), the others fixed. ``min_cell``: smallest cell in pixels
+        (default: about 960 / n, within 28 to 56)."""
+        self.require_images("the manifold")
+        if self.model.latent_dim < 2:
+            raise ConfigError("the manifold needs a latent space of at least 2 dimensions")
+        if dims is None:
+            dims = (0, 1) if self.model.latent_dim == 2 else tuple(int(d) for d in self.ranking.dims[:2])
+        base, base_name = self.base_point(at, index)
+        values = latent.grid_values(latent.marginals(self.reference), n, "quantile", p_range)  # (n, L)
+        result = latent.manifold(self.model, dims, base, values)
+        i, j = result.dims
+        picture = plotting.labelled_grid(
+            result.images,
+            row_labels=[f"{v:.2f}" for v in result.y_values.tolist()],
+            col_labels=[f"{v:.2f}" for v in result.x_values.tolist()],
+            title=f"z{i} left to right, z{j} bottom to top" + ("" if self.model.latent_dim == 2 else f"; the other dimensions at {base_name}"),
+            corner=f"z{j} \\ z{i}",
+            pad=1,
+            pad_value=0.4,
+            min_cell=min_cell or min(56, max(28, 960 // n)),
+        )
+        caption = (f"The learned manifold: decoder means over a {n} x {n} grid of z{i} and z{j} at the quantiles "
+                   f"{p_range[0]:g} to {p_range[1]:g} of {self.reference_name} (its inverse CDF)"
+                   + ("." if self.model.latent_dim == 2 else f", the other {self.model.latent_dim - 2} dimension(s) at {base_name}."))
+        return View(picture, caption, result)
+
+    def denoising(self, n: int = 8, *, noise: str | None = None, level: float | None = None, compare=None) -> View:
+        """Rows of corrupted | denoised (| denoised by ``compare``, another run) | clean, with MSE and PSNR.
+        noise / level default to what the run was trained with."""
+        self.require_images("denoising")
+        t = self.run.config.train
+        noise = noise or (t.noise if t.noise != "none" else None)
+        if noise is None or noise == "none":
+            raise ConfigError(f"{self.run.path} was trained without input noise; give the corruption to apply (--noise KIND --noise-level L)")
+        if level is None:
+            if noise != t.noise:
+                raise ConfigError(f"give the level of the {noise} noise (--noise-level)")
+            level = t.noise_level
+        if level <= 0 or (noise in ("mask", "salt-pepper") and level > 1):
+            raise ConfigError(f"noise level must be positive (and at most 1 for {noise}), got {level}")
+        x = self.split.x[:n]
+        peak = 1.0 if self.data.value_range in ("unit", "binary") else float(x.max() - x.min())
+        result = denoise(self.model, x, noise, level, seed=self.seed, peak=peak)
+        columns = [result.noisy, result.denoised]
+        names = ["corrupted", "denoised"]
+        other = None
+        if compare is not None:
+            if tuple(compare.model.input_shape) != tuple(self.model.input_shape):
+                raise DataError(f"{compare.path} models shape {tuple(compare.model.input_shape)}, this run {tuple(self.model.input_shape)}")
+            other = denoise(compare.model, x, noise, level, seed=self.seed, peak=peak)
+            columns.append(other.denoised)
+            names = ["corrupted", self.run.path.name[:14], compare.path.name[:14]]
+        columns.append(result.clean)
+        names.append("clean")
+        labels = []
+        for r in range(len(x)):
+            lines = [f"in:  {result.psnr_noisy[r]:.1f} dB, MSE {result.mse_noisy[r]:.4f}", f"out: {result.psnr_denoised[r]:.1f} dB, MSE {result.mse_denoised[r]:.4f}"]
+            if other is not None:
+                lines.append(f"cmp: {other.psnr_denoised[r]:.1f} dB, MSE {other.mse_denoised[r]:.4f}")
+            labels.append("\n".join(lines))
+        picture = plotting.labelled_grid(torch.stack(columns, 1), row_labels=labels, col_labels=names, corner="PSNR and MSE", row_align="left", min_cell=80,
+                                         title=f"{noise} noise, level {level:g}")
+        caption = (f"{len(x)} {self.split_name} examples corrupted with {noise} noise at level {level:g} (seed {self.seed}), the model's "
+                   "reconstruction, and the clean image; each row gives the MSE and PSNR of the corrupted input (in) and of the reconstruction (out)"
+                   + (f", and of {compare.path.name}'s reconstruction (cmp)." if other is not None else "."))
+        return View(picture, caption, result if other is None else (result, other))
+
+    # ----- views for any data ---------------------------------------------------------------------
+    def embedding(self, *, sample_codes: bool = False, method: str = "auto", size: tuple[float, float] = (6.4, 5.4)) -> View:
+        """Codes of the split (posterior means, or seeded samples) and their 2-D scatter coloured by label
+        (``size`` in inches at 100 dpi)."""
+        codes = latent.encode(self.model, self.split.x, sample=sample_codes, seed=self.seed)  # (N, L)
+        projection = latent.project_2d(codes, method, seed=self.seed)
+        labels = None if self.split.y is None else self.split.y.numpy()
+        if labels is not None:
+            classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
+            if classes:
+                labels = np.array([self._label_name(int(v)) for v in labels])
+        what = "samples z ~ q(z|x)" if sample_codes else "posterior means"
+        how = {"latent": f"the {self.model.latent_dim}-D latent itself", "pca": "PCA", "tsne": "t-SNE"}[projection.method]
+        title = f"{len(codes)} {self.split_name} examples, {what}; {how}"
+        picture = plotting.scatter(projection.xy, labels, axes=projection.axes, title=title, size=size)
+        caption = f"Codes of the {len(codes)} {self.split_name} examples ({what}), plotted via {how}" + (", coloured by label." if labels is not None else ".")
+        return View(picture, caption, Embedding(codes, None if self.split.y is None else self.split.y, projection))
+
+    def curves(self) -> View:
+        rows = self.run.metrics()
+        if not rows:
+            raise ConfigError(f"{self.run.path} has no training metrics yet")
+        title = f"{self.run.path.name}: {self.run.config.model.kind.upper()}, {len(rows)} epochs"
+        caption = ("Per-epoch negative ELBO, reconstruction and KL (nats per example; solid train, dashed validation) and the KL weight β."
+                   + (" A plain autoencoder has no KL term: its KL and β are 0." if self.model.deterministic else ""))
+        return View(plotting.training_curves(rows, title=title), caption, rows)
+
+
+@dataclass
+class Embedding:
+    """codes: (N, L); labels: (N,) or None; projection: the 2-D coordinates plotted."""
+
+    codes: torch.Tensor
+    labels: torch.Tensor | None
+    projection: latent.Projection
+
+
+def _density_name(kind: str, components: int) -> str:
+    return {"prior": "the prior p(z)", "gaussian": "a Gaussian fit to codes", "gmm": f"a {components}-component GMM fit"}[kind]
+
+
+# ----- the HTML report ------------------------------------------------------------------------
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    body: str = ""
+    note: str = ""  # a one-line note shown instead of a skipped view
+    half: bool = False  # shares a row with the next (or previous) half-width section
+
+
+@dataclass
+class _Report:
+    sections: list[Section] = field(default_factory=list)
+
+    def add(self, id: str, title: str, make, *, image: bool = True, half: bool = False) -> None:
+        """Run ``make()`` (-> View) into a section; a view that cannot be drawn becomes a one-line note."""
+        try:
+            view = make()
+        except VaekitError as exc:
+            self.sections.append(Section(id, title, note=str(exc), half=half))
+            log.info("report: %s skipped: %s", title.lower(), exc)
+            return
+        self.sections.append(Section(id, title, body=figure_html(view, pixelated=image), half=half))
+
+
+def figure_html(view: View, pixelated: bool = True) -> str:
+    data = base64.b64encode(plotting.png_bytes(view.picture)).decode("ascii")
+    h, w = view.picture.shape[:2]
+    cls = "grid" if pixelated else "plot"
+    return (f'<figure><img class="{cls}" width="{w}" height="{h}" alt="{html.escape(view.caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(view.caption)}</figcaption></figure>")
+
+
+def write_report(run, path: str | Path | None = None, *, split: str = "test", seed: int = 0) -> Path:
+    """Write the one-file HTML report of ``run`` (default RUN/report.html) and return its path.
+
+    Sections: configuration, metrics (evaluation of ``split`` and the training summary), training
+    curves, reconstructions, samples (prior vs fitted code densities), interpolation, traversal,
+    manifold, latent embedding, and denoising for a run trained with input noise. Images are
+    embedded as data URIs, so the file opens offline.
+    """
+    from vaekit.checkpoint import atomic_write_bytes
+
+    started = time.perf_counter()
+    views = RunViews(run, split=split, seed=seed)
+    model = run.model
+    report = _Report()
+    report.sections.append(Section("config", "Configuration", body=_config_html(run)))
+    report.sections.append(Section("metrics", "Metrics", body=_metrics_html(run, views)))
+    report.add("curves", "Training curves", views.curves, image=False)
+    report.add("reconstructions", "Reconstructions", lambda: views.reconstructions(32))
+    report.add("samples", "Samples", lambda: views.sample_comparison(25))
+    a, b = _pair(views) if views.is_image else (0, 1)
+    report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=10))
+    report.add("traversal", "Latent traversal", lambda: views.traversal(8, steps=11, at="input", index=a))
+    report.add("manifold", "Manifold", lambda: views.manifold(15, min_cell=28), half=True)
+    report.add("embedding", "Latent embedding", lambda: views.embedding(size=(5.4, 4.6)), image=False, half=True)
+    if run.config.train.noise != "none":
+        report.add("denoising", "Denoising", lambda: views.denoising(8))
+    path = Path(path) if path is not None else run.path / REPORT
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path.parent}: {exc.strerror}") from None
+    title = f"vaekit report: {run.path.name}"
+    summary = (f"{model.config.kind.upper()} ({model.config.arch}, latent dim {model.latent_dim}, {model.config.likelihood} likelihood, "
+               f"{model.config.prior} prior) on {run.config.data.source}, data shape {tuple(model.input_shape)}")
+    atomic_write_bytes(path, _page(title, summary, run, report.sections).encode("utf-8"))
+    log.debug("report written in %.1f s", time.perf_counter() - started)
+    return path
+
+
+def _pair(views: RunViews) -> tuple[int, int]:
+    """Two split indices to interpolate between: the first two examples with different labels."""
+    y = views.split.y
+    if y is None or len(y) < 2:
+        return 0, min(1, len(views.split) - 1)
+    different = (y != y[0]).nonzero()
+    return 0, int(different[0]) if len(different) else 1
+
+
+def _config_html(run, max_rows: int = 12) -> str:
+    """The settings as key/value tables, one per config section (a long one continues in a second table)."""
+    parts = []
+    for section, values in run.config.to_dict().items():
+        if not isinstance(values, dict):
+            continue
+        items = list(values.items())
+        for start in range(0, len(items), max_rows):
+            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt_value(v))}</td></tr>" for k, v in items[start : start + max_rows])
+            caption = section if start == 0 else f"{section} (continued)"
+            parts.append(f'<table class="kv"><caption>{html.escape(caption)}</caption>{rows}</table>')
+    return f'<div class="tables">{"".join(parts)}</div>'
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v) if v else "()"
+    if v is None:
+        return "—"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _metrics_html(run, views: RunViews) -> str:
+    from vaekit.evaluation import elbo_terms, summarize
+
+    out = []
+    try:
+        terms = elbo_terms(run.model, views.split.x, seed=views.seed)
+        s = summarize(terms, math.prod(run.model.input_shape))
+        out.append(
+            f'<table class="num"><caption>{html.escape(views.split_name)} split, {s["examples"]} examples</caption>'
+            "<tr><th>negative ELBO</th><th>reconstruction</th><th>KL</th><th>bits/dim</th></tr>"
+            f'<tr><td>{s["neg_elbo"]:.3f} ± {s["neg_elbo_stderr"]:.3f}</td><td>{s["reconstruction"]:.3f}</td><td>{s["kl"]:.3f}</td><td>{s["bits_per_dim"]:.4f}</td></tr></table>'
+        )
+    except VaekitError as exc:
+        out.append(f'<p class="note">evaluation skipped: {html.escape(str(exc))}</p>')
+    rows = run.metrics()
+    if rows:
+        best = min(rows, key=lambda r: r.get("valid_loss", math.inf))
+        cols = [("epoch", "epoch", "{:.0f}"), ("β", "beta", "{:.3g}"),
+                ("train −ELBO", "train_neg_elbo", "{:.3f}"), ("valid −ELBO", "valid_neg_elbo", "{:.3f}"),
+                ("train rec.", "train_reconstruction", "{:.3f}"), ("valid rec.", "valid_reconstruction", "{:.3f}"),
+                ("train KL", "train_kl", "{:.3f}"), ("valid KL", "valid_kl", "{:.3f}")]
+
+        def row(r, name=""):
+            cells = "".join(f"<td>{fmt.format(r[key]) if key in r else '—'}</td>" for _, key, fmt in cols)
+            return f"<tr>{f'<th>{name}</th>' if name is not None else ''}{cells}</tr>"
+
+        head = "<tr><th></th>" + "".join(f"<th>{c}</th>" for c, _, _ in cols) + "</tr>"
+        out.append(f'<table class="num"><caption>training, per example (nats)</caption>{head}'
+                   f'{row(rows[0], "first epoch")}{row(best, "best (weights kept)")}{row(rows[-1], "last epoch")}</table>')
+        every = "".join(row(r, None) for r in rows)
+        out.append(f"<details><summary>all {len(rows)} epochs</summary><table class=\"num\"><tr>"
+                   + "".join(f"<th>{c}</th>" for c, _, _ in cols) + f"</tr>{every}</table></details>")
+    else:
+        out.append('<p class="note">no training metrics recorded</p>')
+    details = [p for p in out if p.startswith("<details")]
+    return f'<div class="tables">{"".join(p for p in out if p not in details)}</div>{"".join(details)}'
+
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#222;background:#fafafa;margin:0}
+main{max-width:1240px;margin:0 auto;padding:20px 20px 40px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:0 0 8px;border-bottom:1px solid #ddd;padding-bottom:3px}
+.sub{color:#555;margin:0 0 10px}nav{margin:0 0 14px;font-size:14px}nav a{margin-right:12px;color:#1a5fb4;text-decoration:none}
+section{background:#fff;border:1px solid #e4e4e4;border-radius:6px;padding:12px 18px;margin:0 0 14px}
+.pair{display:flex;flex-wrap:wrap;gap:14px;margin:0 0 14px}.pair>section{flex:1 1 540px;min-width:0;margin:0}
+figure{margin:0}figcaption{color:#555;font-size:13.5px;margin-top:6px;max-width:900px}
+img{max-width:100%;height:auto;display:block}img.grid{image-rendering:pixelated}
+table{border-collapse:collapse;font-size:13px;margin:0 0 8px}caption{text-align:left;font-weight:600;padding:2px 0 3px}
+th,td{padding:2px 9px;border-bottom:1px solid #eee;text-align:left}table.num td{text-align:right;font-variant-numeric:tabular-nums}
+.tables{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}table.kv th{font-weight:500;color:#444}
+.note{color:#8a5300;background:#fff7e6;border-left:3px solid #e5a50a;padding:6px 10px;margin:0}
+details summary{cursor:pointer;color:#1a5fb4;margin:4px 0}footer{color:#777;font-size:12.5px}
+"""
+
+
+def _page(title: str, summary: str, run, sections: list[Section]) -> str:
+    nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
+    body = []
+    for i, s in enumerate(sections):
+        content = s.body if not s.note else f'<p class="note">skipped: {html.escape(s.note)}</p>'
+        opens = s.half and not (i > 0 and sections[i - 1].half)
+        closes = s.half and not (i + 1 < len(sections) and sections[i + 1].half)
+        body.append(('<div class="pair">' if opens else "") + f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{content}</section>'
+                    + ("</div>" if closes else ""))
+    import vaekit
+
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>"
+        f"<h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(summary)}<br>run directory: <code>{html.escape(str(run.path))}</code></p>"
+        f"<nav>{nav}</nav>{''.join(body)}"
+        f"<footer>written by vaekit {getattr(vaekit, '__version__', '')} on {time.strftime('%Y-%m-%d %H:%M')}</footer></main></body></html>"
+    )

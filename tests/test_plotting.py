@@ -1,0 +1,107 @@
+"""Pictures from arrays (``vaekit.plotting``): sizes that match the grid, labels where asked, never blank."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaekit import plotting
+
+
+def checker(n: int, c: int = 1, size: int = 8) -> torch.Tensor:
+    """n distinct (c, size, size) images in [0, 1]: image i is a ramp of brightness (i + 1) / n."""
+    ramp = torch.linspace(0, 1, size * size).view(1, size, size)
+    return torch.stack([(ramp * (i + 1) / n).expand(c, -1, -1) for i in range(n)])
+
+
+def test_image_grid_size_and_cells():
+    imgs = checker(6)
+    grid = plotting.image_grid(imgs, nrow=4, pad=2, min_cell=32)  # 8 px scaled by 4
+    assert grid.shape == (2 * 34 + 2, 4 * 34 + 2, 1)
+    # cell (row 1, col 1) is image 5, enlarged by nearest neighbour
+    cell = grid[2 + 34 : 2 + 34 + 32, 2 + 34 : 2 + 34 + 32, 0]
+    expected = (imgs[5, 0].repeat_interleave(4, 0).repeat_interleave(4, 1).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(cell, expected)
+    assert (grid[:, :2] == 255).all()  # padding is white
+    assert (grid[2 + 34 : 2 + 34 + 32, 2 + 2 * 34 :] == 255).all()  # the two unused cells too
+
+
+def test_labelled_grid_keeps_the_grid_exact_in_the_bottom_right_corner():
+    imgs = checker(12, c=3).view(3, 4, 3, 8, 8)
+    plain = plotting.image_grid(imgs.flatten(0, 1), 4)
+    pic = plotting.labelled_grid(imgs, row_labels=["first", "second\nline", "third"], col_labels=list("abcd"), title="a title")
+    gh, gw = plain.shape[:2]
+    assert pic.dtype == np.uint8 and pic.shape[2] == 3
+    assert np.array_equal(pic[-gh:, -gw:], plain)
+    left, top = pic.shape[1] - gw, pic.shape[0] - gh
+    assert left > 20 and top > 20  # room was made for the labels ...
+    assert (pic[-gh:, :left] < 128).any() and (pic[:top] < 128).any()  # ... and they were drawn (dark text)
+    bare = plotting.labelled_grid(imgs)
+    assert np.array_equal(bare, np.repeat(plain, 3, axis=2) if plain.shape[2] == 1 else plain)
+
+
+def test_labelled_grid_labels_a_column_subset_when_crowded_and_checks_counts():
+    imgs = checker(20).view(1, 20, 1, 8, 8)
+    pic = plotting.labelled_grid(imgs, col_labels=[f"{v:.2f}" for v in np.linspace(-1.64, 1.64, 20)], min_cell=16, pad=0)
+    assert pic.shape[1] == 20 * 16 and (pic[: pic.shape[0] - 16] < 128).any()
+    with pytest.raises(ValueError):
+        plotting.labelled_grid(imgs, row_labels=["a", "b"])
+    with pytest.raises(ValueError):
+        plotting.labelled_grid(imgs, col_labels=["a"])
+
+
+def test_panels_put_pictures_side_by_side_under_titles():
+    a = np.zeros((30, 40, 3), np.uint8)
+    b = np.full((50, 20, 1), 100, np.uint8)
+    pic = plotting.panels([a, b], ["a", "b"], gap=10)  # titles narrower than the pictures
+    assert pic.shape[1] == 40 + 10 + 20 and pic.shape[0] > 50
+    top = pic.shape[0] - 50
+    assert (pic[top : top + 30, :40] == 0).all()  # panel a, black
+    assert (pic[top:, 50:70] == 100).all()  # panel b, grey, after a and the gap
+    assert (pic[:top] < 128).any()  # the titles
+
+
+def _colours(pic: np.ndarray) -> set[tuple[int, int, int]]:
+    """Saturated colours present in a picture (greys and anti-aliasing ignored)."""
+    flat = pic.reshape(-1, 3).astype(int)
+    sat = flat.max(1) - flat.min(1)
+    return {tuple(c // 16) for c in flat[sat > 80]}
+
+
+def test_scatter_colours_each_label_and_is_not_blank():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(300, 2)) + np.repeat(np.arange(3), 100)[:, None] * 4
+    labels = np.repeat(np.arange(3), 100)
+    pic = plotting.scatter(xy, labels, axes=("z0", "z1"), title="three clusters")
+    assert pic.ndim == 3 and pic.shape[2] == 3 and pic.shape[0] > 300
+    assert pic.std() > 10
+    unlabelled = plotting.scatter(xy)
+    assert len(_colours(pic)) > len(_colours(unlabelled))
+
+
+def test_training_curves_draw_every_panel():
+    rows = [
+        {"epoch": e, "beta": min(1.0, e / 5), "train_neg_elbo": 40 - e, "valid_neg_elbo": 41 - e, "train_reconstruction": 35 - e,
+         "valid_reconstruction": 36 - e, "train_kl": 1 + e / 10, "valid_kl": 1.1 + e / 10}
+        for e in range(1, 21)
+    ]
+    pic = plotting.training_curves(rows, title="t")
+    h, w = pic.shape[:2]
+    # each quarter holds a plotted line: coloured pixels in all four panels
+    for quarter in (pic[: h // 2, : w // 2], pic[: h // 2, w // 2 :], pic[h // 2 :, : w // 2], pic[h // 2 :, w // 2 :]):
+        assert len(_colours(quarter)) >= 1
+    with pytest.raises(ValueError):
+        plotting.training_curves([])
+
+
+def test_png_bytes_round_trip(tmp_path):
+    arr = (np.arange(24 * 16 * 3) % 256).astype(np.uint8).reshape(24, 16, 3)
+    back = np.asarray(Image.open(BytesIO(plotting.png_bytes(arr))))
+    assert np.array_equal(back, arr)
+    gray = arr[..., :1]
+    path = plotting.save_png(gray, tmp_path / "sub" / "g.png")
+    assert np.array_equal(np.asarray(Image.open(path)), gray[..., 0])
