@@ -276,11 +276,14 @@ def collapse_message(diag: LatentDiagnostics, *, min_active_fraction: float = 0.
     if n == 0:
         return f"posterior collapse: none of the {total} latent units is active (Cov_x E_q[z_u] <= {diag.threshold:g}{kl}); {advice}"
     if n < max(1, round(min_active_fraction * total)):
-        return f"partial posterior collapse: only {n} of {total} latent units are active (Cov_x E_q[z_u] > {diag.threshold:g}{kl}); {advice}"
+        return (f"partial posterior collapse: only {n} of {total} latent units are active "
+                f"(Cov_x E_q[z_u] > {diag.threshold:g}{kl}); {advice}")
     return None
 
 
-def posterior_collapse_warning(model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, min_active_fraction: float = 0.1) -> str | None:
+def posterior_collapse_warning(
+    model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, min_active_fraction: float = 0.1
+) -> str | None:
     """A one-line warning when the posterior has collapsed on ``x`` (N, *shape): no active unit, or
     fewer than ``min_active_fraction`` of the units active. None when it has not, and for a plain
     autoencoder (no posterior to collapse). For training logs and ``vaekit evaluate``."""

@@ -1,23 +1,37 @@
-"""``vaekit evaluate``: negative ELBO, reconstruction and KL of a split, in nats."""
+"""``vaekit evaluate``: negative ELBO, reconstruction and KL of a split, in nats; optionally the
+importance-weighted log-likelihood; latent diagnostics (KL per unit, active units) with a warning
+on posterior collapse; and the PCA baseline's reconstruction error beside the model's."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import time
 from pathlib import Path
 
 from vaekit.cli.common import add_run_argument, positive_int, split_of
 
+log = logging.getLogger(__name__)
+
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="test-set negative ELBO, reconstruction and KL (nats)",
-                       description="Evaluate a trained run: negative ELBO = reconstruction + KL, in nats per example and per dimension.")
+    p = sub.add_parser("evaluate", help="test-set negative ELBO, IW log-likelihood, latent diagnostics, PCA baseline",
+                       description="Evaluate a trained run: negative ELBO = reconstruction + KL, in nats per example and per dimension; "
+                                   "with --iw-samples K the importance-weighted estimate of -log p(x) (Burda et al. 2015); "
+                                   "KL per latent unit and active units; PCA's squared reconstruction error beside the model's.")
     add_run_argument(p)
-    p.add_argument("--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data")
+    p.add_argument("--data", metavar="SOURCE",
+                   help="dataset name or path (default: the run's dataset), preprocessed like the training data")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split (default test)")
     p.add_argument("--samples", type=positive_int, default=1, help="latent samples per example for the ELBO (default 1)")
+    p.add_argument("--iw-samples", type=positive_int, metavar="K",
+                   help="also estimate -log p(x) with K importance samples per example (papers use 5000)")
+    p.add_argument("--iw-rows", type=positive_int, default=20_000, metavar="ROWS",
+                   help="decoder rows (samples x examples) per chunk of the IW estimate; bounds memory (default 20000)")
+    p.add_argument("--no-pca", action="store_true", help="skip the PCA baseline (fitted on the training split)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="examples per batch (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent samples (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar for the IW estimate")
     p.add_argument("--json", metavar="PATH", help="write the results here (default RUN/eval-SPLIT.json)")
     p.set_defaults(handler=run)
 
@@ -26,27 +40,81 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from vaekit.checkpoint import atomic_write_json
-    from vaekit.evaluation import elbo_terms, summarize
+    from vaekit.errors import ConfigError
+    from vaekit.evaluation import collapse_message, elbo_terms, latent_diagnostics, summarize
     from vaekit.runs import load
     from vaekit.training import check_data
 
     r = load(args.run)
+    if args.iw_samples and r.model.deterministic:
+        raise ConfigError("--iw-samples needs a VAE: a plain autoencoder has no likelihood to estimate")
     data = r.load_data(args.data)
     check_data_shape(r, data)
     if args.data:
         check_data(r.config, data)
     split = split_of(data, args.split)
+    dims = math.prod(r.model.input_shape)
     terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed)
-    result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, math.prod(r.model.input_shape))}
+    result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, dims)}
     print(f"{result['split']} split, {result['examples']} examples ({result['data']}):")
     print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({result['bits_per_dim']:.4f} bits/dim)")
     print(f"  reconstruction  {result['reconstruction']:10.3f} nats")
     print(f"  KL              {result['kl']:10.3f} nats")
+
+    if args.iw_samples:
+        result["iw"] = _iw(r, split.x, args, dims)
+        iw = result["iw"]
+        print(f"  IW-NLL (K={iw['k']})  {iw['nll']:8.3f} ± {iw['nll_stderr']:.3f} nats  ({iw['bits_per_dim']:.4f} bits/dim; "
+              f"{result['neg_elbo'] - iw['nll']:.3f} below the negative ELBO; {iw['seconds']:.1f} s)")
+
+    diag = latent_diagnostics(r.model, split.x, batch_size=args.batch_size)
+    result["latent"] = diag.to_dict()
+    if not r.model.deterministic:
+        print(f"  active units    {diag.n_active:6d} of {len(diag.activity)} (Cov_x E_q[z_u] > {diag.threshold:g})")
+        if diag.kl_per_dim is not None:
+            print("  KL per unit     " + " ".join(f"{v:.2f}" for v in diag.kl_per_dim.tolist()))
+        warning = collapse_message(diag)
+        result["warning"] = warning
+        if warning:
+            log.warning("warning: %s", warning)
+
+    if not args.no_pca:
+        from vaekit.baselines import compare_reconstruction
+
+        result["pca"] = pca = compare_reconstruction(r.model, data.train.x, split.x, batch_size=args.batch_size)
+        print(f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
+              f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})")
+
     out = Path(args.json) if args.json else r.path / f"eval-{args.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written to {out}")
     return 0
+
+
+def _iw(r, x, args, dims: int) -> dict:
+    from vaekit.evaluation import iw_log_likelihood, summarize_log_likelihood
+
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(x), desc=f"IW estimate, K={args.iw_samples}", unit="ex", leave=False, mininterval=1.0)
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        if bar is not None:
+            bar.update(n - done)
+        done = n
+
+    start = time.perf_counter()
+    try:
+        log_px = iw_log_likelihood(r.model, x, k=args.iw_samples, max_rows=args.iw_rows, seed=args.seed, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {"k": args.iw_samples, **summarize_log_likelihood(log_px, dims), "seconds": time.perf_counter() - start, "seed": args.seed}
 
 
 def check_data_shape(run, data) -> None:
