@@ -58,7 +58,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
+def _regular_file(path: Path) -> None:
+    """Refuse a FIFO, a device (``/dev/zero``) or a folder where a file should be: reading one hangs or never ends."""
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file")
+
+
 def read_json(path: Path) -> Any:
+    _regular_file(Path(path))
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -84,13 +91,16 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # a pickle protocol opcode; a zip (tor
 def load_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Read a safetensors file (never a pickle), checking its SHA-256 when one is given."""
     path = Path(path)
+    _regular_file(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"missing file: {path}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
-    if data[:1] == _PICKLE_MAGIC[0] or data[:4] == _PICKLE_MAGIC[1]:
+    # a safetensors file: an 8-byte header length, then the JSON header; its length's first byte may be 0x80
+    is_safetensors = data[8:9] == b"{"
+    if not is_safetensors and (data[:1] == _PICKLE_MAGIC[0] or data[:4] == _PICKLE_MAGIC[1]):
         raise CheckpointError(f"{path} is a pickle/torch.save file; vaekit only loads safetensors and never unpickles")
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise CheckpointError(f"checksum mismatch for {path}: the file is truncated or corrupted")

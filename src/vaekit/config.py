@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ class DataConfig:
     dynamic_binarize: draw a fresh Bernoulli(x) for every batch (grayscale data in [0, 1]).
     image_size: (H, W) to resize image folders to.
     download: fetch a missing named dataset (MNIST family) and verify its checksums.
+    memmap: read a .npy file or a folder of .npy shards memory-mapped, batch by batch, instead of
+        into memory (``vaekit.data.streaming``). None: automatic (a shard folder always; a .npy
+        file that as float32 would exceed a quarter of physical memory); a run saves the resolved choice.
     """
 
     source: str = "digits"
@@ -41,6 +45,7 @@ class DataConfig:
     dynamic_binarize: bool = False
     image_size: tuple[int, int] | None = None
     download: bool = False
+    memmap: bool | None = None
 
 
 @dataclass
@@ -198,6 +203,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
 
 
+MAX_SAMPLES = 10_000  # latent samples per example in training (evaluation chunks over K instead)
+MAX_THREADS = 256
+
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu", "leaky_relu", "identity")
 
 
@@ -220,18 +228,23 @@ def validate(config: RunConfig) -> None:
         (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),
         (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
-        (t.n_samples >= 1, f"number of latent samples must be at least 1, got {t.n_samples}"),
+        (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),
         (t.noise in ("none", "gaussian", "mask", "salt-pepper"), f"unknown noise {t.noise!r}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
         (t.noise not in ("mask", "salt-pepper") or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),
         (t.grad_clip >= 0, f"gradient clip must be >= 0, got {t.grad_clip}"),
         (t.patience >= 0, f"patience must be >= 0, got {t.patience}"),
-        (t.threads >= 0, f"threads must be >= 0, got {t.threads}"),
+        (0 <= t.threads <= MAX_THREADS, f"threads must be in [0, {MAX_THREADS}], got {t.threads}"),
         (t.nonfinite in ("stop", "skip"), f"nonfinite policy must be 'stop' or 'skip', got {t.nonfinite!r}"),
         (t.checkpoint_every >= 0, f"checkpoint-every must be >= 0, got {t.checkpoint_every}"),
         (0 < d.valid_fraction < 1, f"validation fraction must be in (0, 1), got {d.valid_fraction}"),
         (d.image_size is None or all(s >= 1 for s in d.image_size), f"image size must be positive, got {d.image_size}"),
     ]
+    for section in (d, m, t):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name.replace('_', ' ')} must be a finite number, got {value}")
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

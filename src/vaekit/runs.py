@@ -98,7 +98,7 @@ def load(run_dir: str | Path, which: str = "best", map_location: str | torch.dev
     path = Path(run_dir)
     if not path.is_dir():
         raise CheckpointError(f"no such run directory: {path}")
-    if not (path / CONFIG).exists():
+    if not (path / CONFIG).is_file():  # not .exists(): a FIFO or /dev/zero there would hang the read
         raise CheckpointError(f"{path} is not a vaekit run (no {CONFIG})")
     try:
         config = RunConfig.from_json_file(path / CONFIG)
