@@ -28,6 +28,7 @@ def test_flat_float_array(tmp_path):
     assert (len(splits.train), len(splits.valid), splits.test) == (40, 10, None)
     assert splits.value_range == REAL and splits.train.y is None
     assert splits.info["valid_fraction"] == 0.2 and splits.info["split_seed"] == 1
+    assert json.loads(json.dumps(splits.info)) == splits.info
 
 
 @pytest.mark.parametrize(

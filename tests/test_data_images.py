@@ -33,7 +33,7 @@ def test_class_folders_give_labels(tmp_path):
     assert (len(splits.train), len(splits.valid)) == (9, 3)
     record = splits.info["preprocessing"]
     assert record == {"format": "images", "classes": ["cat", "dog", "emu"], "image_size": [4, 6], "channels": 1}
-    assert splits.info["num_classes"] == 3
+    assert splits.info["num_classes"] == 3 and json.loads(json.dumps(splits.info)) == splits.info
     labels = torch.cat([splits.train.y, splits.valid.y]).sort().values
     assert labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
 

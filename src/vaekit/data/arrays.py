@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -94,7 +94,23 @@ def open_npz(path: str | Path) -> Iterator[NpzArchive]:
         archive.close()
 
 
-def _read_npy_stream(f: BinaryIO, size: int, where: str) -> np.ndarray:
+class NpyHeader(NamedTuple):
+    """What an ``.npy`` header declares: the data starts at byte ``offset`` of the file."""
+
+    shape: tuple[int, ...]
+    fortran_order: bool
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def n_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def read_npy_header(f: BinaryIO, size: int, where: str, *, max_values: int | None = MAX_VALUES) -> NpyHeader:
+    """Parse and check the header of the ``.npy`` bytes at the start of ``f`` (``size`` bytes in
+    all): numeric dtype, no Python objects, a declared size the bytes can hold and, unless
+    ``max_values`` is None (memory-mapped reading), at most ``max_values`` values. Reads no data."""
     fmt = np.lib.format
     with parsing(f"{where}: not a valid .npy array"):
         version = fmt.read_magic(f)
@@ -112,11 +128,18 @@ def _read_npy_stream(f: BinaryIO, size: int, where: str) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise DataError(f"{where}: array header declares a negative dimension {shape}")
     count = math.prod(shape)
-    if count > MAX_VALUES:
+    if max_values is not None and count > max_values:
         raise DataError(f"{where}: array header declares {count} values {shape}, more than the limit of 2**31")
     n_bytes = count * dtype.itemsize
     if header_size + n_bytes > size:
         raise DataError(f"{where}: truncated: header declares {shape} ({n_bytes} bytes) but the file is {size} bytes")
+    return NpyHeader(tuple(shape), bool(fortran_order), dtype, header_size)
+
+
+def _read_npy_stream(f: BinaryIO, size: int, where: str) -> np.ndarray:
+    shape, fortran_order, dtype, _ = read_npy_header(f, size, where)
+    count = math.prod(shape)
+    n_bytes = count * dtype.itemsize
     payload = bytearray(n_bytes)  # safe to allocate: n_bytes fits in the file, checked above
     with parsing(f"{where}: cannot read the array data"):
         n_read = f.readinto(payload)

@@ -19,6 +19,7 @@ from vaekit.data.arrays import array_format, check_finite, infer_value_range, re
 from vaekit.data.base import REAL, Dataset, DataSplits, dataset_names, get_loader, split_parts
 from vaekit.data.images import read_image_folder
 from vaekit.data.preprocess import apply_steps, image_size_option
+from vaekit.data.streaming import load_mapped, load_mapped_examples, use_memmap
 from vaekit.data.tables import read_csv
 from vaekit.errors import DataError
 
@@ -36,6 +37,7 @@ def load_data(
     grayscale: bool | None = None,
     preprocessing: dict[str, Any] | None = None,
     download: bool = False,
+    memmap: bool | None = None,
 ) -> DataSplits:
     """Load a dataset as train, valid and (where the source has one) test splits.
 
@@ -57,6 +59,10 @@ def load_data(
             columns, classes, sizes are reused), or a partial dict of options such as
             ``{"label_column": "species"}`` or ``{"standardize": False}``.
         download: fetch missing MNIST / Fashion-MNIST files (checked against their MD5 sums).
+        memmap: read a .npy file or a folder of .npy shards memory-mapped (``vaekit.data.streaming``):
+            each split's ``x`` is then a ``MappedArray`` read batch by batch, and a single file's
+            validation split is seeded random blocks. None: a saved ``preprocessing["memmap"]``, else
+            automatic (``streaming.use_memmap``: shard folders, and .npy files too big for memory).
 
     Returns ``DataSplits`` whose ``info`` (JSON-serialisable) records source, split_seed,
     valid_fraction (when a split was made), sizes, shape, value_range, dynamic_binarization,
@@ -71,6 +77,9 @@ def load_data(
         name = source
     else:
         path = resolve_path(source)
+        if use_memmap(path, memmap, options):
+            return load_mapped(path, options, valid_fraction=valid_fraction, seed=seed, binarize=binarize)
+        options.pop("memmap", None)
         parts, record = read_path(path, options)
         splits = split_parts(parts, valid_fraction, seed, {"preprocessing": record, "files": [str(path)]})
         name = str(path)
@@ -87,6 +96,7 @@ def load_examples(
     valid_fraction: float = 0.1,
     seed: int = 0,
     download: bool = False,
+    memmap: bool | None = None,
 ) -> Dataset:
     """Examples to score with a trained model, prepared exactly as its training data was.
 
@@ -97,7 +107,7 @@ def load_examples(
             every example of a path (all rows of a CSV, all arrays of an .npz), or the test
             split of a named dataset.
         expected_shape: the model's example shape (``info["shape"]``); other shapes are refused.
-        data_dir, valid_fraction, seed, download: as for ``load_data``.
+        data_dir, valid_fraction, seed, download, memmap: as for ``load_data``.
     """
     if split is not None and split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -109,6 +119,7 @@ def load_examples(
             seed=seed,
             preprocessing=preprocessing,
             download=download,
+            memmap=memmap,
         )
         split = split or "test"
         data = getattr(splits, split)
@@ -117,11 +128,15 @@ def load_examples(
     else:
         path = resolve_path(source)
         options = _options(preprocessing, None, None)
-        parts, record = read_path(path, options)
-        whole = _concat([parts[name] for name in SPLITS if name in parts])
-        datasets, _ = apply_steps({"all": whole}, record, options, str(path), fit_on="all")
-        data = datasets["all"]
-        check_finite(data.x, str(path))
+        if use_memmap(path, memmap, options):
+            data = load_mapped_examples(path, options)
+        else:
+            options.pop("memmap", None)
+            parts, record = read_path(path, options)
+            whole = _concat([parts[name] for name in SPLITS if name in parts])
+            datasets, _ = apply_steps({"all": whole}, record, options, str(path), fit_on="all")
+            data = datasets["all"]
+            check_finite(data.x, str(path))
     if expected_shape is not None and tuple(data.shape) != tuple(expected_shape):
         raise DataError(f"{source}: examples have shape {tuple(data.shape)} but the model expects {tuple(expected_shape)}")
     return data
