@@ -61,7 +61,7 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, beta: fl
         z = q.rsample()  # (B, L)
         rec = model.decode(z).log_prob(target)  # (B,)
         kl = kl_to_prior(q, p, z.unsqueeze(0))
-        return ELBOTerms(loss=beta * kl - rec, reconstruction=rec, kl=kl)
+        return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     z = q.rsample((n_samples,))  # (S, B, L)
     px = model.decode(z.flatten(0, 1))  # batch (S*B,)
     log_px = px.log_prob(target.unsqueeze(0).expand(n_samples, *target.shape).flatten(0, 1)).view(n_samples, b)  # (S, B)
@@ -72,4 +72,8 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, beta: fl
         bound = torch.logsumexp(log_px + beta * (log_pz - log_qz), 0) - math.log(n_samples)  # (B,)
         return ELBOTerms(loss=-bound, reconstruction=rec, kl=kl)
     kl = kl_to_prior(q, p, z)
-    return ELBOTerms(loss=beta * kl - rec, reconstruction=rec, kl=kl)
+    return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
+
+
+def _weighted(kl: torch.Tensor, beta: float) -> torch.Tensor:
+    return kl if beta == 1.0 else beta * kl  # no multiply (and autograd node) for the plain ELBO

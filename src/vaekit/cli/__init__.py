@@ -1,6 +1,7 @@
 """The ``vaekit`` command line. Each module in this package adds its sub-commands with ``register``
 (each sub-parser names its function with ``set_defaults(handler=fn)``);
-``main`` turns every ``VaekitError`` into one line on stderr and exit code 2."""
+``main`` turns every ``VaekitError`` (and an ``OSError`` from the environment, such as a full
+disk) into one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -34,10 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in _command_modules():
         module.register(sub)
-    for command in sub.choices.values():  # TODO(lead): drop once every module uses set_defaults(handler=...)
-        legacy = command.get_default("run")
-        if callable(legacy):
-            command.set_defaults(handler=legacy, run=None)
     return parser
 
 
@@ -45,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its one-time font-cache note is not ours to show
     from vaekit.training import TrainingInterrupted
 
     try:
@@ -54,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except VaekitError as exc:
         print(f"vaekit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the environment: disk full, no permission, read-only file system
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"vaekit: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)

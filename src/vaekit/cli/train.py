@@ -19,6 +19,7 @@ _FIELDS = {
     "binarize": ("data", "dynamic_binarize"),
     "image_size": ("data", "image_size"),
     "download": ("data", "download"),
+    "memmap": ("data", "memmap"),
     "model": ("model", "kind"),
     "arch": ("model", "arch"),
     "latent_dim": ("model", "latent_dim"),
@@ -64,6 +65,9 @@ def register(sub) -> None:
     g.add_argument("--split-seed", type=int, help="seed of the train/validation split (default 0)")
     g.add_argument("--binarize", action="store_true", default=None, help="dynamic binarization: a fresh Bernoulli draw of each batch")
     g.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"), help="resize image folders to H x W")
+    g.add_argument("--memmap", action=argparse.BooleanOptionalAction, default=None,
+                   help="read a .npy file or a folder of .npy shards memory-mapped, batch by batch, in a shuffled order of "
+                        "contiguous blocks (default: automatic: shard folders, and .npy files too big for memory)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=["vae", "ae"], help="vae (default) or ae (plain autoencoder)")
     g.add_argument("--arch", choices=["mlp", "conv"], help="network: mlp (default) or conv (images)")
@@ -77,7 +81,7 @@ def register(sub) -> None:
     g.add_argument("--prior-components", type=int, help="mixture prior components (default 10)")
     g = p.add_argument_group("objective and optimisation")
     g.add_argument("--epochs", type=int, help="training epochs (default 30)")
-    g.add_argument("--batch-size", type=int, help="examples per step (default 100)")
+    g.add_argument("--batch-size", type=int, help="examples per step and process (default 100); with N processes a step takes N x this")
     g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
     g.add_argument("--beta", type=float, help="KL weight β (default 1)")
@@ -98,7 +102,11 @@ def register(sub) -> None:
     g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint (--epochs may extend it)")
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=run)
+    g = p.add_argument_group("processes")
+    g.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="train in N processes on this machine (DistributedDataParallel; gloo on CPU, NCCL on GPU) by starting "
+                        "torchrun's launcher; on several machines run torchrun yourself (README)")
+    p.set_defaults(handler=run, train_parser=p)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -115,16 +123,31 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaekit.training import resume, train
+    from vaekit import distributed
+    from vaekit.errors import VaekitError
+    from vaekit.training import TrainingInterrupted, resume, train
 
+    if args.nproc and args.nproc > 1 and not distributed.env_world().distributed:
+        return distributed.launch(forwarded_argv(args), args.nproc)
     device = resolve_device(args.device)
     progress = not args.quiet
-    if args.resume:
-        result = resume(args.resume, epochs=args.epochs, device=device, progress=progress)
-    else:
-        config = config_from_args(args)
-        name = f"{Path(config.data.source).stem}-{config.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = train(config, args.out or Path("runs") / name, device=device, progress=progress)
+    world = distributed.init(device)  # under torchrun: join its process group
+    try:
+        if args.resume:
+            result = resume(args.resume, epochs=args.epochs, device=device, progress=progress)
+        else:
+            config = config_from_args(args)
+            name = f"{Path(config.data.source).stem}-{config.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+            out = distributed.broadcast_object(str(args.out or Path("runs") / name))  # rank 0's clock names the run
+            result = train(config, out, device=device, progress=progress)
+    except VaekitError as exc:
+        if world.is_main:
+            raise
+        return 130 if isinstance(exc, TrainingInterrupted) else 2  # every process fails alike; rank 0 says why
+    finally:
+        distributed.shutdown()
+    if not world.is_main:
+        return 0
     rows = result.metrics()
     if rows:
         last = rows[-1]
@@ -132,3 +155,20 @@ def run(args: argparse.Namespace) -> int:
               f"(reconstruction {last['valid_reconstruction']:.3f}, KL {last['valid_kl']:.3f})")
     print(f"run saved in {result.path}")
     return 0
+
+
+def forwarded_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of ``args`` again, without ``--nproc``: what each launched process runs."""
+    argv = (["--verbose"] if args.verbose else []) + ["train"]
+    for action in args.train_parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "nproc") or value is None or value == action.default:
+            continue
+        flag = next(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif action.nargs == 0:  # store_true
+            argv.append(flag)
+        else:
+            argv += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return argv

@@ -2,8 +2,8 @@
 
 from vaekit.models.likelihoods import LikelihoodHead, build_likelihood, likelihood_names, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model
-from vaekit.models.posteriors import DeterministicPosterior, GaussianPosterior, PointMass
-from vaekit.models.priors import MixturePrior, StandardNormalPrior, build_prior
+from vaekit.models.posteriors import DeterministicPosterior, DiagonalNormal, GaussianPosterior, PointMass
+from vaekit.models.priors import MixturePrior, StandardNormal, StandardNormalPrior, build_prior
 
 __all__ = [
     "LatentVariableModel",
@@ -11,6 +11,8 @@ __all__ = [
     "GaussianPosterior",
     "DeterministicPosterior",
     "PointMass",
+    "DiagonalNormal",
+    "StandardNormal",
     "LikelihoodHead",
     "build_likelihood",
     "likelihood_names",

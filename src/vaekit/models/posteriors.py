@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal, constraints
+from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
+
+from vaekit.models.priors import StandardNormal
 
 LOGVAR_MIN, LOGVAR_MAX = -16.0, 10.0  # a numerically safe range for the log-variance head
 
 
 class GaussianPosterior(nn.Module):
-    """q(z|x) = N(μ(x), diag σ²(x)) from a mean head and a log-variance head."""
+    """q(z|x) = N(μ(x), diag σ²(x)): one linear layer gives the mean and the log-variance
+    (one (F, 2L) matrix product rather than two thin ones)."""
 
     deterministic = False
 
     def __init__(self, features: int, latent_dim: int):
         super().__init__()
-        self.mean = nn.Linear(features, latent_dim)
-        self.logvar = nn.Linear(features, latent_dim)
+        self.params = nn.Linear(features, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:
-        mu = self.mean(h)  # (B, L)
-        logvar = self.logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)  # (B, L)
-        return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
+        mu, logvar = self.params(h).chunk(2, dim=-1)  # (B, L) each
+        return DiagonalNormal(mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+
+
+class DiagonalNormal(Independent):
+    """N(loc, diag exp(logvar)) as ``Independent(Normal(loc, exp(logvar / 2)), 1)`` that keeps its
+    log-variance, so the KL to a standard normal is the closed form on (μ, log σ²) below."""
+
+    def __init__(self, loc: torch.Tensor, logvar: torch.Tensor):
+        self.logvar = logvar  # (B, L)
+        super().__init__(Normal(loc, torch.exp(0.5 * logvar), validate_args=False), 1, validate_args=False)
+
+
+@register_kl(DiagonalNormal, StandardNormal)
+def _kl_diagonal_standard(q: DiagonalNormal, p: StandardNormal) -> torch.Tensor:
+    """KL(N(μ, diag σ²) || N(0, I)) = ½ Σ (σ² + μ² − 1 − log σ²), per example (B,)."""
+    return 0.5 * (q.logvar.exp() + q.mean.square() - 1 - q.logvar).sum(-1)
 
 
 class PointMass(Distribution):

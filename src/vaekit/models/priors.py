@@ -9,8 +9,16 @@ from torch.distributions import Categorical, Distribution, Independent, MixtureS
 from vaekit.errors import ConfigError
 
 
+class StandardNormal(Independent):
+    """N(0, I) over (L,): ``Independent(Normal(0, 1), 1)``, a type of its own so that the KL from a
+    diagonal Gaussian posterior is registered in closed form (see ``posteriors.DiagonalNormal``)."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
+        super().__init__(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
 class StandardNormalPrior(nn.Module):
-    """N(0, I): the KL from a diagonal Gaussian posterior has a closed form."""
+    """p(z) = N(0, I); the KL from a diagonal Gaussian posterior has a closed form."""
 
     def __init__(self, latent_dim: int, components: int = 1):
         super().__init__()
@@ -18,7 +26,7 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self) -> Distribution:
-        return Independent(Normal(self.loc, self.scale, validate_args=False), 1)
+        return StandardNormal(self.loc, self.scale)
 
 
 class MixturePrior(nn.Module):

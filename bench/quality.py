@@ -1,0 +1,99 @@
+"""B1 quality check: test negative ELBO after 10 epochs, vaekit against the plain DataLoader loop.
+
+    python bench/quality.py [--seeds 1 2 3] [--epochs 10] [--data-dir ../shared/data]
+
+Both are scored by the same evaluator (vaekit's ``elbo_terms``, one latent sample per example, seed 0)
+on the 10,000 test images; the plain model's weights are copied into a vaekit model for that.
+Writes bench/results/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import ROOT, PlainVAE, b1_config  # noqa: E402
+
+import vaekit  # noqa: E402
+from vaekit.data import load_data  # noqa: E402
+from vaekit.evaluation import elbo_terms  # noqa: E402
+
+
+def plain_train(x: torch.Tensor, seed: int, epochs: int) -> PlainVAE:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(seed)
+    model = PlainVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(x.flatten(1)), batch_size=100, shuffle=True)
+    for _ in range(epochs):
+        for (xb,) in loader:
+            loss = model(xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+def as_vaekit(plain: PlainVAE) -> vaekit.LatentVariableModel:
+    """The same weights in a vaekit model, so both are scored by one evaluator."""
+    cfg = b1_config().model
+    cfg.input_shape = (1, 28, 28)
+    model = vaekit.build_model(cfg)
+    sd = {
+        "encoder.net.0.weight": plain.enc.weight, "encoder.net.0.bias": plain.enc.bias,
+        "posterior.params.weight": torch.cat([plain.mu.weight, plain.logvar.weight]),
+        "posterior.params.bias": torch.cat([plain.mu.bias, plain.logvar.bias]),
+        "decoder.net.0.weight": plain.dec1.weight, "decoder.net.0.bias": plain.dec1.bias,
+        "decoder.net.2.weight": plain.dec2.weight, "decoder.net.2.bias": plain.dec2.bias,
+    }
+    missing = model.load_state_dict(sd, strict=False)
+    assert not missing.unexpected_keys and all(k.startswith("prior") for k in missing.missing_keys), missing
+    return model
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
+    args = ap.parse_args()
+    data = load_data("binarized-mnist", data_dir=args.data_dir)
+    test = data.test.x
+    rows = []
+    for seed in args.seeds:
+        cfg = b1_config(args.epochs)
+        cfg.train.seed = seed
+        t0 = time.perf_counter()
+        run = vaekit.train(cfg, Path("/tmp") / f"vaekit-quality-{seed}-{time.time_ns()}", data=data)
+        seconds = time.perf_counter() - t0
+        train_seconds = sum(r["train_seconds"] for r in run.metrics())
+        last = vaekit.load(run.path, which="last").model
+        row = {"seed": seed, "vaekit_neg_elbo": elbo_terms(last, test).neg_elbo.mean().item(), "vaekit_train_seconds": train_seconds, "vaekit_total_seconds": seconds}
+        if not args.skip_plain:
+            t0 = time.perf_counter()
+            plain = plain_train(data.train.x, seed, args.epochs)
+            row["plain_seconds"] = time.perf_counter() - t0
+            row["plain_neg_elbo"] = elbo_terms(as_vaekit(plain), test).neg_elbo.mean().item()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    summary = {"epochs": args.epochs, "rows": rows, "vaekit_median": statistics.median(r["vaekit_neg_elbo"] for r in rows)}
+    if not args.skip_plain:
+        summary["plain_median"] = statistics.median(r["plain_neg_elbo"] for r in rows)
+    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

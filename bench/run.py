@@ -1,0 +1,358 @@
+"""vaekit's speed benchmark: training and evaluation throughput against the machine's own GEMM speed.
+
+    python bench/run.py [--repeats 3] [--data-dir ../shared/data] [--quick] [--device cpu|cuda]
+
+Prints a table and writes bench/results/latest.json (and a dated copy). Every timing is repeated
+(min and median reported); the ratios in one run are what count, the machine being noisy.
+
+What it measures, in one run:
+  gemm        float32 torch.mm of a large square matrix (GFLOP/s): the machine's reference;
+  b1-gemm     the GEMMs of one B1 training step alone (forward + backward at B1's shapes): the
+              GEMM-only bound for B1 in images/s;
+  b1          vaekit training B1 (binarized MNIST, MLP 784-512-16, Bernoulli, Adam, batch 100);
+  b1-plain    the same model in a plain DataLoader + nn.Module loop, the reference point;
+  conv        vaekit conv VAE (32, 64 channels) on 28x28 MNIST;
+  table       vaekit MLP VAE (128, 64; Gaussian) on a 100,000 x 32 synthetic table;
+  iw          importance-weighted evaluation, K = 5000, B1 (examples x samples per second);
+  breakdown   where a B1 step's time goes: GEMMs, elementwise kernels, optimizer, Python/overhead,
+              plus system time and page faults per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import vaekit
+from vaekit.config import RunConfig
+from vaekit.data import Dataset, DataSplits, load_data
+from vaekit.evaluation import iw_log_likelihood
+from vaekit.training import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, device: torch.device) -> list[float]:
+    """Run ``fn`` ``repeats`` times after one warm-up; wall seconds of each run."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def stats(seconds: list[float], work: float) -> dict[str, float]:
+    """Rates (work / second) from repeated timings: best (min time) and median."""
+    return {"min_s": min(seconds), "median_s": statistics.median(seconds), "best_rate": work / min(seconds), "median_rate": work / statistics.median(seconds)}
+
+
+# ----- the GEMM reference ----------------------------------------------------------------------
+def gemm_reference(device, repeats: int, n: int) -> dict:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    s = timed(lambda: [a @ b for _ in range(4)], repeats, device)
+    r = stats(s, 4 * 2 * n**3 / 1e9)
+    return {"n": n, "gflops_best": r["best_rate"], "gflops_median": r["median_rate"]}
+
+
+B1_LAYERS = [(784, 512, False), (512, 32, True), (16, 512, True), (512, 784, True)]  # (in, out, needs dX): encoder, posterior head, decoder
+
+
+def gemm_bound(device, repeats: int, layers, batch: int, steps: int = 200, backward: bool = True) -> dict:
+    """Time only the matrix products of ``steps`` training steps of an MLP with these Linear
+    ``layers``, called exactly as nn.Linear and autograd call them (forward addmm(b, x, W^T);
+    backward dW = dY^T x and, where needed, dX = dY W), on the same shapes: images/s bound."""
+    ops, flops = [], 0
+    for fan_in, fan_out, needs_dx in layers:
+        x, w, b = torch.randn(batch, fan_in, device=device), torch.randn(fan_out, fan_in, device=device), torch.randn(fan_out, device=device)
+        dy = torch.randn(batch, fan_out, device=device)
+        y, dw, dx = torch.empty(batch, fan_out, device=device), torch.empty(fan_out, fan_in, device=device), torch.empty(batch, fan_in, device=device)
+        ops.append(lambda x=x, w=w, b=b, y=y: torch.addmm(b, x, w.t(), out=y))
+        flops += 2 * batch * fan_in * fan_out
+        if backward:
+            ops.append(lambda x=x, dy=dy, dw=dw: torch.mm(dy.t(), x, out=dw))
+            flops += 2 * batch * fan_in * fan_out
+            if needs_dx:
+                ops.append(lambda w=w, dy=dy, dx=dx: torch.mm(dy, w, out=dx))
+                flops += 2 * batch * fan_in * fan_out
+
+    def run():
+        for _ in range(steps):
+            for op in ops:
+                op()
+
+    s = timed(run, repeats, device)
+    r = stats(s, steps * batch)
+    return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"], "flops_per_image": flops / batch, "gflops_best": r["best_rate"] * flops / batch / 1e9}
+
+
+def step_flops(model, x: torch.Tensor) -> float:
+    """FLOPs of one training step (forward + backward) per example, counted by torch."""
+    with FlopCounterMode(display=False) as counter:
+        vaekit.elbo(model, x).loss.mean().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(x)
+
+
+# ----- vaekit training -------------------------------------------------------------------------
+def vaekit_training(data: DataSplits, config: RunConfig, repeats: int, device: str, out: Path, max_steps: int | None = None) -> dict:
+    """Train with vaekit's Trainer; one timed epoch (or ``max_steps`` steps) per repeat."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    trainer = Trainer(config, out, data=data, device=device)
+    trainer.start_run()
+    trainer.model.train()
+    n_images = len(data.train) if max_steps is None else max_steps * config.train.batch_size
+    if max_steps is not None:
+        trainer.steps_per_epoch = max_steps
+    seconds = []
+    for epoch in range(repeats + 1):
+        row = trainer._train_epoch(epoch, progress=False)
+        trainer.state.step_in_epoch = 0
+        trainer.epoch_sums.zero_()
+        seconds.append(row["train_seconds"])
+    seconds = seconds[1:]  # the first epoch warms up
+    flops = step_flops(trainer.model, data.train.x[: config.train.batch_size].to(device))
+    shutil.rmtree(out, ignore_errors=True)
+    r = stats(seconds, n_images)
+    return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"], "seconds_per_epoch_best": r["min_s"] * len(data.train) / n_images, "flops_per_image": flops, "repeats": seconds}
+
+
+# ----- the plain reference loop ---------------------------------------------------------------
+class PlainVAE(nn.Module):
+    """B1 written the way the canonical PyTorch example (pytorch/examples, vae/main.py) writes a VAE:
+    nn.Linear layers, a sigmoid decoder output, ``F.binary_cross_entropy`` summed, the closed-form KL;
+    the loss is averaged over the batch so that Adam's lr 1e-3 means the same as in vaekit."""
+
+    def __init__(self, d=784, h=512, latent=16):
+        super().__init__()
+        self.enc = nn.Linear(d, h)
+        self.mu = nn.Linear(h, latent)
+        self.logvar = nn.Linear(h, latent)
+        self.dec1 = nn.Linear(latent, h)
+        self.dec2 = nn.Linear(h, d)
+
+    def forward(self, x):
+        hid = F.relu(self.enc(x))
+        mu, logvar = self.mu(hid), self.logvar(hid)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        recon = torch.sigmoid(self.dec2(F.relu(self.dec1(z))))
+        bce = F.binary_cross_entropy(recon, x, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return (bce + kl) / len(x)
+
+
+def plain_training(x: torch.Tensor, repeats: int, device: str) -> dict:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(1)
+    model = PlainVAE().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(x.flatten(1)), batch_size=100, shuffle=True)
+
+    def epoch():
+        for (xb,) in loader:
+            xb = xb.to(device)
+            loss = model(xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    s = timed(epoch, repeats, torch.device(device))
+    r = stats(s, len(x))
+    return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"], "seconds_per_epoch_best": r["min_s"], "repeats": s}
+
+
+# ----- importance-weighted evaluation --------------------------------------------------------
+def iw_throughput(model, x: torch.Tensor, k: int, repeats: int, device) -> dict:
+    model = model.to(device)
+    s = timed(lambda: iw_log_likelihood(model, x.to(device), k=k), repeats, torch.device(device))
+    with FlopCounterMode(display=False) as counter:  # one chunk's decoder + log-densities, per (example, sample)
+        with torch.inference_mode():
+            z = torch.randn(1000, model.latent_dim, device=device)
+            model.decode(z).log_prob(x[:1].to(device).expand(1000, *x.shape[1:]))
+    flops = counter.get_total_flops() / 1000
+    r = stats(s, len(x) * k)
+    return {"examples": len(x), "k": k, "pairs_per_s_best": r["best_rate"], "pairs_per_s_median": r["median_rate"], "flops_per_pair": flops, "gflops_best": r["best_rate"] * flops / 1e9, "repeats": s}
+
+
+# ----- where a step's time goes ---------------------------------------------------------------
+CATEGORIES = {
+    "gemm": ("addmm", "mm", "bmm", "linear", "matmul", "convolution", "conv", "mkldnn"),
+    "optimizer": ("adam", "_fused", "foreach"),
+}
+
+
+def breakdown(data: DataSplits, config: RunConfig, device: str, out: Path, steps: int = 100) -> dict:
+    import shutil
+
+    from torch.profiler import ProfilerActivity, profile
+
+    shutil.rmtree(out, ignore_errors=True)
+    trainer = Trainer(config, out, data=data, device=device)
+    trainer.start_run()
+    trainer.steps_per_epoch = steps
+    trainer._train_epoch(0, progress=False)  # warm-up
+    trainer.state.step_in_epoch = 0
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    trainer._train_epoch(1, progress=False)
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    trainer.state.step_in_epoch = 0
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t1 = time.perf_counter()
+        trainer._train_epoch(2, progress=False)
+        profiled_us = (time.perf_counter() - t1) * 1e6
+    shutil.rmtree(out, ignore_errors=True)
+    totals = {"gemm": 0.0, "optimizer": 0.0, "elementwise_and_other_kernels": 0.0}
+    for ev in prof.key_averages():
+        name = ev.key.lower()
+        if not name.startswith("aten::") and "adam" not in name:
+            continue
+        self_us = ev.self_cpu_time_total
+        if any(k in name for k in CATEGORIES["gemm"]):
+            totals["gemm"] += self_us
+        elif any(k in name for k in CATEGORIES["optimizer"]):
+            totals["optimizer"] += self_us
+        else:
+            totals["elementwise_and_other_kernels"] += self_us
+    totals["python_and_dispatch_overhead"] = max(0.0, profiled_us - sum(totals.values()))
+    share = {k: v / profiled_us for k, v in totals.items()}  # shares within the profiled run
+    step_ms = wall * 1e3 / steps  # the unprofiled step, split by those shares
+    return {
+        "step_ms": step_ms,
+        "per_step_ms": {k: f * step_ms for k, f in share.items()},
+        "share": share,
+        "system_seconds_per_step": (r1.ru_stime - r0.ru_stime) / steps,
+        "user_seconds_per_step": (r1.ru_utime - r0.ru_utime) / steps,
+        "minor_page_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
+    }
+
+
+# ----- the report --------------------------------------------------------------------------------
+def b1_config(epochs: int = 1) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.source = "binarized-mnist"
+    cfg.model.hidden, cfg.model.latent_dim, cfg.model.likelihood = (512,), 16, "bernoulli"
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.seed = epochs, 100, 1e-3, 1
+    return cfg
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="fewer steps and samples (a smoke run, not for reporting)")
+    ap.add_argument("--only", nargs="*", help="run only these parts (gemm b1 b1-plain conv table iw breakdown)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    parts = set(args.only or ["gemm", "b1", "b1-plain", "conv", "table", "iw", "breakdown"])
+    scratch = Path("/tmp") / f"vaekit-bench-{os.getpid()}"
+    rep = args.repeats
+    res: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    res["gemm"] = gemm_reference(device, rep, 2048 if device.type == "cpu" else 8192)
+    res["b1_gemm_bound"] = gemm_bound(device, rep, B1_LAYERS, batch=100, steps=100 if args.quick else 300)
+    bmnist = load_data("binarized-mnist", data_dir=args.data_dir)
+    ref = res["b1_gemm_bound"]["images_per_s_best"]
+    if "b1" in parts:
+        res["b1"] = vaekit_training(bmnist, b1_config(), rep, args.device, scratch / "b1", max_steps=100 if args.quick else None)
+        res["b1"]["fraction_of_gemm_bound"] = res["b1"]["images_per_s_best"] / ref
+    if "b1-plain" in parts:
+        x = bmnist.train.x[:10_000] if args.quick else bmnist.train.x
+        res["b1_plain"] = plain_training(x, rep, args.device)
+        res["b1_plain"]["fraction_of_gemm_bound"] = res["b1_plain"]["images_per_s_best"] / ref
+    if "b1" in parts and "b1-plain" in parts:
+        res["b1_speedup_over_plain"] = res["b1"]["images_per_s_best"] / res["b1_plain"]["images_per_s_best"]
+    if "conv" in parts:
+        mnist = load_data("mnist", data_dir=args.data_dir)
+        cfg = b1_config()
+        cfg.data.source = "mnist"
+        cfg.model.arch, cfg.model.hidden = "conv", (32, 64)
+        res["conv"] = vaekit_training(mnist, cfg, rep, args.device, scratch / "conv", max_steps=20 if args.quick else 100)
+        res["conv"]["fraction_of_gemm_reference"] = res["conv"]["images_per_s_best"] * res["conv"]["flops_per_image"] / 1e9 / res["gemm"]["gflops_best"]
+    if "table" in parts:
+        g = torch.Generator().manual_seed(0)
+        table = torch.randn(110_000, 32, generator=g) @ torch.randn(32, 32, generator=g) / 4
+        data = DataSplits(Dataset(table[:100_000]), Dataset(table[100_000:]), None, {"value_range": "real", "source": "synthetic-table"})
+        cfg = b1_config()
+        cfg.data.source = "synthetic-table"
+        cfg.model.hidden, cfg.model.latent_dim, cfg.model.likelihood = (128, 64), 8, "gaussian"
+        cfg.train.batch_size = 256
+        res["table"] = vaekit_training(data, cfg, rep, args.device, scratch / "table", max_steps=50 if args.quick else None)
+        res["table"]["fraction_of_gemm_reference"] = res["table"]["images_per_s_best"] * res["table"]["flops_per_image"] / 1e9 / res["gemm"]["gflops_best"]
+    if "iw" in parts:
+        torch.manual_seed(0)
+        model = vaekit.build_model(b1_config().model.__class__(**{**b1_config().model.__dict__, "input_shape": (1, 28, 28)}))
+        x = bmnist.test.x[:: 100 if args.quick else 20]  # a class-balanced subset (test is sorted by class)
+        k = 500 if args.quick else 5000
+        res["iw"] = iw_throughput(model, x, k, max(1, rep - 1) if not args.quick else 1, args.device)
+        bound = gemm_bound(device, rep, [(16, 512, False), (512, 784, False)], batch=20_000, steps=3, backward=False)
+        res["iw"]["decoder_gemm_bound_pairs_per_s"] = bound["images_per_s_best"]
+        res["iw"]["fraction_of_gemm_bound"] = res["iw"]["pairs_per_s_best"] / bound["images_per_s_best"]
+        res["iw"]["fraction_of_gemm_reference"] = res["iw"]["gflops_best"] / res["gemm"]["gflops_best"]
+    if "breakdown" in parts:
+        res["b1_breakdown"] = breakdown(bmnist, b1_config(), args.device, scratch / "bd", steps=50 if args.quick else 200)
+    print_table(res)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def print_table(res: dict) -> None:
+    g = res["gemm"]
+    print(f"machine: {res['machine']}")
+    print(f"GEMM reference: {g['n']}x{g['n']} fp32 mm {g['gflops_best']:.1f} GFLOP/s (median {g['gflops_median']:.1f})")
+    b = res["b1_gemm_bound"]
+    print(f"B1 GEMM-only bound: {b['images_per_s_best']:,.0f} images/s ({b['flops_per_image'] / 1e6:.2f} MFLOP/image in GEMMs, {b['gflops_best']:.1f} GFLOP/s)")
+    print(f"\n{'workload':<10} {'best/s':>10} {'median/s':>10} {'s/epoch':>8} {'MFLOP/item':>11} {'fraction':>9}")
+    for key, frac_key in [("b1", "fraction_of_gemm_bound"), ("b1_plain", "fraction_of_gemm_bound"), ("conv", "fraction_of_gemm_reference"), ("table", "fraction_of_gemm_reference")]:
+        if key in res:
+            r = res[key]
+            mf = f"{r['flops_per_image'] / 1e6:.2f}" if "flops_per_image" in r else "-"
+            print(f"{key:<10} {r['images_per_s_best']:>10,.0f} {r['images_per_s_median']:>10,.0f} {r['seconds_per_epoch_best']:>8.2f} {mf:>11} {r[frac_key]:>9.1%}")
+    if "b1_speedup_over_plain" in res:
+        print(f"\nB1: vaekit is {res['b1_speedup_over_plain']:.2f}x the plain DataLoader loop; {res['b1']['fraction_of_gemm_bound']:.1%} of the GEMM-only bound")
+    if "iw" in res:
+        r = res["iw"]
+        print(f"IW evaluation (K={r['k']}, {r['examples']} examples): {r['pairs_per_s_best']:,.0f} example-samples/s, {r['gflops_best']:.1f} GFLOP/s = "
+              f"{r['fraction_of_gemm_bound']:.1%} of the decoder-GEMM bound, {r['fraction_of_gemm_reference']:.1%} of the large-GEMM reference")
+    if "b1_breakdown" in res:
+        r = res["b1_breakdown"]
+        parts = ", ".join(f"{k} {v:.2f} ms ({r['share'][k]:.0%})" for k, v in r["per_step_ms"].items())
+        print(f"B1 step {r['step_ms']:.2f} ms: {parts}; system {r['system_seconds_per_step'] * 1e3:.2f} ms/step, {r['minor_page_faults_per_step']:.0f} page faults/step")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
