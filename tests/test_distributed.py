@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import fit_until_crash
 import torch
 
 import vaekit
@@ -97,17 +98,7 @@ def test_resumed_distributed_run_equals_the_uninterrupted_one_on_any_number_of_p
     config = config_of(table, batch=2 * PER_PROCESS_BATCH, epochs=3, memmap=True, checkpoint_every=4)
     trainer = Trainer(config, tmp_path / "run")
     trainer.start_run()
-    original, calls = trainer.checkpoint, []
-
-    def crash_after_second(best=False):
-        original(best)
-        calls.append(trainer.state.step)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    trainer.checkpoint = crash_after_second
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(progress=False)
+    fit_until_crash(trainer, 2, progress=False)
     assert trainer.state.epoch == 0 and trainer.state.step_in_epoch == 8  # stopped inside epoch 1 of 10 steps
 
     vaekit_cli("train", "--resume", tmp_path / "run", "--epochs", 2, "--quiet", "--nproc", 2)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fit_until_crash
 import torch
 
 from vaekit.config import RunConfig
@@ -215,17 +216,7 @@ def test_training_on_mapped_data_resumes_to_the_same_weights(tmp_path, binary_np
     cfg.data.memmap = True
     trainer = Trainer(cfg, tmp_path / "part")
     trainer.start_run()
-    original, calls = trainer.checkpoint, []
-
-    def crash_after_second(best=False):
-        original(best)
-        calls.append(trainer.state.step)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    trainer.checkpoint = crash_after_second
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(progress=False)
+    fit_until_crash(trainer, 2, progress=False)
     assert trainer.state.epoch == 0 and trainer.state.step_in_epoch == 8
     resumed = resume(tmp_path / "part")
     for (k, a), b in zip(mapped.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import fit_until_crash
 import torch
 
 import vaekit
@@ -80,19 +81,7 @@ def test_resume_mid_epoch_from_step_checkpoint(tmp_path, digits):
     cfg = small_config(epochs=2, checkpoint_every=5)
     trainer = Trainer(cfg, tmp_path / "part", data=digits)
     trainer.start_run()
-    # simulate a crash: run the loop by hand and stop after the step-7 checkpoint... by interrupting at step 7
-    original = trainer.checkpoint
-    calls = []
-
-    def crash_after_second(best=False):
-        original(best)
-        calls.append(trainer.state.step)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    trainer.checkpoint = crash_after_second
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    calls = fit_until_crash(trainer, 2)  # a crash right after the step-10 checkpoint
     assert calls == [5, 10] and trainer.state.epoch == 0
     resumed = resume(tmp_path / "part")
     for (k, va), vb in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):

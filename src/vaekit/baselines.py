@@ -11,6 +11,7 @@ import torch
 
 from vaekit.errors import ConfigError
 
+PCA_FIT_EXAMPLES = 60_000  # the PCA baseline is fitted to at most this many training examples
 EIGH_MAX_DIMS = 4096  # above this many dimensions, fit with a randomized SVD instead of the covariance
 
 
@@ -75,9 +76,13 @@ class PCABaseline:
 
 def compare_reconstruction(model, train_x: torch.Tensor, x: torch.Tensor, *, batch_size: int = 1000) -> dict[str, float]:
     """Mean squared reconstruction error per example on ``x``: the model's (decoder mean at the
-    posterior mean) beside PCA's with ``model.latent_dim`` components fitted to ``train_x``."""
+    posterior mean) beside PCA's with ``model.latent_dim`` components fitted to ``train_x`` (or to a
+    seeded subset of ``PCA_FIT_EXAMPLES`` of it, when larger)."""
     from vaekit.evaluation import reconstruction_error
 
+    if len(train_x) > PCA_FIT_EXAMPLES:  # a seeded subset: bounded memory, also for memory-mapped data
+        g = torch.Generator().manual_seed(0)
+        train_x = train_x[torch.randperm(len(train_x), generator=g)[:PCA_FIT_EXAMPLES].sort().values]
     pca = PCABaseline.fit(train_x, min(model.latent_dim, len(train_x), math.prod(train_x.shape[1:])))
     dims = math.prod(x.shape[1:])
     model_err = reconstruction_error(model, x, batch_size=batch_size).double().mean().item()
