@@ -92,7 +92,7 @@ def test_iw_chunks_bound_decoder_rows_and_do_not_change_the_estimate():
     x = exact.sample((37,))
     rows = []
     decode = model.decode
-    model.decode = lambda z: (rows.append(len(z)), decode(z))[1]
+    model.decode = lambda z: (rows.append(z.shape[:-1].numel()), decode(z))[1]  # rows the decoder sees
     done = []
     small = iw_log_likelihood(model, x, k=50, batch_size=8, max_rows=64, common_noise=True, progress=done.append)
     assert max(rows) <= 64

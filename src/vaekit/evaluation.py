@@ -111,13 +111,11 @@ def example_scores(model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, b
         b = len(xb)
         q = model.encode(xb)
         z = _latents(q, noise)  # (S, B, L)
-        s = len(z)
-        px = model.decode(z.flatten(0, 1))  # batch (S*B,)
-        xs = xb.unsqueeze(0).expand(s, *xb.shape).flatten(0, 1)  # (S*B, *shape)
-        rec = px.log_prob(xs).view(s, b).mean(0)  # (B,)
+        px = model.decode(z)  # batch (S, B)
+        rec = px.log_prob(xb).mean(0)  # (B,); xb broadcasts over the samples
         kl = torch.zeros_like(rec) if model.deterministic else kl_to_prior(q, model.prior(), z)
         neg_elbo.append(kl - rec)
-        sq.append((px.mean - xs).pow(2).flatten(1).sum(1).view(s, b).mean(0))
+        sq.append((px.mean - xb).pow(2).flatten(2).sum(2).mean(0))  # (B,)
     model.train(was_training)
     return ExampleScores(torch.cat(neg_elbo), torch.cat(sq))
 
@@ -174,13 +172,11 @@ def iw_log_likelihood(
             xb = x[start : start + batch_size].to(device)  # (B, *shape)
             b = len(xb)
             q = model.encode(xb)
-            xs = xb.unsqueeze(0).expand(min(chunk, k), *xb.shape).flatten(0, 1)  # (chunk*B, *shape), sample-major
             acc = torch.full((b,), -math.inf, dtype=q.mean.dtype, device=device)  # running logsumexp of log w
             for s0 in range(0, k, chunk):
                 c = min(chunk, k - s0)
                 z = q.sample((c,)) if noise is None else _latents(q, noise[s0 : s0 + c])  # (c, B, L)
-                px = model.decode(z.flatten(0, 1))  # batch (c*B,)
-                log_px = px.log_prob(xs[: c * b]).view(c, b)  # (c, B)
+                log_px = model.decode(z).log_prob(xb)  # (c, B); xb broadcasts over the samples
                 log_w = log_px + p.log_prob(z) - q.log_prob(z)  # (c, B)
                 acc = torch.logaddexp(acc, torch.logsumexp(log_w, 0))
             out.append(acc - math.log(k))

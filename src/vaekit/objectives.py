@@ -56,15 +56,13 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, beta: fl
         zero = torch.zeros_like(rec)
         return ELBOTerms(loss=-rec, reconstruction=rec, kl=zero)
     p = model.prior()
-    b = x.shape[0]
     if n_samples == 1 and not iw:
         z = q.rsample()  # (B, L)
         rec = model.decode(z).log_prob(target)  # (B,)
         kl = kl_to_prior(q, p, z.unsqueeze(0))
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     z = q.rsample((n_samples,))  # (S, B, L)
-    px = model.decode(z.flatten(0, 1))  # batch (S*B,)
-    log_px = px.log_prob(target.unsqueeze(0).expand(n_samples, *target.shape).flatten(0, 1)).view(n_samples, b)  # (S, B)
+    log_px = model.decode(z).log_prob(target)  # batch (S, B); the target broadcasts over samples
     rec = log_px.mean(0)  # (B,)
     if iw:
         log_pz, log_qz = p.log_prob(z), q.log_prob(z)  # (S, B)

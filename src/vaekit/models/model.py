@@ -50,7 +50,11 @@ class LatentVariableModel(nn.Module):
         return self.posterior(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        return self.likelihood(self.decoder(z))
+        """p(x|z) for z (*batch, L): batch shape ``batch``, so samples (S, B, L) decode to (S, B)."""
+        if z.dim() == 2:
+            return self.likelihood(self.decoder(z))
+        params = self.decoder(z.reshape(-1, z.shape[-1]))  # (prod(batch), k, *shape)
+        return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
 
     def prior(self) -> Distribution:
         return self.prior_module()
