@@ -542,7 +542,7 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, initial=initial, leave=True, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True, mininterval=0.5)  # the epoch's log line stays
 
 
 def _tensorboard(out: Path):
