@@ -244,7 +244,7 @@ def test_iwae_objective_trains_on_the_importance_weighted_bound(iwae_run):
     config = json.loads((iwae_run / "config.json").read_text())
     assert config["train"]["iw"] is True and config["train"]["n_samples"] == 5
     m = load(iwae_run).metrics()
-    assert m[-1]["train_loss"] < m[0]["train_loss"] - 2  # -IW bound goes down
+    assert m[-1]["train_loss"] < m[0]["train_loss"] - 1  # -IW bound goes down
     assert m[-1]["train_loss"] < m[-1]["train_neg_elbo"]  # the K = 5 bound is tighter than the ELBO
     assert m[-1]["valid_neg_elbo"] < m[0]["valid_neg_elbo"]
 

@@ -169,3 +169,21 @@ def test_beta_weights_only_the_kl():
     torch.manual_seed(1)
     t4 = elbo(model, x, beta=4.0)
     torch.testing.assert_close(t4.loss - t1.loss, 3 * t1.kl)
+
+
+@pytest.mark.parametrize("arch,likelihood", [("mlp", "bernoulli"), ("conv", "bernoulli"), ("mlp", "gaussian"), ("mlp", "gaussian-learned")])
+def test_decoder_starts_at_the_data_mean(arch, likelihood):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, input_shape=(1, 8, 8), hidden=(8,), latent_dim=2, likelihood=likelihood))
+    x = torch.rand(500, 1, 8, 8) * torch.linspace(0.1, 0.9, 8)  # a column-dependent mean
+    model.init_output_bias(x)
+    for layer in model.decoder.net:  # zero the last weights: the output is the bias alone
+        last = layer
+    with torch.no_grad():
+        last.weight.zero_()
+        mean = model.decode(torch.zeros(1, 2)).mean[0]
+    if arch == "mlp":
+        torch.testing.assert_close(mean, x.mean(0), atol=2e-3, rtol=0)
+    else:  # one bias per channel: the spatial mean of the per-pixel start
+        start = model.likelihood.output_params(x.mean(0), x.std(0))
+        torch.testing.assert_close(last.bias, start.mean((-2, -1)).flatten())

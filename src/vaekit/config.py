@@ -99,6 +99,8 @@ class TrainConfig:
     nonfinite: what a NaN/Inf loss does: ``stop`` (raise, keep the last good checkpoint) or ``skip``
         (skip that step and count it).
     checkpoint_every: also checkpoint every this many steps (0: once per epoch).
+    init_decoder_bias: start the decoder's output bias at the training data's mean (per dimension),
+        as ``LatentVariableModel.init_output_bias`` does; off: PyTorch's default initialisation.
     """
 
     epochs: int = 30
@@ -117,6 +119,7 @@ class TrainConfig:
     threads: int = 0
     nonfinite: str = "stop"
     checkpoint_every: int = 0
+    init_decoder_bias: bool = True
 
 
 @dataclass

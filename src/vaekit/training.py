@@ -101,6 +101,16 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
+INIT_EXAMPLES = 10_000  # training examples whose mean starts the decoder's output bias
+
+
+def _init_sample(n: int, seed: int) -> torch.Tensor:
+    """A seeded, sorted subset of at most INIT_EXAMPLES indices (sorted: sequential reads from disk)."""
+    if n <= INIT_EXAMPLES:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:INIT_EXAMPLES].sort().values
+
+
 def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     torch.set_rng_state(tensors["rng.torch"])
     kind, pos, has_gauss, cached = meta["numpy"]
@@ -141,6 +151,8 @@ class Trainer:
         np.random.seed(config.train.seed % 2**32)
         random.seed(config.train.seed)
         self.model = build_model(config.model).to(self.device)
+        if config.train.init_decoder_bias:  # a resumed run loads its weights over this
+            self.model.init_output_bias(self.data.train.x[_init_sample(len(self.data.train.x), config.train.seed)])
         self.objective = self.model  # the module whose forward is the training loss
         if self.world.distributed:
             unused = self.model.deterministic and any(True for _ in self.model.prior_module.parameters())  # an AE ignores a learned prior

@@ -56,6 +56,11 @@ class LikelihoodHead(nn.Module):
     def forward(self, params: torch.Tensor) -> Distribution:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def output_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
+        """Decoder outputs (k, *shape) under which p(x|z) has the data's per-dimension ``mean``
+        (and ``std``): a starting bias for the decoder's last layer. None: no such start."""
+        return None
+
     def param(self, params: torch.Tensor, i: int) -> torch.Tensor:
         """The i-th parameter map (*batch, *shape) of decoder output (*batch, k, *shape)."""
         return params.select(-1 - self.event_dims, i)
@@ -66,6 +71,9 @@ class BernoulliHead(LikelihoodHead):
     """Bernoulli with logits; for binary data (grayscale in [0, 1] is accepted as soft targets)."""
 
     support = "unit"
+
+    def output_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return torch.logit(mean.clamp(1e-3, 1 - 1e-3)).unsqueeze(0)  # the log-odds of each pixel
 
     def forward(self, params: torch.Tensor) -> Distribution:
         return Independent(FastBernoulli(logits=self.param(params, 0), validate_args=False), self.event_dims)
@@ -100,6 +108,9 @@ class GaussianFixedHead(LikelihoodHead):
         super().__init__(shape)
         self.register_buffer("scale", torch.tensor(float(scale)))
 
+    def output_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return mean.unsqueeze(0)
+
     def forward(self, params: torch.Tensor) -> Distribution:
         mean = self.param(params, 0)
         return Independent(Normal(mean, self.scale.expand_as(mean), validate_args=False), self.event_dims)
@@ -110,6 +121,9 @@ class GaussianLearnedHead(LikelihoodHead):
     """Normal(mean, σ(z)): the decoder predicts a mean and a log-scale for every output."""
 
     params_per_output = 2
+
+    def output_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return torch.stack([mean, std.clamp_min(1e-3).log().clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)])
 
     def forward(self, params: torch.Tensor) -> Distribution:
         mean, log_scale = self.param(params, 0), self.param(params, 1).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
@@ -123,6 +137,9 @@ class GaussianSharedHead(LikelihoodHead):
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
         super().__init__(shape)
         self.log_scale = nn.Parameter(torch.full(shape, math.log(scale)))
+
+    def output_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return mean.unsqueeze(0)
 
     def forward(self, params: torch.Tensor) -> Distribution:
         mean = self.param(params, 0)

@@ -56,6 +56,16 @@ class LatentVariableModel(nn.Module):
         params = self.decoder(z.reshape(-1, z.shape[-1]))  # (prod(batch), k, *shape)
         return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
 
+    def init_output_bias(self, x: torch.Tensor) -> None:
+        """Start the decoder at the data: its last bias is set so that p(x|z) has the per-dimension
+        mean (and spread) of ``x`` (N, *shape) wherever its last pre-activation is zero; saves the
+        first epochs the work of learning the average image. A no-op where the likelihood has no
+        such start (the continuous Bernoulli)."""
+        x = x.float()
+        params = self.likelihood.output_params(x.mean(0), x.std(0) if len(x) > 1 else torch.ones_like(x[0]))
+        if params is not None:
+            self.decoder.set_output_bias(params.to(next(self.parameters())))
+
     def prior(self) -> Distribution:
         return self.prior_module()
 

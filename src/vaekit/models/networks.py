@@ -61,6 +61,11 @@ class MLPDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(len(z), self.k, *self.output_shape)  # (B, k, *shape)
 
+    @torch.no_grad()
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """Make the output at zero pre-activation equal ``params`` (k, *shape)."""
+        self.net[-1].bias.copy_(params.flatten())
+
 
 def _conv_sizes(size: int, stages: int) -> list[int]:
     """Spatial size after each stride-2 stage (kernel 3, padding 1): ceil(size / 2) each time."""
@@ -127,3 +132,8 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)  # (B, k*C, H, W)
         return out.view(len(z), self.k, *self.output_shape)  # (B, k, C, H, W)
+
+    @torch.no_grad()
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """Set the last layer's per-channel bias to the spatial mean of ``params`` (k, C, H, W)."""
+        self.net[-1].bias.copy_(params.mean((-2, -1)).flatten())
