@@ -19,10 +19,6 @@ log = logging.getLogger(__name__)
 ACTIVITY_THRESHOLD = 0.01  # a unit is active when Cov_x(E_q[z_u]) exceeds this (Burda et al. 2015)
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _rng_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
 
@@ -33,7 +29,7 @@ def elbo_terms(model, x: torch.Tensor, *, target: torch.Tensor | None = None, ba
     the latent samples (so the numbers are reproducible and the caller's RNG is untouched)."""
     was_training = model.training
     model.eval()
-    device = _device(model)
+    device = model.device
     parts: list[ELBOTerms] = []
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
@@ -71,7 +67,7 @@ def fixed_noise(model, n: int, seed: int = 0) -> torch.Tensor:
     the batch it is scored in or the rows around it. z = E_q[z] + std_q[z] · ε needs a
     location-scale posterior (every posterior in vaekit is one: Gaussian or point mass)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn((n, 1, model.latent_dim), generator=g).to(_device(model))  # (n, 1, L)
+    return torch.randn((n, 1, model.latent_dim), generator=g).to(model.device)  # (n, 1, L)
 
 
 def _latents(q: Distribution, noise: torch.Tensor | None) -> torch.Tensor:
@@ -103,7 +99,7 @@ def example_scores(model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, b
     """
     was_training = model.training
     model.eval()
-    device = _device(model)
+    device = model.device
     noise = fixed_noise(model, samples, seed) if samples > 0 and not model.deterministic else None
     neg_elbo, sq = [], []
     for start in range(0, len(x), batch_size):
@@ -160,7 +156,7 @@ def iw_log_likelihood(
         raise ConfigError(f"the number of importance samples must be at least 1, got {k}")
     was_training = model.training
     model.eval()
-    device = _device(model)
+    device = model.device
     batch_size = max(1, min(batch_size, max_rows))
     chunk = max(1, min(k, max_rows // batch_size))  # samples per decoder call, fixed for every batch
     noise = fixed_noise(model, k, seed) if common_noise else None  # (K, 1, L)
@@ -250,7 +246,7 @@ def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_TH
     """KL per latent dimension and active units over the examples ``x`` (N, *shape)."""
     was_training = model.training
     model.eval()
-    device = _device(model)
+    device = model.device
     p = None if model.deterministic else model.prior()
     means, kls = [], []
     for start in range(0, len(x), batch_size):

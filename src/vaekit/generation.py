@@ -10,10 +10,6 @@ from torch.distributions import Distribution, Independent, MixtureSameFamily, Mu
 from vaekit.errors import ConfigError
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def tempered(dist: Distribution, temperature: float) -> Distribution:
     """``dist`` with its spread scaled by ``temperature`` (1: unchanged; < 1: draws nearer the modes).
 
@@ -48,14 +44,14 @@ def sample(model, n: int, *, temperature: float = 1.0, seed: int = 0, mean: bool
         z = pt.sample((n,))  # (n, L)
         if pt is pz and temperature != 1:  # no closed-form tempering: shrink draws about the mean
             z = pz.mean + temperature * (z - pz.mean)
-        px = model.decode(z.to(_device(model)))
+        px = model.decode(z.to(model.device))
         return px.mean if mean else px.sample()  # (n, *shape)
 
 
 @torch.inference_mode()
 def reconstruct(model, x: torch.Tensor) -> torch.Tensor:
     """Decoder mean at the posterior mean: x (B, *shape) -> (B, *shape)."""
-    x = x.to(_device(model))
+    x = x.to(model.device)
     return model.decode(model.encode(x).mean).mean
 
 

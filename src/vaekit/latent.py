@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 DEFAULT_P_RANGE = (0.05, 0.95)  # probability range of the quantile grids (as in Kingma & Welling's manifold)
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 # ----- encoding and ranking -----------------------------------------------------------------
 
 
@@ -50,7 +46,7 @@ def _device(model) -> torch.device:
 def encode(model, x: torch.Tensor, *, sample: bool = False, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
     """Codes of ``x`` (N, *shape) -> (N, L) on the CPU: posterior means, or one draw z ~ q(z|x) per
     example when ``sample`` (seeded, so the same call gives the same codes)."""
-    device = _device(model)
+    device = model.device
     parts = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -71,7 +67,7 @@ def kl_per_dim(model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no KL term; rank its dimensions with rank_dims (code variance)")
-    device = _device(model)
+    device = model.device
     p = marginals(model.prior())  # batch (L,)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -245,7 +241,7 @@ def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10, me
 @torch.inference_mode()
 def decode_mean(model, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Decoder means of z (N, L) -> (N, *input_shape) on the CPU."""
-    device = _device(model)
+    device = model.device
     parts = [model.decode(z[s : s + batch_size].to(device)).mean.cpu() for s in range(0, len(z), batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, *model.input_shape)
 

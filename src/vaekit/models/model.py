@@ -42,6 +42,11 @@ class LatentVariableModel(nn.Module):
         return tuple(self.config.input_shape)
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live."""
+        return next(self.parameters()).device
+
+    @property
     def deterministic(self) -> bool:
         """True for a plain autoencoder (point-mass posterior, no KL term)."""
         return self.posterior.deterministic
