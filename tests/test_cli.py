@@ -158,3 +158,13 @@ def test_tabular_run_cannot_draw_images(tmp_path):
     assert main(["train", "--dataset", str(tmp_path / "t.npy"), "--epochs", "1", "--batch-size", "20", "--quiet", "--out", str(tmp_path / "r")]) == 0
     code, _, err = run_cli("sample", tmp_path / "r")
     assert_one_line_error(code, err, "images")
+
+
+def test_train_switches_reach_the_config():
+    from vaekit.cli import build_parser
+    from vaekit.cli.train import config_from_args
+
+    parse = lambda *argv: config_from_args(build_parser().parse_args(["train", *argv])).train
+    assert not parse().compile and parse().init_decoder_bias
+    assert parse("--compile").compile
+    assert not parse("--no-init-decoder-bias").init_decoder_bias

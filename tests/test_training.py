@@ -63,6 +63,51 @@ def test_same_seed_same_numbers(tmp_path, digits):
     assert strip(a.metrics()) == strip(b.metrics())
 
 
+def test_compiled_loss_trains_like_eager_in_one_graph(tmp_path, digits):
+    """--compile: the same training within float noise, one graph per batch size (full, last), no
+    graph break and no recompile as β changes during warm-up."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = train(small_config(epochs=2, warmup_epochs=2), tmp_path / "eager", data=digits)
+    compiled = train(small_config(epochs=2, warmup_epochs=2, compile=True), tmp_path / "compiled", data=digits)
+    assert compiled.config.train.compile
+    rows = list(zip(eager.metrics(), compiled.metrics()))
+    assert rows[0][0]["beta"] < 1.0  # β changed from step to step
+    for a, b in rows:
+        assert b["valid_neg_elbo"] == pytest.approx(a["valid_neg_elbo"], rel=1e-3)
+        assert b["beta"] == a["beta"]
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])  # 1347 examples: batches of 64 and the last of 3
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def test_compile_failure_is_a_one_line_training_error(monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from vaekit.training import _compiled
+
+    def broken(*args):
+        raise BackendCompilerFailed(broken, RuntimeError("no C++ compiler found\nlong details"), None)
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
+    step = _compiled(lambda x: x + 1)
+    assert step(1) == 2  # the first call runs eagerly
+    with pytest.raises(TrainingError, match=r"^torch.compile failed \(RuntimeError: no C\+\+ compiler found\); train without --compile$"):
+        step(1)
+
+
+def test_gradient_check_sees_any_non_finite_entry_and_no_overflow():
+    from vaekit.training import _all_finite, _gradient_sum
+
+    big = [torch.full((3,), 3e38), torch.full((2, 2), 3e38)]
+    assert not torch.isfinite(_gradient_sum(big)) and _all_finite(torch.tensor(1.0), big)  # overflow only
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        grads = [torch.ones(3), torch.tensor([[1.0, bad]])]
+        assert not torch.isfinite(_gradient_sum(grads)) and not _all_finite(torch.tensor(1.0), grads)
+    assert not _all_finite(torch.tensor(float("nan")), [torch.ones(2)])
+
+
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, digits):
     run = train(small_config(epochs=1), tmp_path / "run", data=digits)
     again = vaekit.load(tmp_path / "run")

@@ -101,6 +101,9 @@ class TrainConfig:
     checkpoint_every: also checkpoint every this many steps (0: once per epoch).
     init_decoder_bias: start the decoder's output bias at the training data's mean (per dimension),
         as ``LatentVariableModel.init_output_bias`` does; off: PyTorch's default initialisation.
+    compile: compile the training loss (forward and backward) with ``torch.compile``: fused
+        elementwise kernels and one autograd node; pays off in long runs (B1 on 2 CPU cores: about
+        8% less time per step, after a compile of about 10 s). Needs a C/C++ compiler on a CPU.
     """
 
     epochs: int = 30
@@ -120,6 +123,7 @@ class TrainConfig:
     nonfinite: str = "stop"
     checkpoint_every: int = 0
     init_decoder_bias: bool = True
+    compile: bool = False
 
 
 @dataclass

@@ -44,7 +44,7 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, beta: fl
     model: a ``LatentVariableModel`` (``encode``, ``decode``, ``prior``).
     x: (B, *shape) encoder input (possibly corrupted, for denoising).
     target: (B, *shape) what the decoder must explain; defaults to ``x``.
-    beta: KL weight (β-VAE); ignored for a deterministic encoder (a plain autoencoder).
+    beta: KL weight (β-VAE), a float or a 0-d tensor; ignored for a deterministic encoder (a plain autoencoder).
     n_samples: S latent samples per example, z = μ + σ·ε via ``rsample``.
     iw: use the importance-weighted bound log (1/S) Σ_s p(x, z_s) / q(z_s|x) (Burda et al.) as the loss.
     """
@@ -73,5 +73,7 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, beta: fl
     return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
 
 
-def _weighted(kl: torch.Tensor, beta: float) -> torch.Tensor:
-    return kl if beta == 1.0 else beta * kl  # no multiply (and autograd node) for the plain ELBO
+def _weighted(kl: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """β·KL; β may be a 0-d tensor (a compiled loss takes it so, to avoid a recompile per value)."""
+    plain = not isinstance(beta, torch.Tensor) and beta == 1.0
+    return kl if plain else beta * kl  # no multiply (and autograd node) for the plain ELBO

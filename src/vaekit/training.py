@@ -159,6 +159,7 @@ class Trainer:
             self.objective = distributed.wrap(self.model, self.device, find_unused_parameters=unused)
             if self.world.rank:
                 _seed_rank(config.train.seed, self.world.rank, 0)
+        self.loss_terms = _compiled(self._loss_terms) if config.train.compile else self._loss_terms
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay, fused=True)
         self.state = TrainState(global_batch=config.train.batch_size * self.world.size)
         self.x_train = self.data.train.x if self.streaming else self.data.train.x.to(self.device)
@@ -357,7 +358,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, progress: bool) -> dict[str, float]:
         t = self.config.train
-        model, opt, x = self.objective, self.optimizer, self.x_train
+        opt, x = self.optimizer, self.x_train
         n, bs = len(x), self.state.global_batch  # a step takes bs examples, split over the processes
         world, rank, sharded = self.world.size, self.world.rank, self.world.distributed
         order = block_order(x, bs, t.seed, epoch) if self.streaming else data_order(n, t.seed, epoch).to(self.device)
@@ -375,31 +376,32 @@ class Trainer:
                 idx, weight = (order[lo:hi], world / m) if hi > lo else (order[start : start + 1], 0.0)
             else:
                 idx, weight = order[start : start + bs], 1.0
-            target = x[idx]  # (B, *shape)
+            target = x[idx] if self.streaming else x.index_select(0, idx)  # (B, *shape)
             if self.streaming:
                 target = target.to(self.device, non_blocking=True)
             if self.config.data.dynamic_binarize:
                 target = torch.bernoulli(target)
             inputs = corrupt(target, t.noise, t.noise_level)
             beta = beta_at(self.config, self.state.step, self.steps_per_epoch)
-            terms = model(inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw)
+            per_example, rec, kl = self.loss_terms(inputs, target, torch.tensor(beta) if t.compile else beta)
             # DDP averages gradients over the processes; so scaled, that is the mean over the global batch
-            loss = terms.loss.sum() * weight if sharded else terms.loss.mean()
+            loss = per_example.sum() * weight if sharded else per_example.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            grads = [p.grad for p in params if p.grad is not None]
             health = loss  # finite iff the loss and every gradient are
             check = check_every_step or (i + 1) % refresh == 0
             if t.grad_clip:
                 health = loss + torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            elif check:  # the all-reduced gradients' norm: every process takes the same decision
-                health = loss + torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            if check and not torch.isfinite(health):
+            elif check:  # the all-reduced gradients' sum: every process takes the same decision
+                health = loss + _gradient_sum(grads)
+            if check and not torch.isfinite(health) and not _all_finite(loss, grads):
                 self._nonfinite(epoch, i)
                 continue
             opt.step()
             if weight:
                 with torch.no_grad():
-                    self.epoch_sums += torch.stack((terms.loss, terms.neg_elbo, terms.reconstruction, terms.kl)).sum(1, dtype=torch.float64)
+                    self.epoch_sums += torch.stack((per_example, kl - rec, rec, kl)).sum(1, dtype=torch.float64)
             self.state.step += 1
             self.state.step_in_epoch = i + 1
             if bar is not None and (i + 1) % refresh == 0:
@@ -432,6 +434,12 @@ class Trainer:
             "train_seconds": seconds,
             "skipped_steps": self.state.skipped_steps,
         }
+
+    def _loss_terms(self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's objective: per-example (loss, reconstruction, KL), each (B,)."""
+        t = self.config.train
+        terms = self.objective(inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw)
+        return terms.loss, terms.reconstruction, terms.kl
 
     def _interrupted(self) -> "TrainingInterrupted":
         return TrainingInterrupted(
@@ -547,6 +555,41 @@ def _seed_rank(seed: int, rank: int, step: int) -> None:
 
 def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _gradient_sum(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of every gradient entry (0-d): non-finite if any entry is, and cheaper than a norm.
+    (A sum of finite entries can still overflow; ``_all_finite`` settles that rare case.)"""
+    return torch.stack([g.sum() for g in grads]).sum() if grads else torch.zeros(())
+
+
+def _all_finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
+    return bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+def _compiled(fn):
+    """``fn`` compiled by ``torch.compile`` (shapes static: one graph per batch size), its
+    compile failures turned into a one-line ``TrainingError``. The first call runs eagerly: it
+    fills lazy caches that dynamo cannot trace without a graph break (``torch.distributions``'
+    KL lookup), so that the compiled function is one graph."""
+    import torch._dynamo  # for its exception types
+
+    compiled = torch.compile(fn, dynamic=False)
+    calls = 0
+
+    def call(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return fn(*args)
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as exc:
+            inner = exc.inner_exception
+            reason = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}".rstrip(": ")
+            raise TrainingError(f"torch.compile failed ({reason}); train without --compile") from None
+
+    return call
 
 
 def _progress(total: int, desc: str, enabled: bool, initial: int = 0):

@@ -46,6 +46,7 @@ _FIELDS = {
     "nonfinite": ("train", "nonfinite"),
     "checkpoint_every": ("train", "checkpoint_every"),
     "init_decoder_bias": ("train", "init_decoder_bias"),
+    "compile": ("train", "compile"),
 }
 
 CONV_DEFAULT_CHANNELS = (32, 64)
@@ -98,6 +99,8 @@ def register(sub) -> None:
     g.add_argument("--nonfinite", choices=["stop", "skip"], help="on a NaN/Inf loss: stop (default) or skip the step")
     g.add_argument("--init-decoder-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="start the decoder's output bias at the training data's mean (default on)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the training loss with torch.compile: faster steps after a compile of ~10 s, for long runs (default off)")
     g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default 0: each epoch)")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="JSON", help="start from this config file (flags override it)")
