@@ -187,3 +187,28 @@ def test_decoder_starts_at_the_data_mean(arch, likelihood):
     else:  # one bias per channel: the spatial mean of the per-pixel start
         start = model.likelihood.output_params(x.mean(0), x.std(0))
         torch.testing.assert_close(last.bias, start.mean((-2, -1)).flatten())
+
+
+@pytest.mark.parametrize("arch,kind", [("mlp", "vae"), ("conv", "vae"), ("mlp", "ae")])
+def test_bf16_autocast_runs_the_networks_in_bf16_and_the_densities_in_fp32(arch, kind):
+    """--precision bf16: matrix products in bfloat16, every distribution parameter and log-density
+    in float32, gradients float32; the loss within bfloat16 rounding of the float32 one."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, arch=arch, input_shape=(1, 8, 8), hidden=(8, 16) if arch == "conv" else (32,), latent_dim=3, likelihood="bernoulli"))
+    x = (torch.rand(16, 1, 8, 8) < 0.4).float()
+    seen = []
+    hook = model.decoder.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    torch.manual_seed(1)
+    full = elbo(model, x).loss
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = model.encode(x)
+        px = model.decode(q.rsample())
+        torch.manual_seed(1)
+        half = elbo(model, x).loss
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16, torch.bfloat16]
+    assert q.mean.dtype == px.mean.dtype == half.dtype == torch.float32
+    torch.testing.assert_close(half, full, rtol=0.02, atol=0.05)
+    half.mean().backward()
+    assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

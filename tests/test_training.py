@@ -228,3 +228,14 @@ def test_loading_a_non_run_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a vaekit run"):
         vaekit.load(tmp_path / "empty")
+
+
+def test_bf16_training_matches_fp32_quality_and_validates_in_fp32(tmp_path, digits):
+    fp32 = train(small_config(epochs=3), tmp_path / "fp32", data=digits)
+    bf16 = train(small_config(epochs=3, precision="bf16"), tmp_path / "bf16", data=digits)
+    assert bf16.config.train.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    a, b = fp32.metrics()[-1]["valid_neg_elbo"], bf16.metrics()[-1]["valid_neg_elbo"]
+    assert b == pytest.approx(a, rel=0.01)
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
+        train(small_config(precision="fp16"), tmp_path / "fp16", data=digits)

@@ -18,6 +18,7 @@ from typing import Any
 from vaekit.errors import ConfigError
 
 CONFIG_VERSION = 1
+PRECISIONS = ("fp32", "bf16")  # TrainConfig.precision
 
 
 @dataclass
@@ -104,6 +105,10 @@ class TrainConfig:
     compile: compile the training loss (forward and backward) with ``torch.compile``: fused
         elementwise kernels and one autograd node; pays off in long runs (B1 on 2 CPU cores: about
         8% less time per step, after a compile of about 10 s). Needs a C/C++ compiler on a CPU.
+    precision: ``fp32``, or ``bf16``: the networks' matrix products and convolutions in bfloat16
+        (``torch.autocast``), while parameters, gradients, Adam and every log-density stay float32;
+        validation and evaluation run in float32. Pays on GPUs and on CPUs with bfloat16 matrix
+        instructions (AVX512-BF16, AMX): B1 on 2 such cores, 1.6x the steps per second.
     """
 
     epochs: int = 30
@@ -124,6 +129,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     init_decoder_bias: bool = True
     compile: bool = False
+    precision: str = "fp32"
 
 
 @dataclass
@@ -243,6 +249,7 @@ def validate(config: RunConfig) -> None:
         (t.patience >= 0, f"patience must be >= 0, got {t.patience}"),
         (0 <= t.threads <= MAX_THREADS, f"threads must be in [0, {MAX_THREADS}], got {t.threads}"),
         (t.nonfinite in ("stop", "skip"), f"nonfinite policy must be 'stop' or 'skip', got {t.nonfinite!r}"),
+        (t.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),
         (t.checkpoint_every >= 0, f"checkpoint-every must be >= 0, got {t.checkpoint_every}"),
         (0 < d.valid_fraction < 1, f"validation fraction must be in (0, 1), got {d.valid_fraction}"),
         (d.image_size is None or all(s >= 1 for s in d.image_size), f"image size must be positive, got {d.image_size}"),

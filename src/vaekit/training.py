@@ -160,6 +160,8 @@ class Trainer:
             if self.world.rank:
                 _seed_rank(config.train.seed, self.world.rank, 0)
         self.loss_terms = _compiled(self._loss_terms) if config.train.compile else self._loss_terms
+        if config.train.precision == "bf16" and self.device.type == "cpu" and not _cpu_has_bf16():
+            log.warning("this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX): --precision bf16 will be slower than fp32")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay, fused=True)
         self.state = TrainState(global_batch=config.train.batch_size * self.world.size)
         self.x_train = self.data.train.x if self.streaming else self.data.train.x.to(self.device)
@@ -438,7 +440,8 @@ class Trainer:
     def _loss_terms(self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step's objective: per-example (loss, reconstruction, KL), each (B,)."""
         t = self.config.train
-        terms = self.objective(inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            terms = self.objective(inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw)
         return terms.loss, terms.reconstruction, terms.kl
 
     def _interrupted(self) -> "TrainingInterrupted":
@@ -555,6 +558,11 @@ def _seed_rank(seed: int, rank: int, step: int) -> None:
 
 def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _cpu_has_bf16() -> bool:
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
 
 
 def _gradient_sum(grads: list[torch.Tensor]) -> torch.Tensor:

@@ -47,6 +47,7 @@ _FIELDS = {
     "checkpoint_every": ("train", "checkpoint_every"),
     "init_decoder_bias": ("train", "init_decoder_bias"),
     "compile": ("train", "compile"),
+    "precision": ("train", "precision"),
 }
 
 CONV_DEFAULT_CHANNELS = (32, 64)
@@ -99,6 +100,8 @@ def register(sub) -> None:
     g.add_argument("--nonfinite", choices=["stop", "skip"], help="on a NaN/Inf loss: stop (default) or skip the step")
     g.add_argument("--init-decoder-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="start the decoder's output bias at the training data's mean (default on)")
+    g.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: matrix products in bfloat16 (autocast), the rest float32; for GPUs and CPUs with bf16 instructions (default fp32)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compile the training loss with torch.compile: faster steps after a compile of ~10 s, for long runs (default off)")
     g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default 0: each epoch)")

@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 from vaekit.config import ModelConfig, validate, RunConfig
 from vaekit.models.likelihoods import build_likelihood
 from vaekit.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from vaekit.models.posteriors import DeterministicPosterior, GaussianPosterior
+from vaekit.models.posteriors import DeterministicPosterior, GaussianPosterior, full_precision
 from vaekit.models.priors import build_prior
 from vaekit.errors import ConfigError
 
@@ -57,8 +57,8 @@ class LatentVariableModel(nn.Module):
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for z (*batch, L): batch shape ``batch``, so samples (S, B, L) decode to (S, B)."""
         if z.dim() == 2:
-            return self.likelihood(self.decoder(z))
-        params = self.decoder(z.reshape(-1, z.shape[-1]))  # (prod(batch), k, *shape)
+            return self.likelihood(full_precision(self.decoder(z)))
+        params = full_precision(self.decoder(z.reshape(-1, z.shape[-1])))  # (prod(batch), k, *shape)
         return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
 
     def init_output_bias(self, x: torch.Tensor) -> None:

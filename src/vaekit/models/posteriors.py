@@ -11,6 +11,12 @@ from vaekit.models.priors import StandardNormal
 LOGVAR_MIN, LOGVAR_MAX = -16.0, 10.0  # a numerically safe range for the log-variance head
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if autocast left it in a 16-bit float, else as it is: distributions and
+    log-densities are always computed in full precision."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class GaussianPosterior(nn.Module):
     """q(z|x) = N(μ(x), diag σ²(x)): one linear layer gives the mean and the log-variance
     (one (F, 2L) matrix product rather than two thin ones)."""
@@ -22,7 +28,7 @@ class GaussianPosterior(nn.Module):
         self.params = nn.Linear(features, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:
-        mu, logvar = self.params(h).chunk(2, dim=-1)  # (B, L) each
+        mu, logvar = full_precision(self.params(h)).chunk(2, dim=-1)  # (B, L) each
         return DiagonalNormal(mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
 
 
@@ -78,4 +84,4 @@ class DeterministicPosterior(nn.Module):
         self.mean = nn.Linear(features, latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:
-        return PointMass(self.mean(h))
+        return PointMass(full_precision(self.mean(h)))
