@@ -122,9 +122,15 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, digits):
     assert info["split_seed"] == 0
 
 
-def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(tmp_path, digits):
-    full = train(small_config(epochs=4), tmp_path / "full", data=digits)
-    train(small_config(epochs=2), tmp_path / "part", data=digits)
+@pytest.mark.parametrize("arch", ["mlp", "conv"])  # conv: channels-last kernels, contiguous in the checkpoint
+def test_resume_continues_to_the_same_result_as_an_uninterrupted_run(tmp_path, digits, arch):
+    def config(epochs):
+        cfg = small_config(epochs=epochs)
+        cfg.model.arch, cfg.model.hidden = arch, ((4, 8) if arch == "conv" else cfg.model.hidden)
+        return cfg
+
+    full = train(config(4), tmp_path / "full", data=digits)
+    train(config(2), tmp_path / "part", data=digits)
     resumed = resume(tmp_path / "part", epochs=4)
     for (k, va), vb in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(va, vb), k

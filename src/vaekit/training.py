@@ -255,6 +255,7 @@ class Trainer:
             opt = {k: v for k, v in tensors.items() if k.startswith("state.")}
             fresh = [dict(g) for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(unflatten_optimizer_state(opt, raw["optimizer"]))
+            _match_parameter_layout(self.optimizer)
             _check_optimizer(self.optimizer, fresh)
             _set_rng_state(tensors, raw["rng"])
             saved_sums = tensors["epoch_sums"].to(self.device, torch.float64)  # summed over the processes that saved them
@@ -558,6 +559,18 @@ def _seed_rank(seed: int, rank: int, step: int) -> None:
 
 def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each parameter's optimizer state the parameter's memory layout. Checkpoints store
+    tensors contiguous; a channels-last convolution kernel's Adam moments must be channels-last
+    again, or the fused update (which walks memory in order) would pair the wrong entries."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _cpu_has_bf16() -> bool:
