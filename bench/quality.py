@@ -1,6 +1,7 @@
-"""B1 quality check: test negative ELBO after 10 epochs, vaekit against the plain DataLoader loop.
+"""B1 quality check: test negative ELBO after 10 epochs, vaekit against the plain DataLoader loop,
+and vaekit's speed options (--compile, --precision bf16) against its default.
 
-    python bench/quality.py [--seeds 1 2 3] [--epochs 10] [--data-dir ../shared/data]
+    python bench/quality.py [--seeds 1 2 3] [--epochs 10] [--variants fp32 compile bf16 bf16-compile]
 
 Both are scored by the same evaluator (vaekit's ``elbo_terms``, one latent sample per example, seed 0)
 on the 10,000 test images; the plain model's weights are copied into a vaekit model for that.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -59,11 +61,20 @@ def as_vaekit(plain: PlainVAE) -> vaekit.LatentVariableModel:
     return model
 
 
+VARIANTS = {  # name: TrainConfig changes
+    "fp32": {},
+    "compile": {"compile": True},
+    "bf16": {"precision": "bf16"},
+    "bf16-compile": {"precision": "bf16", "compile": True},
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["fp32"])
     ap.add_argument("--skip-plain", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
@@ -71,14 +82,21 @@ def main() -> int:
     test = data.test.x
     rows = []
     for seed in args.seeds:
-        cfg = b1_config(args.epochs)
-        cfg.train.seed = seed
-        t0 = time.perf_counter()
-        run = vaekit.train(cfg, Path("/tmp") / f"vaekit-quality-{seed}-{time.time_ns()}", data=data)
-        seconds = time.perf_counter() - t0
-        train_seconds = sum(r["train_seconds"] for r in run.metrics())
-        last = vaekit.load(run.path, which="last").model
-        row = {"seed": seed, "vaekit_neg_elbo": elbo_terms(last, test).neg_elbo.mean().item(), "vaekit_train_seconds": train_seconds, "vaekit_total_seconds": seconds}
+        row = {"seed": seed}
+        for variant in args.variants:
+            cfg = b1_config(args.epochs)
+            cfg.train.seed = seed
+            for key, value in VARIANTS[variant].items():
+                setattr(cfg.train, key, value)
+            t0 = time.perf_counter()
+            run = vaekit.train(cfg, Path("/tmp") / f"vaekit-quality-{seed}-{time.time_ns()}", data=data)
+            seconds = time.perf_counter() - t0
+            last = vaekit.load(run.path, which="last").model
+            prefix = "vaekit" if variant == "fp32" else f"vaekit_{variant}"
+            row[f"{prefix}_neg_elbo"] = elbo_terms(last, test).neg_elbo.mean().item()
+            row[f"{prefix}_train_seconds"] = sum(r["train_seconds"] for r in run.metrics())
+            row[f"{prefix}_total_seconds"] = seconds
+            shutil.rmtree(run.path, ignore_errors=True)
         if not args.skip_plain:
             t0 = time.perf_counter()
             plain = plain_train(data.train.x, seed, args.epochs)
@@ -86,9 +104,9 @@ def main() -> int:
             row["plain_neg_elbo"] = elbo_terms(as_vaekit(plain), test).neg_elbo.mean().item()
         rows.append(row)
         print(json.dumps(row), flush=True)
-    summary = {"epochs": args.epochs, "rows": rows, "vaekit_median": statistics.median(r["vaekit_neg_elbo"] for r in rows)}
-    if not args.skip_plain:
-        summary["plain_median"] = statistics.median(r["plain_neg_elbo"] for r in rows)
+    summary = {"epochs": args.epochs, "rows": rows}
+    for key in [k for k in rows[0] if k.endswith("_neg_elbo")]:
+        summary[key.replace("_neg_elbo", "_median")] = statistics.median(r[key] for r in rows)
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))

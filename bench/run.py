@@ -11,8 +11,10 @@ What it measures, in one run:
               GEMM-only bound for B1 in images/s;
   b1          vaekit training B1 (binarized MNIST, MLP 784-512-16, Bernoulli, Adam, batch 100);
   b1-compiled the same with --compile (torch.compile of the loss; its compile time is not counted);
+  b1-bf16     the same with --precision bf16 (autocast: matrix products in bfloat16), eager and
+              compiled, against the bfloat16 GEMM reference and B1 bound measured in the same run;
   b1-plain    the same model in a plain DataLoader + nn.Module loop, the reference point;
-  conv        vaekit conv VAE (32, 64 channels) on 28x28 MNIST;
+  conv        vaekit conv VAE (32, 64 channels, channels-last) on 28x28 MNIST, fp32 and bf16;
   table       vaekit MLP VAE (128, 64; Gaussian) on a 100,000 x 32 synthetic table;
   iw          importance-weighted evaluation, K = 5000, B1 (examples x samples per second);
   breakdown   where a B1 step's time goes: GEMMs, elementwise kernels, optimizer, Python/overhead,
@@ -72,8 +74,8 @@ def stats(seconds: list[float], work: float) -> dict[str, float]:
 
 
 # ----- the GEMM reference ----------------------------------------------------------------------
-def gemm_reference(device, repeats: int, n: int) -> dict:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def gemm_reference(device, repeats: int, n: int, dtype: torch.dtype = torch.float32) -> dict:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     s = timed(lambda: [a @ b for _ in range(4)], repeats, device)
     r = stats(s, 4 * 2 * n**3 / 1e9)
     return {"n": n, "gflops_best": r["best_rate"], "gflops_median": r["median_rate"]}
@@ -82,15 +84,15 @@ def gemm_reference(device, repeats: int, n: int) -> dict:
 B1_LAYERS = [(784, 512, False), (512, 32, True), (16, 512, True), (512, 784, True)]  # (in, out, needs dX): encoder, posterior head, decoder
 
 
-def gemm_bound(device, repeats: int, layers, batch: int, steps: int = 200, backward: bool = True) -> dict:
+def gemm_bound(device, repeats: int, layers, batch: int, steps: int = 200, backward: bool = True, dtype: torch.dtype = torch.float32) -> dict:
     """Time only the matrix products of ``steps`` training steps of an MLP with these Linear
     ``layers``, called exactly as nn.Linear and autograd call them (forward addmm(b, x, W^T);
     backward dW = dY^T x and, where needed, dX = dY W), on the same shapes: images/s bound."""
     ops, flops = [], 0
     for fan_in, fan_out, needs_dx in layers:
-        x, w, b = torch.randn(batch, fan_in, device=device), torch.randn(fan_out, fan_in, device=device), torch.randn(fan_out, device=device)
-        dy = torch.randn(batch, fan_out, device=device)
-        y, dw, dx = torch.empty(batch, fan_out, device=device), torch.empty(fan_out, fan_in, device=device), torch.empty(batch, fan_in, device=device)
+        new = lambda *shape, fill=torch.randn: fill(*shape, device=device, dtype=dtype)
+        x, w, b, dy = new(batch, fan_in), new(fan_out, fan_in), new(fan_out), new(batch, fan_out)
+        y, dw, dx = new(batch, fan_out, fill=torch.empty), new(fan_out, fan_in, fill=torch.empty), new(batch, fan_in, fill=torch.empty)
         ops.append(lambda x=x, w=w, b=b, y=y: torch.addmm(b, x, w.t(), out=y))
         flops += 2 * batch * fan_in * fan_out
         if backward:
@@ -118,32 +120,55 @@ def step_flops(model, x: torch.Tensor) -> float:
     return counter.get_total_flops() / len(x)
 
 
-# ----- vaekit training -------------------------------------------------------------------------
-def vaekit_training(data: DataSplits, config: RunConfig, repeats: int, device: str, out: Path, max_steps: int | None = None) -> dict:
-    """Train with vaekit's Trainer; one timed epoch (or ``max_steps`` steps) per repeat."""
-    import shutil
+# ----- training workloads -----------------------------------------------------------------------
+class Workload:
+    """A training loop to time: ``epoch()`` runs one epoch (or ``steps`` steps) and returns its
+    wall seconds; ``result(seconds)`` turns the timed repeats into rates."""
 
-    shutil.rmtree(out, ignore_errors=True)
-    trainer = Trainer(config, out, data=data, device=device)
-    trainer.start_run()
-    trainer.model.train()
-    n_images = len(data.train) if max_steps is None else max_steps * config.train.batch_size
-    if max_steps is not None:
-        trainer.steps_per_epoch = max_steps
-    seconds = []
-    for epoch in range(repeats + 1):
-        row = trainer._train_epoch(epoch, progress=False)
-        trainer.state.step_in_epoch = 0
-        trainer.epoch_sums.zero_()
-        seconds.append(row["train_seconds"])
-    seconds = seconds[1:]  # the first epoch warms up
-    flops = step_flops(trainer.model, data.train.x[: config.train.batch_size].to(device))
-    shutil.rmtree(out, ignore_errors=True)
-    r = stats(seconds, n_images)
-    return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"], "seconds_per_epoch_best": r["min_s"] * len(data.train) / n_images, "flops_per_image": flops, "repeats": seconds}
+    images: int
+
+    def epoch(self) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def result(self, seconds: list[float]) -> dict:
+        r = stats(seconds, self.images)
+        return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"],
+                "seconds_per_epoch_best": r["min_s"] * self.epoch_images / self.images, "repeats": seconds}
 
 
-# ----- the plain reference loop ---------------------------------------------------------------
+class VaekitWorkload(Workload):
+    """vaekit's own Trainer, one epoch (or ``max_steps`` steps) per call."""
+
+    def __init__(self, data: DataSplits, config: RunConfig, device: str, out: Path, max_steps: int | None = None):
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        self.out, self.config = out, config
+        self.trainer = Trainer(config, out, data=data, device=device)
+        self.trainer.start_run()
+        self.trainer.model.train()
+        self.epoch_images = len(data.train)
+        self.images = self.epoch_images if max_steps is None else max_steps * config.train.batch_size
+        if max_steps is not None:
+            self.trainer.steps_per_epoch = max_steps
+        self.epochs = 0
+        self.x = data.train.x[: config.train.batch_size].to(device)
+
+    def epoch(self) -> float:
+        tr = self.trainer
+        row = tr._train_epoch(self.epochs, progress=False)
+        tr.state.step_in_epoch = 0
+        tr.epoch_sums.zero_()
+        self.epochs += 1
+        return row["train_seconds"]
+
+    def result(self, seconds: list[float]) -> dict:
+        import shutil
+
+        shutil.rmtree(self.out, ignore_errors=True)
+        return super().result(seconds) | {"flops_per_image": step_flops(self.trainer.model, self.x)}
+
+
 class PlainVAE(nn.Module):
     """B1 written the way the canonical PyTorch example (pytorch/examples, vae/main.py) writes a VAE:
     nn.Linear layers, a sigmoid decoder output, ``F.binary_cross_entropy`` summed, the closed-form KL;
@@ -167,25 +192,51 @@ class PlainVAE(nn.Module):
         return (bce + kl) / len(x)
 
 
-def plain_training(x: torch.Tensor, repeats: int, device: str) -> dict:
-    from torch.utils.data import DataLoader, TensorDataset
+class PlainWorkload(Workload):
+    """The reference point: B1 in a plain DataLoader + nn.Module loop."""
 
-    torch.manual_seed(1)
-    model = PlainVAE().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(TensorDataset(x.flatten(1)), batch_size=100, shuffle=True)
+    def __init__(self, x: torch.Tensor, device: str):
+        from torch.utils.data import DataLoader, TensorDataset
 
-    def epoch():
-        for (xb,) in loader:
-            xb = xb.to(device)
-            loss = model(xb)
-            opt.zero_grad()
+        torch.manual_seed(1)
+        self.device = torch.device(device)
+        self.model = PlainVAE().to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.loader = DataLoader(TensorDataset(x.flatten(1)), batch_size=100, shuffle=True)
+        self.images = self.epoch_images = len(x)
+
+    def epoch(self) -> float:
+        sync(self.device)
+        t0 = time.perf_counter()
+        for (xb,) in self.loader:
+            xb = xb.to(self.device)
+            loss = self.model(xb)
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
+            self.opt.step()
+        sync(self.device)
+        return time.perf_counter() - t0
 
-    s = timed(epoch, repeats, torch.device(device))
-    r = stats(s, len(x))
-    return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"], "seconds_per_epoch_best": r["min_s"], "repeats": s}
+
+def round_robin(workloads: dict[str, Workload], repeats: int) -> dict[str, dict]:
+    """Time the workloads in turns (one epoch each per round, after one warm-up round), so that
+    the machine's drifting speed touches them alike: their ratios are what count."""
+    seconds = {name: [] for name in workloads}
+    for i in range(repeats + 1):
+        for name, w in workloads.items():
+            s = w.epoch()
+            if i:
+                seconds[name].append(s)
+    return {name: w.result(seconds[name]) for name, w in workloads.items()}
+
+
+def vaekit_training(data: DataSplits, config: RunConfig, repeats: int, device: str, out: Path, max_steps: int | None = None) -> dict:
+    """Train with vaekit's Trainer; one timed epoch (or ``max_steps`` steps) per repeat."""
+    return round_robin({"w": VaekitWorkload(data, config, device, out, max_steps)}, repeats)["w"]
+
+
+def plain_training(x: torch.Tensor, repeats: int, device: str) -> dict:
+    return round_robin({"w": PlainWorkload(x, device)}, repeats)["w"]
 
 
 # ----- importance-weighted evaluation --------------------------------------------------------
@@ -254,6 +305,13 @@ def breakdown(data: DataSplits, config: RunConfig, device: str, out: Path, steps
 
 
 # ----- the report --------------------------------------------------------------------------------
+B1_VARIANTS = {  # bench part: vaekit's speed options (TrainConfig changes)
+    "b1-compiled": {"compile": True},
+    "b1-bf16": {"precision": "bf16"},
+    "b1-bf16-compiled": {"precision": "bf16", "compile": True},
+}
+
+
 def b1_config(epochs: int = 1) -> RunConfig:
     cfg = RunConfig()
     cfg.data.source = "binarized-mnist"
@@ -268,11 +326,11 @@ def main() -> int:
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="fewer steps and samples (a smoke run, not for reporting)")
-    ap.add_argument("--only", nargs="*", help="run only these parts (gemm b1 b1-compiled b1-plain conv table iw breakdown)")
+    ap.add_argument("--only", nargs="*", help="run only these parts (gemm b1 b1-compiled b1-bf16 b1-bf16-compiled b1-plain conv conv-bf16 table iw breakdown)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = ap.parse_args()
     device = torch.device(args.device)
-    parts = set(args.only or ["gemm", "b1", "b1-compiled", "b1-plain", "conv", "table", "iw", "breakdown"])
+    parts = set(args.only or ["gemm", "b1", *B1_VARIANTS, "b1-plain", "conv", "conv-bf16", "table", "iw", "breakdown"])
     scratch = Path("/tmp") / f"vaekit-bench-{os.getpid()}"
     rep = args.repeats
     res: dict = {
@@ -283,31 +341,44 @@ def main() -> int:
     }
     res["gemm"] = gemm_reference(device, rep, 2048 if device.type == "cpu" else 8192)
     res["b1_gemm_bound"] = gemm_bound(device, rep, B1_LAYERS, batch=100, steps=100 if args.quick else 300)
+    if any("bf16" in p for p in parts):  # the same references in bfloat16
+        res["gemm_bf16"] = gemm_reference(device, rep, 2048 if device.type == "cpu" else 8192, torch.bfloat16)
+        res["b1_gemm_bound_bf16"] = gemm_bound(device, rep, B1_LAYERS, batch=100, steps=100 if args.quick else 300, dtype=torch.bfloat16)
     bmnist = load_data("binarized-mnist", data_dir=args.data_dir)
     ref = res["b1_gemm_bound"]["images_per_s_best"]
-    if "b1" in parts:
-        res["b1"] = vaekit_training(bmnist, b1_config(), rep, args.device, scratch / "b1", max_steps=100 if args.quick else None)
-        res["b1"]["fraction_of_gemm_bound"] = res["b1"]["images_per_s_best"] / ref
-    if "b1-compiled" in parts:  # the same, with --compile (the compile itself is in the warm-up epoch)
-        cfg = b1_config()
-        cfg.train.compile = True
-        res["b1_compiled"] = vaekit_training(bmnist, cfg, rep, args.device, scratch / "b1c", max_steps=100 if args.quick else None)
-        res["b1_compiled"]["fraction_of_gemm_bound"] = res["b1_compiled"]["images_per_s_best"] / ref
+    # B1: vaekit (default and its speed options) and the plain loop, timed in turns
+    b1_runs: dict[str, Workload] = {}
+    for part, changes in {"b1": {}, **B1_VARIANTS}.items():  # any compile happens in the warm-up round
+        if part in parts:
+            cfg = b1_config()
+            for key, value in changes.items():
+                setattr(cfg.train, key, value)
+            b1_runs[part.replace("-", "_")] = VaekitWorkload(bmnist, cfg, args.device, scratch / part, max_steps=100 if args.quick else None)
     if "b1-plain" in parts:
-        x = bmnist.train.x[:10_000] if args.quick else bmnist.train.x
-        res["b1_plain"] = plain_training(x, rep, args.device)
-        res["b1_plain"]["fraction_of_gemm_bound"] = res["b1_plain"]["images_per_s_best"] / ref
+        b1_runs["b1_plain"] = PlainWorkload(bmnist.train.x[:10_000] if args.quick else bmnist.train.x, args.device)
+    for key, r in round_robin(b1_runs, rep).items():
+        res[key] = r
+        r["fraction_of_gemm_bound"] = r["images_per_s_best"] / ref
+        if getattr(b1_runs[key], "config", None) is not None and b1_runs[key].config.train.precision == "bf16":
+            r["fraction_of_bf16_gemm_bound"] = r["images_per_s_best"] / res["b1_gemm_bound_bf16"]["images_per_s_best"]
     if "b1" in parts and "b1-plain" in parts:
         res["b1_speedup_over_plain"] = res["b1"]["images_per_s_best"] / res["b1_plain"]["images_per_s_best"]
-    if "b1-compiled" in parts and "b1-plain" in parts:
-        res["b1_compiled_speedup_over_plain"] = res["b1_compiled"]["images_per_s_best"] / res["b1_plain"]["images_per_s_best"]
-    if "conv" in parts:
-        mnist = load_data("mnist", data_dir=args.data_dir)
-        cfg = b1_config()
-        cfg.data.source = "mnist"
-        cfg.model.arch, cfg.model.hidden = "conv", (32, 64)
-        res["conv"] = vaekit_training(mnist, cfg, rep, args.device, scratch / "conv", max_steps=20 if args.quick else 100)
-        res["conv"]["fraction_of_gemm_reference"] = res["conv"]["images_per_s_best"] * res["conv"]["flops_per_image"] / 1e9 / res["gemm"]["gflops_best"]
+    for part in B1_VARIANTS:
+        if part in parts and "b1-plain" in parts:
+            key = part.replace("-", "_")
+            res[key + "_speedup_over_plain"] = res[key]["images_per_s_best"] / res["b1_plain"]["images_per_s_best"]
+    conv_runs: dict[str, Workload] = {}
+    for part, precision in [("conv", "fp32"), ("conv-bf16", "bf16")]:
+        if part in parts:
+            mnist = load_data("mnist", data_dir=args.data_dir)
+            cfg = b1_config()
+            cfg.data.source = "mnist"
+            cfg.model.arch, cfg.model.hidden, cfg.train.precision = "conv", (32, 64), precision
+            conv_runs[part.replace("-", "_")] = VaekitWorkload(mnist, cfg, args.device, scratch / part, max_steps=20 if args.quick else 100)
+    for key, r in round_robin(conv_runs, rep).items():
+        res[key] = r
+        reference = res["gemm_bf16" if key.endswith("bf16") else "gemm"]["gflops_best"]
+        r["fraction_of_gemm_reference"] = r["images_per_s_best"] * r["flops_per_image"] / 1e9 / reference
     if "table" in parts:
         g = torch.Generator().manual_seed(0)
         table = torch.randn(110_000, 32, generator=g) @ torch.randn(32, 32, generator=g) / 4
@@ -347,16 +418,25 @@ def print_table(res: dict) -> None:
     print(f"GEMM reference: {g['n']}x{g['n']} fp32 mm {g['gflops_best']:.1f} GFLOP/s (median {g['gflops_median']:.1f})")
     b = res["b1_gemm_bound"]
     print(f"B1 GEMM-only bound: {b['images_per_s_best']:,.0f} images/s ({b['flops_per_image'] / 1e6:.2f} MFLOP/image in GEMMs, {b['gflops_best']:.1f} GFLOP/s)")
-    print(f"\n{'workload':<10} {'best/s':>10} {'median/s':>10} {'s/epoch':>8} {'MFLOP/item':>11} {'fraction':>9}")
-    for key, frac_key in [("b1", "fraction_of_gemm_bound"), ("b1_compiled", "fraction_of_gemm_bound"), ("b1_plain", "fraction_of_gemm_bound"), ("conv", "fraction_of_gemm_reference"), ("table", "fraction_of_gemm_reference")]:
+    if "gemm_bf16" in res:
+        g, b = res["gemm_bf16"], res["b1_gemm_bound_bf16"]
+        print(f"bf16: GEMM reference {g['gflops_best']:.1f} GFLOP/s; B1 GEMM-only bound {b['images_per_s_best']:,.0f} images/s ({b['gflops_best']:.1f} GFLOP/s)")
+    print(f"\n{'workload':<16} {'best/s':>10} {'median/s':>10} {'s/epoch':>8} {'MFLOP/item':>11} {'fraction':>9}")
+    for key, frac_key in [("b1", "fraction_of_gemm_bound"), ("b1_compiled", "fraction_of_gemm_bound"), ("b1_bf16", "fraction_of_bf16_gemm_bound"),
+                          ("b1_bf16_compiled", "fraction_of_bf16_gemm_bound"), ("b1_plain", "fraction_of_gemm_bound"), ("conv", "fraction_of_gemm_reference"), ("conv_bf16", "fraction_of_gemm_reference"), ("table", "fraction_of_gemm_reference")]:
         if key in res:
             r = res[key]
             mf = f"{r['flops_per_image'] / 1e6:.2f}" if "flops_per_image" in r else "-"
-            print(f"{key:<10} {r['images_per_s_best']:>10,.0f} {r['images_per_s_median']:>10,.0f} {r['seconds_per_epoch_best']:>8.2f} {mf:>11} {r[frac_key]:>9.1%}")
+            of = {"fraction_of_gemm_bound": "of the B1 fp32 GEMM bound", "fraction_of_bf16_gemm_bound": "of the B1 bf16 GEMM bound"}.get(
+                frac_key, "of the bf16 GEMM reference" if key.endswith("bf16") else "of the fp32 GEMM reference")
+            print(f"{key:<16} {r['images_per_s_best']:>10,.0f} {r['images_per_s_median']:>10,.0f} {r['seconds_per_epoch_best']:>8.2f} {mf:>11} {r[frac_key]:>9.1%} {of}")
     if "b1_speedup_over_plain" in res:
         print(f"\nB1: vaekit is {res['b1_speedup_over_plain']:.2f}x the plain DataLoader loop; {res['b1']['fraction_of_gemm_bound']:.1%} of the GEMM-only bound")
-    if "b1_compiled_speedup_over_plain" in res:
-        print(f"B1 with --compile: {res['b1_compiled_speedup_over_plain']:.2f}x the plain loop; {res['b1_compiled']['fraction_of_gemm_bound']:.1%} of the GEMM-only bound")
+    for key, what in [("b1_compiled", "--compile"), ("b1_bf16", "--precision bf16"), ("b1_bf16_compiled", "--precision bf16 --compile")]:
+        if key + "_speedup_over_plain" in res:
+            r = res[key]
+            extra = f", {r['fraction_of_bf16_gemm_bound']:.1%} of the bf16 GEMM-only bound" if "fraction_of_bf16_gemm_bound" in r else ""
+            print(f"B1 with {what}: {res[key + '_speedup_over_plain']:.2f}x the plain loop; {r['fraction_of_gemm_bound']:.1%} of the fp32 GEMM-only bound{extra}")
     if "iw" in res:
         r = res["iw"]
         print(f"IW evaluation (K={r['k']}, {r['examples']} examples): {r['pairs_per_s_best']:,.0f} example-samples/s, {r['gflops_best']:.1f} GFLOP/s = "
