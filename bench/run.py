@@ -2,7 +2,7 @@
 
     python bench/run.py [--repeats 3] [--data-dir ../shared/data] [--quick] [--device cpu|cuda]
 
-Prints a table and writes bench/results/latest.json (and a dated copy). Every timing is repeated
+Prints a table and writes bench/results/latest.json. Every timing is repeated
 (min and median reported); the ratios in one run are what count, the machine being noisy.
 
 What it measures, in one run:
@@ -252,6 +252,35 @@ def iw_throughput(model, x: torch.Tensor, k: int, repeats: int, device) -> dict:
     return {"examples": len(x), "k": k, "pairs_per_s_best": r["best_rate"], "pairs_per_s_median": r["median_rate"], "flops_per_pair": flops, "gflops_best": r["best_rate"] * flops / 1e9, "repeats": s}
 
 
+IW_MEMORY_PROBE = """
+import re, sys, torch, vaekit
+from pathlib import Path
+from vaekit.config import ModelConfig
+from vaekit.evaluation import iw_log_likelihood
+status = lambda key: int(re.search(key + r":\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
+model = vaekit.build_model(ModelConfig(hidden=(512,), latent_dim=16, likelihood="bernoulli", input_shape=(1, 28, 28)))
+x = (torch.rand(100, 1, 28, 28) < 0.3).float()
+Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+before = status("VmRSS")
+iw_log_likelihood(model, x, k=int(sys.argv[1]), batch_size=100)
+print(before, status("VmHWM"))
+"""
+
+
+def iw_peak_memory(ks: tuple[int, ...] = (10, 500, 5000, 50_000)) -> dict:
+    """Peak resident memory (MiB, Linux) while a fresh process estimates log p(x) for 100 B1
+    examples with each K, and what the estimate adds to the resident memory it started from:
+    that must not grow with K."""
+    import subprocess
+
+    out = {}
+    for k in ks:
+        line = subprocess.run([sys.executable, "-c", IW_MEMORY_PROBE, str(k)], capture_output=True, text=True, check=True).stdout.split()
+        before, peak = (int(v) / 1024 for v in line)  # kB -> MiB
+        out[str(k)] = {"peak_mib": peak, "added_by_iw_mib": peak - before}
+    return out
+
+
 # ----- where a step's time goes ---------------------------------------------------------------
 CATEGORIES = {
     "gemm": ("addmm", "mm", "bmm", "linear", "matmul", "convolution", "conv", "mkldnn"),
@@ -402,6 +431,8 @@ def main() -> int:
         res["iw"]["decoder_gemm_bound_pairs_per_s"] = max(bounds.values())
         res["iw"]["fraction_of_gemm_bound"] = res["iw"]["pairs_per_s_best"] / max(bounds.values())
         res["iw"]["fraction_of_gemm_reference"] = res["iw"]["gflops_best"] / res["gemm"]["gflops_best"]
+        if device.type == "cpu":
+            res["iw"]["peak_memory_by_k"] = iw_peak_memory()
     if "breakdown" in parts:
         res["b1_breakdown"] = breakdown(bmnist, b1_config(), args.device, scratch / "bd", steps=50 if args.quick else 200)
     print_table(res)
@@ -441,6 +472,9 @@ def print_table(res: dict) -> None:
         r = res["iw"]
         print(f"IW evaluation (K={r['k']}, {r['examples']} examples): {r['pairs_per_s_best']:,.0f} example-samples/s, {r['gflops_best']:.1f} GFLOP/s = "
               f"{r['fraction_of_gemm_bound']:.1%} of the decoder-GEMM bound, {r['fraction_of_gemm_reference']:.1%} of the large-GEMM reference")
+        if "peak_memory_by_k" in r:
+            print("IW peak memory, 100 examples (peak RSS, MiB, and what the estimate added): "
+                  + ", ".join(f"K={k}: {v['peak_mib']:.0f} (+{v['added_by_iw_mib']:.0f})" for k, v in r["peak_memory_by_k"].items()))
     if "b1_breakdown" in res:
         r = res["b1_breakdown"]
         parts = ", ".join(f"{k} {v:.2f} ms ({r['share'][k]:.0%})" for k, v in r["per_step_ms"].items())
