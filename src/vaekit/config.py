@@ -108,7 +108,7 @@ class TrainConfig:
     precision: ``fp32``, or ``bf16``: the networks' matrix products and convolutions in bfloat16
         (``torch.autocast``), while parameters, gradients, Adam and every log-density stay float32;
         validation and evaluation run in float32. Pays on GPUs and on CPUs with bfloat16 matrix
-        instructions (AVX512-BF16, AMX): B1 on 2 such cores, 1.6x the steps per second.
+        instructions (AVX512-BF16, AMX): B1 on 2 such cores, 1.5-1.6x the steps per second.
     """
 
     epochs: int = 30
