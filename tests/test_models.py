@@ -212,3 +212,17 @@ def test_bf16_autocast_runs_the_networks_in_bf16_and_the_densities_in_fp32(arch,
     torch.testing.assert_close(half, full, rtol=0.02, atol=0.05)
     half.mean().backward()
     assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_conv_parameter_names_are_stable_and_kernels_channels_last():
+    """Parameter names are part of the model-file format (runs saved by earlier versions must load);
+    the convolution kernels are channels-last, and so are the activations they produce."""
+    model = build_model(ModelConfig(arch="conv", hidden=(4, 8), input_shape=(1, 8, 8), latent_dim=2, likelihood="bernoulli"))
+    assert sorted(model.state_dict()) == [
+        "decoder.net.0.bias", "decoder.net.0.weight", "decoder.net.3.bias", "decoder.net.3.weight", "decoder.net.5.bias", "decoder.net.5.weight",
+        "encoder.net.0.bias", "encoder.net.0.weight", "encoder.net.2.bias", "encoder.net.2.weight",
+        "posterior.params.bias", "posterior.params.weight", "prior_module.loc", "prior_module.scale",
+    ]
+    kernels = [p for p in model.parameters() if p.dim() == 4]
+    assert len(kernels) == 4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert model.encoder.net[:2](torch.rand(3, 1, 8, 8)).is_contiguous(memory_format=torch.channels_last)
