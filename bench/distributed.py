@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "distributed.json"
 BIG_SHAPE = (64, 64)  # one example of the big array: a 64 x 64 float32 image (16 KiB)
@@ -222,9 +224,7 @@ def main() -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print_table(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {RESULTS}")
+    write_results(RESULTS, results)
     return 0
 
 

@@ -18,7 +18,6 @@ Trained runs are kept in --work and reused when they are there (delete them to r
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -41,6 +40,9 @@ from vaekit.data import DataSplits, load_data  # noqa: E402
 from vaekit.errors import CheckpointError  # noqa: E402
 from vaekit.evaluation import elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood  # noqa: E402
 from vaekit.training import train  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from common import write_results  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "literature.json"
 
@@ -261,10 +263,7 @@ def main() -> int:
     results["load_average_at_end"] = list(os.getloadavg())
     results["note"] = "timings are wall-clock on a shared CPU machine; see the load averages"
     print_table(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {out}")
+    write_results(args.out, results)
     return 0
 
 

@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 try:
-    import pythae
     from pythae.models import VAE, VAEConfig
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
@@ -54,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("vaekit_bench_run", ROOT / "bench" / "run.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
+from common import write_results  # noqa: E402
 
 
 class Encoder(BaseEncoder):
@@ -159,10 +157,7 @@ def main() -> int:
     print(f"vaekit / pythae: {res['vaekit_over_pythae']:.2f}x (train_step only: {res['vaekit_over_pythae_train_step']:.2f}x; "
           f"with --precision bf16 --compile: {res['vaekit_bf16_compiled_over_pythae']:.2f}x); "
           f"plain / pythae: {res['plain_over_pythae']:.2f}x; pythae's per-epoch work outside train_step: {p['non_train_step_share']:.1%} of its epoch")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(f"written to {out}")
+    write_results(args.out, res)
     return 0
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
 from run import ROOT, PlainVAE, b1_config  # noqa: E402
 
 import vaekit  # noqa: E402
@@ -108,8 +109,7 @@ def main() -> int:
     for key in [k for k in rows[0] if k.endswith("_neg_elbo")]:
         summary[key.replace("_neg_elbo", "_median")] = statistics.median(r[key] for r in rows)
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=2))
+    write_results(args.out, summary)
     return 0
 
 

@@ -24,8 +24,6 @@ What it measures, in one run:
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import platform
 import resource
@@ -35,13 +33,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import vaekit
+from common import write_results
 from vaekit.config import RunConfig
 from vaekit.data import Dataset, DataSplits, load_data
 from vaekit.evaluation import iw_log_likelihood
@@ -436,10 +434,7 @@ def main() -> int:
     if "breakdown" in parts:
         res["b1_breakdown"] = breakdown(bmnist, b1_config(), args.device, scratch / "bd", steps=50 if args.quick else 200)
     print_table(res)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(f"\nwritten to {out}")
+    write_results(args.out, res)
     return 0
 
 
