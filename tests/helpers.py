@@ -2,6 +2,18 @@
 
 import pytest
 
+from vaekit.config import RunConfig
+
+
+def small_config(*, hidden=(64,), latent_dim=4, epochs=3, lr=3e-3, **train) -> RunConfig:
+    """A small MLP VAE run (batch 64) for tests; ``train`` sets any other ``TrainConfig`` field."""
+    cfg = RunConfig()
+    cfg.model.hidden, cfg.model.latent_dim = hidden, latent_dim
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr = epochs, 64, lr
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
 
 def fit_until_crash(trainer, checkpoints: int, **fit_kwargs) -> list[int]:
     """Run ``trainer.fit`` and simulate a crash (KeyboardInterrupt) right after its ``checkpoints``-th

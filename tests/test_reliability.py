@@ -19,8 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 
@@ -211,13 +213,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_says_how_to_resume(tmp_path, referen
 
 
 # ----- the environment ----------------------------------------------------------------------------
-def small_config(**train) -> RunConfig:
-    cfg = RunConfig()
-    cfg.model.hidden, cfg.model.latent_dim = (32,), 2
-    cfg.train.epochs, cfg.train.batch_size = 1, 64
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg
+small_config = partial(helpers.small_config, hidden=(32,), latent_dim=2, epochs=1, lr=RunConfig().train.lr)  # one epoch, the default lr
 
 
 @pytest.fixture(scope="module")

@@ -1,32 +1,16 @@
 """Training: loss goes down, determinism, save/load round trip, resume, warm-up, non-finite handling."""
 
-import csv
 import json
-import math
 
-import numpy as np
 import pytest
-from helpers import fit_until_crash
+from helpers import fit_until_crash, small_config
 import torch
 
 import vaekit
-from vaekit.config import RunConfig
 from vaekit.data import load_data
 from vaekit.evaluation import elbo_terms
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.training import Trainer, beta_at, resume, train
-
-
-def small_config(**train) -> RunConfig:
-    cfg = RunConfig()
-    cfg.model.hidden = (64,)
-    cfg.model.latent_dim = 4
-    cfg.train.epochs = 3
-    cfg.train.batch_size = 64
-    cfg.train.lr = 3e-3
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg
 
 
 @pytest.fixture(scope="module")

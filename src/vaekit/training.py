@@ -391,9 +391,9 @@ class Trainer:
             loss = per_example.sum() * weight if sharded else per_example.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grads = [p.grad for p in params if p.grad is not None]
             health = loss  # finite iff the loss and every gradient are
             check = check_every_step or (i + 1) % refresh == 0
+            grads = [p.grad for p in params if p.grad is not None] if check else []
             if t.grad_clip:
                 health = loss + torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             elif check:  # the all-reduced gradients' sum: every process takes the same decision
