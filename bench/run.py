@@ -148,13 +148,13 @@ class VaekitWorkload(Workload):
         self.epoch_images = len(data.train)
         self.images = self.epoch_images if max_steps is None else max_steps * config.train.batch_size
         if max_steps is not None:
-            self.trainer.steps_per_epoch = max_steps
+            self.trainer.batches.steps_per_epoch = max_steps
         self.epochs = 0
         self.x = data.train.x[: config.train.batch_size].to(device)
 
     def epoch(self) -> float:
         tr = self.trainer
-        row = tr._train_epoch(self.epochs, progress=False)
+        row = tr.train_epoch(self.epochs)
         tr.state.step_in_epoch = 0
         tr.epoch_sums.zero_()
         self.epochs += 1
@@ -294,16 +294,16 @@ def breakdown(data: DataSplits, config: RunConfig, device: str, out: Path, steps
     shutil.rmtree(out, ignore_errors=True)
     trainer = Trainer(config, out, data=data, device=device)
     trainer.start_run()
-    trainer.steps_per_epoch = steps
-    trainer._train_epoch(0, progress=False)  # warm-up
+    trainer.batches.steps_per_epoch = steps
+    trainer.train_epoch(0)  # warm-up
     trainer.state.step_in_epoch = 0
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    trainer._train_epoch(1, progress=False)
+    trainer.train_epoch(1)
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     trainer.state.step_in_epoch = 0
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t1 = time.perf_counter()
-        trainer._train_epoch(2, progress=False)
+        trainer.train_epoch(2)
         profiled_us = (time.perf_counter() - t1) * 1e6
     shutil.rmtree(out, ignore_errors=True)
     totals = {"gemm": 0.0, "optimizer": 0.0, "elementwise_and_other_kernels": 0.0}

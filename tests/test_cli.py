@@ -168,3 +168,19 @@ def test_train_switches_reach_the_config():
     assert not parse().compile and parse().init_decoder_bias
     assert parse("--compile").compile
     assert not parse("--no-init-decoder-bias").init_decoder_bias
+
+
+def test_train_help_shows_each_default_once_and_the_registered_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text
+    assert text.count("size of z (default 2)") == 1
+    for name in ("bernoulli", "gaussian-learned", "mixture", "salt-pepper", "leaky_relu", "conv"):
+        assert name in text
+
+
+def test_resume_of_a_missing_run_says_it_does_not_exist(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "gone"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such run directory" in err[0] and "started again with the command that started it" in err[0]

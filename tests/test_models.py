@@ -1,14 +1,14 @@
 """Closed forms against Monte Carlo, gradients through rsample, likelihoods against torch.distributions, shapes."""
 
 import math
+import re
 
 import pytest
 import torch
 from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, Normal, kl_divergence
 
 from vaekit.config import ModelConfig
-from vaekit.models import DiagonalNormal, PointMass, StandardNormalPrior, build_model
-from vaekit.models.likelihoods import build_likelihood, likelihood_names
+from vaekit.models import LIKELIHOODS, DiagonalNormal, PointMass, StandardNormalPrior, build_model
 from vaekit.models.posteriors import GaussianPosterior
 from vaekit.objectives import elbo, kl_to_prior
 
@@ -17,7 +17,7 @@ def test_closed_form_kl_is_the_seed_formula_and_matches_monte_carlo():
     torch.manual_seed(0)
     mu, logvar = torch.randn(5, 4), torch.randn(5, 4)
     q = DiagonalNormal(mu, logvar)
-    p = StandardNormalPrior(4)()
+    p = StandardNormalPrior(4)(None)
     closed = kl_divergence(q, p)  # the registered (DiagonalNormal, StandardNormal) closed form
     seed_formula = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(-1)
     torch.testing.assert_close(closed, seed_formula)
@@ -83,7 +83,7 @@ def test_gradient_of_elbo_matches_finite_differences():
 def test_likelihood_log_prob_matches_torch_distributions(name):
     torch.manual_seed(0)
     shape = (1, 3, 2)
-    head = build_likelihood(name, shape, scale=0.7)
+    head = LIKELIHOODS[name](shape, scale=0.7)
     params = torch.randn(5, head.params_per_output, *shape)
     x = torch.rand(5, *shape)
     if name == "bernoulli":
@@ -104,7 +104,7 @@ def test_likelihood_log_prob_matches_torch_distributions(name):
 
 
 def test_all_registered_likelihoods_are_tested():
-    assert set(likelihood_names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared"}
+    assert set(LIKELIHOODS.names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared"}
 
 
 @pytest.mark.parametrize("arch,shape,hidden", [
@@ -226,3 +226,48 @@ def test_conv_parameter_names_are_stable_and_kernels_channels_last():
     kernels = [p for p in model.parameters() if p.dim() == 4]
     assert len(kernels) == 4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
     assert model.encoder.net[:2](torch.rand(3, 1, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
+    from vaekit.config import ModelConfig
+    from vaekit.errors import ConfigError
+    from vaekit.models import ACTIVATIONS, ENCODERS, POSTERIORS, PRIORS
+
+    assert ENCODERS.names() == ["conv", "mlp"] and POSTERIORS.names() == ["ae", "vae"] and PRIORS.names() == ["mixture", "normal"]
+    assert "identity" in ACTIVATIONS.names()
+    for field, words in (("prior", "unknown prior 'vamp'; choose one of mixture, normal"), ("arch", "unknown architecture 'vamp'"),
+                         ("likelihood", "unknown likelihood 'vamp'"), ("kind", "unknown model kind 'vamp'; choose one of ae, vae"),
+                         ("activation", "unknown activation 'vamp'")):
+        config = ModelConfig(input_shape=(1, 8, 8))
+        setattr(config, field, "vamp")
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            build_model(config)
+
+
+def test_a_new_part_is_one_registered_class(monkeypatch):
+    """A prior added by registering one class is built from the config, gets the model when called and trains through elbo."""
+    from torch.distributions import Independent, Normal
+
+    from vaekit.config import ModelConfig
+    from vaekit.models import PRIORS, Prior
+    from vaekit.objectives import elbo
+
+    class ShiftedPrior(Prior):
+        def __init__(self, latent_dim: int):
+            super().__init__()
+            self.shift = torch.nn.Parameter(torch.full((latent_dim,), 0.5))
+
+        @classmethod
+        def from_config(cls, config):
+            return cls(config.latent_dim)
+
+        def forward(self, model):
+            assert model.latent_dim == len(self.shift)  # the prior sees the model it belongs to
+            return Independent(Normal(self.shift, torch.ones_like(self.shift)), 1)
+
+    monkeypatch.setitem(PRIORS._entries, "shifted", ShiftedPrior)
+    model = build_model(ModelConfig(input_shape=(1, 8, 8), latent_dim=3, prior="shifted"))
+    assert isinstance(model.prior_module, ShiftedPrior)
+    x = torch.rand(5, 1, 8, 8)
+    elbo(model, x).loss.sum().backward()
+    assert model.prior_module.shift.grad is not None and model.prior_module.shift.grad.abs().sum() > 0

@@ -72,6 +72,14 @@ def _colours(pic: np.ndarray) -> set[tuple[int, int, int]]:
     return {tuple(c // 16) for c in flat[sat > 80]}
 
 
+TRAIN_BLUE, VALID_ORANGE, BETA_PURPLE = np.array([31, 119, 180]), np.array([255, 127, 14]), np.array([148, 103, 189])  # C0, C1, tab:purple
+
+
+def _pixels_of(pic: np.ndarray, rgb: np.ndarray, tol: int = 60) -> int:
+    """How many pixels of ``pic`` (H, W, 3) are within ``tol`` (summed over channels) of the colour ``rgb``."""
+    return int((np.abs(pic.astype(int) - rgb).sum(-1) < tol).sum())
+
+
 def test_scatter_colours_each_label_and_is_not_blank():
     rng = np.random.default_rng(0)
     xy = rng.normal(size=(300, 2)) + np.repeat(np.arange(3), 100)[:, None] * 4
@@ -91,9 +99,15 @@ def test_training_curves_draw_every_panel():
     ]
     pic = plotting.training_curves(rows, title="t")
     h, w = pic.shape[:2]
-    # each quarter holds a plotted line: coloured pixels in all four panels
-    for quarter in (pic[: h // 2, : w // 2], pic[: h // 2, w // 2 :], pic[h // 2 :, : w // 2], pic[h // 2 :, w // 2 :]):
-        assert len(_colours(quarter)) >= 1
+    quarters = [pic[: h // 2, : w // 2], pic[: h // 2, w // 2 :], pic[h // 2 :, : w // 2], pic[h // 2 :, w // 2 :]]
+    # the three loss panels each draw a training line (matplotlib's first colour) and a validation line (its second) ...
+    for quarter in quarters[:3]:
+        assert _pixels_of(quarter, TRAIN_BLUE) > 50 and _pixels_of(quarter, VALID_ORANGE) > 50
+    # ... and the fourth draws β alone, rising over the epochs: its purple pixels span much of the panel's height
+    beta = quarters[3]
+    assert _pixels_of(beta, TRAIN_BLUE) == 0 and _pixels_of(beta, VALID_ORANGE) == 0
+    rows_with_purple = np.flatnonzero((np.abs(beta.astype(int) - BETA_PURPLE).sum(-1) < 60).any(1))
+    assert rows_with_purple.max() - rows_with_purple.min() > beta.shape[0] // 3
     with pytest.raises(ValueError):
         plotting.training_curves([])
 

@@ -157,7 +157,7 @@ class _Killed(BaseException):
 
 def test_killed_between_weight_files_and_state_json(tmp_path, reference, monkeypatch):
     """The worst moment: new step files written, state.json not yet replaced, a temp file half written."""
-    import vaekit.training as training
+    import vaekit.runs as runs
 
     run, writes = tmp_path / "run", []
 
@@ -170,11 +170,11 @@ def test_killed_between_weight_files_and_state_json(tmp_path, reference, monkeyp
                 raise _Killed
         real(path, obj)
 
-    real = training.atomic_write_json
-    monkeypatch.setattr(training, "atomic_write_json", dies_on_third_checkpoint)
+    real = runs.atomic_write_json
+    monkeypatch.setattr(runs, "atomic_write_json", dies_on_third_checkpoint)
     with pytest.raises(_Killed):
         main([*TRAIN, "--checkpoint-every", "33", "--out", str(run)])
-    monkeypatch.setattr(training, "atomic_write_json", real)
+    monkeypatch.setattr(runs, "atomic_write_json", real)
     state = json.loads((run / "state.json").read_text())
     assert state["step"] == 33  # the step-66 files were written but state.json still names step 33
     assert {p.name for p in (run / "checkpoints").glob("*.safetensors")} >= {"last-000000066.safetensors", "last-000000033.safetensors"}

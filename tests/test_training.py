@@ -1,6 +1,9 @@
 """Training: loss goes down, determinism, save/load round trip, resume, warm-up, non-finite handling."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from helpers import fit_until_crash, small_config
@@ -10,6 +13,8 @@ import vaekit
 from vaekit.data import load_data
 from vaekit.evaluation import elbo_terms
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
+from vaekit.corruption import corrupt
+from vaekit.data.batches import data_order
 from vaekit.training import Trainer, beta_at, resume, train
 
 
@@ -152,17 +157,87 @@ def test_early_stopping_stops(tmp_path, digits):
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "mask", "salt-pepper"])
-def test_denoising_autoencoder_trains(tmp_path, digits, noise):
-    cfg = small_config(epochs=2, noise=noise, noise_level=0.3)
-    cfg.model.kind = "ae"
-    run = train(cfg, tmp_path / "run", data=digits)
-    assert run.model.deterministic
+def test_denoising_autoencoder_trains_on_corrupted_inputs_and_denoises(tmp_path, digits, noise):
+    cfg = small_config(epochs=12, noise=noise, noise_level=0.3)
+    cfg.model.kind, cfg.model.likelihood = "ae", "gaussian"
+    trainer = Trainer(cfg, None, data=digits)
+    _, batch = next(trainer.batches.epoch(0))
+    assert not torch.equal(batch.inputs, batch.target)  # the encoder sees corrupted inputs ...
+    assert torch.equal(batch.target, digits.train.x[data_order(len(digits.train), cfg.train.seed, 0)[: len(batch.target)]])  # ... of clean targets
+    run = trainer.fit(progress=False)
+    assert run.model.deterministic and run.path is None
     assert all(r["valid_kl"] == 0 for r in run.metrics())
+    clean = digits.test.x
+    noisy = corrupt(clean, noise, 0.3, torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        denoised = run.model.decode(run.model.encode(noisy).mean).mean
+    assert (denoised - clean).pow(2).mean() < 0.7 * (noisy - clean).pow(2).mean()  # closer to the clean images than its input
 
 
-def test_iwae_objective_trains(tmp_path, digits):
-    before, run = untrained_and_trained(small_config(epochs=6, n_samples=5, iw=True), tmp_path / "run", digits)
-    assert run.metrics()[-1]["valid_neg_elbo"] < before - 1
+def test_iwae_objective_trains_and_validates_on_its_own_bound(tmp_path, digits):
+    cfg = small_config(epochs=6, n_samples=5, iw=True)
+    before, run = untrained_and_trained(cfg, tmp_path / "run", digits)
+    rows = run.metrics()
+    assert rows[-1]["valid_neg_elbo"] < before - 1
+    # the validation loss (and so early stopping) is the training objective, the IW bound with K = 5:
+    # recomputed from the last weights with the same draws it is the same number, and it is tighter than the ELBO
+    last = vaekit.load(tmp_path / "run", which="last").model
+    bound = elbo_terms(last, digits.valid.x, batch_size=1000, seed=cfg.train.seed, n_samples=5, iw=True).loss.double().mean().item()
+    assert rows[-1]["valid_loss"] == pytest.approx(bound, rel=1e-5)
+    assert all(r["valid_loss"] < r["valid_neg_elbo"] for r in rows)
+
+
+def test_training_in_memory_writes_nothing(tmp_path, digits, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = train(small_config(epochs=2), None, data=digits)
+    assert run.path is None and [int(r["epoch"]) for r in run.metrics()] == [1, 2]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_has_one_writer_at_a_time(tmp_path, digits):
+    first = Trainer(small_config(epochs=1), tmp_path / "run", data=digits)
+    first.start_run()  # holds the run's lock until its fit ends
+    second = Trainer(small_config(epochs=1), tmp_path / "run", data=digits)
+    with pytest.raises(ConfigError, match=rf"being trained by another process \(pid {os.getpid()}\)"):
+        second.restore()
+    first.fit(progress=False)  # releases the lock when done
+    second.restore()
+    assert second.fit(progress=False).metrics()[-1]["epoch"] == 1
+
+
+def test_a_second_writer_on_the_command_line_gets_one_line_and_a_lock_of_a_killed_process_never_blocks(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    cli = [sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--epochs", "1", "--quiet"]
+    busy = subprocess.run(cli, capture_output=True, text=True)
+    assert busy.returncode == 2 and busy.stderr.strip().splitlines() == [
+        f"vaekit: error: {run} is being trained by another process (pid {holder.pid}); wait for it to finish or stop it before resuming"]
+    holder.kill()
+    holder.wait()
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+HOLD_LOCK = """
+import sys, time
+from vaekit.config import RunConfig
+from vaekit.data import load_data
+from vaekit.runs import RunWriter
+config = RunConfig()
+config.train.epochs = 1
+data = load_data("digits")
+config.model.input_shape = data.shape
+writer = RunWriter(sys.argv[1])
+writer.create(config, data.info)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_resuming_a_run_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(CheckpointError, match="no such run directory: .*killed before it created its folder is started again"):
+        resume(tmp_path / "nowhere")
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits):
@@ -186,8 +261,8 @@ def test_nonfinite_skip_policy_counts_skipped_steps(tmp_path, digits):
     cfg = small_config(epochs=1, nonfinite="skip")
     trainer = Trainer(cfg, tmp_path / "run", data=digits)
     trainer.start_run()
-    trainer.x_train = x.clone()
-    trainer.x_train[0, 0, 0, 0] = float("nan")  # one poisoned example -> exactly one bad step
+    trainer.batches.x = x.clone()
+    trainer.batches.x[0, 0, 0, 0] = float("nan")  # one poisoned example -> exactly one bad step
     run = trainer.fit()
     assert run.metrics()[-1]["skipped_steps"] == 1
     assert all(torch.isfinite(p).all() for p in run.model.parameters())

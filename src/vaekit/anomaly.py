@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -249,8 +248,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             train=TrainConfig(epochs=self.epochs, batch_size=max(1, min(self.batch_size, len(fit_rows))), lr=self.lr, beta=self.beta,
                               warmup_epochs=self.warmup_epochs, seed=self.seed_),
         )
-        with _caller_rng_kept(), tempfile.TemporaryDirectory(prefix="vaekit-detector-") as out:
-            run = train(config, Path(out) / "run", data=data, device=self.device)
+        with _caller_rng_kept():
+            run = train(config, None, data=data, device=self.device)  # in memory: no run directory
         self.model_ = run.model.double().eval()
         self.threshold_ = contamination_threshold(self._anomaly_scores(X), self.contamination)
         self.offset_ = -self.threshold_

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaekit.corruption import CORRUPTIONS, UNIT_LEVEL
 from vaekit.errors import ConfigError
 
 CONFIG_VERSION = 1
 PRECISIONS = ("fp32", "bf16")  # TrainConfig.precision
+NONFINITE_POLICIES = ("stop", "skip")  # TrainConfig.nonfinite
 
 
 @dataclass
@@ -53,19 +55,19 @@ class DataConfig:
 class ModelConfig:
     """What network to build; ``vaekit.models.build_model`` turns it into a module.
 
-    kind: ``vae`` (Gaussian posterior) or ``ae`` (deterministic bottleneck).
-    arch: ``mlp`` (any input, flattened) or ``conv`` (images: strided Conv2d down, ConvTranspose2d up).
+    Each part is named by a registry of ``vaekit.models`` (the names and what each builds: the
+    registered classes' docstrings, ``vaekit train --help``).
+
+    kind: the posterior head, a name of ``POSTERIORS`` (``vae``: Gaussian; ``ae``: point mass).
+    arch: the encoder and decoder networks, a name of ``ENCODERS`` and ``DECODERS``.
     input_shape: shape of one example, (C, H, W) or (D,). Filled from the data.
     latent_dim: size of z.
     hidden: MLP hidden sizes, or conv channels per stride-2 stage.
-    activation: ``relu``, ``gelu``, ``silu``, ``tanh``, ``elu``, ``leaky_relu`` or ``identity`` (a linear model).
+    activation: a name of ``ACTIVATIONS`` (``identity``: a linear model).
     conv_dense: width of the dense layer between the conv stack and the latent (0: none).
-    likelihood: p(x|z): ``bernoulli``, ``gaussian`` (fixed scale), ``gaussian-learned`` (one scale per
-        output, predicted by the decoder), ``gaussian-shared`` (one learned scale per dimension),
-        ``continuous-bernoulli``.
+    likelihood: p(x|z), a name of ``LIKELIHOODS``.
     likelihood_scale: the fixed standard deviation of ``gaussian``.
-    prior: ``normal`` (standard normal, closed-form KL) or ``mixture`` (learned Gaussian mixture,
-        Monte Carlo KL).
+    prior: p(z), a name of ``PRIORS``.
     prior_components: number of mixture components.
     """
 
@@ -91,8 +93,8 @@ class TrainConfig:
     warmup_epochs: β rises linearly from 0 to ``beta`` over this many epochs (0: off).
     n_samples: latent samples per example in the objective.
     iw: use the importance-weighted bound over ``n_samples`` (IWAE) instead of the averaged ELBO.
-    noise, noise_level: input corruption for denoising training: ``none``, ``gaussian`` (std),
-        ``mask`` (drop probability) or ``salt-pepper`` (flip probability); the target stays clean.
+    noise, noise_level: input corruption for denoising training, a name of ``vaekit.corruption.CORRUPTIONS``
+        (the level is a std or a probability); the target stays clean.
     grad_clip: clip the gradient norm to this (0: off).
     patience: stop after this many epochs without a better validation loss (0: off).
     seed: seed of initialisation, data order and sampling.
@@ -219,19 +221,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 MAX_SAMPLES = 10_000  # latent samples per example in training (evaluation chunks over K instead)
 MAX_THREADS = 256
 
-ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu", "leaky_relu", "identity")
-
-
 def validate(config: RunConfig) -> None:
-    """Raise ``ConfigError`` naming the first invalid setting."""
+    """Raise ``ConfigError`` naming the first invalid setting. The model's part names are checked
+    against their registries by ``vaekit.models.check_parts`` (the models build on this module)."""
     m, t, d = config.model, config.train, config.data
     checks = [
-        (m.kind in ("vae", "ae"), f"model kind must be 'vae' or 'ae', got {m.kind!r}"),
-        (m.arch in ("mlp", "conv"), f"arch must be 'mlp' or 'conv', got {m.arch!r}"),
         (m.latent_dim >= 1, f"latent dim must be at least 1, got {m.latent_dim}"),
         (all(h >= 1 for h in m.hidden), f"hidden sizes must be positive, got {list(m.hidden)}"),
         (m.arch == "mlp" or len(m.hidden) >= 1, "a conv model needs at least one channel stage (--hidden)"),
-        (m.activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}, got {m.activation!r}"),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),
         (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
         (m.conv_dense >= 0, f"conv dense width must be >= 0, got {m.conv_dense}"),
@@ -242,13 +239,13 @@ def validate(config: RunConfig) -> None:
         (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
         (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),
-        (t.noise in ("none", "gaussian", "mask", "salt-pepper"), f"unknown noise {t.noise!r}"),
+        (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
-        (t.noise not in ("mask", "salt-pepper") or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),
+        (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),
         (t.grad_clip >= 0, f"gradient clip must be >= 0, got {t.grad_clip}"),
         (t.patience >= 0, f"patience must be >= 0, got {t.patience}"),
         (0 <= t.threads <= MAX_THREADS, f"threads must be in [0, {MAX_THREADS}], got {t.threads}"),
-        (t.nonfinite in ("stop", "skip"), f"nonfinite policy must be 'stop' or 'skip', got {t.nonfinite!r}"),
+        (t.nonfinite in NONFINITE_POLICIES, f"nonfinite policy must be one of {', '.join(NONFINITE_POLICIES)}, got {t.nonfinite!r}"),
         (t.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),
         (t.checkpoint_every >= 0, f"checkpoint-every must be >= 0, got {t.checkpoint_every}"),
         (0 < d.valid_fraction < 1, f"validation fraction must be in (0, 1), got {d.valid_fraction}"),

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
 
 from vaekit.errors import ConfigError
-from vaekit.objectives import ELBOTerms, elbo, kl_to_prior
+from vaekit.latent import kl_per_dim
+from vaekit.objectives import ELBOTerms, elbo
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,21 @@ def _rng_devices(device: torch.device) -> list:
 
 
 @torch.inference_mode()
-def elbo_terms(model, x: torch.Tensor, *, target: torch.Tensor | None = None, batch_size: int = 1000, n_samples: int = 1, seed: int = 0) -> ELBOTerms:
+def elbo_terms(
+    model,
+    x: torch.Tensor,
+    *,
+    target: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    n_samples: int = 1,
+    seed: int = 0,
+    beta: float = 1.0,
+    iw: bool = False,
+) -> ELBOTerms:
     """Per-example ELBO terms (N,) for all of ``x`` (N, *shape), in batches, with a fixed seed for
-    the latent samples (so the numbers are reproducible and the caller's RNG is untouched)."""
+    the latent samples (so the numbers are reproducible and the caller's RNG is untouched).
+    ``beta``, ``n_samples`` and ``iw`` are ``elbo``'s: with a run's training settings, ``loss`` is
+    the training objective on these examples (its validation loss)."""
     was_training = model.training
     model.eval()
     device = model.device
@@ -36,7 +48,7 @@ def elbo_terms(model, x: torch.Tensor, *, target: torch.Tensor | None = None, ba
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device, non_blocking=True)
             tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
-            parts.append(elbo(model, xb, tb, n_samples=n_samples))
+            parts.append(elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw))
     model.train(was_training)
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
 
@@ -70,13 +82,6 @@ def fixed_noise(model, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn((n, 1, model.latent_dim), generator=g).to(model.device)  # (n, 1, L)
 
 
-def _latents(q: Distribution, noise: torch.Tensor | None) -> torch.Tensor:
-    """z (S, B, L): the posterior mean (S = 1) when ``noise`` is None, else E_q[z] + std_q[z] · ε."""
-    if noise is None:
-        return q.mean.unsqueeze(0)  # (1, B, L)
-    return q.mean + q.stddev * noise  # (S, B, L)
-
-
 @dataclass
 class ExampleScores:
     """Per-example values (N,) at fixed latent draws.
@@ -100,18 +105,12 @@ def example_scores(model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, b
     was_training = model.training
     model.eval()
     device = model.device
-    noise = fixed_noise(model, samples, seed) if samples > 0 and not model.deterministic else None
+    noise = fixed_noise(model, samples, seed) if samples > 0 else torch.zeros(1, 1, model.latent_dim, device=device)  # (S, 1, L)
     neg_elbo, sq = [], []
     for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)  # (B, *shape)
-        b = len(xb)
-        q = model.encode(xb)
-        z = _latents(q, noise)  # (S, B, L)
-        px = model.decode(z)  # batch (S, B)
-        rec = px.log_prob(xb).mean(0)  # (B,); xb broadcasts over the samples
-        kl = torch.zeros_like(rec) if model.deterministic else kl_to_prior(q, model.prior(), z)
-        neg_elbo.append(kl - rec)
-        sq.append((px.mean - xb).pow(2).flatten(2).sum(2).mean(0))  # (B,)
+        terms = elbo(model, x[start : start + batch_size].to(device), noise=noise, squared_error=True)
+        neg_elbo.append(terms.neg_elbo)
+        sq.append(terms.squared_error)
     model.train(was_training)
     return ExampleScores(torch.cat(neg_elbo), torch.cat(sq))
 
@@ -172,24 +171,14 @@ def iw_log_likelihood(
     batch_size = max(1, min(batch_size, max_rows))
     chunk = max(1, min(k, max_rows // batch_size))  # samples per decoder call, fixed for every batch
     noise = fixed_noise(model, k, seed) if common_noise else None  # (K, 1, L)
-    p = model.prior()
     out = []
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device)  # (B, *shape)
-            b = len(xb)
-            q = model.encode(xb)
-            acc = torch.full((b,), -math.inf, dtype=q.mean.dtype, device=device)  # running logsumexp of log w
-            for s0 in range(0, k, chunk):
-                c = min(chunk, k - s0)
-                z = q.sample((c,)) if noise is None else _latents(q, noise[s0 : s0 + c])  # (c, B, L)
-                log_px = model.decode(z).log_prob(xb)  # (c, B); xb broadcasts over the samples
-                log_w = log_px + p.log_prob(z) - q.log_prob(z)  # (c, B)
-                acc = torch.logaddexp(acc, torch.logsumexp(log_w, 0))
-            out.append(acc - math.log(k))
+            out.append(-elbo(model, xb, n_samples=k, iw=True, noise=noise, chunk=chunk).loss)  # (B,)
             if progress is not None:
-                progress(min(start + b, len(x)))
+                progress(min(start + len(xb), len(x)))
     model.train(was_training)
     return torch.cat(out)
 
@@ -215,8 +204,8 @@ def summarize_log_likelihood(log_px: torch.Tensor, dims: int) -> dict[str, float
 class LatentDiagnostics:
     """How the latent units are used over a set of examples.
 
-    kl_per_dim: (L,) mean KL(q(z_u|x) || p(z_u)) per unit in nats; None when the posterior or the
-        prior does not factorise over units with a closed form (a mixture prior, an autoencoder).
+    kl_per_dim: (L,) mean KL(q(z_u|x) || p(z_u)) per unit in nats (``vaekit.latent.kl_per_dim``:
+        closed form, or Monte Carlo against a mixture prior's marginals); None for an autoencoder.
     activity: (L,) Cov_x(E_q[z_u]), the variance over examples of each unit's posterior mean.
     threshold: a unit is active when its activity exceeds this.
     """
@@ -243,33 +232,18 @@ class LatentDiagnostics:
         }
 
 
-def _kl_per_unit(q: Distribution, p: Distribution) -> torch.Tensor | None:
-    """KL per unit (B, L) when q and p are both ``Independent`` over units with a registered KL."""
-    if not (isinstance(q, Independent) and isinstance(p, Independent)):
-        return None
-    try:
-        return kl_divergence(q.base_dist, p.base_dist)
-    except NotImplementedError:
-        return None
-
-
 @torch.inference_mode()
 def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000) -> LatentDiagnostics:
     """KL per latent dimension and active units over the examples ``x`` (N, *shape)."""
     was_training = model.training
     model.eval()
     device = model.device
-    p = None if model.deterministic else model.prior()
-    means, kls = [], []
-    for start in range(0, len(x), batch_size):
-        q = model.encode(x[start : start + batch_size].to(device))
-        means.append(q.mean.double())  # (B, L)
-        kls.append(None if p is None else _kl_per_unit(q, p))
+    means = [model.encode(x[start : start + batch_size].to(device)).mean.double() for start in range(0, len(x), batch_size)]  # (B, L) each
     model.train(was_training)
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
-    kl = None if any(k is None for k in kls) else torch.cat(kls).double().mean(0)
-    return LatentDiagnostics(kl_per_dim=None if kl is None else kl.cpu(), activity=activity.cpu(), threshold=threshold)
+    kl = None if model.deterministic else kl_per_dim(model, x, batch_size=batch_size)
+    return LatentDiagnostics(kl_per_dim=kl, activity=activity.cpu(), threshold=threshold)
 
 
 def collapse_message(diag: LatentDiagnostics, *, min_active_fraction: float = 0.1) -> str | None:

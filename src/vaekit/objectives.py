@@ -1,4 +1,9 @@
-"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE and the plain autoencoder."""
+"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE and the plain autoencoder.
+
+Training, validation, evaluation over a split, per-example (anomaly) scores and the
+importance-weighted log-likelihood estimate all call ``elbo``; they differ only in its arguments
+(β, the number of samples, importance weighting, fixed draws, chunking over samples).
+"""
 
 from __future__ import annotations
 
@@ -16,29 +21,50 @@ class ELBOTerms:
     loss: what training minimises: -(reconstruction_ll - β·KL), or -IW bound when ``iw``.
     reconstruction: E_q[log p(x|z)] (nats; higher is better).
     kl: KL(q(z|x) || p(z)) (nats; closed form where registered, else Monte Carlo).
+    squared_error: E_q ||x - E[x|z]||² of the decoder mean, when ``elbo`` was asked for it.
     """
 
     loss: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
+    squared_error: torch.Tensor | None = None
 
     @property
     def neg_elbo(self) -> torch.Tensor:
         return self.kl - self.reconstruction  # (B,)
 
 
-def kl_to_prior(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(q || p) per example (B,): closed form from ``torch.distributions``' registry when one
-    exists, else the Monte Carlo mean of log q(z) - log p(z) over samples z (S, B, L)."""
+def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
+    """KL(q || p) per example (B,) from ``torch.distributions``' registry, or None where no closed form is registered."""
     try:
         return kl_divergence(q, p)
     except NotImplementedError:
-        if z is None:
-            z = q.rsample((1,))
-        return (q.log_prob(z) - p.log_prob(z)).mean(0)
+        return None
 
 
-def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, beta: float = 1.0, n_samples: int = 1, iw: bool = False) -> ELBOTerms:
+def kl_to_prior(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q || p) per example (B,): closed form when one exists, else the Monte Carlo mean of
+    log q(z) - log p(z) over samples z (S, B, L) (one fresh draw when ``z`` is None)."""
+    kl = closed_form_kl(q, p)
+    if kl is not None:
+        return kl
+    if z is None:
+        z = q.rsample((1,))
+    return (q.log_prob(z) - p.log_prob(z)).mean(0)
+
+
+def elbo(
+    model,
+    x: torch.Tensor,
+    target: torch.Tensor | None = None,
+    *,
+    beta: float | torch.Tensor = 1.0,
+    n_samples: int = 1,
+    iw: bool = False,
+    noise: torch.Tensor | None = None,
+    chunk: int | None = None,
+    squared_error: bool = False,
+) -> ELBOTerms:
     """Evidence lower bound terms for a batch.
 
     model: a ``LatentVariableModel`` (``encode``, ``decode``, ``prior``).
@@ -46,31 +72,56 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, beta: fl
     target: (B, *shape) what the decoder must explain; defaults to ``x``.
     beta: KL weight (β-VAE), a float or a 0-d tensor; ignored for a deterministic encoder (a plain autoencoder).
     n_samples: S latent samples per example, z = μ + σ·ε via ``rsample``.
-    iw: use the importance-weighted bound log (1/S) Σ_s p(x, z_s) / q(z_s|x) (Burda et al.) as the loss.
+    iw: the loss is the importance-weighted bound -log (1/S) Σ_s p(x|z_s) (p(z_s) / q(z_s|x))^β
+        (Burda et al.; β = 1 is the IWAE bound, and -loss then estimates log p(x)).
+    noise: fixed standard-normal draws ε (S, 1, L) or (S, B, L) instead of fresh ones: z_s = E_q[z] +
+        std_q[z]·ε_s (common random numbers; zeros give the posterior mean). S = len(noise).
+    chunk: samples decoded together (default: all S); the terms are accumulated over chunks (a
+        running sum of log p(x|z), a running logsumexp of the weights), so memory is bounded whatever S is.
+    squared_error: also return E_q ||x - E[x|z]||² over the same draws.
     """
     target = x if target is None else target
     q = model.encode(x)
     if model.deterministic:
         px = model.decode(q.mean)
         rec = px.log_prob(target)  # (B,)
-        zero = torch.zeros_like(rec)
-        return ELBOTerms(loss=-rec, reconstruction=rec, kl=zero)
+        error = _squared_error(px, target).squeeze(0) if squared_error else None
+        return ELBOTerms(loss=-rec, reconstruction=rec, kl=torch.zeros_like(rec), squared_error=error)
     p = model.prior()
-    if n_samples == 1 and not iw:
+    if n_samples == 1 and not iw and noise is None and not squared_error:  # the training step: one draw
         z = q.rsample()  # (B, L)
         rec = model.decode(z).log_prob(target)  # (B,)
         kl = kl_to_prior(q, p, z.unsqueeze(0))
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
-    z = q.rsample((n_samples,))  # (S, B, L)
-    log_px = model.decode(z).log_prob(target)  # batch (S, B); the target broadcasts over samples
-    rec = log_px.mean(0)  # (B,)
-    if iw:
-        log_pz, log_qz = p.log_prob(z), q.log_prob(z)  # (S, B)
-        kl = kl_to_prior(q, p, z)
-        bound = torch.logsumexp(log_px + beta * (log_pz - log_qz), 0) - math.log(n_samples)  # (B,)
-        return ELBOTerms(loss=-bound, reconstruction=rec, kl=kl)
-    kl = kl_to_prior(q, p, z)
-    return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
+    s_total = n_samples if noise is None else len(noise)
+    chunk = s_total if chunk is None else max(1, chunk)
+    closed = closed_form_kl(q, p)
+    rec_sum = log_ratio_sum = error_sum = 0.0
+    log_w_sum = None  # running logsumexp of the importance log-weights (B,)
+    for s0 in range(0, s_total, chunk):
+        c = min(chunk, s_total - s0)
+        z = q.rsample((c,)) if noise is None else q.mean + q.stddev * noise[s0 : s0 + c]  # (c, B, L)
+        px = model.decode(z)  # batch (c, B)
+        log_px = px.log_prob(target)  # (c, B); the target broadcasts over the samples
+        rec_sum = rec_sum + log_px.sum(0)
+        if squared_error:
+            error_sum = error_sum + _squared_error(px, target).sum(0)
+        if iw or closed is None:
+            log_ratio = p.log_prob(z) - q.log_prob(z)  # (c, B): log p(z) - log q(z|x)
+            log_ratio_sum = log_ratio_sum + log_ratio.sum(0)
+        if iw:
+            chunk_lse = torch.logsumexp(log_px + beta * log_ratio, 0)
+            log_w_sum = chunk_lse if log_w_sum is None else torch.logaddexp(log_w_sum, chunk_lse)
+    rec = rec_sum / s_total
+    kl = closed if closed is not None else -log_ratio_sum / s_total
+    loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
+    return ELBOTerms(loss=loss, reconstruction=rec, kl=kl, squared_error=error_sum / s_total if squared_error else None)
+
+
+def _squared_error(px: Distribution, target: torch.Tensor) -> torch.Tensor:
+    """||x - E[x|z]||² per draw: (S, B) for p(x|z) of batch (S, B), (1, B) for batch (B,)."""
+    diff = (px.mean - target).pow(2)
+    return diff.reshape(*px.batch_shape, -1).sum(-1).reshape(-1, target.shape[0])
 
 
 def _weighted(kl: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:

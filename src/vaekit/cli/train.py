@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from vaekit.cli.common import positive_int, resolve_device
-from vaekit.config import RunConfig
-from vaekit.models.likelihoods import likelihood_names
+from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.corruption import CORRUPTIONS
+from vaekit.data.base import dataset_names
+from vaekit.models import ACTIVATIONS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
 _FIELDS = {
@@ -51,6 +53,18 @@ _FIELDS = {
 }
 
 CONV_DEFAULT_CHANNELS = (32, 64)
+_DEFAULTS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
+
+
+def default(flag: str) -> str:
+    """'default X' for the config field behind ``flag`` (the dataclasses hold the defaults, once)."""
+    section, name = _FIELDS[flag]
+    value = getattr(_DEFAULTS[section], name)
+    return "default " + (" ".join(map(str, value)) if isinstance(value, tuple) else str(value))
+
+
+def choices_help(flag: str, registry) -> str:
+    return f"{', '.join(registry.names())} ({default(flag)})"
 
 
 def register(sub) -> None:
@@ -58,53 +72,57 @@ def register(sub) -> None:
         "train",
         help="train a VAE or autoencoder",
         description="Train a VAE (or a plain/denoising autoencoder) and write a run directory with config, weights, metrics and figures.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="digits (embedded, default), mnist, fashion-mnist, binarized-mnist, or a path (.npy/.npz/.csv/.amat/image folder)")
+    g.add_argument("--dataset", help=f"a dataset name ({', '.join(dataset_names())}; digits is embedded) or a path "
+                                     f"(.npy/.npz/.csv/.amat/image folder) ({default('dataset')})")
     g.add_argument("--data-dir", help="folder with downloaded datasets (default: $VAEKIT_DATA_DIR or ~/.cache/vaekit)")
     g.add_argument("--download", action="store_true", default=None, help="download a missing MNIST-family dataset (checksums verified)")
-    g.add_argument("--valid-fraction", type=float, help="share of training data held out for validation (default 0.1)")
-    g.add_argument("--split-seed", type=int, help="seed of the train/validation split (default 0)")
+    g.add_argument("--valid-fraction", type=float, help=f"share of training data held out for validation ({default('valid_fraction')})")
+    g.add_argument("--split-seed", type=int, help=f"seed of the train/validation split ({default('split_seed')})")
     g.add_argument("--binarize", action="store_true", default=None, help="dynamic binarization: a fresh Bernoulli draw of each batch")
     g.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"), help="resize image folders to H x W")
     g.add_argument("--memmap", action=argparse.BooleanOptionalAction, default=None,
                    help="read a .npy file or a folder of .npy shards memory-mapped, batch by batch, in a shuffled order of "
                         "contiguous blocks (default: automatic: shard folders, and .npy files too big for memory)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=["vae", "ae"], help="vae (default) or ae (plain autoencoder)")
-    g.add_argument("--arch", choices=["mlp", "conv"], help="network: mlp (default) or conv (images)")
-    g.add_argument("--latent-dim", type=int, help="size of z (default 2)")
-    g.add_argument("--hidden", type=int, nargs="+", help="MLP hidden sizes or conv channels per stage (default 256 128; conv 32 64)")
-    g.add_argument("--activation", help="relu (default), gelu, silu, tanh, elu, leaky_relu, identity")
-    g.add_argument("--conv-dense", type=int, help="dense layer width between conv stack and latent (default 0: none)")
-    g.add_argument("--likelihood", choices=likelihood_names(), help="p(x|z) (default bernoulli)")
-    g.add_argument("--sigma", type=float, help="fixed standard deviation of the gaussian likelihood (default 1)")
-    g.add_argument("--prior", choices=["normal", "mixture"], help="p(z): normal (default) or a learned Gaussian mixture")
-    g.add_argument("--prior-components", type=int, help="mixture prior components (default 10)")
+    g.add_argument("--model", choices=POSTERIORS.names(), metavar="KIND",
+                   help=f"posterior: vae (Gaussian) or ae (point mass, a plain autoencoder): {choices_help('model', POSTERIORS)}")
+    g.add_argument("--arch", choices=ENCODERS.names(), metavar="ARCH", help=f"encoder and decoder network: {choices_help('arch', ENCODERS)}")
+    g.add_argument("--latent-dim", type=int, help=f"size of z ({default('latent_dim')})")
+    g.add_argument("--hidden", type=int, nargs="+",
+                   help=f"MLP hidden sizes or conv channels per stage ({default('hidden')}; conv {' '.join(map(str, CONV_DEFAULT_CHANNELS))})")
+    g.add_argument("--activation", choices=ACTIVATIONS.names(), metavar="NAME", help=choices_help("activation", ACTIVATIONS))
+    g.add_argument("--conv-dense", type=int, help=f"dense layer width between conv stack and latent, 0: none ({default('conv_dense')})")
+    g.add_argument("--likelihood", choices=LIKELIHOODS.names(), metavar="NAME", help=f"p(x|z): {choices_help('likelihood', LIKELIHOODS)}")
+    g.add_argument("--sigma", type=float, help=f"fixed standard deviation of the gaussian likelihood ({default('sigma')})")
+    g.add_argument("--prior", choices=PRIORS.names(), metavar="NAME", help=f"p(z): {choices_help('prior', PRIORS)}")
+    g.add_argument("--prior-components", type=int, help=f"mixture prior components ({default('prior_components')})")
     g = p.add_argument_group("objective and optimisation")
-    g.add_argument("--epochs", type=int, help="training epochs (default 30)")
-    g.add_argument("--batch-size", type=int, help="examples per step and process (default 100); with N processes a step takes N x this")
-    g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
-    g.add_argument("--beta", type=float, help="KL weight β (default 1)")
-    g.add_argument("--warmup", type=int, help="KL warm-up: β rises linearly from 0 over this many epochs (default 0)")
-    g.add_argument("--samples", type=int, help="latent samples per example (default 1)")
+    g.add_argument("--epochs", type=int, help=f"training epochs ({default('epochs')})")
+    g.add_argument("--batch-size", type=int, help=f"examples per step and process ({default('batch_size')}); with N processes a step takes N x this")
+    g.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr')})")
+    g.add_argument("--weight-decay", type=float, help=f"Adam weight decay ({default('weight_decay')})")
+    g.add_argument("--beta", type=float, help=f"KL weight β ({default('beta')})")
+    g.add_argument("--warmup", type=int, help=f"KL warm-up: β rises linearly from 0 over this many epochs ({default('warmup')})")
+    g.add_argument("--samples", type=int, help=f"latent samples per example ({default('samples')})")
     g.add_argument("--iw-samples", type=int, metavar="K", help="train on the importance-weighted bound with K samples (IWAE)")
-    g.add_argument("--noise", choices=["none", "gaussian", "mask", "salt-pepper"], help="denoising: corrupt inputs, reconstruct clean targets")
+    g.add_argument("--noise", choices=CORRUPTIONS.names(), metavar="KIND",
+                   help=f"denoising: corrupt inputs, reconstruct clean targets: {choices_help('noise', CORRUPTIONS)}")
     g.add_argument("--noise-level", type=float, help="noise std (gaussian) or probability (mask, salt-pepper)")
-    g.add_argument("--grad-clip", type=float, help="clip the gradient norm (default 0: off)")
-    g.add_argument("--patience", type=int, help="early stopping after this many epochs without improvement (default 0: off)")
-    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--grad-clip", type=float, help=f"clip the gradient norm, 0: off ({default('grad_clip')})")
+    g.add_argument("--patience", type=int, help=f"early stopping after this many epochs without improvement, 0: off ({default('patience')})")
+    g.add_argument("--seed", type=int, help=f"random seed ({default('seed')})")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    g.add_argument("--nonfinite", choices=["stop", "skip"], help="on a NaN/Inf loss: stop (default) or skip the step")
+    g.add_argument("--nonfinite", choices=NONFINITE_POLICIES, help=f"on a NaN/Inf loss: stop or skip the step ({default('nonfinite')})")
     g.add_argument("--init-decoder-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="start the decoder's output bias at the training data's mean (default on)")
-    g.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="bf16: matrix products in bfloat16 (autocast), the rest float32; for GPUs and CPUs with bf16 instructions (default fp32)")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help=f"bf16: matrix products in bfloat16 (autocast), the rest float32; for GPUs and CPUs with bf16 instructions "
+                        f"({default('precision')})")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compile the training loss with torch.compile: faster steps after a compile of ~10 s, for long runs (default off)")
-    g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default 0: each epoch)")
+    g.add_argument("--checkpoint-every", type=int, help=f"also checkpoint every N steps, 0: each epoch ({default('checkpoint_every')})")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="JSON", help="start from this config file (flags override it)")
     g.add_argument("--out", metavar="DIR", help="run directory (default: runs/DATASET-MODEL-TIME)")

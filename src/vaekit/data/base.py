@@ -72,6 +72,11 @@ class DataSplits:
     def is_image(self) -> bool:
         return len(self.shape) == 3
 
+    @property
+    def streaming(self) -> bool:
+        """The training examples are read from disk batch by batch (a memory-mapped array), not held in memory."""
+        return not isinstance(self.train.x, torch.Tensor)
+
 
 Loader = Callable[..., DataSplits]
 _DATASETS: dict[str, Loader] = {}

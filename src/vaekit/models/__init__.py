@@ -1,23 +1,24 @@
-"""Model parts: networks, posterior heads, likelihood heads, priors and the model that joins them."""
+"""Model parts: networks, posterior heads, likelihood heads, priors and the model that joins them.
 
-from vaekit.models.likelihoods import LikelihoodHead, build_likelihood, likelihood_names, register_likelihood
-from vaekit.models.model import LatentVariableModel, build_model
-from vaekit.models.posteriors import DeterministicPosterior, DiagonalNormal, GaussianPosterior, PointMass
-from vaekit.models.priors import MixturePrior, StandardNormal, StandardNormalPrior, build_prior
+Each kind of part has an abstract base class and a registry of named implementations, chosen by
+a field of ``ModelConfig``:
+
+- encoder and decoder networks: ``Encoder`` / ``Decoder``, in ``ENCODERS`` / ``DECODERS`` (``arch``);
+- the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (``kind``);
+- the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
+- the prior p(z): ``Prior``, in ``PRIORS`` (``prior``).
+"""
+
+from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
+from vaekit.models.model import LatentVariableModel, build_model, check_parts
+from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
+from vaekit.models.posteriors import POSTERIORS, DeterministicPosterior, DiagonalNormal, GaussianPosterior, PointMass, PosteriorHead
+from vaekit.models.priors import PRIORS, MixturePrior, Prior, StandardNormal, StandardNormalPrior
 
 __all__ = [
-    "LatentVariableModel",
-    "build_model",
-    "GaussianPosterior",
-    "DeterministicPosterior",
-    "PointMass",
-    "DiagonalNormal",
-    "StandardNormal",
-    "LikelihoodHead",
-    "build_likelihood",
-    "likelihood_names",
-    "register_likelihood",
-    "StandardNormalPrior",
-    "MixturePrior",
-    "build_prior",
+    "LatentVariableModel", "build_model", "check_parts",
+    "Encoder", "Decoder", "ENCODERS", "DECODERS", "ACTIVATIONS",
+    "PosteriorHead", "POSTERIORS", "GaussianPosterior", "DeterministicPosterior", "PointMass", "DiagonalNormal",
+    "LikelihoodHead", "LIKELIHOODS", "register_likelihood",
+    "Prior", "PRIORS", "StandardNormal", "StandardNormalPrior", "MixturePrior",
 ]

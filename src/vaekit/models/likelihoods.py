@@ -2,59 +2,52 @@
 
 A head takes the decoder's parameters (*batch, k, *shape) -- k = ``head.params_per_output`` -- and
 returns a distribution with batch shape ``batch`` (usually (B,)) and event shape ``shape``, so
-``log_prob(x)`` is (*batch,), broadcasting x against the batch, and ``.mean`` is the decoder mean. Heads are registered by name with ``register_likelihood``.
+``log_prob(x)`` is (*batch,), broadcasting x against the batch, and ``.mean`` is the decoder mean.
+Heads are registered by name in ``LIKELIHOODS`` (``@register_likelihood(name)``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
-from vaekit.errors import ConfigError
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.config import ModelConfig
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 5.0  # keep learned Gaussian scales in a numerically safe range
 
-_LIKELIHOODS: dict[str, Callable[..., "LikelihoodHead"]] = {}
+LIKELIHOODS: Registry[type[LikelihoodHead]] = Registry("likelihood")
+register_likelihood = LIKELIHOODS.register  # the decorator a new head is registered with
 
 
-def register_likelihood(name: str):
-    def wrap(cls):
-        _LIKELIHOODS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
-
-
-def likelihood_names() -> list[str]:
-    return sorted(_LIKELIHOODS)
-
-
-def build_likelihood(name: str, shape: tuple[int, ...], scale: float = 1.0) -> "LikelihoodHead":
-    if name not in _LIKELIHOODS:
-        raise ConfigError(f"unknown likelihood {name!r}; choose one of {', '.join(likelihood_names())}")
-    return _LIKELIHOODS[name](shape=shape, scale=scale)
-
-
-class LikelihoodHead(nn.Module):
+class LikelihoodHead(nn.Module, ABC):
     """Interface. ``params_per_output``: channels the decoder must produce per data value.
-    ``support``: ``binary``, ``unit`` or ``real`` -- the data values the distribution accepts."""
+    ``support``: ``unit`` or ``real`` -- the data values the distribution accepts."""
 
-    name: str
-    params_per_output: int = 1
-    support: str = "real"
+    name: ClassVar[str]
+    params_per_output: ClassVar[int] = 1
+    support: ClassVar[str] = "real"
 
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
         super().__init__()
         self.event_dims = len(shape)
 
-    def forward(self, params: torch.Tensor) -> Distribution:  # pragma: no cover - interface
-        raise NotImplementedError
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> LikelihoodHead:
+        """The head for data of ``config.input_shape`` (``likelihood_scale``: a fixed scale, where one is used)."""
+        return cls(shape=tuple(config.input_shape), scale=config.likelihood_scale)
+
+    @abstractmethod
+    def forward(self, params: torch.Tensor) -> Distribution:
+        """p(x|z) from decoder outputs (*batch, k, *shape): batch shape ``batch``, event ``shape``."""
 
     def output_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
         """Decoder outputs (k, *shape) under which p(x|z) has the data's per-dimension ``mean``

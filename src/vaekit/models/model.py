@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaekit.config import ModelConfig, validate, RunConfig
-from vaekit.models.likelihoods import build_likelihood
-from vaekit.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from vaekit.models.posteriors import DeterministicPosterior, GaussianPosterior, full_precision
-from vaekit.models.priors import build_prior
-from vaekit.errors import ConfigError
+from vaekit.config import ModelConfig, RunConfig, validate
+from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
+from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
+from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
+from vaekit.models.priors import PRIORS, Prior
+from vaekit.objectives import elbo
 
 
 class LatentVariableModel(nn.Module):
@@ -26,7 +26,8 @@ class LatentVariableModel(nn.Module):
     shape (B,) (or () for the prior) and event shapes (L,) and input_shape.
     """
 
-    def __init__(self, encoder: nn.Module, posterior: nn.Module, decoder: nn.Module, likelihood: nn.Module, prior: nn.Module, config: ModelConfig):
+    def __init__(self, encoder: Encoder, posterior: PosteriorHead, decoder: Decoder, likelihood: LikelihoodHead, prior: Prior,
+                 config: ModelConfig):
         super().__init__()
         self.encoder, self.posterior = encoder, posterior
         self.decoder, self.likelihood = decoder, likelihood
@@ -72,29 +73,29 @@ class LatentVariableModel(nn.Module):
             self.decoder.set_output_bias(params.to(next(self.parameters())))
 
     def prior(self) -> Distribution:
-        return self.prior_module()
+        """p(z): batch shape (), event shape (L,). The prior module gets the model (a VampPrior runs the encoder)."""
+        return self.prior_module(self)
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, **objective):
-        from vaekit.objectives import elbo
-
+        """The objective (``vaekit.objectives.elbo``): so DistributedDataParallel can wrap the model as it is."""
         return elbo(self, x, target, **objective)
 
 
+def check_parts(config: ModelConfig) -> None:
+    """Raise ``ConfigError`` unless every part ``config`` names is registered."""
+    for registry, name in ((POSTERIORS, config.kind), (ENCODERS, config.arch), (DECODERS, config.arch),
+                           (ACTIVATIONS, config.activation), (LIKELIHOODS, config.likelihood), (PRIORS, config.prior)):
+        registry.check(name)
+
+
 def build_model(config: ModelConfig) -> LatentVariableModel:
-    """Build the module described by ``config`` (every field documented on ``ModelConfig``)."""
+    """Build the module described by ``config`` (every field documented on ``ModelConfig``): each
+    part is the class its registry holds under the name the config gives."""
     validate(RunConfig(model=config))
-    shape = tuple(config.input_shape)
-    likelihood = build_likelihood(config.likelihood, shape, config.likelihood_scale)
-    k = likelihood.params_per_output
-    if config.arch == "conv":
-        if len(shape) != 3:
-            raise ConfigError(f"a conv model needs images (C, H, W), got data of shape {shape}; use --arch mlp")
-        encoder = ConvEncoder(shape, config.hidden, config.activation, config.conv_dense)
-        decoder = ConvDecoder(config.latent_dim, config.hidden, config.activation, shape, k, config.conv_dense)
-    else:
-        encoder = MLPEncoder(shape, config.hidden, config.activation)
-        decoder = MLPDecoder(config.latent_dim, config.hidden, config.activation, shape, k)
-    head = DeterministicPosterior if config.kind == "ae" else GaussianPosterior
-    posterior = head(encoder.out_features, config.latent_dim)
-    prior = build_prior(config.prior, config.latent_dim, config.prior_components)
+    check_parts(config)
+    likelihood = LIKELIHOODS[config.likelihood].from_config(config)
+    encoder = ENCODERS[config.arch].from_config(config)
+    decoder = DECODERS[config.arch].from_config(config, likelihood.params_per_output)
+    posterior = POSTERIORS[config.kind].from_config(config, encoder.out_features)
+    prior = PRIORS[config.prior].from_config(config)
     return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config)

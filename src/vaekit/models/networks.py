@@ -1,30 +1,73 @@
-"""Encoder and decoder bodies: plain ``nn.Module`` maps between data and feature vectors.
+"""Encoder and decoder networks: maps between data and feature vectors, chosen by ``arch``.
 
-An encoder body maps x (B, *input_shape) to features (B, F) and exposes ``out_features``.
-A decoder body maps z (B, L) to (B, k * C, H, W) for images or (B, k * D) for flat data, where
-k is the number of parameters per output the likelihood needs.
+An ``Encoder`` maps x (B, *input_shape) to features (B, out_features); a ``Decoder`` maps z (B, L)
+to likelihood parameters (B, k, *input_shape), k = the likelihood's ``params_per_output``. Each
+architecture registers its encoder in ``ENCODERS`` and its decoder in ``DECODERS`` under the same
+name; activations are registered in ``ACTIVATIONS``.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-_ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "leaky_relu": nn.LeakyReLU,
-    "identity": nn.Identity,
-}
+from vaekit.errors import ConfigError
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.config import ModelConfig
+
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
+for _name, _cls in (("relu", nn.ReLU), ("gelu", nn.GELU), ("silu", nn.SiLU), ("tanh", nn.Tanh), ("elu", nn.ELU),
+                    ("leaky_relu", nn.LeakyReLU), ("identity", nn.Identity)):
+    ACTIVATIONS.add(_name, _cls)
 
 
 def activation(name: str) -> nn.Module:
-    return _ACTIVATIONS[name]()
+    return ACTIVATIONS[name]()
+
+
+class Encoder(nn.Module, ABC):
+    """Interface: x (B, *input_shape) -> features (B, ``out_features``).
+
+    needs_images: the network only works on (C, H, W) data.
+    """
+
+    needs_images: ClassVar[bool] = False
+    out_features: int
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: ModelConfig) -> Encoder:
+        """The encoder ``config`` describes (its ``input_shape``, ``hidden``, ``activation``, ...)."""
+
+
+class Decoder(nn.Module, ABC):
+    """Interface: z (B, L) -> likelihood parameters (B, k, *output_shape)."""
+
+    needs_images: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: ModelConfig, params_per_output: int) -> Decoder:
+        """The decoder ``config`` describes, producing ``params_per_output`` maps per data value."""
+
+    @abstractmethod
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """Make the output at zero last pre-activation (about) ``params`` (k, *shape)."""
+
+
+ENCODERS: Registry[type[Encoder]] = Registry("architecture")
+DECODERS: Registry[type[Decoder]] = Registry("architecture")
+
+
+def check_image_shape(cls: type, shape: tuple[int, ...]) -> None:
+    if cls.needs_images and len(shape) != 3:
+        raise ConfigError(f"the {cls.name} network needs images (C, H, W), got data of shape {tuple(shape)}; use --arch mlp")
 
 
 def mlp(sizes: list[int], act: str, final_activation: bool) -> nn.Sequential:
@@ -37,7 +80,8 @@ def mlp(sizes: list[int], act: str, final_activation: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
+@ENCODERS.register("mlp")
+class MLPEncoder(Encoder):
     """x (B, *shape) -> flatten -> Linear/act per hidden size -> features (B, hidden[-1])."""
 
     def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], act: str):
@@ -46,17 +90,26 @@ class MLPEncoder(nn.Module):
         self.net = mlp([d, *hidden], act, final_activation=True)
         self.out_features = hidden[-1] if hidden else d
 
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> MLPEncoder:
+        return cls(tuple(config.input_shape), tuple(config.hidden), config.activation)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))  # (B, F)
 
 
-class MLPDecoder(nn.Module):
+@DECODERS.register("mlp")
+class MLPDecoder(Decoder):
     """z (B, L) -> Linear/act per hidden size (reversed) -> (B, k, *shape) likelihood parameters."""
 
     def __init__(self, latent_dim: int, hidden: tuple[int, ...], act: str, output_shape: tuple[int, ...], k: int):
         super().__init__()
         self.output_shape, self.k = output_shape, k
         self.net = mlp([latent_dim, *reversed(hidden), k * math.prod(output_shape)], act, final_activation=False)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, params_per_output: int) -> MLPDecoder:
+        return cls(config.latent_dim, tuple(config.hidden), config.activation, tuple(config.input_shape), params_per_output)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(len(z), self.k, *self.output_shape)  # (B, k, *shape)
@@ -75,8 +128,11 @@ def _conv_sizes(size: int, stages: int) -> list[int]:
     return sizes
 
 
-class ConvEncoder(nn.Module):
+@ENCODERS.register("conv")
+class ConvEncoder(Encoder):
     """x (B, C, H, W) -> stride-2 Conv2d stages -> flatten [-> Linear dense] -> features (B, F)."""
+
+    needs_images = True
 
     def __init__(self, input_shape: tuple[int, ...], channels: tuple[int, ...], act: str, dense: int = 0):
         super().__init__()
@@ -97,16 +153,24 @@ class ConvEncoder(nn.Module):
         # oneDNN and cuDNN are fastest in (CPU, the bench's conv model: 7-15% faster steps)
         self.to(memory_format=torch.channels_last)
 
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ConvEncoder:
+        check_image_shape(cls, tuple(config.input_shape))
+        return cls(tuple(config.input_shape), tuple(config.hidden), config.activation, config.conv_dense)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, F)
 
 
-class ConvDecoder(nn.Module):
+@DECODERS.register("conv")
+class ConvDecoder(Decoder):
     """z (B, L) [-> Linear dense] -> Linear -> (B, C_last, h, w) -> ConvTranspose2d stages -> (B, k, C, H, W).
 
     Mirrors ``ConvEncoder`` exactly: each transposed convolution's ``output_padding`` is chosen
     so the output returns to the encoder's size at that stage, so any H and W work.
     """
+
+    needs_images = True
 
     def __init__(self, latent_dim: int, channels: tuple[int, ...], act: str, output_shape: tuple[int, ...], k: int, dense: int = 0):
         super().__init__()
@@ -132,6 +196,12 @@ class ConvDecoder(nn.Module):
                 layers.append(activation(act))
         self.net = nn.Sequential(*layers)
         self.to(memory_format=torch.channels_last)  # as in ConvEncoder
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, params_per_output: int) -> ConvDecoder:
+        check_image_shape(cls, tuple(config.input_shape))
+        shape = tuple(config.input_shape)
+        return cls(config.latent_dim, tuple(config.hidden), config.activation, shape, params_per_output, config.conv_dense)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)  # (B, k*C, H, W), channels-last in memory

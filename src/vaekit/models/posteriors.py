@@ -1,12 +1,23 @@
-"""Posterior heads q(z|x): map encoder features (B, F) to a distribution over z (event (L,))."""
+"""Posterior heads q(z|x): map encoder features (B, F) to a distribution over z (event (L,)).
+
+Heads are registered in ``POSTERIORS`` under the model kind they make: ``vae`` (a Gaussian) and
+``ae`` (a point mass: the plain autoencoder).
+"""
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
 
 from vaekit.models.priors import StandardNormal
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.config import ModelConfig
 
 LOGVAR_MIN, LOGVAR_MAX = -16.0, 10.0  # a numerically safe range for the log-variance head
 
@@ -17,14 +28,37 @@ def full_precision(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-class GaussianPosterior(nn.Module):
-    """q(z|x) = N(μ(x), diag σ²(x)): one linear layer gives the mean and the log-variance
-    (one (F, 2L) matrix product rather than two thin ones)."""
+class PosteriorHead(nn.Module, ABC):
+    """Interface: encoder features h (B, F) -> q(z|x), batch (B,), event (L,).
 
-    deterministic = False
+    deterministic: the head is a point mass (a plain autoencoder: no KL term, no sampling).
+    """
+
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, features: int, latent_dim: int):
         super().__init__()
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, features: int) -> PosteriorHead:
+        """The head for encoder features of width ``features`` and z of ``config.latent_dim``."""
+        return cls(features, config.latent_dim)
+
+    @abstractmethod
+    def forward(self, h: torch.Tensor) -> Distribution:
+        """q(z|x) from features (B, F)."""
+
+
+POSTERIORS: Registry[type[PosteriorHead]] = Registry("model kind")
+
+
+@POSTERIORS.register("vae")
+class GaussianPosterior(PosteriorHead):
+    """q(z|x) = N(μ(x), diag σ²(x)): one linear layer gives the mean and the log-variance
+    (one (F, 2L) matrix product rather than two thin ones)."""
+
+    def __init__(self, features: int, latent_dim: int):
+        super().__init__(features, latent_dim)
         self.params = nn.Linear(features, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:
@@ -74,13 +108,14 @@ class PointMass(Distribution):
         return torch.zeros(value.shape[:-1], device=value.device, dtype=value.dtype)
 
 
-class DeterministicPosterior(nn.Module):
+@POSTERIORS.register("ae")
+class DeterministicPosterior(PosteriorHead):
     """The bottleneck of a plain autoencoder: z = W h + b, returned as a ``PointMass``."""
 
     deterministic = True
 
     def __init__(self, features: int, latent_dim: int):
-        super().__init__()
+        super().__init__(features, latent_dim)
         self.mean = nn.Linear(features, latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:

@@ -1,12 +1,39 @@
-"""Priors p(z): small modules whose call returns a distribution over z (event shape (L,))."""
+"""Priors p(z): small modules whose call returns a distribution over z (event shape (L,)).
+
+A prior is called with the model it belongs to (``prior(model)``), so a prior that needs the
+encoder (a VampPrior: the posteriors of learned pseudo-inputs) can run it without holding a
+second reference to it. Priors are registered by name in ``PRIORS``.
+"""
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from vaekit.errors import ConfigError
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.config import ModelConfig
+
+
+class Prior(nn.Module, ABC):
+    """Interface: ``prior(model)`` -> p(z), batch shape (), event shape (L,)."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: ModelConfig) -> Prior:
+        """The prior ``config`` describes (``latent_dim``, ``prior_components``, ...)."""
+
+    @abstractmethod
+    def forward(self, model: nn.Module) -> Distribution:
+        """p(z); ``model`` is the ``LatentVariableModel`` this prior belongs to."""
+
+
+PRIORS: Registry[type[Prior]] = Registry("prior")
 
 
 class StandardNormal(Independent):
@@ -17,19 +44,25 @@ class StandardNormal(Independent):
         super().__init__(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
 
-class StandardNormalPrior(nn.Module):
+@PRIORS.register("normal")
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I); the KL from a diagonal Gaussian posterior has a closed form."""
 
-    def __init__(self, latent_dim: int, components: int = 1):
+    def __init__(self, latent_dim: int):
         super().__init__()
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.ones(latent_dim))
 
-    def forward(self) -> Distribution:
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> StandardNormalPrior:
+        return cls(config.latent_dim)
+
+    def forward(self, model: nn.Module | None = None) -> Distribution:
         return StandardNormal(self.loc, self.scale)
 
 
-class MixturePrior(nn.Module):
+@PRIORS.register("mixture")
+class MixturePrior(Prior):
     """A learned mixture of K diagonal Gaussians; no closed-form KL, so the objective uses Monte Carlo."""
 
     def __init__(self, latent_dim: int, components: int = 10):
@@ -39,15 +72,10 @@ class MixturePrior(nn.Module):
         self.loc = nn.Parameter(torch.randn(components, latent_dim, generator=g))
         self.log_scale = nn.Parameter(torch.zeros(components, latent_dim))
 
-    def forward(self) -> Distribution:
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> MixturePrior:
+        return cls(config.latent_dim, config.prior_components)
+
+    def forward(self, model: nn.Module | None = None) -> Distribution:
         comps = Independent(Normal(self.loc, self.log_scale.clamp(-7, 5).exp(), validate_args=False), 1)
         return MixtureSameFamily(Categorical(logits=self.logits), comps, validate_args=False)
-
-
-PRIORS = {"normal": StandardNormalPrior, "mixture": MixturePrior}
-
-
-def build_prior(name: str, latent_dim: int, components: int = 10) -> nn.Module:
-    if name not in PRIORS:
-        raise ConfigError(f"unknown prior {name!r}; choose one of {', '.join(sorted(PRIORS))}")
-    return PRIORS[name](latent_dim, components)

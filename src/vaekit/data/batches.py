@@ -1,0 +1,94 @@
+"""Training batches: one iterator over whatever holds the training set.
+
+The loop asks ``TrainingBatches.epoch(epoch)`` for batches and does not know whether the data
+is a tensor in memory (batches taken by index from a seeded permutation) or a memory-mapped
+array (read as shuffled contiguous blocks), whether this process trains alone or holds one share
+of each step under DistributedDataParallel, or whether the examples are binarized afresh and
+the inputs corrupted (denoising).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from vaekit.corruption import corrupt
+from vaekit.data.streaming import MappedArray, block_order
+
+
+def data_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of epoch ``epoch``: a function of (seed, epoch) alone, so a resumed run sees
+    the same order whatever happened before."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+@dataclass
+class Batch:
+    """One step's share of a global batch for this process.
+
+    inputs: (B, *shape) what the encoder sees (corrupted for denoising); target: (B, *shape) what
+    the decoder explains. weight: the factor that turns the sum of per-example losses into this
+    process's part of the global batch's mean (world / global batch; 0 for a process whose share
+    is empty and stands in one example, so that every process takes part in each step).
+    """
+
+    inputs: torch.Tensor
+    target: torch.Tensor
+    weight: float
+
+
+class TrainingBatches:
+    """Global batches of ``global_batch`` examples of ``x`` (a tensor or a ``MappedArray``), in a
+    seeded order per epoch; with ``world`` processes, each takes the contiguous ``rank``-th part of
+    every global batch.
+
+    binarize: draw x ~ Bernoulli(x) afresh for every batch (dynamic binarization).
+    noise, noise_level: input corruption (``vaekit.corruption``); the target stays clean.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor | MappedArray,
+        *,
+        global_batch: int,
+        seed: int,
+        device: torch.device,
+        rank: int = 0,
+        world: int = 1,
+        binarize: bool = False,
+        noise: str = "none",
+        noise_level: float = 0.0,
+    ):
+        self.streaming = isinstance(x, MappedArray)  # read from disk batch by batch
+        self.x = x if self.streaming else x.to(device)
+        self.global_batch, self.seed, self.device = global_batch, seed, device
+        self.rank, self.world = rank, world
+        self.binarize, self.noise, self.noise_level = binarize, noise, noise_level
+        self.steps_per_epoch = math.ceil(len(x) / global_batch)
+
+    def __len__(self) -> int:
+        """Training examples (over all processes)."""
+        return len(self.x)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Batch]]:
+        """(step index in the epoch, batch) for steps ``start`` .. ``steps_per_epoch - 1`` of ``epoch``."""
+        n, bs = len(self.x), self.global_batch
+        order = block_order(self.x, bs, self.seed, epoch) if self.streaming else data_order(n, self.seed, epoch).to(self.device)
+        for i in range(start, self.steps_per_epoch):
+            first, m = i * bs, min(bs, n - i * bs)  # the step's global batch: order[first : first + m]
+            lo, hi = first + m * self.rank // self.world, first + m * (self.rank + 1) // self.world  # this process's part
+            idx, weight = (order[lo:hi], self.world / m) if hi > lo else (order[first : first + 1], 0.0)
+            yield i, self._batch(idx, weight)
+
+    def _batch(self, idx, weight: float) -> Batch:
+        if self.streaming:
+            target = self.x[idx].to(self.device, non_blocking=True)  # (B, *shape)
+        else:
+            target = self.x.index_select(0, idx)  # (B, *shape)
+        if self.binarize:
+            target = torch.bernoulli(target)
+        return Batch(corrupt(target, self.noise, self.noise_level), target, weight)
