@@ -1,18 +1,17 @@
 """vaekit: variational autoencoders on PyTorch -- models, training, evaluation and latent-space tools."""
 
-from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.data import DataSplits, Dataset, load_data
-from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError, VaekitError
 from vaekit.baselines import PCABaseline
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.data import Dataset, DataSplits, load_data
+from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError, VaekitError
 from vaekit.evaluation import elbo_terms, iw_log_likelihood, latent_diagnostics, posterior_collapse_warning, summarize
 from vaekit.generation import reconstruct, sample
-from vaekit.report import write_report
 from vaekit.models import LatentVariableModel, build_model
 from vaekit.objectives import ELBOTerms, elbo
+from vaekit.report import write_report
 from vaekit.runs import Run, load
 from vaekit.training import resume, train
-
-__version__ = "0.1.0"
+from vaekit.version import __version__
 
 _LAZY = {"VAEAnomalyDetector": "vaekit.anomaly", "anomaly_scores": "vaekit.anomaly"}  # scikit-learn loads on first use
 
@@ -34,4 +33,5 @@ __all__ = [
     "train", "resume", "load", "Run",
     "sample", "reconstruct",
     "VaekitError", "ConfigError", "DataError", "CheckpointError", "TrainingError",
+    "__version__",
 ]

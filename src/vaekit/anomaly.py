@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import random
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
+from vaekit.checkpoint import atomic_write_bytes
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.data.base import REAL, Dataset, DataSplits, split_off
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import example_scores, iw_log_likelihood
+from vaekit.training import train
 
 SCORES = ("neg-elbo", "iw-nll", "reconstruction")
 SCORE_LABELS = {
@@ -93,12 +98,10 @@ def score_histogram(
     """Draw a histogram of ``scores`` (N,) with the threshold as a vertical line; when boolean
     ``is_anomaly`` (N,) is given, normal examples and anomalies are drawn apart. Writes a PNG to
     ``path`` and returns the bin edges and counts per group drawn (for checking the figure)."""
-    from io import BytesIO
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from vaekit.checkpoint import atomic_write_bytes
 
     s = np.asarray(torch.as_tensor(scores).double().cpu())
     finite = s[np.isfinite(s)]
@@ -224,9 +227,6 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         from sklearn.utils import check_random_state
         from sklearn.utils.validation import validate_data
 
-        from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-        from vaekit.data.base import REAL, Dataset, DataSplits, split_off
-        from vaekit.training import train
 
         self._check_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from vaekit.errors import ConfigError
+from vaekit.evaluation import reconstruction_error
 
 PCA_FIT_EXAMPLES = 60_000  # the PCA baseline is fitted to at most this many training examples
 EIGH_MAX_DIMS = 4096  # above this many dimensions, fit with a randomized SVD instead of the covariance
@@ -78,7 +79,6 @@ def compare_reconstruction(model, train_x: torch.Tensor, x: torch.Tensor, *, bat
     """Mean squared reconstruction error per example on ``x``: the model's (decoder mean at the
     posterior mean) beside PCA's with ``model.latent_dim`` components fitted to ``train_x`` (or to a
     seeded subset of ``PCA_FIT_EXAMPLES`` of it, when larger)."""
-    from vaekit.evaluation import reconstruction_error
 
     if len(train_x) > PCA_FIT_EXAMPLES:  # a seeded subset: bounded memory, also for memory-mapped data
         g = torch.Generator().manual_seed(0)

@@ -12,16 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from vaekit.errors import CheckpointError
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -110,10 +112,6 @@ def load_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc})") from None
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split ``optimizer.state_dict()`` into tensors (for safetensors) and a JSON-able remainder."""
     tensors: dict[str, torch.Tensor] = {}
@@ -135,3 +133,67 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, 
     for idx, entry in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(entry)
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Load what ``flatten_optimizer_state`` split (the ``state.*`` entries of ``tensors``, and
+    ``meta``) into ``optimizer``; ``ValueError`` unless it fits the optimizer's parameters."""
+    fresh = [dict(g) for g in optimizer.param_groups]
+    moments = {k: v for k, v in tensors.items() if k.startswith("state.")}
+    optimizer.load_state_dict(unflatten_optimizer_state(moments, meta))
+    _match_parameter_layout(optimizer)
+    _check_optimizer(optimizer, fresh)
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every random generator's state (torch, CUDA, NumPy, Python) as tensors and a JSON-able remainder."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64))}
+    meta = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])], "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Restore the generators from what ``rng_state`` returned."""
+    torch.set_rng_state(tensors["rng.torch"])
+    kind, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, fresh: list[dict[str, Any]]) -> None:
+    """Raise ``ValueError`` unless the loaded optimizer state fits the model: each setting of the
+    same kind as a fresh optimizer's, each moment tensor the shape of its parameter."""
+    def kind(v: Any) -> Any:
+        if isinstance(v, bool) or v is None:
+            return type(v)
+        return "number" if isinstance(v, (int, float)) else "list" if isinstance(v, (list, tuple)) else type(v)
+
+    for group, before in zip(optimizer.param_groups, fresh):
+        for key, value in before.items():
+            if kind(group.get(key)) != kind(value):
+                raise ValueError(f"optimizer setting {key} is {group.get(key)!r}")
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != p.shape:
+                    raise ValueError(f"optimizer {name} has shape {tuple(value.shape)}, its parameter {tuple(p.shape)}")
+
+
+def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each parameter's optimizer state the parameter's memory layout. Checkpoints store
+    tensors contiguous; a channels-last convolution kernel's Adam moments must be channels-last
+    again, or the fused update (which walks memory in order) would pair the wrong entries."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

@@ -105,12 +105,12 @@ class TrainConfig:
     init_decoder_bias: start the decoder's output bias at the training data's mean (per dimension),
         as ``LatentVariableModel.init_output_bias`` does; off: PyTorch's default initialisation.
     compile: compile the training loss (forward and backward) with ``torch.compile``: fused
-        elementwise kernels and one autograd node; pays off in long runs (B1 on 2 CPU cores: about
-        8% less time per step, after a compile of about 10 s). Needs a C/C++ compiler on a CPU.
+        elementwise kernels and one autograd node; pays off in long runs, after a compile of some
+        seconds (the speed-ups: bench/README.md). Needs a C/C++ compiler on a CPU.
     precision: ``fp32``, or ``bf16``: the networks' matrix products and convolutions in bfloat16
         (``torch.autocast``), while parameters, gradients, Adam and every log-density stay float32;
         validation and evaluation run in float32. Pays on GPUs and on CPUs with bfloat16 matrix
-        instructions (AVX512-BF16, AMX): B1 on 2 such cores, 1.5-1.6x the steps per second.
+        instructions (AVX512-BF16, AMX); slower than fp32 on CPUs without them.
     """
 
     epochs: int = 30

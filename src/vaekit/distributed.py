@@ -14,6 +14,7 @@ helper is a no-op and nothing here runs on the training path.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import subprocess
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from vaekit.errors import ConfigError, VaekitError
 
@@ -115,9 +117,7 @@ def wrap(model: torch.nn.Module, device: torch.device, *, find_unused_parameters
     """``model`` in ``DistributedDataParallel``: its ``forward`` (the objective) all-reduces the
     gradients (an average over processes) during ``backward``. Buffers are constants in vaekit's
     models, so they are not re-broadcast every step."""
-    import inspect
 
-    from torch.nn.parallel import DistributedDataParallel
 
     # newer torch deprecates broadcast_buffers for forward_sync_buffers
     renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters

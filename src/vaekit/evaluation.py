@@ -151,7 +151,7 @@ def iw_log_likelihood(
     (samples × examples) rows at a time, accumulated with a running logsumexp, so memory is bounded
     whatever K is. K = 1 is the single-sample ELBO; the estimate rises towards log p(x) with K.
     ``max_rows`` defaults to ``default_iw_rows(device)``: small chunks on a CPU, whose decoder
-    outputs then stay in cache (B1: 1.6x the throughput of 20,000-row chunks), large ones on a GPU.
+    outputs then stay in cache (measured in bench/README.md), large ones on a GPU.
 
     x: (N, *shape). batch_size: examples encoded together (capped at ``max_rows``).
     seed: the draws are reproducible and the caller's RNG is untouched.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, MixtureSameFamily, MultivariateNormal, Normal
 
+from vaekit.corruption import corrupt
 from vaekit.errors import ConfigError
 
 
@@ -79,7 +80,6 @@ def denoise(model, x: torch.Tensor, kind: str, level: float, *, seed: int = 0, p
     """Corrupt clean x (B, *shape) with ``vaekit.corruption.corrupt(kind, level)`` (seeded) and
     reconstruct it. Works for any model; a denoising autoencoder was trained for exactly this.
     ``peak``: the largest possible value, for PSNR (1 for images in [0, 1])."""
-    from vaekit.corruption import corrupt
 
     x = x.detach().cpu().float()
     noisy = corrupt(x, kind, level, torch.Generator().manual_seed(seed))

@@ -74,10 +74,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int, **kwargs) -> Path:
-    return save_png(image_grid(images, nrow, **kwargs), path)
-
-
 # ----- labelled grids (Pillow) ------------------------------------------------------------------
 
 

@@ -25,9 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaekit import latent, plotting
+import vaekit.latent as latent
+import vaekit.plotting as plotting
+from vaekit.checkpoint import atomic_write_bytes
+from vaekit.corruption import UNIT_LEVEL
 from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.evaluation import elbo_terms, summarize
 from vaekit.generation import denoise, reconstruct, sample
+from vaekit.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +269,7 @@ class RunViews:
             if noise != t.noise:
                 raise ConfigError(f"give the level of the {noise} noise (--noise-level)")
             level = t.noise_level
-        if level <= 0 or (noise in ("mask", "salt-pepper") and level > 1):
+        if level <= 0 or (noise in UNIT_LEVEL and level > 1):
             raise ConfigError(f"noise level must be positive (and at most 1 for {noise}), got {level}")
         x = self.split.x[:n]
         peak = 1.0 if self.data.value_range in ("unit", "binary") else float(x.max() - x.min())
@@ -377,7 +382,6 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     manifold, latent embedding, and denoising for a run trained with input noise. Images are
     embedded as data URIs, so the file opens offline.
     """
-    from vaekit.checkpoint import atomic_write_bytes
 
     started = time.perf_counter()
     views = RunViews(run, split=split, seed=seed)
@@ -440,7 +444,6 @@ def _fmt_value(v: Any) -> str:
 
 
 def _metrics_html(run, views: RunViews) -> str:
-    from vaekit.evaluation import elbo_terms, summarize
 
     out = []
     try:
@@ -503,12 +506,10 @@ def _page(title: str, summary: str, run, sections: list[Section]) -> str:
         closes = s.half and not (i + 1 < len(sections) and sections[i + 1].half)
         body.append(('<div class="pair">' if opens else "") + f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{content}</section>'
                     + ("</div>" if closes else ""))
-    import vaekit
-
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>"
         f"<h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(summary)}<br>run directory: <code>{html.escape(str(run.path))}</code></p>"
         f"<nav>{nav}</nav>{''.join(body)}"
-        f"<footer>written by vaekit {getattr(vaekit, '__version__', '')} on {time.strftime('%Y-%m-%d %H:%M')}</footer></main></body></html>"
+        f"<footer>written by vaekit {__version__} on {time.strftime('%Y-%m-%d %H:%M')}</footer></main></body></html>"
     )

@@ -36,6 +36,7 @@ import torch
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
 from vaekit.config import RunConfig, validate
+from vaekit.data import load_data
 from vaekit.errors import CheckpointError, ConfigError, TrainingError
 from vaekit.models import LatentVariableModel, build_model
 
@@ -246,7 +247,6 @@ class Run:
 
     def load_data(self, source: str | None = None):
         """Load the run's dataset (or ``source``), preprocessed the way the run's training data was."""
-        from vaekit.data import load_data
 
         d = self.config.data
         saved = self.data_info.get("preprocessing")

@@ -16,15 +16,14 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vaekit import distributed
-from vaekit.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+import vaekit.distributed as distributed
+from vaekit.checkpoint import flatten_optimizer_state, load_optimizer_state, rng_state, set_rng_state
 from vaekit.config import RunConfig, validate
 from vaekit.data import DataSplits, load_data
 from vaekit.data.base import BINARY, UNIT
@@ -32,7 +31,7 @@ from vaekit.data.batches import TrainingBatches
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.evaluation import elbo_terms, posterior_collapse_warning
 from vaekit.models import ENCODERS, LIKELIHOODS, build_model, check_parts
-from vaekit.runs import CONFIG, Run, RunWriter, TrainState, load, read_config
+from vaekit.runs import Run, RunWriter, TrainState, load, read_config
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +133,8 @@ class Trainer:
             self.state = TrainState.from_json(saved.state)
             self.state.global_batch = self.state.global_batch or self.config.train.batch_size  # saved before: one process
             self.model.load_state_dict(saved.weights)
-            fresh = [dict(g) for g in self.optimizer.param_groups]
-            moments = {k: v for k, v in saved.optimizer.items() if k.startswith("state.")}
-            self.optimizer.load_state_dict(unflatten_optimizer_state(moments, saved.state["optimizer"]))
-            _match_parameter_layout(self.optimizer)
-            _check_optimizer(self.optimizer, fresh)
-            _set_rng_state(saved.optimizer, saved.state["rng"])
+            load_optimizer_state(self.optimizer, saved.optimizer, saved.state["optimizer"])
+            set_rng_state(saved.optimizer, saved.state["rng"])
             sums = saved.optimizer["epoch_sums"].to(self.device, torch.float64)  # summed over the processes that saved them
             if sums.shape != (4,):
                 raise ValueError(f"epoch_sums has shape {tuple(sums.shape)}, expected (4,)")
@@ -165,7 +160,7 @@ class Trainer:
 
     def _write_checkpoint(self, best: bool, epoch_sums: torch.Tensor) -> None:
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
-        rng_tensors, rng_meta = _rng_state()
+        rng_tensors, rng_meta = rng_state()
         self.state = self.writer.write_checkpoint(
             self.state, self.model.state_dict(), {**opt_tensors, **rng_tensors, "epoch_sums": epoch_sums},
             {"optimizer": opt_meta, "rng": rng_meta}, {"format": "vaekit", "config": self.config.to_json()}, best=best)
@@ -393,58 +388,6 @@ def _seed_rank(seed: int, rank: int, step: int) -> None:
     """Random streams of their own for the processes after the first (latent samples, dynamic
     binarization, input noise), from (seed, rank, step) alone, so a resumed process gets one too."""
     _seed_all((seed * 1_000_003 + rank * 7_919 + step * 104_729) % 2**63)
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64))}
-    meta = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])], "python": [py_state[0], list(py_state[1]), py_state[2]]}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    kind, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-def _check_optimizer(optimizer: torch.optim.Optimizer, fresh: list[dict[str, Any]]) -> None:
-    """Raise ``ValueError`` unless the loaded optimizer state fits the model: each setting of the
-    same kind as a fresh optimizer's, each moment tensor the shape of its parameter."""
-    def kind(v: Any) -> Any:
-        if isinstance(v, bool) or v is None:
-            return type(v)
-        return "number" if isinstance(v, (int, float)) else "list" if isinstance(v, (list, tuple)) else type(v)
-
-    for group, before in zip(optimizer.param_groups, fresh):
-        for key, value in before.items():
-            if kind(group.get(key)) != kind(value):
-                raise ValueError(f"optimizer setting {key} is {group.get(key)!r}")
-        for p in group["params"]:
-            for name, value in optimizer.state.get(p, {}).items():
-                if torch.is_tensor(value) and value.dim() and value.shape != p.shape:
-                    raise ValueError(f"optimizer {name} has shape {tuple(value.shape)}, its parameter {tuple(p.shape)}")
-
-
-def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give each parameter's optimizer state the parameter's memory layout. Checkpoints store
-    tensors contiguous; a channels-last convolution kernel's Adam moments must be channels-last
-    again, or the fused update (which walks memory in order) would pair the wrong entries."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            for key, value in state.items():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
-                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _cpu_has_bf16() -> bool:

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from vaekit.errors import VaekitError
+from vaekit.version import __version__
 
 EXIT_USAGE = 2
 
@@ -26,8 +27,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vaekit import __version__
-
     parser = _Parser(prog="vaekit", description="Variational autoencoders: train, evaluate and look into latent spaces.")
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")

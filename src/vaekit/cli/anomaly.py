@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import numpy as np
 
-from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
-from vaekit.errors import ConfigError, DataError
+from vaekit.checkpoint import atomic_write_bytes, atomic_write_json
+from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int, split_of
+from vaekit.cli.evaluate import check_data_shape
+from vaekit.data import dataset_names, load_examples
+from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.runs import load
+from vaekit.training import check_data
 
 SPLITS = ("test", "valid", "train", "all")
 
@@ -67,8 +73,6 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vaekit.anomaly import SCORE_LABELS, anomaly_scores, contamination_threshold, detection_metrics, quantile_threshold, score_histogram
-    from vaekit.checkpoint import atomic_write_json
-    from vaekit.runs import load
 
     if args.samples < 0:
         raise ConfigError(f"--samples must be >= 0 (0: the posterior mean), got {args.samples}")
@@ -143,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _training_split(r):
-    from vaekit.errors import VaekitError
 
     try:
         return r.load_data().train
@@ -152,19 +155,14 @@ def _training_split(r):
 
 
 def _is_path(source: str) -> bool:
-    from vaekit.data import dataset_names
 
     return source not in dataset_names()
 
 
 def _examples(r, source: str | None, split: str):
     """The examples to score (a ``Dataset``), prepared with the run's saved preprocessing, and the data info."""
-    from vaekit.cli.common import split_of
-    from vaekit.cli.evaluate import check_data_shape
-    from vaekit.training import check_data
 
     if split == "all":
-        from vaekit.data import load_examples
 
         d = r.config.data
         preprocessing = r.data_info.get("preprocessing")
@@ -227,9 +225,7 @@ def _read_labels(path: Path, n: int) -> np.ndarray:
 
 
 def _write_scores(path: Path, scores: np.ndarray, flagged: np.ndarray, labels: np.ndarray | None) -> None:
-    from io import BytesIO, StringIO
 
-    from vaekit.checkpoint import atomic_write_bytes
 
     if path.suffix.lower() == ".npy":
         buf = BytesIO()

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from pathlib import Path
 
+from vaekit.baselines import compare_reconstruction
+from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import add_run_argument, positive_int, split_of
+from vaekit.errors import ConfigError, DataError
+from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
+from vaekit.runs import load
+from vaekit.training import check_data
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +45,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
 
-    from vaekit.checkpoint import atomic_write_json
-    from vaekit.errors import ConfigError
-    from vaekit.evaluation import collapse_message, elbo_terms, latent_diagnostics, summarize
-    from vaekit.runs import load
-    from vaekit.training import check_data
 
     r = load(args.run)
     if args.iw_samples and r.model.deterministic:
@@ -80,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
             log.warning("warning: %s", warning)
 
     if not args.no_pca:
-        from vaekit.baselines import compare_reconstruction
 
         result["pca"] = pca = compare_reconstruction(r.model, data.train.x, split.x, batch_size=args.batch_size)
         print(f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
@@ -94,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _iw(r, x, args, dims: int) -> dict:
-    from vaekit.evaluation import iw_log_likelihood, summarize_log_likelihood
 
     bar = None
     if not args.quiet:
@@ -119,7 +118,6 @@ def _iw(r, x, args, dims: int) -> dict:
 
 
 def check_data_shape(run, data) -> None:
-    from vaekit.errors import DataError
 
     if tuple(data.shape) != tuple(run.model.input_shape):
         raise DataError(f"the data has examples of shape {tuple(data.shape)}, but the model was trained on {tuple(run.model.input_shape)}")

@@ -6,6 +6,9 @@ import argparse
 
 from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
 from vaekit.errors import ConfigError
+from vaekit.plotting import save_png
+from vaekit.report import RunViews
+from vaekit.runs import load
 
 
 def register(sub) -> None:
@@ -34,9 +37,6 @@ def register(sub) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from vaekit.plotting import save_png
-    from vaekit.report import RunViews
-    from vaekit.runs import load
 
     if args.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {args.temperature}")
@@ -56,9 +56,6 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from vaekit.plotting import save_png
-    from vaekit.report import RunViews
-    from vaekit.runs import load
 
     r = load(args.run)
     views = RunViews(r, source=args.data, split=args.split)

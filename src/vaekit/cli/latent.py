@@ -5,10 +5,20 @@ to RUN/figures/ unless ``-o PATH`` says otherwise."""
 from __future__ import annotations
 
 import argparse
+from io import BytesIO
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from vaekit.checkpoint import atomic_write_bytes
 from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
+from vaekit.corruption import CORRUPTIONS
 from vaekit.errors import ConfigError, DataError
+from vaekit.plotting import save_png
+from vaekit.report import RunViews, write_report
+from vaekit.runs import load
 
 
 def _common(p: argparse.ArgumentParser, default_name: str, *, split: bool = True, seed: bool = False) -> None:
@@ -100,7 +110,7 @@ def register(sub) -> None:
                                    "corrupted | denoised | clean with MSE and PSNR per row. Works for any model, as a comparison.")
     _common(p, "denoising.png", seed=True)
     p.add_argument("-n", type=positive_int, default=8, help="number of examples (default 8)")
-    p.add_argument("--noise", choices=["gaussian", "mask", "salt-pepper"], help="corruption (default: what the run was trained with)")
+    p.add_argument("--noise", choices=[n for n in CORRUPTIONS.names() if n != "none"], help="corruption (default: what the run was trained with)")
     p.add_argument("--noise-level", type=_positive_float, help="noise std (gaussian) or probability (mask, salt-pepper)")
     p.add_argument("--compare", metavar="RUN2", help="another run to denoise the same corrupted inputs, in an extra column")
     p.set_defaults(handler=run_denoise)
@@ -121,15 +131,12 @@ def register(sub) -> None:
 
 
 def _views(args: argparse.Namespace):
-    from vaekit.report import RunViews
-    from vaekit.runs import load
 
     run = load(args.run)
     return RunViews(run, source=getattr(args, "data", None), split=getattr(args, "split", "test"), seed=getattr(args, "seed", 0))
 
 
 def _save(view, args: argparse.Namespace, views, default_name: str) -> Path:
-    from vaekit.plotting import save_png
 
     return save_png(view.picture, output_path(args, views.run.path, default_name))
 
@@ -137,9 +144,6 @@ def _save(view, args: argparse.Namespace, views, default_name: str) -> Path:
 def read_image(path: str | Path, shape: tuple[int, ...]):
     """An image file as a tensor of the model's input ``shape`` (C, H, W) with values in [0, 1];
     ``DataError`` (one line) when it cannot be read or does not have that size and channel count."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
@@ -209,11 +213,8 @@ def run_manifold(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from io import BytesIO
 
-    import numpy as np
 
-    from vaekit.checkpoint import atomic_write_bytes
 
     views = _views(args)
     view = views.embedding(sample_codes=args.sample, method=args.method)
@@ -236,7 +237,6 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_denoise(args: argparse.Namespace) -> int:
-    from vaekit.runs import load
 
     views = _views(args)
     compare = load(args.compare) if args.compare else None
@@ -258,8 +258,6 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from vaekit.report import write_report
-    from vaekit.runs import load
 
     path = write_report(load(args.run), args.output, split=args.split, seed=args.seed)
     print(f"wrote the report to {path}")

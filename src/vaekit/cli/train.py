@@ -6,11 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
+import vaekit.distributed as distributed
 from vaekit.cli.common import positive_int, resolve_device
 from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
+from vaekit.errors import VaekitError
 from vaekit.models import ACTIVATIONS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
+from vaekit.training import TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
 _FIELDS = {
@@ -150,9 +153,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaekit import distributed
-    from vaekit.errors import VaekitError
-    from vaekit.training import TrainingInterrupted, resume, train
 
     if args.nproc and args.nproc > 1 and not distributed.env_world().distributed:
         return distributed.launch(forwarded_argv(args), args.nproc)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from vaekit.data import download as dl
+import vaekit.data.download as dl
 from vaekit.data.arrays import make_dataset, npz_parts, open_npz, read_amat
 from vaekit.data.base import Dataset, DataSplits, register_dataset, split_parts
 from vaekit.data.idx import read_idx

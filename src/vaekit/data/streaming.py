@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, read_npy_header, to_tensor
-from vaekit.data.base import BINARY, REAL, UNIT, Dataset, DataSplits, MAX_VALUES
+from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset, DataSplits
 from vaekit.data.files import open_file
 from vaekit.data.preprocess import check_options
 from vaekit.errors import DataError
