@@ -66,7 +66,10 @@ def run_explore(args: argparse.Namespace) -> int:
             import webbrowser
 
             threading.Timer(0.5, webbrowser.open, [url]).start()
-        make_server(app, sock).run(sockets=[sock])
+        try:
+            make_server(app, sock).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is the normal end here
+            pass
     finally:
         sock.close()
     print("vaekit explore: stopped", file=sys.stderr)
