@@ -358,3 +358,16 @@ def test_the_command_serves_prints_its_address_and_stops_on_ctrl_c(explorers):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_listening_socket_sends_without_delay():
+    """Without TCP_NODELAY each response's header and body writes wait on the client's delayed ACK (+40 ms)."""
+    import socket
+
+    from vaekit.explore.app import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
