@@ -140,11 +140,12 @@ function setupMap() {
   pointsLayer = document.createElement("canvas");
   pointsLayer.width = canvas.width; pointsLayer.height = canvas.height;
   const ctx = pointsLayer.getContext("2d"), labels = info.map.label;
-  ctx.globalAlpha = x.length > 3000 ? 0.45 : 0.75;
+  const size = x.length > 3000 ? 3 : 5;  // dots: smaller and fainter for a crowded map
+  ctx.globalAlpha = x.length > 3000 ? 0.5 : 0.8;
   for (let i = 0; i < x.length; i++) {
     const [px, py] = toPixel([x[i], y[i]]);
     ctx.fillStyle = labels ? PALETTE[((labels[i] % 10) + 10) % 10] : "#1f77b4";
-    ctx.fillRect(px - 1.5, py - 1.5, 3, 3);
+    ctx.fillRect(px - size / 2, py - size / 2, size, size);
   }
   $("map-axes").textContent = `${info.map.axes[0]} across, ${info.map.axes[1]} up` +
     (info.map.method === "pca" ? "; other directions held at the current code" : "");
