@@ -5,6 +5,7 @@ serving), the host and token guard, and the command line around it."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -338,26 +339,52 @@ def test_bad_arguments_are_one_line_errors(capsys, tmp_path, explorers):
     assert len(err) == 1 and "port is in use" in err[0]
 
 
-def test_the_command_serves_prints_its_address_and_stops_on_ctrl_c(explorers):
-    import urllib.request
-
-    run_dir = explorers("vae2").run.path
+@contextlib.contextmanager
+def serving(run_dir, *args):
+    """``vaekit explore RUN --port 0 ARGS`` in a subprocess: yields (process, printed address); stops it with SIGINT
+    (Ctrl-C) and checks that it ends cleanly."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", str(run_dir), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", str(run_dir), "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
-        assert "serving" in line and "http://127.0.0.1:" in line, proc.stderr.read() if proc.poll() is not None else line
-        url = line.split(" at ")[1].split()[0]
-        with urllib.request.urlopen(url + "api/info", timeout=10) as r:
-            assert json.load(r)["model"]["latent_dim"] == 2
+        assert "serving" in line, proc.stderr.read() if proc.poll() is not None else line
+        yield proc, line.split(" at ")[1].split()[0]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
-        assert "stopped" in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_the_command_serves_prints_its_address_and_stops_on_ctrl_c(explorers):
+    with serving(explorers("vae2").run.path) as (proc, url):
+        assert url.startswith("http://127.0.0.1:") and "token" not in url
+        status, info = get(url + "api/info")
+        assert status == 200 and info["model"]["latent_dim"] == 2
+    assert "stopped" in proc.stderr.read()
+
+
+def test_beyond_loopback_the_command_warns_and_needs_its_token(explorers):
+    with serving(explorers("vae2").run.path, "--host", "0.0.0.0") as (proc, url):
+        token = url.split("?token=")[1]
+        assert len(token) >= 24
+        port = url.split(":")[2].split("/")[0]
+        assert get(f"http://127.0.0.1:{port}/api/info")[0] == 403
+        assert get(f"http://127.0.0.1:{port}/api/info", {"X-Vaekit-Token": token})[0] == 200
+    assert "WARNING" in proc.stderr.read()
 
 
 def test_the_listening_socket_sends_without_delay():

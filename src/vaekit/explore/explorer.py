@@ -138,10 +138,12 @@ class Explorer:
         pct = 100.0 * below.float() / max(len(self.reference), 1)
         return Scored(x=x, reconstruction=self.decode(z), z=z, xy=self.project(z), neg_elbo=nelbo, percentile=pct)
 
+    @torch.inference_mode()
     def example(self, index: int) -> Scored:
         """Test example ``index`` run through the model (batch of one)."""
         return self.score(self.test.x[index : index + 1])
 
+    @torch.inference_mode()
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
         """Linear and spherical paths from code a to code b (L,), both ends included:
         ``{"linear": images, "slerp": images}``, each (steps, *input_shape), decoded in one batch."""
@@ -149,6 +151,7 @@ class Explorer:
         images = self.decode(paths)
         return {"linear": images[:steps], "slerp": images[steps:]}
 
+    @torch.inference_mode()
     def neighbours(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The k training examples whose codes lie nearest to z (L,) (Euclidean):
         (indices (k,) into the training split, distances (k,)), nearest first."""

@@ -176,9 +176,9 @@ function drawMap() {
   const canvas = $("map"), ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.drawImage(pointsLayer, 0, 0);
+  marker(ctx, project(current), "cross", "");  // under the others, its arms reach past them
   picks.forEach((p, k) => marker(ctx, p.xy, "circle", k ? "B" : "A"));
   if (uploaded) marker(ctx, uploaded.xy, "star", "");
-  marker(ctx, project(current), "cross", "");
   if (preview) marker(ctx, project(preview), "ring", "");
 }
 
@@ -187,7 +187,7 @@ function marker(ctx, xy, kind, text) {
   ctx.save();
   ctx.lineWidth = 2; ctx.strokeStyle = "#000"; ctx.fillStyle = "#fff";
   ctx.beginPath();
-  if (kind === "cross") { ctx.moveTo(px - 9, py); ctx.lineTo(px + 9, py); ctx.moveTo(px, py - 9); ctx.lineTo(px, py + 9); ctx.stroke(); }
+  if (kind === "cross") { ctx.moveTo(px - 14, py); ctx.lineTo(px + 14, py); ctx.moveTo(px, py - 14); ctx.lineTo(px, py + 14); ctx.stroke(); }
   else if (kind === "ring") { ctx.strokeStyle = "#555"; ctx.arc(px, py, 6, 0, 2 * Math.PI); ctx.stroke(); }
   else if (kind === "star") {
     for (let k = 0; k < 10; k++) {
