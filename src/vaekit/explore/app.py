@@ -21,7 +21,6 @@ which a cross-site form cannot send without a preflight the app never grants.
 from __future__ import annotations
 
 import base64
-import logging
 import secrets
 import socket
 from importlib import resources
@@ -37,8 +36,6 @@ from starlette.routing import Route
 from vaekit.errors import ConfigError
 from vaekit.explore import requests as rq
 from vaekit.explore.explorer import Explorer
-
-log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_HEADER, TOKEN_COOKIE = "x-vaekit-token", "vaekit_token"

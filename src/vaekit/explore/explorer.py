@@ -11,7 +11,6 @@ Shapes: x (N, *input_shape); z (N, L); xy (N, 2) map coordinates.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +19,6 @@ import torch
 import vaekit
 from vaekit import latent
 from vaekit.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
 ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
