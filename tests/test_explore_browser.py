@@ -219,3 +219,15 @@ def test_eight_clients_decode_concurrently_without_errors(live):
         t.join()
     assert failures == [] and len(latencies) == n_clients * per_client
     print(f"\n8 clients x {per_client} decodes: p50 {np.percentile(latencies, 50) * 1e3:.1f} ms, p99 {np.percentile(latencies, 99) * 1e3:.1f} ms")
+
+
+def test_without_a_browser_ci_fails_and_a_local_run_skips(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("VAEKIT_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        no_browser("no Chromium found")
+    for name, value in (("CI", "true"), ("VAEKIT_REQUIRE_BROWSER", "1")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            with pytest.raises(pytest.fail.Exception, match="must run the browser tests"):
+                no_browser("no Chromium found")
