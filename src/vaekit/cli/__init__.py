@@ -16,9 +16,9 @@ EXIT_USAGE = 2
 
 
 def _command_modules():
-    from vaekit.cli import anomaly, evaluate, figures, latent, train
+    from vaekit.cli import anomaly, evaluate, explore, figures, latent, train
 
-    return [train, evaluate, figures, latent, anomaly]
+    return [train, evaluate, figures, latent, anomaly, explore]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,212 @@
+"""The model side of the explorer: tensors in, tensors out, no web framework.
+
+``Explorer`` holds a trained model and the codes of its data, computed once at start-up:
+the test split's posterior means (the map), the training split's (nearest neighbours), the
+dimensions ranked by KL (the sliders) and the test split's negative ELBO (the anomaly
+reference). Every method takes and returns batched tensors and runs under
+``torch.inference_mode``; the web layer (``vaekit.explore.app``) only converts to and from JSON.
+
+Shapes: x (N, *input_shape); z (N, L); xy (N, 2) map coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import vaekit
+from vaekit import latent
+from vaekit.errors import ConfigError
+
+MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
+ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
+REFERENCE_SIZE = 2_000  # test examples in the anomaly reference (a seeded subset beyond that)
+
+
+@dataclass
+class Scored:
+    """An input run through the model: x (B, *shape) as the model saw it, its reconstruction
+    (B, *shape), its code z (B, L), map position xy (B, 2), negative ELBO (B,) in nats and its
+    percentile (B,) among the test split's negative ELBOs (100: higher than all of them)."""
+
+    x: torch.Tensor
+    reconstruction: torch.Tensor
+    z: torch.Tensor
+    xy: torch.Tensor
+    neg_elbo: torch.Tensor
+    percentile: torch.Tensor
+
+
+class Explorer:
+    """A trained model ready to be explored.
+
+    run: a ``vaekit.Run``. data: its ``DataSplits`` (``run.load_data(source)``); the map shows the
+    test split (the validation split when the source has none), the neighbours come from the
+    training split. seed: seeds the subsets and the ELBO estimates, so the same call gives the
+    same numbers.
+    """
+
+    def __init__(self, run, data, *, seed: int = 0):
+        self.run, self.model, self.seed = run, run.model, seed
+        model = self.model
+        if tuple(data.shape) != tuple(model.input_shape):
+            raise ConfigError(f"the data has shape {tuple(data.shape)}, but the model takes {tuple(model.input_shape)}")
+        self.test = data.test if data.test is not None else data.valid
+        self.train = data.train
+        self.binary = data.value_range == "binary"
+        self.is_image = len(model.input_shape) == 3
+        gen = torch.Generator().manual_seed(seed)
+        self.test_codes = latent.encode(model, self.test.x)  # (N, L)
+        self.train_codes = latent.encode(model, self.train.x)  # (M, L)
+        self.ranking = latent.rank_dims(model, self.test.x)
+        self.map_index = _subset(len(self.test), MAP_POINTS, gen)  # (P,) indices into the test split
+        self._fit_map()
+        if model.deterministic:  # a plain AE's codes follow no prior: sample and centre on a density fitted to them
+            self.code_density = latent.fit_code_density(self.train_codes)
+        else:
+            self.code_density = model.prior()
+        marg = latent.marginals(self.code_density)
+        self.center = self.code_density.mean.detach().float().cpu()  # (L,)
+        self.spread = marg.stddev.detach().float().cpu()  # (L,)
+        ref = self.test.x[_subset(len(self.test), REFERENCE_SIZE, gen)]
+        self.reference = torch.sort(self.neg_elbo(ref)).values  # (R,) ascending
+        if self.is_image:
+            self.value_low, self.value_high = 0.0, 1.0
+        else:  # the bar view's scale: the data's spread, both signs
+            q = torch.quantile(self.test.x.flatten().float(), torch.tensor([0.005, 0.995]))
+            self.value_low, self.value_high = float(min(q[0], -1.0)), float(max(q[1], 1.0))
+
+    # ----- the map ------------------------------------------------------------------------
+
+    def _fit_map(self) -> None:
+        """The map's plane: the latent axes for L <= 2, else the first two principal directions
+        of the test codes (mean ``map_mean`` (L,), orthonormal rows ``map_axes`` (2, L))."""
+        codes = self.test_codes.double()
+        dim = codes.shape[1]
+        self.map_mean = torch.zeros(dim, dtype=torch.float64)
+        if dim <= 2:
+            self.map_axes = torch.eye(2, dim, dtype=torch.float64)  # a 1-D latent: z0 across, nothing up
+            self.map_method, self.map_labels = "latent", ("z0", "z1" if dim == 2 else "(none)")
+        else:
+            self.map_mean = codes.mean(0)
+            _, s, vt = torch.linalg.svd(codes - self.map_mean, full_matrices=False)
+            self.map_axes = vt[:2]  # (2, L)
+            share = (s**2 / (s**2).sum())[:2] * 100
+            self.map_method = "pca"
+            self.map_labels = (f"PC1 ({share[0]:.0f}% of variance)", f"PC2 ({share[1]:.0f}%)")
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """Map coordinates of codes: z (N, L) -> xy (N, 2)."""
+        return ((z.double() - self.map_mean) @ self.map_axes.T).float()
+
+    def unproject(self, xy: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Codes at map points xy (N, 2), the directions off the map's plane held at ``base`` (L,): (N, L)."""
+        base = base.double()
+        off_plane = base - ((base - self.map_mean) @ self.map_axes.T) @ self.map_axes  # (L,)
+        return (off_plane + xy.double() @ self.map_axes).float()
+
+    # ----- decoding and scoring -------------------------------------------------------------
+
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder means of codes z (N, L): (N, *input_shape), clamped to [0, 1] for images."""
+        out = self.model.decode(z.to(self.model.device)).mean.float().cpu()
+        return out.clamp(0, 1) if self.is_image else out
+
+    @torch.inference_mode()
+    def neg_elbo(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Negative ELBO of x (N, *shape) in nats: (N,), a seeded ``ELBO_SAMPLES``-sample estimate."""
+        parts = []
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            for start in range(0, len(x), batch_size):
+                terms = vaekit.elbo(self.model, x[start : start + batch_size].to(self.model.device), n_samples=ELBO_SAMPLES)
+                parts.append(terms.neg_elbo.float().cpu())
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    @torch.inference_mode()
+    def score(self, x: torch.Tensor) -> Scored:
+        """Encode, reconstruct and score inputs x (B, *shape) given in the model's input scale."""
+        z = latent.encode(self.model, x)  # (B, L)
+        nelbo = self.neg_elbo(x)
+        below = torch.searchsorted(self.reference, nelbo, right=True)  # (B,) reference values <= each
+        pct = 100.0 * below.float() / max(len(self.reference), 1)
+        return Scored(x=x, reconstruction=self.decode(z), z=z, xy=self.project(z), neg_elbo=nelbo, percentile=pct)
+
+    @torch.inference_mode()
+    def example(self, index: int) -> Scored:
+        """Test example ``index`` run through the model (batch of one)."""
+        return self.score(self.test.x[index : index + 1])
+
+    @torch.inference_mode()
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
+        """Linear and spherical paths from code a to code b (L,), both ends included:
+        ``{"linear": images, "slerp": images}``, each (steps, *input_shape), decoded in one batch."""
+        paths = torch.cat([latent.latent_path(a, b, steps, "linear"), latent.latent_path(a, b, steps, "slerp")])  # (2S, L)
+        images = self.decode(paths)
+        return {"linear": images[:steps], "slerp": images[steps:]}
+
+    @torch.inference_mode()
+    def neighbours(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k training examples whose codes lie nearest to z (L,) (Euclidean):
+        (indices (k,) into the training split, distances (k,)), nearest first."""
+        d = torch.cdist(z.reshape(1, -1).float(), self.train_codes.float())[0]  # (M,)
+        k = min(k, len(d))
+        dist, idx = torch.topk(d, k, largest=False)
+        return idx, dist
+
+    def samples(self, n: int, temperature: float, seed: int) -> torch.Tensor:
+        """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature``."""
+        prior = self.code_density if self.model.deterministic else None
+        out = vaekit.sample(self.model, n, temperature=temperature, seed=seed, prior=prior).float().cpu()
+        return out.clamp(0, 1) if self.is_image else out
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A user's input (1, *shape) in [0, 1] (an image) as the model's data looks: thresholded at
+        0.5 for a model trained on binary data."""
+        return (x > 0.5).float() if self.binary else x
+
+    # ----- what the page needs to draw itself ------------------------------------------------
+
+    def describe(self) -> dict:
+        """The model, the map and the sliders' settings, as plain Python values (JSON-ready)."""
+        model, cfg = self.model, self.run.config.model
+        shape = list(model.input_shape)
+        xy = self.project(self.test_codes[self.map_index])
+        labels = None if self.test.y is None else self.test.y[self.map_index].tolist()
+        order = self.ranking.dims.tolist()
+        return {
+            "run": self.run.path.name,
+            "model": {
+                "kind": cfg.kind, "arch": cfg.arch, "likelihood": cfg.likelihood, "prior": cfg.prior,
+                "latent_dim": model.latent_dim, "input_shape": shape, "deterministic": bool(model.deterministic),
+                "conditional": False,
+            },
+            "view": "image" if self.is_image else "bars",
+            "value_range": [self.value_low, self.value_high],
+            "binary": self.binary,
+            "map": {
+                "method": self.map_method, "axes": list(self.map_labels),
+                "x": _rounded(xy[:, 0]), "y": _rounded(xy[:, 1]),
+                "index": self.map_index.tolist(), "label": labels,
+                "mean": self.map_mean.tolist(), "directions": self.map_axes.tolist(),
+            },
+            "dims": {
+                "order": order, "score": _rounded(self.ranking.score), "measure": self.ranking.measure,
+                "center": self.center.tolist(), "spread": self.spread.tolist(),
+            },
+            "sizes": {"test": len(self.test), "train": len(self.train), "reference": len(self.reference)},
+        }
+
+
+def _subset(n: int, most: int, gen: torch.Generator) -> torch.Tensor:
+    """All indices 0..n-1, or a seeded sorted subset of ``most`` of them."""
+    if n <= most:
+        return torch.arange(n)
+    return torch.randperm(n, generator=gen)[:most].sort().values
+
+
+def _rounded(t: torch.Tensor, digits: int = 4) -> list[float]:
+    return np.round(t.detach().double().numpy(), digits).tolist()
