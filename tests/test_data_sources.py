@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,7 @@ needs_shared = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="share
 
 @pytest.fixture(scope="module")
 def mnist() -> DataSplits:
-    start = time.perf_counter()
-    splits = load_data("mnist", data_dir=str(SHARED))
-    # typically ~0.5 s; a loose bound that still catches per-element Python parsing (tens of seconds)
-    assert time.perf_counter() - start < 5.0
+    splits = load_data("mnist", data_dir=str(SHARED))  # its speed is measured by the bench, not asserted here
     return splits
 
 

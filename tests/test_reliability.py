@@ -185,7 +185,11 @@ def test_killed_between_weight_files_and_state_json(tmp_path, reference, monkeyp
 
 def test_killed_before_the_first_checkpoint_starts_again(tmp_path, reference, monkeypatch, caplog):
     run = tmp_path / "run"
-    monkeypatch.setattr(Trainer, "fit", lambda self, progress=True: (_ for _ in ()).throw(_Killed()))
+    def killed(self, progress=True):
+        self.writer.close()  # as the kernel does for a killed process: its run lock goes with it
+        raise _Killed
+
+    monkeypatch.setattr(Trainer, "fit", killed)
     with pytest.raises(_Killed):
         main([*TRAIN, "--out", str(run)])
     monkeypatch.undo()
@@ -462,4 +466,4 @@ def test_config_with_unknown_keys_or_wrong_types_is_refused(damaged, tmp_path, r
     with pytest.raises(CheckpointError, match="invalid run config"):
         vaekit.load(damaged)
     assert main(["train", "--resume", str(damaged), "--quiet"]) == 2
-    assert one_line(capsys.readouterr().err).startswith("vaekit: error: config")
+    assert one_line(capsys.readouterr().err).startswith(f"vaekit: error: invalid run config in {damaged}: config")

@@ -242,7 +242,7 @@ def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_TH
     model.train(was_training)
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
-    kl = None if model.deterministic else kl_per_dim(model, x, batch_size=batch_size)
+    kl = None if model.deterministic else kl_per_dim(model, x, batch_size=batch_size).double()
     return LatentDiagnostics(kl_per_dim=kl, activity=activity.cpu(), threshold=threshold)
 
 

@@ -9,7 +9,8 @@
     RUN/checkpoints/(the file ``best`` names)   weights with the best validation loss (``load``'s default)
     RUN/metrics.csv          one row per epoch (``METRIC_FIELDS``)
     RUN/.lock                held (flock) by the process writing the run; names its process id
-    RUN/figures/, RUN/tensorboard/   written by the figure commands and TensorBoard
+    RUN/figures/             the figure commands' PNGs
+    RUN/tensorboard/         event files, when TensorBoard is installed
 
 ``RunWriter`` is the only code that writes this layout, and the process holding it is the only
 writer: a second ``RunWriter`` on the same run is refused while the first lives (the kernel
@@ -133,7 +134,7 @@ class RunWriter:
     def create(self, config: RunConfig, data_info: dict[str, Any]) -> None:
         """Make a new run: the folder, its lock, config.json, data.json and the metrics header."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "figures").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create run directory {self.path}: {exc.strerror}") from None
         self.lock()

@@ -122,9 +122,8 @@ class Trainer:
         """Load the last checkpoint (weights, optimizer, RNG, schedule, step). A run stopped before
         its first checkpoint starts again from the beginning, which gives the same numbers:
         everything before the first step is a function of the config."""
-        if self.writer is not None:
-            self.writer.lock()
-        if not (self.writer or RunWriter(self.out)).has_checkpoint():
+        distributed.on_main(lambda: self.writer.lock())  # a refusal reaches every process
+        if not RunWriter(self.out).has_checkpoint():
             log.warning("%s has no checkpoint yet: training it from the beginning", self.out)
             distributed.on_main(lambda: self.writer.create(self.config, self.data.info))
             return
@@ -173,8 +172,8 @@ class Trainer:
         if t.warmup_epochs > t.epochs:
             log.warning("KL warm-up (%d epochs) is longer than training (%d epochs): beta never reaches %g", t.warmup_epochs, t.epochs, t.beta)
         progress = progress and self.world.is_main
-        if self.writer is not None:
-            self.writer.lock()  # held while this process writes the run; released when fit returns or raises
+        if self.out is not None:
+            distributed.on_main(lambda: self.writer.lock())  # held while this process writes the run; released when fit returns or raises
         board = _tensorboard(self.out) if self.writer is not None else None
         self.model.train()
         try:
@@ -297,10 +296,10 @@ class Trainer:
         return x.narrow(0, n * r // w, n * (r + 1) // w - n * r // w)
 
     def _log_epoch(self, row: dict[str, Any], board) -> None:
-        if self.writer is None:
+        if self.out is None:
             self.rows.append(row)
         else:
-            distributed.on_main(self.writer.append_metrics, row)
+            distributed.on_main(lambda: self.writer.append_metrics(row))  # every process takes part; rank 0 writes
             if board is not None:
                 for k, v in row.items():
                     if k not in ("epoch", "step"):
