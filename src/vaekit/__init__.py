@@ -15,6 +15,7 @@ from vaekit.training import resume, train
 __version__ = "0.1.0"
 
 _LAZY = {"VAEAnomalyDetector": "vaekit.anomaly", "anomaly_scores": "vaekit.anomaly"}  # scikit-learn loads on first use
+_LAZY.update(compress="vaekit.compression", decompress="vaekit.compression")  # constriction and scipy too
 
 
 def __getattr__(name: str):
@@ -33,5 +34,6 @@ __all__ = [
     "anomaly_scores", "VAEAnomalyDetector", "write_report",
     "train", "resume", "load", "Run",
     "sample", "reconstruct",
+    "compress", "decompress",
     "VaekitError", "ConfigError", "DataError", "CheckpointError", "TrainingError",
 ]

@@ -25,8 +25,8 @@ def default_batch(levels: int, dims: int) -> int:
     return 1000 if levels == 2 else max(1, 2**22 // (dims * levels))
 
 
-def check_model(model) -> None:
-    """Refuse models bits-back coding is not defined for here, with a one-line reason."""
+def check_model(model, lossy: bool = False) -> None:
+    """Refuse models the coding is not defined for here, with a one-line reason (lossy: any likelihood)."""
     from vaekit.models.posteriors import GaussianPosterior
     from vaekit.models.priors import StandardNormalPrior
 
@@ -34,7 +34,8 @@ def check_model(model) -> None:
         raise CompressionError("compression needs a VAE (Gaussian posterior); a plain autoencoder has no likelihood to code with")
     if not isinstance(model.prior_module, StandardNormalPrior):
         raise CompressionError(f"compression supports the standard normal prior; this model has {model.config.prior!r}")
-    build_coder(model.config.likelihood)
+    if not lossy:
+        build_coder(model.config.likelihood)
 
 
 def data_sha256(x: torch.Tensor) -> str:

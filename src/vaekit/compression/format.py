@@ -49,6 +49,7 @@ class Header:
     data_sha256: str  # of the original array's bytes (C order), checked after decoding
     batches: list[int] = field(default_factory=list)  # examples per bits-back batch, in coding order
     initial_bits: int = 0
+    active: list[int] = field(default_factory=list)  # lossy: the latent dimensions stored
     coder: str = "constriction.stream.stack.AnsCoder (32-bit words, 24-bit probabilities)"
 
 
@@ -132,4 +133,8 @@ def _header(raw, where: str) -> Header:
     if h.mode == "lossless" and not (isinstance(h.batches, list) and len(h.batches) <= h.count
                                      and all(whole(b, 1, h.count) for b in h.batches) and sum(h.batches) == h.count):
         raise bad("batches")
+    if not (isinstance(h.active, list) and all(whole(a, 0, h.latent_dim - 1) for a in h.active) and h.active == sorted(set(h.active))):
+        raise bad("active")
+    if h.mode == "lossy" and len(h.active) * h.count > MAX_VALUES:
+        raise bad("active")
     return h
