@@ -37,20 +37,25 @@ def register(sub) -> None:
     p.set_defaults(handler=run_decompress)
 
 
-def _bar(args, total: int, desc: str):
-    if args.quiet:
-        return None, None
-    from tqdm.auto import tqdm
+class _Progress:
+    """A progress bar that appears on the first update (so an early one-line error stands alone)."""
 
-    bar = tqdm(total=total, desc=desc, unit="ex", leave=False, mininterval=0.5)
-    done = 0
+    def __init__(self, args, total: int, desc: str):
+        self.quiet, self.total, self.desc, self.bar, self.done = args.quiet, total, desc, None, 0
 
-    def progress(n: int) -> None:
-        nonlocal done
-        bar.update(n - done)
-        done = n
+    def __call__(self, n: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
 
-    return bar, progress
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="ex", leave=False, mininterval=0.5)
+        self.bar.update(n - self.done)
+        self.done = n
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_compress(args: argparse.Namespace) -> int:
@@ -67,7 +72,7 @@ def run_compress(args: argparse.Namespace) -> int:
     examples, _ = _examples(r, args.source, args.split)
     x = examples.x
     n, dims = len(x), math.prod(r.model.input_shape)
-    bar, progress = _bar(args, n, "compressing")
+    progress = _Progress(args, n, "compressing")
     start = time.perf_counter()
     try:
         if args.lossy:
@@ -75,8 +80,7 @@ def run_compress(args: argparse.Namespace) -> int:
         else:
             data = compress(r.model, x, latent_bits=args.latent_bits or 12, batch_size=args.batch_size, progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     seconds = time.perf_counter() - start
     out = Path(args.output)
     _write_bytes(out, data)
@@ -95,6 +99,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def run_decompress(args: argparse.Namespace) -> int:
     from vaekit.compression import decompress
+    from vaekit.compression.codec import check_header
     from vaekit.compression.format import read
     from vaekit.errors import DataError
     from vaekit.runs import load
@@ -105,13 +110,13 @@ def run_decompress(args: argparse.Namespace) -> int:
     r = load(args.run)
     data = path.read_bytes()
     header, _ = read(data, str(path))
-    bar, progress = _bar(args, header.count, "decompressing")
+    check_header(r.model, header, str(path))  # a file from another model is refused before any work
+    progress = _Progress(args, header.count, "decompressing")
     start = time.perf_counter()
     try:
         x = decompress(r.model, data, where=str(path), progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     seconds = time.perf_counter() - start
     out = Path(args.output)
     _write_array(out, x)

@@ -79,10 +79,10 @@ def read(data: bytes, where: str = "the data") -> tuple[Header, np.ndarray]:
         start = _PREAMBLE.size + size
         try:  # a file cut short is more likely than one with a changed byte: say which, if the header tells
             words = json.loads(data[_PREAMBLE.size : start])["words"]
-            if isinstance(words, int) and len(data) < start + 4 * words + 4:
-                raise FormatError(f"{where} is truncated ({len(data)} of {start + 4 * words + 4} bytes)")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            pass
+            words = None
+        if isinstance(words, int) and len(data) < start + 4 * words + 4:
+            raise FormatError(f"{where} is truncated ({len(data)} of {start + 4 * words + 4} bytes)")
         raise FormatError(f"{where} is corrupted (CRC-32 mismatch)")
     try:
         raw = json.loads(data[_PREAMBLE.size : _PREAMBLE.size + size].decode())
