@@ -183,3 +183,22 @@ def test_lossy_codes(trained, binary_digits):
     assert y8.shape == x.shape and y8.dtype == x.dtype
     assert ((y8 - x) ** 2).mean() < ((y2 - x) ** 2).mean()
     assert len(large) > len(small)
+
+
+def test_code_length_kinds():
+    from vaekit.compression.rate import code_length, dequantize, is_8bit
+
+    x8 = data_for("beta-binomial")
+    gauss = tiny_model("gaussian-learned")
+    with torch.inference_mode():
+        ne = vaekit.elbo(gauss, x8).neg_elbo
+    deq = code_length(gauss, x8, ne)
+    assert deq["kind"] == "dequantized" and deq["bits_per_dim"] > 0 and "dequantized" in deq["note"]
+    assert code_length(gauss, torch.rand(4, 1, 6, 5), ne[:4])["kind"] == "none"
+    bern = tiny_model("bernoulli")
+    xb = data_for("bernoulli")
+    ne = torch.full((len(xb),), 30 * math.log(2))
+    assert code_length(bern, xb, ne) == {**code_length(bern, xb, ne), "kind": "bits-back", "bits_per_dim": pytest.approx(1.0)}
+    y = dequantize(x8, torch.Generator().manual_seed(0))
+    k = torch.round(x8 * 255)
+    assert is_8bit(x8) and not is_8bit(y) and bool(((y * 256 >= k) & (y * 256 < k + 1)).all())
