@@ -131,17 +131,28 @@ class DiscretizedLogisticCoder(_LevelsCoder):
 
 @register_coder("beta-binomial")
 class BetaBinomialCoder(_LevelsCoder):
+    """log P(k) = log Γ(k + α) + log Γ(n - k + β) - log Γ(k + 1) - log Γ(n - k + 1) + a per-pixel constant, n = 255.
+    α and β come from the 1/256 grid of their logs, so log Γ(k + α) is a (grid, 256) table built once:
+    a pixel's 256 log-probabilities are two gathers and a sum."""
+
     @cached_property
-    def _param(self) -> np.ndarray:
-        return _table(LOG_PARAM_MIN, LOG_PARAM_MAX, np.exp)
+    def _log_gamma(self) -> np.ndarray:
+        a = _table(LOG_PARAM_MIN, LOG_PARAM_MAX, np.exp)[:, None]  # (G, 1) every α (or β) on the grid
+        return gammaln(np.arange(LEVELS, dtype=np.float64) + a)  # (G, 256): log Γ(k + α)
+
+    @cached_property
+    def _log_choose(self) -> np.ndarray:
+        k = np.arange(LEVELS, dtype=np.float64)
+        return -(gammaln(k + 1) + gammaln(LEVELS - 1 - k + 1))  # (256,)
+
+    def _index(self, v: np.ndarray) -> np.ndarray:
+        return np.round(np.clip(v, LOG_PARAM_MIN, LOG_PARAM_MAX) * PARAM_GRID).astype(np.int64) - round(LOG_PARAM_MIN * PARAM_GRID)
 
     def model(self, params):
-        a = _lookup(self._param, LOG_PARAM_MIN, LOG_PARAM_MAX, params[:, 0].reshape(-1, 1))
-        b = _lookup(self._param, LOG_PARAM_MIN, LOG_PARAM_MAX, params[:, 1].reshape(-1, 1))
-        k, n = np.arange(LEVELS, dtype=np.float64), float(LEVELS - 1)
-        log_p = gammaln(k + a) + gammaln(n - k + b) - (gammaln(k + 1) + gammaln(n - k + 1))  # up to a per-row constant
-        p = np.exp(log_p - log_p.max(1, keepdims=True))
-        return constriction.stream.model.Categorical(perfect=False), (p,)
+        ia, ib = self._index(params[:, 0].reshape(-1)), self._index(params[:, 1].reshape(-1))
+        log_p = self._log_gamma[ia] + self._log_gamma[ib][:, ::-1] + self._log_choose  # (n * D, 256)
+        log_p -= log_p.max(1, keepdims=True)
+        return constriction.stream.model.Categorical(perfect=False), (np.exp(log_p),)
 
 
 def _nonempty(p: np.ndarray) -> np.ndarray:
