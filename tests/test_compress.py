@@ -2,6 +2,7 @@
 rates against the negative ELBO, determinism across processes, thread counts and batch sizes."""
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -98,36 +99,41 @@ def test_exact_outputs_do_not_depend_on_batch_or_threads(trained, binary_digits)
 
 
 def test_decodes_in_a_fresh_process_with_other_threads(trained, binary_digits, tmp_path):
-    """Encode with one thread and batches of 50; decode in a new interpreter with two threads."""
-    x = binary_digits.test.x[:100]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        (tmp_path / "x.vkz").write_bytes(compress(trained, x, batch_size=50))
-    finally:
-        torch.set_num_threads(threads)
-    np.save(tmp_path / "x.npy", x.numpy())
+    """Encode with one thread and batches of 50 (bernoulli) or 7 (beta-binomial); decode in a new
+    interpreter with two threads."""
     import dataclasses
     import json
 
-    (tmp_path / "model.json").write_text(json.dumps(dataclasses.asdict(trained.config)))
     from safetensors.torch import save_file
 
-    save_file(trained.state_dict(), tmp_path / "w.safetensors")
+    cases = {"bern": (trained, binary_digits.test.x[:100], 50),
+             "bb": (tiny_model("beta-binomial"), data_for("beta-binomial", n=30), 7)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, (m, x, batch) in cases.items():
+            (tmp_path / f"{name}.vkz").write_bytes(compress(m, x, batch_size=batch))
+            np.save(tmp_path / f"{name}.npy", x.numpy())
+            (tmp_path / f"{name}.json").write_text(json.dumps(dataclasses.asdict(m.config)))
+            save_file(m.state_dict(), tmp_path / f"{name}.safetensors")
+    finally:
+        torch.set_num_threads(threads)
     script = textwrap.dedent(f"""
         import json, numpy as np, torch
         torch.set_num_threads(2)
         from safetensors.torch import load_file
         import vaekit
         from vaekit.config import ModelConfig
-        cfg = ModelConfig(**{{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(open(r"{tmp_path / 'model.json'}")).items()}})
-        m = vaekit.build_model(cfg); m.load_state_dict(load_file(r"{tmp_path / 'w.safetensors'}")); m.eval()
-        y = vaekit.decompress(m, open(r"{tmp_path / 'x.vkz'}", "rb").read())
-        assert torch.equal(y, torch.from_numpy(np.load(r"{tmp_path / 'x.npy'}")))
+        for name in ("bern", "bb"):
+            base = r"{tmp_path}/" + name
+            cfg = ModelConfig(**{{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(open(base + ".json")).items()}})
+            m = vaekit.build_model(cfg); m.load_state_dict(load_file(base + ".safetensors")); m.eval()
+            y = vaekit.decompress(m, open(base + ".vkz", "rb").read())
+            assert torch.equal(y, torch.from_numpy(np.load(base + ".npy"))), name
         print("ok")
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
