@@ -148,11 +148,17 @@ class BetaBinomialCoder(_LevelsCoder):
     def _index(self, v: np.ndarray) -> np.ndarray:
         return np.round(np.clip(v, LOG_PARAM_MIN, LOG_PARAM_MAX) * PARAM_GRID).astype(np.int64) - round(LOG_PARAM_MIN * PARAM_GRID)
 
+    @cached_property
+    def _log_gamma_reversed(self) -> np.ndarray:
+        return np.ascontiguousarray(self._log_gamma[:, ::-1])  # (G, 256): log Γ(n - k + β)
+
     def model(self, params):
         ia, ib = self._index(params[:, 0].reshape(-1)), self._index(params[:, 1].reshape(-1))
-        log_p = self._log_gamma[ia] + self._log_gamma[ib][:, ::-1] + self._log_choose  # (n * D, 256)
+        log_p = np.take(self._log_gamma, ia, axis=0)  # (n * D, 256), in place from here on
+        log_p += np.take(self._log_gamma_reversed, ib, axis=0)
+        log_p += self._log_choose
         log_p -= log_p.max(1, keepdims=True)
-        return constriction.stream.model.Categorical(perfect=False), (np.exp(log_p),)
+        return constriction.stream.model.Categorical(perfect=False), (np.exp(log_p, out=log_p),)
 
 
 def _nonempty(p: np.ndarray) -> np.ndarray:
