@@ -108,7 +108,7 @@ def test_fuzz_mutated_files(flips, fix_crc):
     assert torch.equal(y, X)  # a change the format ignores (none expected) must still give the data
 
 
-def test_cli_round_trip_npy_and_images(tmp_path):
+def test_cli_round_trip_npy_and_images(tmp_path, capsys):
     x = (np.random.default_rng(0).random((300, 1, 8, 8)) < 0.3).astype(np.float32)
     np.save(tmp_path / "bin.npy", x)
     cfg = RunConfig()
@@ -124,6 +124,9 @@ def test_cli_round_trip_npy_and_images(tmp_path):
     assert main(["decompress", str(run), str(vkz_file), "-o", str(tmp_path / "png"), "--quiet"]) == 0
     first = np.asarray(Image.open(tmp_path / "png" / "00000.png"))
     assert np.array_equal(first, (x[0, 0] * 255).astype(np.uint8))
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-pca", "--json", str(tmp_path / "e.json")]) == 0
+    assert "code length" in capsys.readouterr().out and "bits-back" in (tmp_path / "e.json").read_text()
 
 
 def test_cli_bad_files_are_one_line_errors(tmp_path, capsys):
