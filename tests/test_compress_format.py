@@ -125,7 +125,7 @@ def test_cli_round_trip_npy_and_images(tmp_path, capsys):
     first = np.asarray(Image.open(tmp_path / "png" / "00000.png"))
     assert np.array_equal(first, (x[0, 0] * 255).astype(np.uint8))
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--no-pca", "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["evaluate", str(run), "--split", "valid", "--no-pca", "--json", str(tmp_path / "e.json")]) == 0
     assert "code length" in capsys.readouterr().out and "bits-back" in (tmp_path / "e.json").read_text()
 
 
