@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import vaekit
-from vaekit.compression import CompressionError, FormatError, compress, decompress
+from vaekit.compression import CompressionError, compress, decompress
 from vaekit.compression.exact import ExactModel
 from vaekit.compression.lossy import compress_lossy
 from vaekit.config import RunConfig

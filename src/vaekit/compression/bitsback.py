@@ -10,18 +10,14 @@ batches start at one example and grow only as the stack holds enough bits for th
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 import constriction
 import numpy as np
-import torch
 
 from vaekit.compression.exact import ExactModel
 from vaekit.compression.latents import LatentBuckets
 from vaekit.compression.likelihoods import LikelihoodCoder
-
-log = logging.getLogger(__name__)
 
 WORD_BITS, MODEL_PRECISION = 32, 24  # constriction's default ANS coder: 32-bit words, 24-bit probabilities
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)

@@ -71,9 +71,8 @@ class ExactModel:
     @torch.inference_mode()
     def posterior(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """x (B, *shape) float64 -> posterior mean and log-variance, (B, L) each."""
-        q = self.model.posterior(self.model.encoder(x))
-        logvar = q.logvar if hasattr(q, "logvar") else 2 * q.stddev.log()
-        return q.mean.numpy().astype(np.float64), logvar.numpy().astype(np.float64)
+        q = self.model.posterior(self.model.encoder(x))  # a DiagonalNormal (check_model): its logvar is the head's exact output
+        return q.mean.numpy().astype(np.float64), q.logvar.numpy().astype(np.float64)
 
     @torch.inference_mode()
     def decoder_params(self, z: np.ndarray) -> np.ndarray:
