@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--latent-bits", type=positive_int, metavar="B",
                    help="bits per latent dimension: bucket precision of bits-back coding (default 12), or the lossy code's size (default 8)")
     p.add_argument("--batch-size", type=positive_int, help="examples coded together (default 1000 for binary data, fewer for 8-bit)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's); the file does not depend on it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_compress)
 
@@ -33,6 +34,7 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("file", metavar="FILE", help="a .vkz file written by 'vaekit compress'")
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="an .npy file, or a folder for PNG images (image data only)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's); any count decodes any file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_decompress)
 
@@ -66,6 +68,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from vaekit.compression.lossy import compress_lossy
     from vaekit.runs import load
 
+    _threads(args)
     r = load(args.run)
     if not args.lossy:
         check_model(r.model)  # before reading the data: an unsupported model is the likelier mistake
@@ -107,6 +110,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise DataError(f"no such file: {path}" if not path.exists() else f"{path} is not a regular file")
+    _threads(args)
     r = load(args.run)
     data = path.read_bytes()
     header, _ = read(data, str(path))
@@ -122,6 +126,13 @@ def run_decompress(args: argparse.Namespace) -> int:
     _write_array(out, x)
     print(f"{len(x)} examples ({header.mode}) -> {out}; {len(x) / seconds:,.0f} examples/s ({seconds:.2f} s)")
     return 0
+
+
+def _threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
