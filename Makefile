@@ -1,6 +1,6 @@
 # Two entry points; each creates .venv and installs the project into it when needed.
 #   make demo   train a VAE on the embedded digits and write its run directory and figures
-#   make test   run the test suite
+#   make test   lint (ruff check, ruff format --check), then run the test suite
 # torch is pinned (override: make TORCH="torch==2.5.1" ...)
 
 PYTHON ?= python3
@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(BIN)/python -m vaekit.demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -14,6 +14,7 @@ from vaekit.training import resume, train
 from vaekit.version import __version__
 
 _LAZY = {"VAEAnomalyDetector": "vaekit.anomaly", "anomaly_scores": "vaekit.anomaly"}  # scikit-learn loads on first use
+_LAZY.update(compress="vaekit.compression", decompress="vaekit.compression")  # constriction and scipy too
 
 
 def __getattr__(name: str):
@@ -32,6 +33,7 @@ __all__ = [
     "anomaly_scores", "VAEAnomalyDetector", "write_report",
     "train", "resume", "load", "Run",
     "sample", "reconstruct",
+    "compress", "decompress",
     "VaekitError", "ConfigError", "DataError", "CheckpointError", "TrainingError",
     "__version__",
 ]

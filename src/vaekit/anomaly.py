@@ -159,7 +159,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     latent_dim: size of z. hidden: MLP hidden sizes. activation: hidden activation.
     likelihood: p(x|z) (``gaussian-shared``: a learned scale per column; ``gaussian``: fixed
-        scale 1, i.e. squared error; any name of ``vaekit.models.likelihood_names()``).
+        scale 1, i.e. squared error; any name of ``vaekit.models.LIKELIHOODS``).
     epochs, batch_size, lr, beta, warmup_epochs: training (Adam; β-weighted KL with warm-up).
     valid_fraction: rows held out to pick the best epoch (0: pick on the training rows).
     anomaly_score, samples, iw_samples: which score and its draws (``score``, ``samples``, ``iw_samples``

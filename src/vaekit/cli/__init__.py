@@ -16,9 +16,9 @@ EXIT_USAGE = 2
 
 
 def _command_modules():
-    from vaekit.cli import anomaly, evaluate, explore, figures, latent, train
+    from vaekit.cli import anomaly, compress, evaluate, explore, figures, latent, train
 
-    return [train, evaluate, figures, latent, anomaly, explore]
+    return [train, evaluate, figures, latent, anomaly, explore, compress]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,6 +13,7 @@ from pathlib import Path
 from vaekit.baselines import compare_reconstruction
 from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import add_run_argument, positive_int, split_of
+from vaekit.compression.rate import code_length
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
 from vaekit.runs import load
@@ -58,10 +59,16 @@ def run(args: argparse.Namespace) -> int:
     dims = math.prod(r.model.input_shape)
     terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed)
     result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, dims)}
+    result["code_length"] = code = code_length(r.model, split.x, terms.neg_elbo, batch_size=args.batch_size, seed=args.seed)
+    per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if code["kind"] == "bits-back" else "a density: no bits/dim, see code length"
     print(f"{result['split']} split, {result['examples']} examples ({result['data']}):")
-    print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({result['bits_per_dim']:.4f} bits/dim)")
+    print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({per_dim})")
     print(f"  reconstruction  {result['reconstruction']:10.3f} nats")
     print(f"  KL              {result['kl']:10.3f} nats")
+    if code["bits_per_dim"] is not None:
+        print(f"  code length     {code['bits_per_dim']:10.4f} bits/dim ({code['kind']}: {code['note']})")
+    else:
+        print(f"  code length            n/a ({code['note']})")
 
     if args.iw_samples:
         result["iw"] = _iw(r, split.x, args, dims)

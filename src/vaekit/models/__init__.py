@@ -9,6 +9,7 @@ a field of ``ModelConfig``:
 - the prior p(z): ``Prior``, in ``PRIORS`` (``prior``).
 """
 
+from vaekit.models import discretized  # noqa: F401  (its import registers the beta-binomial and discretized-logistic heads)
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model, check_parts
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder

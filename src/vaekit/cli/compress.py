@@ -1,0 +1,167 @@
+"""``vaekit compress`` and ``vaekit decompress``: code data with a trained VAE into a ``.vkz`` file
+(lossless bits-back ANS, or ``--lossy`` quantised latent codes) and back."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from vaekit.cli.common import add_run_argument, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compress", help="compress data with a trained VAE (lossless bits-back ANS, or --lossy latent codes)",
+                       description="Code SOURCE with the run's model into FILE.vkz. Lossless (default): bits-back coding with "
+                                   "ANS, about the model's negative ELBO in bits per example; needs a discrete likelihood "
+                                   "(bernoulli for binary data; beta-binomial or discretized-logistic for 8-bit data). "
+                                   "--lossy: the posterior means quantised to --latent-bits bits per latent dimension.")
+    add_run_argument(p)
+    p.add_argument("source", metavar="SOURCE", help="a dataset name (its --split) or a path (.npy/.npz, image folder, IDX, ...)")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the compressed file (.vkz)")
+    p.add_argument("--split", choices=["test", "valid", "train", "all"], default="test",
+                   help="which split of SOURCE (default test; all: every example of a path)")
+    p.add_argument("--lossy", action="store_true", help="store quantised posterior means instead (decoded with the decoder mean)")
+    p.add_argument("--latent-bits", type=positive_int, metavar="B",
+                   help="bits per latent dimension: bucket precision of bits-back coding (default 12), or the lossy code's size (default 8)")
+    p.add_argument("--batch-size", type=positive_int, help="examples coded together (default 1000 for binary data, fewer for 8-bit)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's); the file does not depend on it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_compress)
+
+    p = sub.add_parser("decompress", help="decode a .vkz file written by 'vaekit compress' with the same run",
+                       description="Decode FILE.vkz with the run whose model wrote it, into an .npy array or, for images, a folder of PNG files.")
+    add_run_argument(p)
+    p.add_argument("file", metavar="FILE", help="a .vkz file written by 'vaekit compress'")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, help="an .npy file, or a folder for PNG images (image data only)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's); any count decodes any file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_decompress)
+
+
+class _Progress:
+    """A progress bar that appears on the first update (so an early one-line error stands alone)."""
+
+    def __init__(self, args, total: int, desc: str):
+        self.quiet, self.total, self.desc, self.bar, self.done = args.quiet, total, desc, None, 0
+
+    def __call__(self, n: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="ex", leave=False, mininterval=0.5)
+        self.bar.update(n - self.done)
+        self.done = n
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    import math
+
+    from vaekit.cli.anomaly import _examples
+    from vaekit.compression import check_model, compress
+    from vaekit.compression.lossy import compress_lossy
+    from vaekit.runs import load
+
+    _threads(args)
+    r = load(args.run)
+    if not args.lossy:
+        check_model(r.model)  # before reading the data: an unsupported model is the likelier mistake
+    examples, _ = _examples(r, args.source, args.split)
+    x = examples.x
+    n, dims = len(x), math.prod(r.model.input_shape)
+    progress = _Progress(args, n, "compressing")
+    start = time.perf_counter()
+    try:
+        if args.lossy:
+            data = compress_lossy(r.model, x, latent_bits=args.latent_bits or 8)
+        else:
+            data = compress(r.model, x, latent_bits=args.latent_bits or 12, batch_size=args.batch_size, progress=progress)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    out = Path(args.output)
+    _write_bytes(out, data)
+    from vaekit.compression.format import read
+
+    header, _ = read(data, str(out))
+    bits = 8 * len(data)
+    print(f"{n} examples ({dims} values each) -> {out}: {len(data):,} bytes, {bits / (n * dims):.4f} bits/dim, "
+          f"{bits / n:.1f} bits per example ({'lossy, ' + str(header.latent_bits) + ' bits per latent' if args.lossy else 'lossless'})")
+    if not args.lossy:
+        print(f"  initial bits {header.initial_bits} ({header.initial_bits / (n * dims):.5f} bits/dim over this file); "
+              f"net of them {(bits - header.initial_bits) / (n * dims):.4f} bits/dim")
+    print(f"  {n / seconds:,.0f} examples/s ({seconds:.2f} s)")
+    return 0
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    from vaekit.compression import decompress
+    from vaekit.compression.codec import check_header
+    from vaekit.compression.format import read
+    from vaekit.errors import DataError
+    from vaekit.runs import load
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}" if not path.exists() else f"{path} is not a regular file")
+    _threads(args)
+    r = load(args.run)
+    data = path.read_bytes()
+    header, _ = read(data, str(path))
+    check_header(r.model, header, str(path))  # a file from another model is refused before any work
+    progress = _Progress(args, header.count, "decompressing")
+    start = time.perf_counter()
+    try:
+        x = decompress(r.model, data, where=str(path), progress=progress)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    out = Path(args.output)
+    _write_array(out, x)
+    print(f"{len(x)} examples ({header.mode}) -> {out}; {len(x) / seconds:,.0f} examples/s ({seconds:.2f} s)")
+    return 0
+
+
+def _threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    from vaekit.checkpoint import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+
+
+def _write_array(out: Path, x) -> None:
+    import io
+
+    import numpy as np
+
+    from vaekit.errors import ConfigError
+
+    if out.suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, x.numpy(), allow_pickle=False)
+        _write_bytes(out, buf.getvalue())
+        return
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ConfigError(f"{out}: the data are not images (shape {tuple(x.shape[1:])}); write an .npy file instead")
+    import torch
+    from PIL import Image
+
+    pixels = x if x.dtype == torch.uint8 else (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(len(x) - 1)))
+    for i, img in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(out / f"{i:0{width}d}.png")
+

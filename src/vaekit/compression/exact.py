@@ -1,0 +1,80 @@
+"""A copy of a trained model whose outputs are the same bits in every process.
+
+Floating-point sums depend on their order, and the order depends on the BLAS kernel, the thread
+count and the batch size; bits-back decoding fails if the decoder rebuilds even one probability
+differently. ``ExactModel`` makes every matrix product exact instead: weights are rounded to
+multiples of 2^-WEIGHT_BITS, every input of a linear or convolution layer to multiples of
+2^-ACTIVATION_BITS, and the layers run in float64, where sums of such products are exact integers
+(times 2^-(WEIGHT_BITS + ACTIVATION_BITS)) as long as they stay below 2^53: any summation order
+gives the same result. Biases, ReLU, clamps and the posterior's linear head are exact too;
+smooth activations (tanh, GELU, ...) are rounded to the grid before the next layer reads them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from vaekit.compression.errors import CompressionError
+
+WEIGHT_BITS = 16
+ACTIVATION_BITS = 16
+_EXACT_LIMIT = 2.0 ** (52 - WEIGHT_BITS - ACTIVATION_BITS)  # |layer output| below this: every partial sum exact
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def to_grid(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """``t`` rounded to the nearest multiple of 2^-bits (exact in float64: power-of-two scaling)."""
+    scale = float(2**bits)
+    return torch.round(t * scale) / scale
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 over the state_dict in name order: each name, dtype, shape and the tensor's bytes."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _round_input(module: nn.Module, args: tuple) -> tuple:
+    return (to_grid(args[0], ACTIVATION_BITS), *args[1:])
+
+
+def _check_output(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+    if out.numel() and not bool(out.abs().max() < _EXACT_LIMIT):
+        raise CompressionError(f"a layer's outputs reach {out.abs().max().item():.3g}, beyond the range of exact arithmetic")
+
+
+class ExactModel:
+    """A float64 copy of ``model`` with grid-rounded weights and layer inputs (see module docstring).
+
+    posterior(x) -> (mu, logvar), each (B, L) float64 numpy; decoder_params(z) -> (B, k, *shape).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.copy_(to_grid(p, WEIGHT_BITS))
+        for m in self.model.modules():
+            if isinstance(m, _LAYERS):
+                m.register_forward_pre_hook(_round_input)
+                m.register_forward_hook(_check_output)
+
+    @torch.inference_mode()
+    def posterior(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """x (B, *shape) float64 -> posterior mean and log-variance, (B, L) each."""
+        q = self.model.posterior(self.model.encoder(x))  # a DiagonalNormal (check_model): its logvar is the head's exact output
+        return q.mean.numpy().astype(np.float64), q.logvar.numpy().astype(np.float64)
+
+    @torch.inference_mode()
+    def decoder_params(self, z: np.ndarray) -> np.ndarray:
+        """z (B, L) on the activation grid -> decoder outputs (B, k, *shape) float64."""
+        return self.model.decoder(torch.from_numpy(z)).numpy()

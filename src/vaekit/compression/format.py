@@ -1,0 +1,140 @@
+"""The ``.vkz`` file: a fixed preamble, a JSON header, the coded stream and a CRC-32.
+
+    offset 0   8 bytes  magic b"\\x89VKZ\\r\\n\\x1a\\n" (a binary file; text-mode damage shows)
+           8   2 bytes  format version, little-endian (1)
+          10   4 bytes  header length H, little-endian (at most 1 MiB)
+          14   H bytes  header: UTF-8 JSON object (``Header``'s fields)
+      14 + H   4 W      the ANS stack, W = header["words"] 32-bit little-endian words
+    end - 4    4 bytes  CRC-32 of everything before it
+
+The reader checks, in order: the magic, the version, the lengths (a short file is "truncated"),
+the CRC (a changed byte is "corrupted"), and each header field's type and range, so a bad file is
+one ``FormatError`` line before any decoding starts; after decoding, the data's SHA-256 is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from vaekit.compression.errors import FormatError
+
+MAGIC = b"\x89VKZ\r\n\x1a\n"
+VERSION = 1
+MAX_HEADER = 2**20
+MAX_VALUES = 2**31  # the most values one file may describe
+_PREAMBLE = struct.Struct("<8sHI")
+
+
+@dataclass
+class Header:
+    """Everything the decoder needs besides the model (whose weights' SHA-256 it names)."""
+
+    mode: str  # "lossless" (bits-back) or "lossy" (quantised posterior means)
+    weights_sha256: str
+    likelihood: str
+    shape: list[int]  # one example's shape
+    dtype: str  # the original data's dtype: float32, float64 or uint8
+    count: int  # number of examples
+    latent_dim: int
+    latent_bits: int  # bits per latent dimension (buckets under the prior)
+    weight_bits: int
+    activation_bits: int
+    words: int  # 32-bit words of coded stream
+    data_sha256: str  # of the original array's bytes (C order), checked after decoding
+    batches: list[int] = field(default_factory=list)  # examples per bits-back batch, in coding order
+    initial_bits: int = 0
+    active: list[int] = field(default_factory=list)  # lossy: the latent dimensions stored
+    coder: str = "constriction.stream.stack.AnsCoder (32-bit words, 24-bit probabilities)"
+
+
+def write(header: Header, words: np.ndarray) -> bytes:
+    body = json.dumps(asdict(header), separators=(",", ":")).encode()
+    out = _PREAMBLE.pack(MAGIC, VERSION, len(body)) + body + words.astype("<u4").tobytes()
+    return out + struct.pack("<I", zlib.crc32(out))
+
+
+def read(data: bytes, where: str = "the data") -> tuple[Header, np.ndarray]:
+    """Parse and check a file's bytes -> (header, stream words). ``FormatError`` for anything wrong."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"{where}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < _PREAMBLE.size or not data.startswith(MAGIC):
+        if MAGIC.startswith(data[: len(MAGIC)]) and len(data) < _PREAMBLE.size + 4:
+            raise FormatError(f"{where} is truncated (only {len(data)} bytes)")
+        raise FormatError(f"{where} is not a vaekit compressed file (bad magic)")
+    _, version, size = _PREAMBLE.unpack_from(data)
+    if version != VERSION:
+        raise FormatError(f"{where} has format version {version}; this vaekit reads version {VERSION}")
+    if size > MAX_HEADER:
+        raise FormatError(f"{where} is corrupted (header length {size})")
+    if len(data) < _PREAMBLE.size + size + 4:
+        raise FormatError(f"{where} is truncated ({len(data)} bytes)")
+    if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+        start = _PREAMBLE.size + size
+        try:  # a file cut short is more likely than one with a changed byte: say which, if the header tells
+            words = json.loads(data[_PREAMBLE.size : start])["words"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            words = None
+        if isinstance(words, int) and len(data) < start + 4 * words + 4:
+            raise FormatError(f"{where} is truncated ({len(data)} of {start + 4 * words + 4} bytes)")
+        raise FormatError(f"{where} is corrupted (CRC-32 mismatch)")
+    try:
+        raw = json.loads(data[_PREAMBLE.size : _PREAMBLE.size + size].decode())
+    except (ValueError, UnicodeDecodeError):
+        raise FormatError(f"{where} is corrupted (unreadable header)") from None
+    header = _header(raw, where)
+    start, end = _PREAMBLE.size + size, len(data) - 4
+    if end - start != 4 * header.words:
+        raise FormatError(f"{where} is corrupted: the header announces {header.words} words, the file holds {(end - start) / 4:g}")
+    return header, np.frombuffer(data, dtype="<u4", count=header.words, offset=start).astype(np.uint32)
+
+
+def _header(raw, where: str) -> Header:
+    names = {f.name for f in fields(Header)}
+    if not isinstance(raw, dict) or not set(raw) <= names:
+        raise FormatError(f"{where} is corrupted (unexpected header fields)")
+    try:
+        h = Header(**raw)
+    except TypeError:
+        raise FormatError(f"{where} is corrupted (missing header fields)") from None
+
+    def bad(name: str) -> FormatError:
+        return FormatError(f"{where} is corrupted (header field {name} = {getattr(h, name)!r})")
+
+    def whole(v, lo, hi) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    for name in ("weights_sha256", "data_sha256"):
+        v = getattr(h, name)
+        if not (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)):
+            raise bad(name)
+    for name in ("mode", "likelihood", "dtype", "coder"):
+        if not isinstance(getattr(h, name), str):
+            raise bad(name)
+    if h.mode not in ("lossless", "lossy"):
+        raise bad("mode")
+    if h.dtype not in ("float32", "float64", "uint8"):
+        raise bad("dtype")
+    if not (isinstance(h.shape, list) and 1 <= len(h.shape) <= 4 and all(whole(s, 1, MAX_VALUES) for s in h.shape)):
+        raise bad("shape")
+    checks = {"count": (1, MAX_VALUES), "latent_dim": (1, 4096), "latent_bits": (1, 24), "weight_bits": (0, 32),
+              "activation_bits": (0, 32), "words": (0, MAX_VALUES), "initial_bits": (0, MAX_VALUES)}
+    for name, (lo, hi) in checks.items():
+        if not whole(getattr(h, name), lo, hi):
+            raise bad(name)
+    if h.count * math.prod(h.shape) > MAX_VALUES:
+        raise bad("count")
+    if h.mode == "lossless" and not (isinstance(h.batches, list) and len(h.batches) <= h.count
+                                     and all(whole(b, 1, h.count) for b in h.batches) and sum(h.batches) == h.count):
+        raise bad("batches")
+    if not (isinstance(h.active, list) and all(whole(a, 0, h.latent_dim - 1) for a in h.active) and h.active == sorted(set(h.active))):
+        raise bad("active")
+    if h.mode == "lossy" and len(h.active) * h.count > MAX_VALUES:
+        raise bad("active")
+    return h
