@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +77,12 @@ def last_epoch_throughput(run_dir: Path) -> dict:
         rows = list(csv.DictReader(f))
     sizes = json.loads((run_dir / "data.json").read_text())["sizes"]
     seconds = float(rows[-1]["train_seconds"])
-    return {"examples_per_second": sizes["train"] / seconds, "epoch_seconds": seconds, "train_examples": sizes["train"],
-            "valid_neg_elbo": float(rows[-1]["valid_neg_elbo"])}
+    return {
+        "examples_per_second": sizes["train"] / seconds,
+        "epoch_seconds": seconds,
+        "train_examples": sizes["train"],
+        "valid_neg_elbo": float(rows[-1]["valid_neg_elbo"]),
+    }
 
 
 def throughput(args, work: Path) -> dict:
@@ -88,8 +91,12 @@ def throughput(args, work: Path) -> dict:
     rows = prototypes[rng.integers(0, 10, args.rows)] ^ (rng.random((args.rows, 784)) < 0.05)
     data = work / "binary-784.npy"
     np.save(data, rows.astype(np.uint8))
-    out = {"data": f"synthetic binary {args.rows} x 784 (uint8)", "model": "default VAE: MLP 784-256-128-2, Bernoulli, Adam 1e-3",
-           "epochs": args.epochs, "runs": []}
+    out = {
+        "data": f"synthetic binary {args.rows} x 784 (uint8)",
+        "model": "default VAE: MLP 784-256-128-2, Bernoulli, Adam 1e-3",
+        "epochs": args.epochs,
+        "runs": [],
+    }
     for batch in args.batches:
         common = ["--dataset", data, "--epochs", args.epochs, "--batch-size", batch, "--threads", 1, "--quiet"]
         row = {"per_process_batch": batch}
@@ -104,12 +111,21 @@ def throughput(args, work: Path) -> dict:
         pair = [work / f"independent-{batch}-{k}" for k in (0, 1)]
         for run_dir in pair:
             shutil.rmtree(run_dir, ignore_errors=True)
-        procs = [subprocess.Popen([sys.executable, "-m", "vaekit", "train", *map(str, common), "--out", str(d)],
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for d in pair]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "vaekit", "train", *map(str, common), "--out", str(d)],
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for d in pair
+        ]
         if any(proc.wait() for proc in procs):
             raise SystemExit("an independent run failed")
-        row["two_independent_processes"] = {"examples_per_second": sum(last_epoch_throughput(d)["examples_per_second"] for d in pair),
-                                            "load_average": os.getloadavg()}
+        row["two_independent_processes"] = {
+            "examples_per_second": sum(last_epoch_throughput(d)["examples_per_second"] for d in pair),
+            "load_average": os.getloadavg(),
+        }
         one, two = row["one_process"]["examples_per_second"], row["two_processes"]["examples_per_second"]
         row["speedup"] = two / one
         row["scaling_efficiency"] = two / (2 * one)
@@ -120,8 +136,21 @@ def throughput(args, work: Path) -> dict:
         print(f"  batch {batch}, one process, memory-mapped ...", flush=True)
         run_dir = work / "memmap"
         shutil.rmtree(run_dir, ignore_errors=True)
-        wall, _ = vaekit("train", "--dataset", data, "--epochs", args.epochs, "--batch-size", batch, "--threads", 1, "--quiet",
-                         "--out", run_dir, "--memmap")
+        wall, _ = vaekit(
+            "train",
+            "--dataset",
+            data,
+            "--epochs",
+            args.epochs,
+            "--batch-size",
+            batch,
+            "--threads",
+            1,
+            "--quiet",
+            "--out",
+            run_dir,
+            "--memmap",
+        )
         out["one_process_memmap"] = {"per_process_batch": batch, **last_epoch_throughput(run_dir), "wall_seconds": wall}
     return out
 
@@ -149,15 +178,31 @@ def memmap_rss(args, work: Path) -> dict:
         _, baseline = vaekit("train", "--help")  # python with vaekit's CLI imported, nothing loaded
         run_dir = folder / "run"
         print(f"  training one epoch over {size / 1e9:.2f} GB memory-mapped ...", flush=True)
-        train_wall, train_rss = vaekit("train", "--dataset", path, "--memmap", "--epochs", 1, "--hidden", 64, "--latent-dim", 8,
-                                       "--batch-size", args.batch, "--threads", 1, "--quiet",
-                                       "--out", run_dir)
+        train_wall, train_rss = vaekit(
+            "train",
+            "--dataset",
+            path,
+            "--memmap",
+            "--epochs",
+            1,
+            "--hidden",
+            64,
+            "--latent-dim",
+            8,
+            "--batch-size",
+            args.batch,
+            "--threads",
+            1,
+            "--quiet",
+            "--out",
+            run_dir,
+        )
         print("  evaluating its validation split ...", flush=True)
         eval_wall, eval_rss = vaekit("evaluate", run_dir, "--split", "valid", "--no-pca", "--quiet", "--json", folder / "eval.json")
         evaluation = json.loads((folder / "eval.json").read_text())
         return {
             "array": {"shape": [n_rows, *BIG_SHAPE], "dtype": "float32", "bytes": size, "gb": size / 1e9, "write_seconds": write_seconds},
-            "model": "VAE MLP 4096-64-8, Bernoulli, batch %d, 1 thread" % args.batch,
+            "model": f"VAE MLP 4096-64-8, Bernoulli, batch {args.batch}, 1 thread",
             "train": {"peak_rss_mib": train_rss, "wall_seconds": train_wall, **last_epoch_throughput(run_dir)},
             "evaluate": {"peak_rss_mib": eval_rss, "wall_seconds": eval_wall, "examples": evaluation["examples"]},
             "vaekit_imported_rss_mib": baseline,
@@ -172,23 +217,34 @@ def print_table(results: dict) -> None:
     t = results.get("throughput")
     if t:
         print(f"\nthroughput ({t['data']}), {t['model']}, 1 thread per process:")
-        print(f"  {'batch/process':>13s} {'1 process ex/s':>15s} {'2 processes ex/s':>17s} {'speedup':>8s} {'efficiency':>11s}"
-              f" {'2 independent ex/s':>19s} {'DDP vs independent':>19s}")
+        print(
+            f"  {'batch/process':>13s} {'1 process ex/s':>15s} {'2 processes ex/s':>17s} {'speedup':>8s} {'efficiency':>11s}"
+            f" {'2 independent ex/s':>19s} {'DDP vs independent':>19s}"
+        )
         for r in t["runs"]:
-            print(f"  {r['per_process_batch']:13d} {r['one_process']['examples_per_second']:15.0f} {r['two_processes']['examples_per_second']:17.0f} "
-                  f"{r['speedup']:7.2f}x {100 * r['scaling_efficiency']:10.0f}% {r['two_independent_processes']['examples_per_second']:19.0f}"
-                  f" {100 * r['efficiency_vs_independent']:18.0f}%")
+            print(
+                f"  {r['per_process_batch']:13d} {r['one_process']['examples_per_second']:15.0f} "
+                f"{r['two_processes']['examples_per_second']:17.0f} "
+                f"{r['speedup']:7.2f}x {100 * r['scaling_efficiency']:10.0f}% {r['two_independent_processes']['examples_per_second']:19.0f}"
+                f" {100 * r['efficiency_vs_independent']:18.0f}%"
+            )
         if "one_process_memmap" in t:
             r = t["one_process_memmap"]
             print(f"  {r['per_process_batch']:13d} {r['examples_per_second']:15.0f}  (1 process, memory-mapped)")
         loads = [r[k]["load_average"][0] for r in t["runs"] for k in ("one_process", "two_processes", "two_independent_processes")]
-        print("  1-minute load average at the end of each run: " + ", ".join(f"{v:.1f}" for v in loads) + f" ({results['machine']['cpus']} CPUs)")
+        print(
+            "  1-minute load average at the end of each run: "
+            + ", ".join(f"{v:.1f}" for v in loads)
+            + f" ({results['machine']['cpus']} CPUs)"
+        )
     m = results.get("memmap")
     if m:
         a = m["array"]
         print(f"\nmemory-mapped {a['gb']:.2f} GB array ({' x '.join(map(str, a['shape']))} float32):")
-        print(f"  train one epoch: peak RSS {m['train']['peak_rss_mib']} MiB, {m['train']['examples_per_second']:.0f} examples/s, "
-              f"{m['train']['wall_seconds']:.0f} s wall")
+        print(
+            f"  train one epoch: peak RSS {m['train']['peak_rss_mib']} MiB, {m['train']['examples_per_second']:.0f} examples/s, "
+            f"{m['train']['wall_seconds']:.0f} s wall"
+        )
         print(f"  evaluate valid split ({m['evaluate']['examples']} examples): peak RSS {m['evaluate']['peak_rss_mib']} MiB")
         print(f"  (a process with vaekit imported, nothing loaded: {m['vaekit_imported_rss_mib']} MiB); under 1 GiB: {m['under_bound']}")
 
@@ -211,7 +267,12 @@ def main() -> int:
     import torch
 
     results: dict = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # a skipped part keeps its last figures
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    results["machine"] = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         if "throughput" not in args.skip:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import write_results
 
 
 def start_server(run: str) -> tuple[subprocess.Popen, int]:
@@ -72,8 +72,13 @@ def decode_loop(port: int, dim: int, n: int, seed: int, latencies: list[float], 
 
 def summary(latencies: list[float]) -> dict:
     ms = np.asarray(latencies) * 1e3
-    return {"requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2), "max_ms": round(float(ms.max()), 2)}
+    return {
+        "requests": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
 
 
 def main() -> int:
@@ -107,21 +112,28 @@ def main() -> int:
             t.join()
         seconds = time.perf_counter() - start
         load = summary(many) | {"clients": args.clients, "errors": len(load_errors), "requests_per_s": round(len(many) / seconds, 1)}
-        print(f"{args.clients} clients, {load['requests']} decodes: {load['errors']} errors, p50 {load['p50_ms']} ms, "
-              f"p99 {load['p99_ms']} ms, {load['requests_per_s']} requests/s")
+        print(
+            f"{args.clients} clients, {load['requests']} decodes: {load['errors']} errors, p50 {load['p50_ms']} ms, "
+            f"p99 {load['p99_ms']} ms, {load['requests_per_s']} requests/s"
+        )
         if load_errors:
             print("first errors:", load_errors[:3])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
-    write_results(args.out, {
-        "what": "vaekit explore decode round trips over loopback HTTP (one code per request, JSON in, base64 pixels out)",
-        "run": args.run, "latent_dim": dim,
-        "machine": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version()},
-        "single_client": single, "load_test": load,
-        "target": "single-client p50 < 30 ms",
-    })
+    write_results(
+        args.out,
+        {
+            "what": "vaekit explore decode round trips over loopback HTTP (one code per request, JSON in, base64 pixels out)",
+            "run": args.run,
+            "latent_dim": dim,
+            "machine": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version()},
+            "single_client": single,
+            "load_test": load,
+            "target": "single-client p50 < 30 ms",
+        },
+    )
     return 1 if errors or load_errors else 0
 
 

@@ -89,7 +89,10 @@ def check_b1(args) -> dict:
         seconds = time.perf_counter() - start
         rows.append({"k": k, **summarize_log_likelihood(log_px, dims), "seconds": seconds})
         r = rows[-1]
-        print(f"  K={k:5d}: IW-NLL {r['nll']:.3f} ± {r['nll_stderr']:.3f} nats, {r['bits_per_dim']:.4f} bits/dim ({seconds:.1f} s)", flush=True)
+        print(
+            f"  K={k:5d}: IW-NLL {r['nll']:.3f} ± {r['nll_stderr']:.3f} nats, {r['bits_per_dim']:.4f} bits/dim ({seconds:.1f} s)",
+            flush=True,
+        )
     nlls = [r["nll"] for r in rows]
     diag = latent_diagnostics(model, x)
     return {
@@ -125,14 +128,23 @@ def check_held_out(args) -> list[dict]:
         config = b1_config("mnist", args.data_dir, args.epochs)
         run, train_seconds = trained(config, Path(args.work) / f"mnist-without-{digit}", held)
         is_anomaly = (data.test.y == digit).numpy()
-        row = {"digit": digit, "train_examples": len(held.train), "train_seconds": train_seconds, "test_examples": len(data.test),
-               "anomalies": int(is_anomaly.sum()), "scores": {}}
+        row = {
+            "digit": digit,
+            "train_examples": len(held.train),
+            "train_seconds": train_seconds,
+            "test_examples": len(data.test),
+            "anomalies": int(is_anomaly.sum()),
+            "scores": {},
+        }
         for score in SCORES:
             start = time.perf_counter()
             s = anomaly_scores(run.model, data.test.x, score=score, samples=10, iw_samples=args.anomaly_iw, seed=0)
             metrics = detection_metrics(s, is_anomaly)
-            row["scores"][score] = {"roc_auc": metrics["roc_auc"], "average_precision": metrics["average_precision"],
-                                    "seconds": time.perf_counter() - start}
+            row["scores"][score] = {
+                "roc_auc": metrics["roc_auc"],
+                "average_precision": metrics["average_precision"],
+                "seconds": time.perf_counter() - start,
+            }
             print(f"  {score:15s} ROC AUC {metrics['roc_auc']:.4f}  AP {metrics['average_precision']:.4f}", flush=True)
         row["settings"] = {"samples": 10, "iw_samples": args.anomaly_iw, "seed": 0}
         out.append(row)
@@ -178,9 +190,15 @@ def check_tables(args) -> list[dict]:
             for score in SCORES:
                 det = VAEAnomalyDetector(anomaly_score=score, random_state=seed).fit(x_tr)
                 aucs[f"vae_{score}"].append(float(roc_auc_score(y_te, -det.score_samples(x_te))))
-        row = {"table": name, "fit_rows": len(x_tr), "test_rows": len(x_te), "test_anomalies": int(y_te.sum()), "features": x_tr.shape[1],
-               "seeds": list(args.table_seeds),
-               "detector": "VAEAnomalyDetector() defaults (latent 2, hidden 64-32, gaussian-shared, 100 epochs)"}
+        row = {
+            "table": name,
+            "fit_rows": len(x_tr),
+            "test_rows": len(x_te),
+            "test_anomalies": int(y_te.sum()),
+            "features": x_tr.shape[1],
+            "seeds": list(args.table_seeds),
+            "detector": "VAEAnomalyDetector() defaults (latent 2, hidden 64-32, gaussian-shared, 100 epochs)",
+        }
         row["auroc"] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for k, v in aucs.items()}
         for k, v in row["auroc"].items():
             print(f"  {name:46s} {k:22s} AUROC {v['mean']:.4f} ± {v['std']:.4f}", flush=True)
@@ -218,21 +236,27 @@ def print_table(results: dict) -> None:
     if b1:
         print(f"binarized MNIST, B1, {b1['epochs']} epochs (test set, {b1['test_examples']} examples)")
         print(f"  {'estimate':22s} {'nats':>10s} {'± s.e.':>8s} {'bits/dim':>9s} {'seconds':>9s}")
-        print(f"  {'negative ELBO':22s} {b1['neg_elbo']:10.3f} {b1['neg_elbo_stderr']:8.3f} {b1['neg_elbo_bits_per_dim']:9.4f} "
-              f"{b1['neg_elbo_seconds']:9.1f}")
+        print(
+            f"  {'negative ELBO':22s} {b1['neg_elbo']:10.3f} {b1['neg_elbo_stderr']:8.3f} {b1['neg_elbo_bits_per_dim']:9.4f} "
+            f"{b1['neg_elbo_seconds']:9.1f}"
+        )
         for r in b1["iw"]:
             print(f"  {'IW-NLL K=' + str(r['k']):22s} {r['nll']:10.3f} {r['nll_stderr']:8.3f} {r['bits_per_dim']:9.4f} {r['seconds']:9.1f}")
-        print(f"  active units {b1['active_units']}/{b1['latent_dim']}; "
-              f"squared reconstruction error: model {b1['pca']['model_squared_error']:.2f}, "
-              f"PCA({b1['pca']['components']}) {b1['pca']['pca_squared_error']:.2f}")
+        print(
+            f"  active units {b1['active_units']}/{b1['latent_dim']}; "
+            f"squared reconstruction error: model {b1['pca']['model_squared_error']:.2f}, "
+            f"PCA({b1['pca']['components']}) {b1['pca']['pca_squared_error']:.2f}"
+        )
         print(f"  checks: {b1['checks']}")
     for row in results.get("held_out", []):
         print(f"MNIST, digit {row['digit']} held out ({row['anomalies']} of {row['test_examples']} test images are anomalies)")
         for score, m in row["scores"].items():
             print(f"  {score:15s} ROC AUC {m['roc_auc']:.4f}   average precision {m['average_precision']:.4f}")
     for row in results.get("tables", []):
-        print(f"{row['table']}: {row['features']} features, {row['fit_rows']} fit rows, {row['test_rows']} test rows "
-              f"({row['test_anomalies']} anomalies), mean ± sd over seeds {row['seeds']}")
+        print(
+            f"{row['table']}: {row['features']} features, {row['fit_rows']} fit rows, {row['test_rows']} test rows "
+            f"({row['test_anomalies']} anomalies), mean ± sd over seeds {row['seeds']}"
+        )
         for k, v in row["auroc"].items():
             print(f"  {k:22s} AUROC {v['mean']:.4f} ± {v['std']:.4f}")
 

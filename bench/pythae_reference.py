@@ -43,8 +43,9 @@ try:
 except ImportError:
     sys.exit("pythae is not installed in this environment; see the docstring of bench/pythae_reference.py for the venv to create.")
 
-import torch
 from importlib.metadata import version
+
+import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,14 @@ class EpochTimer(TrainingCallback):
 
 
 def pythae_training(x: torch.Tensor, repeats: int, scratch: Path) -> dict:
-    settings = dict(output_dir=str(scratch), per_device_train_batch_size=100, learning_rate=1e-3, optimizer_cls="Adam", num_epochs=repeats + 1, no_cuda=True)
+    settings = dict(
+        output_dir=str(scratch),
+        per_device_train_batch_size=100,
+        learning_rate=1e-3,
+        optimizer_cls="Adam",
+        num_epochs=repeats + 1,
+        no_cuda=True,
+    )
     model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce"), encoder=Encoder(), decoder=Decoder())
     timer = EpochTimer()
     t0 = time.perf_counter()
@@ -108,11 +116,15 @@ def pythae_training(x: torch.Tensor, repeats: int, scratch: Path) -> dict:
     full_r, step_r = bench.stats(full, len(x)), bench.stats(step, len(x))
     return {
         "settings": settings | {"eval_data": None, "callbacks": "pythae defaults (tqdm bar, console metrics) + a timing callback"},
-        "images_per_s_best": full_r["best_rate"], "images_per_s_median": full_r["median_rate"],
-        "train_step_images_per_s_best": step_r["best_rate"], "train_step_images_per_s_median": step_r["median_rate"],
-        "epoch_seconds": full, "train_step_seconds": step,
+        "images_per_s_best": full_r["best_rate"],
+        "images_per_s_median": full_r["median_rate"],
+        "train_step_images_per_s_best": step_r["best_rate"],
+        "train_step_images_per_s_median": step_r["median_rate"],
+        "epoch_seconds": full,
+        "train_step_seconds": step,
         "non_train_step_share": 1 - sum(step) / sum(full),
-        "pipeline_total_seconds": total, "pipeline_total_epochs": repeats + 1,
+        "pipeline_total_seconds": total,
+        "pipeline_total_epochs": repeats + 1,
     }
 
 
@@ -127,8 +139,14 @@ def main() -> int:
     scratch = Path("/tmp") / f"pythae-bench-{os.getpid()}"
     res = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "pythae": version("pythae")},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "pythae": version("pythae"),
+        },
         "command": " ".join([sys.executable, *sys.argv]),
         "images_per_epoch": len(x),
     }
@@ -147,16 +165,25 @@ def main() -> int:
 
     print(f"\nmachine: {res['machine']}")
     print(f"{'B1 (images/s)':<34} {'best':>9} {'median':>9}")
-    rows = [("pythae, full epoch", p["images_per_s_best"], p["images_per_s_median"]),
-            ("pythae, train_step only", p["train_step_images_per_s_best"], p["train_step_images_per_s_median"]),
-            ("plain DataLoader loop", res["b1_plain"]["images_per_s_best"], res["b1_plain"]["images_per_s_median"]),
-            ("vaekit", res["b1_vaekit"]["images_per_s_best"], res["b1_vaekit"]["images_per_s_median"]),
-            ("vaekit --precision bf16 --compile", res["b1_vaekit_bf16_compiled"]["images_per_s_best"], res["b1_vaekit_bf16_compiled"]["images_per_s_median"])]
+    rows = [
+        ("pythae, full epoch", p["images_per_s_best"], p["images_per_s_median"]),
+        ("pythae, train_step only", p["train_step_images_per_s_best"], p["train_step_images_per_s_median"]),
+        ("plain DataLoader loop", res["b1_plain"]["images_per_s_best"], res["b1_plain"]["images_per_s_median"]),
+        ("vaekit", res["b1_vaekit"]["images_per_s_best"], res["b1_vaekit"]["images_per_s_median"]),
+        (
+            "vaekit --precision bf16 --compile",
+            res["b1_vaekit_bf16_compiled"]["images_per_s_best"],
+            res["b1_vaekit_bf16_compiled"]["images_per_s_median"],
+        ),
+    ]
     for name, best, med in rows:
         print(f"{name:<34} {best:>9,.0f} {med:>9,.0f}")
-    print(f"vaekit / pythae: {res['vaekit_over_pythae']:.2f}x (train_step only: {res['vaekit_over_pythae_train_step']:.2f}x; "
-          f"with --precision bf16 --compile: {res['vaekit_bf16_compiled_over_pythae']:.2f}x); "
-          f"plain / pythae: {res['plain_over_pythae']:.2f}x; pythae's per-epoch work outside train_step: {p['non_train_step_share']:.1%} of its epoch")
+    print(
+        f"vaekit / pythae: {res['vaekit_over_pythae']:.2f}x (train_step only: {res['vaekit_over_pythae_train_step']:.2f}x; "
+        f"with --precision bf16 --compile: {res['vaekit_bf16_compiled_over_pythae']:.2f}x); "
+        f"plain / pythae: {res['plain_over_pythae']:.2f}x; "
+        f"pythae's per-epoch work outside train_step: {p['non_train_step_share']:.1%} of its epoch"
+    )
     write_results(args.out, res)
     return 0
 

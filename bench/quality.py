@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
-from run import ROOT, PlainVAE, b1_config  # noqa: E402
+from common import write_results
+from run import ROOT, PlainVAE, b1_config
 
-import vaekit  # noqa: E402
-from vaekit.data import load_data  # noqa: E402
-from vaekit.evaluation import elbo_terms  # noqa: E402
+import vaekit
+from vaekit.data import load_data
+from vaekit.evaluation import elbo_terms
 
 
 def plain_train(x: torch.Tensor, seed: int, epochs: int) -> PlainVAE:
@@ -51,11 +51,14 @@ def as_vaekit(plain: PlainVAE) -> vaekit.LatentVariableModel:
     cfg.input_shape = (1, 28, 28)
     model = vaekit.build_model(cfg)
     sd = {
-        "encoder.net.0.weight": plain.enc.weight, "encoder.net.0.bias": plain.enc.bias,
+        "encoder.net.0.weight": plain.enc.weight,
+        "encoder.net.0.bias": plain.enc.bias,
         "posterior.params.weight": torch.cat([plain.mu.weight, plain.logvar.weight]),
         "posterior.params.bias": torch.cat([plain.mu.bias, plain.logvar.bias]),
-        "decoder.net.0.weight": plain.dec1.weight, "decoder.net.0.bias": plain.dec1.bias,
-        "decoder.net.2.weight": plain.dec2.weight, "decoder.net.2.bias": plain.dec2.bias,
+        "decoder.net.0.weight": plain.dec1.weight,
+        "decoder.net.0.bias": plain.dec1.bias,
+        "decoder.net.2.weight": plain.dec2.weight,
+        "decoder.net.2.bias": plain.dec2.bias,
     }
     missing = model.load_state_dict(sd, strict=False)
     assert not missing.unexpected_keys and all(k.startswith("prior") for k in missing.missing_keys), missing

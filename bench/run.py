@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import write_results
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import vaekit
-from common import write_results
 from vaekit.config import RunConfig
 from vaekit.data import Dataset, DataSplits, load_data
 from vaekit.evaluation import iw_log_likelihood
@@ -68,7 +68,12 @@ def timed(fn, repeats: int, device: torch.device) -> list[float]:
 
 def stats(seconds: list[float], work: float) -> dict[str, float]:
     """Rates (work / second) from repeated timings: best (min time) and median."""
-    return {"min_s": min(seconds), "median_s": statistics.median(seconds), "best_rate": work / min(seconds), "median_rate": work / statistics.median(seconds)}
+    return {
+        "min_s": min(seconds),
+        "median_s": statistics.median(seconds),
+        "best_rate": work / min(seconds),
+        "median_rate": work / statistics.median(seconds),
+    }
 
 
 # ----- the GEMM reference ----------------------------------------------------------------------
@@ -82,13 +87,18 @@ def gemm_reference(device, repeats: int, n: int, dtype: torch.dtype = torch.floa
 B1_LAYERS = [(784, 512, False), (512, 32, True), (16, 512, True), (512, 784, True)]  # (in, out, needs dX): encoder, posterior head, decoder
 
 
-def gemm_bound(device, repeats: int, layers, batch: int, steps: int = 200, backward: bool = True, dtype: torch.dtype = torch.float32) -> dict:
+def gemm_bound(
+    device, repeats: int, layers, batch: int, steps: int = 200, backward: bool = True, dtype: torch.dtype = torch.float32
+) -> dict:
     """Time only the matrix products of ``steps`` training steps of an MLP with these Linear
     ``layers``, called exactly as nn.Linear and autograd call them (forward addmm(b, x, W^T);
     backward dW = dY^T x and, where needed, dX = dY W), on the same shapes: images/s bound."""
     ops, flops = [], 0
+
+    def new(*shape, fill=torch.randn):
+        return fill(*shape, device=device, dtype=dtype)
+
     for fan_in, fan_out, needs_dx in layers:
-        new = lambda *shape, fill=torch.randn: fill(*shape, device=device, dtype=dtype)
         x, w, b, dy = new(batch, fan_in), new(fan_out, fan_in), new(fan_out), new(batch, fan_out)
         y, dw, dx = new(batch, fan_out, fill=torch.empty), new(fan_out, fan_in, fill=torch.empty), new(batch, fan_in, fill=torch.empty)
         ops.append(lambda x=x, w=w, b=b, y=y: torch.addmm(b, x, w.t(), out=y))
@@ -107,7 +117,12 @@ def gemm_bound(device, repeats: int, layers, batch: int, steps: int = 200, backw
 
     s = timed(run, repeats, device)
     r = stats(s, steps * batch)
-    return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"], "flops_per_image": flops / batch, "gflops_best": r["best_rate"] * flops / batch / 1e9}
+    return {
+        "images_per_s_best": r["best_rate"],
+        "images_per_s_median": r["median_rate"],
+        "flops_per_image": flops / batch,
+        "gflops_best": r["best_rate"] * flops / batch / 1e9,
+    }
 
 
 def step_flops(model, x: torch.Tensor) -> float:
@@ -130,8 +145,12 @@ class Workload:
 
     def result(self, seconds: list[float]) -> dict:
         r = stats(seconds, self.images)
-        return {"images_per_s_best": r["best_rate"], "images_per_s_median": r["median_rate"],
-                "seconds_per_epoch_best": r["min_s"] * self.epoch_images / self.images, "repeats": seconds}
+        return {
+            "images_per_s_best": r["best_rate"],
+            "images_per_s_median": r["median_rate"],
+            "seconds_per_epoch_best": r["min_s"] * self.epoch_images / self.images,
+            "repeats": seconds,
+        }
 
 
 class VaekitWorkload(Workload):
@@ -247,7 +266,15 @@ def iw_throughput(model, x: torch.Tensor, k: int, repeats: int, device) -> dict:
             model.decode(z).log_prob(x[:1].to(device).expand(1000, *x.shape[1:]))
     flops = counter.get_total_flops() / 1000
     r = stats(s, len(x) * k)
-    return {"examples": len(x), "k": k, "pairs_per_s_best": r["best_rate"], "pairs_per_s_median": r["median_rate"], "flops_per_pair": flops, "gflops_best": r["best_rate"] * flops / 1e9, "repeats": s}
+    return {
+        "examples": len(x),
+        "k": k,
+        "pairs_per_s_best": r["best_rate"],
+        "pairs_per_s_median": r["median_rate"],
+        "flops_per_pair": flops,
+        "gflops_best": r["best_rate"] * flops / 1e9,
+        "repeats": s,
+    }
 
 
 IW_MEMORY_PROBE = """
@@ -353,7 +380,11 @@ def main() -> int:
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="fewer steps and samples (a smoke run, not for reporting)")
-    ap.add_argument("--only", nargs="*", help="run only these parts (gemm b1 b1-compiled b1-bf16 b1-bf16-compiled b1-plain conv conv-bf16 table iw breakdown)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        help="run only these parts (gemm b1 b1-compiled b1-bf16 b1-bf16-compiled b1-plain conv conv-bf16 table iw breakdown)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -362,8 +393,13 @@ def main() -> int:
     rep = args.repeats
     res: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        },
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     res["gemm"] = gemm_reference(device, rep, 2048 if device.type == "cpu" else 8192)
@@ -380,7 +416,9 @@ def main() -> int:
             cfg = b1_config()
             for key, value in changes.items():
                 setattr(cfg.train, key, value)
-            b1_runs[part.replace("-", "_")] = VaekitWorkload(bmnist, cfg, args.device, scratch / part, max_steps=100 if args.quick else None)
+            b1_runs[part.replace("-", "_")] = VaekitWorkload(
+                bmnist, cfg, args.device, scratch / part, max_steps=100 if args.quick else None
+            )
     if "b1-plain" in parts:
         b1_runs["b1_plain"] = PlainWorkload(bmnist.train.x[:10_000] if args.quick else bmnist.train.x, args.device)
     for key, r in round_robin(b1_runs, rep).items():
@@ -415,7 +453,9 @@ def main() -> int:
         cfg.model.hidden, cfg.model.latent_dim, cfg.model.likelihood = (128, 64), 8, "gaussian"
         cfg.train.batch_size = 256
         res["table"] = vaekit_training(data, cfg, rep, args.device, scratch / "table", max_steps=50 if args.quick else None)
-        res["table"]["fraction_of_gemm_reference"] = res["table"]["images_per_s_best"] * res["table"]["flops_per_image"] / 1e9 / res["gemm"]["gflops_best"]
+        res["table"]["fraction_of_gemm_reference"] = (
+            res["table"]["images_per_s_best"] * res["table"]["flops_per_image"] / 1e9 / res["gemm"]["gflops_best"]
+        )
     if "iw" in parts:
         torch.manual_seed(0)
         model = vaekit.build_model(b1_config().model.__class__(**{**b1_config().model.__dict__, "input_shape": (1, 28, 28)}))
@@ -423,8 +463,12 @@ def main() -> int:
         k = 500 if args.quick else 5000
         res["iw"] = iw_throughput(model, x, k, max(1, rep - 1) if not args.quick else 1, args.device)
         # the decoder's GEMMs alone, at the fastest of several chunk sizes (not only the one vaekit uses)
-        bounds = {rows: gemm_bound(device, rep, [(16, 512, False), (512, 784, False)], batch=rows, steps=max(3, 60_000 // rows), backward=False)["images_per_s_best"]
-                  for rows in (1024, 2048, 4096, 20_000)}
+        bounds = {
+            rows: gemm_bound(device, rep, [(16, 512, False), (512, 784, False)], batch=rows, steps=max(3, 60_000 // rows), backward=False)[
+                "images_per_s_best"
+            ]
+            for rows in (1024, 2048, 4096, 20_000)
+        }
         res["iw"]["decoder_gemm_bound_by_rows"] = bounds
         res["iw"]["decoder_gemm_bound_pairs_per_s"] = max(bounds.values())
         res["iw"]["fraction_of_gemm_bound"] = res["iw"]["pairs_per_s_best"] / max(bounds.values())
@@ -443,37 +487,70 @@ def print_table(res: dict) -> None:
     print(f"machine: {res['machine']}")
     print(f"GEMM reference: {g['n']}x{g['n']} fp32 mm {g['gflops_best']:.1f} GFLOP/s (median {g['gflops_median']:.1f})")
     b = res["b1_gemm_bound"]
-    print(f"B1 GEMM-only bound: {b['images_per_s_best']:,.0f} images/s ({b['flops_per_image'] / 1e6:.2f} MFLOP/image in GEMMs, {b['gflops_best']:.1f} GFLOP/s)")
+    print(
+        f"B1 GEMM-only bound: {b['images_per_s_best']:,.0f} images/s "
+        f"({b['flops_per_image'] / 1e6:.2f} MFLOP/image in GEMMs, {b['gflops_best']:.1f} GFLOP/s)"
+    )
     if "gemm_bf16" in res:
         g, b = res["gemm_bf16"], res["b1_gemm_bound_bf16"]
-        print(f"bf16: GEMM reference {g['gflops_best']:.1f} GFLOP/s; B1 GEMM-only bound {b['images_per_s_best']:,.0f} images/s ({b['gflops_best']:.1f} GFLOP/s)")
+        print(
+            f"bf16: GEMM reference {g['gflops_best']:.1f} GFLOP/s; B1 GEMM-only bound "
+            f"{b['images_per_s_best']:,.0f} images/s ({b['gflops_best']:.1f} GFLOP/s)"
+        )
     print(f"\n{'workload':<16} {'best/s':>10} {'median/s':>10} {'s/epoch':>8} {'MFLOP/item':>11} {'fraction':>9}")
-    for key, frac_key in [("b1", "fraction_of_gemm_bound"), ("b1_compiled", "fraction_of_gemm_bound"), ("b1_bf16", "fraction_of_bf16_gemm_bound"),
-                          ("b1_bf16_compiled", "fraction_of_bf16_gemm_bound"), ("b1_plain", "fraction_of_gemm_bound"), ("conv", "fraction_of_gemm_reference"), ("conv_bf16", "fraction_of_gemm_reference"), ("table", "fraction_of_gemm_reference")]:
+    for key, frac_key in [
+        ("b1", "fraction_of_gemm_bound"),
+        ("b1_compiled", "fraction_of_gemm_bound"),
+        ("b1_bf16", "fraction_of_bf16_gemm_bound"),
+        ("b1_bf16_compiled", "fraction_of_bf16_gemm_bound"),
+        ("b1_plain", "fraction_of_gemm_bound"),
+        ("conv", "fraction_of_gemm_reference"),
+        ("conv_bf16", "fraction_of_gemm_reference"),
+        ("table", "fraction_of_gemm_reference"),
+    ]:
         if key in res:
             r = res[key]
             mf = f"{r['flops_per_image'] / 1e6:.2f}" if "flops_per_image" in r else "-"
             of = {"fraction_of_gemm_bound": "of the B1 fp32 GEMM bound", "fraction_of_bf16_gemm_bound": "of the B1 bf16 GEMM bound"}.get(
-                frac_key, "of the bf16 GEMM reference" if key.endswith("bf16") else "of the fp32 GEMM reference")
-            print(f"{key:<16} {r['images_per_s_best']:>10,.0f} {r['images_per_s_median']:>10,.0f} {r['seconds_per_epoch_best']:>8.2f} {mf:>11} {r[frac_key]:>9.1%} {of}")
+                frac_key, "of the bf16 GEMM reference" if key.endswith("bf16") else "of the fp32 GEMM reference"
+            )
+            print(
+                f"{key:<16} {r['images_per_s_best']:>10,.0f} "
+                f"{r['images_per_s_median']:>10,.0f} {r['seconds_per_epoch_best']:>8.2f} {mf:>11} {r[frac_key]:>9.1%} {of}"
+            )
     if "b1_speedup_over_plain" in res:
-        print(f"\nB1: vaekit is {res['b1_speedup_over_plain']:.2f}x the plain DataLoader loop; {res['b1']['fraction_of_gemm_bound']:.1%} of the GEMM-only bound")
+        print(
+            f"\nB1: vaekit is {res['b1_speedup_over_plain']:.2f}x the plain DataLoader "
+            f"loop; {res['b1']['fraction_of_gemm_bound']:.1%} of the GEMM-only bound"
+        )
     for key, what in [("b1_compiled", "--compile"), ("b1_bf16", "--precision bf16"), ("b1_bf16_compiled", "--precision bf16 --compile")]:
         if key + "_speedup_over_plain" in res:
             r = res[key]
             extra = f", {r['fraction_of_bf16_gemm_bound']:.1%} of the bf16 GEMM-only bound" if "fraction_of_bf16_gemm_bound" in r else ""
-            print(f"B1 with {what}: {res[key + '_speedup_over_plain']:.2f}x the plain loop; {r['fraction_of_gemm_bound']:.1%} of the fp32 GEMM-only bound{extra}")
+            print(
+                f"B1 with {what}: {res[key + '_speedup_over_plain']:.2f}x the plain loop; "
+                f"{r['fraction_of_gemm_bound']:.1%} of the fp32 GEMM-only bound{extra}"
+            )
     if "iw" in res:
         r = res["iw"]
-        print(f"IW evaluation (K={r['k']}, {r['examples']} examples): {r['pairs_per_s_best']:,.0f} example-samples/s, {r['gflops_best']:.1f} GFLOP/s = "
-              f"{r['fraction_of_gemm_bound']:.1%} of the decoder-GEMM bound, {r['fraction_of_gemm_reference']:.1%} of the large-GEMM reference")
+        print(
+            f"IW evaluation (K={r['k']}, {r['examples']} examples): {r['pairs_per_s_best']:,.0f} "
+            f"example-samples/s, {r['gflops_best']:.1f} GFLOP/s = "
+            f"{r['fraction_of_gemm_bound']:.1%} of the decoder-GEMM bound, {r['fraction_of_gemm_reference']:.1%} "
+            f"of the large-GEMM reference"
+        )
         if "peak_memory_by_k" in r:
-            print("IW peak memory, 100 examples (peak RSS, MiB, and what the estimate added): "
-                  + ", ".join(f"K={k}: {v['peak_mib']:.0f} (+{v['added_by_iw_mib']:.0f})" for k, v in r["peak_memory_by_k"].items()))
+            print(
+                "IW peak memory, 100 examples (peak RSS, MiB, and what the estimate added): "
+                + ", ".join(f"K={k}: {v['peak_mib']:.0f} (+{v['added_by_iw_mib']:.0f})" for k, v in r["peak_memory_by_k"].items())
+            )
     if "b1_breakdown" in res:
         r = res["b1_breakdown"]
         parts = ", ".join(f"{k} {v:.2f} ms ({r['share'][k]:.0%})" for k, v in r["per_step_ms"].items())
-        print(f"B1 step {r['step_ms']:.2f} ms: {parts}; system {r['system_seconds_per_step'] * 1e3:.2f} ms/step, {r['minor_page_faults_per_step']:.0f} page faults/step")
+        print(
+            f"B1 step {r['step_ms']:.2f} ms: {parts}; "
+            f"system {r['system_seconds_per_step'] * 1e3:.2f} ms/step, {r['minor_page_faults_per_step']:.0f} page faults/step"
+        )
 
 
 if __name__ == "__main__":

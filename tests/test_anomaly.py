@@ -18,8 +18,26 @@ from vaekit.runs import load
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("anomaly") / "run"
-    code = main(["train", "--dataset", "digits", "--epochs", "4", "--latent-dim", "4", "--hidden", "64", "--batch-size", "64",
-                 "--lr", "3e-3", "--quiet", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "4",
+            "--latent-dim",
+            "4",
+            "--hidden",
+            "64",
+            "--batch-size",
+            "64",
+            "--lr",
+            "3e-3",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -125,17 +143,49 @@ def test_anomaly_command_contamination_npy_and_label_file(run_dir, tmp_path, cap
     labels = np.zeros(n, int)
     labels[:10] = 1
     np.savetxt(tmp_path / "labels.txt", labels, fmt="%d")
-    code = main(["anomaly", str(run_dir), "--score", "reconstruction", "--samples", "0", "--contamination", "0.1", "--labels",
-                 str(tmp_path / "labels.txt"), "--scores", str(tmp_path / "s.npy"), "--json", str(tmp_path / "s.json"),
-                 "-o", str(tmp_path / "h.png")])
+    code = main(
+        [
+            "anomaly",
+            str(run_dir),
+            "--score",
+            "reconstruction",
+            "--samples",
+            "0",
+            "--contamination",
+            "0.1",
+            "--labels",
+            str(tmp_path / "labels.txt"),
+            "--scores",
+            str(tmp_path / "s.npy"),
+            "--json",
+            str(tmp_path / "s.json"),
+            "-o",
+            str(tmp_path / "h.png"),
+        ]
+    )
     assert code == 0
     s = np.load(tmp_path / "s.npy")
     summary = json.loads((tmp_path / "s.json").read_text())
     assert s.shape == (n,) and summary["flagged"] == int((s > summary["threshold"]).sum()) == round(0.1 * n)
     assert summary["metrics"]["anomalies"] == 10 and (tmp_path / "h.png").is_file()
-    code = main(["anomaly", str(run_dir), "--score", "iw-nll", "--iw-samples", "10", "--contamination", "0.05",
-                 "--json", str(tmp_path / "iw.json"),
-                 "--scores", str(tmp_path / "iw.csv"), "-o", str(tmp_path / "iw.png")])
+    code = main(
+        [
+            "anomaly",
+            str(run_dir),
+            "--score",
+            "iw-nll",
+            "--iw-samples",
+            "10",
+            "--contamination",
+            "0.05",
+            "--json",
+            str(tmp_path / "iw.json"),
+            "--scores",
+            str(tmp_path / "iw.csv"),
+            "-o",
+            str(tmp_path / "iw.png"),
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "iw.json").read_text())["settings"]["iw_samples"] == 10
 
@@ -180,7 +230,7 @@ def planted_table(path, seed=0, n=400, outliers=20):
     label = np.r_[np.zeros(n, int), np.ones(outliers, int)]
     order = rng.permutation(len(rows))
     header = ",".join([f"f{i}" for i in range(8)] + ["label"])
-    lines = [header] + [",".join(f"{v:.6f}" for v in r) + f",{l}" for r, l in zip(rows[order], label[order])]
+    lines = [header] + [",".join(f"{v:.6f}" for v in r) + f",{y}" for r, y in zip(rows[order], label[order])]
     path.write_text("\n".join(lines) + "\n")
     return label[order]
 
@@ -189,8 +239,31 @@ def test_anomaly_on_a_csv_table_uses_the_saved_standardisation(tmp_path, capsys)
     label = planted_table(tmp_path / "fit.csv", seed=0)
     new_label = planted_table(tmp_path / "new.csv", seed=0, n=100, outliers=10)  # same structure, other rows
     out = tmp_path / "table-run"
-    assert main(["train", "--dataset", str(tmp_path / "fit.csv"), "--likelihood", "gaussian-shared", "--latent-dim", "3", "--hidden", "32",
-                 "--epochs", "8", "--batch-size", "32", "--lr", "1e-2", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(tmp_path / "fit.csv"),
+                "--likelihood",
+                "gaussian-shared",
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "32",
+                "--epochs",
+                "8",
+                "--batch-size",
+                "32",
+                "--lr",
+                "1e-2",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     code = main(["anomaly", str(out), "--data", str(tmp_path / "new.csv"), "--anomaly-classes", "1", "--json", str(tmp_path / "t.json")])
     assert code == 0
     summary = json.loads((tmp_path / "t.json").read_text())
@@ -209,8 +282,27 @@ def test_anomaly_on_an_image_folder(tmp_path, capsys):
         img = np.tile(np.linspace(0, 255 * rng.uniform(0.5, 1), 12), (12, 1))
         Image.fromarray(img.astype(np.uint8)).save(folder / f"g{i:02d}.png")
     out = tmp_path / "img-run"
-    assert main(["train", "--dataset", str(folder), "--latent-dim", "2", "--hidden", "32", "--epochs", "5", "--batch-size", "8",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(folder),
+                "--latent-dim",
+                "2",
+                "--hidden",
+                "32",
+                "--epochs",
+                "5",
+                "--batch-size",
+                "8",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     odd = tmp_path / "odd"
     odd.mkdir()
     for i in range(5):

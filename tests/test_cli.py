@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,24 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", "--dataset", "digits", "--epochs", "3", "--latent-dim", "2", "--hidden", "64", "--batch-size", "64", "--quiet", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "3",
+            "--latent-dim",
+            "2",
+            "--hidden",
+            "64",
+            "--batch-size",
+            "64",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -32,7 +48,7 @@ def run_cli(*args):
 
 def assert_one_line_error(code, err, *words):
     assert code == 2
-    lines = [l for l in err.strip().splitlines() if l]
+    lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert lines[0].startswith("vaekit: error:")
@@ -93,18 +109,21 @@ def test_console_entry_point_help():
     assert proc.returncode == 0 and "--latent-dim" in proc.stdout
 
 
-@pytest.mark.parametrize("args,words", [
-    (["evaluate", "/nonexistent/run"], ["no such run directory"]),
-    (["train", "--dataset", "nope", "--quiet"], ["unknown dataset"]),
-    (["train", "--dataset", "/nonexistent/file.npy", "--quiet"], ["/nonexistent/file.npy"]),
-    (["train", "--latent-dim", "0", "--quiet"], ["latent dim"]),
-    (["train", "--beta", "-1", "--quiet"], ["beta"]),
-    (["train", "--batch-size", "100000", "--quiet"], ["batch size"]),
-    (["train", "--epochs", "0", "--quiet"], ["epochs"]),
-    (["train", "--lr", "0", "--quiet"], ["learning rate"]),
-    (["train", "--arch", "unknown", "--quiet"], ["arch"]),
-    (["train", "--epochs", "many"], ["epochs"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["evaluate", "/nonexistent/run"], ["no such run directory"]),
+        (["train", "--dataset", "nope", "--quiet"], ["unknown dataset"]),
+        (["train", "--dataset", "/nonexistent/file.npy", "--quiet"], ["/nonexistent/file.npy"]),
+        (["train", "--latent-dim", "0", "--quiet"], ["latent dim"]),
+        (["train", "--beta", "-1", "--quiet"], ["beta"]),
+        (["train", "--batch-size", "100000", "--quiet"], ["batch size"]),
+        (["train", "--epochs", "0", "--quiet"], ["epochs"]),
+        (["train", "--lr", "0", "--quiet"], ["learning rate"]),
+        (["train", "--arch", "unknown", "--quiet"], ["arch"]),
+        (["train", "--epochs", "many"], ["epochs"]),
+    ],
+)
 def test_bad_arguments_give_one_line_errors(args, words, tmp_path):
     code, _, err = run_cli(*args, *(["--out", tmp_path / "r"] if args[0] == "train" else []))
     assert_one_line_error(code, err, *words)
@@ -141,7 +160,20 @@ def test_data_outside_unit_interval_with_bernoulli(tmp_path):
     np.save(tmp_path / "real.npy", np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32))
     code, _, err = run_cli("train", "--dataset", tmp_path / "real.npy", "--likelihood", "bernoulli", "--quiet", "--out", tmp_path / "r")
     assert_one_line_error(code, err, "[0, 1]")
-    code, _, _ = run_cli("train", "--dataset", tmp_path / "real.npy", "--likelihood", "gaussian", "--epochs", "1", "--batch-size", "32", "--quiet", "--out", tmp_path / "r2")
+    code, _, _ = run_cli(
+        "train",
+        "--dataset",
+        tmp_path / "real.npy",
+        "--likelihood",
+        "gaussian",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--quiet",
+        "--out",
+        tmp_path / "r2",
+    )
     assert code == 0
 
 
@@ -155,7 +187,12 @@ def test_nan_in_data(tmp_path):
 
 def test_tabular_run_cannot_draw_images(tmp_path):
     np.save(tmp_path / "t.npy", np.random.default_rng(0).random((100, 5)).astype(np.float32))
-    assert main(["train", "--dataset", str(tmp_path / "t.npy"), "--epochs", "1", "--batch-size", "20", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(
+            ["train", "--dataset", str(tmp_path / "t.npy"), "--epochs", "1", "--batch-size", "20", "--quiet", "--out", str(tmp_path / "r")]
+        )
+        == 0
+    )
     code, _, err = run_cli("sample", tmp_path / "r")
     assert_one_line_error(code, err, "images")
 
@@ -164,7 +201,9 @@ def test_train_switches_reach_the_config():
     from vaekit.cli import build_parser
     from vaekit.cli.train import config_from_args
 
-    parse = lambda *argv: config_from_args(build_parser().parse_args(["train", *argv])).train
+    def parse(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv])).train
+
     assert not parse().compile and parse().init_decoder_bias
     assert parse("--compile").compile
     assert not parse("--no-init-decoder-bias").init_decoder_bias

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from test_latent import tiny_run
+
 from vaekit import latent
 from vaekit.cli import main
 
@@ -196,15 +196,25 @@ def test_curves_and_report(vae2, tmp_path, capsys):
 
 def test_image_commands_refuse_tabular_runs_in_one_line(tmp_path_factory, capsys):
     table = tiny_run(tmp_path_factory, "table")
-    for cmd in (["traverse"], ["manifold"], ["interpolate", "--between", "0", "1"], ["sample"], ["denoise", "--noise", "gaussian", "--noise-level", "0.1"]):
+    for cmd in (
+        ["traverse"],
+        ["manifold"],
+        ["interpolate", "--between", "0", "1"],
+        ["sample"],
+        ["denoise", "--noise", "gaussian", "--noise-level", "0.1"],
+    ):
         one_line_error(capsys, main([cmd[0], str(table.path), *cmd[1:]]), "images", "(13,)")
     assert main(["embed", str(table.path), "--split", "train"]) == 0
     assert main(["curves", str(table.path)]) == 0
 
 
 def test_bad_arguments_exit_2(vae2, capsys):
-    for argv in (["interpolate", str(vae2.path), "--between", "0", "1", "--steps", "1"], ["manifold", str(vae2.path), "--p-range", "0", "1"],
-                 ["traverse", str(vae2.path), "--width", "-1"], ["embed", str(vae2.path), "--method", "umap"]):
+    for argv in (
+        ["interpolate", str(vae2.path), "--between", "0", "1", "--steps", "1"],
+        ["manifold", str(vae2.path), "--p-range", "0", "1"],
+        ["traverse", str(vae2.path), "--width", "-1"],
+        ["embed", str(vae2.path), "--method", "umap"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2

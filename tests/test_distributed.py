@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import fit_until_crash
 import torch
 
 import vaekit
@@ -20,6 +19,8 @@ from vaekit.cli.train import forwarded_argv
 from vaekit.config import RunConfig
 from vaekit.errors import ConfigError
 from vaekit.training import Trainer, resume, train
+
+from helpers import fit_until_crash
 
 PER_PROCESS_BATCH = 24
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)  # the all-reduce adds gradients in another order than one process
@@ -39,8 +40,22 @@ def table(tmp_path_factory):
 
 def flags(path, *extra) -> list[str]:
     # a deterministic objective (no latent samples), so one process and two agree to rounding
-    return ["--dataset", str(path), "--model", "ae", "--latent-dim", "3", "--hidden", "16", "--lr", "0.01",
-            "--threads", "1", "--quiet", *map(str, extra)]
+    return [
+        "--dataset",
+        str(path),
+        "--model",
+        "ae",
+        "--latent-dim",
+        "3",
+        "--hidden",
+        "16",
+        "--lr",
+        "0.01",
+        "--threads",
+        "1",
+        "--quiet",
+        *map(str, extra),
+    ]
 
 
 def vaekit_cli(*args, timeout=240) -> subprocess.CompletedProcess:
@@ -144,8 +159,25 @@ def test_environment_and_backend_choice(monkeypatch):
 
 
 def test_the_launcher_forwards_every_flag_but_nproc():
-    args = build_parser().parse_args(["-v", "train", "--dataset", "x.npy", "--hidden", "64", "32", "--no-memmap", "--lr", "0.003",
-                                      "--quiet", "--nproc", "2", "--out", "r"])
+    args = build_parser().parse_args(
+        [
+            "-v",
+            "train",
+            "--dataset",
+            "x.npy",
+            "--hidden",
+            "64",
+            "32",
+            "--no-memmap",
+            "--lr",
+            "0.003",
+            "--quiet",
+            "--nproc",
+            "2",
+            "--out",
+            "r",
+        ]
+    )
     argv = forwarded_argv(args)
     assert "--nproc" not in argv and argv[:2] == ["--verbose", "train"]
     again = build_parser().parse_args(argv)

@@ -215,8 +215,9 @@ def test_linear_autoencoder_trained_on_squared_error_reaches_pca(digits):
     config = ModelConfig(kind="ae", input_shape=(1, 8, 8), latent_dim=5, hidden=(), activation="identity", likelihood="gaussian")
     model = build_model(config)
     x = digits.train.x
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=120, history_size=50, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)
+    opt = torch.optim.LBFGS(
+        model.parameters(), max_iter=120, history_size=50, line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12
+    )
 
     def closure():
         opt.zero_grad()
@@ -236,8 +237,28 @@ def test_linear_autoencoder_trained_on_squared_error_reaches_pca(digits):
 @pytest.fixture(scope="module")
 def iwae_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("iwae") / "run"
-    code = main(["train", "--dataset", "digits", "--iw-samples", "5", "--epochs", "4", "--latent-dim", "4", "--hidden", "64",
-                 "--batch-size", "64", "--lr", "3e-3", "--quiet", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--iw-samples",
+            "5",
+            "--epochs",
+            "4",
+            "--latent-dim",
+            "4",
+            "--hidden",
+            "64",
+            "--batch-size",
+            "64",
+            "--lr",
+            "3e-3",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -268,8 +289,31 @@ def test_evaluate_reports_iw_nll_latent_units_and_pca(iwae_run, tmp_path, capsys
 
 def test_evaluate_warns_on_posterior_collapse(tmp_path, capsys, caplog):
     out = tmp_path / "collapsed"
-    assert main(["train", "--dataset", "digits", "--beta", "200", "--epochs", "2", "--latent-dim", "3", "--hidden", "32",
-                 "--batch-size", "64", "--lr", "1e-2", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--beta",
+                "200",
+                "--epochs",
+                "2",
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "32",
+                "--batch-size",
+                "64",
+                "--lr",
+                "1e-2",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     caplog.clear()
     assert main(["evaluate", str(out), "--no-pca", "--json", str(tmp_path / "e.json")]) == 0
     r = json.loads((tmp_path / "e.json").read_text())

@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 
 pytest.importorskip("starlette", reason="the explore extra is not installed (pip install vaekit[explore])")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
+from test_latent import tiny_run
 
-from test_latent import tiny_run  # noqa: E402
-from vaekit.cli import main  # noqa: E402
-from vaekit.explore import requests as rq  # noqa: E402
-from vaekit.explore.app import create_app  # noqa: E402
-from vaekit.explore.explorer import Explorer  # noqa: E402
+from vaekit.cli import main
+from vaekit.explore import requests as rq
+from vaekit.explore.app import create_app
+from vaekit.explore.explorer import Explorer
 
 KINDS = ["vae2", "vae4", "ae2", "mixture", "conv_rgb", "table"]  # 2-D and PCA maps, AE, mixture prior, colour conv, table
 
@@ -77,7 +77,9 @@ def test_every_endpoint_answers(explorers, name):
     c = client(ex)
     L, shape = ex.model.latent_dim, list(ex.model.input_shape)
     page = c.get("/")
-    assert page.status_code == 200 and "app.js" in page.text and "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere
+    assert (
+        page.status_code == 200 and "app.js" in page.text and "http" not in page.text.replace("http-equiv", "")
+    )  # nothing fetched from elsewhere
     assert c.get("/app.js").headers["content-type"].startswith("text/javascript")
     assert c.get("/app.css").status_code == 200
     info = c.get("/api/info").json()
@@ -111,7 +113,9 @@ def test_every_endpoint_answers(explorers, name):
         mine = c.post("/api/encode", json={"x": row}).json()
     else:
         img = (ex.test.x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        mine = c.post("/api/encode", content=png_bytes(img.squeeze(-1) if shape[0] == 1 else img), headers={"content-type": "image/png"}).json()
+        mine = c.post(
+            "/api/encode", content=png_bytes(img.squeeze(-1) if shape[0] == 1 else img), headers={"content-type": "image/png"}
+        ).json()
     assert len(mine["z"]) == L and 0 <= mine["percentile"] <= 100
     np.testing.assert_allclose(mine["z"], ex.test_codes[0].numpy(), atol=0.05)  # the same example, through a PNG
 
@@ -169,8 +173,10 @@ def test_an_upload_of_another_size_and_mode_is_converted(explorers):
 
 def huge_png(width: int, height: int) -> bytes:
     """A valid PNG header declaring width x height, with a few bytes of data: a decompression bomb's shape."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
 
@@ -259,7 +265,9 @@ def test_truncated_and_bomb_images_are_refused(explorers):
 
 def test_table_and_image_inputs_are_not_mixed(explorers):
     table, images = client(explorers("table")), client(explorers("vae2"))
-    assert table.post("/api/encode", content=png_bytes(np.zeros((8, 8), np.uint8)), headers={"content-type": "image/png"}).status_code == 415
+    assert (
+        table.post("/api/encode", content=png_bytes(np.zeros((8, 8), np.uint8)), headers={"content-type": "image/png"}).status_code == 415
+    )
     assert images.post("/api/encode", json={"x": [0.0] * 64}).status_code == 400
     r = table.post("/api/encode", json={"x": [0.0] * 3})
     assert r.status_code == 400 and "list of 13 numbers" in r.json()["error"]
@@ -344,8 +352,13 @@ def serving(run_dir, *args):
     """``vaekit explore RUN --port 0 ARGS`` in a subprocess: yields (process, printed address); stops it with SIGINT
     (Ctrl-C) and checks that it ends cleanly."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", str(run_dir), "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaekit", "explore", str(run_dir), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert "serving" in line, proc.stderr.read() if proc.poll() is not None else line

@@ -22,12 +22,21 @@ from PIL import Image
 
 pytest.importorskip("starlette", reason="the explore extra is not installed (pip install vaekit[explore])")
 
-from test_latent import tiny_run  # noqa: E402
-from vaekit.explore.app import bind, create_app, make_server  # noqa: E402
-from vaekit.explore.explorer import Explorer  # noqa: E402
+from test_latent import tiny_run
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+from vaekit.explore.app import bind, create_app, make_server
+from vaekit.explore.explorer import Explorer
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def browser_required() -> bool:
@@ -155,7 +164,7 @@ def test_clicking_two_points_shows_an_interpolation_strip(page, live):
     second = int(np.flatnonzero(labels.numpy() != int(labels[first]))[0])  # an example of another digit
     for index in (first, second):
         x, y = page.evaluate(f"toPixel([info.map.x[{index}], info.map.y[{index}]])")
-        with page.expect_response(f"**/api/example/*"):
+        with page.expect_response("**/api/example/*"):
             page.locator("#map").click(position={"x": x, "y": y})
     page.wait_for_selector("#interpolation:not([hidden]) #strip-slerp canvas", timeout=10_000)
     assert page.locator("#strip-linear canvas").count() == 10 and page.locator("#strip-slerp canvas").count() == 10
@@ -218,7 +227,10 @@ def test_eight_clients_decode_concurrently_without_errors(live):
     for t in threads:
         t.join()
     assert failures == [] and len(latencies) == n_clients * per_client
-    print(f"\n8 clients x {per_client} decodes: p50 {np.percentile(latencies, 50) * 1e3:.1f} ms, p99 {np.percentile(latencies, 99) * 1e3:.1f} ms")
+    print(
+        f"\n8 clients x {per_client} decodes: "
+        f"p50 {np.percentile(latencies, 50) * 1e3:.1f} ms, p99 {np.percentile(latencies, 99) * 1e3:.1f} ms"
+    )
 
 
 def test_without_a_browser_ci_fails_and_a_local_run_skips(monkeypatch):

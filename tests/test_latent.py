@@ -30,7 +30,9 @@ RUNS = {
     "dae": dict(model=dict(kind="ae", latent_dim=8, hidden=(128,)), train=dict(epochs=15, lr=3e-3, noise="gaussian", noise_level=0.3)),
     "mixture": dict(model=dict(latent_dim=3, hidden=(64,), prior="mixture", prior_components=4), train=dict(epochs=5, lr=3e-3)),
     "conv_rgb": dict(data="rgb", model=dict(arch="conv", latent_dim=3, hidden=(8, 16)), train=dict(epochs=6, lr=3e-3)),
-    "table": dict(data="table", model=dict(latent_dim=3, hidden=(32,), likelihood="gaussian"), train=dict(epochs=20, lr=3e-3, batch_size=32)),
+    "table": dict(
+        data="table", model=dict(latent_dim=3, hidden=(32,), likelihood="gaussian"), train=dict(epochs=20, lr=3e-3, batch_size=32)
+    ),
 }
 
 
@@ -162,7 +164,10 @@ def test_quantiles_of_a_normal_are_its_inverse_cdf():
 
 
 def test_quantiles_of_a_mixture_invert_its_cdf():
-    mix = MixtureSameFamily(Categorical(probs=torch.tensor([0.3, 0.7])), Independent(Normal(torch.tensor([[-3.0, 0.0], [2.0, 5.0]]), torch.tensor([[0.5, 1.0], [1.0, 0.2]])), 1))
+    mix = MixtureSameFamily(
+        Categorical(probs=torch.tensor([0.3, 0.7])),
+        Independent(Normal(torch.tensor([[-3.0, 0.0], [2.0, 5.0]]), torch.tensor([[0.5, 1.0], [1.0, 0.2]])), 1),
+    )
     marg = latent.marginals(mix)
     assert marg.batch_shape == (2,)
     probs = torch.tensor([0.01, 0.3, 0.5, 0.9])
@@ -176,7 +181,10 @@ def test_marginals_of_full_covariance_gaussians_and_their_mixtures():
     mvn = MultivariateNormal(torch.tensor([1.0, -1.0]), covariance_matrix=cov)
     m = latent.marginals(mvn)
     torch.testing.assert_close(m.scale, torch.tensor([2.0, 1.0]))
-    gmm = MixtureSameFamily(Categorical(probs=torch.tensor([0.5, 0.5])), MultivariateNormal(torch.tensor([[0.0, 0.0], [2.0, 4.0]]), covariance_matrix=torch.stack([cov, cov])))
+    gmm = MixtureSameFamily(
+        Categorical(probs=torch.tensor([0.5, 0.5])),
+        MultivariateNormal(torch.tensor([[0.0, 0.0], [2.0, 4.0]]), covariance_matrix=torch.stack([cov, cov])),
+    )
     torch.testing.assert_close(latent.marginals(gmm).mean, torch.tensor([1.0, 2.0]))
 
 

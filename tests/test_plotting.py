@@ -93,8 +93,16 @@ def test_scatter_colours_each_label_and_is_not_blank():
 
 def test_training_curves_draw_every_panel():
     rows = [
-        {"epoch": e, "beta": min(1.0, e / 5), "train_neg_elbo": 40 - e, "valid_neg_elbo": 41 - e, "train_reconstruction": 35 - e,
-         "valid_reconstruction": 36 - e, "train_kl": 1 + e / 10, "valid_kl": 1.1 + e / 10}
+        {
+            "epoch": e,
+            "beta": min(1.0, e / 5),
+            "train_neg_elbo": 40 - e,
+            "valid_neg_elbo": 41 - e,
+            "train_reconstruction": 35 - e,
+            "valid_reconstruction": 36 - e,
+            "train_kl": 1 + e / 10,
+            "valid_kl": 1.1 + e / 10,
+        }
         for e in range(1, 21)
     ]
     pic = plotting.training_curves(rows, title="t")

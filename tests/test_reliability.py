@@ -22,7 +22,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import helpers
 import pytest
 import torch
 
@@ -33,22 +32,42 @@ from vaekit.data import load_data
 from vaekit.errors import CheckpointError, ConfigError, TrainingError
 from vaekit.training import Trainer, resume
 
+import helpers
+
 # 85 steps per epoch, 255 in all; a few seconds on one thread
-TRAIN = ["train", "--dataset", "digits", "--epochs", "3", "--hidden", "64", "--latent-dim", "4",
-         "--batch-size", "16", "--threads", "1", "--seed", "3", "--device", "cpu", "--quiet"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--epochs",
+    "3",
+    "--hidden",
+    "64",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "16",
+    "--threads",
+    "1",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 STEPS = 255
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 # ----- helpers -------------------------------------------------------------------------------
 def launch(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vaekit.cli", *map(str, args)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaekit.cli", *map(str, args)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run_cli(*args) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, "-m", "vaekit.cli", *map(str, args)], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "vaekit.cli", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stderr
 
 
@@ -102,7 +121,7 @@ def assert_clean(run: Path) -> None:
 
 def one_line(err: str) -> str:
     """The error line; there is exactly one (log lines of the training before it are allowed)."""
-    lines = [l for l in err.strip().splitlines() if l.startswith("vaekit")]
+    lines = [line for line in err.strip().splitlines() if line.startswith("vaekit")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -139,7 +158,7 @@ def test_killed_again_and_again_even_while_writing_checkpoints(tmp_path, referen
     run, rng, step = tmp_path / "run", random.Random(), 0
     for attempt in range(3):
         proc = launch(*TRAIN, "--checkpoint-every", "4", "--out", run) if attempt == 0 else launch("train", "--resume", run, "--quiet")
-        wait_until(proc, lambda: saved_step(run) > step + 10)
+        wait_until(proc, lambda step=step: saved_step(run) > step + 10)
         time.sleep(rng.uniform(0, 0.05))
         kill(proc)
         step = saved_step(run)
@@ -185,6 +204,7 @@ def test_killed_between_weight_files_and_state_json(tmp_path, reference, monkeyp
 
 def test_killed_before_the_first_checkpoint_starts_again(tmp_path, reference, monkeypatch, caplog):
     run = tmp_path / "run"
+
     def killed(self, progress=True):
         self.writer.close()  # as the kernel does for a killed process: its run lock goes with it
         raise _Killed
@@ -392,9 +412,14 @@ def _delete(run):
     _last_file(run).unlink()
 
 
-@pytest.mark.parametrize("damage,words", [
-    (_truncate, "truncated or corrupted"), (_flip_a_byte, "truncated or corrupted"), (_delete, "missing file"),
-])
+@pytest.mark.parametrize(
+    "damage,words",
+    [
+        (_truncate, "truncated or corrupted"),
+        (_flip_a_byte, "truncated or corrupted"),
+        (_delete, "missing file"),
+    ],
+)
 def test_damaged_checkpoint_file_is_named_in_a_clear_error(damaged, damage, words, capsys):
     damage(damaged)
     name = _last_file(damaged).name

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from test_latent import tiny_run
+
 from vaekit import latent, plotting
 from vaekit.errors import ConfigError, DataError
 from vaekit.generation import reconstruct
@@ -101,7 +101,9 @@ def test_interpolation_view_has_the_originals_at_the_ends(vae2):
     views = RunViews(vae2)
     view = views.interpolation(0, 4, steps=6, methods=("linear", "slerp"))
     x = views.split.x
-    grid = plotting.image_grid(torch.stack([torch.cat([x[0:1], view.result[m].images, x[4:5]]) for m in ("linear", "slerp")]).flatten(0, 1), 8)
+    grid = plotting.image_grid(
+        torch.stack([torch.cat([x[0:1], view.result[m].images, x[4:5]]) for m in ("linear", "slerp")]).flatten(0, 1), 8
+    )
     gh, gw = grid.shape[:2]
     assert np.array_equal(view.picture[-gh:, -gw:], np.repeat(grid, 3, axis=2))
     # the path starts and ends at the reconstructions of the originals

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fit_until_crash
 import torch
 
 from vaekit.config import RunConfig
-from vaekit.data import load_data, load_examples
-from vaekit.data import streaming
+from vaekit.data import load_data, load_examples, streaming
 from vaekit.data.streaming import MappedArray, block_order, use_memmap
 from vaekit.errors import DataError
+
+from helpers import fit_until_crash
 
 
 def save(path: Path, array: np.ndarray) -> Path:
@@ -251,7 +251,25 @@ def test_cli_trains_and_evaluates_a_shard_folder(tmp_path, binary_npy):
     for i in range(3):
         save(tmp_path / "shards" / f"{i:03d}.npy", rows[i * 200 : (i + 1) * 200])
     out = tmp_path / "run"
-    assert main(["train", "--dataset", str(tmp_path / "shards"), "--epochs", "1", "--hidden", "16", "--batch-size", "50", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(tmp_path / "shards"),
+                "--epochs",
+                "1",
+                "--hidden",
+                "16",
+                "--batch-size",
+                "50",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["memmap"] is True
     assert main(["evaluate", str(out), "--split", "valid", "--no-pca", "--json", str(tmp_path / "e.json")]) == 0

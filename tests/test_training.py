@@ -6,16 +6,17 @@ import subprocess
 import sys
 
 import pytest
-from helpers import fit_until_crash, small_config
 import torch
 
 import vaekit
-from vaekit.data import load_data
-from vaekit.evaluation import elbo_terms
-from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.corruption import corrupt
+from vaekit.data import load_data
 from vaekit.data.batches import data_order
+from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
+from vaekit.evaluation import elbo_terms
 from vaekit.training import Trainer, beta_at, resume, train
+
+from helpers import fit_until_crash, small_config
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,16 @@ def test_training_lowers_validation_loss_on_digits(tmp_path, digits):
     assert rows[-1]["valid_neg_elbo"] < rows[0]["valid_neg_elbo"]
     assert all(r["train_seconds"] > 0 for r in rows)
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
-    for col in ["epoch", "train_loss", "train_reconstruction", "train_kl", "valid_loss", "valid_reconstruction", "valid_kl", "train_seconds"]:
+    for col in [
+        "epoch",
+        "train_loss",
+        "train_reconstruction",
+        "train_kl",
+        "valid_loss",
+        "valid_reconstruction",
+        "valid_kl",
+        "train_seconds",
+    ]:
         assert col in header
 
 
@@ -48,7 +58,10 @@ def test_same_seed_same_numbers(tmp_path, digits):
     b = train(small_config(epochs=2), tmp_path / "b", data=digits)
     for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(va, vb), k
-    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
     assert strip(a.metrics()) == strip(b.metrics())
 
 
@@ -163,7 +176,9 @@ def test_denoising_autoencoder_trains_on_corrupted_inputs_and_denoises(tmp_path,
     trainer = Trainer(cfg, None, data=digits)
     _, batch = next(trainer.batches.epoch(0))
     assert not torch.equal(batch.inputs, batch.target)  # the encoder sees corrupted inputs ...
-    assert torch.equal(batch.target, digits.train.x[data_order(len(digits.train), cfg.train.seed, 0)[: len(batch.target)]])  # ... of clean targets
+    assert torch.equal(
+        batch.target, digits.train.x[data_order(len(digits.train), cfg.train.seed, 0)[: len(batch.target)]]
+    )  # ... of clean targets
     run = trainer.fit(progress=False)
     assert run.model.deterministic and run.path is None
     assert all(r["valid_kl"] == 0 for r in run.metrics())
@@ -212,7 +227,8 @@ def test_a_second_writer_on_the_command_line_gets_one_line_and_a_lock_of_a_kille
     cli = [sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--epochs", "1", "--quiet"]
     busy = subprocess.run(cli, capture_output=True, text=True)
     assert busy.returncode == 2 and busy.stderr.strip().splitlines() == [
-        f"vaekit: error: {run} is being trained by another process (pid {holder.pid}); wait for it to finish or stop it before resuming"]
+        f"vaekit: error: {run} is being trained by another process (pid {holder.pid}); wait for it to finish or stop it before resuming"
+    ]
     holder.kill()
     holder.wait()
     done = subprocess.run(cli, capture_output=True, text=True)

@@ -139,7 +139,7 @@ def test_pickle_in_place_of_a_json_file_is_refused(run, marker, name, capsys):
 
 def test_tensors_file_is_read_without_unpickling(tmp_path, marker):
     """A .safetensors name says nothing: the reader checks the bytes."""
-    for kind, data in malicious_pickles(marker).items():
+    for data in malicious_pickles(marker).values():
         path = tmp_path / "model.safetensors"
         path.write_bytes(data)
         with pytest.raises(CheckpointError):
@@ -186,13 +186,16 @@ def _npz_with_object(marker: Path) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("name,build,words", [
-    ("objects.npy", _npy_with_object, "Python objects"),
-    ("objects.npz", _npz_with_object, "Python objects"),
-    ("raw-pickle.npy", lambda m: malicious_pickles(m)["protocol 4"], "not a valid .npy"),
-    ("raw-pickle.npz", lambda m: malicious_pickles(m)["protocol 4"], "not a valid .npz"),
-    ("torch-save.npz", lambda m: malicious_pickles(m)["torch.save zip"], ".npz"),
-])
+@pytest.mark.parametrize(
+    "name,build,words",
+    [
+        ("objects.npy", _npy_with_object, "Python objects"),
+        ("objects.npz", _npz_with_object, "Python objects"),
+        ("raw-pickle.npy", lambda m: malicious_pickles(m)["protocol 4"], "not a valid .npy"),
+        ("raw-pickle.npz", lambda m: malicious_pickles(m)["protocol 4"], "not a valid .npz"),
+        ("torch-save.npz", lambda m: malicious_pickles(m)["torch.save zip"], ".npz"),
+    ],
+)
 def test_pickled_data_files_are_refused_and_never_executed(tmp_path, marker, trained, name, build, words, capsys):
     path = tmp_path / name
     path.write_bytes(build(marker))

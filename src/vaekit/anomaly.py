@@ -102,7 +102,6 @@ def score_histogram(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-
     s = np.asarray(torch.as_tensor(scores).double().cpu())
     finite = s[np.isfinite(s)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -227,7 +226,6 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         from sklearn.utils import check_random_state
         from sklearn.utils.validation import validate_data
 
-
         self._check_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         self.seed_ = int(check_random_state(self.random_state).randint(2**31 - 1))
@@ -243,10 +241,23 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         data = DataSplits(fit_rows, valid_rows, None, {"source": "array", "value_range": REAL, "shape": [x.shape[1]]})
         config = RunConfig(
             data=DataConfig(source="array", split_seed=self.seed_),
-            model=ModelConfig(kind="vae", arch="mlp", input_shape=(x.shape[1],), latent_dim=self.latent_dim, hidden=tuple(self.hidden),
-                              activation=self.activation, likelihood=self.likelihood),
-            train=TrainConfig(epochs=self.epochs, batch_size=max(1, min(self.batch_size, len(fit_rows))), lr=self.lr, beta=self.beta,
-                              warmup_epochs=self.warmup_epochs, seed=self.seed_),
+            model=ModelConfig(
+                kind="vae",
+                arch="mlp",
+                input_shape=(x.shape[1],),
+                latent_dim=self.latent_dim,
+                hidden=tuple(self.hidden),
+                activation=self.activation,
+                likelihood=self.likelihood,
+            ),
+            train=TrainConfig(
+                epochs=self.epochs,
+                batch_size=max(1, min(self.batch_size, len(fit_rows))),
+                lr=self.lr,
+                beta=self.beta,
+                warmup_epochs=self.warmup_epochs,
+                seed=self.seed_,
+            ),
         )
         with _caller_rng_kept():
             run = train(config, None, data=data, device=self.device)  # in memory: no run directory
@@ -278,4 +289,3 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """-1 for outliers (anomaly score above ``threshold_``) and 1 for inliers, per row (N,)."""
         return np.where(self.decision_function(X) < 0, -1, 1)
-

@@ -31,7 +31,7 @@ class PCABaseline:
     input_shape: tuple[int, ...]
 
     @classmethod
-    def fit(cls, x: torch.Tensor, n_components: int, *, seed: int = 0) -> "PCABaseline":
+    def fit(cls, x: torch.Tensor, n_components: int, *, seed: int = 0) -> PCABaseline:
         """Fit to x (N, *shape) in float64: an eigendecomposition of the covariance when D <= 4096,
         else a randomized SVD (``torch.svd_lowrank`` with a fixed seed)."""
         flat = x.flatten(1).double()  # (N, D)

@@ -5,7 +5,7 @@ Each kind of noise is a function registered in ``CORRUPTIONS``; ``corrupt`` appl
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

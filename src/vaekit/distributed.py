@@ -99,8 +99,10 @@ def local_device(device: str | torch.device, world: World) -> torch.device:
     device = torch.device(device)
     if world.distributed and device.type == "cuda" and device.index is None:
         if world.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"process {world.local_rank} on this machine needs its own GPU, but there are {torch.cuda.device_count()}; "
-                              "start at most one process per GPU, or train on --device cpu")
+            raise ConfigError(
+                f"process {world.local_rank} on this machine needs its own GPU, but there are {torch.cuda.device_count()}; "
+                "start at most one process per GPU, or train on --device cpu"
+            )
         return torch.device("cuda", world.local_rank)
     return device
 
@@ -117,7 +119,6 @@ def wrap(model: torch.nn.Module, device: torch.device, *, find_unused_parameters
     """``model`` in ``DistributedDataParallel``: its ``forward`` (the objective) all-reduces the
     gradients (an average over processes) during ``backward``. Buffers are constants in vaekit's
     models, so they are not re-broadcast every step."""
-
 
     # newer torch deprecates broadcast_buffers for forward_sync_buffers
     renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
@@ -206,8 +207,17 @@ def launch(argv: list[str], nproc: int, *, launcher_args: list[str] | None = Non
     its exit code. For several machines run torchrun yourself with its rendezvous options (README)."""
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               *(launcher_args or []), "-m", "vaekit", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *(launcher_args or []),
+        "-m",
+        "vaekit",
+        *argv,
+    ]
     log.info("launching %d processes: %s", nproc, " ".join(command[1:]))
     launcher = subprocess.Popen(command)
     while True:
@@ -218,6 +228,18 @@ def launch(argv: list[str], nproc: int, *, launcher_args: list[str] | None = Non
 
 
 __all__ = [
-    "World", "env_world", "backend_for", "current", "init", "local_device", "shutdown", "wrap",
-    "all_sum", "any_rank", "StopVote", "broadcast_object", "on_main", "launch",
+    "World",
+    "env_world",
+    "backend_for",
+    "current",
+    "init",
+    "local_device",
+    "shutdown",
+    "wrap",
+    "all_sum",
+    "any_rank",
+    "StopVote",
+    "broadcast_object",
+    "on_main",
+    "launch",
 ]

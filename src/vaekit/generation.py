@@ -87,4 +87,3 @@ def denoise(model, x: torch.Tensor, kind: str, level: float, *, seed: int = 0, p
     mse_noisy = (noisy - x).pow(2).flatten(1).mean(1)  # (B,)
     mse_denoised = (denoised - x).pow(2).flatten(1).mean(1)  # (B,)
     return Denoising(noisy, denoised, x, mse_noisy, mse_denoised, psnr(mse_noisy, peak), psnr(mse_denoised, peak))
-

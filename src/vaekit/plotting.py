@@ -10,9 +10,9 @@ which touches no global backend state.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -150,7 +150,7 @@ def labelled_grid(
         stride = max(1, math.ceil(widest / (cw + pad)))
         show = list(range(0, cols, stride))
         if show[-1] != cols - 1:  # the last column always gets its label, replacing a too-close neighbour
-            show[-1 if cols - 1 - show[-1] < stride and len(show) > 1 else len(show):] = [cols - 1]
+            show[-1 if cols - 1 - show[-1] < stride and len(show) > 1 else len(show) :] = [cols - 1]
         for k in show:
             tw = _text_size(col_labels[k], font_size)[0]
             x = left + pad + k * (cw + pad) + cw // 2 - tw // 2
@@ -201,8 +201,14 @@ def figure_array(fig) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def scatter(xy: np.ndarray, labels: np.ndarray | None = None, *, axes: tuple[str, str] = ("z0", "z1"), title: str = "",
-            size: tuple[float, float] = (6.4, 5.4)) -> np.ndarray:
+def scatter(
+    xy: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    axes: tuple[str, str] = ("z0", "z1"),
+    title: str = "",
+    size: tuple[float, float] = (6.4, 5.4),
+) -> np.ndarray:
     """A scatter plot of points (N, 2), coloured by ``labels`` (N,) if given -> uint8 (H, W, 3), ``size`` inches at 100 dpi."""
     xy = np.asarray(xy, dtype=float)
     fig = _figure(*size)
@@ -251,7 +257,14 @@ def training_curves(rows: Sequence[dict[str, float]], *, title: str = "") -> np.
         for split, style in (("train", "-"), ("valid", "--")):
             values = np.array([r.get(f"{split}_{key}", np.nan) for r in rows], dtype=float)
             if np.isfinite(values).any():
-                ax.plot(epochs, values, style, label="train" if split == "train" else "validation", lw=1.5, marker="o" if len(rows) == 1 else None)
+                ax.plot(
+                    epochs,
+                    values,
+                    style,
+                    label="train" if split == "train" else "validation",
+                    lw=1.5,
+                    marker="o" if len(rows) == 1 else None,
+                )
         _zoom(ax, [r.get(f"valid_{key}", np.nan) for r in rows] + [r.get(f"train_{key}", np.nan) for r in rows])
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")

@@ -62,4 +62,4 @@ class Registry(Generic[T]):
 
     def check(self, name: object) -> None:
         """Raise the ``ConfigError`` of ``self[name]`` unless ``name`` is registered."""
-        self[name]  # noqa: B018 -- the lookup is the check
+        self[name]

@@ -74,7 +74,9 @@ class RunViews:
     def data(self):
         data = self.run.load_data(self.source)
         if tuple(data.shape) != tuple(self.model.input_shape):
-            raise DataError(f"the data has examples of shape {tuple(data.shape)}, but the model was trained on {tuple(self.model.input_shape)}")
+            raise DataError(
+                f"the data has examples of shape {tuple(data.shape)}, but the model was trained on {tuple(self.model.input_shape)}"
+            )
         return data
 
     @cached_property
@@ -161,13 +163,21 @@ class RunViews:
             chunk = slice(start, start + cols)
             filler = torch.ones(cols - len(x[chunk]), *x.shape[1:])
             rows += [torch.cat([x[chunk], filler]), torch.cat([rec[chunk], filler])]
-        return View(plotting.image_grid(torch.cat(rows), cols), f"{n} {self.split_name} examples (odd rows) and their reconstructions (even rows): decoder mean at the posterior mean.", rec)
+        return View(
+            plotting.image_grid(torch.cat(rows), cols),
+            f"{n} {self.split_name} examples (odd rows) and their reconstructions (even rows): decoder mean at the posterior mean.",
+            rec,
+        )
 
     def samples(self, n: int = 64, *, temperature: float = 1.0, density: str = "prior", components: int = 10, draw: bool = False) -> View:
         """Decoded draws from the prior or from a density fitted to the training codes."""
         self.require_images("sampling")
         images = sample(self.model, n, temperature=temperature, seed=self.seed, mean=not draw, prior=self.density(density, components))
-        return View(plotting.image_grid(images, plotting.grid_columns(n)), f"{n} samples, z from {_density_name(density, components)} at temperature {temperature:g}.", images)
+        return View(
+            plotting.image_grid(images, plotting.grid_columns(n)),
+            f"{n} samples, z from {_density_name(density, components)} at temperature {temperature:g}.",
+            images,
+        )
 
     def sample_comparison(self, n: int = 36, *, temperature: float = 1.0, components: int = 10) -> View:
         """Samples from the prior, a full-covariance Gaussian and a Gaussian mixture fitted to the training
@@ -180,11 +190,16 @@ class RunViews:
             titles.append(_density_name(kind, components))
             results[kind] = images
         if self.model.deterministic:
-            why = ("A plain autoencoder's codes were never fitted to the prior, so prior draws can land where no code lies; "
-                   "densities fitted to its codes are the usual remedy.")
+            why = (
+                "A plain autoencoder's codes were never fitted to the prior, so prior draws can land where no code lies; "
+                "densities fitted to its codes are the usual remedy."
+            )
         else:
             why = "For a VAE the three look alike when the aggregate posterior matches the prior."
-        caption = f"{n} samples each, temperature {temperature:g}: z from the prior p(z), and from densities fitted to the {len(self.data.train)} training codes. {why}"
+        caption = (
+            f"{n} samples each, temperature {temperature:g}: "
+            f"z from the prior p(z), and from densities fitted to the {len(self.data.train)} training codes. {why}"
+        )
         return View(plotting.panels(pictures, titles), caption, results)
 
     def interpolation(self, a, b, *, steps: int = 10, methods: tuple[str, ...] = ("linear", "slerp")) -> View:
@@ -193,14 +208,29 @@ class RunViews:
         (xa, name_a), (xb, name_b) = self.example(a), self.example(b)
         results = {m: latent.interpolate(self.model, xa, xb, steps, m) for m in methods}
         rows = torch.stack([torch.cat([xa.unsqueeze(0), results[m].images, xb.unsqueeze(0)]) for m in methods])  # (R, S+2, *shape)
-        cols = ["A"] + [f"{t:.2f}".rstrip("0").rstrip(".") if t not in (0, 1) else str(int(t)) for t in torch.linspace(0, 1, steps).tolist()] + ["B"]
+        cols = (
+            ["A"]
+            + [f"{t:.2f}".rstrip("0").rstrip(".") if t not in (0, 1) else str(int(t)) for t in torch.linspace(0, 1, steps).tolist()]
+            + ["B"]
+        )
         picture = plotting.labelled_grid(rows, row_labels=list(methods), col_labels=cols, title=f"A = {name_a}, B = {name_b}")
-        caption = (f"From A to B in {steps} steps between their posterior means (t = 0 and 1 are their reconstructions), "
-                   "along a straight line (linear) and a great circle (slerp); the originals sit at the ends.")
+        caption = (
+            f"From A to B in {steps} steps between their posterior means (t = 0 and 1 are their reconstructions), "
+            "along a straight line (linear) and a great circle (slerp); the originals sit at the ends."
+        )
         return View(picture, caption, results)
 
-    def traversal(self, k: int | None = 8, *, dims: list[int] | None = None, steps: int = 11, span: str = "quantile", width: float = 3.0,
-                  at: str = "input", index: int = 0) -> View:
+    def traversal(
+        self,
+        k: int | None = 8,
+        *,
+        dims: list[int] | None = None,
+        steps: int = 11,
+        span: str = "quantile",
+        width: float = 3.0,
+        at: str = "input",
+        index: int = 0,
+    ) -> View:
         """One row per dimension (the ``k`` most informative, or ``dims``), varied alone over the reference's
         quantiles (``span="quantile"``) or ±``width``σ (``span="sigma"``)."""
         self.require_images("traversal")
@@ -223,13 +253,23 @@ class RunViews:
         what = "quantiles" if span == "quantile" else f"±{width:g}σ"
         title = f"each row: one dimension over {what} of {self.reference_name}; the others at {base_name}"
         picture = plotting.labelled_grid(result.images, row_labels=row_labels, col_labels=cols, title=title)
-        caption = (f"Latent traversal of {len(result.dims)} dimension(s), ranked by "
-                   + ("average KL to the prior" if self.ranking.measure == "KL" else "the variance of the codes (a plain autoencoder has no KL)")
-                   + f" over {min(len(self.split), RANK_SAMPLE)} {self.split_name} examples; the other dimensions stay at {base_name}.")
+        caption = (
+            f"Latent traversal of {len(result.dims)} dimension(s), ranked by "
+            + ("average KL to the prior" if self.ranking.measure == "KL" else "the variance of the codes (a plain autoencoder has no KL)")
+            + f" over {min(len(self.split), RANK_SAMPLE)} {self.split_name} examples; the other dimensions stay at {base_name}."
+        )
         return View(picture, caption, result)
 
-    def manifold(self, n: int = 20, *, dims: tuple[int, int] | None = None, at: str = "mean", index: int = 0,
-                 p_range: tuple[float, float] = latent.DEFAULT_P_RANGE, min_cell: int | None = None) -> View:
+    def manifold(
+        self,
+        n: int = 20,
+        *,
+        dims: tuple[int, int] | None = None,
+        at: str = "mean",
+        index: int = 0,
+        p_range: tuple[float, float] = latent.DEFAULT_P_RANGE,
+        min_cell: int | None = None,
+    ) -> View:
         """The decoded n x n grid over the reference's inverse CDF in two dimensions (default: the two most
         informative; a 2-D latent: both), the others fixed. ``min_cell``: smallest cell in pixels
         (default: about 960 / n, within 28 to 56)."""
@@ -246,15 +286,18 @@ class RunViews:
             result.images,
             row_labels=[f"{v:.2f}" for v in result.y_values.tolist()],
             col_labels=[f"{v:.2f}" for v in result.x_values.tolist()],
-            title=f"z{i} left to right, z{j} bottom to top" + ("" if self.model.latent_dim == 2 else f"; the other dimensions at {base_name}"),
+            title=f"z{i} left to right, z{j} bottom to top"
+            + ("" if self.model.latent_dim == 2 else f"; the other dimensions at {base_name}"),
             corner=f"z{j} \\ z{i}",
             pad=1,
             pad_value=0.4,
             min_cell=min_cell or min(56, max(28, 960 // n)),
         )
-        caption = (f"The learned manifold: decoder means over a {n} x {n} grid of z{i} and z{j} at the quantiles "
-                   f"{p_range[0]:g} to {p_range[1]:g} of {self.reference_name} (its inverse CDF)"
-                   + ("." if self.model.latent_dim == 2 else f", the other {self.model.latent_dim - 2} dimension(s) at {base_name}."))
+        caption = (
+            f"The learned manifold: decoder means over a {n} x {n} grid of z{i} and z{j} at the quantiles "
+            f"{p_range[0]:g} to {p_range[1]:g} of {self.reference_name} (its inverse CDF)"
+            + ("." if self.model.latent_dim == 2 else f", the other {self.model.latent_dim - 2} dimension(s) at {base_name}.")
+        )
         return View(picture, caption, result)
 
     def denoising(self, n: int = 8, *, noise: str | None = None, level: float | None = None, compare=None) -> View:
@@ -264,7 +307,9 @@ class RunViews:
         t = self.run.config.train
         noise = noise or (t.noise if t.noise != "none" else None)
         if noise is None or noise == "none":
-            raise ConfigError(f"{self.run.path} was trained without input noise; give the corruption to apply (--noise KIND --noise-level L)")
+            raise ConfigError(
+                f"{self.run.path} was trained without input noise; give the corruption to apply (--noise KIND --noise-level L)"
+            )
         if level is None:
             if noise != t.noise:
                 raise ConfigError(f"give the level of the {noise} noise (--noise-level)")
@@ -287,15 +332,28 @@ class RunViews:
         names.append("clean")
         labels = []
         for r in range(len(x)):
-            lines = [f"in:  {result.psnr_noisy[r]:.1f} dB, MSE {result.mse_noisy[r]:.4f}", f"out: {result.psnr_denoised[r]:.1f} dB, MSE {result.mse_denoised[r]:.4f}"]
+            lines = [
+                f"in:  {result.psnr_noisy[r]:.1f} dB, MSE {result.mse_noisy[r]:.4f}",
+                f"out: {result.psnr_denoised[r]:.1f} dB, MSE {result.mse_denoised[r]:.4f}",
+            ]
             if other is not None:
                 lines.append(f"cmp: {other.psnr_denoised[r]:.1f} dB, MSE {other.mse_denoised[r]:.4f}")
             labels.append("\n".join(lines))
-        picture = plotting.labelled_grid(torch.stack(columns, 1), row_labels=labels, col_labels=names, corner="PSNR and MSE", row_align="left", min_cell=80,
-                                         title=f"{noise} noise, level {level:g}")
-        caption = (f"{len(x)} {self.split_name} examples corrupted with {noise} noise at level {level:g} (seed {self.seed}), the model's "
-                   "reconstruction, and the clean image; each row gives the MSE and PSNR of the corrupted input (in) and of the reconstruction (out)"
-                   + (f", and of {compare.path.name}'s reconstruction (cmp)." if other is not None else "."))
+        picture = plotting.labelled_grid(
+            torch.stack(columns, 1),
+            row_labels=labels,
+            col_labels=names,
+            corner="PSNR and MSE",
+            row_align="left",
+            min_cell=80,
+            title=f"{noise} noise, level {level:g}",
+        )
+        caption = (
+            f"{len(x)} {self.split_name} examples corrupted with {noise} noise at level {level:g} (seed {self.seed}), the model's "
+            "reconstruction, and the clean image; "
+            "each row gives the MSE and PSNR of the corrupted input (in) and of the reconstruction (out)"
+            + (f", and of {compare.path.name}'s reconstruction (cmp)." if other is not None else ".")
+        )
         return View(picture, caption, result if other is None else (result, other))
 
     # ----- views for any data ---------------------------------------------------------------------
@@ -313,7 +371,9 @@ class RunViews:
         how = {"latent": f"the {self.model.latent_dim}-D latent itself", "pca": "PCA", "tsne": "t-SNE"}[projection.method]
         title = f"{len(codes)} {self.split_name} examples, {what}; {how}"
         picture = plotting.scatter(projection.xy, labels, axes=projection.axes, title=title, size=size)
-        caption = f"Codes of the {len(codes)} {self.split_name} examples ({what}), plotted via {how}" + (", coloured by label." if labels is not None else ".")
+        caption = f"Codes of the {len(codes)} {self.split_name} examples ({what}), plotted via {how}" + (
+            ", coloured by label." if labels is not None else "."
+        )
         return View(picture, caption, Embedding(codes, None if self.split.y is None else self.split.y, projection))
 
     def curves(self) -> View:
@@ -321,8 +381,10 @@ class RunViews:
         if not rows:
             raise ConfigError(f"{self.run.path} has no training metrics yet")
         title = f"{self.run.path.name}: {self.run.config.model.kind.upper()}, {len(rows)} epochs"
-        caption = ("Per-epoch negative ELBO, reconstruction and KL (nats per example; solid train, dashed validation) and the KL weight β."
-                   + (" A plain autoencoder has no KL term: its KL and β are 0." if self.model.deterministic else ""))
+        caption = (
+            "Per-epoch negative ELBO, reconstruction and KL (nats per example; solid train, dashed validation) and the KL weight β."
+            + (" A plain autoencoder has no KL term: its KL and β are 0." if self.model.deterministic else "")
+        )
         return View(plotting.training_curves(rows, title=title), caption, rows)
 
 
@@ -370,8 +432,10 @@ def figure_html(view: View, pixelated: bool = True) -> str:
     data = base64.b64encode(plotting.png_bytes(view.picture)).decode("ascii")
     h, w = view.picture.shape[:2]
     cls = "grid" if pixelated else "plot"
-    return (f'<figure><img class="{cls}" width="{w}" height="{h}" alt="{html.escape(view.caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(view.caption)}</figcaption></figure>")
+    return (
+        f'<figure><img class="{cls}" width="{w}" height="{h}" alt="{html.escape(view.caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(view.caption)}</figcaption></figure>"
+    )
 
 
 def write_report(run, path: str | Path | None = None, *, split: str = "test", seed: int = 0) -> Path:
@@ -405,8 +469,10 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     except OSError as exc:
         raise ConfigError(f"cannot create {path.parent}: {exc.strerror}") from None
     title = f"vaekit report: {run.path.name}"
-    summary = (f"{model.config.kind.upper()} ({model.config.arch}, latent dim {model.latent_dim}, {model.config.likelihood} likelihood, "
-               f"{model.config.prior} prior) on {run.config.data.source}, data shape {tuple(model.input_shape)}")
+    summary = (
+        f"{model.config.kind.upper()} ({model.config.arch}, latent dim {model.latent_dim}, {model.config.likelihood} likelihood, "
+        f"{model.config.prior} prior) on {run.config.data.source}, data shape {tuple(model.input_shape)}"
+    )
     atomic_write_bytes(path, _page(title, summary, run, report.sections).encode("utf-8"))
     log.debug("report written in %.1f s", time.perf_counter() - started)
     return path
@@ -429,7 +495,9 @@ def _config_html(run, max_rows: int = 12) -> str:
             continue
         items = list(values.items())
         for start in range(0, len(items), max_rows):
-            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt_value(v))}</td></tr>" for k, v in items[start : start + max_rows])
+            rows = "".join(
+                f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt_value(v))}</td></tr>" for k, v in items[start : start + max_rows]
+            )
             caption = section if start == 0 else f"{section} (continued)"
             parts.append(f'<table class="kv"><caption>{html.escape(caption)}</caption>{rows}</table>')
     return f'<div class="tables">{"".join(parts)}</div>'
@@ -452,28 +520,40 @@ def _metrics_html(run, views: RunViews) -> str:
         out.append(
             f'<table class="num"><caption>{html.escape(views.split_name)} split, {s["examples"]} examples</caption>'
             "<tr><th>negative ELBO</th><th>reconstruction</th><th>KL</th><th>bits/dim</th></tr>"
-            f'<tr><td>{s["neg_elbo"]:.3f} ± {s["neg_elbo_stderr"]:.3f}</td><td>{s["reconstruction"]:.3f}</td><td>{s["kl"]:.3f}</td><td>{s["bits_per_dim"]:.4f}</td></tr></table>'
+            f"<tr><td>{s['neg_elbo']:.3f} ± {s['neg_elbo_stderr']:.3f}</td><td>{s['reconstruction']:.3f}</td>"
+            f"<td>{s['kl']:.3f}</td><td>{s['bits_per_dim']:.4f}</td></tr></table>"
         )
     except VaekitError as exc:
         out.append(f'<p class="note">evaluation skipped: {html.escape(str(exc))}</p>')
     rows = run.metrics()
     if rows:
         best = min(rows, key=lambda r: r.get("valid_loss", math.inf))
-        cols = [("epoch", "epoch", "{:.0f}"), ("β", "beta", "{:.3g}"),
-                ("train −ELBO", "train_neg_elbo", "{:.3f}"), ("valid −ELBO", "valid_neg_elbo", "{:.3f}"),
-                ("train rec.", "train_reconstruction", "{:.3f}"), ("valid rec.", "valid_reconstruction", "{:.3f}"),
-                ("train KL", "train_kl", "{:.3f}"), ("valid KL", "valid_kl", "{:.3f}")]
+        cols = [
+            ("epoch", "epoch", "{:.0f}"),
+            ("β", "beta", "{:.3g}"),
+            ("train −ELBO", "train_neg_elbo", "{:.3f}"),
+            ("valid −ELBO", "valid_neg_elbo", "{:.3f}"),
+            ("train rec.", "train_reconstruction", "{:.3f}"),
+            ("valid rec.", "valid_reconstruction", "{:.3f}"),
+            ("train KL", "train_kl", "{:.3f}"),
+            ("valid KL", "valid_kl", "{:.3f}"),
+        ]
 
         def row(r, name=""):
             cells = "".join(f"<td>{fmt.format(r[key]) if key in r else '—'}</td>" for _, key, fmt in cols)
             return f"<tr>{f'<th>{name}</th>' if name is not None else ''}{cells}</tr>"
 
         head = "<tr><th></th>" + "".join(f"<th>{c}</th>" for c, _, _ in cols) + "</tr>"
-        out.append(f'<table class="num"><caption>training, per example (nats)</caption>{head}'
-                   f'{row(rows[0], "first epoch")}{row(best, "best (weights kept)")}{row(rows[-1], "last epoch")}</table>')
+        out.append(
+            f'<table class="num"><caption>training, per example (nats)</caption>{head}'
+            f"{row(rows[0], 'first epoch')}{row(best, 'best (weights kept)')}{row(rows[-1], 'last epoch')}</table>"
+        )
         every = "".join(row(r, None) for r in rows)
-        out.append(f"<details><summary>all {len(rows)} epochs</summary><table class=\"num\"><tr>"
-                   + "".join(f"<th>{c}</th>" for c, _, _ in cols) + f"</tr>{every}</table></details>")
+        out.append(
+            f'<details><summary>all {len(rows)} epochs</summary><table class="num"><tr>'
+            + "".join(f"<th>{c}</th>" for c, _, _ in cols)
+            + f"</tr>{every}</table></details>"
+        )
     else:
         out.append('<p class="note">no training metrics recorded</p>')
     details = [p for p in out if p.startswith("<details")]
@@ -504,12 +584,16 @@ def _page(title: str, summary: str, run, sections: list[Section]) -> str:
         content = s.body if not s.note else f'<p class="note">skipped: {html.escape(s.note)}</p>'
         opens = s.half and not (i > 0 and sections[i - 1].half)
         closes = s.half and not (i + 1 < len(sections) and sections[i + 1].half)
-        body.append(('<div class="pair">' if opens else "") + f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{content}</section>'
-                    + ("</div>" if closes else ""))
+        body.append(
+            ('<div class="pair">' if opens else "")
+            + f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{content}</section>'
+            + ("</div>" if closes else "")
+        )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>"
-        f"<h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(summary)}<br>run directory: <code>{html.escape(str(run.path))}</code></p>"
+        f'<h1>{html.escape(title)}</h1><p class="sub">{html.escape(summary)}<br>'
+        f"run directory: <code>{html.escape(str(run.path))}</code></p>"
         f"<nav>{nav}</nav>{''.join(body)}"
         f"<footer>written by vaekit {__version__} on {time.strftime('%Y-%m-%d %H:%M')}</footer></main></body></html>"
     )

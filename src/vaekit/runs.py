@@ -44,10 +44,21 @@ from vaekit.models import LatentVariableModel, build_model
 CONFIG, DATA_INFO, STATE, METRICS, CHECKPOINTS, LOCK = "config.json", "data.json", "state.json", "metrics.csv", "checkpoints", ".lock"
 
 METRIC_FIELDS = [
-    "epoch", "step", "beta", "lr",
-    "train_loss", "train_neg_elbo", "train_reconstruction", "train_kl",
-    "valid_loss", "valid_neg_elbo", "valid_reconstruction", "valid_kl",
-    "train_seconds", "valid_seconds", "skipped_steps",
+    "epoch",
+    "step",
+    "beta",
+    "lr",
+    "train_loss",
+    "train_neg_elbo",
+    "train_reconstruction",
+    "train_kl",
+    "valid_loss",
+    "valid_neg_elbo",
+    "valid_reconstruction",
+    "valid_kl",
+    "train_seconds",
+    "valid_seconds",
+    "skipped_steps",
 ]
 
 
@@ -118,8 +129,9 @@ class RunWriter:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise ConfigError(f"{self.path} is being trained by another process (pid {holder}); "
-                              "wait for it to finish or stop it before resuming") from None
+            raise ConfigError(
+                f"{self.path} is being trained by another process (pid {holder}); wait for it to finish or stop it before resuming"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._lock_fd = fd
@@ -195,7 +207,9 @@ class RunWriter:
         except OSError as exc:
             for name in written:
                 (self.path / name).unlink(missing_ok=True)
-            raise CheckpointError(f"could not write a checkpoint in {self.path}: {exc.strerror or exc}; the previous checkpoint is kept") from None
+            raise CheckpointError(
+                f"could not write a checkpoint in {self.path}: {exc.strerror or exc}; the previous checkpoint is kept"
+            ) from None
         for stale in folder.glob("*.safetensors"):
             if f"{CHECKPOINTS}/{stale.name}" not in kept:
                 stale.unlink(missing_ok=True)
@@ -209,7 +223,9 @@ class RunWriter:
             with (self.path / METRICS).open("a", newline="") as f:
                 csv.writer(f).writerow([_fmt(row.get(k, "")) for k in METRIC_FIELDS])
         except OSError as exc:
-            raise CheckpointError(f"could not write {self.path / METRICS}: {exc.strerror or exc}; the previous checkpoint is kept") from None
+            raise CheckpointError(
+                f"could not write {self.path / METRICS}: {exc.strerror or exc}; the previous checkpoint is kept"
+            ) from None
 
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the header and the first ``epochs`` rows of metrics.csv (rows written after the
@@ -232,6 +248,7 @@ class RunWriter:
 
 def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
 
 _NAMED_FORMATS = ("digits", "idx", "binarized-mnist")  # fixed preprocessing of the named datasets
 
@@ -276,8 +293,9 @@ class Run:
 def read_config(path: Path) -> RunConfig:
     """The validated config of the run in ``path``; a ``CheckpointError`` saying what is missing."""
     if not path.exists():
-        raise CheckpointError(f"no such run directory: {path} (a run killed before it created its folder "
-                              "is started again with the command that started it)")
+        raise CheckpointError(
+            f"no such run directory: {path} (a run killed before it created its folder is started again with the command that started it)"
+        )
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a run directory")
     if not (path / CONFIG).is_file():  # not .exists(): a FIFO or /dev/zero there would hang the read

@@ -38,34 +38,51 @@ def register(sub) -> None:
         "anomaly",
         help="anomaly scores per example, a threshold, a histogram, ROC AUC with labels",
         description="Score every example of a split with a trained run (higher = more anomalous), set a threshold from a "
-                    "contamination rate or a quantile of the training scores, and draw a histogram. Scores are deterministic: "
-                    "at the posterior mean (--samples 0) or averaged over fixed latent draws shared by all examples. "
-                    "With --anomaly-classes or --labels, ROC AUC and average precision are reported.",
+        "contamination rate or a quantile of the training scores, and draw a histogram. Scores are deterministic: "
+        "at the posterior mean (--samples 0) or averaged over fixed latent draws shared by all examples. "
+        "With --anomaly-classes or --labels, ROC AUC and average precision are reported.",
     )
     add_run_argument(p)
-    p.add_argument("--data", metavar="SOURCE",
-                   help="dataset name or path (default: the run's dataset), preprocessed like the training data")
-    p.add_argument("--split", choices=SPLITS,
-                   help="which examples: test, valid, train, or all (every example of a file, in file order; a named "
-                        "dataset's test split); default: all for a --data path, else test")
-    p.add_argument("--score", choices=SCORES, default="neg-elbo",
-                   help="neg-elbo (default): KL - E_q log p(x|z); iw-nll: importance-weighted -log p(x) (VAE only); "
-                        "reconstruction: squared error of the decoder mean")
-    p.add_argument("--samples", type=int, default=10,
-                   help="fixed latent draws averaged for neg-elbo and reconstruction; 0: the posterior mean (default 10)")
+    p.add_argument(
+        "--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data"
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        help="which examples: test, valid, train, or all (every example of a file, in file order; a named "
+        "dataset's test split); default: all for a --data path, else test",
+    )
+    p.add_argument(
+        "--score",
+        choices=SCORES,
+        default="neg-elbo",
+        help="neg-elbo (default): KL - E_q log p(x|z); iw-nll: importance-weighted -log p(x) (VAE only); "
+        "reconstruction: squared error of the decoder mean",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=10,
+        help="fixed latent draws averaged for neg-elbo and reconstruction; 0: the posterior mean (default 10)",
+    )
     p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K", help="importance samples for --score iw-nll (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fixed latent draws (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="examples per batch (default 1000)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--contamination", type=_rate, metavar="RATE", help="flag this share of the scored examples")
-    g.add_argument("--quantile", type=_rate, metavar="Q",
-                   help="flag examples scoring above this quantile of the run's training scores (default 0.99)")
+    g.add_argument(
+        "--quantile", type=_rate, metavar="Q", help="flag examples scoring above this quantile of the run's training scores (default 0.99)"
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--anomaly-classes", nargs="+", metavar="CLASS",
-                   help="labels (numbers or class names) of the examples that are anomalies")
+    g.add_argument(
+        "--anomaly-classes", nargs="+", metavar="CLASS", help="labels (numbers or class names) of the examples that are anomalies"
+    )
     g.add_argument("--labels", metavar="PATH", help="a .npy, .csv or .txt file with one 0/1 per scored example (1: anomaly)")
-    p.add_argument("--scores", metavar="PATH", help="per-example scores, .csv (index,score,flagged[,anomaly]) or .npy "
-                                                    "(default RUN/anomaly-SPLIT-SCORE.csv)")
+    p.add_argument(
+        "--scores",
+        metavar="PATH",
+        help="per-example scores, .csv (index,score,flagged[,anomaly]) or .npy (default RUN/anomaly-SPLIT-SCORE.csv)",
+    )
     p.add_argument("--json", metavar="PATH", help="the summary (default RUN/anomaly-SPLIT-SCORE.json)")
     add_output_argument(p, "anomaly-SCORE.png")
     p.set_defaults(handler=run)
@@ -87,8 +104,14 @@ def run(args: argparse.Namespace) -> int:
     labels = _labels(args, examples, info)
 
     def score(x):
-        return anomaly_scores(r.model, x, score=args.score, samples=args.samples, iw_samples=args.iw_samples, seed=args.seed,
-                              batch_size=args.batch_size).double().cpu().numpy()
+        return (
+            anomaly_scores(
+                r.model, x, score=args.score, samples=args.samples, iw_samples=args.iw_samples, seed=args.seed, batch_size=args.batch_size
+            )
+            .double()
+            .cpu()
+            .numpy()
+        )
 
     start = time.perf_counter()
     s = score(examples.x)
@@ -111,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
         _mkdir(path.parent)
     _write_scores(scores_path, s, flagged, labels)
     data_name = args.data or r.config.data.source
-    score_histogram(s, threshold, figure, is_anomaly=labels, label=SCORE_LABELS[args.score],
-                    title=f"{data_name} ({split_name}): {args.score}")
+    score_histogram(
+        s, threshold, figure, is_anomaly=labels, label=SCORE_LABELS[args.score], title=f"{data_name} ({split_name}): {args.score}"
+    )
 
     summary = {
         "run": str(r.path),
@@ -125,8 +149,13 @@ def run(args: argparse.Namespace) -> int:
         "threshold_rule": rule,
         "flagged": int(flagged.sum()),
         "flagged_fraction": float(flagged.mean()),
-        "score_stats": {"mean": float(s.mean()), "std": float(s.std()), "min": float(s.min()), "median": float(np.median(s)),
-                        "max": float(s.max())},
+        "score_stats": {
+            "mean": float(s.mean()),
+            "std": float(s.std()),
+            "min": float(s.min()),
+            "median": float(np.median(s)),
+            "max": float(s.max()),
+        },
         "seconds": seconds,
         "outputs": {"scores": str(scores_path), "figure": str(figure)},
     }
@@ -138,9 +167,11 @@ def run(args: argparse.Namespace) -> int:
         metrics["precision_at_threshold"] = tp / max(1, int(flagged.sum()))
         metrics["recall_at_threshold"] = tp / metrics["anomalies"]
         summary["metrics"] = metrics
-        print(f"  {metrics['anomalies']} labelled anomalies: ROC AUC {metrics['roc_auc']:.4f}, "
-              f"average precision {metrics['average_precision']:.4f}; "
-              f"at the threshold precision {metrics['precision_at_threshold']:.3f}, recall {metrics['recall_at_threshold']:.3f}")
+        print(
+            f"  {metrics['anomalies']} labelled anomalies: ROC AUC {metrics['roc_auc']:.4f}, "
+            f"average precision {metrics['average_precision']:.4f}; "
+            f"at the threshold precision {metrics['precision_at_threshold']:.3f}, recall {metrics['recall_at_threshold']:.3f}"
+        )
     atomic_write_json(json_path, summary)
     print(f"scores written to {scores_path}, summary to {json_path}, histogram to {figure}")
     return 0
@@ -163,11 +194,17 @@ def _examples(r, source: str | None, split: str):
     """The examples to score (a ``Dataset``), prepared with the run's saved preprocessing, and the data info."""
 
     if split == "all":
-
         d = r.config.data
         preprocessing = r.data_info.get("preprocessing")
-        examples = load_examples(source or d.source, preprocessing=preprocessing, split=None, expected_shape=r.model.input_shape,
-                                 data_dir=d.data_dir, valid_fraction=d.valid_fraction, seed=d.split_seed)
+        examples = load_examples(
+            source or d.source,
+            preprocessing=preprocessing,
+            split=None,
+            expected_shape=r.model.input_shape,
+            data_dir=d.data_dir,
+            valid_fraction=d.valid_fraction,
+            seed=d.split_seed,
+        )
         return examples, {"preprocessing": preprocessing or {}}
     data = r.load_data(source)
     check_data_shape(r, data)
@@ -225,7 +262,6 @@ def _read_labels(path: Path, n: int) -> np.ndarray:
 
 
 def _write_scores(path: Path, scores: np.ndarray, flagged: np.ndarray, labels: np.ndarray | None) -> None:
-
 
     if path.suffix.lower() == ".npy":
         buf = BytesIO()

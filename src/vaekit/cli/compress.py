@@ -11,26 +11,40 @@ from vaekit.cli.common import add_run_argument, positive_int
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compress", help="compress data with a trained VAE (lossless bits-back ANS, or --lossy latent codes)",
-                       description="Code SOURCE with the run's model into FILE.vkz. Lossless (default): bits-back coding with "
-                                   "ANS, about the model's negative ELBO in bits per example; needs a discrete likelihood "
-                                   "(bernoulli for binary data; beta-binomial or discretized-logistic for 8-bit data). "
-                                   "--lossy: the posterior means quantised to --latent-bits bits per latent dimension.")
+    p = sub.add_parser(
+        "compress",
+        help="compress data with a trained VAE (lossless bits-back ANS, or --lossy latent codes)",
+        description="Code SOURCE with the run's model into FILE.vkz. Lossless (default): bits-back coding with "
+        "ANS, about the model's negative ELBO in bits per example; needs a discrete likelihood "
+        "(bernoulli for binary data; beta-binomial or discretized-logistic for 8-bit data). "
+        "--lossy: the posterior means quantised to --latent-bits bits per latent dimension.",
+    )
     add_run_argument(p)
     p.add_argument("source", metavar="SOURCE", help="a dataset name (its --split) or a path (.npy/.npz, image folder, IDX, ...)")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the compressed file (.vkz)")
-    p.add_argument("--split", choices=["test", "valid", "train", "all"], default="test",
-                   help="which split of SOURCE (default test; all: every example of a path)")
+    p.add_argument(
+        "--split",
+        choices=["test", "valid", "train", "all"],
+        default="test",
+        help="which split of SOURCE (default test; all: every example of a path)",
+    )
     p.add_argument("--lossy", action="store_true", help="store quantised posterior means instead (decoded with the decoder mean)")
-    p.add_argument("--latent-bits", type=positive_int, metavar="B",
-                   help="bits per latent dimension: bucket precision of bits-back coding (default 12), or the lossy code's size (default 8)")
+    p.add_argument(
+        "--latent-bits",
+        type=positive_int,
+        metavar="B",
+        help="bits per latent dimension: bucket precision of bits-back coding (default 12), or the lossy code's size (default 8)",
+    )
     p.add_argument("--batch-size", type=positive_int, help="examples coded together (default 1000 for binary data, fewer for 8-bit)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's); the file does not depend on it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_compress)
 
-    p = sub.add_parser("decompress", help="decode a .vkz file written by 'vaekit compress' with the same run",
-                       description="Decode FILE.vkz with the run whose model wrote it, into an .npy array or, for images, a folder of PNG files.")
+    p = sub.add_parser(
+        "decompress",
+        help="decode a .vkz file written by 'vaekit compress' with the same run",
+        description="Decode FILE.vkz with the run whose model wrote it, into an .npy array or, for images, a folder of PNG files.",
+    )
     add_run_argument(p)
     p.add_argument("file", metavar="FILE", help="a .vkz file written by 'vaekit compress'")
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="an .npy file, or a folder for PNG images (image data only)")
@@ -91,11 +105,15 @@ def run_compress(args: argparse.Namespace) -> int:
 
     header, _ = read(data, str(out))
     bits = 8 * len(data)
-    print(f"{n} examples ({dims} values each) -> {out}: {len(data):,} bytes, {bits / (n * dims):.4f} bits/dim, "
-          f"{bits / n:.1f} bits per example ({'lossy, ' + str(header.latent_bits) + ' bits per latent' if args.lossy else 'lossless'})")
+    print(
+        f"{n} examples ({dims} values each) -> {out}: {len(data):,} bytes, {bits / (n * dims):.4f} bits/dim, "
+        f"{bits / n:.1f} bits per example ({'lossy, ' + str(header.latent_bits) + ' bits per latent' if args.lossy else 'lossless'})"
+    )
     if not args.lossy:
-        print(f"  initial bits {header.initial_bits} ({header.initial_bits / (n * dims):.5f} bits/dim over this file); "
-              f"net of them {(bits - header.initial_bits) / (n * dims):.4f} bits/dim")
+        print(
+            f"  initial bits {header.initial_bits} ({header.initial_bits / (n * dims):.5f} bits/dim over this file); "
+            f"net of them {(bits - header.initial_bits) / (n * dims):.4f} bits/dim"
+        )
     print(f"  {n / seconds:,.0f} examples/s ({seconds:.2f} s)")
     return 0
 
@@ -164,4 +182,3 @@ def _write_array(out: Path, x) -> None:
     width = max(5, len(str(len(x) - 1)))
     for i, img in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(out / f"{i:0{width}d}.png")
-

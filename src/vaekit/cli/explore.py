@@ -23,15 +23,25 @@ def _port(text: str) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("explore", help="interactive latent-space explorer in the browser (local web app)",
-                       description="Start a local web app to explore a trained model's latent space: the map of the test codes, "
-                                   "a slider per latent dimension, examples, interpolations, your own inputs and prior samples. "
-                                   "Prints its address; Ctrl-C stops it. Needs: pip install vaekit[explore].")
+    p = sub.add_parser(
+        "explore",
+        help="interactive latent-space explorer in the browser (local web app)",
+        description="Start a local web app to explore a trained model's latent space: the map of the test codes, "
+        "a slider per latent dimension, examples, interpolations, your own inputs and prior samples. "
+        "Prints its address; Ctrl-C stops it. Needs: pip install vaekit[explore].",
+    )
     add_run_argument(p)
-    p.add_argument("--data", metavar="SOURCE", help="dataset name or path for the map (default: the run's dataset), preprocessed like the training data")
+    p.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="dataset name or path for the map (default: the run's dataset), preprocessed like the training data",
+    )
     p.add_argument("--port", type=_port, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1, this machine only); any other address requires the printed token on every request")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only); any other address requires the printed token on every request",
+    )
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
     p.set_defaults(handler=run_explore)
 
@@ -58,8 +68,11 @@ def run_explore(args: argparse.Namespace) -> int:
         shown = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
         if token:
-            print(f"vaekit explore: WARNING: serving beyond this machine on {args.host}; anyone who can reach it and has the "
-                  "token can use the model. Every request needs the token in the address below.", file=sys.stderr)
+            print(
+                f"vaekit explore: WARNING: serving beyond this machine on {args.host}; anyone who can reach it and has the "
+                "token can use the model. Every request needs the token in the address below.",
+                file=sys.stderr,
+            )
         print(f"vaekit explore: serving {run.path} at {url}  (Ctrl-C stops)", flush=True)
         if args.open:
             import threading

@@ -18,16 +18,22 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior draws (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing the decoder mean")
-    p.add_argument("--density", choices=["prior", "gaussian", "gmm"],
-                   help="draw z from the prior, or from a full-covariance Gaussian or a Gaussian mixture fitted to the training codes "
-                        "(default: prior for a VAE, gaussian for a plain autoencoder, whose codes follow no prior)")
+    p.add_argument(
+        "--density",
+        choices=["prior", "gaussian", "gmm"],
+        help="draw z from the prior, or from a full-covariance Gaussian or a Gaussian mixture fitted to the training codes "
+        "(default: prior for a VAE, gaussian for a plain autoencoder, whose codes follow no prior)",
+    )
     p.add_argument("--components", type=positive_int, default=10, help="mixture components of --density gmm (default 10)")
     p.add_argument("--compare", action="store_true", help="prior, Gaussian and mixture samples side by side in one figure")
     add_output_argument(p, "samples.png")
     p.set_defaults(handler=run_sample)
 
-    p = sub.add_parser("reconstruct", help="a PNG of originals above their reconstructions",
-                       description="Encode examples and decode their posterior means: originals above reconstructions.")
+    p = sub.add_parser(
+        "reconstruct",
+        help="a PNG of originals above their reconstructions",
+        description="Encode examples and decode their posterior means: originals above reconstructions.",
+    )
     add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=16, help="number of examples (default 16)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split (default test)")

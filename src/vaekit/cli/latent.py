@@ -25,7 +25,9 @@ def _common(p: argparse.ArgumentParser, default_name: str, *, split: bool = True
     add_run_argument(p)
     if split:
         p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split to use (default test)")
-        p.add_argument("--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data")
+        p.add_argument(
+            "--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data"
+        )
     if seed:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_output_argument(p, default_name)
@@ -62,67 +64,135 @@ def _steps(text: str) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("interpolate", help="decode the path between two inputs' posterior means (PNG strip)",
-                       description="Decode the linear and spherical (slerp) paths between the posterior means of two inputs: "
-                                   "a PNG strip per method with the two originals at the ends.")
+    p = sub.add_parser(
+        "interpolate",
+        help="decode the path between two inputs' posterior means (PNG strip)",
+        description="Decode the linear and spherical (slerp) paths between the posterior means of two inputs: "
+        "a PNG strip per method with the two originals at the ends.",
+    )
     _common(p, "interpolation.png")
-    p.add_argument("--between", nargs=2, metavar=("A", "B"), required=True, help="two inputs: indices into --split, or image files of the model's input size")
+    p.add_argument(
+        "--between",
+        nargs=2,
+        metavar=("A", "B"),
+        required=True,
+        help="two inputs: indices into --split, or image files of the model's input size",
+    )
     p.add_argument("--steps", type=_steps, default=10, help="points on the path, both ends included (default 10)")
-    p.add_argument("--method", choices=["linear", "slerp", "both"], default="both", help="path: straight line, great circle, or both rows (default both)")
+    p.add_argument(
+        "--method",
+        choices=["linear", "slerp", "both"],
+        default="both",
+        help="path: straight line, great circle, or both rows (default both)",
+    )
     p.set_defaults(handler=run_interpolate)
 
-    p = sub.add_parser("traverse", help="vary the most informative latent dimensions one at a time (PNG grid)",
-                       description="Latent traversal: for the K dimensions with the highest average KL to the prior, vary one at a time over "
-                                   "the prior's quantiles (or ±3σ) while the others stay at an encoded input's mean (or the prior's mean).")
+    p = sub.add_parser(
+        "traverse",
+        help="vary the most informative latent dimensions one at a time (PNG grid)",
+        description="Latent traversal: for the K dimensions with the highest average KL to the prior, vary one at a time over "
+        "the prior's quantiles (or ±3σ) while the others stay at an encoded input's mean (or the prior's mean).",
+    )
     _common(p, "traversal.png")
-    p.add_argument("-k", type=positive_int, default=8, help="number of dimensions, most informative first (default 8, at most the latent size)")
+    p.add_argument(
+        "-k", type=positive_int, default=8, help="number of dimensions, most informative first (default 8, at most the latent size)"
+    )
     p.add_argument("--dims", type=int, nargs="+", metavar="D", help="traverse these dimensions instead of the top K")
     p.add_argument("--steps", type=_steps, default=11, help="values per dimension (default 11)")
-    p.add_argument("--span", choices=["quantile", "sigma"], default="quantile", help="quantiles 0.05..0.95 of the prior, or ±WIDTH standard deviations (default quantile)")
+    p.add_argument(
+        "--span",
+        choices=["quantile", "sigma"],
+        default="quantile",
+        help="quantiles 0.05..0.95 of the prior, or ±WIDTH standard deviations (default quantile)",
+    )
     p.add_argument("--width", type=_positive_float, default=3.0, help="the range of --span sigma in standard deviations (default 3)")
-    p.add_argument("--at", choices=["input", "mean"], default="input", help="hold the other dimensions at an input's posterior mean or at the prior's mean (default input)")
+    p.add_argument(
+        "--at",
+        choices=["input", "mean"],
+        default="input",
+        help="hold the other dimensions at an input's posterior mean or at the prior's mean (default input)",
+    )
     p.add_argument("--index", type=int, default=0, help="which example of --split is the input for --at input (default 0)")
     p.set_defaults(handler=run_traverse)
 
-    p = sub.add_parser("manifold", help="decoded grid over two latent dimensions (PNG)",
-                       description="The learned manifold: decode a grid of z over the prior's inverse CDF in two dimensions "
-                                   "(both of a 2-D latent; otherwise the two with the highest KL, or --dims), the others fixed.")
+    p = sub.add_parser(
+        "manifold",
+        help="decoded grid over two latent dimensions (PNG)",
+        description="The learned manifold: decode a grid of z over the prior's inverse CDF in two dimensions "
+        "(both of a 2-D latent; otherwise the two with the highest KL, or --dims), the others fixed.",
+    )
     _common(p, "manifold.png")
     p.add_argument("-n", type=_steps, default=20, help="grid size n x n (default 20)")
-    p.add_argument("--dims", type=int, nargs=2, metavar=("I", "J"), help="the horizontal and vertical dimensions (default: the two with the highest KL)")
-    p.add_argument("--at", choices=["mean", "input"], default="mean", help="hold the other dimensions at the prior's mean or at an input's posterior mean (default mean)")
+    p.add_argument(
+        "--dims",
+        type=int,
+        nargs=2,
+        metavar=("I", "J"),
+        help="the horizontal and vertical dimensions (default: the two with the highest KL)",
+    )
+    p.add_argument(
+        "--at",
+        choices=["mean", "input"],
+        default="mean",
+        help="hold the other dimensions at the prior's mean or at an input's posterior mean (default mean)",
+    )
     p.add_argument("--index", type=int, default=0, help="which example of --split is the input for --at input (default 0)")
-    p.add_argument("--p-range", type=_float_in(0, 1), nargs=2, default=[0.05, 0.95], metavar=("LOW", "HIGH"),
-                   help="the quantile range the grid spans (default 0.05 0.95)")
+    p.add_argument(
+        "--p-range",
+        type=_float_in(0, 1),
+        nargs=2,
+        default=[0.05, 0.95],
+        metavar=("LOW", "HIGH"),
+        help="the quantile range the grid spans (default 0.05 0.95)",
+    )
     p.set_defaults(handler=run_manifold)
 
-    p = sub.add_parser("embed", help="encode a split: codes as NPY and CSV, and a scatter plot coloured by label",
-                       description="Encode a split (posterior means, or seeded samples with --sample) and write the codes "
-                                   "(PATH.npy, and PATH.csv with labels where known) and a scatter plot (PATH.png): the two "
-                                   "dimensions of a 2-D latent, otherwise PCA, or t-SNE with --method tsne.")
+    p = sub.add_parser(
+        "embed",
+        help="encode a split: codes as NPY and CSV, and a scatter plot coloured by label",
+        description="Encode a split (posterior means, or seeded samples with --sample) and write the codes "
+        "(PATH.npy, and PATH.csv with labels where known) and a scatter plot (PATH.png): the two "
+        "dimensions of a 2-D latent, otherwise PCA, or t-SNE with --method tsne.",
+    )
     _common(p, "embedding.png", seed=True)
     p.add_argument("--sample", action="store_true", help="codes are draws z ~ q(z|x) (seeded) instead of posterior means")
-    p.add_argument("--method", choices=["auto", "pca", "tsne"], default="auto", help="2-D projection: auto (the latent itself when 2-D, else PCA), pca or tsne")
+    p.add_argument(
+        "--method",
+        choices=["auto", "pca", "tsne"],
+        default="auto",
+        help="2-D projection: auto (the latent itself when 2-D, else PCA), pca or tsne",
+    )
     p.set_defaults(handler=run_embed)
 
-    p = sub.add_parser("denoise", help="corrupted, denoised and clean images with MSE/PSNR per row (PNG)",
-                       description="Corrupt clean examples (the run's training noise by default), reconstruct them, and show "
-                                   "corrupted | denoised | clean with MSE and PSNR per row. Works for any model, as a comparison.")
+    p = sub.add_parser(
+        "denoise",
+        help="corrupted, denoised and clean images with MSE/PSNR per row (PNG)",
+        description="Corrupt clean examples (the run's training noise by default), reconstruct them, and show "
+        "corrupted | denoised | clean with MSE and PSNR per row. Works for any model, as a comparison.",
+    )
     _common(p, "denoising.png", seed=True)
     p.add_argument("-n", type=positive_int, default=8, help="number of examples (default 8)")
-    p.add_argument("--noise", choices=[n for n in CORRUPTIONS.names() if n != "none"], help="corruption (default: what the run was trained with)")
+    p.add_argument(
+        "--noise", choices=[n for n in CORRUPTIONS.names() if n != "none"], help="corruption (default: what the run was trained with)"
+    )
     p.add_argument("--noise-level", type=_positive_float, help="noise std (gaussian) or probability (mask, salt-pepper)")
     p.add_argument("--compare", metavar="RUN2", help="another run to denoise the same corrupted inputs, in an extra column")
     p.set_defaults(handler=run_denoise)
 
-    p = sub.add_parser("curves", help="training curves: negative ELBO, reconstruction, KL and β per epoch (PNG)",
-                       description="Plot metrics.csv: negative ELBO, reconstruction and KL (train and validation) per epoch, and the β schedule.")
+    p = sub.add_parser(
+        "curves",
+        help="training curves: negative ELBO, reconstruction, KL and β per epoch (PNG)",
+        description="Plot metrics.csv: negative ELBO, reconstruction and KL (train and validation) per epoch, and the β schedule.",
+    )
     _common(p, "curves.png", split=False)
     p.set_defaults(handler=run_curves)
 
-    p = sub.add_parser("report", help="one self-contained HTML report of a run",
-                       description="Write one HTML file (images embedded, opens offline): config, metrics, curves, reconstructions, "
-                                   "samples, interpolation, traversal, manifold and latent scatter.")
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a run",
+        description="Write one HTML file (images embedded, opens offline): config, metrics, curves, reconstructions, "
+        "samples, interpolation, traversal, manifold and latent scatter.",
+    )
     add_run_argument(p)
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split the views use (default test)")
     p.add_argument("--seed", type=int, default=0, help="random seed of samples and projections (default 0)")
@@ -164,7 +234,10 @@ def read_image(path: str | Path, shape: tuple[int, ...]):
     if len(shape) != 3:
         raise DataError(f"{path} is an image, but the model takes data of shape {tuple(shape)}")
     if got != tuple(shape):
-        raise DataError(f"{path} is a {'colour' if colour else 'grayscale'} {size[0]}x{size[1]} image {got}, but the model takes {tuple(shape)} (C, H, W)")
+        raise DataError(
+            f"{path} is a {'colour' if colour else 'grayscale'} {size[0]}x{size[1]} image {got}, "
+            f"but the model takes {tuple(shape)} (C, H, W)"
+        )
     x = torch.from_numpy(array.astype(np.float32) / 255.0)  # (H, W) or (H, W, 3)
     return x.unsqueeze(0) if channels == 1 else x.permute(2, 0, 1).contiguous()
 
@@ -214,8 +287,6 @@ def run_manifold(args: argparse.Namespace) -> int:
 
 def run_embed(args: argparse.Namespace) -> int:
 
-
-
     views = _views(args)
     view = views.embedding(sample_codes=args.sample, method=args.method)
     png = _save(view, args, views, "embedding.png")
@@ -231,7 +302,9 @@ def run_embed(args: argparse.Namespace) -> int:
         cells = [f"{v:.7g}" for v in row]
         lines.append(",".join(([str(int(labels[i]))] if labels is not None else []) + cells))
     atomic_write_bytes(csv_path, ("\n".join(lines) + "\n").encode())
-    print(f"wrote {len(codes)} codes of dimension {codes.shape[1]} to {npy} and {csv_path}" + (" (with labels)" if labels is not None else ""))
+    print(
+        f"wrote {len(codes)} codes of dimension {codes.shape[1]} to {npy} and {csv_path}" + (" (with labels)" if labels is not None else "")
+    )
     print(f"wrote the scatter plot to {png}")
     return 0
 
@@ -243,8 +316,10 @@ def run_denoise(args: argparse.Namespace) -> int:
     view = views.denoising(args.n, noise=args.noise, level=args.noise_level, compare=compare)
     result = view.result[0] if isinstance(view.result, tuple) else view.result
     path = _save(view, args, views, "denoising.png")
-    print(f"mean PSNR: corrupted {result.psnr_noisy.mean():.2f} dB, denoised {result.psnr_denoised.mean():.2f} dB "
-          f"(MSE {result.mse_noisy.mean():.4f} -> {result.mse_denoised.mean():.4f})")
+    print(
+        f"mean PSNR: corrupted {result.psnr_noisy.mean():.2f} dB, denoised {result.psnr_denoised.mean():.2f} dB "
+        f"(MSE {result.mse_noisy.mean():.4f} -> {result.mse_denoised.mean():.4f})"
+    )
     print(f"wrote {len(result.clean)} corrupted / denoised / clean rows to {path}")
     return 0
 

@@ -7,8 +7,9 @@ tables and arrays are (N, D) float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ class Dataset:
         """Shape of one example: (C, H, W) for images, (D,) for flat data."""
         return tuple(self.x.shape[1:])
 
-    def subset(self, index: torch.Tensor) -> "Dataset":
+    def subset(self, index: torch.Tensor) -> Dataset:
         return Dataset(self.x[index], None if self.y is None else self.y[index])
 
 

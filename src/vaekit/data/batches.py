@@ -10,8 +10,8 @@ the inputs corrupted (denoising).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 

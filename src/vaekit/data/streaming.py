@@ -80,8 +80,10 @@ def _open_shard(path: Path) -> _Shard:
         if shape[0] == 0 or 0 in shape[1:]:
             raise DataError(f"{path}: no examples (shape {shape})")
         if header.fortran_order:
-            raise DataError(f"{path}: the array is stored in Fortran order, so its examples are not contiguous; "
-                            "save it with np.save(path, np.ascontiguousarray(x)) to read it memory-mapped")
+            raise DataError(
+                f"{path}: the array is stored in Fortran order, so its examples are not contiguous; "
+                "save it with np.save(path, np.ascontiguousarray(x)) to read it memory-mapped"
+            )
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # stays valid after the file closes
     is_bool = header.dtype.kind == "b"
     dtype = np.dtype(np.uint8) if is_bool else header.dtype  # a bool byte other than 0/1 still means True
@@ -176,7 +178,7 @@ class MappedArray:
     def dim(self) -> int:
         return len(self.shape)
 
-    def narrow(self, dim: int, start: int, length: int) -> "MappedArray":
+    def narrow(self, dim: int, start: int, length: int) -> MappedArray:
         """Positions [start, start + length) as a view, like ``Tensor.narrow`` on dim 0."""
         if dim != 0 or start < 0 or length < 0 or start + length > len(self):
             raise IndexError(f"narrow({dim}, {start}, {length}) out of range for {len(self)} examples")
@@ -281,8 +283,7 @@ def split_blocks(x: MappedArray, fraction: float, seed: int) -> tuple[MappedArra
         raise DataError(f"dataset of {n} examples is too small to split off a validation set")
     held = np.sort(perm[:k])
     rest = np.sort(perm[k:])
-    return (MappedArray(x._source, _ranges_of_blocks(rest, block, n)),
-            MappedArray(x._source, _ranges_of_blocks(held, block, n)))
+    return (MappedArray(x._source, _ranges_of_blocks(rest, block, n)), MappedArray(x._source, _ranges_of_blocks(held, block, n)))
 
 
 # ----- choosing and opening sources -----------------------------------------------------------
@@ -339,8 +340,10 @@ def _open_source(files: list[Path], options: dict[str, Any], where: str) -> tupl
     first = shards[0].array
     for s in shards[1:]:
         if s.array.dtype != first.dtype or s.array.shape[1:] != first.shape[1:] or s.is_bool != shards[0].is_bool:
-            raise DataError(f"{s.path}: shards must share dtype and example shape; {files[0]} has {first.dtype} {first.shape[1:]}, "
-                            f"this one {s.array.dtype} {s.array.shape[1:]}")
+            raise DataError(
+                f"{s.path}: shards must share dtype and example shape; {files[0]} has {first.dtype} {first.shape[1:]}, "
+                f"this one {s.array.dtype} {s.array.shape[1:]}"
+            )
     input_dtype = "bool" if shards[0].is_bool else str(first.dtype)
     layout = (options.get("layout") or _detect_layout(first.shape, where)) if first.ndim == 4 else None
     stats = _scan(shards, where)
@@ -416,8 +419,10 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
         source, value_range = _open_source(files[split], saved, f"{where} [{split}]" if fmt == "npy-shards" else where)
         train = sources.get("train", source)
         if source.steps != train.steps or source.example_shape != train.example_shape:
-            raise DataError(f"{where}: the {split} shards ({source.steps['input_dtype']} {source.example_shape}) do not match "
-                            f"the train shards ({train.steps['input_dtype']} {train.example_shape})")
+            raise DataError(
+                f"{where}: the {split} shards ({source.steps['input_dtype']} {source.example_shape}) do not match "
+                f"the train shards ({train.steps['input_dtype']} {train.example_shape})"
+            )
         sources[split] = source
         ranges.append(value_range)
     info: dict[str, Any] = {"files": [str(f) for fs in files.values() for f in fs]}

@@ -45,8 +45,11 @@ STATIC = {  # URL path -> (package file, media type): the only files the app eve
     "/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-                                 b"connect-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
@@ -73,10 +76,14 @@ def _vector(t: torch.Tensor) -> list[float]:
 def scored(s, index: int, view: str, label: int | None = None) -> dict:
     """One row of an ``Explorer.score`` result as JSON."""
     return {
-        "index": index, "label": label,
-        "x": items(s.x[index : index + 1], view), "reconstruction": items(s.reconstruction[index : index + 1], view),
-        "z": _vector(s.z[index]), "xy": _vector(s.xy[index]),
-        "neg_elbo": round(float(s.neg_elbo[index]), 3), "percentile": round(float(s.percentile[index]), 2),
+        "index": index,
+        "label": label,
+        "x": items(s.x[index : index + 1], view),
+        "reconstruction": items(s.reconstruction[index : index + 1], view),
+        "z": _vector(s.z[index]),
+        "xy": _vector(s.xy[index]),
+        "neg_elbo": round(float(s.neg_elbo[index]), 3),
+        "percentile": round(float(s.percentile[index]), 2),
     }
 
 
@@ -120,7 +127,9 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
     model = explorer.model
     L = model.latent_dim
     info = explorer.describe()
-    static = {path: (resources.files("vaekit.explore").joinpath("static", name).read_bytes(), kind) for path, (name, kind) in STATIC.items()}
+    static = {
+        path: (resources.files("vaekit.explore").joinpath("static", name).read_bytes(), kind) for path, (name, kind) in STATIC.items()
+    }
     test_labels = explorer.test.y
     train_labels = explorer.train.y
 
@@ -155,11 +164,14 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
         z = rq.code(obj.get("z"), L)
         k = rq.integer(obj.get("k", 8), "k", 1, rq.MAX_NEIGHBOURS)
         idx, dist = explorer.neighbours(z, k)
-        return JSONResponse({
-            "index": idx.tolist(), "distance": _vector(dist),
-            "label": None if train_labels is None else train_labels[idx].tolist(),
-            "images": items(explorer.train.x[idx], view),
-        })
+        return JSONResponse(
+            {
+                "index": idx.tolist(),
+                "distance": _vector(dist),
+                "label": None if train_labels is None else train_labels[idx].tolist(),
+                "images": items(explorer.train.x[idx], view),
+            }
+        )
 
     async def encode(request: Request) -> Response:
         kind = media_type(request)

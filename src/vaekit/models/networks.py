@@ -22,8 +22,15 @@ if TYPE_CHECKING:
     from vaekit.config import ModelConfig
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
-for _name, _cls in (("relu", nn.ReLU), ("gelu", nn.GELU), ("silu", nn.SiLU), ("tanh", nn.Tanh), ("elu", nn.ELU),
-                    ("leaky_relu", nn.LeakyReLU), ("identity", nn.Identity)):
+for _name, _cls in (
+    ("relu", nn.ReLU),
+    ("gelu", nn.GELU),
+    ("silu", nn.SiLU),
+    ("tanh", nn.Tanh),
+    ("elu", nn.ELU),
+    ("leaky_relu", nn.LeakyReLU),
+    ("identity", nn.Identity),
+):
     ACTIVATIONS.add(_name, _cls)
 
 
