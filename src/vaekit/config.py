@@ -68,7 +68,7 @@ class ModelConfig:
     likelihood: p(x|z), a name of ``LIKELIHOODS``.
     likelihood_scale: the fixed standard deviation of ``gaussian``.
     prior: p(z), a name of ``PRIORS``.
-    prior_components: number of mixture components.
+    prior_components: components of the ``mixture`` prior; pseudo-inputs of the ``vampprior``.
     """
 
     kind: str = "vae"

@@ -7,6 +7,8 @@ a field of ``ModelConfig``:
 - the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (``kind``);
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
 - the prior p(z): ``Prior``, in ``PRIORS`` (``prior``).
+
+Modules that only add registered parts (``vampprior``) are imported here once, so their names register.
 """
 
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
@@ -14,11 +16,12 @@ from vaekit.models.model import LatentVariableModel, build_model, check_parts
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
 from vaekit.models.posteriors import POSTERIORS, DeterministicPosterior, DiagonalNormal, GaussianPosterior, PointMass, PosteriorHead
 from vaekit.models.priors import PRIORS, MixturePrior, Prior, StandardNormal, StandardNormalPrior
+from vaekit.models.vampprior import DiagonalGaussianMixture, VampPrior
 
 __all__ = [
     "LatentVariableModel", "build_model", "check_parts",
     "Encoder", "Decoder", "ENCODERS", "DECODERS", "ACTIVATIONS",
     "PosteriorHead", "POSTERIORS", "GaussianPosterior", "DeterministicPosterior", "PointMass", "DiagonalNormal",
     "LikelihoodHead", "LIKELIHOODS", "register_likelihood",
-    "Prior", "PRIORS", "StandardNormal", "StandardNormalPrior", "MixturePrior",
+    "Prior", "PRIORS", "StandardNormal", "StandardNormalPrior", "MixturePrior", "VampPrior", "DiagonalGaussianMixture",
 ]
