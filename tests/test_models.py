@@ -233,7 +233,7 @@ def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
     from vaekit.errors import ConfigError
     from vaekit.models import ACTIVATIONS, ENCODERS, POSTERIORS, PRIORS
 
-    assert ENCODERS.names() == ["conv", "mlp"] and POSTERIORS.names() == ["ae", "vae"]
+    assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet"] and POSTERIORS.names() == ["ae", "vae"]
     assert PRIORS.names() == ["mixture", "normal", "vampprior"]
     assert "identity" in ACTIVATIONS.names()
     for field, words in (("prior", "unknown prior 'vamp'; choose one of mixture, normal, vampprior"), ("arch", "unknown architecture 'vamp'"),

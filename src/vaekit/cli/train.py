@@ -144,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             setattr(getattr(config, section), name, tuple(value) if isinstance(value, list) else value)
     if args.iw_samples is not None:
         config.train.n_samples, config.train.iw = args.iw_samples, True
-    if config.model.arch == "conv" and args.hidden is None and not args.config:
+    if config.model.arch in ENCODERS and ENCODERS[config.model.arch].needs_images and args.hidden is None and not args.config:
         config.model.hidden = CONV_DEFAULT_CHANNELS
     return config
 

@@ -8,9 +8,10 @@ a field of ``ModelConfig``:
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
 - the prior p(z): ``Prior``, in ``PRIORS`` (``prior``).
 
-Modules that only add registered parts (``vampprior``) are imported here once, so their names register.
+Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) are imported here once, so their names register.
 """
 
+from vaekit.models import gated, resnet  # noqa: F401 -- importing registers the gated and resnet networks
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model, check_parts
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
