@@ -15,9 +15,9 @@ EXIT_USAGE = 2
 
 
 def _command_modules():
-    from vaekit.cli import anomaly, evaluate, figures, latent, train
+    from vaekit.cli import anomaly, evaluate, figures, latent, presets, train
 
-    return [train, evaluate, figures, latent, anomaly]
+    return [train, evaluate, figures, latent, anomaly, presets]
 
 
 class _Parser(argparse.ArgumentParser):

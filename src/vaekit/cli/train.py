@@ -6,10 +6,12 @@ import argparse
 import time
 from pathlib import Path
 
+from vaekit import presets
 from vaekit.cli.common import positive_int, resolve_device
 from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
+from vaekit.errors import ConfigError
 from vaekit.models import ACTIVATIONS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
@@ -125,6 +127,8 @@ def register(sub) -> None:
     g.add_argument("--checkpoint-every", type=int, help=f"also checkpoint every N steps, 0: each epoch ({default('checkpoint_every')})")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="JSON", help="start from this config file (flags override it)")
+    g.add_argument("--preset", metavar="NAME",
+                   help="start from a shipped preset, the literature's settings for a model (flags override it; list: vaekit presets)")
     g.add_argument("--out", metavar="DIR", help="run directory (default: runs/DATASET-MODEL-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint (--epochs may extend it)")
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
@@ -137,14 +141,19 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    config = RunConfig.from_json_file(args.config) if args.config else RunConfig()
+    if args.config and args.preset:
+        raise ConfigError("give --config or --preset, not both")
+    if args.preset:
+        config = presets.load(args.preset).config()
+    else:
+        config = RunConfig.from_json_file(args.config) if args.config else RunConfig()
     for flag, (section, name) in _FIELDS.items():
         value = getattr(args, flag)
         if value is not None:
             setattr(getattr(config, section), name, tuple(value) if isinstance(value, list) else value)
     if args.iw_samples is not None:
         config.train.n_samples, config.train.iw = args.iw_samples, True
-    if config.model.arch in ENCODERS and ENCODERS[config.model.arch].needs_images and args.hidden is None and not args.config:
+    if config.model.arch in ENCODERS and ENCODERS[config.model.arch].needs_images and args.hidden is None and not (args.config or args.preset):
         config.model.hidden = CONV_DEFAULT_CHANNELS
     return config
 
