@@ -69,6 +69,9 @@ class ModelConfig:
     likelihood_scale: the fixed standard deviation of ``gaussian``.
     prior: p(z), a name of ``PRIORS``.
     prior_components: components of the ``mixture`` prior; pseudo-inputs of the ``vampprior``.
+    flow: ``none``, or a name of ``FLOWS``: the Gaussian posterior pushed through ``flow_steps`` steps
+        of an inverse autoregressive (``iaf``) or planar (``planar``) flow.
+    flow_steps: number of flow steps.
     """
 
     kind: str = "vae"
@@ -82,6 +85,8 @@ class ModelConfig:
     likelihood_scale: float = 1.0
     prior: str = "normal"
     prior_components: int = 10
+    flow: str = "none"
+    flow_steps: int = 4
 
 
 @dataclass
@@ -231,6 +236,7 @@ def validate(config: RunConfig) -> None:
         (m.arch == "mlp" or len(m.hidden) >= 1, "a conv model needs at least one channel stage (--hidden)"),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),
         (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
+        (m.flow_steps >= 1, f"flow steps must be at least 1, got {m.flow_steps}"),
         (m.conv_dense >= 0, f"conv dense width must be >= 0, got {m.conv_dense}"),
         (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from vaekit.errors import ConfigError
-from vaekit.latent import kl_per_dim
+from vaekit.latent import kl_per_dim, posterior_factorises
 from vaekit.objectives import ELBOTerms, elbo
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,8 @@ class LatentDiagnostics:
     """How the latent units are used over a set of examples.
 
     kl_per_dim: (L,) mean KL(q(z_u|x) || p(z_u)) per unit in nats (``vaekit.latent.kl_per_dim``:
-        closed form, or Monte Carlo against a mixture prior's marginals); None for an autoencoder.
+        closed form, or Monte Carlo against a mixture prior's marginals); None for an autoencoder and
+        for a posterior that does not factorise over units (a flow).
     activity: (L,) Cov_x(E_q[z_u]), the variance over examples of each unit's posterior mean.
     threshold: a unit is active when its activity exceeds this.
     """
@@ -242,7 +243,7 @@ def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_TH
     model.train(was_training)
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
-    kl = None if model.deterministic else kl_per_dim(model, x, batch_size=batch_size)
+    kl = None if model.deterministic or not posterior_factorises(model, x) else kl_per_dim(model, x, batch_size=batch_size)
     return LatentDiagnostics(kl_per_dim=kl, activity=activity.cpu(), threshold=threshold)
 
 

@@ -8,6 +8,7 @@ importance-weighted log-likelihood estimate all call ``elbo``; they differ only 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,16 @@ class ELBOTerms:
     @property
     def neg_elbo(self) -> torch.Tensor:
         return self.kl - self.reconstruction  # (B,)
+
+
+class StandardNormalDraws(ABC):
+    """A posterior that maps standard-normal draws ε to z itself (a flow: z = f(μ + σ·ε)). The
+    fixed-draws path of ``elbo`` (``noise``) uses ``from_standard_normal``; for any other posterior
+    it takes z = E_q[z] + std_q[z]·ε, which holds for location-scale families."""
+
+    @abstractmethod
+    def from_standard_normal(self, eps: torch.Tensor) -> torch.Tensor:
+        """z (*S, B, L) for draws ε (*S, B, L) or (*S, 1, L)."""
 
 
 def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
@@ -75,7 +86,8 @@ def elbo(
     iw: the loss is the importance-weighted bound -log (1/S) Σ_s p(x|z_s) (p(z_s) / q(z_s|x))^β
         (Burda et al.; β = 1 is the IWAE bound, and -loss then estimates log p(x)).
     noise: fixed standard-normal draws ε (S, 1, L) or (S, B, L) instead of fresh ones: z_s = E_q[z] +
-        std_q[z]·ε_s (common random numbers; zeros give the posterior mean). S = len(noise).
+        std_q[z]·ε_s, or the posterior's own map of ε for a ``StandardNormalDraws`` posterior (a flow)
+        (common random numbers; zeros give the posterior mean). S = len(noise).
     chunk: samples decoded together (default: all S); the terms are accumulated over chunks (a
         running sum of log p(x|z), a running logsumexp of the weights), so memory is bounded whatever S is.
     squared_error: also return E_q ||x - E[x|z]||² over the same draws.
@@ -89,9 +101,9 @@ def elbo(
         return ELBOTerms(loss=-rec, reconstruction=rec, kl=torch.zeros_like(rec), squared_error=error)
     p = model.prior()
     if n_samples == 1 and not iw and noise is None and not squared_error:  # the training step: one draw
-        z = q.rsample()  # (B, L)
-        rec = model.decode(z).log_prob(target)  # (B,)
-        kl = kl_to_prior(q, p, z.unsqueeze(0))
+        z = q.rsample((1,))  # (1, B, L): the same tensor reaches the KL, so a flow's log q(z) reuses its forward pass
+        rec = model.decode(z[0]).log_prob(target)  # (B,)
+        kl = kl_to_prior(q, p, z)
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     s_total = n_samples if noise is None else len(noise)
     chunk = s_total if chunk is None else max(1, chunk)
@@ -100,7 +112,7 @@ def elbo(
     log_w_sum = None  # running logsumexp of the importance log-weights (B,)
     for s0 in range(0, s_total, chunk):
         c = min(chunk, s_total - s0)
-        z = q.rsample((c,)) if noise is None else q.mean + q.stddev * noise[s0 : s0 + c]  # (c, B, L)
+        z = q.rsample((c,)) if noise is None else _from_noise(q, noise[s0 : s0 + c])  # (c, B, L)
         px = model.decode(z)  # batch (c, B)
         log_px = px.log_prob(target)  # (c, B); the target broadcasts over the samples
         rec_sum = rec_sum + log_px.sum(0)
@@ -116,6 +128,13 @@ def elbo(
     kl = closed if closed is not None else -log_ratio_sum / s_total
     loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
     return ELBOTerms(loss=loss, reconstruction=rec, kl=kl, squared_error=error_sum / s_total if squared_error else None)
+
+
+def _from_noise(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
+    """z (c, B, L) from fixed standard-normal draws ε: the posterior's own map where it has one (a flow), else E_q[z] + std_q[z]·ε."""
+    if isinstance(q, StandardNormalDraws):
+        return q.from_standard_normal(eps)
+    return q.mean + q.stddev * eps
 
 
 def _squared_error(px: Distribution, target: torch.Tensor) -> torch.Tensor:

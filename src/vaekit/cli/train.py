@@ -12,7 +12,7 @@ from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfi
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError
-from vaekit.models import ACTIVATIONS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
+from vaekit.models import ACTIVATIONS, ENCODERS, FLOWS, LIKELIHOODS, POSTERIORS, PRIORS
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
 _FIELDS = {
@@ -34,6 +34,8 @@ _FIELDS = {
     "sigma": ("model", "likelihood_scale"),
     "prior": ("model", "prior"),
     "prior_components": ("model", "prior_components"),
+    "flow": ("model", "flow"),
+    "flow_steps": ("model", "flow_steps"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -99,7 +101,10 @@ def register(sub) -> None:
     g.add_argument("--likelihood", choices=LIKELIHOODS.names(), metavar="NAME", help=f"p(x|z): {choices_help('likelihood', LIKELIHOODS)}")
     g.add_argument("--sigma", type=float, help=f"fixed standard deviation of the gaussian likelihood ({default('sigma')})")
     g.add_argument("--prior", choices=PRIORS.names(), metavar="NAME", help=f"p(z): {choices_help('prior', PRIORS)}")
-    g.add_argument("--prior-components", type=int, help=f"mixture prior components ({default('prior_components')})")
+    g.add_argument("--prior-components", type=int, help=f"mixture prior components or vampprior pseudo-inputs ({default('prior_components')})")
+    g.add_argument("--flow", choices=["none", *FLOWS.names()], metavar="NAME",
+                   help=f"flow steps on top of the Gaussian posterior: none, {', '.join(FLOWS.names())} ({default('flow')})")
+    g.add_argument("--flow-steps", type=int, help=f"number of flow steps ({default('flow_steps')})")
     g = p.add_argument_group("objective and optimisation")
     g.add_argument("--epochs", type=int, help=f"training epochs ({default('epochs')})")
     g.add_argument("--batch-size", type=int, help=f"examples per step and process ({default('batch_size')}); with N processes a step takes N x this")

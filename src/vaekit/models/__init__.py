@@ -6,12 +6,14 @@ a field of ``ModelConfig``:
 - encoder and decoder networks: ``Encoder`` / ``Decoder``, in ``ENCODERS`` / ``DECODERS`` (``arch``);
 - the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (``kind``);
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
-- the prior p(z): ``Prior``, in ``PRIORS`` (``prior``).
+- the prior p(z): ``Prior``, in ``PRIORS`` (``prior``);
+- flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``).
 
 Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) are imported here once, so their names register.
 """
 
 from vaekit.models import gated, resnet  # noqa: F401 -- importing registers the gated and resnet networks
+from vaekit.models.flows import FLOWS, FlowDistribution, FlowPosterior, FlowStep
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model, check_parts
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
@@ -24,5 +26,6 @@ __all__ = [
     "Encoder", "Decoder", "ENCODERS", "DECODERS", "ACTIVATIONS",
     "PosteriorHead", "POSTERIORS", "GaussianPosterior", "DeterministicPosterior", "PointMass", "DiagonalNormal",
     "LikelihoodHead", "LIKELIHOODS", "register_likelihood",
+    "FlowStep", "FLOWS", "FlowPosterior", "FlowDistribution",
     "Prior", "PRIORS", "StandardNormal", "StandardNormalPrior", "MixturePrior", "VampPrior", "DiagonalGaussianMixture",
 ]

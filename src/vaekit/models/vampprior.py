@@ -46,7 +46,7 @@ class VampPrior(Prior):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> VampPrior:
-        if config.kind != "vae" or getattr(config, "flow", "none") != "none":
+        if config.kind != "vae" or config.flow != "none":
             raise ConfigError("the vampprior's components are the model's Gaussian posteriors: it needs --model vae without a flow")
         unit = LIKELIHOODS[config.likelihood].support == "unit"
         return cls(tuple(config.input_shape), config.prior_components, unit_range=unit)
