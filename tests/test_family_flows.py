@@ -127,3 +127,18 @@ def test_tiny_flow_model_trains_and_is_scored(tmp_path, name):
     assert latent.rank_dims(model, x).measure == "variance"
     with torch.no_grad():
         assert math.isfinite(float(elbo(model, x, n_samples=3, iw=True).loss.mean()))
+
+
+def test_flow_flags_reach_the_config_and_list_the_registry():
+    from vaekit.cli import build_parser
+    from vaekit.cli.train import config_from_args
+
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["train", "--flow", "iaf", "--flow-steps", "2", "--iw-samples", "6", "--iw-groups", "3",
+                                                 "--iw-elbo-mix", "0.5"]))
+    assert (config.model.flow, config.model.flow_steps) == ("iaf", 2)
+    assert (config.train.n_samples, config.train.iw, config.train.iw_groups, config.train.iw_elbo_mix) == (6, True, 3, 0.5)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--flow", "nope"])
+    help_text = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "flow").help
+    assert "iaf" in help_text and "planar" in help_text

@@ -34,10 +34,12 @@ def elbo_terms(
     seed: int = 0,
     beta: float = 1.0,
     iw: bool = False,
+    iw_groups: int = 1,
+    iw_elbo_mix: float = 0.0,
 ) -> ELBOTerms:
     """Per-example ELBO terms (N,) for all of ``x`` (N, *shape), in batches, with a fixed seed for
     the latent samples (so the numbers are reproducible and the caller's RNG is untouched).
-    ``beta``, ``n_samples`` and ``iw`` are ``elbo``'s: with a run's training settings, ``loss`` is
+    ``beta``, ``n_samples``, ``iw``, ``iw_groups`` and ``iw_elbo_mix`` are ``elbo``'s: with a run's training settings, ``loss`` is
     the training objective on these examples (its validation loss)."""
     was_training = model.training
     model.eval()
@@ -48,7 +50,7 @@ def elbo_terms(
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device, non_blocking=True)
             tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
-            parts.append(elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw))
+            parts.append(elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix))
     model.train(was_training)
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
 

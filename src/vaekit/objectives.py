@@ -1,4 +1,4 @@
-"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE and the plain autoencoder.
+"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE (and its MIWAE / CIWAE variants) and the plain autoencoder.
 
 Training, validation, evaluation over a split, per-example (anomaly) scores and the
 importance-weighted log-likelihood estimate all call ``elbo``; they differ only in its arguments
@@ -75,6 +75,8 @@ def elbo(
     noise: torch.Tensor | None = None,
     chunk: int | None = None,
     squared_error: bool = False,
+    iw_groups: int = 1,
+    iw_elbo_mix: float = 0.0,
 ) -> ELBOTerms:
     """Evidence lower bound terms for a batch.
 
@@ -91,6 +93,11 @@ def elbo(
     chunk: samples decoded together (default: all S); the terms are accumulated over chunks (a
         running sum of log p(x|z), a running logsumexp of the weights), so memory is bounded whatever S is.
     squared_error: also return E_q ||x - E[x|z]||² over the same draws.
+    iw_groups: with ``iw``, M: the S samples form M groups of K = S / M and the loss is the mean of the
+        M groups' IW bounds, MIWAE(M, K) of Rainforth et al. 2018 (M = 1: IWAE; M = S: the S-sample ELBO).
+    iw_elbo_mix: with ``iw``, c in [0, 1]: the loss is -(c·ELBO + (1 − c)·IW bound) over the same
+        samples, CIWAE of Rainforth et al. 2018 (their β; 0: the IW bound). With M > 1 or c > 0 the
+        log-weights (S, B) are kept until the end; the plain IW bound is a running logsumexp.
     """
     target = x if target is None else target
     q = model.encode(x)
@@ -106,6 +113,10 @@ def elbo(
         kl = kl_to_prior(q, p, z)
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     s_total = n_samples if noise is None else len(noise)
+    if iw_groups < 1 or s_total % iw_groups or not 0 <= iw_elbo_mix <= 1:
+        raise ValueError(f"iw_groups must divide the {s_total} samples and iw_elbo_mix lie in [0, 1]; got {iw_groups}, {iw_elbo_mix}")
+    keep_weights = iw and (iw_groups > 1 or iw_elbo_mix > 0)
+    log_ws: list[torch.Tensor] = []  # the (c, B) log-weights of each chunk, when the variant needs them all
     chunk = s_total if chunk is None else max(1, chunk)
     closed = closed_form_kl(q, p)
     rec_sum = log_ratio_sum = error_sum = 0.0
@@ -121,13 +132,25 @@ def elbo(
         if iw or closed is None:
             log_ratio = p.log_prob(z) - q.log_prob(z)  # (c, B): log p(z) - log q(z|x)
             log_ratio_sum = log_ratio_sum + log_ratio.sum(0)
-        if iw:
+        if keep_weights:
+            log_ws.append(log_px + beta * log_ratio)
+        elif iw:
             chunk_lse = torch.logsumexp(log_px + beta * log_ratio, 0)
             log_w_sum = chunk_lse if log_w_sum is None else torch.logaddexp(log_w_sum, chunk_lse)
     rec = rec_sum / s_total
     kl = closed if closed is not None else -log_ratio_sum / s_total
-    loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
+    if keep_weights:
+        loss = -_iw_variant_bound(torch.cat(log_ws), iw_groups, iw_elbo_mix)
+    else:
+        loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
     return ELBOTerms(loss=loss, reconstruction=rec, kl=kl, squared_error=error_sum / s_total if squared_error else None)
+
+
+def _iw_variant_bound(log_w: torch.Tensor, groups: int, elbo_mix: float) -> torch.Tensor:
+    """c·mean_s log w_s + (1 − c)·(1/M) Σ_m log (1/K) Σ_k w_mk from log-weights (S, B), S = M·K -> (B,)."""
+    k = len(log_w) // groups
+    miwae = (torch.logsumexp(log_w.view(groups, k, -1), 1) - math.log(k)).mean(0)  # (B,)
+    return miwae if elbo_mix == 0 else elbo_mix * log_w.mean(0) + (1 - elbo_mix) * miwae
 
 
 def _from_noise(q: Distribution, eps: torch.Tensor) -> torch.Tensor:

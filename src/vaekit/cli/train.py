@@ -43,6 +43,8 @@ _FIELDS = {
     "beta": ("train", "beta"),
     "warmup": ("train", "warmup_epochs"),
     "samples": ("train", "n_samples"),
+    "iw_groups": ("train", "iw_groups"),
+    "iw_elbo_mix": ("train", "iw_elbo_mix"),
     "noise": ("train", "noise"),
     "noise_level": ("train", "noise_level"),
     "grad_clip": ("train", "grad_clip"),
@@ -114,6 +116,10 @@ def register(sub) -> None:
     g.add_argument("--warmup", type=int, help=f"KL warm-up: β rises linearly from 0 over this many epochs ({default('warmup')})")
     g.add_argument("--samples", type=int, help=f"latent samples per example ({default('samples')})")
     g.add_argument("--iw-samples", type=int, metavar="K", help="train on the importance-weighted bound with K samples (IWAE)")
+    g.add_argument("--iw-groups", type=int, metavar="M",
+                   help=f"with --iw-samples: average the IW bounds of M groups of the samples (MIWAE; {default('iw_groups')})")
+    g.add_argument("--iw-elbo-mix", type=float, metavar="C",
+                   help=f"with --iw-samples: train on C x ELBO + (1 - C) x IW bound (CIWAE; {default('iw_elbo_mix')})")
     g.add_argument("--noise", choices=CORRUPTIONS.names(), metavar="KIND",
                    help=f"denoising: corrupt inputs, reconstruct clean targets: {choices_help('noise', CORRUPTIONS)}")
     g.add_argument("--noise-level", type=float, help="noise std (gaussian) or probability (mask, salt-pepper)")
