@@ -66,22 +66,23 @@ class VampPrior(Prior):
 class DiagonalGaussianMixture(MixtureSameFamily):
     """(1/K) Σ_k N(μ_k, diag exp(logvar_k)) over (L,): batch shape (), event (L,).
 
-    ``log_prob`` computes the K quadratic forms Σ_l (z_l − μ_kl)² / σ²_kl as matrix products
-    (z² · (1/σ²)ᵀ − 2 z · (μ/σ²)ᵀ + Σ μ²/σ²), in float64 against cancellation, instead of
-    materialising z − μ_k for every pair (N, K, L): the IW estimate evaluates it at millions of z.
+    ``log_prob`` computes the K log-densities with one matrix product instead of materialising
+    z − μ_k for every pair (N, K, L) (the IW estimate evaluates it at millions of z):
+    log N(z; μ_k, σ_k²) = −½ [z²·(1/σ_k²) − 2 z·(μ_k/σ_k²)] + c_k, with [z², z] (N, 2L) against a
+    (K, 2L) matrix, in float64 so that the expanded square does not cancel for narrow components.
     """
 
     def __init__(self, loc: torch.Tensor, logvar: torch.Tensor):
-        self.loc_k, self.logvar_k = loc, logvar  # (K, L) each
         mix = Categorical(logits=torch.zeros(len(loc), device=loc.device, dtype=loc.dtype), validate_args=False)
         super().__init__(mix, DiagonalNormal(loc, logvar), validate_args=False)
+        loc64, logvar64 = loc.double(), logvar.double()  # (K, L) each
+        prec = torch.exp(-logvar64)
+        self._weight = -0.5 * torch.cat([prec, -2 * loc64 * prec], 1)  # (K, 2L)
+        norm = (loc64.square() * prec).sum(-1) + logvar64.sum(-1) + loc.shape[-1] * math.log(2 * math.pi)  # (K,)
+        self._bias = -0.5 * norm - math.log(len(loc))  # (K,): the constants and the mixture weight 1/K
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) for z (*S, L) -> (*S,)."""
-        loc, logvar = self.loc_k.double(), self.logvar_k.double()  # (K, L)
-        prec = torch.exp(-logvar)  # (K, L)
-        zd = z.double()
-        quad = zd.square() @ prec.T - 2 * (zd @ (loc * prec).T) + (loc.square() * prec).sum(-1)  # (*S, K)
-        log_norm = logvar.sum(-1) + loc.shape[-1] * math.log(2 * math.pi)  # (K,)
-        log_comp = -0.5 * (quad + log_norm)  # (*S, K)
-        return (torch.logsumexp(log_comp, -1) - math.log(len(loc))).to(z.dtype)
+        zd = z.double().reshape(-1, z.shape[-1])  # (N, L)
+        log_comp = torch.addmm(self._bias, torch.cat([zd.square(), zd], -1), self._weight.T)  # (N, K): log (1/K) N(z; μ_k, σ_k²)
+        return torch.logsumexp(log_comp, -1).view(z.shape[:-1]).to(z.dtype)
