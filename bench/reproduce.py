@@ -13,7 +13,13 @@ sampling, K = 5000, on the full 10,000 test images (``vaekit evaluate RUN --spli
 row, replaced when the row is recorded again) and its per-epoch validation curve beside it,
 bench/results/reproduction-ROW-curve.csv (from the run's metrics.csv).
 
-Every command runs from the project root, so a relative --data-dir is relative to it.
+The row's object: test_nll and test_nll_stderr (nats, mean and standard error over the test images),
+k, the literature's and pythae's values (from the preset), epochs trained, best_epoch (lowest
+validation loss, the weights evaluated), seconds_per_epoch (median training seconds of an epoch),
+wall_seconds (training + validation + evaluation), the command, and where a run recorded with
+--from-run was trained with other settings than the preset, those differences.
+
+Every command runs from the project root, so a relative --data-dir or run directory is relative to it.
 """
 
 from __future__ import annotations

@@ -74,3 +74,5 @@ def test_preset_trains_end_to_end_on_digits_with_overrides(tmp_path):
     assert code == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["arch"] == "gated" and saved["model"]["prior"] == "vampprior" and saved["data"]["source"] == "digits"
+    assert main(["evaluate", str(out), "--iw-samples", "5", "--no-pca", "--quiet"]) == 0
+    assert json.loads((out / "eval-test.json").read_text())["iw"]["k"] == 5
