@@ -65,3 +65,16 @@ def test_an_existing_run_needs_resume(reproduce, tmp_path, capsys):
     (tmp_path / "run" / "config.json").write_text("{}")
     assert reproduce.main(["vae", "--out", str(tmp_path / "run")]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_train_and_resume_commands(reproduce, tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda command, cwd, env: commands.append((command[3:], env["OMP_NUM_THREADS"])) or 0)
+    out = tmp_path / "row"
+    assert reproduce.main(["vampprior", "--out", str(out), "--epochs", "3", "--threads", "1", "--train-only"]) == 0
+    assert commands[-1] == (["train", "--preset", "vampprior-static-mnist", "--data-dir", "../shared/data", "--threads", "1",
+                             "--out", str(out), "--epochs", "3"], "1")
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    assert reproduce.main(["vampprior", "--out", str(out), "--resume", "--train-only"]) == 0
+    assert commands[-1][0] == ["train", "--resume", str(out)]
