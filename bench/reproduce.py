@@ -1,6 +1,6 @@
 """One command per row of the static-MNIST reproduction table (issue 12).
 
-    python bench/reproduce.py ROW [--resume] [--threads 1] [--epochs N] [--data-dir ../shared/data]
+    python bench/reproduce.py ROW [--resume] [--threads 1] [--epochs N] [--compile] [--data-dir ../shared/data]
     python bench/reproduce.py ROW --from-run DIR      # evaluate and record a run trained elsewhere
     python bench/reproduce.py --list
 
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-run", metavar="DIR", help="evaluate and record this already-trained run of the row (no training)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation (default 1)")
     p.add_argument("--epochs", type=int, help="cap the epochs (default: the preset's, with early stopping)")
+    p.add_argument("--compile", action="store_true", help="train with vaekit train --compile (a new run; a resumed run keeps its setting)")
     p.add_argument("--data-dir", default="../shared/data", help="folder with binarized_mnist.npz (default ../shared/data)")
     p.add_argument("--iw-samples", type=int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/reproduce/ROW)")
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             train_command = [*vaekit, "train", "--resume", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else [])
         else:
             train_command = [*vaekit, "train", "--preset", preset_name, "--data-dir", args.data_dir, "--threads", str(args.threads),
-                             "--out", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+                             "--out", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else []) + (["--compile"] if args.compile else [])
         print("+", shlex.join(train_command[2:]), flush=True)
         code = subprocess.call(train_command, cwd=ROOT, env=env)
         if code != 0:
@@ -123,7 +124,8 @@ def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval
     best = min(rows, key=lambda r: float(r["valid_loss"])) if rows else None
     train_seconds = [float(r["train_seconds"]) for r in rows]
     valid_seconds = sum(float(r.get("valid_seconds") or 0) for r in rows)
-    command = f"python bench/reproduce.py {args.row} --threads {args.threads}" + (f" --epochs {args.epochs}" if args.epochs else "")
+    command = (f"python bench/reproduce.py {args.row} --threads {args.threads}" + (f" --epochs {args.epochs}" if args.epochs else "")
+               + (" --compile" if args.compile else ""))
     if args.from_run:
         command = f"python bench/reproduce.py {args.row} --from-run {args.from_run}"
     obj = {
