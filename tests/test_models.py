@@ -233,9 +233,10 @@ def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
     from vaekit.errors import ConfigError
     from vaekit.models import ACTIVATIONS, ENCODERS, POSTERIORS, PRIORS
 
-    assert ENCODERS.names() == ["conv", "mlp"] and POSTERIORS.names() == ["ae", "vae"] and PRIORS.names() == ["mixture", "normal"]
+    assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet"] and POSTERIORS.names() == ["ae", "vae"]
+    assert PRIORS.names() == ["mixture", "normal", "vampprior"]
     assert "identity" in ACTIVATIONS.names()
-    for field, words in (("prior", "unknown prior 'vamp'; choose one of mixture, normal"), ("arch", "unknown architecture 'vamp'"),
+    for field, words in (("prior", "unknown prior 'vamp'; choose one of mixture, normal, vampprior"), ("arch", "unknown architecture 'vamp'"),
                          ("likelihood", "unknown likelihood 'vamp'"), ("kind", "unknown model kind 'vamp'; choose one of ae, vae"),
                          ("activation", "unknown activation 'vamp'")):
         config = ModelConfig(input_shape=(1, 8, 8))

@@ -68,7 +68,10 @@ class ModelConfig:
     likelihood: p(x|z), a name of ``LIKELIHOODS``.
     likelihood_scale: the fixed standard deviation of ``gaussian``.
     prior: p(z), a name of ``PRIORS``.
-    prior_components: number of mixture components.
+    prior_components: components of the ``mixture`` prior; pseudo-inputs of the ``vampprior``.
+    flow: ``none``, or a name of ``FLOWS``: the Gaussian posterior pushed through ``flow_steps`` steps
+        of an inverse autoregressive (``iaf``) or planar (``planar``) flow.
+    flow_steps: number of flow steps.
     """
 
     kind: str = "vae"
@@ -82,6 +85,8 @@ class ModelConfig:
     likelihood_scale: float = 1.0
     prior: str = "normal"
     prior_components: int = 10
+    flow: str = "none"
+    flow_steps: int = 4
 
 
 @dataclass
@@ -93,6 +98,10 @@ class TrainConfig:
     warmup_epochs: β rises linearly from 0 to ``beta`` over this many epochs (0: off).
     n_samples: latent samples per example in the objective.
     iw: use the importance-weighted bound over ``n_samples`` (IWAE) instead of the averaged ELBO.
+    iw_groups: with ``iw``, split the samples into this many groups and average their IW bounds
+        (MIWAE of Rainforth et al. 2018; 1: IWAE). Must divide ``n_samples``.
+    iw_elbo_mix: with ``iw``, train on c·ELBO + (1 − c)·IW bound over the same samples (CIWAE of
+        Rainforth et al. 2018; 0: the IW bound).
     noise, noise_level: input corruption for denoising training, a name of ``vaekit.corruption.CORRUPTIONS``
         (the level is a std or a probability); the target stays clean.
     grad_clip: clip the gradient norm to this (0: off).
@@ -121,6 +130,8 @@ class TrainConfig:
     warmup_epochs: int = 0
     n_samples: int = 1
     iw: bool = False
+    iw_groups: int = 1
+    iw_elbo_mix: float = 0.0
     noise: str = "none"
     noise_level: float = 0.0
     grad_clip: float = 0.0
@@ -231,6 +242,7 @@ def validate(config: RunConfig) -> None:
         (m.arch == "mlp" or len(m.hidden) >= 1, "a conv model needs at least one channel stage (--hidden)"),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),
         (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
+        (m.flow_steps >= 1, f"flow steps must be at least 1, got {m.flow_steps}"),
         (m.conv_dense >= 0, f"conv dense width must be >= 0, got {m.conv_dense}"),
         (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
@@ -239,6 +251,9 @@ def validate(config: RunConfig) -> None:
         (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
         (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),
+        (t.iw_groups >= 1 and t.n_samples % t.iw_groups == 0,
+         f"iw groups must divide the {t.n_samples} latent samples, got {t.iw_groups}"),
+        (0 <= t.iw_elbo_mix <= 1, f"iw elbo mix must be in [0, 1], got {t.iw_elbo_mix}"),
         (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
         (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from vaekit.errors import ConfigError
-from vaekit.latent import kl_per_dim
+from vaekit.latent import kl_per_dim, posterior_factorises
 from vaekit.objectives import ELBOTerms, elbo
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,12 @@ def elbo_terms(
     seed: int = 0,
     beta: float = 1.0,
     iw: bool = False,
+    iw_groups: int = 1,
+    iw_elbo_mix: float = 0.0,
 ) -> ELBOTerms:
     """Per-example ELBO terms (N,) for all of ``x`` (N, *shape), in batches, with a fixed seed for
     the latent samples (so the numbers are reproducible and the caller's RNG is untouched).
-    ``beta``, ``n_samples`` and ``iw`` are ``elbo``'s: with a run's training settings, ``loss`` is
+    ``beta``, ``n_samples``, ``iw``, ``iw_groups`` and ``iw_elbo_mix`` are ``elbo``'s: with a run's training settings, ``loss`` is
     the training objective on these examples (its validation loss)."""
     was_training = model.training
     model.eval()
@@ -48,7 +50,7 @@ def elbo_terms(
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device, non_blocking=True)
             tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
-            parts.append(elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw))
+            parts.append(elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix))
     model.train(was_training)
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
 
@@ -205,7 +207,8 @@ class LatentDiagnostics:
     """How the latent units are used over a set of examples.
 
     kl_per_dim: (L,) mean KL(q(z_u|x) || p(z_u)) per unit in nats (``vaekit.latent.kl_per_dim``:
-        closed form, or Monte Carlo against a mixture prior's marginals); None for an autoencoder.
+        closed form, or Monte Carlo against a mixture prior's marginals); None for an autoencoder and
+        for a posterior that does not factorise over units (a flow).
     activity: (L,) Cov_x(E_q[z_u]), the variance over examples of each unit's posterior mean.
     threshold: a unit is active when its activity exceeds this.
     """
@@ -242,7 +245,7 @@ def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_TH
     model.train(was_training)
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
-    kl = None if model.deterministic else kl_per_dim(model, x, batch_size=batch_size).double()
+    kl = None if model.deterministic or not posterior_factorises(model, x) else kl_per_dim(model, x, batch_size=batch_size).double()
     return LatentDiagnostics(kl_per_dim=kl, activity=activity.cpu(), threshold=threshold)
 
 

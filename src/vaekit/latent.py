@@ -67,6 +67,9 @@ def kl_per_dim(model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no KL term; rank its dimensions with rank_dims (code variance)")
+    if not posterior_factorises(model, x):
+        raise ConfigError("the posterior does not factorise over latent dimensions (a flow): no KL per dimension; "
+                          "rank its dimensions with rank_dims (code variance)")
     device = model.device
     p = marginals(model.prior())  # batch (L,)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
@@ -82,6 +85,14 @@ def kl_per_dim(model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int
                 kl = (qd.log_prob(z) - p.log_prob(z)).mean(0)  # (B, L)
             total += kl.double().sum(0).cpu()
     return (total / max(len(x), 1)).float()
+
+
+@torch.inference_mode()
+def posterior_factorises(model, x: torch.Tensor) -> bool:
+    """Whether q(z|x) is a product of one-dimensional distributions (``Independent`` over z), so that
+    per-dimension KLs exist: true for a Gaussian posterior, false for a flow."""
+    q = model.encode(x[:1].to(model.device))
+    return isinstance(q, Independent) and q.reinterpreted_batch_ndims == 1
 
 
 @dataclass
@@ -105,8 +116,9 @@ class DimRanking:
 
 def rank_dims(model, x: torch.Tensor, *, batch_size: int = 1000) -> DimRanking:
     """Rank latent dimensions by average KL to the prior over ``x`` (a VAE), or by the variance
-    of the posterior means over ``x`` (a plain autoencoder: its "active units" measure)."""
-    if model.deterministic:
+    of the posterior means over ``x`` (a plain autoencoder, or a flow posterior, which has no
+    per-dimension KL: the "active units" measure)."""
+    if model.deterministic or not posterior_factorises(model, x):
         score, measure = encode(model, x, batch_size=batch_size).var(0, unbiased=False), "variance"
     else:
         score, measure = kl_per_dim(model, x, batch_size=batch_size), "KL"

@@ -1,4 +1,4 @@
-"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE and the plain autoencoder.
+"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE (and its MIWAE / CIWAE variants) and the plain autoencoder.
 
 Training, validation, evaluation over a split, per-example (anomaly) scores and the
 importance-weighted log-likelihood estimate all call ``elbo``; they differ only in its arguments
@@ -8,6 +8,7 @@ importance-weighted log-likelihood estimate all call ``elbo``; they differ only 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,16 @@ class ELBOTerms:
     @property
     def neg_elbo(self) -> torch.Tensor:
         return self.kl - self.reconstruction  # (B,)
+
+
+class StandardNormalDraws(ABC):
+    """A posterior that maps standard-normal draws ε to z itself (a flow: z = f(μ + σ·ε)). The
+    fixed-draws path of ``elbo`` (``noise``) uses ``from_standard_normal``; for any other posterior
+    it takes z = E_q[z] + std_q[z]·ε, which holds for location-scale families."""
+
+    @abstractmethod
+    def from_standard_normal(self, eps: torch.Tensor) -> torch.Tensor:
+        """z (*S, B, L) for draws ε (*S, B, L) or (*S, 1, L)."""
 
 
 def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
@@ -64,6 +75,8 @@ def elbo(
     noise: torch.Tensor | None = None,
     chunk: int | None = None,
     squared_error: bool = False,
+    iw_groups: int = 1,
+    iw_elbo_mix: float = 0.0,
 ) -> ELBOTerms:
     """Evidence lower bound terms for a batch.
 
@@ -75,10 +88,16 @@ def elbo(
     iw: the loss is the importance-weighted bound -log (1/S) Σ_s p(x|z_s) (p(z_s) / q(z_s|x))^β
         (Burda et al.; β = 1 is the IWAE bound, and -loss then estimates log p(x)).
     noise: fixed standard-normal draws ε (S, 1, L) or (S, B, L) instead of fresh ones: z_s = E_q[z] +
-        std_q[z]·ε_s (common random numbers; zeros give the posterior mean). S = len(noise).
+        std_q[z]·ε_s, or the posterior's own map of ε for a ``StandardNormalDraws`` posterior (a flow)
+        (common random numbers; zeros give the posterior mean). S = len(noise).
     chunk: samples decoded together (default: all S); the terms are accumulated over chunks (a
         running sum of log p(x|z), a running logsumexp of the weights), so memory is bounded whatever S is.
     squared_error: also return E_q ||x - E[x|z]||² over the same draws.
+    iw_groups: with ``iw``, M: the S samples form M groups of K = S / M and the loss is the mean of the
+        M groups' IW bounds, MIWAE(M, K) of Rainforth et al. 2018 (M = 1: IWAE; M = S: the S-sample ELBO).
+    iw_elbo_mix: with ``iw``, c in [0, 1]: the loss is -(c·ELBO + (1 − c)·IW bound) over the same
+        samples, CIWAE of Rainforth et al. 2018 (their β; 0: the IW bound). With M > 1 or c > 0 the
+        log-weights (S, B) are kept until the end; the plain IW bound is a running logsumexp.
     """
     target = x if target is None else target
     q = model.encode(x)
@@ -89,18 +108,22 @@ def elbo(
         return ELBOTerms(loss=-rec, reconstruction=rec, kl=torch.zeros_like(rec), squared_error=error)
     p = model.prior()
     if n_samples == 1 and not iw and noise is None and not squared_error:  # the training step: one draw
-        z = q.rsample()  # (B, L)
-        rec = model.decode(z).log_prob(target)  # (B,)
-        kl = kl_to_prior(q, p, z.unsqueeze(0))
+        z = q.rsample((1,))  # (1, B, L): the same tensor reaches the KL, so a flow's log q(z) reuses its forward pass
+        rec = model.decode(z[0]).log_prob(target)  # (B,)
+        kl = kl_to_prior(q, p, z)
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     s_total = n_samples if noise is None else len(noise)
+    if iw_groups < 1 or s_total % iw_groups or not 0 <= iw_elbo_mix <= 1:
+        raise ValueError(f"iw_groups must divide the {s_total} samples and iw_elbo_mix lie in [0, 1]; got {iw_groups}, {iw_elbo_mix}")
+    keep_weights = iw and (iw_groups > 1 or iw_elbo_mix > 0)
+    log_ws: list[torch.Tensor] = []  # the (c, B) log-weights of each chunk, when the variant needs them all
     chunk = s_total if chunk is None else max(1, chunk)
     closed = closed_form_kl(q, p)
     rec_sum = log_ratio_sum = error_sum = 0.0
     log_w_sum = None  # running logsumexp of the importance log-weights (B,)
     for s0 in range(0, s_total, chunk):
         c = min(chunk, s_total - s0)
-        z = q.rsample((c,)) if noise is None else q.mean + q.stddev * noise[s0 : s0 + c]  # (c, B, L)
+        z = q.rsample((c,)) if noise is None else _from_noise(q, noise[s0 : s0 + c])  # (c, B, L)
         px = model.decode(z)  # batch (c, B)
         log_px = px.log_prob(target)  # (c, B); the target broadcasts over the samples
         rec_sum = rec_sum + log_px.sum(0)
@@ -109,13 +132,32 @@ def elbo(
         if iw or closed is None:
             log_ratio = p.log_prob(z) - q.log_prob(z)  # (c, B): log p(z) - log q(z|x)
             log_ratio_sum = log_ratio_sum + log_ratio.sum(0)
-        if iw:
+        if keep_weights:
+            log_ws.append(log_px + beta * log_ratio)
+        elif iw:
             chunk_lse = torch.logsumexp(log_px + beta * log_ratio, 0)
             log_w_sum = chunk_lse if log_w_sum is None else torch.logaddexp(log_w_sum, chunk_lse)
     rec = rec_sum / s_total
     kl = closed if closed is not None else -log_ratio_sum / s_total
-    loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
+    if keep_weights:
+        loss = -_iw_variant_bound(torch.cat(log_ws), iw_groups, iw_elbo_mix)
+    else:
+        loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
     return ELBOTerms(loss=loss, reconstruction=rec, kl=kl, squared_error=error_sum / s_total if squared_error else None)
+
+
+def _iw_variant_bound(log_w: torch.Tensor, groups: int, elbo_mix: float) -> torch.Tensor:
+    """c·mean_s log w_s + (1 − c)·(1/M) Σ_m log (1/K) Σ_k w_mk from log-weights (S, B), S = M·K -> (B,)."""
+    k = len(log_w) // groups
+    miwae = (torch.logsumexp(log_w.view(groups, k, -1), 1) - math.log(k)).mean(0)  # (B,)
+    return miwae if elbo_mix == 0 else elbo_mix * log_w.mean(0) + (1 - elbo_mix) * miwae
+
+
+def _from_noise(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
+    """z (c, B, L) from fixed standard-normal draws ε: the posterior's own map where it has one (a flow), else E_q[z] + std_q[z]·ε."""
+    if isinstance(q, StandardNormalDraws):
+        return q.from_standard_normal(eps)
+    return q.mean + q.stddev * eps
 
 
 def _squared_error(px: Distribution, target: torch.Tensor) -> torch.Tensor:

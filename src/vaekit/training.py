@@ -262,7 +262,8 @@ class Trainer:
         t = self.config.train
         started = time.perf_counter()
         x = self._share(self.x_valid)
-        terms = elbo_terms(self.model, x, batch_size=max(t.batch_size, 1000), seed=t.seed, n_samples=t.n_samples, iw=t.iw, beta=t.beta)
+        terms = elbo_terms(self.model, x, batch_size=max(t.batch_size, 1000), seed=t.seed, n_samples=t.n_samples, iw=t.iw, beta=t.beta,
+                            iw_groups=t.iw_groups, iw_elbo_mix=t.iw_elbo_mix)
         sums = torch.stack([terms.loss.sum(), terms.neg_elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
         loss, neg_elbo, rec, kl = (distributed.all_sum(sums.double()) / len(self.x_valid)).tolist()
         return {"valid_loss": loss, "valid_neg_elbo": neg_elbo, "valid_reconstruction": -rec, "valid_kl": kl,
@@ -273,7 +274,8 @@ class Trainer:
         """One step's objective: per-example (loss, reconstruction, KL), each (B,)."""
         t = self.config.train
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-            terms = self.objective(inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw)
+            terms = self.objective(inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw, iw_groups=t.iw_groups,
+                                   iw_elbo_mix=t.iw_elbo_mix)
         return terms.loss, terms.reconstruction, terms.kl
 
     def _healthy(self, loss: torch.Tensor, check: bool) -> bool:

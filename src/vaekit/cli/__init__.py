@@ -16,9 +16,9 @@ EXIT_USAGE = 2
 
 
 def _command_modules():
-    from vaekit.cli import anomaly, compress, evaluate, explore, figures, latent, train
+    from vaekit.cli import anomaly, compress, evaluate, explore, figures, latent, presets, train
 
-    return [train, evaluate, figures, latent, anomaly, explore, compress]
+    return [train, evaluate, figures, latent, anomaly, explore, compress, presets]
 
 
 class _Parser(argparse.ArgumentParser):

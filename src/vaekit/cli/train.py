@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 import vaekit.distributed as distributed
+import vaekit.presets as presets
 from vaekit.cli.common import positive_int, resolve_device
 from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
-from vaekit.errors import VaekitError
-from vaekit.models import ACTIVATIONS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
+from vaekit.errors import ConfigError, VaekitError
+from vaekit.models import ACTIVATIONS, ENCODERS, FLOWS, LIKELIHOODS, POSTERIORS, PRIORS
 from vaekit.training import TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
@@ -35,6 +36,8 @@ _FIELDS = {
     "sigma": ("model", "likelihood_scale"),
     "prior": ("model", "prior"),
     "prior_components": ("model", "prior_components"),
+    "flow": ("model", "flow"),
+    "flow_steps": ("model", "flow_steps"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -42,6 +45,8 @@ _FIELDS = {
     "beta": ("train", "beta"),
     "warmup": ("train", "warmup_epochs"),
     "samples": ("train", "n_samples"),
+    "iw_groups": ("train", "iw_groups"),
+    "iw_elbo_mix": ("train", "iw_elbo_mix"),
     "noise": ("train", "noise"),
     "noise_level": ("train", "noise_level"),
     "grad_clip": ("train", "grad_clip"),
@@ -100,7 +105,10 @@ def register(sub) -> None:
     g.add_argument("--likelihood", choices=LIKELIHOODS.names(), metavar="NAME", help=f"p(x|z): {choices_help('likelihood', LIKELIHOODS)}")
     g.add_argument("--sigma", type=float, help=f"fixed standard deviation of the gaussian likelihood ({default('sigma')})")
     g.add_argument("--prior", choices=PRIORS.names(), metavar="NAME", help=f"p(z): {choices_help('prior', PRIORS)}")
-    g.add_argument("--prior-components", type=int, help=f"mixture prior components ({default('prior_components')})")
+    g.add_argument("--prior-components", type=int, help=f"mixture prior components or vampprior pseudo-inputs ({default('prior_components')})")
+    g.add_argument("--flow", choices=["none", *FLOWS.names()], metavar="NAME",
+                   help=f"flow steps on top of the Gaussian posterior: none, {', '.join(FLOWS.names())} ({default('flow')})")
+    g.add_argument("--flow-steps", type=int, help=f"number of flow steps ({default('flow_steps')})")
     g = p.add_argument_group("objective and optimisation")
     g.add_argument("--epochs", type=int, help=f"training epochs ({default('epochs')})")
     g.add_argument("--batch-size", type=int, help=f"examples per step and process ({default('batch_size')}); with N processes a step takes N x this")
@@ -110,6 +118,10 @@ def register(sub) -> None:
     g.add_argument("--warmup", type=int, help=f"KL warm-up: β rises linearly from 0 over this many epochs ({default('warmup')})")
     g.add_argument("--samples", type=int, help=f"latent samples per example ({default('samples')})")
     g.add_argument("--iw-samples", type=int, metavar="K", help="train on the importance-weighted bound with K samples (IWAE)")
+    g.add_argument("--iw-groups", type=int, metavar="M",
+                   help=f"with --iw-samples: average the IW bounds of M groups of the samples (MIWAE; {default('iw_groups')})")
+    g.add_argument("--iw-elbo-mix", type=float, metavar="C",
+                   help=f"with --iw-samples: train on C x ELBO + (1 - C) x IW bound (CIWAE; {default('iw_elbo_mix')})")
     g.add_argument("--noise", choices=CORRUPTIONS.names(), metavar="KIND",
                    help=f"denoising: corrupt inputs, reconstruct clean targets: {choices_help('noise', CORRUPTIONS)}")
     g.add_argument("--noise-level", type=float, help="noise std (gaussian) or probability (mask, salt-pepper)")
@@ -128,6 +140,8 @@ def register(sub) -> None:
     g.add_argument("--checkpoint-every", type=int, help=f"also checkpoint every N steps, 0: each epoch ({default('checkpoint_every')})")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="JSON", help="start from this config file (flags override it)")
+    g.add_argument("--preset", metavar="NAME",
+                   help="start from a shipped preset, the literature's settings for a model (flags override it; list: vaekit presets)")
     g.add_argument("--out", metavar="DIR", help="run directory (default: runs/DATASET-MODEL-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint (--epochs may extend it)")
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
@@ -140,14 +154,19 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    config = RunConfig.from_json_file(args.config) if args.config else RunConfig()
+    if args.config and args.preset:
+        raise ConfigError("give --config or --preset, not both")
+    if args.preset:
+        config = presets.load(args.preset).config()
+    else:
+        config = RunConfig.from_json_file(args.config) if args.config else RunConfig()
     for flag, (section, name) in _FIELDS.items():
         value = getattr(args, flag)
         if value is not None:
             setattr(getattr(config, section), name, tuple(value) if isinstance(value, list) else value)
     if args.iw_samples is not None:
         config.train.n_samples, config.train.iw = args.iw_samples, True
-    if config.model.arch == "conv" and args.hidden is None and not args.config:
+    if config.model.arch in ENCODERS and ENCODERS[config.model.arch].needs_images and args.hidden is None and not (args.config or args.preset):
         config.model.hidden = CONV_DEFAULT_CHANNELS
     return config
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import vaekit
-from vaekit import latent
+import vaekit.latent as latent
 from vaekit.errors import ConfigError
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)

@@ -6,20 +6,26 @@ a field of ``ModelConfig``:
 - encoder and decoder networks: ``Encoder`` / ``Decoder``, in ``ENCODERS`` / ``DECODERS`` (``arch``);
 - the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (``kind``);
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
-- the prior p(z): ``Prior``, in ``PRIORS`` (``prior``).
+- the prior p(z): ``Prior``, in ``PRIORS`` (``prior``);
+- flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``).
+
+Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) are imported here once, so their names register.
 """
 
-from vaekit.models import discretized  # noqa: F401  (its import registers the beta-binomial and discretized-logistic heads)
+from vaekit.models import discretized, gated, resnet  # noqa: F401 -- importing registers the discretised likelihoods and the gated and resnet networks
+from vaekit.models.flows import FLOWS, FlowDistribution, FlowPosterior, FlowStep
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model, check_parts
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
 from vaekit.models.posteriors import POSTERIORS, DeterministicPosterior, DiagonalNormal, GaussianPosterior, PointMass, PosteriorHead
 from vaekit.models.priors import PRIORS, MixturePrior, Prior, StandardNormal, StandardNormalPrior
+from vaekit.models.vampprior import DiagonalGaussianMixture, VampPrior
 
 __all__ = [
     "LatentVariableModel", "build_model", "check_parts",
     "Encoder", "Decoder", "ENCODERS", "DECODERS", "ACTIVATIONS",
     "PosteriorHead", "POSTERIORS", "GaussianPosterior", "DeterministicPosterior", "PointMass", "DiagonalNormal",
     "LikelihoodHead", "LIKELIHOODS", "register_likelihood",
-    "Prior", "PRIORS", "StandardNormal", "StandardNormalPrior", "MixturePrior",
+    "FlowStep", "FLOWS", "FlowPosterior", "FlowDistribution",
+    "Prior", "PRIORS", "StandardNormal", "StandardNormalPrior", "MixturePrior", "VampPrior", "DiagonalGaussianMixture",
 ]

@@ -12,6 +12,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.config import ModelConfig, RunConfig, validate
+from vaekit.models.flows import FLOWS, FlowPosterior
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
 from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
@@ -86,6 +87,8 @@ def check_parts(config: ModelConfig) -> None:
     for registry, name in ((POSTERIORS, config.kind), (ENCODERS, config.arch), (DECODERS, config.arch),
                            (ACTIVATIONS, config.activation), (LIKELIHOODS, config.likelihood), (PRIORS, config.prior)):
         registry.check(name)
+    if config.flow != "none":
+        FLOWS.check(config.flow)
 
 
 def build_model(config: ModelConfig) -> LatentVariableModel:
@@ -97,5 +100,7 @@ def build_model(config: ModelConfig) -> LatentVariableModel:
     encoder = ENCODERS[config.arch].from_config(config)
     decoder = DECODERS[config.arch].from_config(config, likelihood.params_per_output)
     posterior = POSTERIORS[config.kind].from_config(config, encoder.out_features)
+    if config.flow != "none":
+        posterior = FlowPosterior.from_config(config, encoder.out_features, posterior)
     prior = PRIORS[config.prior].from_config(config)
     return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config)

@@ -1,0 +1,187 @@
+"""One command per row of the static-MNIST reproduction table (issue 12).
+
+    python bench/reproduce.py ROW [--resume] [--threads 1] [--epochs N] [--compile] [--data-dir ../shared/data]
+    python bench/reproduce.py ROW --from-run DIR      # evaluate and record a run trained elsewhere
+    python bench/reproduce.py --list
+
+ROW is one of vae, iwae, vampprior, conv-vampprior (hvae and hvae-vampprior are listed, not yet built).
+Each row trains its preset (``vaekit train --preset NAME``, early stopping on the validation ELBO)
+into runs/reproduce/ROW; ``--resume`` continues that run directory where it stopped (``vaekit train
+--resume``; same numbers as an uninterrupted run). Then it estimates the test NLL by importance
+sampling, K = 5000, on the full 10,000 test images (``vaekit evaluate RUN --split test --iw-samples
+5000``) and writes the row's object into bench/results/reproduction.json (a list, one object per
+row, replaced when the row is recorded again) and its per-epoch validation curve beside it,
+bench/results/reproduction-ROW-curve.csv (from the run's metrics.csv).
+
+The row's object: test_nll and test_nll_stderr (nats, mean and standard error over the test images),
+k, the literature's and pythae's values (from the preset), epochs trained, best_epoch (lowest
+validation loss, the weights evaluated), seconds_per_epoch (median training seconds of an epoch),
+wall_seconds (training + validation + evaluation), the command, and where a run recorded with
+--from-run was trained with other settings than the preset, those differences.
+
+Every command runs from the project root, so a relative --data-dir or run directory is relative to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from vaekit import presets
+from vaekit.runs import read_config
+
+# row -> the preset that trains it (None: the parts are not yet built)
+ROWS = {
+    "vae": "vae-static-mnist",
+    "iwae": "iwae-static-mnist",
+    "vampprior": "vampprior-static-mnist",
+    "conv-vampprior": "conv-vampprior-static-mnist",
+    "hvae": None,  # HVAE (2 levels), standard prior: 86.05 -- needs hierarchical latents
+    "hvae-vampprior": None,  # HVAE (2 levels) + VampPrior: 83.19 -- needs hierarchical latents
+}
+NOT_BUILT = {"hvae": 86.05, "hvae-vampprior": 83.19}
+RESULTS = ROOT / "bench" / "results" / "reproduction.json"
+CURVE_COLUMNS = ["epoch", "beta", "train_loss", "valid_loss", "valid_neg_elbo", "valid_reconstruction", "valid_kl", "train_seconds",
+                 "valid_seconds"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("row", nargs="?", choices=list(ROWS), help="the table row")
+    p.add_argument("--list", action="store_true", help="list the rows and their presets")
+    p.add_argument("--resume", action="store_true", help="continue the row's run directory where it stopped")
+    p.add_argument("--from-run", metavar="DIR", help="evaluate and record this already-trained run of the row (no training)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation (default 1)")
+    p.add_argument("--epochs", type=int, help="cap the epochs (default: the preset's, with early stopping)")
+    p.add_argument("--compile", action="store_true", help="train with vaekit train --compile (a new run; a resumed run keeps its setting)")
+    p.add_argument("--data-dir", default="../shared/data", help="folder with binarized_mnist.npz (default ../shared/data)")
+    p.add_argument("--iw-samples", type=int, default=5000, help="importance samples per test image (default 5000)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/reproduce/ROW)")
+    p.add_argument("--results", default=str(RESULTS), help=f"the results file (default {RESULTS.relative_to(ROOT)})")
+    p.add_argument("--train-only", action="store_true", help="train (or resume) without evaluating and recording")
+    args = p.parse_args(argv)
+
+    if args.list or not args.row:
+        for row, preset in ROWS.items():
+            print(f"{row:16s} {preset or 'not yet built (hierarchical latents): literature ' + str(NOT_BUILT[row])}")
+        return 0
+    preset_name = ROWS[args.row]
+    if preset_name is None:
+        print(f"reproduce: row {args.row} is not yet built (it needs hierarchical latents)", file=sys.stderr)
+        return 2
+    preset = presets.load(preset_name)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    vaekit = [sys.executable, "-m", "vaekit"]
+
+    if args.from_run:
+        run_dir, train_command = Path(args.from_run), None
+    else:
+        run_dir = Path(args.out) if args.out else Path("runs") / "reproduce" / args.row
+        if (ROOT / run_dir / "config.json").exists():
+            if not args.resume:
+                print(f"reproduce: {run_dir} holds a run already; continue it with --resume (or choose --out)", file=sys.stderr)
+                return 2
+            train_command = [*vaekit, "train", "--resume", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+        else:
+            train_command = [*vaekit, "train", "--preset", preset_name, "--data-dir", args.data_dir, "--threads", str(args.threads),
+                             "--out", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else []) + (["--compile"] if args.compile else [])
+        print("+", shlex.join(train_command[2:]), flush=True)
+        code = subprocess.call(train_command, cwd=ROOT, env=env)
+        if code != 0:
+            print(f"reproduce: training stopped (exit {code}); continue with: python bench/reproduce.py {args.row} --resume", file=sys.stderr)
+            return code
+        if args.train_only:
+            return 0
+
+    run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
+    eval_json = run_dir / f"eval-test-iw{args.iw_samples}.json"
+    eval_command = [*vaekit, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples), "--no-pca", "--quiet",
+                    "--json", str(eval_json)]
+    print("+", shlex.join(eval_command[2:]), flush=True)
+    start = time.perf_counter()
+    code = subprocess.call(eval_command, cwd=ROOT, env=env)
+    if code != 0:
+        return code
+    record(args, preset, run_dir, eval_json, eval_seconds=time.perf_counter() - start)
+    return 0
+
+
+def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval_json: Path, *, eval_seconds: float) -> dict:
+    """Write the row's object into the results list and its validation curve beside it; return the object."""
+    result = json.loads(eval_json.read_text())
+    rows = read_metrics(run_dir / "metrics.csv")
+    best = min(rows, key=lambda r: float(r["valid_loss"])) if rows else None
+    train_seconds = [float(r["train_seconds"]) for r in rows]
+    valid_seconds = sum(float(r.get("valid_seconds") or 0) for r in rows)
+    command = (f"python bench/reproduce.py {args.row} --threads {args.threads}" + (f" --epochs {args.epochs}" if args.epochs else "")
+               + (" --compile" if args.compile else ""))
+    if args.from_run:
+        command = f"python bench/reproduce.py {args.row} --from-run {args.from_run}"
+    obj = {
+        "row": args.row,
+        "preset": preset.name,
+        "test_nll": result["iw"]["nll"],
+        "test_nll_stderr": result["iw"]["nll_stderr"],
+        "k": result["iw"]["k"],
+        "literature": preset.literature_nll,
+        "pythae": preset.pythae_nll,
+        "epochs": int(float(rows[-1]["epoch"])) if rows else 0,
+        "best_epoch": int(float(best["epoch"])) if best else None,
+        "seconds_per_epoch": statistics.median(train_seconds) if train_seconds else None,
+        "wall_seconds": sum(train_seconds) + valid_seconds + eval_seconds,
+        "command": command,
+        "test_neg_elbo": result["neg_elbo"],
+        "config_differences_from_preset": config_differences(read_config(run_dir).to_dict(), preset.config().to_dict()),
+        "run": str(run_dir),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    results_path = Path(args.results)
+    existing = json.loads(results_path.read_text()) if results_path.exists() else []
+    merged = [r for r in existing if r.get("row") != args.row] + [obj]
+    merged.sort(key=lambda r: list(ROWS).index(r["row"]) if r["row"] in ROWS else len(ROWS))
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(merged, indent=2) + "\n")
+    curve = results_path.parent / f"reproduction-{args.row}-curve.csv"
+    with curve.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{args.row}: test NLL {obj['test_nll']:.2f} ± {obj['test_nll_stderr']:.2f} nats (K = {obj['k']}; literature "
+          f"{obj['literature']}, pythae {obj['pythae']}); {obj['epochs']} epochs, best {obj['best_epoch']}; written to {results_path}, {curve}")
+    return obj
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def config_differences(run: dict, preset: dict, where: str = "") -> dict[str, list]:
+    """Settings where the run differs from the preset, as {"section.field": [run value, preset value]},
+    leaving out the fields a run fills in or that only locate the data."""
+    out: dict[str, list] = {}
+    for key in sorted(set(run) | set(preset)):
+        name = f"{where}{key}"
+        a, b = run.get(key), preset.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_differences(a, b, name + "."))
+        elif a != b and name not in ("model.input_shape", "data.data_dir", "data.memmap", "train.threads", "train.compile", "version"):
+            out[name] = [a, b]
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""MIWAE and CIWAE (Rainforth et al. 2018) as arguments of the one elbo: against hand computations on the same draws."""
+
+import math
+
+import pytest
+import torch
+from helpers import small_config
+
+from vaekit.config import ModelConfig, validate
+from vaekit.data import load_data
+from vaekit.errors import ConfigError
+from vaekit.models import build_model
+from vaekit.objectives import elbo
+from vaekit.training import train
+
+
+@pytest.fixture(scope="module")
+def model_and_x():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(latent_dim=2, hidden=(8,))), torch.rand(3, 1, 8, 8).round()
+
+
+def log_weights(model, x, noise):
+    """log p(x|z_s) + log p(z_s) − log q(z_s|x) at the fixed draws, (S, B)."""
+    q = model.encode(x)
+    z = q.mean + q.stddev * noise
+    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+
+
+def test_miwae_is_the_mean_of_the_groups_iw_bounds(model_and_x):
+    model, x = model_and_x
+    noise = torch.randn(6, 1, 2)
+    with torch.no_grad():
+        lw = log_weights(model, x, noise)  # (6, B)
+        expected = ((torch.logsumexp(lw[:3], 0) - math.log(3)) + (torch.logsumexp(lw[3:], 0) - math.log(3))) / 2
+        got = -elbo(model, x, iw=True, noise=noise, iw_groups=2, chunk=4).loss  # chunks straddle the groups
+        torch.testing.assert_close(got, expected)
+        iwae = -elbo(model, x, iw=True, noise=noise).loss
+        torch.testing.assert_close(-elbo(model, x, iw=True, noise=noise, iw_groups=1).loss, iwae)
+        torch.testing.assert_close(-elbo(model, x, iw=True, noise=noise, iw_groups=6).loss, lw.mean(0))  # M = S: the ELBO
+        assert bool((got <= iwae + 1e-5).all())  # IWAE(6) >= MIWAE(2, 3)
+
+
+def test_ciwae_mixes_the_elbo_and_the_iw_bound_over_the_same_samples(model_and_x):
+    model, x = model_and_x
+    noise = torch.randn(5, 1, 2)
+    with torch.no_grad():
+        lw = log_weights(model, x, noise)
+        expected = 0.3 * lw.mean(0) + 0.7 * (torch.logsumexp(lw, 0) - math.log(5))
+        torch.testing.assert_close(-elbo(model, x, iw=True, noise=noise, iw_elbo_mix=0.3).loss, expected)
+        torch.testing.assert_close(-elbo(model, x, iw=True, noise=noise, iw_elbo_mix=1.0).loss, lw.mean(0))
+
+
+def test_bad_variant_settings_are_refused(model_and_x):
+    model, x = model_and_x
+    with pytest.raises(ValueError, match="iw_groups"):
+        elbo(model, x, iw=True, n_samples=5, iw_groups=2)
+    config = small_config(n_samples=6, iw=True, iw_groups=4)
+    with pytest.raises(ConfigError, match="iw groups"):
+        validate(config)
+    with pytest.raises(ConfigError, match="iw elbo mix"):
+        validate(small_config(n_samples=6, iw=True, iw_elbo_mix=1.5))
+
+
+def test_miwae_trains_and_validates_on_its_own_bound():
+    config = small_config(epochs=2, n_samples=4, iw=True, iw_groups=2, iw_elbo_mix=0.2, threads=1)
+    run = train(config, None, data=load_data("digits"))
+    rows = run.metrics()
+    assert rows[-1]["valid_loss"] < rows[0]["valid_loss"]
+    assert rows[-1]["valid_loss"] <= rows[-1]["valid_neg_elbo"] + 1.0  # the bound sits between the ELBO and IWAE

@@ -1,0 +1,80 @@
+"""bench/reproduce.py: rows, --from-run on a tiny trained run (evaluate, record, curve), refusing to overwrite a run."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from helpers import small_config
+
+from vaekit.cli import main
+from vaekit.data import load_data
+from vaekit.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "bench" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_list_the_presets_and_the_rows_not_yet_built(reproduce, capsys):
+    assert reproduce.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "vampprior-static-mnist" in out and "not yet built" in out
+    assert reproduce.main(["hvae"]) == 2
+
+
+def test_from_run_evaluates_and_records_the_row_and_its_curve(reproduce, tmp_path, monkeypatch):
+    commands = []
+
+    def in_process(command, cwd, env):  # the vaekit commands the script runs, without a new interpreter
+        commands.append(command[3:])
+        return main(command[3:])
+
+    monkeypatch.setattr(reproduce.subprocess, "call", in_process)
+    run_dir = tmp_path / "run"
+    train(small_config(epochs=2, threads=1), run_dir, data=load_data("digits"))
+    results = tmp_path / "results" / "reproduction.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps([{"row": "vampprior", "test_nll": 1.0}, {"row": "vae", "test_nll": 2.0}]))
+    assert reproduce.main(["vae", "--from-run", str(run_dir), "--iw-samples", "3", "--results", str(results)]) == 0
+    assert commands == [["evaluate", str(run_dir), "--split", "test", "--iw-samples", "3", "--no-pca", "--quiet",
+                         "--json", str(run_dir / "eval-test-iw3.json")]]
+    rows = json.loads(results.read_text())
+    assert [r["row"] for r in rows] == ["vae", "vampprior"]  # replaced, not appended; table order
+    row = rows[0]
+    for key in ("row", "preset", "test_nll", "test_nll_stderr", "k", "literature", "pythae", "epochs", "best_epoch",
+                "seconds_per_epoch", "wall_seconds", "command"):
+        assert key in row
+    assert row["k"] == 3 and row["epochs"] == 2 and row["literature"] == 88.56 and row["pythae"] == 89.78
+    assert row["test_nll"] > 0 and row["best_epoch"] in (1, 2)
+    assert row["config_differences_from_preset"]["model.arch"] == ["mlp", "gated"]
+    with (results.parent / "reproduction-vae-curve.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) == 2 and "valid_neg_elbo" in curve[0]
+
+
+def test_an_existing_run_needs_resume(reproduce, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    assert reproduce.main(["vae", "--out", str(tmp_path / "run")]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_train_and_resume_commands(reproduce, tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda command, cwd, env: commands.append((command[3:], env["OMP_NUM_THREADS"])) or 0)
+    out = tmp_path / "row"
+    assert reproduce.main(["vampprior", "--out", str(out), "--epochs", "3", "--threads", "1", "--train-only"]) == 0
+    assert commands[-1] == (["train", "--preset", "vampprior-static-mnist", "--data-dir", "../shared/data", "--threads", "1",
+                             "--out", str(out), "--epochs", "3"], "1")
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    assert reproduce.main(["vampprior", "--out", str(out), "--resume", "--train-only"]) == 0
+    assert commands[-1][0] == ["train", "--resume", str(out)]
