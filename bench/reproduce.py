@@ -38,8 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vaekit import presets
-from vaekit.runs import read_config
+import vaekit.presets as presets  # noqa: E402
+from vaekit.runs import read_config  # noqa: E402
 
 # row -> the preset that trains it (None: the parts are not yet built)
 ROWS = {
@@ -52,8 +52,17 @@ ROWS = {
 }
 NOT_BUILT = {"hvae": 86.05, "hvae-vampprior": 83.19}
 RESULTS = ROOT / "bench" / "results" / "reproduction.json"
-CURVE_COLUMNS = ["epoch", "beta", "train_loss", "valid_loss", "valid_neg_elbo", "valid_reconstruction", "valid_kl", "train_seconds",
-                 "valid_seconds"]
+CURVE_COLUMNS = [
+    "epoch",
+    "beta",
+    "train_loss",
+    "valid_loss",
+    "valid_neg_elbo",
+    "valid_reconstruction",
+    "valid_kl",
+    "train_seconds",
+    "valid_seconds",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,20 +103,47 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             train_command = [*vaekit, "train", "--resume", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else [])
         else:
-            train_command = [*vaekit, "train", "--preset", preset_name, "--data-dir", args.data_dir, "--threads", str(args.threads),
-                             "--out", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else []) + (["--compile"] if args.compile else [])
+            train_command = (
+                [
+                    *vaekit,
+                    "train",
+                    "--preset",
+                    preset_name,
+                    "--data-dir",
+                    args.data_dir,
+                    "--threads",
+                    str(args.threads),
+                    "--out",
+                    str(run_dir),
+                ]
+                + (["--epochs", str(args.epochs)] if args.epochs else [])
+                + (["--compile"] if args.compile else [])
+            )
         print("+", shlex.join(train_command[2:]), flush=True)
         code = subprocess.call(train_command, cwd=ROOT, env=env)
         if code != 0:
-            print(f"reproduce: training stopped (exit {code}); continue with: python bench/reproduce.py {args.row} --resume", file=sys.stderr)
+            print(
+                f"reproduce: training stopped (exit {code}); continue with: python bench/reproduce.py {args.row} --resume", file=sys.stderr
+            )
             return code
         if args.train_only:
             return 0
 
     run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
     eval_json = run_dir / f"eval-test-iw{args.iw_samples}.json"
-    eval_command = [*vaekit, "evaluate", str(run_dir), "--split", "test", "--iw-samples", str(args.iw_samples), "--no-pca", "--quiet",
-                    "--json", str(eval_json)]
+    eval_command = [
+        *vaekit,
+        "evaluate",
+        str(run_dir),
+        "--split",
+        "test",
+        "--iw-samples",
+        str(args.iw_samples),
+        "--no-pca",
+        "--quiet",
+        "--json",
+        str(eval_json),
+    ]
     print("+", shlex.join(eval_command[2:]), flush=True)
     start = time.perf_counter()
     code = subprocess.call(eval_command, cwd=ROOT, env=env)
@@ -124,8 +160,11 @@ def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval
     best = min(rows, key=lambda r: float(r["valid_loss"])) if rows else None
     train_seconds = [float(r["train_seconds"]) for r in rows]
     valid_seconds = sum(float(r.get("valid_seconds") or 0) for r in rows)
-    command = (f"python bench/reproduce.py {args.row} --threads {args.threads}" + (f" --epochs {args.epochs}" if args.epochs else "")
-               + (" --compile" if args.compile else ""))
+    command = (
+        f"python bench/reproduce.py {args.row} --threads {args.threads}"
+        + (f" --epochs {args.epochs}" if args.epochs else "")
+        + (" --compile" if args.compile else "")
+    )
     if args.from_run:
         command = f"python bench/reproduce.py {args.row} --from-run {args.from_run}"
     obj = {
@@ -157,8 +196,11 @@ def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval
         writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{args.row}: test NLL {obj['test_nll']:.2f} ± {obj['test_nll_stderr']:.2f} nats (K = {obj['k']}; literature "
-          f"{obj['literature']}, pythae {obj['pythae']}); {obj['epochs']} epochs, best {obj['best_epoch']}; written to {results_path}, {curve}")
+    print(
+        f"{args.row}: test NLL {obj['test_nll']:.2f} ± {obj['test_nll_stderr']:.2f} nats (K = {obj['k']}; literature "
+        f"{obj['literature']}, pythae {obj['pythae']}); {obj['epochs']} epochs, best {obj['best_epoch']}; "
+        f"written to {results_path}, {curve}"
+    )
     return obj
 
 

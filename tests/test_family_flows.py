@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from helpers import small_config
 from torch.autograd.functional import jacobian
 from torch.distributions import Independent, Normal
 
@@ -18,6 +17,8 @@ from vaekit.models import FLOWS, FlowDistribution, build_model
 from vaekit.models.flows import IAFStep, PlanarStep
 from vaekit.objectives import elbo
 from vaekit.training import train
+
+from helpers import small_config
 
 L, F = 3, 5
 
@@ -134,8 +135,9 @@ def test_flow_flags_reach_the_config_and_list_the_registry():
     from vaekit.cli.train import config_from_args
 
     parser = build_parser()
-    config = config_from_args(parser.parse_args(["train", "--flow", "iaf", "--flow-steps", "2", "--iw-samples", "6", "--iw-groups", "3",
-                                                 "--iw-elbo-mix", "0.5"]))
+    config = config_from_args(
+        parser.parse_args(["train", "--flow", "iaf", "--flow-steps", "2", "--iw-samples", "6", "--iw-groups", "3", "--iw-elbo-mix", "0.5"])
+    )
     assert (config.model.flow, config.model.flow_steps) == ("iaf", 2)
     assert (config.train.n_samples, config.train.iw, config.train.iw_groups, config.train.iw_elbo_mix) == (6, True, 3, 0.5)
     with pytest.raises(SystemExit):

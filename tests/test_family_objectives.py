@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from helpers import small_config
 
 from vaekit.config import ModelConfig, validate
 from vaekit.data import load_data
@@ -12,6 +11,8 @@ from vaekit.errors import ConfigError
 from vaekit.models import build_model
 from vaekit.objectives import elbo
 from vaekit.training import train
+
+from helpers import small_config
 
 
 @pytest.fixture(scope="module")

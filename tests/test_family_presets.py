@@ -69,8 +69,31 @@ def test_presets_command_lists_each_with_what_it_reproduces(capsys):
 
 def test_preset_trains_end_to_end_on_digits_with_overrides(tmp_path):
     out = tmp_path / "run"
-    code = main(["train", "--preset", "vampprior-static-mnist", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "16",
-                 "--latent-dim", "2", "--prior-components", "5", "--warmup", "0", "--threads", "1", "--quiet", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "vampprior-static-mnist",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "16",
+            "--latent-dim",
+            "2",
+            "--prior-components",
+            "5",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["arch"] == "gated" and saved["model"]["prior"] == "vampprior" and saved["data"]["source"] == "digits"

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import small_config
 
 from vaekit.cli import main
 from vaekit.data import load_data
 from vaekit.training import train
+
+from helpers import small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,13 +45,37 @@ def test_from_run_evaluates_and_records_the_row_and_its_curve(reproduce, tmp_pat
     results.parent.mkdir()
     results.write_text(json.dumps([{"row": "vampprior", "test_nll": 1.0}, {"row": "vae", "test_nll": 2.0}]))
     assert reproduce.main(["vae", "--from-run", str(run_dir), "--iw-samples", "3", "--results", str(results)]) == 0
-    assert commands == [["evaluate", str(run_dir), "--split", "test", "--iw-samples", "3", "--no-pca", "--quiet",
-                         "--json", str(run_dir / "eval-test-iw3.json")]]
+    assert commands == [
+        [
+            "evaluate",
+            str(run_dir),
+            "--split",
+            "test",
+            "--iw-samples",
+            "3",
+            "--no-pca",
+            "--quiet",
+            "--json",
+            str(run_dir / "eval-test-iw3.json"),
+        ]
+    ]
     rows = json.loads(results.read_text())
     assert [r["row"] for r in rows] == ["vae", "vampprior"]  # replaced, not appended; table order
     row = rows[0]
-    for key in ("row", "preset", "test_nll", "test_nll_stderr", "k", "literature", "pythae", "epochs", "best_epoch",
-                "seconds_per_epoch", "wall_seconds", "command"):
+    for key in (
+        "row",
+        "preset",
+        "test_nll",
+        "test_nll_stderr",
+        "k",
+        "literature",
+        "pythae",
+        "epochs",
+        "best_epoch",
+        "seconds_per_epoch",
+        "wall_seconds",
+        "command",
+    ):
         assert key in row
     assert row["k"] == 3 and row["epochs"] == 2 and row["literature"] == 88.56 and row["pythae"] == 89.78
     assert row["test_nll"] > 0 and row["best_epoch"] in (1, 2)
@@ -72,8 +97,22 @@ def test_train_and_resume_commands(reproduce, tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce.subprocess, "call", lambda command, cwd, env: commands.append((command[3:], env["OMP_NUM_THREADS"])) or 0)
     out = tmp_path / "row"
     assert reproduce.main(["vampprior", "--out", str(out), "--epochs", "3", "--threads", "1", "--train-only"]) == 0
-    assert commands[-1] == (["train", "--preset", "vampprior-static-mnist", "--data-dir", "../shared/data", "--threads", "1",
-                             "--out", str(out), "--epochs", "3"], "1")
+    assert commands[-1] == (
+        [
+            "train",
+            "--preset",
+            "vampprior-static-mnist",
+            "--data-dir",
+            "../shared/data",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+        ],
+        "1",
+    )
     out.mkdir()
     (out / "config.json").write_text("{}")
     assert reproduce.main(["vampprior", "--out", str(out), "--resume", "--train-only"]) == 0

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from helpers import small_config
 from torch.distributions import Normal
 
 import vaekit
@@ -17,6 +16,8 @@ from vaekit.generation import sample
 from vaekit.models import DiagonalGaussianMixture, VampPrior, build_model
 from vaekit.objectives import elbo
 from vaekit.training import train
+
+from helpers import small_config
 
 
 def vamp_config(**fields) -> ModelConfig:

@@ -31,7 +31,9 @@ def test_closed_form_kl_is_the_seed_formula_and_matches_monte_carlo():
 
 def test_monte_carlo_fallback_for_mixture_prior_is_unbiased():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(input_shape=(6,), latent_dim=3, hidden=(8,), prior="mixture", prior_components=4, likelihood="gaussian"))
+    model = build_model(
+        ModelConfig(input_shape=(6,), latent_dim=3, hidden=(8,), prior="mixture", prior_components=4, likelihood="gaussian")
+    )
     q = model.encode(torch.randn(2, 6))
     p = model.prior()
     with pytest.raises(NotImplementedError):
@@ -107,20 +109,33 @@ def test_all_registered_likelihoods_are_tested():
     assert set(LIKELIHOODS.names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared"}
 
 
-@pytest.mark.parametrize("arch,shape,hidden", [
-    ("mlp", (7,), (16, 8)),
-    ("mlp", (1, 8, 8), (32,)),
-    ("mlp", (3, 5, 6), (16, 16)),
-    ("conv", (1, 28, 28), (8, 16)),
-    ("conv", (3, 32, 32), (8, 16, 16)),
-    ("conv", (1, 8, 8), (4, 8)),
-    ("conv", (3, 7, 13), (4, 8)),
-    ("conv", (2, 9, 9), (4,)),
-])
+@pytest.mark.parametrize(
+    "arch,shape,hidden",
+    [
+        ("mlp", (7,), (16, 8)),
+        ("mlp", (1, 8, 8), (32,)),
+        ("mlp", (3, 5, 6), (16, 16)),
+        ("conv", (1, 28, 28), (8, 16)),
+        ("conv", (3, 32, 32), (8, 16, 16)),
+        ("conv", (1, 8, 8), (4, 8)),
+        ("conv", (3, 7, 13), (4, 8)),
+        ("conv", (2, 9, 9), (4,)),
+    ],
+)
 @pytest.mark.parametrize("kind", ["vae", "ae"])
 @pytest.mark.parametrize("likelihood", ["gaussian", "gaussian-learned"])
 def test_shapes(arch, shape, hidden, kind, likelihood):
-    model = build_model(ModelConfig(kind=kind, arch=arch, input_shape=shape, hidden=hidden, latent_dim=3, likelihood=likelihood, conv_dense=12 if arch == "conv" else 0))
+    model = build_model(
+        ModelConfig(
+            kind=kind,
+            arch=arch,
+            input_shape=shape,
+            hidden=hidden,
+            latent_dim=3,
+            likelihood=likelihood,
+            conv_dense=12 if arch == "conv" else 0,
+        )
+    )
     x = torch.rand(4, *shape)
     q = model.encode(x)
     assert q.batch_shape == (4,) and q.event_shape == (3,)
@@ -194,7 +209,11 @@ def test_bf16_autocast_runs_the_networks_in_bf16_and_the_densities_in_fp32(arch,
     """--precision bf16: matrix products in bfloat16, every distribution parameter and log-density
     in float32, gradients float32; the loss within bfloat16 rounding of the float32 one."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(kind=kind, arch=arch, input_shape=(1, 8, 8), hidden=(8, 16) if arch == "conv" else (32,), latent_dim=3, likelihood="bernoulli"))
+    model = build_model(
+        ModelConfig(
+            kind=kind, arch=arch, input_shape=(1, 8, 8), hidden=(8, 16) if arch == "conv" else (32,), latent_dim=3, likelihood="bernoulli"
+        )
+    )
     x = (torch.rand(16, 1, 8, 8) < 0.4).float()
     seen = []
     hook = model.decoder.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
@@ -219,9 +238,20 @@ def test_conv_parameter_names_are_stable_and_kernels_channels_last():
     the convolution kernels are channels-last, and so are the activations they produce."""
     model = build_model(ModelConfig(arch="conv", hidden=(4, 8), input_shape=(1, 8, 8), latent_dim=2, likelihood="bernoulli"))
     assert sorted(model.state_dict()) == [
-        "decoder.net.0.bias", "decoder.net.0.weight", "decoder.net.3.bias", "decoder.net.3.weight", "decoder.net.5.bias", "decoder.net.5.weight",
-        "encoder.net.0.bias", "encoder.net.0.weight", "encoder.net.2.bias", "encoder.net.2.weight",
-        "posterior.params.bias", "posterior.params.weight", "prior_module.loc", "prior_module.scale",
+        "decoder.net.0.bias",
+        "decoder.net.0.weight",
+        "decoder.net.3.bias",
+        "decoder.net.3.weight",
+        "decoder.net.5.bias",
+        "decoder.net.5.weight",
+        "encoder.net.0.bias",
+        "encoder.net.0.weight",
+        "encoder.net.2.bias",
+        "encoder.net.2.weight",
+        "posterior.params.bias",
+        "posterior.params.weight",
+        "prior_module.loc",
+        "prior_module.scale",
     ]
     kernels = [p for p in model.parameters() if p.dim() == 4]
     assert len(kernels) == 4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
@@ -236,9 +266,13 @@ def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
     assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet"] and POSTERIORS.names() == ["ae", "vae"]
     assert PRIORS.names() == ["mixture", "normal", "vampprior"]
     assert "identity" in ACTIVATIONS.names()
-    for field, words in (("prior", "unknown prior 'vamp'; choose one of mixture, normal, vampprior"), ("arch", "unknown architecture 'vamp'"),
-                         ("likelihood", "unknown likelihood 'vamp'"), ("kind", "unknown model kind 'vamp'; choose one of ae, vae"),
-                         ("activation", "unknown activation 'vamp'")):
+    for field, words in (
+        ("prior", "unknown prior 'vamp'; choose one of mixture, normal, vampprior"),
+        ("arch", "unknown architecture 'vamp'"),
+        ("likelihood", "unknown likelihood 'vamp'"),
+        ("kind", "unknown model kind 'vamp'; choose one of ae, vae"),
+        ("activation", "unknown activation 'vamp'"),
+    ):
         config = ModelConfig(input_shape=(1, 8, 8))
         setattr(config, field, "vamp")
         with pytest.raises(ConfigError, match=re.escape(words)):

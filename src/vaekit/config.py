@@ -159,11 +159,11 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> "RunConfig":
+    def from_dict(cls, raw: Any) -> RunConfig:
         return _from_dict(cls, raw, "config")
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "RunConfig":
+    def from_json_file(cls, path: str | Path) -> RunConfig:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -232,6 +232,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 MAX_SAMPLES = 10_000  # latent samples per example in training (evaluation chunks over K instead)
 MAX_THREADS = 256
 
+
 def validate(config: RunConfig) -> None:
     """Raise ``ConfigError`` naming the first invalid setting. The model's part names are checked
     against their registries by ``vaekit.models.check_parts`` (the models build on this module)."""
@@ -251,8 +252,7 @@ def validate(config: RunConfig) -> None:
         (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
         (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),
-        (t.iw_groups >= 1 and t.n_samples % t.iw_groups == 0,
-         f"iw groups must divide the {t.n_samples} latent samples, got {t.iw_groups}"),
+        (t.iw_groups >= 1 and t.n_samples % t.iw_groups == 0, f"iw groups must divide the {t.n_samples} latent samples, got {t.iw_groups}"),
         (0 <= t.iw_elbo_mix <= 1, f"iw elbo mix must be in [0, 1], got {t.iw_elbo_mix}"),
         (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -257,8 +257,9 @@ def collapse_message(diag: LatentDiagnostics, *, min_active_fraction: float = 0.
     if n == 0:
         return f"posterior collapse: none of the {total} latent units is active (Cov_x E_q[z_u] <= {diag.threshold:g}{kl}); {advice}"
     if n < max(1, round(min_active_fraction * total)):
-        return (f"partial posterior collapse: only {n} of {total} latent units are active "
-                f"(Cov_x E_q[z_u] > {diag.threshold:g}{kl}); {advice}")
+        return (
+            f"partial posterior collapse: only {n} of {total} latent units are active (Cov_x E_q[z_u] > {diag.threshold:g}{kl}); {advice}"
+        )
     return None
 
 

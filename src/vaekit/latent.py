@@ -68,8 +68,10 @@ def kl_per_dim(model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no KL term; rank its dimensions with rank_dims (code variance)")
     if not posterior_factorises(model, x):
-        raise ConfigError("the posterior does not factorise over latent dimensions (a flow): no KL per dimension; "
-                          "rank its dimensions with rank_dims (code variance)")
+        raise ConfigError(
+            "the posterior does not factorise over latent dimensions (a flow): no KL per dimension; "
+            "rank its dimensions with rank_dims (code variance)"
+        )
     device = model.device
     p = marginals(model.prior())  # batch (L,)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
@@ -174,7 +176,9 @@ def sigma_values(marg: Distribution, steps: int, width: float = 3.0) -> torch.Te
     return marg.mean + t * marg.stddev
 
 
-def grid_values(marg: Distribution, steps: int, span: str = "quantile", p_range: tuple[float, float] = DEFAULT_P_RANGE, width: float = 3.0) -> torch.Tensor:
+def grid_values(
+    marg: Distribution, steps: int, span: str = "quantile", p_range: tuple[float, float] = DEFAULT_P_RANGE, width: float = 3.0
+) -> torch.Tensor:
     """Values to vary each dimension over: (steps, L).
 
     span: ``quantile`` -- the marginal's quantiles at probabilities evenly spaced over ``p_range``
@@ -349,7 +353,9 @@ def fit_code_density(codes: torch.Tensor, kind: str = "gaussian", *, components:
         from sklearn.mixture import GaussianMixture
 
         k = max(1, min(components, n // 2))
-        gm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=1e-6, init_params="k-means++", random_state=seed).fit(codes.numpy())
+        gm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=1e-6, init_params="k-means++", random_state=seed).fit(
+            codes.numpy()
+        )
         weights = torch.as_tensor(gm.weights_, dtype=torch.float32)
         means = torch.as_tensor(gm.means_, dtype=torch.float32)  # (K, L)
         covs = torch.as_tensor(gm.covariances_, dtype=torch.float64) + 1e-6 * eye  # (K, L, L)

@@ -108,9 +108,17 @@ class Trainer:
 
     def _batches(self) -> TrainingBatches:
         t = self.config.train
-        return TrainingBatches(self.data.train.x, global_batch=self.state.global_batch, seed=t.seed, device=self.device,
-                               rank=self.world.rank, world=self.world.size, binarize=self.config.data.dynamic_binarize,
-                               noise=t.noise, noise_level=t.noise_level)
+        return TrainingBatches(
+            self.data.train.x,
+            global_batch=self.state.global_batch,
+            seed=t.seed,
+            device=self.device,
+            rank=self.world.rank,
+            world=self.world.size,
+            binarize=self.config.data.dynamic_binarize,
+            noise=t.noise,
+            noise_level=t.noise_level,
+        )
 
     # ----- the run directory --------------------------------------------------------------
     def start_run(self) -> None:
@@ -161,8 +169,13 @@ class Trainer:
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
         rng_tensors, rng_meta = rng_state()
         self.state = self.writer.write_checkpoint(
-            self.state, self.model.state_dict(), {**opt_tensors, **rng_tensors, "epoch_sums": epoch_sums},
-            {"optimizer": opt_meta, "rng": rng_meta}, {"format": "vaekit", "config": self.config.to_json()}, best=best)
+            self.state,
+            self.model.state_dict(),
+            {**opt_tensors, **rng_tensors, "epoch_sums": epoch_sums},
+            {"optimizer": opt_meta, "rng": rng_meta},
+            {"format": "vaekit", "config": self.config.to_json()},
+            best=best,
+        )
 
     # ----- the loop -------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> Run:
@@ -170,7 +183,9 @@ class Trainer:
         with a checkpoint, then raises ``TrainingInterrupted`` saying how to resume."""
         t = self.config.train
         if t.warmup_epochs > t.epochs:
-            log.warning("KL warm-up (%d epochs) is longer than training (%d epochs): beta never reaches %g", t.warmup_epochs, t.epochs, t.beta)
+            log.warning(
+                "KL warm-up (%d epochs) is longer than training (%d epochs): beta never reaches %g", t.warmup_epochs, t.epochs, t.beta
+            )
         progress = progress and self.world.is_main
         if self.out is not None:
             distributed.on_main(lambda: self.writer.lock())  # held while this process writes the run; released when fit returns or raises
@@ -191,8 +206,12 @@ class Trainer:
                     self._log_epoch(row, board)
                     self.checkpoint(best=improved)
                     if t.patience and self.state.bad_epochs >= t.patience:
-                        log.info("early stopping: no better validation loss for %d epochs (best %.3f at epoch %d)",
-                                 t.patience, self.state.best_valid, self.state.best_epoch)
+                        log.info(
+                            "early stopping: no better validation loss for %d epochs (best %.3f at epoch %d)",
+                            t.patience,
+                            self.state.best_valid,
+                            self.state.best_epoch,
+                        )
                         break
                     if distributed.any_rank(self._stop.requested):
                         raise self._interrupted()
@@ -262,20 +281,37 @@ class Trainer:
         t = self.config.train
         started = time.perf_counter()
         x = self._share(self.x_valid)
-        terms = elbo_terms(self.model, x, batch_size=max(t.batch_size, 1000), seed=t.seed, n_samples=t.n_samples, iw=t.iw, beta=t.beta,
-                            iw_groups=t.iw_groups, iw_elbo_mix=t.iw_elbo_mix)
+        terms = elbo_terms(
+            self.model,
+            x,
+            batch_size=max(t.batch_size, 1000),
+            seed=t.seed,
+            n_samples=t.n_samples,
+            iw=t.iw,
+            beta=t.beta,
+            iw_groups=t.iw_groups,
+            iw_elbo_mix=t.iw_elbo_mix,
+        )
         sums = torch.stack([terms.loss.sum(), terms.neg_elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
         loss, neg_elbo, rec, kl = (distributed.all_sum(sums.double()) / len(self.x_valid)).tolist()
-        return {"valid_loss": loss, "valid_neg_elbo": neg_elbo, "valid_reconstruction": -rec, "valid_kl": kl,
-                "valid_seconds": time.perf_counter() - started}
+        return {
+            "valid_loss": loss,
+            "valid_neg_elbo": neg_elbo,
+            "valid_reconstruction": -rec,
+            "valid_kl": kl,
+            "valid_seconds": time.perf_counter() - started,
+        }
 
     # ----- pieces of the loop ---------------------------------------------------------------
-    def _loss_terms(self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss_terms(
+        self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step's objective: per-example (loss, reconstruction, KL), each (B,)."""
         t = self.config.train
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-            terms = self.objective(inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw, iw_groups=t.iw_groups,
-                                   iw_elbo_mix=t.iw_elbo_mix)
+            terms = self.objective(
+                inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw, iw_groups=t.iw_groups, iw_elbo_mix=t.iw_elbo_mix
+            )
         return terms.loss, terms.reconstruction, terms.kl
 
     def _healthy(self, loss: torch.Tensor, check: bool) -> bool:
@@ -308,7 +344,13 @@ class Trainer:
                         board.add_scalar(k.replace("_", "/", 1), v, row["epoch"])
                 board.flush()
         if self.world.is_main:
-            log.info("epoch %d: train loss %.3f, valid loss %.3f (neg ELBO %.3f)", row["epoch"], row["train_loss"], row["valid_loss"], row["valid_neg_elbo"])
+            log.info(
+                "epoch %d: train loss %.3f, valid loss %.3f (neg ELBO %.3f)",
+                row["epoch"],
+                row["train_loss"],
+                row["valid_loss"],
+                row["valid_neg_elbo"],
+            )
 
     def _result(self) -> Run:
         """The trained run with its best weights (loaded from the run directory, or kept in memory)."""
@@ -325,22 +367,28 @@ class Trainer:
 
     def _interrupted(self) -> TrainingInterrupted:
         return TrainingInterrupted(
-            f"interrupted at epoch {self.state.epoch + 1}, step {self.state.step}; checkpoint saved. Continue with: vaekit train --resume {self.out}"
+            f"interrupted at epoch {self.state.epoch + 1}, step {self.state.step}; checkpoint saved. "
+            f"Continue with: vaekit train --resume {self.out}"
         )
 
     def _nonfinite(self, epoch: int, i: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.train.nonfinite == "skip":
             self.state.skipped_steps += 1
-            log.warning("non-finite loss or gradient at epoch %d step %d: step skipped (%d so far)", epoch + 1, i + 1, self.state.skipped_steps)
+            log.warning(
+                "non-finite loss or gradient at epoch %d step %d: step skipped (%d so far)", epoch + 1, i + 1, self.state.skipped_steps
+            )
             return
         kept = f"the last good checkpoint is kept in {self.out}" if self.out is not None else "no checkpoint is written in memory"
-        raise TrainingError(f"non-finite loss or gradient at epoch {epoch + 1}, step {i + 1}; training stopped, {kept} "
-                            "(try a lower --lr, --grad-clip, or --nonfinite skip)")
+        raise TrainingError(
+            f"non-finite loss or gradient at epoch {epoch + 1}, step {i + 1}; training stopped, {kept} "
+            "(try a lower --lr, --grad-clip, or --nonfinite skip)"
+        )
 
 
-def train(config: RunConfig, out: str | Path | None = None, *, data: DataSplits | None = None, device: str = "cpu",
-          progress: bool = False) -> Run:
+def train(
+    config: RunConfig, out: str | Path | None = None, *, data: DataSplits | None = None, device: str = "cpu", progress: bool = False
+) -> Run:
     """Train a new run described by ``config`` into the run directory ``out`` (None: in memory, no
     files written); returns the run with its best weights."""
     trainer = Trainer(config, out, data=data, device=device)
@@ -368,8 +416,16 @@ class TrainingInterrupted(TrainingError):
 # ----- set-up helpers --------------------------------------------------------------------------
 def _load(config: RunConfig) -> DataSplits:
     d = config.data
-    return load_data(d.source, data_dir=d.data_dir, valid_fraction=d.valid_fraction, seed=d.split_seed, binarize=d.dynamic_binarize,
-                     image_size=d.image_size, download=d.download, memmap=d.memmap)
+    return load_data(
+        d.source,
+        data_dir=d.data_dir,
+        valid_fraction=d.valid_fraction,
+        seed=d.split_seed,
+        binarize=d.dynamic_binarize,
+        image_size=d.image_size,
+        download=d.download,
+        memmap=d.memmap,
+    )
 
 
 def _init_sample(n: int, seed: int) -> torch.Tensor:

@@ -23,20 +23,32 @@ log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="test-set negative ELBO, IW log-likelihood, latent diagnostics, PCA baseline",
-                       description="Evaluate a trained run: negative ELBO = reconstruction + KL, in nats per example and per dimension; "
-                                   "with --iw-samples K the importance-weighted estimate of -log p(x) (Burda et al. 2015); "
-                                   "KL per latent unit and active units; PCA's squared reconstruction error beside the model's.")
+    p = sub.add_parser(
+        "evaluate",
+        help="test-set negative ELBO, IW log-likelihood, latent diagnostics, PCA baseline",
+        description="Evaluate a trained run: negative ELBO = reconstruction + KL, in nats per example and per dimension; "
+        "with --iw-samples K the importance-weighted estimate of -log p(x) (Burda et al. 2015); "
+        "KL per latent unit and active units; PCA's squared reconstruction error beside the model's.",
+    )
     add_run_argument(p)
-    p.add_argument("--data", metavar="SOURCE",
-                   help="dataset name or path (default: the run's dataset), preprocessed like the training data")
+    p.add_argument(
+        "--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data"
+    )
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split (default test)")
     p.add_argument("--samples", type=positive_int, default=1, help="latent samples per example for the ELBO (default 1)")
-    p.add_argument("--iw-samples", type=positive_int, metavar="K",
-                   help="also estimate -log p(x) with K importance samples per example (papers use 5000)")
-    p.add_argument("--iw-rows", type=positive_int, metavar="ROWS",
-                   help="decoder rows (samples x examples) per chunk of the IW estimate; bounds memory "
-                        "(default 2048 on a CPU, where chunks that fit the cache run fastest, 32768 on a GPU)")
+    p.add_argument(
+        "--iw-samples",
+        type=positive_int,
+        metavar="K",
+        help="also estimate -log p(x) with K importance samples per example (papers use 5000)",
+    )
+    p.add_argument(
+        "--iw-rows",
+        type=positive_int,
+        metavar="ROWS",
+        help="decoder rows (samples x examples) per chunk of the IW estimate; bounds memory "
+        "(default 2048 on a CPU, where chunks that fit the cache run fastest, 32768 on a GPU)",
+    )
     p.add_argument("--no-pca", action="store_true", help="skip the PCA baseline (fitted on the training split)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="examples per batch (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent samples (default 0)")
@@ -46,7 +58,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
 
     r = load(args.run)
     if args.iw_samples and r.model.deterministic:
@@ -73,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.iw_samples:
         result["iw"] = _iw(r, split.x, args, dims)
         iw = result["iw"]
-        print(f"  IW-NLL (K={iw['k']})  {iw['nll']:8.3f} ± {iw['nll_stderr']:.3f} nats  ({iw['bits_per_dim']:.4f} bits/dim; "
-              f"{result['neg_elbo'] - iw['nll']:.3f} below the negative ELBO; {iw['seconds']:.1f} s)")
+        print(
+            f"  IW-NLL (K={iw['k']})  {iw['nll']:8.3f} ± {iw['nll_stderr']:.3f} nats  ({iw['bits_per_dim']:.4f} bits/dim; "
+            f"{result['neg_elbo'] - iw['nll']:.3f} below the negative ELBO; {iw['seconds']:.1f} s)"
+        )
 
     diag = latent_diagnostics(r.model, split.x, batch_size=args.batch_size)
     result["latent"] = diag.to_dict()
@@ -88,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
             log.warning("warning: %s", warning)
 
     if not args.no_pca:
-
         result["pca"] = pca = compare_reconstruction(r.model, data.train.x, split.x, batch_size=args.batch_size)
-        print(f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
-              f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})")
+        print(
+            f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
+            f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})"
+        )
 
     out = Path(args.json) if args.json else r.path / f"eval-{args.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -82,74 +82,131 @@ def register(sub) -> None:
         description="Train a VAE (or a plain/denoising autoencoder) and write a run directory with config, weights, metrics and figures.",
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help=f"a dataset name ({', '.join(dataset_names())}; digits is embedded) or a path "
-                                     f"(.npy/.npz/.csv/.amat/image folder) ({default('dataset')})")
+    g.add_argument(
+        "--dataset",
+        help=f"a dataset name ({', '.join(dataset_names())}; digits is embedded) or a path "
+        f"(.npy/.npz/.csv/.amat/image folder) ({default('dataset')})",
+    )
     g.add_argument("--data-dir", help="folder with downloaded datasets (default: $VAEKIT_DATA_DIR or ~/.cache/vaekit)")
     g.add_argument("--download", action="store_true", default=None, help="download a missing MNIST-family dataset (checksums verified)")
     g.add_argument("--valid-fraction", type=float, help=f"share of training data held out for validation ({default('valid_fraction')})")
     g.add_argument("--split-seed", type=int, help=f"seed of the train/validation split ({default('split_seed')})")
     g.add_argument("--binarize", action="store_true", default=None, help="dynamic binarization: a fresh Bernoulli draw of each batch")
     g.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"), help="resize image folders to H x W")
-    g.add_argument("--memmap", action=argparse.BooleanOptionalAction, default=None,
-                   help="read a .npy file or a folder of .npy shards memory-mapped, batch by batch, in a shuffled order of "
-                        "contiguous blocks (default: automatic: shard folders, and .npy files too big for memory)")
+    g.add_argument(
+        "--memmap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read a .npy file or a folder of .npy shards memory-mapped, batch by batch, in a shuffled order of "
+        "contiguous blocks (default: automatic: shard folders, and .npy files too big for memory)",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=POSTERIORS.names(), metavar="KIND",
-                   help=f"posterior: vae (Gaussian) or ae (point mass, a plain autoencoder): {choices_help('model', POSTERIORS)}")
-    g.add_argument("--arch", choices=ENCODERS.names(), metavar="ARCH", help=f"encoder and decoder network: {choices_help('arch', ENCODERS)}")
+    g.add_argument(
+        "--model",
+        choices=POSTERIORS.names(),
+        metavar="KIND",
+        help=f"posterior: vae (Gaussian) or ae (point mass, a plain autoencoder): {choices_help('model', POSTERIORS)}",
+    )
+    g.add_argument(
+        "--arch", choices=ENCODERS.names(), metavar="ARCH", help=f"encoder and decoder network: {choices_help('arch', ENCODERS)}"
+    )
     g.add_argument("--latent-dim", type=int, help=f"size of z ({default('latent_dim')})")
-    g.add_argument("--hidden", type=int, nargs="+",
-                   help=f"MLP hidden sizes or conv channels per stage ({default('hidden')}; conv {' '.join(map(str, CONV_DEFAULT_CHANNELS))})")
+    g.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        help=f"MLP hidden sizes or conv channels per stage ({default('hidden')}; conv {' '.join(map(str, CONV_DEFAULT_CHANNELS))})",
+    )
     g.add_argument("--activation", choices=ACTIVATIONS.names(), metavar="NAME", help=choices_help("activation", ACTIVATIONS))
     g.add_argument("--conv-dense", type=int, help=f"dense layer width between conv stack and latent, 0: none ({default('conv_dense')})")
     g.add_argument("--likelihood", choices=LIKELIHOODS.names(), metavar="NAME", help=f"p(x|z): {choices_help('likelihood', LIKELIHOODS)}")
     g.add_argument("--sigma", type=float, help=f"fixed standard deviation of the gaussian likelihood ({default('sigma')})")
     g.add_argument("--prior", choices=PRIORS.names(), metavar="NAME", help=f"p(z): {choices_help('prior', PRIORS)}")
-    g.add_argument("--prior-components", type=int, help=f"mixture prior components or vampprior pseudo-inputs ({default('prior_components')})")
-    g.add_argument("--flow", choices=["none", *FLOWS.names()], metavar="NAME",
-                   help=f"flow steps on top of the Gaussian posterior: none, {', '.join(FLOWS.names())} ({default('flow')})")
+    g.add_argument(
+        "--prior-components", type=int, help=f"mixture prior components or vampprior pseudo-inputs ({default('prior_components')})"
+    )
+    g.add_argument(
+        "--flow",
+        choices=["none", *FLOWS.names()],
+        metavar="NAME",
+        help=f"flow steps on top of the Gaussian posterior: none, {', '.join(FLOWS.names())} ({default('flow')})",
+    )
     g.add_argument("--flow-steps", type=int, help=f"number of flow steps ({default('flow_steps')})")
     g = p.add_argument_group("objective and optimisation")
     g.add_argument("--epochs", type=int, help=f"training epochs ({default('epochs')})")
-    g.add_argument("--batch-size", type=int, help=f"examples per step and process ({default('batch_size')}); with N processes a step takes N x this")
+    g.add_argument(
+        "--batch-size", type=int, help=f"examples per step and process ({default('batch_size')}); with N processes a step takes N x this"
+    )
     g.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr')})")
     g.add_argument("--weight-decay", type=float, help=f"Adam weight decay ({default('weight_decay')})")
     g.add_argument("--beta", type=float, help=f"KL weight β ({default('beta')})")
     g.add_argument("--warmup", type=int, help=f"KL warm-up: β rises linearly from 0 over this many epochs ({default('warmup')})")
     g.add_argument("--samples", type=int, help=f"latent samples per example ({default('samples')})")
     g.add_argument("--iw-samples", type=int, metavar="K", help="train on the importance-weighted bound with K samples (IWAE)")
-    g.add_argument("--iw-groups", type=int, metavar="M",
-                   help=f"with --iw-samples: average the IW bounds of M groups of the samples (MIWAE; {default('iw_groups')})")
-    g.add_argument("--iw-elbo-mix", type=float, metavar="C",
-                   help=f"with --iw-samples: train on C x ELBO + (1 - C) x IW bound (CIWAE; {default('iw_elbo_mix')})")
-    g.add_argument("--noise", choices=CORRUPTIONS.names(), metavar="KIND",
-                   help=f"denoising: corrupt inputs, reconstruct clean targets: {choices_help('noise', CORRUPTIONS)}")
+    g.add_argument(
+        "--iw-groups",
+        type=int,
+        metavar="M",
+        help=f"with --iw-samples: average the IW bounds of M groups of the samples (MIWAE; {default('iw_groups')})",
+    )
+    g.add_argument(
+        "--iw-elbo-mix",
+        type=float,
+        metavar="C",
+        help=f"with --iw-samples: train on C x ELBO + (1 - C) x IW bound (CIWAE; {default('iw_elbo_mix')})",
+    )
+    g.add_argument(
+        "--noise",
+        choices=CORRUPTIONS.names(),
+        metavar="KIND",
+        help=f"denoising: corrupt inputs, reconstruct clean targets: {choices_help('noise', CORRUPTIONS)}",
+    )
     g.add_argument("--noise-level", type=float, help="noise std (gaussian) or probability (mask, salt-pepper)")
     g.add_argument("--grad-clip", type=float, help=f"clip the gradient norm, 0: off ({default('grad_clip')})")
-    g.add_argument("--patience", type=int, help=f"early stopping after this many epochs without improvement, 0: off ({default('patience')})")
+    g.add_argument(
+        "--patience", type=int, help=f"early stopping after this many epochs without improvement, 0: off ({default('patience')})"
+    )
     g.add_argument("--seed", type=int, help=f"random seed ({default('seed')})")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     g.add_argument("--nonfinite", choices=NONFINITE_POLICIES, help=f"on a NaN/Inf loss: stop or skip the step ({default('nonfinite')})")
-    g.add_argument("--init-decoder-bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="start the decoder's output bias at the training data's mean (default on)")
-    g.add_argument("--precision", choices=PRECISIONS,
-                   help=f"bf16: matrix products in bfloat16 (autocast), the rest float32; for GPUs and CPUs with bf16 instructions "
-                        f"({default('precision')})")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="compile the training loss with torch.compile: faster steps after a compile of ~10 s, for long runs (default off)")
+    g.add_argument(
+        "--init-decoder-bias",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the decoder's output bias at the training data's mean (default on)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help=f"bf16: matrix products in bfloat16 (autocast), the rest float32; for GPUs and CPUs with bf16 instructions "
+        f"({default('precision')})",
+    )
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the training loss with torch.compile: faster steps after a compile of ~10 s, for long runs (default off)",
+    )
     g.add_argument("--checkpoint-every", type=int, help=f"also checkpoint every N steps, 0: each epoch ({default('checkpoint_every')})")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="JSON", help="start from this config file (flags override it)")
-    g.add_argument("--preset", metavar="NAME",
-                   help="start from a shipped preset, the literature's settings for a model (flags override it; list: vaekit presets)")
+    g.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="start from a shipped preset, the literature's settings for a model (flags override it; list: vaekit presets)",
+    )
     g.add_argument("--out", metavar="DIR", help="run directory (default: runs/DATASET-MODEL-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint (--epochs may extend it)")
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("processes")
-    g.add_argument("--nproc", type=positive_int, metavar="N",
-                   help="train in N processes on this machine (DistributedDataParallel; gloo on CPU, NCCL on GPU) by starting "
-                        "torchrun's launcher; on several machines run torchrun yourself (README)")
+    g.add_argument(
+        "--nproc",
+        type=positive_int,
+        metavar="N",
+        help="train in N processes on this machine (DistributedDataParallel; gloo on CPU, NCCL on GPU) by starting "
+        "torchrun's launcher; on several machines run torchrun yourself (README)",
+    )
     p.set_defaults(handler=run, train_parser=p)
 
 
@@ -166,7 +223,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             setattr(getattr(config, section), name, tuple(value) if isinstance(value, list) else value)
     if args.iw_samples is not None:
         config.train.n_samples, config.train.iw = args.iw_samples, True
-    if config.model.arch in ENCODERS and ENCODERS[config.model.arch].needs_images and args.hidden is None and not (args.config or args.preset):
+    if (
+        config.model.arch in ENCODERS
+        and ENCODERS[config.model.arch].needs_images
+        and args.hidden is None
+        and not (args.config or args.preset)
+    ):
         config.model.hidden = CONV_DEFAULT_CHANNELS
     return config
 
@@ -197,8 +259,10 @@ def run(args: argparse.Namespace) -> int:
     rows = result.metrics()
     if rows:
         last = rows[-1]
-        print(f"trained {int(last['epoch'])} epochs: validation neg ELBO {last['valid_neg_elbo']:.3f} nats "
-              f"(reconstruction {last['valid_reconstruction']:.3f}, KL {last['valid_kl']:.3f})")
+        print(
+            f"trained {int(last['epoch'])} epochs: validation neg ELBO {last['valid_neg_elbo']:.3f} nats "
+            f"(reconstruction {last['valid_reconstruction']:.3f}, KL {last['valid_kl']:.3f})"
+        )
     print(f"run saved in {result.path}")
     return 0
 

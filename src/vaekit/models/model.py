@@ -27,8 +27,9 @@ class LatentVariableModel(nn.Module):
     shape (B,) (or () for the prior) and event shapes (L,) and input_shape.
     """
 
-    def __init__(self, encoder: Encoder, posterior: PosteriorHead, decoder: Decoder, likelihood: LikelihoodHead, prior: Prior,
-                 config: ModelConfig):
+    def __init__(
+        self, encoder: Encoder, posterior: PosteriorHead, decoder: Decoder, likelihood: LikelihoodHead, prior: Prior, config: ModelConfig
+    ):
         super().__init__()
         self.encoder, self.posterior = encoder, posterior
         self.decoder, self.likelihood = decoder, likelihood
@@ -84,8 +85,14 @@ class LatentVariableModel(nn.Module):
 
 def check_parts(config: ModelConfig) -> None:
     """Raise ``ConfigError`` unless every part ``config`` names is registered."""
-    for registry, name in ((POSTERIORS, config.kind), (ENCODERS, config.arch), (DECODERS, config.arch),
-                           (ACTIVATIONS, config.activation), (LIKELIHOODS, config.likelihood), (PRIORS, config.prior)):
+    for registry, name in (
+        (POSTERIORS, config.kind),
+        (ENCODERS, config.arch),
+        (DECODERS, config.arch),
+        (ACTIVATIONS, config.activation),
+        (LIKELIHOODS, config.likelihood),
+        (PRIORS, config.prior),
+    ):
         registry.check(name)
     if config.flow != "none":
         FLOWS.check(config.flow)

@@ -29,8 +29,10 @@ class ResidualBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, act: str, stride: int = 1):
         super().__init__()
         self.main = nn.Sequential(
-            activation(act), nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
-            activation(act), nn.Conv2d(c_out, c_out, 3, padding=1),
+            activation(act),
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
+            activation(act),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
         )
         self.skip = nn.Identity() if c_in == c_out and stride == 1 else nn.Conv2d(c_in, c_out, 1, stride=stride)
 
@@ -100,8 +102,9 @@ class ResNetDecoder(Decoder):
     @classmethod
     def from_config(cls, config: ModelConfig, params_per_output: int) -> ResNetDecoder:
         check_image_shape(cls, tuple(config.input_shape))
-        return cls(config.latent_dim, tuple(config.hidden), config.activation, tuple(config.input_shape), params_per_output,
-                   config.conv_dense)
+        return cls(
+            config.latent_dim, tuple(config.hidden), config.activation, tuple(config.input_shape), params_per_output, config.conv_dense
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)  # (B, k*C, H, W)

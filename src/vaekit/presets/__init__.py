@@ -59,5 +59,12 @@ def load(name: str) -> Preset:
     unknown, missing = sorted(set(raw) - _KEYS), sorted(_KEYS - set(raw))
     if unknown or missing:
         raise ConfigError(f"preset {name}: unknown key(s) {unknown}, missing key(s) {missing}")
-    return Preset(name=name, description=raw["description"], reproduces=raw["reproduces"], literature_nll=raw["literature_nll"],
-                  literature_source=raw["literature_source"], pythae_nll=raw["pythae_nll"], settings=raw["config"])
+    return Preset(
+        name=name,
+        description=raw["description"],
+        reproduces=raw["reproduces"],
+        literature_nll=raw["literature_nll"],
+        literature_source=raw["literature_source"],
+        pythae_nll=raw["pythae_nll"],
+        settings=raw["config"],
+    )
