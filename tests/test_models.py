@@ -104,7 +104,8 @@ def test_likelihood_log_prob_matches_torch_distributions(name):
 
 
 def test_all_registered_likelihoods_are_tested():
-    assert set(likelihood_names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared"}
+    assert set(likelihood_names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared",
+                                       "beta-binomial", "discretized-logistic"}  # the last two: tests/test_compress.py
 
 
 @pytest.mark.parametrize("arch,shape,hidden", [
