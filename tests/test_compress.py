@@ -225,3 +225,11 @@ def test_discretized_heads_against_references():
     p = cdf[1] - cdf[0]
     p[0], p[-1] = cdf[1][0], 1 - cdf[0][-1]
     assert np.allclose(DiscretizedLogistic(loc, log_s).log_prob(k / 255).numpy(), np.log(p), atol=1e-9)
+
+
+def test_no_code_length_for_data_the_likelihood_does_not_code():
+    from vaekit.compression.rate import code_length
+
+    soft = torch.rand(4, 1, 6, 5)  # grayscale under a bernoulli: soft targets, not a code length
+    assert code_length(tiny_model("bernoulli"), soft, torch.ones(4))["kind"] == "none"
+    assert code_length(tiny_model("beta-binomial"), soft, torch.ones(4))["kind"] == "none"
