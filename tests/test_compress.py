@@ -233,3 +233,11 @@ def test_no_code_length_for_data_the_likelihood_does_not_code():
     soft = torch.rand(4, 1, 6, 5)  # grayscale under a bernoulli: soft targets, not a code length
     assert code_length(tiny_model("bernoulli"), soft, torch.ones(4))["kind"] == "none"
     assert code_length(tiny_model("beta-binomial"), soft, torch.ones(4))["kind"] == "none"
+
+
+def test_activations_beyond_exact_arithmetic_are_refused():
+    model = tiny_model("bernoulli")
+    with torch.no_grad():
+        model.encoder.net[0].weight.fill_(1e6)  # sums far beyond 2^20: float64 would round them
+    with pytest.raises(CompressionError, match="exact arithmetic"):
+        compress(model, data_for("bernoulli"))
