@@ -208,3 +208,36 @@ def test_code_length_kinds():
     y = dequantize(x8, torch.Generator().manual_seed(0))
     k = torch.round(x8 * 255)
     assert is_8bit(x8) and not is_8bit(y) and bool(((y * 256 >= k) & (y * 256 < k + 1)).all())
+
+
+def test_discretized_heads_against_references():
+    """log P(k) against scipy's beta-binomial and against logistic CDF differences, in float64."""
+    from scipy.stats import betabinom, logistic
+
+    from vaekit.models.discretized import BetaBinomial, DiscretizedLogistic
+
+    k = torch.tensor([0.0, 1.0, 17.0, 128.0, 254.0, 255.0], dtype=torch.float64)
+    la, lb = torch.full_like(k, math.log(0.7)), torch.full_like(k, math.log(3.5))
+    ref = betabinom.logpmf(k.numpy(), 255, 0.7, 3.5)
+    assert np.allclose(BetaBinomial(la, lb).log_prob(k / 255).numpy(), ref, atol=1e-9)
+    loc, log_s = torch.full_like(k, 0.4), torch.full_like(k, math.log(0.05))
+    cdf = logistic.cdf(np.append((k.numpy() - 0.5) / 255, (k.numpy() + 0.5) / 255).reshape(2, -1), 0.4, 0.05)
+    p = cdf[1] - cdf[0]
+    p[0], p[-1] = cdf[1][0], 1 - cdf[0][-1]
+    assert np.allclose(DiscretizedLogistic(loc, log_s).log_prob(k / 255).numpy(), np.log(p), atol=1e-9)
+
+
+def test_no_code_length_for_data_the_likelihood_does_not_code():
+    from vaekit.compression.rate import code_length
+
+    soft = torch.rand(4, 1, 6, 5)  # grayscale under a bernoulli: soft targets, not a code length
+    assert code_length(tiny_model("bernoulli"), soft, torch.ones(4))["kind"] == "none"
+    assert code_length(tiny_model("beta-binomial"), soft, torch.ones(4))["kind"] == "none"
+
+
+def test_activations_beyond_exact_arithmetic_are_refused():
+    model = tiny_model("bernoulli")
+    with torch.no_grad():
+        model.encoder.net[0].weight.fill_(1e6)  # sums far beyond 2^20: float64 would round them
+    with pytest.raises(CompressionError, match="exact arithmetic"):
+        compress(model, data_for("bernoulli"))

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed)
     result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, dims)}
     result["code_length"] = code = code_length(r.model, split.x, terms.neg_elbo, batch_size=args.batch_size, seed=args.seed)
-    per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if code["kind"] == "bits-back" else "a density: no bits/dim, see code length"
+    per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if code["kind"] == "bits-back" else "not a code length: see below"
     print(f"{result['split']} split, {result['examples']} examples ({result['data']}):")
     print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({per_dim})")
     print(f"  reconstruction  {result['reconstruction']:10.3f} nats")

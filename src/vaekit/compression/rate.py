@@ -26,6 +26,11 @@ def is_8bit(x: torch.Tensor) -> bool:
     return bool(x.is_floating_point() and x.numel() and torch.equal(torch.round(x * (LEVELS - 1)) / (LEVELS - 1), x))
 
 
+def is_binary(x: torch.Tensor) -> bool:
+    """True when every value of ``x`` is 0 or 1."""
+    return bool(x.numel() and ((x == 0) | (x == 1)).all())
+
+
 def dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Levels k / 255 -> (k + u) / 256 with u ~ U(0, 1): a point uniformly inside level k's bin of width 1/256."""
     k = torch.round(x * (LEVELS - 1))
@@ -56,6 +61,11 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
     if model.deterministic:
         return {"kind": "none", "bits_per_dim": None, "note": "a plain autoencoder has no likelihood to code with"}
     if name in coder_names():
+        fits = is_binary(x) if name == "bernoulli" else is_8bit(x)
+        if not fits:
+            return {"kind": "none", "bits_per_dim": None,
+                    "note": f"the {name} likelihood codes {'binary' if name == 'bernoulli' else '8-bit'} data, and this data is not: "
+                            "its negative ELBO is not a code length"}
         bpd = neg_elbo.double().mean().item() / (dims * math.log(2))
         return {"kind": "bits-back", "bits_per_dim": bpd,
                 "note": f"expected bits-back code length under the {name} likelihood ('vaekit compress' stores about this)"}
