@@ -29,13 +29,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import write_results
 
-import vaekit  # noqa: E402
-from vaekit.compression import compress, decompress  # noqa: E402
-from vaekit.compression import format as vkz  # noqa: E402
-from vaekit.compression.lossy import compress_lossy  # noqa: E402
-from vaekit.evaluation import elbo_terms  # noqa: E402
+import vaekit
+from vaekit.compression import compress, decompress
+from vaekit.compression import format as vkz
+from vaekit.compression.lossy import compress_lossy
+from vaekit.evaluation import elbo_terms
 
 LITERATURE_8BIT = {"bz2 (BB-ANS paper)": 1.42, "BB-ANS": 1.41, "Bit-Swap": 1.29}
 
@@ -85,17 +85,28 @@ def lossless(model, x: torch.Tensor, label: str) -> dict:
     elbo_bits = neg_elbo.sum().item() / math.log(2)
     net = 32 * len(words) - header.initial_bits
     r = {
-        "examples": n, "dims": dims, "file_bytes": len(data), "header_bytes": len(data) - 4 * len(words) - 18,
-        "initial_bits": header.initial_bits, "batches": len(header.batches),
-        "bits_per_pixel": 8 * len(data) / (n * dims), "bits_per_pixel_net_of_initial_bits": (8 * len(data) - header.initial_bits) / (n * dims),
+        "examples": n,
+        "dims": dims,
+        "file_bytes": len(data),
+        "header_bytes": len(data) - 4 * len(words) - 18,
+        "initial_bits": header.initial_bits,
+        "batches": len(header.batches),
+        "bits_per_pixel": 8 * len(data) / (n * dims),
+        "bits_per_pixel_net_of_initial_bits": (8 * len(data) - header.initial_bits) / (n * dims),
         "stream_bits_per_pixel_net": net / (n * dims),
-        "neg_elbo_nats": neg_elbo.mean().item(), "neg_elbo_bits_per_pixel": elbo_bits / (n * dims),
+        "neg_elbo_nats": neg_elbo.mean().item(),
+        "neg_elbo_bits_per_pixel": elbo_bits / (n * dims),
         "gap_percent": 100 * ((8 * len(data) - header.initial_bits) / elbo_bits - 1),
-        "compress_images_per_s": n / t_c, "decompress_images_per_s": n / t_d, "lossless": True,
+        "compress_images_per_s": n / t_c,
+        "decompress_images_per_s": n / t_d,
+        "lossless": True,
     }
-    print(f"{label}: {r['bits_per_pixel']:.4f} bits/pixel ({r['bits_per_pixel_net_of_initial_bits']:.4f} net of {r['initial_bits']} initial bits); "
-          f"neg ELBO {r['neg_elbo_nats']:.2f} nats = {r['neg_elbo_bits_per_pixel']:.4f} bits/pixel; gap {r['gap_percent']:+.2f}%; "
-          f"{r['compress_images_per_s']:.0f} / {r['decompress_images_per_s']:.0f} images/s (compress / decompress)")
+    print(
+        f"{label}: {r['bits_per_pixel']:.4f} bits/pixel "
+        f"({r['bits_per_pixel_net_of_initial_bits']:.4f} net of {r['initial_bits']} initial bits); "
+        f"neg ELBO {r['neg_elbo_nats']:.2f} nats = {r['neg_elbo_bits_per_pixel']:.4f} bits/pixel; gap {r['gap_percent']:+.2f}%; "
+        f"{r['compress_images_per_s']:.0f} / {r['decompress_images_per_s']:.0f} images/s (compress / decompress)"
+    )
     return r
 
 
@@ -115,8 +126,15 @@ def rate_distortion(model, x: torch.Tensor) -> dict:
         data = compress_lossy(model, x, latent_bits=bits)
         header, words = vkz.read(data)
         y = decompress(model, data)[:, 0].numpy().astype(np.float64)
-        out["vaekit lossy"].append({"latent_bits": bits, "active_dims": len(header.active), "bits_per_image": 32 * len(words) / n,
-                                    "file_bits_per_image": 8 * len(data) / n, "psnr": psnr(y, ref)})
+        out["vaekit lossy"].append(
+            {
+                "latent_bits": bits,
+                "active_dims": len(header.active),
+                "bits_per_image": 32 * len(words) / n,
+                "file_bits_per_image": 8 * len(data) / n,
+                "psnr": psnr(y, ref),
+            }
+        )
     for fmt, qualities in (("JPEG", (1, 5, 10, 25, 50, 75, 95)), ("WebP", (0, 5, 10, 25, 50, 75, 95))):
         for q in qualities:
             total, dec = 0, []
@@ -154,7 +172,13 @@ def figure(rd: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
-    for name, style in (("vaekit lossy", "o-"), ("JPEG", "s--"), ("WebP", "^--"), ("JPEG (10x10 mosaics)", "s:"), ("WebP (10x10 mosaics)", "^:")):
+    for name, style in (
+        ("vaekit lossy", "o-"),
+        ("JPEG", "s--"),
+        ("WebP", "^--"),
+        ("JPEG (10x10 mosaics)", "s:"),
+        ("WebP (10x10 mosaics)", "^:"),
+    ):
         pts = rd[name]
         ax.plot([p.get("file_bits_per_image", p["bits_per_image"]) for p in pts], [p["psnr"] for p in pts], style, label=name, ms=4)
     ax.set_xscale("log")
@@ -183,8 +207,11 @@ def main() -> None:
 
     run = vaekit.load(args.b1)
     x = run.load_data().test.x
-    results["binarized_mnist"] = {"run": args.b1, "vaekit bits-back (B1)": lossless(run.model, x, "B1, binarized MNIST test"),
-                                  "codecs": codecs((x[:, 0].numpy() * 255).astype(np.uint8), binary=True)}
+    results["binarized_mnist"] = {
+        "run": args.b1,
+        "vaekit bits-back (B1)": lossless(run.model, x, "B1, binarized MNIST test"),
+        "codecs": codecs((x[:, 0].numpy() * 255).astype(np.uint8), binary=True),
+    }
     for k, v in results["binarized_mnist"]["codecs"].items():
         print(f"  {k:28s} {v:.4f} bits/pixel")
 
@@ -192,9 +219,13 @@ def main() -> None:
         run8 = vaekit.load(args.eight_bit)
         x8 = run8.load_data().test.x
         r8 = lossless(run8.model, x8[: args.n8], f"{run8.config.model.likelihood}, 8-bit MNIST test[:{args.n8}]")
-        results["mnist_8bit"] = {"run": args.eight_bit, "likelihood": run8.config.model.likelihood, "vaekit bits-back": r8,
-                                 "codecs": codecs(np.round(x8[:, 0].numpy() * 255).astype(np.uint8), binary=False),
-                                 "literature": LITERATURE_8BIT}
+        results["mnist_8bit"] = {
+            "run": args.eight_bit,
+            "likelihood": run8.config.model.likelihood,
+            "vaekit bits-back": r8,
+            "codecs": codecs(np.round(x8[:, 0].numpy() * 255).astype(np.uint8), binary=False),
+            "literature": LITERATURE_8BIT,
+        }
         for k, v in results["mnist_8bit"]["codecs"].items():
             print(f"  {k:28s} {v:.4f} bits/pixel")
         rd = rate_distortion(run8.model, x8[: args.n_rd])

@@ -106,8 +106,7 @@ def test_decodes_in_a_fresh_process_with_other_threads(trained, binary_digits, t
 
     from safetensors.torch import save_file
 
-    cases = {"bern": (trained, binary_digits.test.x[:100], 50),
-             "bb": (tiny_model("beta-binomial"), data_for("beta-binomial", n=30), 7)}
+    cases = {"bern": (trained, binary_digits.test.x[:100], 50), "bb": (tiny_model("beta-binomial"), data_for("beta-binomial", n=30), 7)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -132,8 +131,9 @@ def test_decodes_in_a_fresh_process_with_other_threads(trained, binary_digits, t
             assert torch.equal(y, torch.from_numpy(np.load(base + ".npy"))), name
         print("ok")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"}
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 

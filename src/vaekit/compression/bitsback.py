@@ -10,7 +10,7 @@ batches start at one example and grow only as the stack holds enough bits for th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import constriction
 import numpy as np

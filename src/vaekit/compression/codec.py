@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -55,8 +55,14 @@ def _parts(model, latent_bits: int) -> _Parts:
     return _Parts(exact, BitsBackCoder(exact, lik, LatentBuckets(latent_bits), tuple(model.input_shape), model.latent_dim))
 
 
-def compress(model, x: torch.Tensor, *, latent_bits: int = DEFAULT_LATENT_BITS, batch_size: int | None = None,
-             progress: Callable[[int], None] | None = None) -> bytes:
+def compress(
+    model,
+    x: torch.Tensor,
+    *,
+    latent_bits: int = DEFAULT_LATENT_BITS,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> bytes:
     """Code ``x`` (N, *model.input_shape) losslessly with bits-back ANS under ``model``.
 
     x: binary data for a bernoulli model; 8-bit data (k / 255 as float32/float64, or uint8) for a
@@ -81,10 +87,21 @@ def compress(model, x: torch.Tensor, *, latent_bits: int = DEFAULT_LATENT_BITS, 
     batch = batch_size or default_batch(parts.coder.likelihood.levels, math.prod(shape))
     words, sizes = parts.coder.encode(symbols, batch, progress)
     header = vkz.Header(
-        mode="lossless", weights_sha256=weights_sha256(model), likelihood=model.config.likelihood, shape=list(shape),
-        dtype=dtype, count=len(x), latent_dim=model.latent_dim, latent_bits=latent_bits, weight_bits=WEIGHT_BITS,
-        activation_bits=ACTIVATION_BITS, words=len(words), data_sha256=data_sha256(x), batches=sizes,
-        initial_bits=32 * len(initial_words(model.latent_dim)))
+        mode="lossless",
+        weights_sha256=weights_sha256(model),
+        likelihood=model.config.likelihood,
+        shape=list(shape),
+        dtype=dtype,
+        count=len(x),
+        latent_dim=model.latent_dim,
+        latent_bits=latent_bits,
+        weight_bits=WEIGHT_BITS,
+        activation_bits=ACTIVATION_BITS,
+        words=len(words),
+        data_sha256=data_sha256(x),
+        batches=sizes,
+        initial_bits=32 * len(initial_words(model.latent_dim)),
+    )
     return vkz.write(header, words)
 
 
@@ -92,14 +109,20 @@ def check_header(model, header: vkz.Header, where: str) -> None:
     """A file must have been written with this model's weights, shape and coding settings."""
     sha = weights_sha256(model)
     if header.weights_sha256 != sha:
-        raise FormatError(f"{where} was written with another model (weights SHA-256 {header.weights_sha256[:12]}..., "
-                          f"this model's {sha[:12]}...)")
-    if (tuple(header.shape) != tuple(model.input_shape) or header.latent_dim != model.latent_dim
-            or header.likelihood != model.config.likelihood):
+        raise FormatError(
+            f"{where} was written with another model (weights SHA-256 {header.weights_sha256[:12]}..., this model's {sha[:12]}...)"
+        )
+    if (
+        tuple(header.shape) != tuple(model.input_shape)
+        or header.latent_dim != model.latent_dim
+        or header.likelihood != model.config.likelihood
+    ):
         raise FormatError(f"{where} does not match the model (shape, latent size or likelihood)")
     if (header.weight_bits, header.activation_bits) != (WEIGHT_BITS, ACTIVATION_BITS):
-        raise FormatError(f"{where} uses {header.weight_bits}/{header.activation_bits}-bit arithmetic grids; "
-                          f"this vaekit uses {WEIGHT_BITS}/{ACTIVATION_BITS}")
+        raise FormatError(
+            f"{where} uses {header.weight_bits}/{header.activation_bits}-bit arithmetic grids; "
+            f"this vaekit uses {WEIGHT_BITS}/{ACTIVATION_BITS}"
+        )
 
 
 def decompress(model, data: bytes, *, where: str = "the data", progress: Callable[[int], None] | None = None) -> torch.Tensor:
@@ -123,6 +146,8 @@ def decompress(model, data: bytes, *, where: str = "the data", progress: Callabl
         raise FormatError(f"{where} is corrupted (the coded stream does not decode: {exc})") from None
     x = parts.coder.likelihood.values(symbols, DTYPES[header.dtype]).reshape(header.count, *header.shape)
     if not clean_end or data_sha256(x) != header.data_sha256:
-        raise FormatError(f"{where} does not decode to the data it was written from (checksum mismatch): "
-                          "a damaged file, or a different vaekit or platform arithmetic")
+        raise FormatError(
+            f"{where} does not decode to the data it was written from (checksum mismatch): "
+            "a damaged file, or a different vaekit or platform arithmetic"
+        )
     return x

@@ -123,15 +123,26 @@ def _header(raw, where: str) -> Header:
         raise bad("dtype")
     if not (isinstance(h.shape, list) and 1 <= len(h.shape) <= 4 and all(whole(s, 1, MAX_VALUES) for s in h.shape)):
         raise bad("shape")
-    checks = {"count": (1, MAX_VALUES), "latent_dim": (1, 4096), "latent_bits": (1, 24), "weight_bits": (0, 32),
-              "activation_bits": (0, 32), "words": (0, MAX_VALUES), "initial_bits": (0, MAX_VALUES)}
+    checks = {
+        "count": (1, MAX_VALUES),
+        "latent_dim": (1, 4096),
+        "latent_bits": (1, 24),
+        "weight_bits": (0, 32),
+        "activation_bits": (0, 32),
+        "words": (0, MAX_VALUES),
+        "initial_bits": (0, MAX_VALUES),
+    }
     for name, (lo, hi) in checks.items():
         if not whole(getattr(h, name), lo, hi):
             raise bad(name)
     if h.count * math.prod(h.shape) > MAX_VALUES:
         raise bad("count")
-    if h.mode == "lossless" and not (isinstance(h.batches, list) and len(h.batches) <= h.count
-                                     and all(whole(b, 1, h.count) for b in h.batches) and sum(h.batches) == h.count):
+    if h.mode == "lossless" and not (
+        isinstance(h.batches, list)
+        and len(h.batches) <= h.count
+        and all(whole(b, 1, h.count) for b in h.batches)
+        and sum(h.batches) == h.count
+    ):
         raise bad("batches")
     if not (isinstance(h.active, list) and all(whole(a, 0, h.latent_dim - 1) for a in h.active) and h.active == sorted(set(h.active))):
         raise bad("active")

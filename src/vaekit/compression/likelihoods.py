@@ -20,7 +20,7 @@ from vaekit.models.discretized import LEVELS, LOG_PARAM_MAX, LOG_PARAM_MIN
 PARAM_GRID = 2**8  # logits and log-parameters are rounded to multiples of 1/256 before a table look-up
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "uint8": torch.uint8}
 
-_CODERS: dict[str, type["LikelihoodCoder"]] = {}
+_CODERS: dict[str, type[LikelihoodCoder]] = {}
 
 
 def register_coder(name: str):
@@ -36,10 +36,12 @@ def coder_names() -> list[str]:
     return sorted(_CODERS)
 
 
-def build_coder(name: str) -> "LikelihoodCoder":
+def build_coder(name: str) -> LikelihoodCoder:
     if name not in _CODERS:
-        raise CompressionError(f"lossless coding needs a discrete likelihood ({', '.join(coder_names())}); this model's is {name!r}: "
-                               "train one with --likelihood beta-binomial or discretized-logistic for 8-bit data")
+        raise CompressionError(
+            f"lossless coding needs a discrete likelihood ({', '.join(coder_names())}); this model's is {name!r}: "
+            "train one with --likelihood beta-binomial or discretized-logistic for 8-bit data"
+        )
     return _CODERS[name]()
 
 
@@ -164,4 +166,3 @@ class BetaBinomialCoder(_LevelsCoder):
 def _nonempty(p: np.ndarray) -> np.ndarray:
     p[~(p.sum(1) > 0)] = 1.0
     return p
-

@@ -53,10 +53,20 @@ def compress_lossy(model, x: torch.Tensor, *, latent_bits: int = 8) -> bytes:
         ans.encode_reverse(j.reshape(-1).astype(np.int32), constriction.stream.model.Uniform(2**latent_bits))
     words = ans.get_compressed()
     header = vkz.Header(
-        mode="lossy", weights_sha256=weights_sha256(model), likelihood=model.config.likelihood, shape=list(shape), dtype=dtype,
-        count=len(x), latent_dim=model.latent_dim, latent_bits=latent_bits, weight_bits=WEIGHT_BITS,
-        activation_bits=ACTIVATION_BITS, words=len(words), data_sha256=data_sha256(x.detach().cpu().contiguous()),
-        active=active)
+        mode="lossy",
+        weights_sha256=weights_sha256(model),
+        likelihood=model.config.likelihood,
+        shape=list(shape),
+        dtype=dtype,
+        count=len(x),
+        latent_dim=model.latent_dim,
+        latent_bits=latent_bits,
+        weight_bits=WEIGHT_BITS,
+        activation_bits=ACTIVATION_BITS,
+        words=len(words),
+        data_sha256=data_sha256(x.detach().cpu().contiguous()),
+        active=active,
+    )
     return vkz.write(header, words)
 
 

@@ -63,17 +63,29 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
     if name in coder_names():
         fits = is_binary(x) if name == "bernoulli" else is_8bit(x)
         if not fits:
-            return {"kind": "none", "bits_per_dim": None,
-                    "note": f"the {name} likelihood codes {'binary' if name == 'bernoulli' else '8-bit'} data, and this data is not: "
-                            "its negative ELBO is not a code length"}
+            return {
+                "kind": "none",
+                "bits_per_dim": None,
+                "note": f"the {name} likelihood codes {'binary' if name == 'bernoulli' else '8-bit'} data, and this data is not: "
+                "its negative ELBO is not a code length",
+            }
         bpd = neg_elbo.double().mean().item() / (dims * math.log(2))
-        return {"kind": "bits-back", "bits_per_dim": bpd,
-                "note": f"expected bits-back code length under the {name} likelihood ('vaekit compress' stores about this)"}
+        return {
+            "kind": "bits-back",
+            "bits_per_dim": bpd,
+            "note": f"expected bits-back code length under the {name} likelihood ('vaekit compress' stores about this)",
+        }
     if is_8bit(x):
         nll = dequantized_neg_log_likelihood(model, x, batch_size=batch_size, seed=seed)
         bpd = nll.mean().item() / (dims * math.log(2))
-        return {"kind": "dequantized", "bits_per_dim": bpd,
-                "note": f"8-bit data under the continuous {name} likelihood: uniformly dequantized (x = (k + u)/256, "
-                        "plus log 256 per dimension); for a lossless code, train with --likelihood beta-binomial or discretized-logistic"}
-    return {"kind": "none", "bits_per_dim": None,
-            "note": f"the {name} likelihood is a density on continuous data: its negative ELBO is not a code length"}
+        return {
+            "kind": "dequantized",
+            "bits_per_dim": bpd,
+            "note": f"8-bit data under the continuous {name} likelihood: uniformly dequantized (x = (k + u)/256, "
+            "plus log 256 per dimension); for a lossless code, train with --likelihood beta-binomial or discretized-logistic",
+        }
+    return {
+        "kind": "none",
+        "bits_per_dim": None,
+        "note": f"the {name} likelihood is a density on continuous data: its negative ELBO is not a code length",
+    }

@@ -59,8 +59,15 @@ class BetaBinomial(_Discretized):
     def level_log_prob(self, k: torch.Tensor) -> torch.Tensor:
         n, a, b = float(LEVELS - 1), self.alpha, self.beta
         log_choose = math.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
-        return (log_choose + torch.lgamma(k + a) + torch.lgamma(n - k + b) - torch.lgamma(n + a + b)
-                - torch.lgamma(a) - torch.lgamma(b) + torch.lgamma(a + b))
+        return (
+            log_choose
+            + torch.lgamma(k + a)
+            + torch.lgamma(n - k + b)
+            - torch.lgamma(n + a + b)
+            - torch.lgamma(a)
+            - torch.lgamma(b)
+            + torch.lgamma(a + b)
+        )
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         with torch.no_grad():

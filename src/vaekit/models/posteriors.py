@@ -101,7 +101,7 @@ class PointMass(Distribution):
     def variance(self) -> torch.Tensor:
         return torch.zeros_like(self.loc)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008 -- torch.distributions' own signature
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
