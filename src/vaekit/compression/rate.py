@@ -12,23 +12,33 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
 from vaekit.compression.likelihoods import coder_names
+from vaekit.evaluation import elbo_terms
 
 LEVELS = 256
 
 
-def is_8bit(x: torch.Tensor) -> bool:
-    """True when every value of ``x`` (floats in [0, 1]) is a level k / 255."""
-    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
-    return bool(x.is_floating_point() and x.numel() and torch.equal(torch.round(x * (LEVELS - 1)) / (LEVELS - 1), x))
+BLOCK = 4096  # examples checked or dequantized at a time (a memory-mapped dataset is never read whole)
 
 
-def is_binary(x: torch.Tensor) -> bool:
-    """True when every value of ``x`` is 0 or 1."""
-    return bool(x.numel() and ((x == 0) | (x == 1)).all())
+def _blocks(x) -> Iterator[torch.Tensor]:
+    """``x`` (N, *shape), a tensor or a memory-mapped array, as tensors of at most BLOCK examples."""
+    for start in range(0, len(x), BLOCK):
+        yield torch.as_tensor(x[start : start + BLOCK])
+
+
+def is_8bit(x) -> bool:
+    """True when every value of ``x`` (N, *shape; floats in [0, 1]) is a level k / 255."""
+    return len(x) > 0 and all(b.is_floating_point() and torch.equal(torch.round(b * (LEVELS - 1)) / (LEVELS - 1), b) for b in _blocks(x))
+
+
+def is_binary(x) -> bool:
+    """True when every value of ``x`` (N, *shape) is 0 or 1."""
+    return len(x) > 0 and all(bool(((b == 0) | (b == 1)).all()) for b in _blocks(x))
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -41,12 +51,12 @@ def dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def dequantized_neg_log_likelihood(model, x: torch.Tensor, *, batch_size: int = 1000, seed: int = 0) -> torch.Tensor:
     """Per-example negative ELBO (N,) in nats of uniformly dequantized 8-bit data ``x`` (N, *shape),
     on the scale of the 256 levels (the density's log-Jacobian, D log 256, added)."""
-    from vaekit.evaluation import elbo_terms
-
     g = torch.Generator().manual_seed(seed)
-    y = dequantize(x.cpu(), g)
     dims = math.prod(x.shape[1:])
-    return elbo_terms(model, y, batch_size=batch_size, seed=seed).neg_elbo.double() + dims * math.log(LEVELS)
+    parts = [
+        elbo_terms(model, dequantize(b.cpu(), g), batch_size=batch_size, seed=seed + i).neg_elbo.double() for i, b in enumerate(_blocks(x))
+    ]
+    return torch.cat(parts) + dims * math.log(LEVELS)
 
 
 def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: int = 1000, seed: int = 0) -> dict:
