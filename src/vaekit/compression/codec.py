@@ -86,8 +86,16 @@ def compress(
     symbols = parts.coder.likelihood.symbols(x)
     batch = batch_size or default_batch(parts.coder.likelihood.levels, math.prod(shape))
     words, sizes = parts.coder.encode(symbols, batch, progress)
+    return write_file(
+        "lossless", model, x, shape, dtype, latent_bits, words, batches=sizes, initial_bits=32 * len(initial_words(model.latent_dim))
+    )
+
+
+def write_file(mode: str, model, x: torch.Tensor, shape, dtype: str, latent_bits: int, words: np.ndarray, **extra) -> bytes:
+    """The .vkz bytes of a coded stream: the header names the model (its weights' SHA-256), the data
+    (shape, dtype, count, SHA-256) and the coding's precisions; ``extra``: the mode's own fields."""
     header = vkz.Header(
-        mode="lossless",
+        mode=mode,
         weights_sha256=weights_sha256(model),
         likelihood=model.config.likelihood,
         shape=list(shape),
@@ -99,8 +107,7 @@ def compress(
         activation_bits=ACTIVATION_BITS,
         words=len(words),
         data_sha256=data_sha256(x),
-        batches=sizes,
-        initial_bits=32 * len(initial_words(model.latent_dim)),
+        **extra,
     )
     return vkz.write(header, words)
 

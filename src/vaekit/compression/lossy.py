@@ -12,9 +12,8 @@ import torch
 from scipy.special import ndtr
 
 from vaekit.compression import format as vkz
-from vaekit.compression.codec import check_model, data_sha256
+from vaekit.compression.codec import check_model, write_file
 from vaekit.compression.errors import CompressionError, FormatError
-from vaekit.compression.exact import ACTIVATION_BITS, WEIGHT_BITS, weights_sha256
 from vaekit.compression.latents import LatentBuckets
 from vaekit.compression.likelihoods import DTYPES
 
@@ -52,22 +51,7 @@ def compress_lossy(model, x: torch.Tensor, *, latent_bits: int = 8) -> bytes:
     if j.size:
         ans.encode_reverse(j.reshape(-1).astype(np.int32), constriction.stream.model.Uniform(2**latent_bits))
     words = ans.get_compressed()
-    header = vkz.Header(
-        mode="lossy",
-        weights_sha256=weights_sha256(model),
-        likelihood=model.config.likelihood,
-        shape=list(shape),
-        dtype=dtype,
-        count=len(x),
-        latent_dim=model.latent_dim,
-        latent_bits=latent_bits,
-        weight_bits=WEIGHT_BITS,
-        activation_bits=ACTIVATION_BITS,
-        words=len(words),
-        data_sha256=data_sha256(x.detach().cpu().contiguous()),
-        active=active,
-    )
-    return vkz.write(header, words)
+    return write_file("lossy", model, x.detach().cpu().contiguous(), shape, dtype, latent_bits, words, active=active)
 
 
 @torch.inference_mode()

@@ -169,6 +169,19 @@ class ConvEncoder(Encoder):
         return self.net(x)  # (B, F)
 
 
+def latent_to_grid(latent_dim: int, dense: int, act: str, grid: tuple[int, int, int], *, activate: bool) -> list[nn.Module]:
+    """The head of an image decoder: z (B, L) [-> Linear dense -> act] -> Linear -> [act ->] (B, *grid)."""
+    layers: list[nn.Module] = []
+    width = latent_dim
+    if dense:
+        layers += [nn.Linear(latent_dim, dense), activation(act)]
+        width = dense
+    layers.append(nn.Linear(width, math.prod(grid)))
+    if activate:
+        layers.append(activation(act))
+    return [*layers, nn.Unflatten(1, grid)]
+
+
 @DECODERS.register("conv")
 class ConvDecoder(Decoder):
     """z (B, L) [-> Linear dense] -> Linear -> (B, C_last, h, w) -> ConvTranspose2d stages -> (B, k, C, H, W).
@@ -185,13 +198,7 @@ class ConvDecoder(Decoder):
         self.output_shape, self.k = output_shape, k
         hs, ws = _conv_sizes(h, len(channels)), _conv_sizes(w, len(channels))
         rev = list(reversed(channels))
-        head: list[nn.Module] = []
-        width = latent_dim
-        if dense:
-            head += [nn.Linear(latent_dim, dense), activation(act)]
-            width = dense
-        head += [nn.Linear(width, rev[0] * hs[-1] * ws[-1]), activation(act), nn.Unflatten(1, (rev[0], hs[-1], ws[-1]))]
-        layers = head
+        layers = latent_to_grid(latent_dim, dense, act, (rev[0], hs[-1], ws[-1]), activate=True)
         for i, c in enumerate(rev):
             nxt = rev[i + 1] if i + 1 < len(rev) else k * c_out
             th, tw = hs[-2 - i], ws[-2 - i]  # target size of this stage

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from vaekit.models.networks import DECODERS, ENCODERS, Decoder, Encoder, _conv_sizes, activation, check_image_shape
+from vaekit.models.networks import DECODERS, ENCODERS, Decoder, Encoder, _conv_sizes, activation, check_image_shape, latent_to_grid
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
@@ -86,12 +86,7 @@ class ResNetDecoder(Decoder):
         self.output_shape, self.k = output_shape, k
         hs, ws = _conv_sizes(h, len(channels)), _conv_sizes(w, len(channels))
         rev = list(reversed(channels))
-        layers: list[nn.Module] = []
-        width = latent_dim
-        if dense:
-            layers += [nn.Linear(latent_dim, dense), activation(act)]
-            width = dense
-        layers += [nn.Linear(width, rev[0] * hs[-1] * ws[-1]), nn.Unflatten(1, (rev[0], hs[-1], ws[-1]))]
+        layers = latent_to_grid(latent_dim, dense, act, (rev[0], hs[-1], ws[-1]), activate=False)
         for i, c in enumerate(rev):
             nxt = rev[i + 1] if i + 1 < len(rev) else rev[-1]
             layers += [nn.Upsample(size=(hs[-2 - i], ws[-2 - i]), mode="nearest"), ResidualBlock(c, nxt, act)]
