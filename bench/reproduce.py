@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import vaekit.presets as presets  # noqa: E402
-from vaekit.runs import read_config  # noqa: E402
+from vaekit.runs import METRIC_FIELDS, read_config  # noqa: E402
 
 # row -> the preset that trains it (None: the parts are not yet built)
 ROWS = {
@@ -52,17 +52,7 @@ ROWS = {
 }
 NOT_BUILT = {"hvae": 86.05, "hvae-vampprior": 83.19}
 RESULTS = ROOT / "bench" / "results" / "reproduction.json"
-CURVE_COLUMNS = [
-    "epoch",
-    "beta",
-    "train_loss",
-    "valid_loss",
-    "valid_neg_elbo",
-    "valid_reconstruction",
-    "valid_kl",
-    "train_seconds",
-    "valid_seconds",
-]
+CURVE_COLUMNS = [f for f in METRIC_FIELDS if f not in ("step", "lr", "train_neg_elbo", "train_reconstruction", "train_kl", "skipped_steps")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,10 @@ def small_config(*, hidden=(64,), latent_dim=4, epochs=3, lr=3e-3, **train) -> R
     return cfg
 
 
+# ``vaekit train`` flags of a small digits VAE run (4 epochs, a few seconds) for the CLI tests
+SMALL_RUN_FLAGS = "--dataset digits --epochs 4 --latent-dim 4 --hidden 64 --batch-size 64 --lr 3e-3 --quiet".split()
+
+
 def fit_until_crash(trainer, checkpoints: int, **fit_kwargs) -> list[int]:
     """Run ``trainer.fit`` and simulate a crash (KeyboardInterrupt) right after its ``checkpoints``-th
     checkpoint is written; returns the steps at which the checkpoints were taken."""

@@ -14,30 +14,13 @@ from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import elbo_terms
 from vaekit.runs import load
 
+from helpers import SMALL_RUN_FLAGS
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("anomaly") / "run"
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "digits",
-            "--epochs",
-            "4",
-            "--latent-dim",
-            "4",
-            "--hidden",
-            "64",
-            "--batch-size",
-            "64",
-            "--lr",
-            "3e-3",
-            "--quiet",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(["train", *SMALL_RUN_FLAGS, "--out", str(out)])
     assert code == 0
     return out
 

@@ -29,6 +29,8 @@ from vaekit.models import build_model
 from vaekit.objectives import elbo
 from vaekit.runs import load
 
+from helpers import SMALL_RUN_FLAGS
+
 D, L, SIGMA = 5, 2, 0.5
 
 
@@ -237,28 +239,7 @@ def test_linear_autoencoder_trained_on_squared_error_reaches_pca(digits):
 @pytest.fixture(scope="module")
 def iwae_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("iwae") / "run"
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "digits",
-            "--iw-samples",
-            "5",
-            "--epochs",
-            "4",
-            "--latent-dim",
-            "4",
-            "--hidden",
-            "64",
-            "--batch-size",
-            "64",
-            "--lr",
-            "3e-3",
-            "--quiet",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(["train", *SMALL_RUN_FLAGS, "--iw-samples", "5", "--out", str(out)])
     assert code == 0
     return out
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from vaekit.baselines import compare_reconstruction
 from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import add_run_argument, positive_int, split_of
-from vaekit.compression.rate import code_length
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
 from vaekit.runs import load
@@ -70,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     dims = math.prod(r.model.input_shape)
     terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed)
     result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, dims)}
+    from vaekit.compression.rate import code_length  # scipy and constriction: 0.3 s that every other command's start-up skips
+
     result["code_length"] = code = code_length(r.model, split.x, terms.neg_elbo, batch_size=args.batch_size, seed=args.seed)
     per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if code["kind"] == "bits-back" else "not a code length: see below"
     print(f"{result['split']} split, {result['examples']} examples ({result['data']}):")
