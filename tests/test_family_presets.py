@@ -11,7 +11,16 @@ from vaekit.config import validate
 from vaekit.errors import ConfigError
 from vaekit.models import build_model
 
-EXPECTED = {"vae-static-mnist", "iwae-static-mnist", "vampprior-static-mnist", "conv-vampprior-static-mnist", "b1-binarized-mnist"}
+EXPECTED = {
+    "vae-static-mnist",
+    "iwae-static-mnist",
+    "vampprior-static-mnist",
+    "conv-vampprior-static-mnist",
+    "b1-binarized-mnist",
+    "hvae-static-mnist",
+    "hvae-vampprior-static-mnist",
+    "iwae2-static-mnist",
+}
 
 
 def test_the_literature_presets_ship():
@@ -37,6 +46,10 @@ def test_vampprior_preset_has_the_papers_settings():
     assert (t.lr, t.batch_size, t.warmup_epochs, t.patience, t.epochs) == (5e-4, 100, 100, 50, 2000)
     iwae = presets.load("iwae-static-mnist").config().train
     assert iwae.iw and iwae.n_samples == 50
+    hvae = presets.load("hvae-vampprior-static-mnist").config().model
+    assert (hvae.latent_layers, hvae.hierarchy, hvae.latent_hidden, hvae.prior) == ((40, 40), "skip", (300, 300), "vampprior")
+    iwae2 = presets.load("iwae2-static-mnist").config().model
+    assert (iwae2.latent_layers, iwae2.hierarchy, iwae2.hidden, iwae2.latent_hidden) == ((100, 50), "chain", (200, 200), (100, 100))
 
 
 def test_preset_with_flag_overrides_reaches_the_config():

@@ -61,7 +61,13 @@ class ModelConfig:
     kind: the posterior head, a name of ``POSTERIORS`` (``vae``: Gaussian; ``ae``: point mass).
     arch: the encoder and decoder networks, a name of ``ENCODERS`` and ``DECODERS``.
     input_shape: shape of one example, (C, H, W) or (D,). Filled from the data.
-    latent_dim: size of z.
+    latent_dim: size of z (for a hierarchical model, of all its layers together).
+    latent_layers: sizes of the stochastic layers z_1 (nearest the data) .. z_L of a hierarchical
+        model (two or more, summing to ``latent_dim``); empty: one layer.
+    hierarchy: how a hierarchical model's layers are wired, a name of ``HIERARCHIES`` (``skip``:
+        Tomczak & Welling's HVAE; ``chain``: the IWAE paper's two-layer model).
+    latent_hidden: hidden sizes of the networks between stochastic layers (None: two layers as wide
+        as the encoder's output).
     hidden: MLP hidden sizes, or conv channels per stride-2 stage.
     activation: a name of ``ACTIVATIONS`` (``identity``: a linear model).
     conv_dense: width of the dense layer between the conv stack and the latent (0: none).
@@ -78,6 +84,9 @@ class ModelConfig:
     arch: str = "mlp"
     input_shape: tuple[int, ...] = (1, 8, 8)
     latent_dim: int = 2
+    latent_layers: tuple[int, ...] = ()
+    hierarchy: str = "skip"
+    latent_hidden: tuple[int, ...] | None = None
     hidden: tuple[int, ...] = (256, 128)
     activation: str = "relu"
     conv_dense: int = 0
@@ -239,6 +248,15 @@ def validate(config: RunConfig) -> None:
     m, t, d = config.model, config.train, config.data
     checks = [
         (m.latent_dim >= 1, f"latent dim must be at least 1, got {m.latent_dim}"),
+        (
+            not m.latent_layers or (len(m.latent_layers) >= 2 and all(s >= 1 for s in m.latent_layers)),
+            f"a hierarchical model needs two or more layer sizes of at least 1, got {list(m.latent_layers)}",
+        ),
+        (
+            not m.latent_layers or sum(m.latent_layers) == m.latent_dim,
+            f"latent dim {m.latent_dim} must be the sum of the layer sizes {list(m.latent_layers)}",
+        ),
+        (m.latent_hidden is None or all(h >= 1 for h in m.latent_hidden), f"latent hidden sizes must be positive, got {m.latent_hidden}"),
         (all(h >= 1 for h in m.hidden), f"hidden sizes must be positive, got {list(m.hidden)}"),
         (m.arch == "mlp" or len(m.hidden) >= 1, "a conv model needs at least one channel stage (--hidden)"),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),

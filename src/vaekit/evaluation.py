@@ -12,6 +12,7 @@ import torch
 
 from vaekit.errors import ConfigError
 from vaekit.latent import kl_per_dim, posterior_factorises
+from vaekit.models.hierarchical import is_hierarchical, layer_statistics
 from vaekit.objectives import ELBOTerms, elbo
 
 log = logging.getLogger(__name__)
@@ -211,11 +212,16 @@ class LatentDiagnostics:
         for a posterior that does not factorise over units (a flow).
     activity: (L,) Cov_x(E_q[z_u]), the variance over examples of each unit's posterior mean.
     threshold: a unit is active when its activity exceeds this.
+    layers: for a hierarchical model, the same per stochastic layer (z_1 first); the model's
+        ``kl_per_dim`` and ``activity`` are theirs concatenated. None for a one-layer model.
+    kl: a layer's KL term E_q[log q(z_i|·) − log p(z_i|·)] in nats (the layers' sum is the model's KL); None otherwise.
     """
 
     kl_per_dim: torch.Tensor | None
     activity: torch.Tensor
     threshold: float = ACTIVITY_THRESHOLD
+    layers: list[LatentDiagnostics] | None = None
+    kl: float | None = None
 
     @property
     def active(self) -> torch.Tensor:
@@ -232,12 +238,19 @@ class LatentDiagnostics:
             "activity_threshold": self.threshold,
             "activity": self.activity.tolist(),
             "kl_per_dim": None if self.kl_per_dim is None else self.kl_per_dim.tolist(),
+            **({} if self.kl is None else {"kl": self.kl}),
+            **({} if self.layers is None else {"layers": [layer.to_dict() for layer in self.layers]}),
         }
 
 
 @torch.inference_mode()
 def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000) -> LatentDiagnostics:
-    """KL per latent dimension and active units over the examples ``x`` (N, *shape)."""
+    """KL per latent dimension and active units over the examples ``x`` (N, *shape); per layer too
+    for a hierarchical model (``vaekit.models.hierarchical.layer_statistics``)."""
+    if is_hierarchical(model.config):
+        layers = [LatentDiagnostics(kl, act, threshold, kl=total) for kl, act, total in layer_statistics(model, x, batch_size=batch_size)]
+        cat = [torch.cat([getattr(layer, name) for layer in layers]) for name in ("kl_per_dim", "activity")]
+        return LatentDiagnostics(kl_per_dim=cat[0], activity=cat[1], threshold=threshold, layers=layers)
     was_training = model.training
     model.eval()
     device = model.device

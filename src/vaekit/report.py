@@ -32,6 +32,7 @@ from vaekit.corruption import UNIT_LEVEL
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import elbo_terms, summarize
 from vaekit.generation import denoise, reconstruct, sample
+from vaekit.models.hierarchical import describe_latent, latent_view
 from vaekit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,16 @@ class RunViews:
     run: a loaded ``vaekit.runs.Run``. source: another dataset (default: the run's own),
     preprocessed like the training data. split: ``test``, ``valid`` or ``train`` (``test`` falls
     back to ``valid`` for a source without one). seed: every random choice (samples, noise,
-    projections) is seeded with it, so a view is the same each time.
+    projections) is seeded with it, so a view is the same each time. layer: which stochastic layer
+    of a hierarchical model the latent views (ranking, interpolation, traversal, manifold,
+    embedding) vary (default: the top); samples and reconstructions use the whole model.
     """
 
-    def __init__(self, run, *, source: str | None = None, split: str = "test", seed: int = 0):
+    def __init__(self, run, *, source: str | None = None, split: str = "test", seed: int = 0, layer: int | None = None):
         if split not in ("test", "valid", "train"):
             raise ConfigError(f"split must be test, valid or train, got {split!r}")
         self.run, self.model, self.source, self.split_name, self.seed = run, run.model, source, split, seed
+        self.latent_model = latent_view(run.model, layer)  # what the latent views vary: the model, or one layer of a hierarchical one
         self._densities: dict[tuple[str, int], Any] = {}
 
     # ----- shared state, loaded once -----------------------------------------------------------
@@ -97,7 +101,7 @@ class RunViews:
 
     @cached_property
     def ranking(self) -> latent.DimRanking:
-        return latent.rank_dims(self.model, self.split.x[:RANK_SAMPLE])
+        return latent.rank_dims(self.latent_model, self.split.x[:RANK_SAMPLE])
 
     @cached_property
     def train_codes(self) -> torch.Tensor:
@@ -114,7 +118,7 @@ class RunViews:
     @cached_property
     def reference(self):
         """The distribution views vary z under: the prior (VAE) or a Gaussian fitted to the training codes (AE)."""
-        return self.model.prior() if not self.model.deterministic else self.density("gaussian")
+        return self.latent_model.prior() if not self.model.deterministic else self.density("gaussian")
 
     @property
     def reference_name(self) -> str:
@@ -148,7 +152,7 @@ class RunViews:
             return self.reference.mean.detach().cpu().float(), f"the mean of {self.reference_name}"
         if at == "input":
             x, name = self.example(index)
-            return latent.encode(self.model, x.unsqueeze(0))[0], f"the posterior mean of {name}"
+            return latent.encode(self.latent_model, x.unsqueeze(0))[0], f"the posterior mean of {name}"
         raise ConfigError(f"'at' must be 'input' or 'mean', got {at!r}")
 
     # ----- image views ----------------------------------------------------------------------------
@@ -206,7 +210,7 @@ class RunViews:
         """Rows of [A, decoded path, B] between the posterior means of A and B (each as for ``example``), one row per method."""
         self.require_images("interpolation")
         (xa, name_a), (xb, name_b) = self.example(a), self.example(b)
-        results = {m: latent.interpolate(self.model, xa, xb, steps, m) for m in methods}
+        results = {m: latent.interpolate(self.latent_model, xa, xb, steps, m) for m in methods}
         rows = torch.stack([torch.cat([xa.unsqueeze(0), results[m].images, xb.unsqueeze(0)]) for m in methods])  # (R, S+2, *shape)
         cols = (
             ["A"]
@@ -235,13 +239,13 @@ class RunViews:
         quantiles (``span="quantile"``) or ±``width``σ (``span="sigma"``)."""
         self.require_images("traversal")
         if dims is None:
-            k = self.model.latent_dim if k is None else min(k, self.model.latent_dim)
+            k = self.latent_model.latent_dim if k is None else min(k, self.latent_model.latent_dim)
             chosen = self.ranking.dims[:k]
         else:
             chosen = torch.as_tensor(dims, dtype=torch.long)
         base, base_name = self.base_point(at, index)
         values = latent.grid_values(latent.marginals(self.reference), steps, span, width=width)  # (S, L)
-        result = latent.traverse(self.model, chosen, base, values)
+        result = latent.traverse(self.latent_model, chosen, base, values)
         rank = {int(d): i for i, d in enumerate(self.ranking.dims)}
         row_labels = [self.ranking.label(rank[int(d)]).replace("  ", "\n") for d in result.dims]
         if torch.allclose(result.values, result.values[:1]):
@@ -274,20 +278,20 @@ class RunViews:
         informative; a 2-D latent: both), the others fixed. ``min_cell``: smallest cell in pixels
         (default: about 960 / n, within 28 to 56)."""
         self.require_images("the manifold")
-        if self.model.latent_dim < 2:
+        if self.latent_model.latent_dim < 2:
             raise ConfigError("the manifold needs a latent space of at least 2 dimensions")
         if dims is None:
-            dims = (0, 1) if self.model.latent_dim == 2 else tuple(int(d) for d in self.ranking.dims[:2])
+            dims = (0, 1) if self.latent_model.latent_dim == 2 else tuple(int(d) for d in self.ranking.dims[:2])
         base, base_name = self.base_point(at, index)
         values = latent.grid_values(latent.marginals(self.reference), n, "quantile", p_range)  # (n, L)
-        result = latent.manifold(self.model, dims, base, values)
+        result = latent.manifold(self.latent_model, dims, base, values)
         i, j = result.dims
         picture = plotting.labelled_grid(
             result.images,
             row_labels=[f"{v:.2f}" for v in result.y_values.tolist()],
             col_labels=[f"{v:.2f}" for v in result.x_values.tolist()],
             title=f"z{i} left to right, z{j} bottom to top"
-            + ("" if self.model.latent_dim == 2 else f"; the other dimensions at {base_name}"),
+            + ("" if self.latent_model.latent_dim == 2 else f"; the other dimensions at {base_name}"),
             corner=f"z{j} \\ z{i}",
             pad=1,
             pad_value=0.4,
@@ -296,7 +300,7 @@ class RunViews:
         caption = (
             f"The learned manifold: decoder means over a {n} x {n} grid of z{i} and z{j} at the quantiles "
             f"{p_range[0]:g} to {p_range[1]:g} of {self.reference_name} (its inverse CDF)"
-            + ("." if self.model.latent_dim == 2 else f", the other {self.model.latent_dim - 2} dimension(s) at {base_name}.")
+            + ("." if self.latent_model.latent_dim == 2 else f", the other {self.latent_model.latent_dim - 2} dimension(s) at {base_name}.")
         )
         return View(picture, caption, result)
 
@@ -360,7 +364,7 @@ class RunViews:
     def embedding(self, *, sample_codes: bool = False, method: str = "auto", size: tuple[float, float] = (6.4, 5.4)) -> View:
         """Codes of the split (posterior means, or seeded samples) and their 2-D scatter coloured by label
         (``size`` in inches at 100 dpi)."""
-        codes = latent.encode(self.model, self.split.x, sample=sample_codes, seed=self.seed)  # (N, L)
+        codes = latent.encode(self.latent_model, self.split.x, sample=sample_codes, seed=self.seed)  # (N, L)
         projection = latent.project_2d(codes, method, seed=self.seed)
         labels = None if self.split.y is None else self.split.y.numpy()
         if labels is not None:
@@ -368,7 +372,7 @@ class RunViews:
             if classes:
                 labels = np.array([self._label_name(int(v)) for v in labels])
         what = "samples z ~ q(z|x)" if sample_codes else "posterior means"
-        how = {"latent": f"the {self.model.latent_dim}-D latent itself", "pca": "PCA", "tsne": "t-SNE"}[projection.method]
+        how = {"latent": f"the {self.latent_model.latent_dim}-D latent itself", "pca": "PCA", "tsne": "t-SNE"}[projection.method]
         title = f"{len(codes)} {self.split_name} examples, {what}; {how}"
         picture = plotting.scatter(projection.xy, labels, axes=projection.axes, title=title, size=size)
         caption = f"Codes of the {len(codes)} {self.split_name} examples ({what}), plotted via {how}" + (
@@ -438,17 +442,18 @@ def figure_html(view: View, pixelated: bool = True) -> str:
     )
 
 
-def write_report(run, path: str | Path | None = None, *, split: str = "test", seed: int = 0) -> Path:
+def write_report(run, path: str | Path | None = None, *, split: str = "test", seed: int = 0, layer: int | None = None) -> Path:
     """Write the one-file HTML report of ``run`` (default RUN/report.html) and return its path.
 
     Sections: configuration, metrics (evaluation of ``split`` and the training summary), training
     curves, reconstructions, samples (prior vs fitted code densities), interpolation, traversal,
     manifold, latent embedding, and denoising for a run trained with input noise. Images are
-    embedded as data URIs, so the file opens offline.
+    embedded as data URIs, so the file opens offline. layer: the stochastic layer of a hierarchical
+    model the latent views vary (default: the top).
     """
 
     started = time.perf_counter()
-    views = RunViews(run, split=split, seed=seed)
+    views = RunViews(run, split=split, seed=seed, layer=layer)
     model = run.model
     report = _Report()
     report.sections.append(Section("config", "Configuration", body=_config_html(run)))
@@ -470,7 +475,7 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
         raise ConfigError(f"cannot create {path.parent}: {exc.strerror}") from None
     title = f"vaekit report: {run.path.name}"
     summary = (
-        f"{model.config.kind.upper()} ({model.config.arch}, latent dim {model.latent_dim}, {model.config.likelihood} likelihood, "
+        f"{model.config.kind.upper()} ({model.config.arch}, {describe_latent(model.config)}, {model.config.likelihood} likelihood, "
         f"{model.config.prior} prior) on {run.config.data.source}, data shape {tuple(model.input_shape)}"
     )
     atomic_write_bytes(path, _page(title, summary, run, report.sections).encode("utf-8"))

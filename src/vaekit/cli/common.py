@@ -52,3 +52,12 @@ def split_of(data, split: str):
             raise ConfigError("this dataset has no test split; use --split valid")
         return data.test
     return {"train": data.train, "valid": data.valid}[split]
+
+
+def add_layer_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--layer",
+        type=int,
+        metavar="N",
+        help="which stochastic layer of a hierarchical model to view, 0 nearest the data (default: the top layer)",
+    )

@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     result["latent"] = diag.to_dict()
     if not r.model.deterministic:
         print(f"  active units    {diag.n_active:6d} of {len(diag.activity)} (Cov_x E_q[z_u] > {diag.threshold:g})")
+        for i, layer in enumerate(diag.layers or []):
+            print(f"  layer z{i + 1:<2d}       {layer.n_active:6d} of {len(layer.activity)} active, KL {layer.kl:.3f} nats")
         if diag.kl_per_dim is not None:
             print("  KL per unit     " + " ".join(f"{v:.2f}" for v in diag.kl_per_dim.tolist()))
         warning = collapse_message(diag)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vaekit.checkpoint import atomic_write_bytes
-from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
+from vaekit.cli.common import add_layer_argument, add_output_argument, add_run_argument, output_path, positive_int
 from vaekit.corruption import CORRUPTIONS
 from vaekit.errors import ConfigError, DataError
 from vaekit.plotting import save_png
@@ -21,8 +21,10 @@ from vaekit.report import RunViews, write_report
 from vaekit.runs import load
 
 
-def _common(p: argparse.ArgumentParser, default_name: str, *, split: bool = True, seed: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, default_name: str, *, split: bool = True, seed: bool = False, layer: bool = False) -> None:
     add_run_argument(p)
+    if layer:
+        add_layer_argument(p)
     if split:
         p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split to use (default test)")
         p.add_argument(
@@ -70,7 +72,7 @@ def register(sub) -> None:
         description="Decode the linear and spherical (slerp) paths between the posterior means of two inputs: "
         "a PNG strip per method with the two originals at the ends.",
     )
-    _common(p, "interpolation.png")
+    _common(p, "interpolation.png", layer=True)
     p.add_argument(
         "--between",
         nargs=2,
@@ -93,7 +95,7 @@ def register(sub) -> None:
         description="Latent traversal: for the K dimensions with the highest average KL to the prior, vary one at a time over "
         "the prior's quantiles (or ±3σ) while the others stay at an encoded input's mean (or the prior's mean).",
     )
-    _common(p, "traversal.png")
+    _common(p, "traversal.png", layer=True)
     p.add_argument(
         "-k", type=positive_int, default=8, help="number of dimensions, most informative first (default 8, at most the latent size)"
     )
@@ -121,7 +123,7 @@ def register(sub) -> None:
         description="The learned manifold: decode a grid of z over the prior's inverse CDF in two dimensions "
         "(both of a 2-D latent; otherwise the two with the highest KL, or --dims), the others fixed.",
     )
-    _common(p, "manifold.png")
+    _common(p, "manifold.png", layer=True)
     p.add_argument("-n", type=_steps, default=20, help="grid size n x n (default 20)")
     p.add_argument(
         "--dims",
@@ -154,7 +156,7 @@ def register(sub) -> None:
         "(PATH.npy, and PATH.csv with labels where known) and a scatter plot (PATH.png): the two "
         "dimensions of a 2-D latent, otherwise PCA, or t-SNE with --method tsne.",
     )
-    _common(p, "embedding.png", seed=True)
+    _common(p, "embedding.png", seed=True, layer=True)
     p.add_argument("--sample", action="store_true", help="codes are draws z ~ q(z|x) (seeded) instead of posterior means")
     p.add_argument(
         "--method",
@@ -196,6 +198,7 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split the views use (default test)")
     p.add_argument("--seed", type=int, default=0, help="random seed of samples and projections (default 0)")
+    add_layer_argument(p)
     p.add_argument("-o", "--output", metavar="PATH", help="where to write (default: RUN/report.html)")
     p.set_defaults(handler=run_report)
 
@@ -203,7 +206,13 @@ def register(sub) -> None:
 def _views(args: argparse.Namespace):
 
     run = load(args.run)
-    return RunViews(run, source=getattr(args, "data", None), split=getattr(args, "split", "test"), seed=getattr(args, "seed", 0))
+    return RunViews(
+        run,
+        source=getattr(args, "data", None),
+        split=getattr(args, "split", "test"),
+        seed=getattr(args, "seed", 0),
+        layer=getattr(args, "layer", None),
+    )
 
 
 def _save(view, args: argparse.Namespace, views, default_name: str) -> Path:
@@ -334,6 +343,6 @@ def run_curves(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
 
-    path = write_report(load(args.run), args.output, split=args.split, seed=args.seed)
+    path = write_report(load(args.run), args.output, split=args.split, seed=args.seed, layer=args.layer)
     print(f"wrote the report to {path}")
     return 0

@@ -13,7 +13,7 @@ from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfi
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.models import ACTIVATIONS, ENCODERS, FLOWS, LIKELIHOODS, POSTERIORS, PRIORS
+from vaekit.models import ACTIVATIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS
 from vaekit.training import TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
@@ -29,6 +29,8 @@ _FIELDS = {
     "model": ("model", "kind"),
     "arch": ("model", "arch"),
     "latent_dim": ("model", "latent_dim"),
+    "hierarchy": ("model", "hierarchy"),
+    "latent_hidden": ("model", "latent_hidden"),
     "hidden": ("model", "hidden"),
     "activation": ("model", "activation"),
     "conv_dense": ("model", "conv_dense"),
@@ -110,7 +112,27 @@ def register(sub) -> None:
     g.add_argument(
         "--arch", choices=ENCODERS.names(), metavar="ARCH", help=f"encoder and decoder network: {choices_help('arch', ENCODERS)}"
     )
-    g.add_argument("--latent-dim", type=int, help=f"size of z ({default('latent_dim')})")
+    g.add_argument(
+        "--latent-dim",
+        type=int,
+        nargs="+",
+        metavar="L",
+        help=f"size of z ({default('latent_dim')}); several sizes make a hierarchical model, z_1 (nearest the data) first",
+    )
+    g.add_argument(
+        "--hierarchy",
+        choices=HIERARCHIES.names(),
+        metavar="NAME",
+        help=f"wiring of a hierarchical model's layers: skip (Tomczak & Welling's HVAE), chain (the IWAE paper's): "
+        f"{choices_help('hierarchy', HIERARCHIES)}",
+    )
+    g.add_argument(
+        "--latent-hidden",
+        type=int,
+        nargs="+",
+        metavar="H",
+        help="hidden sizes of the networks between a hierarchical model's layers (default: two layers as wide as the encoder's output)",
+    )
     g.add_argument(
         "--hidden",
         type=int,
@@ -221,6 +243,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         value = getattr(args, flag)
         if value is not None:
             setattr(getattr(config, section), name, tuple(value) if isinstance(value, list) else value)
+    if isinstance(config.model.latent_dim, tuple):  # --latent-dim L1 L2 ...: the layers of a hierarchical model
+        sizes = config.model.latent_dim
+        config.model.latent_dim, config.model.latent_layers = sum(sizes), sizes if len(sizes) > 1 else ()
     if args.iw_samples is not None:
         config.train.n_samples, config.train.iw = args.iw_samples, True
     if (

@@ -19,6 +19,7 @@ import torch
 import vaekit
 import vaekit.latent as latent
 from vaekit.errors import ConfigError
+from vaekit.models.hierarchical import latent_view
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
 ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
@@ -45,11 +46,12 @@ class Explorer:
     run: a ``vaekit.Run``. data: its ``DataSplits`` (``run.load_data(source)``); the map shows the
     test split (the validation split when the source has none), the neighbours come from the
     training split. seed: seeds the subsets and the ELBO estimates, so the same call gives the
-    same numbers.
+    same numbers. layer: the stochastic layer of a hierarchical model to explore (default: the top).
     """
 
-    def __init__(self, run, data, *, seed: int = 0):
-        self.run, self.model, self.seed = run, run.model, seed
+    def __init__(self, run, data, *, seed: int = 0, layer: int | None = None):
+        self.run, self.seed = run, seed
+        self.model = latent_view(run.model, layer)  # the codes explored: the model's, or one layer's of a hierarchical model
         model = self.model
         if tuple(data.shape) != tuple(model.input_shape):
             raise ConfigError(f"the data has shape {tuple(data.shape)}, but the model takes {tuple(model.input_shape)}")
@@ -122,7 +124,7 @@ class Explorer:
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             for start in range(0, len(x), batch_size):
-                terms = vaekit.elbo(self.model, x[start : start + batch_size].to(self.model.device), n_samples=ELBO_SAMPLES)
+                terms = vaekit.elbo(self.run.model, x[start : start + batch_size].to(self.model.device), n_samples=ELBO_SAMPLES)
                 parts.append(terms.neg_elbo.float().cpu())
         return torch.cat(parts) if parts else torch.zeros(0)
 

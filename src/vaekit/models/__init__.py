@@ -7,19 +7,21 @@ a field of ``ModelConfig``:
 - the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (``kind``);
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
 - the prior p(z): ``Prior``, in ``PRIORS`` (``prior``);
-- flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``).
+- flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``);
+- the wiring of hierarchical latents: ``Hierarchy``, in ``HIERARCHIES`` (``hierarchy``).
 
 Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) are imported here once, so their names register.
 """
 
 from vaekit.models import discretized, gated, resnet  # noqa: F401 -- importing registers the discretised likelihoods and the gated and resnet networks
 from vaekit.models.flows import FLOWS, FlowDistribution, FlowPosterior, FlowStep
+from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, Hierarchy, LayeredGaussian, LayerView, latent_view
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model, check_parts
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
 from vaekit.models.posteriors import POSTERIORS, DeterministicPosterior, DiagonalNormal, GaussianPosterior, PointMass, PosteriorHead
-from vaekit.models.priors import PRIORS, MixturePrior, Prior, StandardNormal, StandardNormalPrior
-from vaekit.models.vampprior import DiagonalGaussianMixture, VampPrior
+from vaekit.models.priors import PRIORS, DiagonalGaussianMixture, MixturePrior, Prior, StandardNormal, StandardNormalPrior
+from vaekit.models.vampprior import VampPrior
 
 __all__ = [
     "LatentVariableModel",
@@ -50,4 +52,10 @@ __all__ = [
     "MixturePrior",
     "VampPrior",
     "DiagonalGaussianMixture",
+    "Hierarchy",
+    "HIERARCHIES",
+    "HierarchicalPrior",
+    "LayeredGaussian",
+    "LayerView",
+    "latent_view",
 ]

@@ -7,12 +7,16 @@ module can be wrapped by DistributedDataParallel as it is.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.config import ModelConfig, RunConfig, validate
+from vaekit.errors import ConfigError
 from vaekit.models.flows import FLOWS, FlowPosterior
+from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, LayerDecoder, is_hierarchical
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
 from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
@@ -57,6 +61,11 @@ class LatentVariableModel(nn.Module):
     def encode(self, x: torch.Tensor) -> Distribution:
         return self.posterior(self.encoder(x))
 
+    def encode_top(self, x: torch.Tensor) -> Distribution:
+        """q(z_top|x): the posterior of the layer the prior's top p(z_L) is over (a VampPrior's
+        components); q(z|x) itself for a one-layer model."""
+        return self.posterior.top(self.encoder(x))
+
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for z (*batch, L): batch shape ``batch``, so samples (S, B, L) decode to (S, B)."""
         if z.dim() == 2:
@@ -96,6 +105,10 @@ def check_parts(config: ModelConfig) -> None:
         registry.check(name)
     if config.flow != "none":
         FLOWS.check(config.flow)
+    if is_hierarchical(config):
+        HIERARCHIES.check(config.hierarchy)
+        if config.kind != "vae" or config.flow != "none":
+            raise ConfigError("a hierarchical model (several --latent-dim sizes) has Gaussian layers: it needs --model vae without a flow")
 
 
 def build_model(config: ModelConfig) -> LatentVariableModel:
@@ -105,6 +118,14 @@ def build_model(config: ModelConfig) -> LatentVariableModel:
     check_parts(config)
     likelihood = LIKELIHOODS[config.likelihood].from_config(config)
     encoder = ENCODERS[config.arch].from_config(config)
+    if is_hierarchical(config):  # q(z|x) and p(z) over the layers, the decoder on the layers its wiring gives it
+        posterior = HIERARCHIES[config.hierarchy].from_config(config, encoder.out_features)
+        layers = posterior.decoder_layers()
+        width = sum(config.latent_layers[i] for i in layers)
+        decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=width), likelihood.params_per_output)
+        decoder = LayerDecoder(decoder, tuple(config.latent_layers), layers)
+        prior = HierarchicalPrior.from_config(config)
+        return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config)
     decoder = DECODERS[config.arch].from_config(config, likelihood.params_per_output)
     posterior = POSTERIORS[config.kind].from_config(config, encoder.out_features)
     if config.flow != "none":

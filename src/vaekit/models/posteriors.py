@@ -48,6 +48,10 @@ class PosteriorHead(nn.Module, ABC):
     def forward(self, h: torch.Tensor) -> Distribution:
         """q(z|x) from features (B, F)."""
 
+    def top(self, h: torch.Tensor) -> Distribution:
+        """q(z_top|x), the posterior of the layer the prior's top is over: q(z|x) for one layer."""
+        return self(h)
+
 
 POSTERIORS: Registry[type[PosteriorHead]] = Registry("model kind")
 

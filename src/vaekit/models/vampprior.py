@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, Distribution, MixtureSameFamily
+from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
+from vaekit.models.hierarchical import HIERARCHIES, is_hierarchical
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.posteriors import DiagonalNormal
-from vaekit.models.priors import PRIORS, Prior
+from vaekit.models.priors import PRIORS, DiagonalGaussianMixture, Prior
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
@@ -48,6 +49,10 @@ class VampPrior(Prior):
     def from_config(cls, config: ModelConfig) -> VampPrior:
         if config.kind != "vae" or config.flow != "none":
             raise ConfigError("the vampprior's components are the model's Gaussian posteriors: it needs --model vae without a flow")
+        if is_hierarchical(config) and not HIERARCHIES[config.hierarchy].top_sees_x_alone(len(config.latent_layers)):
+            raise ConfigError(
+                f"the vampprior's components are q(z_L|u), which the {config.hierarchy} hierarchy lacks: use --hierarchy skip"
+            )
         unit = LIKELIHOODS[config.likelihood].support == "unit"
         return cls(tuple(config.input_shape), config.prior_components, unit_range=unit)
 
@@ -57,32 +62,7 @@ class VampPrior(Prior):
         return u.view(-1, *self.input_shape)
 
     def forward(self, model: nn.Module) -> Distribution:
-        q = model.encode(self.pseudo_inputs())  # batch (K,), event (L,)
+        q = model.encode_top(self.pseudo_inputs())  # batch (K,), event (L,): for a hierarchical model, q(z_L|u)
         if not isinstance(q, DiagonalNormal):
             raise ConfigError(f"the vampprior needs a diagonal Gaussian posterior, got {type(q).__name__}")
         return DiagonalGaussianMixture(q.mean, q.logvar)
-
-
-class DiagonalGaussianMixture(MixtureSameFamily):
-    """(1/K) Σ_k N(μ_k, diag exp(logvar_k)) over (L,): batch shape (), event (L,).
-
-    ``log_prob`` computes the K log-densities with one matrix product instead of materialising
-    z − μ_k for every pair (N, K, L) (the IW estimate evaluates it at millions of z):
-    log N(z; μ_k, σ_k²) = −½ [z²·(1/σ_k²) − 2 z·(μ_k/σ_k²)] + c_k, with [z², z] (N, 2L) against a
-    (K, 2L) matrix, in float64 so that the expanded square does not cancel for narrow components.
-    """
-
-    def __init__(self, loc: torch.Tensor, logvar: torch.Tensor):
-        mix = Categorical(logits=torch.zeros(len(loc), device=loc.device, dtype=loc.dtype), validate_args=False)
-        super().__init__(mix, DiagonalNormal(loc, logvar), validate_args=False)
-        loc64, logvar64 = loc.double(), logvar.double()  # (K, L) each
-        prec = torch.exp(-logvar64)
-        self._weight = -0.5 * torch.cat([prec, -2 * loc64 * prec], 1)  # (K, 2L)
-        norm = (loc64.square() * prec).sum(-1) + logvar64.sum(-1) + loc.shape[-1] * math.log(2 * math.pi)  # (K,)
-        self._bias = -0.5 * norm - math.log(len(loc))  # (K,): the constants and the mixture weight 1/K
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) for z (*S, L) -> (*S,)."""
-        zd = z.double().reshape(-1, z.shape[-1])  # (N, L)
-        log_comp = torch.addmm(self._bias, torch.cat([zd.square(), zd], -1), self._weight.T)  # (N, K): log (1/K) N(z; μ_k, σ_k²)
-        return torch.logsumexp(log_comp, -1).view(z.shape[:-1]).to(z.dtype)

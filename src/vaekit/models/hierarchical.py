@@ -1,0 +1,423 @@
+"""Hierarchical latents: two or more stochastic layers z = [z_1, ..., z_L] (z_1 nearest the data).
+
+The model stays a ``LatentVariableModel``: its posterior head returns q(z|x) and its prior p(z) as
+distributions over the concatenated code (event (Σ L_l,)), each a ``LayeredGaussian`` that samples
+layer by layer (ancestrally) and sums the layers' log-densities. The one objective
+(``vaekit.objectives.elbo``) therefore trains and evaluates them unchanged: the KL has no closed
+form, so it is the Monte Carlo mean of log q(z|x) − log p(z), and the importance-weighted bound
+uses both log-densities exactly. Two wirings are registered in ``HIERARCHIES``
+(``ModelConfig.hierarchy``); the generative side is the same for both, p(z_L) Π p(z_l|z_{i+1}):
+
+- ``skip`` (Tomczak & Welling 2018's HVAE): q(z_L|x) Π q(z_l|x, z_{i+1}); p(x|z_1, ..., z_L).
+- ``chain`` (Burda et al. 2016's two-layer model): q(z_1|x) Π q(z_{i+1}|z_l); p(x|z_1).
+
+p(z_L) is any registered prior over the top layer (a VampPrior uses q(z_L|u_k), so it needs the
+``skip`` wiring, whose top posterior sees x alone). ``LayerView`` shows one layer as a one-layer
+model, so every latent view (traversal, manifold, interpolation, embedding, the explorer) works
+on any layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal, constraints, kl_divergence
+
+from vaekit.errors import ConfigError
+from vaekit.latent import marginals
+from vaekit.models.gated import gated_stack
+from vaekit.models.networks import Decoder, mlp
+from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
+from vaekit.models.priors import PRIORS, Prior
+from vaekit.objectives import StandardNormalDraws
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.config import ModelConfig
+
+
+def layer_sizes(config: ModelConfig) -> tuple[int, ...]:
+    """(L_1, ..., L_L): the layers of a hierarchical model, or (latent_dim,) for a one-layer model."""
+    return tuple(config.latent_layers) or (config.latent_dim,)
+
+
+def is_hierarchical(config: ModelConfig) -> bool:
+    return len(config.latent_layers) > 1
+
+
+def bridge_hidden(config: ModelConfig) -> tuple[int, ...]:
+    """Hidden sizes of the networks between stochastic layers: ``latent_hidden``, or by default two
+    layers as wide as the encoder's output (``hidden[-1]``; ``conv_dense`` for a conv network)."""
+    if config.latent_hidden is not None:
+        return tuple(config.latent_hidden)
+    width = config.conv_dense if config.arch in ("conv", "resnet") and config.conv_dense else config.hidden[-1]
+    return (width, width)
+
+
+class LayerNet(nn.Module):
+    """One stochastic layer's conditional: inputs (*, in) -> [dense stack] -> N(μ, diag σ²) over (*, L_l)."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], latent_dim: int, arch: str, act: str):
+        super().__init__()
+        sizes = [in_features, *hidden]
+        self.net = gated_stack(sizes) if arch == "gated" else mlp(sizes, act, final_activation=True)
+        self.head = GaussianPosterior(sizes[-1], latent_dim)
+
+    def forward(self, *inputs: torch.Tensor) -> DiagonalNormal:
+        """N over (*batch, L_l) from inputs (*batch, in_i) (broadcast over their leading dimensions)."""
+        return self.head(self.net(join(*inputs)))
+
+
+def join(*inputs: torch.Tensor) -> torch.Tensor:
+    """Concatenate along the last dimension after broadcasting the leading ones: h (B, F) with z (S, B, L) -> (S, B, F + L)."""
+    if len(inputs) == 1:
+        return inputs[0]
+    lead = torch.broadcast_shapes(*(t.shape[:-1] for t in inputs))
+    return torch.cat([t.expand(*lead, t.shape[-1]) for t in inputs], -1)
+
+
+class LayeredGaussian(Distribution, StandardNormalDraws):
+    """A distribution over z = [z_1, ..., z_L] (event (Σ L_l,)) given layer by layer: layer i is
+    ``layer(i, parent)``, a distribution over z_l given the code of its parent layer (None for a
+    layer without one), sampled in ``order`` (each parent before its children).
+
+    log_prob(z) = Σ_l log p_l(z_l | z_parent(i)). ``mean`` is the mean pass: each layer's mean given
+    its parent at its own mean (E[z] itself for the layers without a parent; a point summary for codes
+    and reconstructions below them). The log-density of the distribution's own last draw reuses the
+    layer distributions of the draw.
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(
+        self,
+        sizes: tuple[int, ...],
+        parents: tuple[int | None, ...],
+        layer: Callable[[int, torch.Tensor | None], Distribution],
+        batch_shape: torch.Size,
+    ):
+        self.sizes, self.parents, self.layer = tuple(sizes), tuple(parents), layer
+        self.order = _topological(parents)
+        self.offsets = tuple(itertools.accumulate(sizes, initial=0))
+        self._last: tuple[torch.Tensor, list[Distribution]] | None = None
+        super().__init__(batch_shape, torch.Size([sum(sizes)]), validate_args=False)
+
+    def part(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        """z_l (*, L_l) from the concatenated code z (*, Σ L)."""
+        return z[..., self.offsets[i] : self.offsets[i + 1]]
+
+    def layers(self, z: torch.Tensor) -> list[Distribution]:
+        """The L layer distributions at the parents' codes in z (*S, *batch, Σ L): batch (*S, *batch) below a parent."""
+        if self._last is not None and self._last[0] is z:
+            return self._last[1]
+        return [self.layer(i, None if p is None else self.part(z, p)) for i, p in enumerate(self.parents)]
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log density at z (*S, *batch, Σ L) -> (*S, *batch)."""
+        return sum(d.log_prob(self.part(z, i)) for i, d in enumerate(self.layers(z)))
+
+    def layer_log_probs(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's log-density term at z, [(*S, *batch)] * L."""
+        return [d.log_prob(self.part(z, i)) for i, d in enumerate(self.layers(z))]
+
+    def _ancestral(self, draw: Callable[[int, Distribution, bool], torch.Tensor], fixed: dict[int, torch.Tensor] | None = None):
+        """Codes of every layer in ``order``: ``fixed[i]`` where given, else ``draw(i, dist, has_parent)``."""
+        codes: list[torch.Tensor | None] = [None] * len(self.sizes)
+        dists: list[Distribution | None] = [None] * len(self.sizes)
+        for i in self.order:
+            p = self.parents[i]
+            dists[i] = self.layer(i, None if p is None else codes[p])
+            codes[i] = fixed[i] if fixed and i in fixed else draw(i, dists[i], p is not None)
+        return codes, dists
+
+    def _concat(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        lead = torch.broadcast_shapes(*(c.shape[:-1] for c in codes))
+        return torch.cat([c.expand(*lead, c.shape[-1]) for c in codes], -1)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """(*sample_shape, *batch, Σ L), each layer drawn given its parent's draw."""
+        shape = torch.Size(sample_shape)
+        codes, dists = self._ancestral(lambda i, d, has_parent: d.rsample() if has_parent else d.rsample(shape))
+        z = self._concat(codes)
+        self._last = (z, dists)
+        return z
+
+    @torch.no_grad()
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """As ``rsample``, without gradients; works for a top layer without ``rsample`` (a mixture)."""
+        shape = torch.Size(sample_shape)
+        codes, _ = self._ancestral(lambda i, d, has_parent: d.sample() if has_parent else d.sample(shape))
+        return self._concat(codes)
+
+    def from_standard_normal(self, eps: torch.Tensor) -> torch.Tensor:
+        """z from standard-normal draws ε (*S, B or 1, Σ L): z_l = μ_l + σ_l ε_l, layer by layer."""
+        codes, _ = self._ancestral(lambda i, d, _: d.mean + d.stddev * self.part(eps, i))
+        return self._concat(codes)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.mean_pass()
+
+    def mean_pass(self, fixed: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """The mean pass with the layers in ``fixed`` held at the given codes: (*batch, Σ L)."""
+        codes, _ = self._ancestral(lambda i, d, _: d.mean, fixed)
+        return self._concat(codes)
+
+    def layer_at(self, i: int, fixed: dict[int, torch.Tensor] | None = None) -> Distribution:
+        """Layer i's distribution in the mean pass with ``fixed`` layers held (a one-layer view of the hierarchy)."""
+        return self._ancestral(lambda k, d, _: d.mean, fixed)[1][i]
+
+
+def _topological(parents: tuple[int | None, ...]) -> tuple[int, ...]:
+    order: list[int] = []
+    while len(order) < len(parents):
+        order += [i for i, p in enumerate(parents) if i not in order and (p is None or p in order)]
+    return tuple(order)
+
+
+# ----- the inference side: registered wirings ---------------------------------------------------------
+
+
+class Hierarchy(PosteriorHead):
+    """Interface: encoder features h (B, F) -> q(z|x), a ``LayeredGaussian`` over the L layers.
+
+    parents: each layer's parent in q (None: the layer sees h alone). sees_x: whether each layer's
+    network also takes h. decoder_layers: the layers p(x|·) is given (their codes, concatenated).
+    """
+
+    parents: tuple[int | None, ...]
+    sees_x: tuple[bool, ...]
+
+    def __init__(self, features: int, sizes: tuple[int, ...], hidden: tuple[int, ...], arch: str, act: str):
+        super().__init__(features, sum(sizes))
+        self.sizes = tuple(sizes)
+        self.parents, self.sees_x = self.wiring(len(sizes))
+        self.nets = nn.ModuleList()
+        for i, size in enumerate(sizes):
+            p = self.parents[i]
+            if p is None:  # a layer on the encoder's features alone: a Gaussian head, as in a one-layer VAE
+                self.nets.append(GaussianPosterior(features, size))
+            else:
+                width = (features if self.sees_x[i] else 0) + sizes[p]
+                self.nets.append(LayerNet(width, hidden, size, arch, act))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, features: int) -> Hierarchy:
+        return cls(features, layer_sizes(config), bridge_hidden(config), config.arch, config.activation)
+
+    @staticmethod
+    @abstractmethod
+    def wiring(n: int) -> tuple[tuple[int | None, ...], tuple[bool, ...]]:
+        """(parents, sees_x) of the n layers."""
+
+    @abstractmethod
+    def decoder_layers(self) -> tuple[int, ...]:
+        """The layers whose codes p(x|·) takes."""
+
+    def forward(self, h: torch.Tensor) -> LayeredGaussian:
+        def layer(i: int, parent: torch.Tensor | None) -> Distribution:
+            if parent is None:
+                return self.nets[i](h)
+            return self.nets[i](h, parent) if self.sees_x[i] else self.nets[i](parent)
+
+        return LayeredGaussian(self.sizes, self.parents, layer, h.shape[:-1])
+
+    @classmethod
+    def top_sees_x_alone(cls, n: int) -> bool:
+        """Whether q(z_L|x) is a Gaussian of x alone (what a VampPrior's components are)."""
+        return cls.wiring(n)[0][-1] is None
+
+    def top(self, h: torch.Tensor) -> Distribution:
+        """q(z_L|x) (B, L_L), where the top layer sees x alone."""
+        if not self.top_sees_x_alone(len(self.sizes)):
+            raise ConfigError(f"the {self.name} hierarchy's q(z_L|x) is not a Gaussian of x alone; a vampprior needs --hierarchy skip")
+        return self.nets[-1](h)
+
+
+HIERARCHIES: Registry[type[Hierarchy]] = Registry("hierarchy")
+
+
+@HIERARCHIES.register("skip")
+class SkipHierarchy(Hierarchy):
+    """q(z_L|x) Π q(z_l|x, z_{i+1}), decoder p(x|z_1, ..., z_L): Tomczak & Welling 2018's HVAE."""
+
+    @staticmethod
+    def wiring(n: int):
+        return tuple(i + 1 if i + 1 < n else None for i in range(n)), (True,) * n
+
+    def decoder_layers(self) -> tuple[int, ...]:
+        return tuple(range(len(self.sizes)))
+
+
+@HIERARCHIES.register("chain")
+class ChainHierarchy(Hierarchy):
+    """q(z_1|x) Π q(z_{i+1}|z_l), decoder p(x|z_1): Burda et al. 2016's two-layer model (784-200-200-100 / 100-100-50)."""
+
+    @staticmethod
+    def wiring(n: int):
+        return (None, *range(n - 1)), (True,) + (False,) * (n - 1)
+
+    def decoder_layers(self) -> tuple[int, ...]:
+        return (0,)
+
+
+# ----- the generative side ----------------------------------------------------------------------------
+
+
+class HierarchicalPrior(Prior):
+    """p(z) = p(z_L) Π_{i<L} p(z_l|z_{i+1}): ``top`` is a registered prior over z_L (normal, mixture,
+    vampprior), each conditional a ``LayerNet`` on the layer above."""
+
+    def __init__(self, top: Prior, sizes: tuple[int, ...], hidden: tuple[int, ...], arch: str, act: str):
+        super().__init__()
+        self.top, self.sizes = top, tuple(sizes)
+        self.conditionals = nn.ModuleList(LayerNet(sizes[i + 1], hidden, sizes[i], arch, act) for i in range(len(sizes) - 1))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> HierarchicalPrior:
+        sizes = layer_sizes(config)
+        top = PRIORS[config.prior].from_config(dataclasses.replace(config, latent_dim=sizes[-1]))  # over z_L
+        return cls(top, sizes, bridge_hidden(config), config.arch, config.activation)
+
+    def forward(self, model: nn.Module) -> LayeredGaussian:
+        top = self.top(model)
+        n = len(self.sizes)
+
+        def layer(i: int, parent: torch.Tensor | None) -> Distribution:
+            return top if parent is None else self.conditionals[i](parent)
+
+        return LayeredGaussian(self.sizes, tuple(i + 1 if i + 1 < n else None for i in range(n)), layer, torch.Size())
+
+
+class LayerDecoder(Decoder):
+    """A decoder given only some layers of z (Σ L,): it takes their codes, concatenated, from the full code."""
+
+    def __init__(self, decoder: Decoder, sizes: tuple[int, ...], layers: tuple[int, ...]):
+        super().__init__()
+        self.decoder = decoder
+        offsets = list(itertools.accumulate(sizes, initial=0))
+        self.register_buffer("index", torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in layers]), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, params_per_output: int) -> LayerDecoder:  # pragma: no cover - built by build_model
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z.index_select(-1, self.index))
+
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        self.decoder.set_output_bias(params)
+
+
+# ----- one layer seen as a one-layer model -------------------------------------------------------------
+
+
+class LayerView(nn.Module):
+    """Layer i of a hierarchical model seen as a one-layer model: ``encode``, ``decode`` and ``prior``
+    over z_l (L_l,), for the latent views.
+
+    The layers above i are held at the prior's mean pass (the ``context``; none for the top layer).
+    encode(x): q(z_l|x, context) in the mean pass of q (for the top layer of the ``skip`` wiring,
+    q(z_L|x) exactly). prior(): p(z_L) for the top layer, p(z_l|context) below it. decode(z_l): the
+    layers below at the means of p(z_k|z_{k+1}), then p(x|z).
+    """
+
+    def __init__(self, model: nn.Module, layer: int):
+        super().__init__()
+        sizes = layer_sizes(model.config)
+        if not -len(sizes) <= layer < len(sizes):
+            raise ConfigError(f"layer {layer} is out of range: the model has {len(sizes)} stochastic layers (0 to {len(sizes) - 1})")
+        self.model, self.layer, self.sizes = model, layer % len(sizes), sizes
+        self.config = dataclasses.replace(model.config, latent_dim=sizes[self.layer], latent_layers=())
+
+    latent_dim = property(lambda self: self.sizes[self.layer])
+    input_shape = property(lambda self: self.model.input_shape)
+    device = property(lambda self: self.model.device)
+    deterministic = False
+
+    def context(self) -> dict[int, torch.Tensor]:
+        """The codes of the layers above this one, {k: (L_k,)}: the prior's mean pass."""
+        if self.layer == len(self.sizes) - 1:
+            return {}
+        p = self.model.prior()
+        with torch.no_grad():
+            z = p.mean_pass()
+        return {k: p.part(z, k) for k in range(self.layer + 1, len(self.sizes))}
+
+    def _fixed(self, lead: torch.Size) -> dict[int, torch.Tensor]:
+        return {k: c.expand(*lead, c.shape[-1]) for k, c in self.context().items()}
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        return self.model.encode(x).layer_at(self.layer, self._fixed(torch.Size([len(x)])))
+
+    def prior(self) -> Distribution:
+        return self.model.prior().layer_at(self.layer, self.context())
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x|·) for z_l (*batch, L_l): batch ``batch``."""
+        fixed = {**self._fixed(z.shape[:-1]), self.layer: z}
+        return self.model.decode(self.model.prior().mean_pass(fixed))
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - a view is not trained
+        raise TypeError("a LayerView is a view for the latent tools; train the model itself")
+
+
+def latent_view(model: nn.Module, layer: int | None = None) -> nn.Module:
+    """What the latent views work on: ``model`` itself for a one-layer model, else ``LayerView`` of
+    ``layer`` (default: the top layer). ``ConfigError`` when a one-layer model is given a layer other than 0."""
+    if not is_hierarchical(model.config):
+        if layer not in (None, 0, -1):
+            raise ConfigError(f"layer {layer} is out of range: the model has one stochastic layer")
+        return model
+    return LayerView(model, -1 if layer is None else layer)
+
+
+@torch.inference_mode()
+def layer_statistics(
+    model: nn.Module, x: torch.Tensor, *, samples: int = 16, batch_size: int = 500, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Per layer i of a hierarchical model over the examples x (N, *shape): (KL per unit (L_i,), the
+    units' activity Cov_x(E_q[z_i,u]) (L_i,), the layer's KL term), from ``samples`` seeded draws z ~ q(z|x).
+
+    The layer's KL term is E_q[log q(z_i|parent) − log p(z_i|z_{i+1})]; summed over the layers it is
+    the model's KL. Per unit it is closed form given the draws of the layers a unit is conditioned
+    on, and sums to the layer's term; against a top prior that does not factorise (a mixture or
+    VampPrior) it is the Monte Carlo KL to the prior's per-unit marginals, which need not sum to
+    it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean.
+    """
+    sizes, device = layer_sizes(model.config), model.device
+    kl = [torch.zeros(s, dtype=torch.float64) for s in sizes]
+    layer_kl = [0.0 for _ in sizes]
+    means: list[list[torch.Tensor]] = [[] for _ in sizes]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            q, p = model.encode(x[start : start + batch_size].to(device)), model.prior()
+            z = q.sample((samples,))  # (S, B, Σ L)
+            for i, (qi, pi) in enumerate(zip(q.layers(z), p.layers(z))):
+                zi, qd = q.part(z, i), qi.base_dist  # (S, B, L_i); per-unit Normal of batch (S or 1.., B, L_i)
+                if isinstance(pi, Independent) and isinstance(pi.base_dist, Normal):
+                    unit_kl = kl_divergence(qd, pi.base_dist).expand_as(zi)
+                else:  # a mixture over the top layer: Monte Carlo per unit against its marginals
+                    unit_kl = qd.log_prob(zi) - marginals(pi).log_prob(zi)
+                kl[i] += unit_kl.double().mean(0).sum(0).cpu()
+                layer_kl[i] += float((qi.log_prob(zi) - pi.log_prob(zi)).double().mean(0).sum())
+                means[i].append(qd.mean.expand_as(zi).double().mean(0).cpu())  # (B, L_i): E_q[z_i] per example
+    n = max(len(x), 1)
+    activity = [torch.cat(m).var(0, unbiased=False) if len(x) > 1 else torch.zeros_like(k) for k, m in zip(kl, means)]
+    return [(k / n, a, total / n) for k, a, total in zip(kl, activity, layer_kl)]
+
+
+def describe_latent(config: ModelConfig) -> str:
+    """'latent dim 16', or 'latent layers 40+40 (skip)' for a hierarchical model."""
+    if not is_hierarchical(config):
+        return f"latent dim {config.latent_dim}"
+    return f"latent layers {'+'.join(map(str, config.latent_layers))} ({config.hierarchy})"
