@@ -205,7 +205,21 @@ def flags_without_latent_dim() -> list[str]:
 @pytest.fixture(scope="module")
 def hvae_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("hvae") / "run"
-    code = main(["train", *flags_without_latent_dim(), "--latent-dim", "4", "2", "--prior", "vampprior", "--prior-components", "10", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            *flags_without_latent_dim(),
+            "--latent-dim",
+            "4",
+            "2",
+            "--prior",
+            "vampprior",
+            "--prior-components",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
