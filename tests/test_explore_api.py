@@ -29,7 +29,15 @@ from vaekit.explore import requests as rq
 from vaekit.explore.app import create_app
 from vaekit.explore.explorer import Explorer
 
-KINDS = ["vae2", "vae4", "ae2", "mixture", "conv_rgb", "table"]  # 2-D and PCA maps, AE, mixture prior, colour conv, table
+KINDS = [
+    "vae2",
+    "vae4",
+    "ae2",
+    "mixture",
+    "conv_rgb",
+    "table",
+    "hvae",
+]  # 2-D and PCA maps, AE, mixture prior, colour conv, table, hierarchy
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,9 @@ RUNS = {
     "table": dict(
         data="table", model=dict(latent_dim=3, hidden=(32,), likelihood="gaussian"), train=dict(epochs=20, lr=3e-3, batch_size=32)
     ),
+    "hvae": dict(
+        model=dict(latent_dim=6, latent_layers=(4, 2), hidden=(64,), prior="vampprior", prior_components=8), train=dict(epochs=6, lr=3e-3)
+    ),
 }
 
 
