@@ -111,6 +111,8 @@ class TrainConfig:
         (MIWAE of Rainforth et al. 2018; 1: IWAE). Must divide ``n_samples``.
     iw_elbo_mix: with ``iw``, train on c·ELBO + (1 − c)·IW bound over the same samples (CIWAE of
         Rainforth et al. 2018; 0: the IW bound).
+    piwae: with ``iw`` and ``iw_groups`` = M, PIWAE of Rainforth et al. 2018: the decoder is trained on
+        the IW bound over all the samples, the encoder on MIWAE(M, K) over the same samples.
     noise, noise_level: input corruption for denoising training, a name of ``vaekit.corruption.CORRUPTIONS``
         (the level is a std or a probability); the target stays clean.
     grad_clip: clip the gradient norm to this (0: off).
@@ -141,6 +143,7 @@ class TrainConfig:
     iw: bool = False
     iw_groups: int = 1
     iw_elbo_mix: float = 0.0
+    piwae: bool = False
     noise: str = "none"
     noise_level: float = 0.0
     grad_clip: float = 0.0
@@ -272,6 +275,7 @@ def validate(config: RunConfig) -> None:
         (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),
         (t.iw_groups >= 1 and t.n_samples % t.iw_groups == 0, f"iw groups must divide the {t.n_samples} latent samples, got {t.iw_groups}"),
         (0 <= t.iw_elbo_mix <= 1, f"iw elbo mix must be in [0, 1], got {t.iw_elbo_mix}"),
+        (not t.piwae or (t.iw and t.iw_elbo_mix == 0), "piwae trains on the IW bound: it needs --iw-samples and no --iw-elbo-mix"),
         (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
         (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),

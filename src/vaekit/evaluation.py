@@ -37,11 +37,12 @@ def elbo_terms(
     iw: bool = False,
     iw_groups: int = 1,
     iw_elbo_mix: float = 0.0,
+    piwae: bool = False,
 ) -> ELBOTerms:
     """Per-example ELBO terms (N,) for all of ``x`` (N, *shape), in batches, with a fixed seed for
     the latent samples (so the numbers are reproducible and the caller's RNG is untouched).
-    ``beta``, ``n_samples``, ``iw``, ``iw_groups`` and ``iw_elbo_mix`` are ``elbo``'s: with a run's training settings, ``loss`` is
-    the training objective on these examples (its validation loss)."""
+    ``beta``, ``n_samples``, ``iw``, ``iw_groups``, ``iw_elbo_mix`` and ``piwae`` are ``elbo``'s: with a
+    run's training settings, ``loss`` is the training objective on these examples (its validation loss)."""
     was_training = model.training
     model.eval()
     device = model.device
@@ -51,7 +52,8 @@ def elbo_terms(
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device, non_blocking=True)
             tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
-            parts.append(elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix))
+            terms = elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix, piwae=piwae)
+            parts.append(terms)
     model.train(was_training)
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
 

@@ -1,4 +1,4 @@
-"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE (and its MIWAE / CIWAE variants) and the plain autoencoder.
+"""The objective: one ``elbo`` function for the VAE, β-VAE, IWAE (and its MIWAE / CIWAE / PIWAE variants) and the plain autoencoder.
 
 Training, validation, evaluation over a split, per-example (anomaly) scores and the
 importance-weighted log-likelihood estimate all call ``elbo``; they differ only in its arguments
@@ -77,6 +77,7 @@ def elbo(
     squared_error: bool = False,
     iw_groups: int = 1,
     iw_elbo_mix: float = 0.0,
+    piwae: bool = False,
 ) -> ELBOTerms:
     """Evidence lower bound terms for a batch.
 
@@ -98,6 +99,10 @@ def elbo(
     iw_elbo_mix: with ``iw``, c in [0, 1]: the loss is -(c·ELBO + (1 − c)·IW bound) over the same
         samples, CIWAE of Rainforth et al. 2018 (their β; 0: the IW bound). With M > 1 or c > 0 the
         log-weights (S, B) are kept until the end; the plain IW bound is a running logsumexp.
+    piwae: with ``iw`` and M = ``iw_groups``, PIWAE of Rainforth et al. 2018: the loss is the IW bound
+        over all S samples, but its gradient reaches the encoder as MIWAE(M, K)'s does, from the same
+        samples (two gradient routes in one backward pass: the draws z pass to the decoder and the
+        prior through a gradient rescaled per group by w̃_MIWAE / w̃_IWAE, which is per-group constant).
     """
     target = x if target is None else target
     q = model.encode(x)
@@ -115,8 +120,12 @@ def elbo(
     s_total = n_samples if noise is None else len(noise)
     if iw_groups < 1 or s_total % iw_groups or not 0 <= iw_elbo_mix <= 1:
         raise ValueError(f"iw_groups must divide the {s_total} samples and iw_elbo_mix lie in [0, 1]; got {iw_groups}, {iw_elbo_mix}")
-    keep_weights = iw and (iw_groups > 1 or iw_elbo_mix > 0)
+    if piwae and (not iw or iw_elbo_mix > 0):
+        raise ValueError("piwae needs iw and no iw_elbo_mix")
+    keep_weights = iw and (iw_groups > 1 or iw_elbo_mix > 0 or piwae)
     log_ws: list[torch.Tensor] = []  # the (c, B) log-weights of each chunk, when the variant needs them all
+    route = _GroupGradient() if piwae and torch.is_grad_enabled() else None
+    log_qs: list[torch.Tensor] = []  # PIWAE: β·log q(z|x) (c, B) of each chunk
     chunk = s_total if chunk is None else max(1, chunk)
     closed = closed_form_kl(q, p)
     rec_sum = log_ratio_sum = error_sum = 0.0
@@ -124,14 +133,18 @@ def elbo(
     for s0 in range(0, s_total, chunk):
         c = min(chunk, s_total - s0)
         z = q.rsample((c,)) if noise is None else _from_noise(q, noise[s0 : s0 + c])  # (c, B, L)
-        px = model.decode(z)  # batch (c, B)
+        zg = z if route is None else route.pass_on(z, s0)  # what the decoder and the prior see
+        px = model.decode(zg)  # batch (c, B)
         log_px = px.log_prob(target)  # (c, B); the target broadcasts over the samples
         rec_sum = rec_sum + log_px.sum(0)
         if squared_error:
             error_sum = error_sum + _squared_error(px, target).sum(0)
         if iw or closed is None:
-            log_ratio = p.log_prob(z) - q.log_prob(z)  # (c, B): log p(z) - log q(z|x)
+            log_q = q.log_prob(z)  # (c, B)
+            log_ratio = p.log_prob(zg) - log_q  # (c, B): log p(z) - log q(z|x)
             log_ratio_sum = log_ratio_sum + log_ratio.sum(0)
+            if route is not None:
+                log_qs.append(beta * log_q)
         if keep_weights:
             log_ws.append(log_px + beta * log_ratio)
         elif iw:
@@ -139,7 +152,12 @@ def elbo(
             log_w_sum = chunk_lse if log_w_sum is None else torch.logaddexp(log_w_sum, chunk_lse)
     rec = rec_sum / s_total
     kl = closed if closed is not None else -log_ratio_sum / s_total
-    if keep_weights:
+    if piwae:
+        log_w = torch.cat(log_ws)  # (S, B)
+        loss = -_iw_variant_bound(log_w, 1, 0.0)
+        if route is not None:
+            loss = loss.detach() + route.surrogate(log_w, torch.cat(log_qs), iw_groups)
+    elif keep_weights:
         loss = -_iw_variant_bound(torch.cat(log_ws), iw_groups, iw_elbo_mix)
     else:
         loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
@@ -151,6 +169,41 @@ def _iw_variant_bound(log_w: torch.Tensor, groups: int, elbo_mix: float) -> torc
     k = len(log_w) // groups
     miwae = (torch.logsumexp(log_w.view(groups, k, -1), 1) - math.log(k)).mean(0)  # (B,)
     return miwae if elbo_mix == 0 else elbo_mix * log_w.mean(0) + (1 - elbo_mix) * miwae
+
+
+class _GroupGradient:
+    """PIWAE's two gradient routes from one set of log-weights log w = A − log q, A = log p(x, z).
+
+    The draws z reach the decoder and the prior through ``pass_on``, whose gradient is multiplied,
+    per sample, by r = w̃_MIWAE / w̃_IWAE = exp(LSE_all(log w) − LSE_group(log w) − log M) (one
+    value per group, known once every chunk is decoded). With the surrogate −Σ w̃_IWAE·A + Σ w̃_MIWAE·log q
+    (the weights held constant), the decoder and prior parameters get the IWAE gradient
+    −Σ w̃_IWAE ∇A and the encoder, through z and log q, the MIWAE gradient −Σ w̃_MIWAE ∇ log w.
+    """
+
+    def __init__(self):
+        self.scale: torch.Tensor | None = None  # (S, B), set by ``surrogate`` before the backward pass
+
+    def pass_on(self, z: torch.Tensor, s0: int) -> torch.Tensor:
+        """z (c, B, L) of samples s0 .. s0 + c − 1, as the decoder sees it."""
+        zg = z.view_as(z)
+        if zg.requires_grad:
+            zg.register_hook(lambda g: g * self.scale[s0 : s0 + len(g)].unsqueeze(-1).to(g.dtype))
+        return zg
+
+    def surrogate(self, log_w: torch.Tensor, log_q: torch.Tensor, groups: int) -> torch.Tensor:
+        """Per example (B,), zero in value: its gradient is PIWAE's. log_w = A − log_q and log_q
+        (the posterior's term, β·log q(z|x)): (S, B)."""
+        s, b = log_w.shape
+        lw = log_w.detach()
+        w_iwae = torch.softmax(lw, 0)  # (S, B)
+        grouped = lw.view(groups, s // groups, b)
+        w_miwae = (torch.softmax(grouped, 1) / groups).reshape(s, b)
+        lse_group = torch.logsumexp(grouped, 1, keepdim=True).expand_as(grouped).reshape(s, b)
+        self.scale = torch.exp(torch.logsumexp(lw, 0) - lse_group - math.log(groups))  # (S, B)
+        a = log_w + log_q  # A = log p(x|z) + β log p(z): the log q terms cancel, in value and gradient
+        value = -(w_iwae * a).sum(0) + (w_miwae * log_q).sum(0)
+        return value - value.detach()
 
 
 def _from_noise(q: Distribution, eps: torch.Tensor) -> torch.Tensor:

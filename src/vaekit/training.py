@@ -291,6 +291,7 @@ class Trainer:
             beta=t.beta,
             iw_groups=t.iw_groups,
             iw_elbo_mix=t.iw_elbo_mix,
+            piwae=t.piwae,
         )
         sums = torch.stack([terms.loss.sum(), terms.neg_elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
         loss, neg_elbo, rec, kl = (distributed.all_sum(sums.double()) / len(self.x_valid)).tolist()
@@ -310,7 +311,14 @@ class Trainer:
         t = self.config.train
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
             terms = self.objective(
-                inputs, target, beta=beta, n_samples=t.n_samples, iw=t.iw, iw_groups=t.iw_groups, iw_elbo_mix=t.iw_elbo_mix
+                inputs,
+                target,
+                beta=beta,
+                n_samples=t.n_samples,
+                iw=t.iw,
+                iw_groups=t.iw_groups,
+                iw_elbo_mix=t.iw_elbo_mix,
+                piwae=t.piwae,
             )
         return terms.loss, terms.reconstruction, terms.kl
 

@@ -49,6 +49,7 @@ _FIELDS = {
     "samples": ("train", "n_samples"),
     "iw_groups": ("train", "iw_groups"),
     "iw_elbo_mix": ("train", "iw_elbo_mix"),
+    "piwae": ("train", "piwae"),
     "noise": ("train", "noise"),
     "noise_level": ("train", "noise_level"),
     "grad_clip": ("train", "grad_clip"),
@@ -176,6 +177,12 @@ def register(sub) -> None:
         type=float,
         metavar="C",
         help=f"with --iw-samples: train on C x ELBO + (1 - C) x IW bound (CIWAE; {default('iw_elbo_mix')})",
+    )
+    g.add_argument(
+        "--piwae",
+        action="store_true",
+        default=None,
+        help="with --iw-samples and --iw-groups M: the decoder trains on the IW bound, the encoder on MIWAE (PIWAE)",
     )
     g.add_argument(
         "--noise",

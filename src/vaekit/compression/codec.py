@@ -32,7 +32,8 @@ def check_model(model, lossy: bool = False) -> None:
 
     if model.deterministic or not isinstance(model.posterior, GaussianPosterior):
         raise CompressionError(
-            "compression needs a VAE with one Gaussian latent layer (no flow, no hierarchy; a plain autoencoder has no likelihood to code with)"
+            "compression needs a VAE with one Gaussian latent layer (no flow, no hierarchy; "
+            "a plain autoencoder has no likelihood to code with)"
         )
     if not isinstance(model.prior_module, StandardNormalPrior):
         raise CompressionError(f"compression supports the standard normal prior; this model has {model.config.prior!r}")
