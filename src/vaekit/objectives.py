@@ -77,6 +77,7 @@ def elbo(
     squared_error: bool = False,
     iw_groups: int = 1,
     iw_elbo_mix: float = 0.0,
+    context: torch.Tensor | int | None = None,
 ) -> ELBOTerms:
     """Evidence lower bound terms for a batch.
 
@@ -98,18 +99,20 @@ def elbo(
     iw_elbo_mix: with ``iw``, c in [0, 1]: the loss is -(c·ELBO + (1 − c)·IW bound) over the same
         samples, CIWAE of Rainforth et al. 2018 (their β; 0: the IW bound). With M > 1 or c > 0 the
         log-weights (S, B) are kept until the end; the plain IW bound is a running logsumexp.
+    context: the examples' context y for a conditional model, labels (B,) (or one label for all):
+        the terms are then those of log p(x|y) (``vaekit.models.condition``); ignored by an unconditional model.
     """
     target = x if target is None else target
-    q = model.encode(x)
+    q = model.encode(x, context)
     if model.deterministic:
-        px = model.decode(q.mean)
+        px = model.decode(q.mean, context)
         rec = px.log_prob(target)  # (B,)
         error = _squared_error(px, target).squeeze(0) if squared_error else None
         return ELBOTerms(loss=-rec, reconstruction=rec, kl=torch.zeros_like(rec), squared_error=error)
-    p = model.prior()
+    p = model.prior(context)  # batch () or, for p(z|y), (B,)
     if n_samples == 1 and not iw and noise is None and not squared_error:  # the training step: one draw
         z = q.rsample((1,))  # (1, B, L): the same tensor reaches the KL, so a flow's log q(z) reuses its forward pass
-        rec = model.decode(z[0]).log_prob(target)  # (B,)
+        rec = model.decode(z[0], context).log_prob(target)  # (B,)
         kl = kl_to_prior(q, p, z)
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     s_total = n_samples if noise is None else len(noise)
@@ -124,7 +127,7 @@ def elbo(
     for s0 in range(0, s_total, chunk):
         c = min(chunk, s_total - s0)
         z = q.rsample((c,)) if noise is None else _from_noise(q, noise[s0 : s0 + c])  # (c, B, L)
-        px = model.decode(z)  # batch (c, B)
+        px = model.decode(z, context)  # batch (c, B)
         log_px = px.log_prob(target)  # (c, B); the target broadcasts over the samples
         rec_sum = rec_sum + log_px.sum(0)
         if squared_error:

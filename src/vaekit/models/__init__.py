@@ -7,12 +7,14 @@ a field of ``ModelConfig``:
 - the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (``kind``);
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
 - the prior p(z): ``Prior``, in ``PRIORS`` (``prior``);
-- flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``).
+- flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``);
+- the context of a conditional model: ``Condition``, in ``CONDITIONS`` (``condition``).
 
 Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) are imported here once, so their names register.
 """
 
 from vaekit.models import discretized, gated, resnet  # noqa: F401 -- importing registers the discretised likelihoods and the gated and resnet networks
+from vaekit.models.condition import CONDITIONS, Condition, ConditionalPrior, LabelCondition
 from vaekit.models.flows import FLOWS, FlowDistribution, FlowPosterior, FlowStep
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model, check_parts
@@ -50,4 +52,8 @@ __all__ = [
     "MixturePrior",
     "VampPrior",
     "DiagonalGaussianMixture",
+    "Condition",
+    "CONDITIONS",
+    "LabelCondition",
+    "ConditionalPrior",
 ]

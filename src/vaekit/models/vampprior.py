@@ -57,7 +57,9 @@ class VampPrior(Prior):
         return u.view(-1, *self.input_shape)
 
     def forward(self, model: nn.Module) -> Distribution:
-        q = model.encode(self.pseudo_inputs())  # batch (K,), event (L,)
+        u = self.pseudo_inputs()
+        context = None if model.condition is None else model.condition.contexts(len(u))  # a conditional model: u_k gets class k mod C
+        q = model.encode(u, context)  # batch (K,), event (L,)
         if not isinstance(q, DiagonalNormal):
             raise ConfigError(f"the vampprior needs a diagonal Gaussian posterior, got {type(q).__name__}")
         return DiagonalGaussianMixture(q.mean, q.logvar)
