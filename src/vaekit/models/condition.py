@@ -101,9 +101,9 @@ def check_labels(labels: torch.Tensor | None, classes: int, where: str) -> None:
 
 
 def batch_context(context: Context, start: int, stop: int) -> Context:
-    """The rows [start, stop) of per-example contexts (N,) / (N, K); one shared context (an int, a 0-d
-    label or a (K,) vector when the examples are not (K,)) is returned as it is."""
-    if context is None or isinstance(context, int) or context.dim() == 0:
+    """The rows [start, stop) of per-example contexts: labels (N,) or vectors (N, K); one context
+    shared by all (an int, a 0-d label, a (K,) float vector) is returned as it is."""
+    if context is None or isinstance(context, int) or context.dim() == 0 or (context.is_floating_point() and context.dim() == 1):
         return context
     return context[start:stop]
 
