@@ -100,6 +100,15 @@ def check_labels(labels: torch.Tensor | None, classes: int, where: str) -> None:
         raise ConfigError(f"{where} has labels outside 0..{classes - 1}, the classes the model was trained on")
 
 
+def data_context(model, data, where: str) -> torch.Tensor | None:
+    """The context of ``data`` (a ``Dataset``) for ``model``: its labels (N,) for a conditional model
+    (checked against the model's classes), None for an unconditional one."""
+    if not model.conditional:
+        return None
+    check_labels(data.y, model.condition.size, where)
+    return data.y
+
+
 def batch_context(context: Context, start: int, stop: int) -> Context:
     """The rows [start, stop) of per-example contexts: labels (N,) or vectors (N, K); one context
     shared by all (an int, a 0-d label, a (K,) float vector) is returned as it is."""
