@@ -13,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vaekit.checkpoint import atomic_write_bytes
-from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
+from vaekit.cli.common import add_class_argument, add_output_argument, add_run_argument, output_path, positive_int
 from vaekit.corruption import CORRUPTIONS
 from vaekit.errors import ConfigError, DataError
 from vaekit.plotting import save_png
@@ -71,6 +71,7 @@ def register(sub) -> None:
         "a PNG strip per method with the two originals at the ends.",
     )
     _common(p, "interpolation.png")
+    add_class_argument(p)
     p.add_argument(
         "--between",
         nargs=2,
@@ -94,6 +95,7 @@ def register(sub) -> None:
         "the prior's quantiles (or ±3σ) while the others stay at an encoded input's mean (or the prior's mean).",
     )
     _common(p, "traversal.png")
+    add_class_argument(p)
     p.add_argument(
         "-k", type=positive_int, default=8, help="number of dimensions, most informative first (default 8, at most the latent size)"
     )
@@ -122,6 +124,7 @@ def register(sub) -> None:
         "(both of a 2-D latent; otherwise the two with the highest KL, or --dims), the others fixed.",
     )
     _common(p, "manifold.png")
+    add_class_argument(p)
     p.add_argument("-n", type=_steps, default=20, help="grid size n x n (default 20)")
     p.add_argument(
         "--dims",
@@ -203,7 +206,9 @@ def register(sub) -> None:
 def _views(args: argparse.Namespace):
 
     run = load(args.run)
-    return RunViews(run, source=getattr(args, "data", None), split=getattr(args, "split", "test"), seed=getattr(args, "seed", 0))
+    return RunViews(
+        run, source=getattr(args, "data", None), split=getattr(args, "split", "test"), seed=getattr(args, "seed", 0), label=getattr(args, "label", None)
+    )
 
 
 def _save(view, args: argparse.Namespace, views, default_name: str) -> Path:
