@@ -54,7 +54,9 @@ def elbo_terms(
             xb = x[start : start + batch_size].to(device, non_blocking=True)
             tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
             yb = _context_rows(context, start, start + batch_size, device)
-            parts.append(elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix, context=yb))
+            parts.append(
+                elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix, context=yb)
+            )
     model.train(was_training)
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
 
@@ -112,7 +114,8 @@ def example_scores(
 ) -> ExampleScores:
     """Negative ELBO and squared reconstruction error per example, deterministic per example.
 
-    x: (N, *shape). context: a conditional model's labels (N,) (or one label). samples: 0 evaluates at the posterior mean z = E_q[z] (for a prior without a
+    x: (N, *shape); context: a conditional model's labels (N,) (or one label).
+    samples: 0 evaluates at the posterior mean z = E_q[z] (for a prior without a
     closed-form KL the KL is then log q(z) - log p(z) at that point); S > 0 averages over S fixed
     draws z_s = E_q[z] + std_q[z] · ε_s with ε from ``fixed_noise(model, S, seed)``.
     """

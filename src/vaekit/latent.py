@@ -59,7 +59,9 @@ def encode(model, x: torch.Tensor, *, sample: bool = False, seed: int = 0, batch
 
 
 @torch.inference_mode()
-def kl_per_dim(model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int = 16, seed: int = 0, context: Context = None) -> torch.Tensor:
+def kl_per_dim(
+    model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int = 16, seed: int = 0, context: Context = None
+) -> torch.Tensor:
     """Average over ``x`` of KL(q(z_d|x) || p(z_d)) for each latent dimension d: (L,) in nats.
 
     Closed form for a Gaussian posterior and a normal prior; a Monte Carlo mean over
@@ -285,7 +287,8 @@ def decode_mean(model, z: torch.Tensor, batch_size: int = 1000, *, context: Cont
     model's context, one for all (a label) or one per code ((N,) labels, (N, K) vectors)."""
     device = model.device
     parts = [
-        model.decode(z[s : s + batch_size].to(device), _rows(context, s, s + batch_size, device)).mean.cpu() for s in range(0, len(z), batch_size)
+        model.decode(z[s : s + batch_size].to(device), _rows(context, s, s + batch_size, device)).mean.cpu()
+        for s in range(0, len(z), batch_size)
     ]
     return torch.cat(parts) if parts else torch.zeros(0, *model.input_shape)
 

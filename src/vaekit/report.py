@@ -133,7 +133,8 @@ class RunViews:
         return latent.encode(self.model, self.data.train.x, context=self.context(self.data.train))
 
     def density(self, kind: str = "prior", components: int = 10):
-        """What to draw z from: ``prior`` (p(z), or p(z|y) at ``decode_label()``), or ``gaussian`` / ``gmm`` fitted to the training codes."""
+        """What to draw z from: ``prior`` (p(z), or p(z|y) at ``decode_label()``), or ``gaussian`` / ``gmm``
+        fitted to the training codes."""
         if kind == "prior":
             return self.model.prior(self.decode_label())
         if (kind, components) not in self._densities:
@@ -285,7 +286,9 @@ class RunViews:
             + [f"{t:.2f}".rstrip("0").rstrip(".") if t not in (0, 1) else str(int(t)) for t in torch.linspace(0, 1, steps).tolist()]
             + ["B"]
         )
-        decoded = "" if ends is None else f"; decoded as {self.class_name(self.label)}" if self.label is not None else "; the class mixed A to B"
+        decoded = (
+            "" if ends is None else f"; decoded as {self.class_name(self.label)}" if self.label is not None else "; the class mixed A to B"
+        )
         picture = plotting.labelled_grid(rows, row_labels=list(methods), col_labels=cols, title=f"A = {name_a}, B = {name_b}{decoded}")
         caption = (
             f"From A to B in {steps} steps between their posterior means (t = 0 and 1 are their reconstructions), "

@@ -57,7 +57,11 @@ def run_sample(args: argparse.Namespace) -> int:
         density = args.density or ("gaussian" if r.model.deterministic else "prior")
         view = views.samples(args.n, temperature=args.temperature, density=density, components=args.components, draw=args.draw)
         per_class = r.model.conditional and args.label is None
-        what = f"{max(1, args.n // views.classes)} samples per class (z from {density})" if per_class else f"{args.n} samples (z from {density})"
+        what = (
+            f"{max(1, args.n // views.classes)} samples per class (z from {density})"
+            if per_class
+            else f"{args.n} samples (z from {density})"
+        )
     path = save_png(view.picture, output_path(args, r.path, "samples.png"))
     print(f"wrote {what} to {path}")
     return 0

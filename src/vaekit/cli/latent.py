@@ -207,7 +207,11 @@ def _views(args: argparse.Namespace):
 
     run = load(args.run)
     return RunViews(
-        run, source=getattr(args, "data", None), split=getattr(args, "split", "test"), seed=getattr(args, "seed", 0), label=getattr(args, "label", None)
+        run,
+        source=getattr(args, "data", None),
+        split=getattr(args, "split", "test"),
+        seed=getattr(args, "seed", 0),
+        label=getattr(args, "label", None),
     )
 
 

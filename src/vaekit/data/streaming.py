@@ -301,7 +301,11 @@ def shard_folder_splits(path: Path) -> dict[str, list[Path]] | None:
     top = sorted(p for p in path.glob("*.npy") if p.is_file() and not p.name.endswith(LABELS_SUFFIX))
     if top:
         return {"train": top}
-    parts = {s: sorted(p for p in (path / s).glob("*.npy") if p.is_file() and not p.name.endswith(LABELS_SUFFIX)) for s in SPLITS if (path / s).is_dir()}
+    parts = {
+        s: sorted(p for p in (path / s).glob("*.npy") if p.is_file() and not p.name.endswith(LABELS_SUFFIX))
+        for s in SPLITS
+        if (path / s).is_dir()
+    }
     parts = {s: files for s, files in parts.items() if files}
     return parts if "train" in parts else None
 
