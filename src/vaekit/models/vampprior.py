@@ -2,7 +2,8 @@
 learned pseudo-inputs u_k.
 
 The prior is called with the model (``prior(model)``), runs ``model.encode`` on its pseudo-inputs and
-returns the mixture of the K Gaussian posteriors. It holds no reference to the encoder, so the module
+returns the mixture of the K Gaussian posteriors (for a conditional model, pseudo-input k is encoded
+with the context ``model.condition.contexts(K)[k]``: the classes in turn). It holds no reference to the encoder, so the module
 tree and ``state_dict`` stay a tree. No closed-form KL exists, so the objective uses Monte Carlo
 (``vaekit.objectives.kl_to_prior``); the importance-weighted estimate uses log p(z) exactly.
 """
