@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     result["code_length"] = code = code_length(r.model, split.x, terms.neg_elbo, batch_size=args.batch_size, seed=args.seed)
     per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if code["kind"] == "bits-back" else "not a code length: see below"
-    print(f"{result['split']} split, {result['examples']} examples ({result['data']}):")
+    given = ", each given its label (a conditional model)" if labels is not None else ""
+    print(f"{result['split']} split, {result['examples']} examples ({result['data']}){given}:")
     print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({per_dim})")
     print(f"  reconstruction  {result['reconstruction']:10.3f} nats")
     print(f"  KL              {result['kl']:10.3f} nats")
