@@ -233,6 +233,35 @@ def test_eight_clients_decode_concurrently_without_errors(live):
     )
 
 
+def test_an_unconditional_model_has_no_class_selector(page):
+    assert not page.locator("#class-panel").is_visible()
+
+
+def test_a_conditional_model_decodes_and_samples_the_class_chosen_in_the_selector(browser, tmp_path_factory):
+    run = tiny_run(tmp_path_factory, "cvae")
+    server = LiveServer(Explorer(run, run.load_data(), label=1))
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    try:
+        pg = context.new_page()
+        errors = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(server.url)
+        pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        assert pg.locator("#class-panel").is_visible() and pg.locator("#class option").count() == 10
+        assert pg.locator("#class").input_value() == "1"  # --class sets where the page starts
+        settle(pg)
+        decoded, samples = shot(pg.locator("#decoded")), shot(pg.locator("#samples"))
+        with pg.expect_response("**/api/sample"):
+            pg.locator("#class").select_option("7")
+        settle(pg)
+        assert np.abs(shot(pg.locator("#decoded")) - decoded).mean() > 3  # the same code, decoded as a 7
+        assert np.abs(shot(pg.locator("#samples")) - samples).mean() > 3
+        assert errors == []
+    finally:
+        context.close()
+        server.stop()
+
+
 def test_without_a_browser_ci_fails_and_a_local_run_skips(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("VAEKIT_REQUIRE_BROWSER", raising=False)

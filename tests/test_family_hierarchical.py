@@ -254,3 +254,19 @@ def test_cli_trains_evaluates_and_views_a_hierarchical_model(hvae_run, tmp_path,
 def test_cli_layer_out_of_range_and_hierarchical_ae_are_one_line_errors(hvae_run, capsys):
     one_line_error(capsys, main(["traverse", str(hvae_run), "--layer", "5"]), "layer 5", "out of range")
     one_line_error(capsys, main(["train", *flags_without_latent_dim(), "--latent-dim", "4", "2", "--model", "ae"]), "hierarchical")
+
+
+def test_a_hierarchical_model_can_be_conditioned_on_the_label():
+    torch.manual_seed(0)
+    for hierarchy, prior in (("skip", "vampprior"), ("chain", "normal")):
+        model = build_model(hvae_config(condition="label", context_dim=10, hierarchy=hierarchy, prior=prior, prior_components=10))
+        x, y = torch.rand(6, 1, 8, 8).bernoulli(), torch.arange(6)
+        terms = elbo(model, x, context=y, n_samples=3, iw=True)
+        terms.loss.mean().backward()
+        z = model.prior().sample((4,))
+        assert not torch.allclose(model.decode(z, 1).mean, model.decode(z, 7).mean)  # the label reaches the decoder
+        assert not torch.allclose(model.encode(x, 1).mean, model.encode(x, 7).mean)  # and the encoder
+        view = latent_view(model, 0)
+        assert view.decode(torch.randn(2, 3), 4).mean.shape == (2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="one latent layer"):
+        build_model(hvae_config(condition="label", context_dim=10, prior="conditional"))

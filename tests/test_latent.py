@@ -29,6 +29,7 @@ RUNS = {
     "ae2": dict(model=dict(kind="ae", latent_dim=2, hidden=(128,)), train=dict(epochs=15, lr=3e-3)),
     "dae": dict(model=dict(kind="ae", latent_dim=8, hidden=(128,)), train=dict(epochs=15, lr=3e-3, noise="gaussian", noise_level=0.3)),
     "mixture": dict(model=dict(latent_dim=3, hidden=(64,), prior="mixture", prior_components=4), train=dict(epochs=5, lr=3e-3)),
+    "cvae": dict(model=dict(latent_dim=2, hidden=(128,), condition="label", prior="conditional"), train=dict(epochs=15, lr=3e-3)),
     "conv_rgb": dict(data="rgb", model=dict(arch="conv", latent_dim=3, hidden=(8, 16)), train=dict(epochs=6, lr=3e-3)),
     "table": dict(
         data="table", model=dict(latent_dim=3, hidden=(32,), likelihood="gaussian"), train=dict(epochs=20, lr=3e-3, batch_size=32)

@@ -264,13 +264,14 @@ def test_conv_parameter_names_are_stable_and_kernels_channels_last():
 def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
     from vaekit.config import ModelConfig
     from vaekit.errors import ConfigError
-    from vaekit.models import ACTIVATIONS, ENCODERS, POSTERIORS, PRIORS
+    from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, POSTERIORS, PRIORS
 
     assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet"] and POSTERIORS.names() == ["ae", "vae"]
-    assert PRIORS.names() == ["mixture", "normal", "vampprior"]
+    assert PRIORS.names() == ["conditional", "mixture", "normal", "vampprior"] and CONDITIONS.names() == ["label"]
     assert "identity" in ACTIVATIONS.names()
     for field, words in (
-        ("prior", "unknown prior 'vamp'; choose one of mixture, normal, vampprior"),
+        ("prior", "unknown prior 'vamp'; choose one of conditional, mixture, normal, vampprior"),
+        ("condition", "unknown condition 'vamp'; choose one of label"),
         ("arch", "unknown architecture 'vamp'"),
         ("likelihood", "unknown likelihood 'vamp'"),
         ("kind", "unknown model kind 'vamp'; choose one of ae, vae"),

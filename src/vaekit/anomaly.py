@@ -34,7 +34,15 @@ SCORE_LABELS = {
 
 
 def anomaly_scores(
-    model, x: torch.Tensor, *, score: str = "neg-elbo", samples: int = 10, iw_samples: int = 100, seed: int = 0, batch_size: int = 1000
+    model,
+    x: torch.Tensor,
+    *,
+    score: str = "neg-elbo",
+    samples: int = 10,
+    iw_samples: int = 100,
+    seed: int = 0,
+    batch_size: int = 1000,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Anomaly score per example (N,) of x (N, *shape); higher is more anomalous.
 
@@ -42,14 +50,15 @@ def anomaly_scores(
         importance samples; VAEs only) or ``reconstruction`` (||x - E[x|z]||² of the decoder mean).
     samples: for ``neg-elbo`` and ``reconstruction``, 0 scores at the posterior mean; S > 0
         averages over S fixed draws (the same for every example, from ``seed``).
+    context: a conditional model's labels (N,): the scores are then of x given its label.
     """
     if score not in SCORES:
         raise ConfigError(f"unknown anomaly score {score!r}; choose one of {', '.join(SCORES)}")
     if samples < 0:
         raise ConfigError(f"samples must be >= 0 (0: the posterior mean), got {samples}")
     if score == "iw-nll":
-        return -iw_log_likelihood(model, x, k=iw_samples, seed=seed, common_noise=True, batch_size=min(batch_size, 100))
-    s = example_scores(model, x, samples=samples, seed=seed, batch_size=batch_size)
+        return -iw_log_likelihood(model, x, k=iw_samples, seed=seed, common_noise=True, batch_size=min(batch_size, 100), context=context)
+    s = example_scores(model, x, samples=samples, seed=seed, batch_size=batch_size, context=context)
     return s.neg_elbo if score == "neg-elbo" else s.squared_error
 
 

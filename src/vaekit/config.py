@@ -78,6 +78,9 @@ class ModelConfig:
     flow: ``none``, or a name of ``FLOWS``: the Gaussian posterior pushed through ``flow_steps`` steps
         of an inverse autoregressive (``iaf``) or planar (``planar``) flow.
     flow_steps: number of flow steps.
+    condition: ``none``, or a name of ``CONDITIONS``: ``label`` conditions the encoder, the decoder
+        (and the ``conditional`` prior) on the data's class label, a conditional VAE.
+    context_dim: size of the context vector (the number of classes for ``label``). Filled from the data.
     """
 
     kind: str = "vae"
@@ -96,6 +99,8 @@ class ModelConfig:
     prior_components: int = 10
     flow: str = "none"
     flow_steps: int = 4
+    condition: str = "none"
+    context_dim: int = 0
 
 
 @dataclass
@@ -266,6 +271,7 @@ def validate(config: RunConfig) -> None:
         (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
         (m.flow_steps >= 1, f"flow steps must be at least 1, got {m.flow_steps}"),
         (m.conv_dense >= 0, f"conv dense width must be >= 0, got {m.conv_dense}"),
+        (m.context_dim >= 0, f"context dim must be >= 0, got {m.context_dim}"),
         (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
         (t.lr > 0, f"learning rate must be positive, got {t.lr}"),

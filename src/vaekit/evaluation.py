@@ -12,6 +12,7 @@ import torch
 
 from vaekit.errors import ConfigError
 from vaekit.latent import kl_per_dim, posterior_factorises
+from vaekit.models.condition import batch_context
 from vaekit.models.hierarchical import is_hierarchical, layer_statistics
 from vaekit.objectives import ELBOTerms, elbo
 
@@ -38,11 +39,13 @@ def elbo_terms(
     iw_groups: int = 1,
     iw_elbo_mix: float = 0.0,
     piwae: bool = False,
+    context: torch.Tensor | int | None = None,
 ) -> ELBOTerms:
     """Per-example ELBO terms (N,) for all of ``x`` (N, *shape), in batches, with a fixed seed for
     the latent samples (so the numbers are reproducible and the caller's RNG is untouched).
     ``beta``, ``n_samples``, ``iw``, ``iw_groups``, ``iw_elbo_mix`` and ``piwae`` are ``elbo``'s: with a
-    run's training settings, ``loss`` is the training objective on these examples (its validation loss)."""
+    run's training settings, ``loss`` is the training objective on these examples (its validation loss).
+    ``context``: a conditional model's labels (N,) (or one label), so the terms are those of log p(x|y)."""
     was_training = model.training
     model.eval()
     device = model.device
@@ -52,10 +55,17 @@ def elbo_terms(
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device, non_blocking=True)
             tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
-            terms = elbo(model, xb, tb, n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix, piwae=piwae)
-            parts.append(terms)
+            yb = _context_rows(context, start, start + batch_size, device)
+            objective = dict(n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix, piwae=piwae)
+            parts.append(elbo(model, xb, tb, context=yb, **objective))
     model.train(was_training)
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
+
+
+def _context_rows(context, start: int, stop: int, device: torch.device):
+    """A batch's rows of a context (``batch_context``), on ``device``."""
+    c = batch_context(context, start, stop)
+    return c.to(device, non_blocking=True) if isinstance(c, torch.Tensor) else c
 
 
 def summarize(terms: ELBOTerms, dims: int) -> dict[str, float]:
@@ -100,10 +110,13 @@ class ExampleScores:
 
 
 @torch.inference_mode()
-def example_scores(model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, batch_size: int = 1000) -> ExampleScores:
+def example_scores(
+    model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, batch_size: int = 1000, context: torch.Tensor | int | None = None
+) -> ExampleScores:
     """Negative ELBO and squared reconstruction error per example, deterministic per example.
 
-    x: (N, *shape). samples: 0 evaluates at the posterior mean z = E_q[z] (for a prior without a
+    x: (N, *shape); context: a conditional model's labels (N,) (or one label).
+    samples: 0 evaluates at the posterior mean z = E_q[z] (for a prior without a
     closed-form KL the KL is then log q(z) - log p(z) at that point); S > 0 averages over S fixed
     draws z_s = E_q[z] + std_q[z] · ε_s with ε from ``fixed_noise(model, S, seed)``.
     """
@@ -113,16 +126,17 @@ def example_scores(model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, b
     noise = fixed_noise(model, samples, seed) if samples > 0 else torch.zeros(1, 1, model.latent_dim, device=device)  # (S, 1, L)
     neg_elbo, sq = [], []
     for start in range(0, len(x), batch_size):
-        terms = elbo(model, x[start : start + batch_size].to(device), noise=noise, squared_error=True)
+        yb = _context_rows(context, start, start + batch_size, device)
+        terms = elbo(model, x[start : start + batch_size].to(device), noise=noise, squared_error=True, context=yb)
         neg_elbo.append(terms.neg_elbo)
         sq.append(terms.squared_error)
     model.train(was_training)
     return ExampleScores(torch.cat(neg_elbo), torch.cat(sq))
 
 
-def reconstruction_error(model, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+def reconstruction_error(model, x: torch.Tensor, *, batch_size: int = 1000, context: torch.Tensor | int | None = None) -> torch.Tensor:
     """||x - E[x | z = E_q[z]]||² per example (N,): the decoder mean at the posterior mean."""
-    return example_scores(model, x, samples=0, batch_size=batch_size).squared_error
+    return example_scores(model, x, samples=0, batch_size=batch_size, context=context).squared_error
 
 
 # ----- importance-weighted log-likelihood -----------------------------------------------------
@@ -146,6 +160,7 @@ def iw_log_likelihood(
     seed: int = 0,
     common_noise: bool = False,
     progress: Callable[[int], None] | None = None,
+    context: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per example (N,) in nats (Burda et al. 2015):
 
@@ -164,6 +179,7 @@ def iw_log_likelihood(
         example's estimate does not depend on which batch it is in (for anomaly scores); by default
         every example gets independent draws.
     progress: called with the number of examples done after each batch.
+    context: a conditional model's labels (N,) (or one label): the estimate is then of log p(x|y).
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no likelihood to estimate: importance weighting needs a VAE (a stochastic encoder)")
@@ -181,7 +197,8 @@ def iw_log_likelihood(
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device)  # (B, *shape)
-            out.append(-elbo(model, xb, n_samples=k, iw=True, noise=noise, chunk=chunk).loss)  # (B,)
+            yb = _context_rows(context, start, start + batch_size, device)
+            out.append(-elbo(model, xb, n_samples=k, iw=True, noise=noise, chunk=chunk, context=yb).loss)  # (B,)
             if progress is not None:
                 progress(min(start + len(xb), len(x)))
     model.train(was_training)
@@ -246,21 +263,28 @@ class LatentDiagnostics:
 
 
 @torch.inference_mode()
-def latent_diagnostics(model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000) -> LatentDiagnostics:
-    """KL per latent dimension and active units over the examples ``x`` (N, *shape); per layer too
-    for a hierarchical model (``vaekit.models.hierarchical.layer_statistics``)."""
+def latent_diagnostics(
+    model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000, context: torch.Tensor | int | None = None
+) -> LatentDiagnostics:
+    """KL per latent dimension and active units over the examples ``x`` (N, *shape) (with a conditional model's labels
+    ``context``); per layer too for a hierarchical model (``vaekit.models.hierarchical.layer_statistics``)."""
     if is_hierarchical(model.config):
-        layers = [LatentDiagnostics(kl, act, threshold, kl=total) for kl, act, total in layer_statistics(model, x, batch_size=batch_size)]
+        stats = layer_statistics(model, x, batch_size=batch_size, context=context)
+        layers = [LatentDiagnostics(kl, act, threshold, kl=total) for kl, act, total in stats]
         cat = [torch.cat([getattr(layer, name) for layer in layers]) for name in ("kl_per_dim", "activity")]
         return LatentDiagnostics(kl_per_dim=cat[0], activity=cat[1], threshold=threshold, layers=layers)
     was_training = model.training
     model.eval()
     device = model.device
-    means = [model.encode(x[start : start + batch_size].to(device)).mean.double() for start in range(0, len(x), batch_size)]  # (B, L) each
+    means = [
+        model.encode(x[s : s + batch_size].to(device), _context_rows(context, s, s + batch_size, device)).mean.double()
+        for s in range(0, len(x), batch_size)
+    ]  # (B, L) each
     model.train(was_training)
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
-    kl = None if model.deterministic or not posterior_factorises(model, x) else kl_per_dim(model, x, batch_size=batch_size).double()
+    factorises = not model.deterministic and posterior_factorises(model, x, context=context)
+    kl = kl_per_dim(model, x, batch_size=batch_size, context=context).double() if factorises else None
     return LatentDiagnostics(kl_per_dim=kl, activity=activity.cpu(), threshold=threshold)
 
 
@@ -279,11 +303,16 @@ def collapse_message(diag: LatentDiagnostics, *, min_active_fraction: float = 0.
 
 
 def posterior_collapse_warning(
-    model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, min_active_fraction: float = 0.1
+    model,
+    x: torch.Tensor,
+    *,
+    threshold: float = ACTIVITY_THRESHOLD,
+    min_active_fraction: float = 0.1,
+    context: torch.Tensor | int | None = None,
 ) -> str | None:
     """A one-line warning when the posterior has collapsed on ``x`` (N, *shape): no active unit, or
     fewer than ``min_active_fraction`` of the units active. None when it has not, and for a plain
     autoencoder (no posterior to collapse). For training logs and ``vaekit evaluate``."""
     if model.deterministic:
         return None
-    return collapse_message(latent_diagnostics(model, x, threshold=threshold), min_active_fraction=min_active_fraction)
+    return collapse_message(latent_diagnostics(model, x, threshold=threshold, context=context), min_active_fraction=min_active_fraction)

@@ -34,26 +34,41 @@ def tempered(dist: Distribution, temperature: float) -> Distribution:
 
 
 @torch.inference_mode()
-def sample(model, n: int, *, temperature: float = 1.0, seed: int = 0, mean: bool = True, prior: Distribution | None = None) -> torch.Tensor:
+def sample(
+    model,
+    n: int,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    mean: bool = True,
+    prior: Distribution | None = None,
+    context: torch.Tensor | int | None = None,
+) -> torch.Tensor:
     """Decode ``n`` draws z from the prior p(z), or from ``prior`` if given (e.g. a density fitted to a
     plain autoencoder's training codes, ``vaekit.latent.fit_code_density``), tempered by ``temperature``
-    (see ``tempered``). Returns (n, *input_shape): the decoder mean, or a draw from p(x|z) if ``mean=False``."""
-    pz = model.prior() if prior is None else prior
+    (see ``tempered``). Returns (n, *input_shape): the decoder mean, or a draw from p(x|z) if ``mean=False``.
+
+    context: a conditional model's class, one label for all or labels (n,): draws of p(x|y) (z from
+    p(z|y) for a conditional prior)."""
+    if isinstance(context, torch.Tensor) and context.dim() == 1 and len(context) != n:
+        raise ConfigError(f"{n} samples need {n} labels, got {len(context)}")
+    pz = model.prior(context) if prior is None else prior
     pt = tempered(pz, temperature)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        z = pt.sample((n,))  # (n, L)
+        z = pt.sample((n,) if pt.batch_shape == () else ())  # (n, L); p(z|y) for n labels has batch (n,)
         if pt is pz and temperature != 1:  # no closed-form tempering: shrink draws about the mean
             z = pz.mean + temperature * (z - pz.mean)
-        px = model.decode(z.to(model.device))
+        px = model.decode(z.to(model.device), context)
         return px.mean if mean else px.sample()  # (n, *shape)
 
 
 @torch.inference_mode()
-def reconstruct(model, x: torch.Tensor) -> torch.Tensor:
-    """Decoder mean at the posterior mean: x (B, *shape) -> (B, *shape)."""
+def reconstruct(model, x: torch.Tensor, context: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Decoder mean at the posterior mean: x (B, *shape) -> (B, *shape) (``context``: a conditional model's labels (B,))."""
     x = x.to(model.device)
-    return model.decode(model.encode(x).mean).mean
+    context = context.to(model.device) if isinstance(context, torch.Tensor) else context
+    return model.decode(model.encode(x, context).mean, context).mean
 
 
 @dataclass
@@ -76,14 +91,16 @@ def psnr(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def denoise(model, x: torch.Tensor, kind: str, level: float, *, seed: int = 0, peak: float = 1.0) -> Denoising:
+def denoise(
+    model, x: torch.Tensor, kind: str, level: float, *, seed: int = 0, peak: float = 1.0, context: torch.Tensor | int | None = None
+) -> Denoising:
     """Corrupt clean x (B, *shape) with ``vaekit.corruption.corrupt(kind, level)`` (seeded) and
     reconstruct it. Works for any model; a denoising autoencoder was trained for exactly this.
-    ``peak``: the largest possible value, for PSNR (1 for images in [0, 1])."""
+    ``peak``: the largest possible value, for PSNR (1 for images in [0, 1]). ``context``: a conditional model's labels (B,)."""
 
     x = x.detach().cpu().float()
     noisy = corrupt(x, kind, level, torch.Generator().manual_seed(seed))
-    denoised = reconstruct(model, noisy).cpu()
+    denoised = reconstruct(model, noisy, context).cpu()
     mse_noisy = (noisy - x).pow(2).flatten(1).mean(1)  # (B,)
     mse_denoised = (denoised - x).pow(2).flatten(1).mean(1)  # (B,)
     return Denoising(noisy, denoised, x, mse_noisy, mse_denoised, psnr(mse_noisy, peak), psnr(mse_denoised, peak))

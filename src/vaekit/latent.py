@@ -33,6 +33,7 @@ from torch.distributions import (
 )
 
 from vaekit.errors import ConfigError
+from vaekit.models.condition import Context, batch_context
 
 log = logging.getLogger(__name__)
 
@@ -43,42 +44,50 @@ DEFAULT_P_RANGE = (0.05, 0.95)  # probability range of the quantile grids (as in
 
 
 @torch.inference_mode()
-def encode(model, x: torch.Tensor, *, sample: bool = False, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+def encode(model, x: torch.Tensor, *, sample: bool = False, seed: int = 0, batch_size: int = 1000, context: Context = None) -> torch.Tensor:
     """Codes of ``x`` (N, *shape) -> (N, L) on the CPU: posterior means, or one draw z ~ q(z|x) per
-    example when ``sample`` (seeded, so the same call gives the same codes)."""
+    example when ``sample`` (seeded, so the same call gives the same codes). ``context``: a
+    conditional model's labels (N,) (or one label for all), ``vaekit.models.condition``."""
     device = model.device
     parts = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            q = model.encode(x[start : start + batch_size].to(device))
+            q = model.encode(x[start : start + batch_size].to(device), _rows(context, start, start + batch_size, device))
             parts.append((q.sample() if sample else q.mean).cpu())  # (B, L)
     return torch.cat(parts) if parts else torch.zeros(0, model.latent_dim)
 
 
 @torch.inference_mode()
-def kl_per_dim(model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int = 16, seed: int = 0) -> torch.Tensor:
+def kl_per_dim(
+    model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int = 16, seed: int = 0, context: Context = None
+) -> torch.Tensor:
     """Average over ``x`` of KL(q(z_d|x) || p(z_d)) for each latent dimension d: (L,) in nats.
 
     Closed form for a Gaussian posterior and a normal prior; a Monte Carlo mean over
     ``n_samples`` seeded draws against the prior's per-dimension marginal otherwise (a mixture
     prior). Summed over d this is the model's KL term for a factorised prior. Raises
     ``ConfigError`` for a deterministic encoder (a plain autoencoder has no KL term).
+    ``context``: a conditional model's labels (N,), for q(z|x, y) and p(z|y).
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no KL term; rank its dimensions with rank_dims (code variance)")
-    if not posterior_factorises(model, x):
+    if not posterior_factorises(model, x, context=context):
         raise ConfigError(
             "the posterior does not factorise over latent dimensions (a flow): no KL per dimension; "
             "rank its dimensions with rank_dims (code variance)"
         )
     device = model.device
-    p = marginals(model.prior())  # batch (L,)
+    conditional_prior = model.prior_module.conditional
+    p = None if conditional_prior else marginals(model.prior())  # batch (L,)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            q = model.encode(x[start : start + batch_size].to(device))
+            yb = _rows(context, start, start + batch_size, device)
+            q = model.encode(x[start : start + batch_size].to(device), yb)
+            if conditional_prior:
+                p = marginals(model.prior(yb))  # batch (B, L) or (L,)
             qd = q.base_dist if isinstance(q, Independent) else q  # batch (B, L)
             try:
                 kl = kl_divergence(qd, p)  # (B, L)
@@ -90,10 +99,10 @@ def kl_per_dim(model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int
 
 
 @torch.inference_mode()
-def posterior_factorises(model, x: torch.Tensor) -> bool:
+def posterior_factorises(model, x: torch.Tensor, *, context: Context = None) -> bool:
     """Whether q(z|x) is a product of one-dimensional distributions (``Independent`` over z), so that
     per-dimension KLs exist: true for a Gaussian posterior, false for a flow."""
-    q = model.encode(x[:1].to(model.device))
+    q = model.encode(x[:1].to(model.device), _rows(context, 0, 1, model.device))
     return isinstance(q, Independent) and q.reinterpreted_batch_ndims == 1
 
 
@@ -116,14 +125,14 @@ class DimRanking:
         return f"z{int(self.dims[i])}  {unit} {float(self.score[i]):.2f}"
 
 
-def rank_dims(model, x: torch.Tensor, *, batch_size: int = 1000) -> DimRanking:
+def rank_dims(model, x: torch.Tensor, *, batch_size: int = 1000, context: Context = None) -> DimRanking:
     """Rank latent dimensions by average KL to the prior over ``x`` (a VAE), or by the variance
     of the posterior means over ``x`` (a plain autoencoder, or a flow posterior, which has no
-    per-dimension KL: the "active units" measure)."""
-    if model.deterministic or not posterior_factorises(model, x):
-        score, measure = encode(model, x, batch_size=batch_size).var(0, unbiased=False), "variance"
+    per-dimension KL: the "active units" measure). ``context``: a conditional model's labels (N,)."""
+    if model.deterministic or not posterior_factorises(model, x, context=context):
+        score, measure = encode(model, x, batch_size=batch_size, context=context).var(0, unbiased=False), "variance"
     else:
-        score, measure = kl_per_dim(model, x, batch_size=batch_size), "KL"
+        score, measure = kl_per_dim(model, x, batch_size=batch_size, context=context), "KL"
     order = torch.argsort(score, descending=True, stable=True)
     return DimRanking(dims=order, score=score[order], measure=measure)
 
@@ -246,20 +255,48 @@ class Interpolation:
 
 
 @torch.inference_mode()
-def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10, method: str = "linear") -> Interpolation:
+def interpolate(
+    model,
+    x_a: torch.Tensor,
+    x_b: torch.Tensor,
+    steps: int = 10,
+    method: str = "linear",
+    *,
+    labels: tuple[int, int] | None = None,
+    context: Context = None,
+) -> Interpolation:
     """Decode the path between the posterior means of x_a and x_b (each (*input_shape,)).
-    The first and last images are the reconstructions of x_a and x_b."""
-    z = encode(model, torch.stack([x_a, x_b]))  # (2, L)
+    The first and last images are the reconstructions of x_a and x_b.
+
+    A conditional model encodes each input with its label (``labels`` = (y_a, y_b)) and decodes the
+    path with ``context`` (one class, e.g. to carry both inputs' style into it), or by default
+    with the context vectors mixed as the path goes, (1 − t)·y_a + t·y_b."""
+    ends = None if labels is None else torch.as_tensor(labels)
+    z = encode(model, torch.stack([x_a, x_b]), context=ends)  # (2, L)
     path = latent_path(z[0], z[1], steps, method)  # (S, L)
-    return Interpolation(z=path, images=decode_mean(model, path))
+    if context is None and model.conditional and ends is not None:
+        y = model.condition(ends).cpu()  # (2, K)
+        t = torch.linspace(0, 1, steps).unsqueeze(1)  # (S, 1)
+        context = (1 - t) * y[0] + t * y[1]  # (S, K)
+    return Interpolation(z=path, images=decode_mean(model, path, context=context))
 
 
 @torch.inference_mode()
-def decode_mean(model, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Decoder means of z (N, L) -> (N, *input_shape) on the CPU."""
+def decode_mean(model, z: torch.Tensor, batch_size: int = 1000, *, context: Context = None) -> torch.Tensor:
+    """Decoder means of z (N, L) -> (N, *input_shape) on the CPU; ``context``: a conditional
+    model's context, one for all (a label) or one per code ((N,) labels, (N, K) vectors)."""
     device = model.device
-    parts = [model.decode(z[s : s + batch_size].to(device)).mean.cpu() for s in range(0, len(z), batch_size)]
+    parts = [
+        model.decode(z[s : s + batch_size].to(device), _rows(context, s, s + batch_size, device)).mean.cpu()
+        for s in range(0, len(z), batch_size)
+    ]
     return torch.cat(parts) if parts else torch.zeros(0, *model.input_shape)
+
+
+def _rows(context: Context, start: int, stop: int, device: torch.device) -> Context:
+    """A batch's rows of a per-example context (``batch_context``), on ``device``."""
+    c = batch_context(context, start, stop)
+    return c.to(device) if isinstance(c, torch.Tensor) else c
 
 
 # ----- traversal and manifold -------------------------------------------------------------
@@ -279,16 +316,17 @@ class Traversal:
     images: torch.Tensor
 
 
-def traverse(model, dims, base: torch.Tensor, values: torch.Tensor) -> Traversal:
+def traverse(model, dims, base: torch.Tensor, values: torch.Tensor, *, context: Context = None) -> Traversal:
     """Vary each dimension in ``dims`` (K,) over its column of ``values`` (S, L) while the others
-    stay at ``base`` (L,) -- e.g. an encoded input's mean, or the reference's mean (0 for N(0, I))."""
+    stay at ``base`` (L,) -- e.g. an encoded input's mean, or the reference's mean (0 for N(0, I)).
+    ``context``: the one class a conditional model decodes with."""
     dims = torch.as_tensor(dims, dtype=torch.long).reshape(-1)
     _check_dims(dims, model.latent_dim)
     steps = values.shape[0]
     z = base.reshape(1, 1, -1).repeat(len(dims), steps, 1)  # (K, S, L)
     for row, d in enumerate(dims.tolist()):
         z[row, :, d] = values[:, d]
-    images = decode_mean(model, z.flatten(0, 1)).view(len(dims), steps, *model.input_shape)
+    images = decode_mean(model, z.flatten(0, 1), context=context).view(len(dims), steps, *model.input_shape)
     return Traversal(dims=dims, values=values[:, dims].T.contiguous(), z=z, images=images)
 
 
@@ -308,9 +346,10 @@ class Manifold:
     images: torch.Tensor
 
 
-def manifold(model, dims: tuple[int, int], base: torch.Tensor, values: torch.Tensor) -> Manifold:
+def manifold(model, dims: tuple[int, int], base: torch.Tensor, values: torch.Tensor, *, context: Context = None) -> Manifold:
     """Decode z over the grid ``values[:, dims[0]] x values[:, dims[1]]`` ((n, L) values, e.g. the
-    inverse-CDF grid of ``grid_values``) with the other dimensions at ``base`` (L,)."""
+    inverse-CDF grid of ``grid_values``) with the other dimensions at ``base`` (L,); ``context``:
+    the one class a conditional model decodes with."""
     i, j = (int(d) for d in dims)
     _check_dims(torch.tensor([i, j]), model.latent_dim)
     if i == j:
@@ -320,7 +359,7 @@ def manifold(model, dims: tuple[int, int], base: torch.Tensor, values: torch.Ten
     z = base.reshape(1, 1, -1).repeat(n, n, 1)  # (n, n, L)
     z[:, :, i] = xs.unsqueeze(0)
     z[:, :, j] = ys.unsqueeze(1)
-    images = decode_mean(model, z.flatten(0, 1)).view(n, n, *model.input_shape)
+    images = decode_mean(model, z.flatten(0, 1), context=context).view(n, n, *model.input_shape)
     return Manifold(dims=(i, j), x_values=xs, y_values=ys, z=z, images=images)
 
 

@@ -78,6 +78,7 @@ def elbo(
     iw_groups: int = 1,
     iw_elbo_mix: float = 0.0,
     piwae: bool = False,
+    context: torch.Tensor | int | None = None,
 ) -> ELBOTerms:
     """Evidence lower bound terms for a batch.
 
@@ -103,18 +104,21 @@ def elbo(
         over all S samples, but its gradient reaches the encoder as MIWAE(M, K)'s does, from the same
         samples (two gradient routes in one backward pass: the draws z pass to the decoder and the
         prior through a gradient rescaled per group by w̃_MIWAE / w̃_IWAE, which is per-group constant).
+    context: the examples' context y for a conditional model, labels (B,) (or one label for all):
+        the terms are then those of log p(x|y) (``vaekit.models.condition``); ignored by an unconditional model.
     """
     target = x if target is None else target
-    q = model.encode(x)
+    given = () if context is None else (context,)  # without a context, the model is called as any model (encode(x), decode(z))
+    q = model.encode(x, *given)
     if model.deterministic:
-        px = model.decode(q.mean)
+        px = model.decode(q.mean, *given)
         rec = px.log_prob(target)  # (B,)
         error = _squared_error(px, target).squeeze(0) if squared_error else None
         return ELBOTerms(loss=-rec, reconstruction=rec, kl=torch.zeros_like(rec), squared_error=error)
-    p = model.prior()
+    p = model.prior(*given)  # batch () or, for p(z|y), (B,)
     if n_samples == 1 and not iw and noise is None and not squared_error:  # the training step: one draw
         z = q.rsample((1,))  # (1, B, L): the same tensor reaches the KL, so a flow's log q(z) reuses its forward pass
-        rec = model.decode(z[0]).log_prob(target)  # (B,)
+        rec = model.decode(z[0], *given).log_prob(target)  # (B,)
         kl = kl_to_prior(q, p, z)
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     s_total = n_samples if noise is None else len(noise)
@@ -134,7 +138,7 @@ def elbo(
         c = min(chunk, s_total - s0)
         z = q.rsample((c,)) if noise is None else _from_noise(q, noise[s0 : s0 + c])  # (c, B, L)
         zg = z if route is None else route.pass_on(z, s0)  # what the decoder and the prior see
-        px = model.decode(zg)  # batch (c, B)
+        px = model.decode(zg, *given)  # batch (c, B)
         log_px = px.log_prob(target)  # (c, B); the target broadcasts over the samples
         rec_sum = rec_sum + log_px.sum(0)
         if squared_error:

@@ -32,6 +32,7 @@ from vaekit.corruption import UNIT_LEVEL
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import elbo_terms, summarize
 from vaekit.generation import denoise, reconstruct, sample
+from vaekit.models.condition import data_context
 from vaekit.models.hierarchical import describe_latent, latent_view
 from vaekit.version import __version__
 
@@ -61,17 +62,28 @@ class RunViews:
     run: a loaded ``vaekit.runs.Run``. source: another dataset (default: the run's own),
     preprocessed like the training data. split: ``test``, ``valid`` or ``train`` (``test`` falls
     back to ``valid`` for a source without one). seed: every random choice (samples, noise,
-    projections) is seeded with it, so a view is the same each time. layer: which stochastic layer
-    of a hierarchical model the latent views (ranking, interpolation, traversal, manifold,
-    embedding) vary (default: the top); samples and reconstructions use the whole model.
+    projections) is seeded with it, so a view is the same each time.
+    label: for a conditional model, the class the views generate (``--class``); None: samples show
+        a row per class, the other views decode with the class of the input they start from (class 0
+        where there is none). Inputs are always encoded with their own labels.
+    layer: which stochastic layer of a hierarchical model the latent views (ranking, interpolation,
+        traversal, manifold, embedding) vary (default: the top); samples and reconstructions use the whole model.
     """
 
-    def __init__(self, run, *, source: str | None = None, split: str = "test", seed: int = 0, layer: int | None = None):
+    def __init__(
+        self, run, *, source: str | None = None, split: str = "test", seed: int = 0, label: int | None = None, layer: int | None = None
+    ):
         if split not in ("test", "valid", "train"):
             raise ConfigError(f"split must be test, valid or train, got {split!r}")
         self.run, self.model, self.source, self.split_name, self.seed = run, run.model, source, split, seed
         self.latent_model = latent_view(run.model, layer)  # what the latent views vary: the model, or one layer of a hierarchical one
         self._densities: dict[tuple[str, int], Any] = {}
+        if label is not None:
+            if not self.model.conditional:
+                raise ConfigError("--class needs a conditional model (trained with --condition label)")
+            if not 0 <= label < self.model.condition.size:
+                raise ConfigError(f"--class must be one of the model's classes 0..{self.model.condition.size - 1}, got {label}")
+        self.label = label
 
     # ----- shared state, loaded once -----------------------------------------------------------
     @cached_property
@@ -99,30 +111,65 @@ class RunViews:
         if not self.is_image:
             raise ConfigError(f"{what} needs 1- or 3-channel images, but this run models data of shape {tuple(self.model.input_shape)}")
 
+    def context(self, data) -> torch.Tensor | None:
+        """The labels (N,) of a ``Dataset`` for a conditional model (its inputs are encoded with them), else None."""
+        return data_context(self.model, data, f"the {self.split_name if data is self.split else 'training'} split")
+
+    @property
+    def classes(self) -> int:
+        """The conditional model's number of classes (0 for an unconditional model)."""
+        return self.model.condition.size if self.model.conditional else 0
+
+    def decode_label(self, default: int | None = None) -> int | None:
+        """The class a conditional model's view decodes with: ``label``, else ``default``, else 0; None when unconditional."""
+        if not self.model.conditional:
+            return None
+        return self.label if self.label is not None else (0 if default is None else int(default))
+
+    def class_name(self, label: int | None) -> str:
+        return "" if label is None else f"class {self._label_name(label)}"
+
     @cached_property
     def ranking(self) -> latent.DimRanking:
-        return latent.rank_dims(self.latent_model, self.split.x[:RANK_SAMPLE])
+        y = self.context(self.split)
+        return latent.rank_dims(self.latent_model, self.split.x[:RANK_SAMPLE], context=None if y is None else y[:RANK_SAMPLE])
 
     @cached_property
     def train_codes(self) -> torch.Tensor:
-        return latent.encode(self.model, self.data.train.x)
+        return latent.encode(self.model, self.data.train.x, context=self.context(self.data.train))
 
     def density(self, kind: str = "prior", components: int = 10):
-        """What to draw z from: ``prior`` (p(z)), or ``gaussian`` / ``gmm`` fitted to the training codes."""
+        """What to draw z from: ``prior`` (p(z), or p(z|y) at ``decode_label()``), or ``gaussian`` / ``gmm``
+        fitted to the training codes."""
         if kind == "prior":
-            return self.model.prior()
+            return self.model.prior(self.decode_label())
         if (kind, components) not in self._densities:
             self._densities[kind, components] = latent.fit_code_density(self.train_codes, kind, components=components, seed=self.seed)
         return self._densities[kind, components]
 
     @cached_property
     def reference(self):
-        """The distribution views vary z under: the prior (VAE) or a Gaussian fitted to the training codes (AE)."""
-        return self.latent_model.prior() if not self.model.deterministic else self.density("gaussian")
+        """The distribution views vary z under: the prior (VAE; p(z|y) at ``decode_label()`` for a conditional prior; a
+        hierarchical model's: its layer's) or a Gaussian fitted to the training codes (AE)."""
+        if self.latent_model is not self.model:
+            return self.latent_model.prior()
+        return self.density("prior") if not self.model.deterministic else self.density("gaussian")
 
     @property
     def reference_name(self) -> str:
         return "the prior" if not self.model.deterministic else "a Gaussian fitted to the training codes"
+
+    def example_label(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> int | None:
+        """The label a conditional model encodes the input ``spec`` (as for ``example``) with: an
+        example's own label, or ``label`` for an input given as a tensor or file; None when unconditional."""
+        if not self.model.conditional:
+            return None
+        if isinstance(spec, (tuple, torch.Tensor)):
+            if self.label is None:
+                raise ConfigError("a conditional model encodes an input with its class: give --class for an input file")
+            return self.label
+        y = self.context(self.split)
+        return int(y[int(spec) % len(self.split)])
 
     def example(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> tuple[torch.Tensor, str]:
         """An input (*input_shape,) and a short name for it, from an index into the split, a tensor,
@@ -152,7 +199,8 @@ class RunViews:
             return self.reference.mean.detach().cpu().float(), f"the mean of {self.reference_name}"
         if at == "input":
             x, name = self.example(index)
-            return latent.encode(self.latent_model, x.unsqueeze(0))[0], f"the posterior mean of {name}"
+            y = self.example_label(index)
+            return latent.encode(self.latent_model, x.unsqueeze(0), context=y)[0], f"the posterior mean of {name}"
         raise ConfigError(f"'at' must be 'input' or 'mean', got {at!r}")
 
     # ----- image views ----------------------------------------------------------------------------
@@ -160,7 +208,8 @@ class RunViews:
         """Originals (odd rows) above their reconstructions (even rows)."""
         self.require_images("reconstruction")
         x = self.split.x[:n]
-        rec = reconstruct(self.model, x).cpu()
+        y = self.context(self.split)
+        rec = reconstruct(self.model, x, None if y is None else y[:n]).cpu()
         n, cols = len(x), min(len(x), cols)
         rows = []
         for start in range(0, n, cols):  # originals row, then reconstructions row
@@ -174,22 +223,49 @@ class RunViews:
         )
 
     def samples(self, n: int = 64, *, temperature: float = 1.0, density: str = "prior", components: int = 10, draw: bool = False) -> View:
-        """Decoded draws from the prior or from a density fitted to the training codes."""
+        """Decoded draws from the prior or from a density fitted to the training codes. A conditional
+        model without ``label``: a row per class, n // classes samples each (at least one)."""
         self.require_images("sampling")
-        images = sample(self.model, n, temperature=temperature, seed=self.seed, mean=not draw, prior=self.density(density, components))
+        if self.model.conditional and self.label is None:
+            return self.class_samples(max(1, n // self.classes), temperature=temperature, density=density, components=components, draw=draw)
+        prior = self.density(density, components)
+        images = sample(self.model, n, temperature=temperature, seed=self.seed, mean=not draw, prior=prior, context=self.decode_label())
+        of = f" of {self.class_name(self.label)}" if self.label is not None else ""
         return View(
             plotting.image_grid(images, plotting.grid_columns(n)),
-            f"{n} samples, z from {_density_name(density, components)} at temperature {temperature:g}.",
+            f"{n} samples{of}, z from {_density_name(density, components)} at temperature {temperature:g}.",
             images,
         )
+
+    def class_samples(
+        self, per_class: int = 10, *, temperature: float = 1.0, density: str = "prior", components: int = 10, draw: bool = False
+    ) -> View:
+        """A conditional model's samples, one row per class: row c decodes ``per_class`` draws with class c
+        (z from p(z), or p(z|c) for a conditional prior; a fitted density for ``gaussian`` / ``gmm``)."""
+        self.require_images("sampling")
+        if not self.model.conditional:
+            raise ConfigError("samples per class need a conditional model (trained with --condition label)")
+        rows = []
+        for c in range(self.classes):
+            prior = self.model.prior(c) if density == "prior" else self.density(density, components)
+            rows.append(sample(self.model, per_class, temperature=temperature, seed=self.seed, mean=not draw, prior=prior, context=c))
+        images = torch.stack(rows)  # (classes, per_class, *shape)
+        picture = plotting.labelled_grid(images, row_labels=[self._label_name(c) for c in range(self.classes)], corner="class")
+        caption = (
+            f"{per_class} samples per class, one row each: the decoder given the class, "
+            f"z from {_density_name(density, components)} at temperature {temperature:g}."
+        )
+        return View(picture, caption, images)
 
     def sample_comparison(self, n: int = 36, *, temperature: float = 1.0, components: int = 10) -> View:
         """Samples from the prior, a full-covariance Gaussian and a Gaussian mixture fitted to the training
         codes, side by side: the way to compare generation by an autoencoder and by a VAE."""
         self.require_images("sampling")
         pictures, titles, results = [], [], {}
+        context = self.decode_label() if self.label is not None or not self.model.conditional else torch.arange(n) % self.classes
         for kind in ("prior", "gaussian", "gmm"):
-            images = sample(self.model, n, temperature=temperature, seed=self.seed, prior=self.density(kind, components))
+            prior = self.model.prior(context) if kind == "prior" else self.density(kind, components)
+            images = sample(self.model, n, temperature=temperature, seed=self.seed, prior=prior, context=context)
             pictures.append(plotting.image_grid(images, plotting.grid_columns(n)))
             titles.append(_density_name(kind, components))
             results[kind] = images
@@ -210,17 +286,28 @@ class RunViews:
         """Rows of [A, decoded path, B] between the posterior means of A and B (each as for ``example``), one row per method."""
         self.require_images("interpolation")
         (xa, name_a), (xb, name_b) = self.example(a), self.example(b)
-        results = {m: latent.interpolate(self.latent_model, xa, xb, steps, m) for m in methods}
+        ends = None if not self.model.conditional else (self.example_label(a), self.example_label(b))
+        results = {m: latent.interpolate(self.latent_model, xa, xb, steps, m, labels=ends, context=self.label) for m in methods}
         rows = torch.stack([torch.cat([xa.unsqueeze(0), results[m].images, xb.unsqueeze(0)]) for m in methods])  # (R, S+2, *shape)
         cols = (
             ["A"]
             + [f"{t:.2f}".rstrip("0").rstrip(".") if t not in (0, 1) else str(int(t)) for t in torch.linspace(0, 1, steps).tolist()]
             + ["B"]
         )
-        picture = plotting.labelled_grid(rows, row_labels=list(methods), col_labels=cols, title=f"A = {name_a}, B = {name_b}")
+        decoded = (
+            "" if ends is None else f"; decoded as {self.class_name(self.label)}" if self.label is not None else "; the class mixed A to B"
+        )
+        picture = plotting.labelled_grid(rows, row_labels=list(methods), col_labels=cols, title=f"A = {name_a}, B = {name_b}{decoded}")
         caption = (
             f"From A to B in {steps} steps between their posterior means (t = 0 and 1 are their reconstructions), "
-            "along a straight line (linear) and a great circle (slerp); the originals sit at the ends."
+            "along a straight line (linear) and a great circle (slerp); the originals sit at the ends"
+            + (
+                "."
+                if ends is None
+                else f"; the decoder is given {self.class_name(self.label)} all along."
+                if self.label is not None
+                else "; the decoder is given the two labels' one-hot vectors mixed along the path."
+            )
         )
         return View(picture, caption, results)
 
@@ -244,8 +331,9 @@ class RunViews:
         else:
             chosen = torch.as_tensor(dims, dtype=torch.long)
         base, base_name = self.base_point(at, index)
+        y = self.decode_label(self.example_label(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), steps, span, width=width)  # (S, L)
-        result = latent.traverse(self.latent_model, chosen, base, values)
+        result = latent.traverse(self.latent_model, chosen, base, values, context=y)
         rank = {int(d): i for i, d in enumerate(self.ranking.dims)}
         row_labels = [self.ranking.label(rank[int(d)]).replace("  ", "\n") for d in result.dims]
         if torch.allclose(result.values, result.values[:1]):
@@ -255,7 +343,9 @@ class RunViews:
         else:
             cols = [f"{t:+.1f}σ" for t in torch.linspace(-width, width, steps).tolist()]
         what = "quantiles" if span == "quantile" else f"±{width:g}σ"
-        title = f"each row: one dimension over {what} of {self.reference_name}; the others at {base_name}"
+        title = f"each row: one dimension over {what} of {self.reference_name}; the others at {base_name}" + (
+            "" if y is None else f"; decoded as {self.class_name(y)}"
+        )
         picture = plotting.labelled_grid(result.images, row_labels=row_labels, col_labels=cols, title=title)
         caption = (
             f"Latent traversal of {len(result.dims)} dimension(s), ranked by "
@@ -283,15 +373,17 @@ class RunViews:
         if dims is None:
             dims = (0, 1) if self.latent_model.latent_dim == 2 else tuple(int(d) for d in self.ranking.dims[:2])
         base, base_name = self.base_point(at, index)
+        y = self.decode_label(self.example_label(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), n, "quantile", p_range)  # (n, L)
-        result = latent.manifold(self.latent_model, dims, base, values)
+        result = latent.manifold(self.latent_model, dims, base, values, context=y)
         i, j = result.dims
         picture = plotting.labelled_grid(
             result.images,
             row_labels=[f"{v:.2f}" for v in result.y_values.tolist()],
             col_labels=[f"{v:.2f}" for v in result.x_values.tolist()],
             title=f"z{i} left to right, z{j} bottom to top"
-            + ("" if self.latent_model.latent_dim == 2 else f"; the other dimensions at {base_name}"),
+            + ("" if self.latent_model.latent_dim == 2 else f"; the other dimensions at {base_name}")
+            + ("" if y is None else f"; {self.class_name(y)}"),
             corner=f"z{j} \\ z{i}",
             pad=1,
             pad_value=0.4,
@@ -322,14 +414,16 @@ class RunViews:
             raise ConfigError(f"noise level must be positive (and at most 1 for {noise}), got {level}")
         x = self.split.x[:n]
         peak = 1.0 if self.data.value_range in ("unit", "binary") else float(x.max() - x.min())
-        result = denoise(self.model, x, noise, level, seed=self.seed, peak=peak)
+        y = self.context(self.split)
+        y = None if y is None else y[:n]
+        result = denoise(self.model, x, noise, level, seed=self.seed, peak=peak, context=y)
         columns = [result.noisy, result.denoised]
         names = ["corrupted", "denoised"]
         other = None
         if compare is not None:
             if tuple(compare.model.input_shape) != tuple(self.model.input_shape):
                 raise DataError(f"{compare.path} models shape {tuple(compare.model.input_shape)}, this run {tuple(self.model.input_shape)}")
-            other = denoise(compare.model, x, noise, level, seed=self.seed, peak=peak)
+            other = denoise(compare.model, x, noise, level, seed=self.seed, peak=peak, context=y if compare.model.conditional else None)
             columns.append(other.denoised)
             names = ["corrupted", self.run.path.name[:14], compare.path.name[:14]]
         columns.append(result.clean)
@@ -364,7 +458,7 @@ class RunViews:
     def embedding(self, *, sample_codes: bool = False, method: str = "auto", size: tuple[float, float] = (6.4, 5.4)) -> View:
         """Codes of the split (posterior means, or seeded samples) and their 2-D scatter coloured by label
         (``size`` in inches at 100 dpi)."""
-        codes = latent.encode(self.latent_model, self.split.x, sample=sample_codes, seed=self.seed)  # (N, L)
+        codes = latent.encode(self.latent_model, self.split.x, sample=sample_codes, seed=self.seed, context=self.context(self.split))
         projection = latent.project_2d(codes, method, seed=self.seed)
         labels = None if self.split.y is None else self.split.y.numpy()
         if labels is not None:
@@ -460,6 +554,8 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     report.sections.append(Section("metrics", "Metrics", body=_metrics_html(run, views)))
     report.add("curves", "Training curves", views.curves, image=False)
     report.add("reconstructions", "Reconstructions", lambda: views.reconstructions(32))
+    if model.conditional:
+        report.add("class-samples", "Samples by class", lambda: views.class_samples(10))
     report.add("samples", "Samples", lambda: views.sample_comparison(25))
     a, b = _pair(views) if views.is_image else (0, 1)
     report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=10))
@@ -476,7 +572,8 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     title = f"vaekit report: {run.path.name}"
     summary = (
         f"{model.config.kind.upper()} ({model.config.arch}, {describe_latent(model.config)}, {model.config.likelihood} likelihood, "
-        f"{model.config.prior} prior) on {run.config.data.source}, data shape {tuple(model.input_shape)}"
+        f"{model.config.prior} prior{', conditioned on the class label' if model.conditional else ''}) on {run.config.data.source}, "
+        f"data shape {tuple(model.input_shape)}"
     )
     atomic_write_bytes(path, _page(title, summary, run, report.sections).encode("utf-8"))
     log.debug("report written in %.1f s", time.perf_counter() - started)

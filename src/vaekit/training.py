@@ -58,6 +58,12 @@ def check_data(config: RunConfig, data: DataSplits) -> None:
         raise DataError("dynamic binarization needs data in [0, 1]")
     if ENCODERS[config.model.arch].needs_images and not data.is_image:
         raise ConfigError(f"a {config.model.arch} model needs image data, {config.data.source} has shape {data.shape}; use --arch mlp")
+    if config.model.condition == "label":
+        classes = data.info.get("num_classes")
+        if not classes or data.train.y is None or data.valid.y is None:
+            raise ConfigError(f"--condition label needs class labels 0, 1, ... in every split, and {config.data.source} has none")
+        if config.model.context_dim not in (0, classes):
+            raise ConfigError(f"the model was built for {config.model.context_dim} classes, but {config.data.source} has {classes}")
     if config.train.batch_size > len(data.train):
         raise ConfigError(f"batch size {config.train.batch_size} is larger than the training set ({len(data.train)} examples)")
 
@@ -82,6 +88,8 @@ class Trainer:
         config.model.input_shape = tuple(self.data.shape)
         config.data.memmap = self.data.streaming  # saved resolved, so a resumed run reads its data the same way
         check_data(config, self.data)
+        if config.model.condition == "label":
+            config.model.context_dim = self.data.info["num_classes"]  # filled from the data, as input_shape
         _seed_all(t.seed)
         self.model = build_model(config.model).to(self.device)
         if t.init_decoder_bias:  # a resumed run loads its weights over this
@@ -99,6 +107,7 @@ class Trainer:
         self.state = TrainState(global_batch=t.batch_size * self.world.size)
         self.batches = self._batches()
         self.x_valid = self.data.valid.x if self.data.streaming else self.data.valid.x.to(self.device)
+        self.y_valid = None if not self.model.conditional else self.data.valid.y.to(self.device)  # the context of a conditional model
         self.epoch_sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, neg_elbo, rec, kl sums
         self.out = None if out is None else Path(out)
         self.writer = RunWriter(self.out) if self.out is not None and self.world.is_main else None
@@ -110,6 +119,7 @@ class Trainer:
         t = self.config.train
         return TrainingBatches(
             self.data.train.x,
+            labels=self.data.train.y if self.model.conditional else None,
             global_batch=self.state.global_batch,
             seed=t.seed,
             device=self.device,
@@ -232,7 +242,7 @@ class Trainer:
         vote = distributed.StopVote() if self.world.distributed else None  # all processes stop at the same step
         for i, batch in self.batches.epoch(epoch, start=self.state.step_in_epoch):
             beta = beta_at(self.config, self.state.step, self.batches.steps_per_epoch)
-            per_example, rec, kl = self.loss_terms(batch.inputs, batch.target, torch.tensor(beta) if t.compile else beta)
+            per_example, rec, kl = self.loss_terms(batch.inputs, batch.target, torch.tensor(beta) if t.compile else beta, batch.labels)
             loss = per_example.sum() * batch.weight  # this process's part of the global batch's mean (DDP adds the parts)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -284,6 +294,7 @@ class Trainer:
         terms = elbo_terms(
             self.model,
             x,
+            context=None if self.y_valid is None else self._share(self.y_valid),
             batch_size=max(t.batch_size, 1000),
             seed=t.seed,
             n_samples=t.n_samples,
@@ -305,9 +316,9 @@ class Trainer:
 
     # ----- pieces of the loop ---------------------------------------------------------------
     def _loss_terms(
-        self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor
+        self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step's objective: per-example (loss, reconstruction, KL), each (B,)."""
+        """One step's objective: per-example (loss, reconstruction, KL), each (B,); ``labels`` (B,) are a conditional model's context."""
         t = self.config.train
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
             terms = self.objective(
@@ -319,6 +330,7 @@ class Trainer:
                 iw_groups=t.iw_groups,
                 iw_elbo_mix=t.iw_elbo_mix,
                 piwae=t.piwae,
+                context=labels,
             )
         return terms.loss, terms.reconstruction, terms.kl
 
@@ -363,7 +375,8 @@ class Trainer:
     def _result(self) -> Run:
         """The trained run with its best weights (loaded from the run directory, or kept in memory)."""
         if self.world.is_main:
-            collapse = posterior_collapse_warning(self.model, self.x_valid[:COLLAPSE_CHECK_EXAMPLES])
+            labels = None if self.y_valid is None else self.y_valid[:COLLAPSE_CHECK_EXAMPLES]
+            collapse = posterior_collapse_warning(self.model, self.x_valid[:COLLAPSE_CHECK_EXAMPLES], context=labels)
             if collapse:
                 log.warning("%s", collapse)
         if self.out is not None:

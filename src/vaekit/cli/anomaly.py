@@ -15,6 +15,7 @@ from vaekit.cli.common import add_output_argument, add_run_argument, output_path
 from vaekit.cli.evaluate import check_data_shape
 from vaekit.data import dataset_names, load_examples
 from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.models.condition import data_context
 from vaekit.runs import load
 from vaekit.training import check_data
 
@@ -103,10 +104,18 @@ def run(args: argparse.Namespace) -> int:
     examples, info = _examples(r, args.data, split_name)
     labels = _labels(args, examples, info)
 
-    def score(x):
+    def score(data, where: str):
+        context = data_context(r.model, data, where)  # a conditional model scores x given its label
         return (
             anomaly_scores(
-                r.model, x, score=args.score, samples=args.samples, iw_samples=args.iw_samples, seed=args.seed, batch_size=args.batch_size
+                r.model,
+                data.x,
+                score=args.score,
+                samples=args.samples,
+                iw_samples=args.iw_samples,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                context=context,
             )
             .double()
             .cpu()
@@ -114,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     start = time.perf_counter()
-    s = score(examples.x)
+    s = score(examples, f"the {split_name} examples")
     seconds = time.perf_counter() - start
     if args.contamination is not None:
         threshold = contamination_threshold(s, args.contamination)
@@ -122,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         q = 0.99 if args.quantile is None else args.quantile
         train = examples if (split_name == "train" and not args.data) else _training_split(r)
-        threshold = quantile_threshold(s if train is examples else score(train.x), q)
+        threshold = quantile_threshold(s if train is examples else score(train, "the training split"), q)
         rule = {"quantile_of_training_scores": q, "training_examples": len(train)}
     flagged = s > threshold
 

@@ -24,6 +24,17 @@ def add_run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
 
 
+CLASS_HELP = (
+    "a conditional model (--condition label): decode as class C (default: samples show a row per class; "
+    "other views decode with their input's class)"
+)
+
+
+def add_class_argument(parser: argparse.ArgumentParser, help: str = CLASS_HELP) -> None:
+    """``--class C``: the class a conditional model generates (``RunViews(label=)``, ``Explorer(label=)``)."""
+    parser.add_argument("--class", dest="label", type=int, metavar="C", help=help)
+
+
 def add_output_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
     parser.add_argument("-o", "--output", metavar="PATH", help=f"where to write (default: RUN/figures/{default_name})")
 

@@ -15,6 +15,7 @@ from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import add_run_argument, positive_int, split_of
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
+from vaekit.models.condition import data_context
 from vaekit.runs import load
 from vaekit.training import check_data
 
@@ -66,14 +67,16 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         check_data(r.config, data)
     split = split_of(data, args.split)
+    labels = data_context(r.model, split, f"the {args.split} split")  # a conditional model's context: log p(x|y)
     dims = math.prod(r.model.input_shape)
-    terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed)
+    terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed, context=labels)
     result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, dims)}
     from vaekit.compression.rate import code_length  # scipy and constriction: 0.3 s that every other command's start-up skips
 
     result["code_length"] = code = code_length(r.model, split.x, terms.neg_elbo, batch_size=args.batch_size, seed=args.seed)
     per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if code["kind"] == "bits-back" else "not a code length: see below"
-    print(f"{result['split']} split, {result['examples']} examples ({result['data']}):")
+    given = ", each given its label (a conditional model)" if labels is not None else ""
+    print(f"{result['split']} split, {result['examples']} examples ({result['data']}){given}:")
     print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({per_dim})")
     print(f"  reconstruction  {result['reconstruction']:10.3f} nats")
     print(f"  KL              {result['kl']:10.3f} nats")
@@ -83,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  code length            n/a ({code['note']})")
 
     if args.iw_samples:
-        result["iw"] = _iw(r, split.x, args, dims)
+        result["iw"] = _iw(r, split.x, args, dims, labels)
         iw = result["iw"]
         print(
             f"  IW-NLL (K={iw['k']})  {iw['nll']:8.3f} ± {iw['nll_stderr']:.3f} nats  ({iw['bits_per_dim']:.4f} bits/dim; "
             f"{result['neg_elbo'] - iw['nll']:.3f} below the negative ELBO; {iw['seconds']:.1f} s)"
         )
 
-    diag = latent_diagnostics(r.model, split.x, batch_size=args.batch_size)
+    diag = latent_diagnostics(r.model, split.x, batch_size=args.batch_size, context=labels)
     result["latent"] = diag.to_dict()
     if not r.model.deterministic:
         print(f"  active units    {diag.n_active:6d} of {len(diag.activity)} (Cov_x E_q[z_u] > {diag.threshold:g})")
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             log.warning("warning: %s", warning)
 
     if not args.no_pca:
-        result["pca"] = pca = compare_reconstruction(r.model, data.train.x, split.x, batch_size=args.batch_size)
+        result["pca"] = pca = compare_reconstruction(r.model, data.train.x, split.x, batch_size=args.batch_size, context=labels)
         print(
             f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
             f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})"
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iw(r, x, args, dims: int) -> dict:
+def _iw(r, x, args, dims: int, labels) -> dict:
 
     bar = None
     if not args.quiet:
@@ -134,7 +137,7 @@ def _iw(r, x, args, dims: int) -> dict:
 
     start = time.perf_counter()
     try:
-        log_px = iw_log_likelihood(r.model, x, k=args.iw_samples, max_rows=args.iw_rows, seed=args.seed, progress=progress)
+        log_px = iw_log_likelihood(r.model, x, k=args.iw_samples, max_rows=args.iw_rows, seed=args.seed, progress=progress, context=labels)
     finally:
         if bar is not None:
             bar.close()

@@ -6,7 +6,7 @@ import argparse
 import secrets
 import sys
 
-from vaekit.cli.common import add_layer_argument, add_run_argument
+from vaekit.cli.common import add_class_argument, add_layer_argument, add_run_argument
 from vaekit.errors import ConfigError
 
 EXTRA_HINT = "vaekit explore needs the web packages: pip install vaekit[explore]"
@@ -42,6 +42,7 @@ def register(sub) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1, this machine only); any other address requires the printed token on every request",
     )
+    add_class_argument(p, "a conditional model: the class the page starts with (default 0; the page has a class selector)")
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
     add_layer_argument(p)
     p.set_defaults(handler=run_explore)
@@ -62,7 +63,7 @@ def run_explore(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)  # before the slow part: a busy port fails at once
     try:
         print(f"vaekit explore: encoding the data of {run.path} ...", file=sys.stderr, flush=True)
-        explorer = Explorer(run, run.load_data(args.data), layer=args.layer)
+        explorer = Explorer(run, run.load_data(args.data), label=args.label, layer=args.layer)
         token = None if loopback else secrets.token_urlsafe(24)
         app = create_app(explorer, token=token, allowed_hosts=LOOPBACK_HOSTS + (args.host,) if loopback else None)
         port = sock.getsockname()[1]

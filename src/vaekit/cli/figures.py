@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int
+from vaekit.cli.common import add_class_argument, add_output_argument, add_run_argument, output_path, positive_int
 from vaekit.errors import ConfigError
 from vaekit.plotting import save_png
 from vaekit.report import RunViews
@@ -26,6 +26,7 @@ def register(sub) -> None:
     )
     p.add_argument("--components", type=positive_int, default=10, help="mixture components of --density gmm (default 10)")
     p.add_argument("--compare", action="store_true", help="prior, Gaussian and mixture samples side by side in one figure")
+    add_class_argument(p)
     add_output_argument(p, "samples.png")
     p.set_defaults(handler=run_sample)
 
@@ -47,7 +48,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {args.temperature}")
     r = load(args.run)
-    views = RunViews(r, seed=args.seed)
+    views = RunViews(r, seed=args.seed, label=args.label)
     views.require_images("sampling")
     if args.compare:
         view = views.sample_comparison(args.n, temperature=args.temperature, components=args.components)
@@ -55,7 +56,12 @@ def run_sample(args: argparse.Namespace) -> int:
     else:
         density = args.density or ("gaussian" if r.model.deterministic else "prior")
         view = views.samples(args.n, temperature=args.temperature, density=density, components=args.components, draw=args.draw)
-        what = f"{args.n} samples (z from {density})"
+        per_class = r.model.conditional and args.label is None
+        what = (
+            f"{max(1, args.n // views.classes)} samples per class (z from {density})"
+            if per_class
+            else f"{args.n} samples (z from {density})"
+        )
     path = save_png(view.picture, output_path(args, r.path, "samples.png"))
     print(f"wrote {what} to {path}")
     return 0

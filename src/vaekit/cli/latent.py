@@ -13,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vaekit.checkpoint import atomic_write_bytes
-from vaekit.cli.common import add_layer_argument, add_output_argument, add_run_argument, output_path, positive_int
+from vaekit.cli.common import add_class_argument, add_layer_argument, add_output_argument, add_run_argument, output_path, positive_int
 from vaekit.corruption import CORRUPTIONS
 from vaekit.errors import ConfigError, DataError
 from vaekit.plotting import save_png
@@ -73,6 +73,7 @@ def register(sub) -> None:
         "a PNG strip per method with the two originals at the ends.",
     )
     _common(p, "interpolation.png", layer=True)
+    add_class_argument(p)
     p.add_argument(
         "--between",
         nargs=2,
@@ -96,6 +97,7 @@ def register(sub) -> None:
         "the prior's quantiles (or ±3σ) while the others stay at an encoded input's mean (or the prior's mean).",
     )
     _common(p, "traversal.png", layer=True)
+    add_class_argument(p)
     p.add_argument(
         "-k", type=positive_int, default=8, help="number of dimensions, most informative first (default 8, at most the latent size)"
     )
@@ -124,6 +126,7 @@ def register(sub) -> None:
         "(both of a 2-D latent; otherwise the two with the highest KL, or --dims), the others fixed.",
     )
     _common(p, "manifold.png", layer=True)
+    add_class_argument(p)
     p.add_argument("-n", type=_steps, default=20, help="grid size n x n (default 20)")
     p.add_argument(
         "--dims",
@@ -212,6 +215,7 @@ def _views(args: argparse.Namespace):
         split=getattr(args, "split", "test"),
         seed=getattr(args, "seed", 0),
         layer=getattr(args, "layer", None),
+        label=getattr(args, "label", None),
     )
 
 

@@ -13,7 +13,7 @@ from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfi
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.models import ACTIVATIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS
+from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS
 from vaekit.training import TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
@@ -40,6 +40,7 @@ _FIELDS = {
     "prior_components": ("model", "prior_components"),
     "flow": ("model", "flow"),
     "flow_steps": ("model", "flow_steps"),
+    "condition": ("model", "condition"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -155,6 +156,13 @@ def register(sub) -> None:
         help=f"flow steps on top of the Gaussian posterior: none, {', '.join(FLOWS.names())} ({default('flow')})",
     )
     g.add_argument("--flow-steps", type=int, help=f"number of flow steps ({default('flow_steps')})")
+    g.add_argument(
+        "--condition",
+        choices=["none", *CONDITIONS.names()],
+        metavar="NAME",
+        help="a conditional model: label feeds the class label to the encoder and the decoder (with --prior conditional "
+        f"also p(z|y)); the dataset needs labels ({default('condition')})",
+    )
     g = p.add_argument_group("objective and optimisation")
     g.add_argument("--epochs", type=int, help=f"training epochs ({default('epochs')})")
     g.add_argument(

@@ -30,6 +30,8 @@ def check_model(model, lossy: bool = False) -> None:
     from vaekit.models.posteriors import GaussianPosterior
     from vaekit.models.priors import StandardNormalPrior
 
+    if model.conditional:
+        raise CompressionError("compression does not support a conditional model yet: the file would have to carry the labels")
     if model.deterministic or not isinstance(model.posterior, GaussianPosterior):
         raise CompressionError(
             "compression needs a VAE with one Gaussian latent layer (no flow, no hierarchy; "

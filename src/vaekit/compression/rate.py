@@ -70,6 +70,12 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
     name = model.config.likelihood
     if model.deterministic:
         return {"kind": "none", "bits_per_dim": None, "note": "a plain autoencoder has no likelihood to code with"}
+    if model.conditional:
+        return {
+            "kind": "none",
+            "bits_per_dim": None,
+            "note": "a conditional model's negative ELBO is of x given its label; no coder takes labels yet",
+        }
     if name in coder_names():
         fits = is_binary(x) if name == "bernoulli" else is_8bit(x)
         if not fits:

@@ -23,7 +23,9 @@ Layouts:
 
 Every shard has the same dtype and example shape and is stored in C order. The header is checked
 by the same safe reader as the in-memory path (``read_npy_header``: numeric dtypes only, never a
-pickle). Shards carry no labels. Preprocessing that needs the whole array at once
+pickle). Labels, where there are any, sit beside each shard as integers (n,) in ``NAME.labels.npy``
+(``DATA.labels.npy`` beside ``DATA.npy``; every shard of a split has one, or none has); they are read
+into memory (8 bytes an example) and travel with the examples of each view. Preprocessing that needs the whole array at once
 (``standardize``, ``image_size``, ``channels``) is refused for memory-mapped data.
 """
 
@@ -39,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, read_npy_header, to_tensor
+from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, labels_to_tensor, read_npy_header, to_tensor
 from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset, DataSplits
 from vaekit.data.files import open_file
 from vaekit.data.preprocess import check_options
@@ -50,6 +52,7 @@ RUNS_PER_RELEASE = 16  # contiguous runs a read copies before handing the mapped
 SCAN_BYTES = 16 * 2**20  # chunk of the one pass that checks values at open
 AUTO_MEMORY_FRACTION = 0.25  # auto mode maps a .npy file whose data as float32 exceeds this share of RAM
 SPLITS = ("train", "valid", "test")
+LABELS_SUFFIX = ".labels.npy"  # a shard's labels: DATA.npy -> DATA.labels.npy
 _WHOLE_ARRAY_OPTIONS = ("standardize", "image_size", "channels")
 
 
@@ -206,6 +209,10 @@ class MappedArray:
         x, _ = to_tensor(raw, self._source.where, saved=self._source.steps)
         return x  # (k, *shape)
 
+    def labels_of(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """This view's rows of ``labels`` (one per source row), or None."""
+        return None if labels is None else labels[torch.from_numpy(self._rows(np.arange(len(self), dtype=np.int64)))]
+
     def _rows(self, positions: np.ndarray) -> np.ndarray:
         """Source rows (k,) of view positions (k,)."""
         if len(self._ranges) == 1:
@@ -291,10 +298,14 @@ def shard_folder_splits(path: Path) -> dict[str, list[Path]] | None:
     """{split: sorted .npy files} of a shard folder; None when ``path`` is not one."""
     if not path.is_dir():
         return None
-    top = sorted(p for p in path.glob("*.npy") if p.is_file())
+    top = sorted(p for p in path.glob("*.npy") if p.is_file() and not p.name.endswith(LABELS_SUFFIX))
     if top:
         return {"train": top}
-    parts = {s: sorted(p for p in (path / s).glob("*.npy") if p.is_file()) for s in SPLITS if (path / s).is_dir()}
+    parts = {
+        s: sorted(p for p in (path / s).glob("*.npy") if p.is_file() and not p.name.endswith(LABELS_SUFFIX))
+        for s in SPLITS
+        if (path / s).is_dir()
+    }
     parts = {s: files for s, files in parts.items() if files}
     return parts if "train" in parts else None
 
@@ -393,6 +404,29 @@ def _scan(shards: list[_Shard], where: str) -> dict[str, Any]:
     return {"min": lo, "max": hi, "all_0_1": all_0_1, "all_0_255": all_0_255}
 
 
+def labels_path(shard: Path) -> Path:
+    """Where the labels of ``shard`` (a .npy file) are: NAME.labels.npy beside it."""
+    return shard.with_name(shard.name[: -len(".npy")] + LABELS_SUFFIX)
+
+
+def read_labels(source: _Source) -> torch.Tensor | None:
+    """The labels (N,) of every shard of ``source``, in order, or None when no shard has a labels file."""
+    paths = [labels_path(shard.path) for shard in source.shards]
+    present = [p.is_file() for p in paths]
+    if not any(present):
+        return None
+    if not all(present):
+        raise DataError(f"{paths[present.index(False)]}: missing; give every shard a labels file, or none")
+    parts = []
+    for shard, path in zip(source.shards, paths):
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read labels {path}: {exc}") from None
+        parts.append(labels_to_tensor(labels, len(shard.array), str(path)))
+    return torch.cat(parts)
+
+
 def _check_mapped_options(options: dict[str, Any], fmt: str, where: str) -> None:
     check_options(options, fmt, ARRAY_OPTIONS + ("memmap",))
     asked = [k for k in _WHOLE_ARRAY_OPTIONS if options.get(k) not in (None, False)]
@@ -433,6 +467,9 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
         train_x, valid_x = split_blocks(train_x, valid_fraction, seed)
         info["valid_fraction"] = valid_fraction
     test_x = MappedArray(sources["test"]) if "test" in sources else None
+    labels = {split: read_labels(source) for split, source in sources.items()}  # (N,) per source, or None
+    valid_labels = labels["valid"] if "valid" in sources else valid_x.labels_of(labels["train"])
+    datasets_y = {"train": train_x.labels_of(labels["train"]), "valid": valid_labels, "test": labels.get("test")}
     value_range = BINARY if all(r == BINARY for r in ranges) else UNIT if all(r in (BINARY, UNIT) for r in ranges) else REAL
     if binarize and value_range == REAL:
         raise DataError(f"{where}: binarize needs values in [0, 1], but this data is real-valued")
@@ -446,10 +483,18 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
         "shape": list(train_x.shape[1:]),
         "value_range": value_range,
         "dynamic_binarization": bool(binarize),
-        "num_classes": None,
+        "num_classes": _num_classes([y for y in datasets_y.values() if y is not None]),
         "preprocessing": record,
     }
-    return DataSplits(Dataset(train_x), Dataset(valid_x), None if test_x is None else Dataset(test_x), info)
+    test = None if test_x is None else Dataset(test_x, datasets_y["test"])
+    return DataSplits(Dataset(train_x, datasets_y["train"]), Dataset(valid_x, datasets_y["valid"]), test, info)
+
+
+def _num_classes(labels: list[torch.Tensor]) -> int | None:
+    """max + 1 of non-negative labels; None without labels (or with negative ones)."""
+    if not labels or min(int(y.min()) for y in labels if len(y)) < 0:
+        return None
+    return max(int(y.max()) for y in labels if len(y)) + 1
 
 
 def load_mapped_examples(path: Path, options: dict[str, Any]) -> Dataset:
@@ -458,4 +503,4 @@ def load_mapped_examples(path: Path, options: dict[str, Any]) -> Dataset:
     _check_mapped_options(options, fmt, str(path))
     all_files = [f for split in SPLITS for f in files.get(split, [])]
     source, _ = _open_source(all_files, options, str(path))
-    return Dataset(MappedArray(source))
+    return Dataset(MappedArray(source), read_labels(source))

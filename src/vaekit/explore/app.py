@@ -11,6 +11,10 @@ Routes (JSON in and out; images travel as base64 uint8 pixels the page draws on 
     POST /api/encode            an image file as the body (or {"x": [...D]} for a table) -> as /api/example
     POST /api/sample            {"n": N, "temperature": T, "seed": S} -> decoded prior samples
 
+A conditional model's class travels as ``"context": C`` in decode, interpolate, sample and encode
+(or ``?context=C`` with an uploaded image); absent, the explorer's class (``--class``, default 0).
+An unconditional model refuses a context.
+
 Safety: ``Guard`` (an ASGI middleware) answers first. Served on loopback it refuses requests whose
 Host header is not a loopback name (DNS rebinding); with a token (any other host) every request
 must carry it (the ``token`` query parameter, which sets a cookie, the cookie, or an
@@ -140,11 +144,14 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
     async def get_info(request: Request) -> Response:
         return JSONResponse(info)
 
+    def context(value) -> int | None:
+        return rq.context(value, explorer.classes, explorer.label)
+
     async def decode(request: Request) -> Response:
         obj = await json_body(request)
-        rq.no_context(obj)
+        y = context(obj.get("context"))
         z = rq.codes(obj.get("z"), L)  # (B, L)
-        return JSONResponse(items(explorer.decode(z), view))
+        return JSONResponse(items(explorer.decode(z, y), view))
 
     async def example(request: Request) -> Response:
         index = rq.integer(request.path_params["index"], "index", 0, len(explorer.test) - 1)
@@ -153,10 +160,10 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
 
     async def interpolate(request: Request) -> Response:
         obj = await json_body(request)
-        rq.no_context(obj)
+        y = context(obj.get("context"))
         a, b = rq.code(obj.get("a"), L, "a"), rq.code(obj.get("b"), L, "b")
         steps = rq.integer(obj.get("steps", 10), "steps", 2, rq.MAX_STEPS)
-        strips = explorer.interpolate(a, b, steps)
+        strips = explorer.interpolate(a, b, steps, y)
         return JSONResponse({name: items(images, view) for name, images in strips.items()})
 
     async def neighbours(request: Request) -> Response:
@@ -175,22 +182,25 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
 
     async def encode(request: Request) -> Response:
         kind = media_type(request)
+        y = context(request.query_params.get("context"))
         if kind == "application/json":
-            x = rq.row(rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES)).get("x"), model.input_shape)
+            obj = rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES))
+            x = rq.row(obj.get("x"), model.input_shape)
+            y = context(obj.get("context")) if obj.get("context") is not None else y
         elif kind.startswith("image/") or kind == "application/octet-stream":
             invert = request.query_params.get("invert", "0") == "1"
             x = explorer.prepare_input(rq.image(await read_body(request, rq.MAX_UPLOAD_BYTES), model.input_shape, invert=invert))
         else:
             raise rq.BadRequest("send an image file (image/* or application/octet-stream) or a JSON row", 415)
-        return JSONResponse(scored(explorer.score(x), 0, view))
+        return JSONResponse(scored(explorer.score(x, y), 0, view))
 
     async def sample(request: Request) -> Response:
         obj = await json_body(request)
-        rq.no_context(obj)
+        y = context(obj.get("context"))
         n = rq.integer(obj.get("n", 16), "n", 1, rq.MAX_SAMPLES)
         temperature = rq.real(obj.get("temperature", 1.0), "temperature", 0.05, 3.0)
         seed = rq.integer(obj.get("seed", 0), "seed", 0, 2**31 - 1)
-        return JSONResponse(items(explorer.samples(n, temperature, seed), view))
+        return JSONResponse(items(explorer.samples(n, temperature, seed, y), view))
 
     async def bad_request(request: Request, exc: rq.BadRequest) -> Response:
         return JSONResponse({"error": exc.message}, status_code=exc.status)

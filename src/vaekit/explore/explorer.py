@@ -19,6 +19,7 @@ import torch
 import vaekit
 import vaekit.latent as latent
 from vaekit.errors import ConfigError
+from vaekit.models.condition import batch_context, data_context
 from vaekit.models.hierarchical import latent_view
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
@@ -46,34 +47,46 @@ class Explorer:
     run: a ``vaekit.Run``. data: its ``DataSplits`` (``run.load_data(source)``); the map shows the
     test split (the validation split when the source has none), the neighbours come from the
     training split. seed: seeds the subsets and the ELBO estimates, so the same call gives the
-    same numbers. layer: the stochastic layer of a hierarchical model to explore (default: the top).
+    same numbers. label: a conditional model's class where a request names none (default 0); the
+    data's own examples are always encoded with their labels. layer: the stochastic layer of a
+    hierarchical model to explore (default: the top).
     """
 
-    def __init__(self, run, data, *, seed: int = 0, layer: int | None = None):
+    def __init__(self, run, data, *, seed: int = 0, label: int | None = None, layer: int | None = None):
         self.run, self.seed = run, seed
         self.model = latent_view(run.model, layer)  # the codes explored: the model's, or one layer's of a hierarchical model
         model = self.model
         if tuple(data.shape) != tuple(model.input_shape):
             raise ConfigError(f"the data has shape {tuple(data.shape)}, but the model takes {tuple(model.input_shape)}")
+        self.classes = model.condition.size if model.conditional else 0
+        if label is not None and not 0 <= label < max(self.classes, 1):
+            raise ConfigError(
+                f"--class must be one of the model's classes 0..{self.classes - 1}, got {label}"
+                if self.classes
+                else "--class needs a conditional model (trained with --condition label)"
+            )
+        self.label = (label or 0) if model.conditional else None
         self.test = data.test if data.test is not None else data.valid
         self.train = data.train
+        self.test_context = data_context(model, self.test, "the test split")  # (N,) labels, or None
+        self.train_context = data_context(model, self.train, "the training split")
         self.binary = data.value_range == "binary"
         self.is_image = len(model.input_shape) == 3
         gen = torch.Generator().manual_seed(seed)
-        self.test_codes = latent.encode(model, self.test.x)  # (N, L)
-        self.train_codes = latent.encode(model, self.train.x)  # (M, L)
-        self.ranking = latent.rank_dims(model, self.test.x)
+        self.test_codes = latent.encode(model, self.test.x, context=self.test_context)  # (N, L)
+        self.train_codes = latent.encode(model, self.train.x, context=self.train_context)  # (M, L)
+        self.ranking = latent.rank_dims(model, self.test.x, context=self.test_context)
         self.map_index = _subset(len(self.test), MAP_POINTS, gen)  # (P,) indices into the test split
         self._fit_map()
         if model.deterministic:  # a plain AE's codes follow no prior: sample and centre on a density fitted to them
             self.code_density = latent.fit_code_density(self.train_codes)
         else:
-            self.code_density = model.prior()
+            self.code_density = model.prior(self.label)
         marg = latent.marginals(self.code_density)
         self.center = self.code_density.mean.detach().float().cpu()  # (L,)
         self.spread = marg.stddev.detach().float().cpu()  # (L,)
-        ref = self.test.x[_subset(len(self.test), REFERENCE_SIZE, gen)]
-        self.reference = torch.sort(self.neg_elbo(ref)).values  # (R,) ascending
+        ref = _subset(len(self.test), REFERENCE_SIZE, gen)
+        self.reference = torch.sort(self.neg_elbo(self.test.x[ref], None if self.test_context is None else self.test_context[ref])).values
         if self.is_image:
             self.value_low, self.value_high = 0.0, 1.0
         else:  # the bar view's scale: the data's spread, both signs
@@ -112,42 +125,54 @@ class Explorer:
     # ----- decoding and scoring -------------------------------------------------------------
 
     @torch.inference_mode()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder means of codes z (N, L): (N, *input_shape), clamped to [0, 1] for images."""
-        out = self.model.decode(z.to(self.model.device)).mean.float().cpu()
+    def decode(self, z: torch.Tensor, context: int | None = None) -> torch.Tensor:
+        """Decoder means of codes z (N, L): (N, *input_shape), clamped to [0, 1] for images; a
+        conditional model decodes as class ``context`` (default ``label``)."""
+        out = self.model.decode(z.to(self.model.device), self._class(context)).mean.float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
     @torch.inference_mode()
-    def neg_elbo(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Negative ELBO of x (N, *shape) in nats: (N,), a seeded ``ELBO_SAMPLES``-sample estimate."""
+    def neg_elbo(self, x: torch.Tensor, context: torch.Tensor | int | None = None, batch_size: int = 500) -> torch.Tensor:
+        """Negative ELBO of x (N, *shape) in nats: (N,), a seeded ``ELBO_SAMPLES``-sample estimate
+        (of x given its labels ``context`` (N,) or one class, for a conditional model)."""
         parts = []
+        context = self._class(context) if context is None or isinstance(context, int) else context
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             for start in range(0, len(x), batch_size):
-                terms = vaekit.elbo(self.run.model, x[start : start + batch_size].to(self.model.device), n_samples=ELBO_SAMPLES)
+                yb = batch_context(context, start, start + batch_size)
+                yb = yb.to(self.model.device) if isinstance(yb, torch.Tensor) else yb
+                xb = x[start : start + batch_size].to(self.model.device)
+                terms = vaekit.elbo(self.run.model, xb, n_samples=ELBO_SAMPLES, context=yb)
                 parts.append(terms.neg_elbo.float().cpu())
         return torch.cat(parts) if parts else torch.zeros(0)
 
     @torch.inference_mode()
-    def score(self, x: torch.Tensor) -> Scored:
-        """Encode, reconstruct and score inputs x (B, *shape) given in the model's input scale."""
-        z = latent.encode(self.model, x)  # (B, L)
-        nelbo = self.neg_elbo(x)
+    def score(self, x: torch.Tensor, context: int | None = None) -> Scored:
+        """Encode, reconstruct and score inputs x (B, *shape) given in the model's input scale (as
+        class ``context``, default ``label``, for a conditional model)."""
+        y = self._class(context)
+        z = latent.encode(self.model, x, context=y)  # (B, L)
+        nelbo = self.neg_elbo(x, y)
         below = torch.searchsorted(self.reference, nelbo, right=True)  # (B,) reference values <= each
         pct = 100.0 * below.float() / max(len(self.reference), 1)
-        return Scored(x=x, reconstruction=self.decode(z), z=z, xy=self.project(z), neg_elbo=nelbo, percentile=pct)
+        return Scored(x=x, reconstruction=self.decode(z, y), z=z, xy=self.project(z), neg_elbo=nelbo, percentile=pct)
 
     @torch.inference_mode()
     def example(self, index: int) -> Scored:
-        """Test example ``index`` run through the model (batch of one)."""
-        return self.score(self.test.x[index : index + 1])
+        """Test example ``index`` run through the model (batch of one), with its own label."""
+        return self.score(self.test.x[index : index + 1], None if self.test_context is None else int(self.test_context[index]))
+
+    def _class(self, context: int | None) -> int | None:
+        """The class to use: ``context``, else ``label`` (None for an unconditional model)."""
+        return None if not self.classes else self.label if context is None else context
 
     @torch.inference_mode()
-    def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int, context: int | None = None) -> dict[str, torch.Tensor]:
         """Linear and spherical paths from code a to code b (L,), both ends included:
-        ``{"linear": images, "slerp": images}``, each (steps, *input_shape), decoded in one batch."""
+        ``{"linear": images, "slerp": images}``, each (steps, *input_shape), decoded in one batch (as class ``context``)."""
         paths = torch.cat([latent.latent_path(a, b, steps, "linear"), latent.latent_path(a, b, steps, "slerp")])  # (2S, L)
-        images = self.decode(paths)
+        images = self.decode(paths, context)
         return {"linear": images[:steps], "slerp": images[steps:]}
 
     @torch.inference_mode()
@@ -159,10 +184,10 @@ class Explorer:
         dist, idx = torch.topk(d, k, largest=False)
         return idx, dist
 
-    def samples(self, n: int, temperature: float, seed: int) -> torch.Tensor:
-        """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature``."""
+    def samples(self, n: int, temperature: float, seed: int, context: int | None = None) -> torch.Tensor:
+        """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``)."""
         prior = self.code_density if self.model.deterministic else None
-        out = vaekit.sample(self.model, n, temperature=temperature, seed=seed, prior=prior).float().cpu()
+        out = vaekit.sample(self.model, n, temperature=temperature, seed=seed, prior=prior, context=self._class(context)).float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,6 +196,10 @@ class Explorer:
         return (x > 0.5).float() if self.binary else x
 
     # ----- what the page needs to draw itself ------------------------------------------------
+
+    def _class_name(self, label: int) -> str:
+        classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
+        return str(classes[label]) if classes and 0 <= label < len(classes) else str(label)
 
     def describe(self) -> dict:
         """The model, the map and the sliders' settings, as plain Python values (JSON-ready)."""
@@ -189,7 +218,10 @@ class Explorer:
                 "latent_dim": model.latent_dim,
                 "input_shape": shape,
                 "deterministic": bool(model.deterministic),
-                "conditional": False,
+                "conditional": bool(self.classes),
+                "classes": self.classes,
+                "class_names": [self._class_name(c) for c in range(self.classes)],
+                "default_class": self.label,
             },
             "view": "image" if self.is_image else "bars",
             "value_range": [self.value_low, self.value_high],

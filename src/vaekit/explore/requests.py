@@ -105,10 +105,22 @@ def real(value, what: str, low: float, high: float) -> float:
 
 
 def no_context(obj: dict) -> None:
-    """The models vaekit trains today take no context (class label); a request naming one is refused.
-    A conditional model will read ``context`` here and pass it to ``decode(z, context)``."""
+    """An unconditional model takes no context (class label); a request naming one is refused."""
     if obj.get("context") is not None:
         raise BadRequest("this model takes no context (it is not a conditional model)")
+
+
+def context(value, classes: int, default: int | None) -> int | None:
+    """The class a request asks a conditional model (``classes`` > 0) for: an integer in [0, classes),
+    or ``default`` when absent; for an unconditional model (``classes`` = 0) only an absent one."""
+    if classes == 0:
+        no_context({"context": value})
+        return None
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    return integer(value, "context", 0, classes - 1)
 
 
 def image(body: bytes, shape: tuple[int, ...], *, invert: bool = False) -> torch.Tensor:

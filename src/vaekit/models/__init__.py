@@ -8,12 +8,14 @@ a field of ``ModelConfig``:
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
 - the prior p(z): ``Prior``, in ``PRIORS`` (``prior``);
 - flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``);
-- the wiring of hierarchical latents: ``Hierarchy``, in ``HIERARCHIES`` (``hierarchy``).
+- the wiring of hierarchical latents: ``Hierarchy``, in ``HIERARCHIES`` (``hierarchy``);
+- the context of a conditional model: ``Condition``, in ``CONDITIONS`` (``condition``).
 
 Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) are imported here once, so their names register.
 """
 
 from vaekit.models import discretized, gated, resnet  # noqa: F401 -- importing registers the discretised likelihoods and the gated and resnet networks
+from vaekit.models.condition import CONDITIONS, Condition, ConditionalPrior, LabelCondition
 from vaekit.models.flows import FLOWS, FlowDistribution, FlowPosterior, FlowStep
 from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, Hierarchy, LayeredGaussian, LayerView, latent_view
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
@@ -58,4 +60,8 @@ __all__ = [
     "LayeredGaussian",
     "LayerView",
     "latent_view",
+    "Condition",
+    "CONDITIONS",
+    "LabelCondition",
+    "ConditionalPrior",
 ]

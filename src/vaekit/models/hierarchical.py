@@ -29,8 +29,9 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal, constraints, kl_divergence
 
+import vaekit.latent as latent  # a module import: vaekit.latent imports vaekit.models (a cycle), used at call time only
 from vaekit.errors import ConfigError
-from vaekit.latent import marginals
+from vaekit.models.condition import Context, batch_context
 from vaekit.models.gated import gated_stack
 from vaekit.models.networks import Decoder, mlp
 from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
@@ -298,13 +299,15 @@ class HierarchicalPrior(Prior):
 
 
 class LayerDecoder(Decoder):
-    """A decoder given only some layers of z (Σ L,): it takes their codes, concatenated, from the full code."""
+    """A decoder given only some layers of z (Σ L,): it takes their codes, concatenated, from the full
+    code, and the ``extra`` columns after it (a conditional model's context)."""
 
-    def __init__(self, decoder: Decoder, sizes: tuple[int, ...], layers: tuple[int, ...]):
+    def __init__(self, decoder: Decoder, sizes: tuple[int, ...], layers: tuple[int, ...], extra: int = 0):
         super().__init__()
         self.decoder = decoder
         offsets = list(itertools.accumulate(sizes, initial=0))
-        self.register_buffer("index", torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in layers]), persistent=False)
+        parts = [torch.arange(offsets[i], offsets[i + 1]) for i in layers] + [torch.arange(offsets[-1], offsets[-1] + extra)]
+        self.register_buffer("index", torch.cat(parts), persistent=False)
 
     @classmethod
     def from_config(cls, config: ModelConfig, params_per_output: int) -> LayerDecoder:  # pragma: no cover - built by build_model
@@ -341,6 +344,9 @@ class LayerView(nn.Module):
     latent_dim = property(lambda self: self.sizes[self.layer])
     input_shape = property(lambda self: self.model.input_shape)
     device = property(lambda self: self.model.device)
+    condition = property(lambda self: self.model.condition)
+    conditional = property(lambda self: self.model.conditional)
+    prior_module = property(lambda self: self.model.prior_module)
     deterministic = False
 
     def context(self) -> dict[int, torch.Tensor]:
@@ -355,16 +361,18 @@ class LayerView(nn.Module):
     def _fixed(self, lead: torch.Size) -> dict[int, torch.Tensor]:
         return {k: c.expand(*lead, c.shape[-1]) for k, c in self.context().items()}
 
-    def encode(self, x: torch.Tensor) -> Distribution:
-        return self.model.encode(x).layer_at(self.layer, self._fixed(torch.Size([len(x)])))
+    def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
+        """q(z_l|x, ...) (B, L_l); ``context``: a conditional model's labels (B,) or class."""
+        return self.model.encode(x, context).layer_at(self.layer, self._fixed(torch.Size([len(x)])))
 
-    def prior(self) -> Distribution:
+    def prior(self, context: Context = None) -> Distribution:
+        """p(z_L), or p(z_l|context) below the top (a hierarchical model's prior takes no class)."""
         return self.model.prior().layer_at(self.layer, self.context())
 
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|·) for z_l (*batch, L_l): batch ``batch``."""
+    def decode(self, z: torch.Tensor, context: Context = None) -> Distribution:
+        """p(x|·) for z_l (*batch, L_l): batch ``batch``; ``context``: a conditional model's class or labels."""
         fixed = {**self._fixed(z.shape[:-1]), self.layer: z}
-        return self.model.decode(self.model.prior().mean_pass(fixed))
+        return self.model.decode(self.model.prior().mean_pass(fixed), context)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - a view is not trained
         raise TypeError("a LayerView is a view for the latent tools; train the model itself")
@@ -382,7 +390,7 @@ def latent_view(model: nn.Module, layer: int | None = None) -> nn.Module:
 
 @torch.inference_mode()
 def layer_statistics(
-    model: nn.Module, x: torch.Tensor, *, samples: int = 16, batch_size: int = 500, seed: int = 0
+    model: nn.Module, x: torch.Tensor, *, samples: int = 16, batch_size: int = 500, seed: int = 0, context: Context = None
 ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
     """Per layer i of a hierarchical model over the examples x (N, *shape): (KL per unit (L_i,), the
     units' activity Cov_x(E_q[z_i,u]) (L_i,), the layer's KL term), from ``samples`` seeded draws z ~ q(z|x).
@@ -391,7 +399,7 @@ def layer_statistics(
     the model's KL. Per unit it is closed form given the draws of the layers a unit is conditioned
     on, and sums to the layer's term; against a top prior that does not factorise (a mixture or
     VampPrior) it is the Monte Carlo KL to the prior's per-unit marginals, which need not sum to
-    it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean.
+    it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean. context: a conditional model's labels (N,).
     """
     sizes, device = layer_sizes(model.config), model.device
     kl = [torch.zeros(s, dtype=torch.float64) for s in sizes]
@@ -400,14 +408,16 @@ def layer_statistics(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            q, p = model.encode(x[start : start + batch_size].to(device)), model.prior()
+            yb = batch_context(context, start, start + batch_size)
+            given = () if yb is None else (yb.to(device) if isinstance(yb, torch.Tensor) else yb,)
+            q, p = model.encode(x[start : start + batch_size].to(device), *given), model.prior()
             z = q.sample((samples,))  # (S, B, Σ L)
             for i, (qi, pi) in enumerate(zip(q.layers(z), p.layers(z))):
                 zi, qd = q.part(z, i), qi.base_dist  # (S, B, L_i); per-unit Normal of batch (S or 1.., B, L_i)
                 if isinstance(pi, Independent) and isinstance(pi.base_dist, Normal):
                     unit_kl = kl_divergence(qd, pi.base_dist).expand_as(zi)
                 else:  # a mixture over the top layer: Monte Carlo per unit against its marginals
-                    unit_kl = qd.log_prob(zi) - marginals(pi).log_prob(zi)
+                    unit_kl = qd.log_prob(zi) - latent.marginals(pi).log_prob(zi)
                 kl[i] += unit_kl.double().mean(0).sum(0).cpu()
                 layer_kl[i] += float((qi.log_prob(zi) - pi.log_prob(zi)).double().mean(0).sum())
                 means[i].append(qd.mean.expand_as(zi).double().mean(0).cpu())  # (B, L_i): E_q[z_i] per example

@@ -8,6 +8,7 @@ module can be wrapped by DistributedDataParallel as it is.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from torch.distributions import Distribution
 
 from vaekit.config import ModelConfig, RunConfig, validate
 from vaekit.errors import ConfigError
+from vaekit.models.condition import CONDITIONS, Condition, Context
 from vaekit.models.flows import FLOWS, FlowPosterior
 from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, LayerDecoder, is_hierarchical
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
@@ -29,16 +31,27 @@ class LatentVariableModel(nn.Module):
 
     x: (B, *input_shape); z: (B, L). All three return ``torch.distributions`` objects with batch
     shape (B,) (or () for the prior) and event shapes (L,) and input_shape.
+
+    A conditional model (``condition`` not None) takes a context with each: q(z|x, y), p(x|z, y) and
+    p(y) or p(z|y) (``vaekit.models.condition``); an unconditional model ignores a context.
     """
 
     def __init__(
-        self, encoder: Encoder, posterior: PosteriorHead, decoder: Decoder, likelihood: LikelihoodHead, prior: Prior, config: ModelConfig
+        self,
+        encoder: Encoder,
+        posterior: PosteriorHead,
+        decoder: Decoder,
+        likelihood: LikelihoodHead,
+        prior: Prior,
+        config: ModelConfig,
+        condition: Condition | None = None,
     ):
         super().__init__()
         self.encoder, self.posterior = encoder, posterior
         self.decoder, self.likelihood = decoder, likelihood
         self.prior_module = prior
         self.config = config
+        self.condition = condition
 
     @property
     def latent_dim(self) -> int:
@@ -58,16 +71,33 @@ class LatentVariableModel(nn.Module):
         """True for a plain autoencoder (point-mass posterior, no KL term)."""
         return self.posterior.deterministic
 
-    def encode(self, x: torch.Tensor) -> Distribution:
-        return self.posterior(self.encoder(x))
+    @property
+    def conditional(self) -> bool:
+        """True for a conditional model (a context enters the encoder and the decoder)."""
+        return self.condition is not None
 
-    def encode_top(self, x: torch.Tensor) -> Distribution:
+    def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
+        """q(z|x) (or q(z|x, y)): batch (B,), event (L,)."""
+        return self.posterior(self.encoder(self._with_context(x, context)))
+
+    def encode_top(self, x: torch.Tensor, context: Context = None) -> Distribution:
         """q(z_top|x): the posterior of the layer the prior's top p(z_L) is over (a VampPrior's
         components); q(z|x) itself for a one-layer model."""
-        return self.posterior.top(self.encoder(x))
+        return self.posterior.top(self.encoder(self._with_context(x, context)))
 
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) for z (*batch, L): batch shape ``batch``, so samples (S, B, L) decode to (S, B)."""
+    def _with_context(self, x: torch.Tensor, context: Context) -> torch.Tensor:
+        """The encoder's input: x, or for a conditional model x with the context y (B, K) beside it."""
+        if self.condition is None:
+            return x
+        y = self.condition(context, x.shape[:1]).to(x.dtype)  # (B, K)
+        if self.encoder.needs_images:  # K constant channels beside the image's
+            return torch.cat([x, y[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+        return torch.cat([x.flatten(1), y], 1)  # (B, D + K)
+
+    def decode(self, z: torch.Tensor, context: Context = None) -> Distribution:
+        """p(x|z) (or p(x|z, y)) for z (*batch, L): batch shape ``batch``, so samples (S, B, L) decode to (S, B)."""
+        if self.condition is not None:
+            z = torch.cat([z, self.condition(context, z.shape[:-1]).to(z.dtype)], -1)  # (*batch, L + K)
         if z.dim() == 2:
             return self.likelihood(full_precision(self.decoder(z)))
         params = full_precision(self.decoder(z.reshape(-1, z.shape[-1])))  # (prod(batch), k, *shape)
@@ -83,8 +113,11 @@ class LatentVariableModel(nn.Module):
         if params is not None:
             self.decoder.set_output_bias(params.to(next(self.parameters())))
 
-    def prior(self) -> Distribution:
-        """p(z): batch shape (), event shape (L,). The prior module gets the model (a VampPrior runs the encoder)."""
+    def prior(self, context: Context = None) -> Distribution:
+        """p(z): batch shape (), event shape (L,). The prior module gets the model (a VampPrior runs the encoder).
+        A conditional prior p(z|y) has the context's batch shape: () for one class, (B,) for labels (B,)."""
+        if self.prior_module.conditional:
+            return self.prior_module(self, self.condition(context))
         return self.prior_module(self)
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, **objective):
@@ -105,10 +138,14 @@ def check_parts(config: ModelConfig) -> None:
         registry.check(name)
     if config.flow != "none":
         FLOWS.check(config.flow)
+    if config.condition != "none":
+        CONDITIONS.check(config.condition)
     if is_hierarchical(config):
         HIERARCHIES.check(config.hierarchy)
         if config.kind != "vae" or config.flow != "none":
             raise ConfigError("a hierarchical model (several --latent-dim sizes) has Gaussian layers: it needs --model vae without a flow")
+        if PRIORS[config.prior].conditional:
+            raise ConfigError(f"a hierarchical model's top prior is unconditional; --prior {config.prior} needs one latent layer")
 
 
 def build_model(config: ModelConfig) -> LatentVariableModel:
@@ -117,18 +154,25 @@ def build_model(config: ModelConfig) -> LatentVariableModel:
     validate(RunConfig(model=config))
     check_parts(config)
     likelihood = LIKELIHOODS[config.likelihood].from_config(config)
-    encoder = ENCODERS[config.arch].from_config(config)
-    if is_hierarchical(config):  # q(z|x) and p(z) over the layers, the decoder on the layers its wiring gives it
+    condition = None if config.condition == "none" else CONDITIONS[config.condition].from_config(config)
+    k = 0 if condition is None else condition.size  # the networks take K more inputs: [x, y] (or K more channels) and [z, y]
+    encoder_config = config
+    if condition is not None:
+        shape = tuple(config.input_shape)
+        wider = (shape[0] + k, *shape[1:]) if ENCODERS[config.arch].needs_images else (math.prod(shape) + k,)
+        encoder_config = dataclasses.replace(config, input_shape=wider)
+    encoder = ENCODERS[config.arch].from_config(encoder_config)
+    if is_hierarchical(config):  # q(z|x) and p(z) over the layers, the decoder on the layers its wiring gives it (and y)
         posterior = HIERARCHIES[config.hierarchy].from_config(config, encoder.out_features)
         layers = posterior.decoder_layers()
-        width = sum(config.latent_layers[i] for i in layers)
+        width = sum(config.latent_layers[i] for i in layers) + k
         decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=width), likelihood.params_per_output)
-        decoder = LayerDecoder(decoder, tuple(config.latent_layers), layers)
+        decoder = LayerDecoder(decoder, tuple(config.latent_layers), layers, extra=k)
         prior = HierarchicalPrior.from_config(config)
-        return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config)
-    decoder = DECODERS[config.arch].from_config(config, likelihood.params_per_output)
+        return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition)
+    decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=config.latent_dim + k), likelihood.params_per_output)
     posterior = POSTERIORS[config.kind].from_config(config, encoder.out_features)
     if config.flow != "none":
         posterior = FlowPosterior.from_config(config, encoder.out_features, posterior)
     prior = PRIORS[config.prior].from_config(config)
-    return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config)
+    return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition)

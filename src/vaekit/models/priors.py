@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 
 class Prior(nn.Module, ABC):
-    """Interface: ``prior(model)`` -> p(z), batch shape (), event shape (L,)."""
+    """Interface: ``prior(model)`` -> p(z), batch shape (), event shape (L,).
+
+    conditional: the prior is p(z|y), called ``prior(model, context)`` with context vectors (*batch, K)
+    and returning batch shape ``batch`` (``vaekit.models.condition``).
+    """
+
+    conditional: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -2,7 +2,8 @@
 learned pseudo-inputs u_k.
 
 The prior is called with the model (``prior(model)``), runs ``model.encode`` on its pseudo-inputs and
-returns the mixture of the K Gaussian posteriors. It holds no reference to the encoder, so the module
+returns the mixture of the K Gaussian posteriors (for a conditional model, pseudo-input k is encoded
+with the context ``model.condition.contexts(K)[k]``: the classes in turn). It holds no reference to the encoder, so the module
 tree and ``state_dict`` stay a tree. No closed-form KL exists, so the objective uses Monte Carlo
 (``vaekit.objectives.kl_to_prior``); the importance-weighted estimate uses log p(z) exactly.
 """
@@ -62,7 +63,9 @@ class VampPrior(Prior):
         return u.view(-1, *self.input_shape)
 
     def forward(self, model: nn.Module) -> Distribution:
-        q = model.encode_top(self.pseudo_inputs())  # batch (K,), event (L,): for a hierarchical model, q(z_L|u)
+        u = self.pseudo_inputs()
+        context = None if model.condition is None else model.condition.contexts(len(u))  # a conditional model: u_k gets class k mod C
+        q = model.encode_top(u, context)  # batch (K,), event (L,): for a hierarchical model, q(z_L|u)
         if not isinstance(q, DiagonalNormal):
             raise ConfigError(f"the vampprior needs a diagonal Gaussian posterior, got {type(q).__name__}")
         return DiagonalGaussianMixture(q.mean, q.logvar)

@@ -18,6 +18,8 @@ let preview = null;       // the code under the pointer, while hovering the map
 let mapView = null;       // map scaling: {x0, y0, sx, sy}
 let pointsLayer = null;   // the scatter, drawn once
 let sampleSeed = 0;
+let currentClass = null;  // a conditional model's class (the selector); null for an unconditional model
+let currentZ = null;      // the code last asked to decode, redrawn when the class changes
 
 // ----- talking to the server ------------------------------------------------------------------
 
@@ -44,6 +46,7 @@ function guarded(fn) {  // run an async action; show its error in the status lin
 // One decode in flight at a time; a code asked for meanwhile replaces any earlier waiting one.
 const decoder = { busy: false, next: null };
 function requestDecode(z) {
+  currentZ = Array.from(z);
   decoder.next = Array.from(z);
   if (!decoder.busy) pumpDecode();
 }
@@ -53,7 +56,7 @@ async function pumpDecode() {
     const z = decoder.next;
     decoder.next = null;
     try {
-      const out = await api("/api/decode", { z: [z], context: null });
+      const out = await api("/api/decode", { z: [z], context: currentClass });
       drawItem($("decoded"), out, 0);
     } catch (err) { status(err.message); }
   }
@@ -335,7 +338,7 @@ function renderPicks() {
 }
 
 async function loadInterpolation() {
-  const out = await api("/api/interpolate", { a: picks[0].z, b: picks[1].z, steps: 10, context: null });
+  const out = await api("/api/interpolate", { a: picks[0].z, b: picks[1].z, steps: 10, context: currentClass });
   fillStrip($("strip-linear"), out.linear);
   fillStrip($("strip-slerp"), out.slerp);
   $("interpolation").hidden = false;
@@ -344,8 +347,10 @@ async function loadInterpolation() {
 // ----- your own input ------------------------------------------------------------------------------
 
 async function encodeInput(body, type) {
-  const invert = $("invert").checked ? "?invert=1" : "";
-  const result = await api("/api/encode" + (type === "application/json" ? "" : invert), body, type);
+  const query = new URLSearchParams();
+  if ($("invert").checked && type !== "application/json") query.set("invert", "1");
+  if (currentClass !== null) query.set("context", String(currentClass));
+  const result = await api("/api/encode" + (query.toString() ? "?" + query : ""), body, type);
   uploaded = result;
   $("input-result").replaceChildren(card("your input", result));
   setCurrent(result.z);
@@ -393,8 +398,25 @@ function setupInput() {
 
 async function loadSamples() {
   const temperature = Number($("temperature").value);
-  const out = await api("/api/sample", { n: 16, temperature, seed: sampleSeed++, context: null });
+  const out = await api("/api/sample", { n: 16, temperature, seed: sampleSeed++, context: currentClass });
   fillStrip($("samples"), out);
+}
+
+// ----- the class of a conditional model ---------------------------------------------------------------
+
+function setupClass() {
+  const m = info.model;
+  if (!m.conditional) return;
+  currentClass = m.default_class;
+  const select = $("class");
+  select.replaceChildren(...m.class_names.map((name, c) => new Option(name, String(c), false, c === currentClass)));
+  $("class-panel").hidden = false;
+  select.addEventListener("change", guarded(async () => {
+    currentClass = Number(select.value);
+    if (currentZ) requestDecode(currentZ);
+    if (picks.length === 2) await loadInterpolation();
+    await loadSamples();
+  }));
 }
 
 // ----- start ----------------------------------------------------------------------------------------
@@ -413,6 +435,7 @@ async function start() {
   setupMap();
   setupSliders();
   setupInput();
+  setupClass();
   $("reset-prior").addEventListener("click", () => setCurrent(info.dims.center));
   $("reset-example").addEventListener("click", () => { if (picks.length) setCurrent(picks[picks.length - 1].z); });
   $("clear-picks").addEventListener("click", () => { picks = []; $("reset-example").disabled = true; renderPicks(); });

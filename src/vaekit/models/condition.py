@@ -1,0 +1,142 @@
+"""Conditioning (the conditional VAE): a context y that enters the encoder, the decoder and, with the
+``conditional`` prior, the prior: q(z|x, y), p(x|z, y), p(z|y).
+
+A ``Condition`` turns what travels with the data (a batch's class labels) into context vectors
+(B, K); the model joins them to its inputs (``LatentVariableModel.encode(x, context)``,
+``decode(z, context)``, ``prior(context)``): a flat encoder reads [x, y], an image encoder reads y
+as K constant channels beside x's, and the decoder reads [z, y]. So every network, posterior,
+likelihood and flow works unchanged, built for K more inputs. Conditions are registered in
+``CONDITIONS`` (``ModelConfig.condition``; ``none`` builds no condition).
+
+A context is given as integer labels (B,), one label for every example (a 0-d tensor or an int),
+or context vectors (B, K) / (K,) (e.g. a mix of two one-hot vectors).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaekit.errors import ConfigError
+from vaekit.models.posteriors import LOGVAR_MAX, LOGVAR_MIN, DiagonalNormal
+from vaekit.models.priors import PRIORS, Prior
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.config import ModelConfig
+
+Context = torch.Tensor | int | None
+
+
+class Condition(nn.Module, ABC):
+    """Interface: a context -> context vectors (*batch, ``size``)."""
+
+    size: int
+    device: torch.device
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: ModelConfig) -> Condition:
+        """The condition ``config`` describes (``context_dim``)."""
+
+    @abstractmethod
+    def vectors(self, context: torch.Tensor) -> torch.Tensor:
+        """Context vectors (B, K) or (K,) for a context (B,) / () of this condition's kind, or vectors as they are."""
+
+    @abstractmethod
+    def contexts(self, n: int) -> torch.Tensor:
+        """``n`` contexts that cycle through the condition's values (the VampPrior's pseudo-inputs get these)."""
+
+    def forward(self, context: Context, batch_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Context vectors (B, K) or (K,), or broadcast to (*batch_shape, K) from the right: labels (B,) reach samples (S, B)."""
+        if context is None:
+            raise ConfigError("this model is conditional: give a context (--class, or the data's labels)")
+        v = self.vectors(torch.as_tensor(context, device=self.device))
+        return v if batch_shape is None else v.expand(*batch_shape, self.size)
+
+
+CONDITIONS: Registry[type[Condition]] = Registry("condition")
+
+
+@CONDITIONS.register("label")
+class LabelCondition(Condition):
+    """Class labels 0 .. K-1 as one-hot vectors (K = the dataset's number of classes)."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.size = classes
+        self.register_buffer("eye", torch.eye(classes), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> LabelCondition:
+        if config.context_dim < 1:
+            raise ConfigError("--condition label needs labelled data with at least one class")
+        return cls(config.context_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.eye.device
+
+    def vectors(self, context: torch.Tensor) -> torch.Tensor:
+        if context.is_floating_point():
+            if context.shape[-1:] != (self.size,):
+                raise ConfigError(f"a context vector must have {self.size} entries, got shape {tuple(context.shape)}")
+            return context.to(self.eye.dtype)
+        return self.eye[context]  # (B, K) or (K,)
+
+    def contexts(self, n: int) -> torch.Tensor:
+        return torch.arange(n, device=self.device) % self.size
+
+
+def check_labels(labels: torch.Tensor | None, classes: int, where: str) -> None:
+    """Raise a one-line ``ConfigError`` unless ``labels`` are all classes 0 .. ``classes`` - 1."""
+    if labels is None:
+        raise ConfigError(f"{where} has no labels, but the model is conditioned on them")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ConfigError(f"{where} has labels outside 0..{classes - 1}, the classes the model was trained on")
+
+
+def data_context(model, data, where: str) -> torch.Tensor | None:
+    """The context of ``data`` (a ``Dataset``) for ``model``: its labels (N,) for a conditional model
+    (checked against the model's classes), None for an unconditional one."""
+    if not model.conditional:
+        return None
+    check_labels(data.y, model.condition.size, where)
+    return data.y
+
+
+def batch_context(context: Context, start: int, stop: int) -> Context:
+    """The rows [start, stop) of per-example contexts: labels (N,) or vectors (N, K); one context
+    shared by all (an int, a 0-d label, a (K,) float vector) is returned as it is."""
+    if context is None or isinstance(context, int) or context.dim() == 0 or (context.is_floating_point() and context.dim() == 1):
+        return context
+    return context[start:stop]
+
+
+@PRIORS.register("conditional")
+class ConditionalPrior(Prior):
+    """p(z|y) = N(μ(y), diag σ²(y)): (μ, log σ²) linear in the context vector, a learned Gaussian per
+    class for one-hot labels; it starts at N(0, I). The KL from a Gaussian posterior is closed form."""
+
+    conditional = True
+
+    def __init__(self, latent_dim: int, context_dim: int):
+        super().__init__()
+        self.params = nn.Linear(context_dim, 2 * latent_dim)
+        nn.init.zeros_(self.params.weight)
+        nn.init.zeros_(self.params.bias)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ConditionalPrior:
+        if config.condition == "none":
+            raise ConfigError("the conditional prior p(z|y) needs a conditional model (--condition label)")
+        return cls(config.latent_dim, config.context_dim)
+
+    def forward(self, model: nn.Module, context: torch.Tensor | None = None) -> Distribution:
+        """p(z|y) for context vectors (*batch, K): batch shape ``batch``, event (L,)."""
+        mu, logvar = self.params(context).chunk(2, dim=-1)
+        return DiagonalNormal(mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
