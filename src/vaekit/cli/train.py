@@ -125,8 +125,7 @@ def register(sub) -> None:
         "--hierarchy",
         choices=HIERARCHIES.names(),
         metavar="NAME",
-        help=f"wiring of a hierarchical model's layers: skip (Tomczak & Welling's HVAE), chain (the IWAE paper's): "
-        f"{choices_help('hierarchy', HIERARCHIES)}",
+        help=f"wiring of a hierarchical model's layers: skip (Tomczak & Welling's HVAE) or chain (the IWAE paper's) ({default('hierarchy')})",
     )
     g.add_argument(
         "--latent-hidden",
