@@ -125,7 +125,7 @@ def register(sub) -> None:
         "--hierarchy",
         choices=HIERARCHIES.names(),
         metavar="NAME",
-        help=f"wiring of a hierarchical model's layers: skip (Tomczak & Welling's HVAE) or chain (the IWAE paper's) ({default('hierarchy')})",
+        help=f"how a hierarchical model's layers connect: skip (Tomczak & Welling's HVAE) or chain (IWAE's) ({default('hierarchy')})",
     )
     g.add_argument(
         "--latent-hidden",
