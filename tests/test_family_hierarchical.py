@@ -179,6 +179,9 @@ def test_layer_views_decode_through_the_layers_below():
     expected = model.decode(torch.cat([z1, z2], -1)).mean
     torch.testing.assert_close(top.decode(z2).mean, expected)
     assert latent.rank_dims(top, x).measure == "KL" and len(latent.kl_per_dim(bottom, x)) == 3
+    around = bottom.held_at(x[1])  # the layer above held at x's own code: the view decodes x's mean-pass reconstruction
+    torch.testing.assert_close(around.decode(around.encode(x[1:2]).mean).mean, model.decode(model.encode(x[1:2]).mean).mean)
+    assert not torch.allclose(bottom.decode(bottom.encode(x[1:2]).mean).mean, model.decode(model.encode(x[1:2]).mean).mean)
     with pytest.raises(ConfigError, match="out of range"):
         latent_view(model, 2)
 

@@ -33,7 +33,7 @@ from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import elbo_terms, summarize
 from vaekit.generation import denoise, reconstruct, sample
 from vaekit.models.condition import data_context
-from vaekit.models.hierarchical import describe_latent, latent_view
+from vaekit.models.hierarchical import describe_latent, latent_view, view_at_input
 from vaekit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,15 @@ class RunViews:
         if at == "input":
             x, name = self.example(index)
             y = self.example_label(index)
-            return latent.encode(self.latent_model, x.unsqueeze(0), context=y)[0], f"the posterior mean of {name}"
+            return latent.encode(self.view_at(at, index), x.unsqueeze(0), context=y)[0], f"the posterior mean of {name}"
         raise ConfigError(f"'at' must be 'input' or 'mean', got {at!r}")
+
+    def view_at(self, at: str, index: int = 0):
+        """What a traversal or manifold decodes through: ``latent_model``; around an input (``at`` =
+        ``input``), a lower layer of a hierarchical model has the layers above held at that input's codes."""
+        if at != "input":
+            return self.latent_model
+        return view_at_input(self.latent_model, self.example(index)[0], self.example_label(index))
 
     # ----- image views ----------------------------------------------------------------------------
     def reconstructions(self, n: int = 16, cols: int = 16) -> View:
@@ -333,7 +340,7 @@ class RunViews:
         base, base_name = self.base_point(at, index)
         y = self.decode_label(self.example_label(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), steps, span, width=width)  # (S, L)
-        result = latent.traverse(self.latent_model, chosen, base, values, context=y)
+        result = latent.traverse(self.view_at(at, index), chosen, base, values, context=y)
         rank = {int(d): i for i, d in enumerate(self.ranking.dims)}
         row_labels = [self.ranking.label(rank[int(d)]).replace("  ", "\n") for d in result.dims]
         if torch.allclose(result.values, result.values[:1]):
@@ -375,7 +382,7 @@ class RunViews:
         base, base_name = self.base_point(at, index)
         y = self.decode_label(self.example_label(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), n, "quantile", p_range)  # (n, L)
-        result = latent.manifold(self.latent_model, dims, base, values, context=y)
+        result = latent.manifold(self.view_at(at, index), dims, base, values, context=y)
         i, j = result.dims
         picture = plotting.labelled_grid(
             result.images,

@@ -324,21 +324,22 @@ class LayerDecoder(Decoder):
 
 
 class LayerView(nn.Module):
-    """Layer i of a hierarchical model seen as a one-layer model: ``encode``, ``decode`` and ``prior``
+    """Layer l of a hierarchical model seen as a one-layer model: ``encode``, ``decode`` and ``prior``
     over z_l (L_l,), for the latent views.
 
-    The layers above i are held at the prior's mean pass (the ``context``; none for the top layer).
+    The layers above l are held at the prior's mean pass (the ``context``; none for the top layer),
+    or at an input's codes (``held_at``).
     encode(x): q(z_l|x, context) in the mean pass of q (for the top layer of the ``skip`` wiring,
     q(z_L|x) exactly). prior(): p(z_L) for the top layer, p(z_l|context) below it. decode(z_l): the
     layers below at the means of p(z_k|z_{k+1}), then p(x|z).
     """
 
-    def __init__(self, model: nn.Module, layer: int):
+    def __init__(self, model: nn.Module, layer: int, held: dict[int, torch.Tensor] | None = None):
         super().__init__()
         sizes = layer_sizes(model.config)
         if not -len(sizes) <= layer < len(sizes):
             raise ConfigError(f"layer {layer} is out of range: the model has {len(sizes)} stochastic layers (0 to {len(sizes) - 1})")
-        self.model, self.layer, self.sizes = model, layer % len(sizes), sizes
+        self.model, self.layer, self.sizes, self.held = model, layer % len(sizes), sizes, held
         self.config = dataclasses.replace(model.config, latent_dim=sizes[self.layer], latent_layers=())
 
     latent_dim = property(lambda self: self.sizes[self.layer])
@@ -350,13 +351,23 @@ class LayerView(nn.Module):
     deterministic = False
 
     def context(self) -> dict[int, torch.Tensor]:
-        """The codes of the layers above this one, {k: (L_k,)}: the prior's mean pass."""
+        """The codes of the layers above this one, {k: (L_k,)}: the prior's mean pass, or those ``held_at`` gave."""
         if self.layer == len(self.sizes) - 1:
             return {}
+        if self.held is not None:
+            return self.held
         p = self.model.prior()
         with torch.no_grad():
             z = p.mean_pass()
         return {k: p.part(z, k) for k in range(self.layer + 1, len(self.sizes))}
+
+    @torch.no_grad()
+    def held_at(self, x: torch.Tensor, context: Context = None) -> LayerView:
+        """This layer with the layers above held at the posterior mean pass of the input x (*input_shape,)
+        instead of the prior's: a traversal or manifold around x then decodes x's own upper codes."""
+        q = self.model.encode(x.unsqueeze(0).to(self.device), context)
+        z = q.mean_pass()[0]
+        return LayerView(self.model, self.layer, {k: q.part(z, k) for k in range(self.layer + 1, len(self.sizes))})
 
     def _fixed(self, lead: torch.Size) -> dict[int, torch.Tensor]:
         return {k: c.expand(*lead, c.shape[-1]) for k, c in self.context().items()}
@@ -431,3 +442,9 @@ def describe_latent(config: ModelConfig) -> str:
     if not is_hierarchical(config):
         return f"latent dim {config.latent_dim}"
     return f"latent layers {'+'.join(map(str, config.latent_layers))} ({config.hierarchy})"
+
+
+def view_at_input(view: nn.Module, x: torch.Tensor, context: Context = None) -> nn.Module:
+    """``view`` for views around the input x: a lower layer's ``LayerView`` with the layers above held
+    at x's codes (``LayerView.held_at``); any other view (a one-layer model, a top layer) as it is."""
+    return view.held_at(x, context) if isinstance(view, LayerView) and view.layer < len(view.sizes) - 1 else view
