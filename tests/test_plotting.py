@@ -44,6 +44,20 @@ def test_labelled_grid_keeps_the_grid_exact_in_the_bottom_right_corner():
     assert np.array_equal(bare, np.repeat(plain, 3, axis=2) if plain.shape[2] == 1 else plain)
 
 
+def test_a_title_wider_than_the_grid_is_drawn_whole():
+    imgs = checker(6, c=1).view(2, 3, 1, 8, 8)
+    plain = plotting.image_grid(imgs.flatten(0, 1), 3)
+    title = "each row: one dimension over quantiles of the prior; the others at the posterior mean of test #0, label 0"
+    pic = plotting.labelled_grid(imgs, row_labels=["a", "b"], title=title)
+    gh, gw = plain.shape[:2]
+    assert pic.shape[1] > 400 > gw  # the picture grew to hold the title ...
+    assert np.array_equal(pic[-gh:, -gw:], np.repeat(plain, 3, axis=2))  # ... with the grid still in the bottom-right corner
+    title_band = pic[: pic.shape[0] - gh]
+    dark_columns = np.nonzero((title_band < 128).any(axis=(0, 2)))[0]
+    assert dark_columns.max() > pic.shape[1] - gw  # the title's text runs on past the grid's left edge, to its end
+    assert (title_band[:, -3:] > 200).all()  # and stops before the picture's right edge
+
+
 def test_labelled_grid_labels_a_column_subset_when_crowded_and_checks_counts():
     imgs = checker(20).view(1, 20, 1, 8, 8)
     pic = plotting.labelled_grid(imgs, col_labels=[f"{v:.2f}" for v in np.linspace(-1.64, 1.64, 20)], min_cell=16, pad=0)

@@ -137,6 +137,8 @@ def labelled_grid(
         widths = [_text_size(t, font_size)[0] for t in (row_labels or [])] + [_text_size(corner or "", font_size)[0]]
         left = max(widths) + (10 if row_align == "right" else 14)
     top = (line + 4 if title else 0) + (line if col_labels is not None else 0) + (line if corner and col_labels is None else 0)
+    if title:  # a title wider than the labels and grid widens the picture on the left: the grid stays in the bottom-right corner
+        left = max(left, _text_size(title, font_size + 1)[0] + 8 - gw)
     canvas = Image.new("RGB", (left + gw, top + gh), (255, 255, 255))
     canvas.paste(Image.fromarray(grid), (left, top))
     draw = ImageDraw.Draw(canvas)
