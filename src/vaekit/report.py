@@ -192,15 +192,16 @@ class RunViews:
         classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
         return str(classes[label]) if classes and 0 <= label < len(classes) else str(label)
 
-    def base_point(self, at: str, index: int = 0) -> tuple[torch.Tensor, str]:
-        """z (L,) the other dimensions are held at: ``input`` (the posterior mean of example ``index``)
-        or ``mean`` (the reference's mean: 0 for a normal prior)."""
+    def base_point(self, at: str, index: int = 0, view=None) -> tuple[torch.Tensor, str]:
+        """z (L,) the other dimensions are held at: ``input`` (the posterior mean of example ``index``,
+        encoded by ``view``, default ``view_at(at, index)``) or ``mean`` (the reference's mean: 0 for a normal prior)."""
         if at == "mean":
             return self.reference.mean.detach().cpu().float(), f"the mean of {self.reference_name}"
         if at == "input":
             x, name = self.example(index)
             y = self.example_label(index)
-            return latent.encode(self.view_at(at, index), x.unsqueeze(0), context=y)[0], f"the posterior mean of {name}"
+            view = self.view_at(at, index) if view is None else view
+            return latent.encode(view, x.unsqueeze(0), context=y)[0], f"the posterior mean of {name}"
         raise ConfigError(f"'at' must be 'input' or 'mean', got {at!r}")
 
     def view_at(self, at: str, index: int = 0):
@@ -337,10 +338,11 @@ class RunViews:
             chosen = self.ranking.dims[:k]
         else:
             chosen = torch.as_tensor(dims, dtype=torch.long)
-        base, base_name = self.base_point(at, index)
+        view = self.view_at(at, index)
+        base, base_name = self.base_point(at, index, view)
         y = self.decode_label(self.example_label(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), steps, span, width=width)  # (S, L)
-        result = latent.traverse(self.view_at(at, index), chosen, base, values, context=y)
+        result = latent.traverse(view, chosen, base, values, context=y)
         rank = {int(d): i for i, d in enumerate(self.ranking.dims)}
         row_labels = [self.ranking.label(rank[int(d)]).replace("  ", "\n") for d in result.dims]
         if torch.allclose(result.values, result.values[:1]):
@@ -379,10 +381,11 @@ class RunViews:
             raise ConfigError("the manifold needs a latent space of at least 2 dimensions")
         if dims is None:
             dims = (0, 1) if self.latent_model.latent_dim == 2 else tuple(int(d) for d in self.ranking.dims[:2])
-        base, base_name = self.base_point(at, index)
+        view = self.view_at(at, index)
+        base, base_name = self.base_point(at, index, view)
         y = self.decode_label(self.example_label(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), n, "quantile", p_range)  # (n, L)
-        result = latent.manifold(self.view_at(at, index), dims, base, values, context=y)
+        result = latent.manifold(view, dims, base, values, context=y)
         i, j = result.dims
         picture = plotting.labelled_grid(
             result.images,

@@ -6,10 +6,10 @@ layer by layer (ancestrally) and sums the layers' log-densities. The one objecti
 (``vaekit.objectives.elbo``) therefore trains and evaluates them unchanged: the KL has no closed
 form, so it is the Monte Carlo mean of log q(z|x) − log p(z), and the importance-weighted bound
 uses both log-densities exactly. Two wirings are registered in ``HIERARCHIES``
-(``ModelConfig.hierarchy``); the generative side is the same for both, p(z_L) Π p(z_l|z_{i+1}):
+(``ModelConfig.hierarchy``); the generative side is the same for both, p(z_L) Π p(z_l|z_{l+1}):
 
-- ``skip`` (Tomczak & Welling 2018's HVAE): q(z_L|x) Π q(z_l|x, z_{i+1}); p(x|z_1, ..., z_L).
-- ``chain`` (Burda et al. 2016's two-layer model): q(z_1|x) Π q(z_{i+1}|z_l); p(x|z_1).
+- ``skip`` (Tomczak & Welling 2018's HVAE): q(z_L|x) Π q(z_l|x, z_{l+1}); p(x|z_1, ..., z_L).
+- ``chain`` (Burda et al. 2016's two-layer model): q(z_1|x) Π q(z_{l+1}|z_l); p(x|z_1).
 
 p(z_L) is any registered prior over the top layer (a VampPrior uses q(z_L|u_k), so it needs the
 ``skip`` wiring, whose top posterior sees x alone). ``LayerView`` shows one layer as a one-layer
@@ -177,6 +177,11 @@ class LayeredGaussian(Distribution, StandardNormalDraws):
         return self._ancestral(lambda k, d, _: d.mean, fixed)[1][i]
 
 
+def top_down(n: int) -> tuple[int | None, ...]:
+    """The parents of n layers conditioned each on the one above (z_l on z_{l+1}; the top on none)."""
+    return tuple(i + 1 if i + 1 < n else None for i in range(n))
+
+
 def _topological(parents: tuple[int | None, ...]) -> tuple[int, ...]:
     order: list[int] = []
     while len(order) < len(parents):
@@ -248,11 +253,11 @@ HIERARCHIES: Registry[type[Hierarchy]] = Registry("hierarchy")
 
 @HIERARCHIES.register("skip")
 class SkipHierarchy(Hierarchy):
-    """q(z_L|x) Π q(z_l|x, z_{i+1}), decoder p(x|z_1, ..., z_L): Tomczak & Welling 2018's HVAE."""
+    """q(z_L|x) Π q(z_l|x, z_{l+1}), decoder p(x|z_1, ..., z_L): Tomczak & Welling 2018's HVAE."""
 
     @staticmethod
     def wiring(n: int):
-        return tuple(i + 1 if i + 1 < n else None for i in range(n)), (True,) * n
+        return top_down(n), (True,) * n
 
     def decoder_layers(self) -> tuple[int, ...]:
         return tuple(range(len(self.sizes)))
@@ -260,7 +265,7 @@ class SkipHierarchy(Hierarchy):
 
 @HIERARCHIES.register("chain")
 class ChainHierarchy(Hierarchy):
-    """q(z_1|x) Π q(z_{i+1}|z_l), decoder p(x|z_1): Burda et al. 2016's two-layer model (784-200-200-100 / 100-100-50)."""
+    """q(z_1|x) Π q(z_{l+1}|z_l), decoder p(x|z_1): Burda et al. 2016's two-layer model (784-200-200-100 / 100-100-50)."""
 
     @staticmethod
     def wiring(n: int):
@@ -274,7 +279,7 @@ class ChainHierarchy(Hierarchy):
 
 
 class HierarchicalPrior(Prior):
-    """p(z) = p(z_L) Π_{i<L} p(z_l|z_{i+1}): ``top`` is a registered prior over z_L (normal, mixture,
+    """p(z) = p(z_L) Π_{l<L} p(z_l|z_{l+1}): ``top`` is a registered prior over z_L (normal, mixture,
     vampprior), each conditional a ``LayerNet`` on the layer above."""
 
     def __init__(self, top: Prior, sizes: tuple[int, ...], hidden: tuple[int, ...], arch: str, act: str):
@@ -290,12 +295,11 @@ class HierarchicalPrior(Prior):
 
     def forward(self, model: nn.Module) -> LayeredGaussian:
         top = self.top(model)
-        n = len(self.sizes)
 
         def layer(i: int, parent: torch.Tensor | None) -> Distribution:
             return top if parent is None else self.conditionals[i](parent)
 
-        return LayeredGaussian(self.sizes, tuple(i + 1 if i + 1 < n else None for i in range(n)), layer, torch.Size())
+        return LayeredGaussian(self.sizes, top_down(len(self.sizes)), layer, torch.Size())
 
 
 class LayerDecoder(Decoder):
@@ -350,13 +354,14 @@ class LayerView(nn.Module):
     prior_module = property(lambda self: self.model.prior_module)
     deterministic = False
 
-    def context(self) -> dict[int, torch.Tensor]:
-        """The codes of the layers above this one, {k: (L_k,)}: the prior's mean pass, or those ``held_at`` gave."""
+    def context(self, p: LayeredGaussian | None = None) -> dict[int, torch.Tensor]:
+        """The codes of the layers above this one, {k: (L_k,)}: the mean pass of the prior (``p``, or the
+        model's), or those ``held_at`` gave."""
         if self.layer == len(self.sizes) - 1:
             return {}
         if self.held is not None:
             return self.held
-        p = self.model.prior()
+        p = self.model.prior() if p is None else p
         with torch.no_grad():
             z = p.mean_pass()
         return {k: p.part(z, k) for k in range(self.layer + 1, len(self.sizes))}
@@ -369,8 +374,8 @@ class LayerView(nn.Module):
         z = q.mean_pass()[0]
         return LayerView(self.model, self.layer, {k: q.part(z, k) for k in range(self.layer + 1, len(self.sizes))})
 
-    def _fixed(self, lead: torch.Size) -> dict[int, torch.Tensor]:
-        return {k: c.expand(*lead, c.shape[-1]) for k, c in self.context().items()}
+    def _fixed(self, lead: torch.Size, p: LayeredGaussian | None = None) -> dict[int, torch.Tensor]:
+        return {k: c.expand(*lead, c.shape[-1]) for k, c in self.context(p).items()}
 
     def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
         """q(z_l|x, ...) (B, L_l); ``context``: a conditional model's labels (B,) or class."""
@@ -378,12 +383,14 @@ class LayerView(nn.Module):
 
     def prior(self, context: Context = None) -> Distribution:
         """p(z_L), or p(z_l|context) below the top (a hierarchical model's prior takes no class)."""
-        return self.model.prior().layer_at(self.layer, self.context())
+        p = self.model.prior()
+        return p.layer_at(self.layer, self.context(p))
 
     def decode(self, z: torch.Tensor, context: Context = None) -> Distribution:
         """p(x|·) for z_l (*batch, L_l): batch ``batch``; ``context``: a conditional model's class or labels."""
-        fixed = {**self._fixed(z.shape[:-1]), self.layer: z}
-        return self.model.decode(self.model.prior().mean_pass(fixed), context)
+        p = self.model.prior()
+        fixed = {**self._fixed(z.shape[:-1], p), self.layer: z}
+        return self.model.decode(p.mean_pass(fixed), context)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - a view is not trained
         raise TypeError("a LayerView is a view for the latent tools; train the model itself")
