@@ -132,9 +132,9 @@ def check_labels(batches: TrainingBatches, epochs=2):
     seen = 0
     for epoch in range(epochs):
         for _, batch in batches.epoch(epoch):
-            assert batch.labels is not None and len(batch.labels) == len(batch.target)
-            torch.testing.assert_close(batch.target[:, 0], batch.labels.float() / 10)
-            seen += len(batch.labels)
+            assert batch.context is not None and len(batch.context) == len(batch.target)
+            torch.testing.assert_close(batch.target[:, 0], batch.context.float() / 10)
+            seen += len(batch.context)
     return seen
 
 
@@ -142,8 +142,8 @@ def test_labels_travel_with_batches_in_memory_memory_mapped_and_in_each_process_
     x, y = labelled_rows()
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     common = dict(global_batch=32, seed=3, device=torch.device("cpu"))
-    assert check_labels(TrainingBatches(tx, labels=ty, **common)) == 2 * len(x)
-    shares = [check_labels(TrainingBatches(tx, labels=ty, rank=r, world=2, **common)) for r in (0, 1)]
+    assert check_labels(TrainingBatches(tx, context=ty, **common)) == 2 * len(x)
+    shares = [check_labels(TrainingBatches(tx, context=ty, rank=r, world=2, **common)) for r in (0, 1)]
     assert sum(shares) == 2 * len(x)  # the two processes' shares cover every example
     np.save(tmp_path / "rows.npy", x)
     np.save(labels_path(tmp_path / "rows.npy"), y)
@@ -151,7 +151,7 @@ def test_labels_travel_with_batches_in_memory_memory_mapped_and_in_each_process_
     assert splits.streaming and splits.info["num_classes"] == 5
     for part in (splits.train, splits.valid):  # the validation blocks keep their labels too
         torch.testing.assert_close(part.x[torch.arange(len(part))][:, 0], part.y.float() / 10)
-    assert check_labels(TrainingBatches(splits.train.x, labels=splits.train.y, **common), epochs=1) == len(splits.train)
+    assert check_labels(TrainingBatches(splits.train.x, context=splits.train.y, **common), epochs=1) == len(splits.train)
 
 
 def test_shard_folders_carry_labels_beside_every_shard_or_none(tmp_path):

@@ -267,11 +267,11 @@ def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
     from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, POSTERIORS, PRIORS
 
     assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet"] and POSTERIORS.names() == ["ae", "vae"]
-    assert PRIORS.names() == ["conditional", "mixture", "normal", "vampprior"] and CONDITIONS.names() == ["label"]
+    assert PRIORS.names() == ["conditional", "mixture", "normal", "vampprior"] and CONDITIONS.names() == ["columns", "label"]
     assert "identity" in ACTIVATIONS.names()
     for field, words in (
         ("prior", "unknown prior 'vamp'; choose one of conditional, mixture, normal, vampprior"),
-        ("condition", "unknown condition 'vamp'; choose one of label"),
+        ("condition", "unknown condition 'vamp'; choose one of columns, label"),
         ("arch", "unknown architecture 'vamp'"),
         ("likelihood", "unknown likelihood 'vamp'"),
         ("kind", "unknown model kind 'vamp'; choose one of ae, vae"),

@@ -39,6 +39,8 @@ class DataConfig:
     memmap: read a .npy file or a folder of .npy shards memory-mapped, batch by batch, instead of
         into memory (``vaekit.data.streaming``). None: automatic (a shard folder always; a .npy
         file that as float32 would exceed a quarter of physical memory); a run saves the resolved choice.
+    context_columns: a CSV table's columns that are a conditional model's context, not features
+        (``ModelConfig.condition`` ``columns``).
     """
 
     source: str = "digits"
@@ -49,6 +51,7 @@ class DataConfig:
     image_size: tuple[int, int] | None = None
     download: bool = False
     memmap: bool | None = None
+    context_columns: tuple[str, ...] = ()
 
 
 @dataclass
@@ -293,6 +296,10 @@ def validate(config: RunConfig) -> None:
         (t.checkpoint_every >= 0, f"checkpoint-every must be >= 0, got {t.checkpoint_every}"),
         (0 < d.valid_fraction < 1, f"validation fraction must be in (0, 1), got {d.valid_fraction}"),
         (d.image_size is None or all(s >= 1 for s in d.image_size), f"image size must be positive, got {d.image_size}"),
+        (
+            not d.context_columns or m.condition == "columns",
+            f"context columns are the context of --condition columns, not --condition {m.condition}",
+        ),
     ]
     for section in (d, m, t):
         for f in dataclasses.fields(section):

@@ -48,10 +48,11 @@ def sample(
     plain autoencoder's training codes, ``vaekit.latent.fit_code_density``), tempered by ``temperature``
     (see ``tempered``). Returns (n, *input_shape): the decoder mean, or a draw from p(x|z) if ``mean=False``.
 
-    context: a conditional model's class, one label for all or labels (n,): draws of p(x|y) (z from
-    p(z|y) for a conditional prior)."""
-    if isinstance(context, torch.Tensor) and context.dim() == 1 and len(context) != n:
-        raise ConfigError(f"{n} samples need {n} labels, got {len(context)}")
+    context: a conditional model's context, one for all (a label, a (K,) vector) or one per sample
+    (labels (n,), vectors (n, K)): draws of p(x|y) (z from p(z|y) for a conditional prior)."""
+    per_sample = isinstance(context, torch.Tensor) and (context.dim() == 2 or (context.dim() == 1 and not context.is_floating_point()))
+    if per_sample and len(context) != n:
+        raise ConfigError(f"{n} samples need {n} contexts, got {len(context)}")
     pz = model.prior(context) if prior is None else prior
     pt = tempered(pz, temperature)
     with torch.random.fork_rng():

@@ -262,16 +262,16 @@ def interpolate(
     steps: int = 10,
     method: str = "linear",
     *,
-    labels: tuple[int, int] | None = None,
+    labels: tuple[Context, Context] | None = None,
     context: Context = None,
 ) -> Interpolation:
     """Decode the path between the posterior means of x_a and x_b (each (*input_shape,)).
     The first and last images are the reconstructions of x_a and x_b.
 
-    A conditional model encodes each input with its label (``labels`` = (y_a, y_b)) and decodes the
+    A conditional model encodes each input with its context (``labels`` = (y_a, y_b): labels or (K,) vectors) and decodes the
     path with ``context`` (one class, e.g. to carry both inputs' style into it), or by default
     with the context vectors mixed as the path goes, (1 − t)·y_a + t·y_b."""
-    ends = None if labels is None else torch.as_tensor(labels)
+    ends = None if labels is None else torch.stack([torch.as_tensor(y) for y in labels])  # (2,) labels or (2, K) vectors
     z = encode(model, torch.stack([x_a, x_b]), context=ends)  # (2, L)
     path = latent_path(z[0], z[1], steps, method)  # (S, L)
     if context is None and model.conditional and ends is not None:

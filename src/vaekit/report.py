@@ -29,9 +29,10 @@ import vaekit.latent as latent
 import vaekit.plotting as plotting
 from vaekit.checkpoint import atomic_write_bytes
 from vaekit.corruption import UNIT_LEVEL
+from vaekit.data.tables import context_names, describe_context, raw_context
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import elbo_terms, summarize
-from vaekit.generation import denoise, reconstruct, sample
+from vaekit.generation import denoise, reconstruct, sample, tempered
 from vaekit.models.condition import data_context
 from vaekit.models.hierarchical import describe_latent, latent_view, view_at_input
 from vaekit.version import __version__
@@ -63,15 +64,24 @@ class RunViews:
     preprocessed like the training data. split: ``test``, ``valid`` or ``train`` (``test`` falls
     back to ``valid`` for a source without one). seed: every random choice (samples, noise,
     projections) is seeded with it, so a view is the same each time.
-    label: for a conditional model, the class the views generate (``--class``); None: samples show
-        a row per class, the other views decode with the class of the input they start from (class 0
-        where there is none). Inputs are always encoded with their own labels.
+    label: for a conditional model, the class the views generate (``--class``), or for a model
+        conditioned on context columns the standardised context vector (K,) (``--context``); None:
+        samples show a row per class (at the mean context for columns), the other views decode with
+        the context of the input they start from (class 0, or the mean context, where there is none).
+        Inputs are always encoded with their own labels or context.
     layer: which stochastic layer of a hierarchical model the latent views (ranking, interpolation,
         traversal, manifold, embedding) vary (default: the top); samples and reconstructions use the whole model.
     """
 
     def __init__(
-        self, run, *, source: str | None = None, split: str = "test", seed: int = 0, label: int | None = None, layer: int | None = None
+        self,
+        run,
+        *,
+        source: str | None = None,
+        split: str = "test",
+        seed: int = 0,
+        label: int | torch.Tensor | None = None,
+        layer: int | None = None,
     ):
         if split not in ("test", "valid", "train"):
             raise ConfigError(f"split must be test, valid or train, got {split!r}")
@@ -81,8 +91,14 @@ class RunViews:
         if label is not None:
             if not self.model.conditional:
                 raise ConfigError("--class needs a conditional model (trained with --condition label)")
-            if not 0 <= label < self.model.condition.size:
-                raise ConfigError(f"--class must be one of the model's classes 0..{self.model.condition.size - 1}, got {label}")
+            if isinstance(label, torch.Tensor) != (not self.classes):
+                raise ConfigError(
+                    "this model is conditioned on context columns: give --context, not --class"
+                    if not self.classes
+                    else "this model is conditioned on the class label: give --class, not --context"
+                )
+            if self.classes and not 0 <= label < self.classes:
+                raise ConfigError(f"--class must be one of the model's classes 0..{self.classes - 1}, got {label}")
         self.label = label
 
     # ----- shared state, loaded once -----------------------------------------------------------
@@ -112,22 +128,32 @@ class RunViews:
             raise ConfigError(f"{what} needs 1- or 3-channel images, but this run models data of shape {tuple(self.model.input_shape)}")
 
     def context(self, data) -> torch.Tensor | None:
-        """The labels (N,) of a ``Dataset`` for a conditional model (its inputs are encoded with them), else None."""
+        """The context (labels (N,) or vectors (N, K)) of a ``Dataset`` for a conditional model (its inputs
+        are encoded with it), else None."""
         return data_context(self.model, data, f"the {self.split_name if data is self.split else 'training'} split")
 
     @property
     def classes(self) -> int:
-        """The conditional model's number of classes (0 for an unconditional model)."""
-        return self.model.condition.size if self.model.conditional else 0
+        """The conditional model's number of classes (0 for an unconditional model or a context of columns)."""
+        return self.model.condition.classes if self.model.conditional else 0
 
-    def decode_label(self, default: int | None = None) -> int | None:
-        """The class a conditional model's view decodes with: ``label``, else ``default``, else 0; None when unconditional."""
+    def decode_label(self, default: int | torch.Tensor | None = None) -> int | torch.Tensor | None:
+        """The context a conditional model's view decodes with: ``label``, else ``default``, else the
+        condition's default (class 0, or the mean context); None when unconditional."""
         if not self.model.conditional:
             return None
-        return self.label if self.label is not None else (0 if default is None else int(default))
+        if self.label is not None:
+            return self.label
+        if default is None:
+            return int(self.model.condition.default()) if self.classes else self.model.condition.default().cpu()
+        return int(default) if self.classes else default
 
-    def class_name(self, label: int | None) -> str:
-        return "" if label is None else f"class {self._label_name(label)}"
+    def class_name(self, label: int | torch.Tensor | None) -> str:
+        if label is None:
+            return ""
+        if isinstance(label, torch.Tensor) and label.dim() == 1:
+            return describe_context(self.run.data_info.get("preprocessing") or {}, label)
+        return f"class {self._label_name(int(label))}"
 
     @cached_property
     def ranking(self) -> latent.DimRanking:
@@ -159,17 +185,19 @@ class RunViews:
     def reference_name(self) -> str:
         return "the prior" if not self.model.deterministic else "a Gaussian fitted to the training codes"
 
-    def example_label(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> int | None:
-        """The label a conditional model encodes the input ``spec`` (as for ``example``) with: an
-        example's own label, or ``label`` for an input given as a tensor or file; None when unconditional."""
+    def example_label(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> int | torch.Tensor | None:
+        """The context a conditional model encodes the input ``spec`` (as for ``example``) with: an
+        example's own label or context vector (K,), or ``label`` for an input given as a tensor or file;
+        None when unconditional."""
         if not self.model.conditional:
             return None
         if isinstance(spec, (tuple, torch.Tensor)):
             if self.label is None:
-                raise ConfigError("a conditional model encodes an input with its class: give --class for an input file")
+                flag = "--class" if self.classes else "--context"
+                raise ConfigError(f"a conditional model encodes an input with its context: give {flag} for an input file")
             return self.label
-        y = self.context(self.split)
-        return int(y[int(spec) % len(self.split)])
+        y = self.context(self.split)[int(spec) % len(self.split)]
+        return int(y) if self.classes else y
 
     def example(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> tuple[torch.Tensor, str]:
         """An input (*input_shape,) and a short name for it, from an index into the split, a tensor,
@@ -234,7 +262,7 @@ class RunViews:
         """Decoded draws from the prior or from a density fitted to the training codes. A conditional
         model without ``label``: a row per class, n // classes samples each (at least one)."""
         self.require_images("sampling")
-        if self.model.conditional and self.label is None:
+        if self.classes and self.label is None:
             return self.class_samples(max(1, n // self.classes), temperature=temperature, density=density, components=components, draw=draw)
         prior = self.density(density, components)
         images = sample(self.model, n, temperature=temperature, seed=self.seed, mean=not draw, prior=prior, context=self.decode_label())
@@ -251,8 +279,8 @@ class RunViews:
         """A conditional model's samples, one row per class: row c decodes ``per_class`` draws with class c
         (z from p(z), or p(z|c) for a conditional prior; a fitted density for ``gaussian`` / ``gmm``)."""
         self.require_images("sampling")
-        if not self.model.conditional:
-            raise ConfigError("samples per class need a conditional model (trained with --condition label)")
+        if not self.classes:
+            raise ConfigError("samples per class need a model conditioned on the class label (trained with --condition label)")
         rows = []
         for c in range(self.classes):
             prior = self.model.prior(c) if density == "prior" else self.density(density, components)
@@ -265,12 +293,43 @@ class RunViews:
         )
         return View(picture, caption, images)
 
+    def context_samples(self, rows: int = 4, values: int = 7, *, columns: int = 4, temperature: float = 1.0) -> View:
+        """A model conditioned on context columns: for each column (the first ``columns``), ``rows`` prior draws
+        z (one per row, the same in every panel) decoded as that column sweeps from its training 5th to 95th
+        percentile (``values`` steps), the other columns held at ``decode_label()`` (the mean context by default)."""
+        self.require_images("sampling")
+        if not self.model.conditional or self.classes:
+            raise ConfigError("context sweeps need a model conditioned on context columns (trained with --context-columns)")
+        base = self.decode_label().float()  # (K,)
+        record = self.run.data_info.get("preprocessing") or {}
+        names = context_names(record, len(base))
+        train = self.context(self.data.train)  # (N, K)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            z = tempered(self.model.prior(base), temperature).sample((rows,))  # (rows, L)
+        q = torch.linspace(0.05, 0.95, values, dtype=torch.float64)
+        pictures, titles, results = [], [], {}
+        for j in range(min(columns, len(base))):
+            sweep = torch.quantile(train[:, j].double(), q).float()  # (values,)
+            ctx = base.repeat(values, 1)
+            ctx[:, j] = sweep  # (values, K)
+            grid = torch.stack([latent.decode_mean(self.model, z[r].expand(values, -1), context=ctx) for r in range(rows)])
+            cols = [format(round(raw_context(record, ctx[i])[j], 6) + 0.0, ".3g") for i in range(values)]
+            pictures.append(plotting.labelled_grid(grid, col_labels=cols))
+            titles.append(names[j])
+            results[names[j]] = grid  # (rows, values, *shape)
+        caption = (
+            f"{rows} prior draws of z (rows, the same in every panel), each decoded as one context column sweeps "
+            f"from its training 5th to 95th percentile; the other columns held at {self.class_name(base)}."
+        )
+        return View(plotting.panels(pictures, titles), caption, results)
+
     def sample_comparison(self, n: int = 36, *, temperature: float = 1.0, components: int = 10) -> View:
         """Samples from the prior, a full-covariance Gaussian and a Gaussian mixture fitted to the training
         codes, side by side: the way to compare generation by an autoencoder and by a VAE."""
         self.require_images("sampling")
         pictures, titles, results = [], [], {}
-        context = self.decode_label() if self.label is not None or not self.model.conditional else torch.arange(n) % self.classes
+        context = self.decode_label() if self.label is not None or not self.classes else torch.arange(n) % self.classes
         for kind in ("prior", "gaussian", "gmm"):
             prior = self.model.prior(context) if kind == "prior" else self.density(kind, components)
             images = sample(self.model, n, temperature=temperature, seed=self.seed, prior=prior, context=context)
@@ -303,7 +362,11 @@ class RunViews:
             + ["B"]
         )
         decoded = (
-            "" if ends is None else f"; decoded as {self.class_name(self.label)}" if self.label is not None else "; the class mixed A to B"
+            ""
+            if ends is None
+            else f"; decoded as {self.class_name(self.label)}"
+            if self.label is not None
+            else f"; the {'class' if self.classes else 'context'} mixed A to B"
         )
         picture = plotting.labelled_grid(rows, row_labels=list(methods), col_labels=cols, title=f"A = {name_a}, B = {name_b}{decoded}")
         caption = (
@@ -564,8 +627,10 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     report.sections.append(Section("metrics", "Metrics", body=_metrics_html(run, views)))
     report.add("curves", "Training curves", views.curves, image=False)
     report.add("reconstructions", "Reconstructions", lambda: views.reconstructions(32))
-    if model.conditional:
+    if views.classes:
         report.add("class-samples", "Samples by class", lambda: views.class_samples(10))
+    elif model.conditional:
+        report.add("context-samples", "Samples across the context", lambda: views.context_samples())
     report.add("samples", "Samples", lambda: views.sample_comparison(25))
     a, b = _pair(views) if views.is_image else (0, 1)
     report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=10))
@@ -582,7 +647,7 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     title = f"vaekit report: {run.path.name}"
     summary = (
         f"{model.config.kind.upper()} ({model.config.arch}, {describe_latent(model.config)}, {model.config.likelihood} likelihood, "
-        f"{model.config.prior} prior{', conditioned on the class label' if model.conditional else ''}) on {run.config.data.source}, "
+        f"{model.config.prior} prior{_condition_phrase(run, views)}) on {run.config.data.source}, "
         f"data shape {tuple(model.input_shape)}"
     )
     atomic_write_bytes(path, _page(title, summary, run, report.sections).encode("utf-8"))
@@ -709,3 +774,12 @@ def _page(title: str, summary: str, run, sections: list[Section]) -> str:
         f"<nav>{nav}</nav>{''.join(body)}"
         f"<footer>written by vaekit {__version__} on {time.strftime('%Y-%m-%d %H:%M')}</footer></main></body></html>"
     )
+
+
+def _condition_phrase(run, views: RunViews) -> str:
+    """``, conditioned on the class label`` / ``, conditioned on age, income``, or nothing for an unconditional model."""
+    if not run.model.conditional:
+        return ""
+    if views.classes:
+        return ", conditioned on the class label"
+    return ", conditioned on " + ", ".join((run.data_info.get("preprocessing") or {}).get("context_columns") or ["a context"])

@@ -30,7 +30,8 @@ from vaekit.data.base import BINARY, UNIT
 from vaekit.data.batches import TrainingBatches
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.evaluation import elbo_terms, posterior_collapse_warning
-from vaekit.models import ENCODERS, LIKELIHOODS, build_model, check_parts
+from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS, build_model, check_parts
+from vaekit.models.condition import data_context
 from vaekit.runs import Run, RunWriter, TrainState, load, read_config
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,10 @@ def check_data(config: RunConfig, data: DataSplits) -> None:
         raise DataError("dynamic binarization needs data in [0, 1]")
     if ENCODERS[config.model.arch].needs_images and not data.is_image:
         raise ConfigError(f"a {config.model.arch} model needs image data, {config.data.source} has shape {data.shape}; use --arch mlp")
-    if config.model.condition == "label":
-        classes = data.info.get("num_classes")
-        if not classes or data.train.y is None or data.valid.y is None:
-            raise ConfigError(f"--condition label needs class labels 0, 1, ... in every split, and {config.data.source} has none")
-        if config.model.context_dim not in (0, classes):
-            raise ConfigError(f"the model was built for {config.model.context_dim} classes, but {config.data.source} has {classes}")
+    if config.model.condition != "none":
+        k = CONDITIONS[config.model.condition].context_dim(data, config.data.source)
+        if config.model.context_dim not in (0, k):
+            raise ConfigError(f"the model was built for a context of {config.model.context_dim}, but {config.data.source} gives {k}")
     if config.train.batch_size > len(data.train):
         raise ConfigError(f"batch size {config.train.batch_size} is larger than the training set ({len(data.train)} examples)")
 
@@ -88,8 +87,8 @@ class Trainer:
         config.model.input_shape = tuple(self.data.shape)
         config.data.memmap = self.data.streaming  # saved resolved, so a resumed run reads its data the same way
         check_data(config, self.data)
-        if config.model.condition == "label":
-            config.model.context_dim = self.data.info["num_classes"]  # filled from the data, as input_shape
+        if config.model.condition != "none":  # filled from the data, as input_shape
+            config.model.context_dim = CONDITIONS[config.model.condition].context_dim(self.data, config.data.source)
         _seed_all(t.seed)
         self.model = build_model(config.model).to(self.device)
         if t.init_decoder_bias:  # a resumed run loads its weights over this
@@ -107,7 +106,8 @@ class Trainer:
         self.state = TrainState(global_batch=t.batch_size * self.world.size)
         self.batches = self._batches()
         self.x_valid = self.data.valid.x if self.data.streaming else self.data.valid.x.to(self.device)
-        self.y_valid = None if not self.model.conditional else self.data.valid.y.to(self.device)  # the context of a conditional model
+        context = data_context(self.model, self.data.valid, "the validation split")  # a conditional model's: (N,) or (N, K)
+        self.context_valid = None if context is None else context.to(self.device)
         self.epoch_sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, neg_elbo, rec, kl sums
         self.out = None if out is None else Path(out)
         self.writer = RunWriter(self.out) if self.out is not None and self.world.is_main else None
@@ -119,7 +119,7 @@ class Trainer:
         t = self.config.train
         return TrainingBatches(
             self.data.train.x,
-            labels=self.data.train.y if self.model.conditional else None,
+            context=data_context(self.model, self.data.train, "the training split"),
             global_batch=self.state.global_batch,
             seed=t.seed,
             device=self.device,
@@ -242,7 +242,7 @@ class Trainer:
         vote = distributed.StopVote() if self.world.distributed else None  # all processes stop at the same step
         for i, batch in self.batches.epoch(epoch, start=self.state.step_in_epoch):
             beta = beta_at(self.config, self.state.step, self.batches.steps_per_epoch)
-            per_example, rec, kl = self.loss_terms(batch.inputs, batch.target, torch.tensor(beta) if t.compile else beta, batch.labels)
+            per_example, rec, kl = self.loss_terms(batch.inputs, batch.target, torch.tensor(beta) if t.compile else beta, batch.context)
             loss = per_example.sum() * batch.weight  # this process's part of the global batch's mean (DDP adds the parts)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -294,7 +294,7 @@ class Trainer:
         terms = elbo_terms(
             self.model,
             x,
-            context=None if self.y_valid is None else self._share(self.y_valid),
+            context=None if self.context_valid is None else self._share(self.context_valid),
             batch_size=max(t.batch_size, 1000),
             seed=t.seed,
             n_samples=t.n_samples,
@@ -316,9 +316,10 @@ class Trainer:
 
     # ----- pieces of the loop ---------------------------------------------------------------
     def _loss_terms(
-        self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor, labels: torch.Tensor | None = None
+        self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step's objective: per-example (loss, reconstruction, KL), each (B,); ``labels`` (B,) are a conditional model's context."""
+        """One step's objective: per-example (loss, reconstruction, KL), each (B,); ``context`` (labels (B,) or
+        vectors (B, K)) is a conditional model's."""
         t = self.config.train
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
             terms = self.objective(
@@ -330,7 +331,7 @@ class Trainer:
                 iw_groups=t.iw_groups,
                 iw_elbo_mix=t.iw_elbo_mix,
                 piwae=t.piwae,
-                context=labels,
+                context=context,
             )
         return terms.loss, terms.reconstruction, terms.kl
 
@@ -375,8 +376,8 @@ class Trainer:
     def _result(self) -> Run:
         """The trained run with its best weights (loaded from the run directory, or kept in memory)."""
         if self.world.is_main:
-            labels = None if self.y_valid is None else self.y_valid[:COLLAPSE_CHECK_EXAMPLES]
-            collapse = posterior_collapse_warning(self.model, self.x_valid[:COLLAPSE_CHECK_EXAMPLES], context=labels)
+            context = None if self.context_valid is None else self.context_valid[:COLLAPSE_CHECK_EXAMPLES]
+            collapse = posterior_collapse_warning(self.model, self.x_valid[:COLLAPSE_CHECK_EXAMPLES], context=context)
             if collapse:
                 log.warning("%s", collapse)
         if self.out is not None:
@@ -446,6 +447,7 @@ def _load(config: RunConfig) -> DataSplits:
         image_size=d.image_size,
         download=d.download,
         memmap=d.memmap,
+        preprocessing={"context_columns": list(d.context_columns)} if d.context_columns else None,
     )
 
 

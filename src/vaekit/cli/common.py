@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from vaekit.data.tables import context_vector
 from vaekit.errors import ConfigError
 
 
@@ -30,9 +31,28 @@ CLASS_HELP = (
 )
 
 
+CONTEXT_HELP = (
+    "a model conditioned on context columns (--context-columns): decode at this context, in the columns' own units, "
+    "as VALUE per column or NAME=VALUE (columns not named: their training mean; default: the mean context)"
+)
+
+
 def add_class_argument(parser: argparse.ArgumentParser, help: str = CLASS_HELP) -> None:
-    """``--class C``: the class a conditional model generates (``RunViews(label=)``, ``Explorer(label=)``)."""
+    """``--class C`` and ``--context V ...``: the class, or the context vector, a conditional model generates
+    (``view_context``: ``RunViews(label=)``, ``Explorer(label=)``)."""
     parser.add_argument("--class", dest="label", type=int, metavar="C", help=help)
+    parser.add_argument("--context", nargs="+", metavar="V", help=CONTEXT_HELP)
+
+
+def view_context(run, args: argparse.Namespace) -> int | torch.Tensor | None:
+    """What ``--class`` or ``--context`` asks a run's conditional model to decode with: a class, a
+    standardised context vector (K,), or None (the views' default)."""
+    label, values = getattr(args, "label", None), getattr(args, "context", None)
+    if label is not None and values:
+        raise ConfigError("give --class or --context, not both")
+    if values:
+        return context_vector(run.data_info.get("preprocessing") or {}, values)
+    return label
 
 
 def add_output_argument(parser: argparse.ArgumentParser, default_name: str) -> None:

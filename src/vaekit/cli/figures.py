@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaekit.cli.common import add_class_argument, add_output_argument, add_run_argument, output_path, positive_int
+from vaekit.cli.common import add_class_argument, add_output_argument, add_run_argument, output_path, positive_int, view_context
 from vaekit.errors import ConfigError
 from vaekit.plotting import save_png
 from vaekit.report import RunViews
@@ -48,7 +48,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {args.temperature}")
     r = load(args.run)
-    views = RunViews(r, seed=args.seed, label=args.label)
+    views = RunViews(r, seed=args.seed, label=view_context(r, args))
     views.require_images("sampling")
     if args.compare:
         view = views.sample_comparison(args.n, temperature=args.temperature, components=args.components)
@@ -56,7 +56,7 @@ def run_sample(args: argparse.Namespace) -> int:
     else:
         density = args.density or ("gaussian" if r.model.deterministic else "prior")
         view = views.samples(args.n, temperature=args.temperature, density=density, components=args.components, draw=args.draw)
-        per_class = r.model.conditional and args.label is None
+        per_class = views.classes and views.label is None
         what = (
             f"{max(1, args.n // views.classes)} samples per class (z from {density})"
             if per_class

@@ -13,7 +13,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vaekit.checkpoint import atomic_write_bytes
-from vaekit.cli.common import add_class_argument, add_layer_argument, add_output_argument, add_run_argument, output_path, positive_int
+from vaekit.cli.common import (
+    add_class_argument,
+    add_layer_argument,
+    add_output_argument,
+    add_run_argument,
+    output_path,
+    positive_int,
+    view_context,
+)
 from vaekit.corruption import CORRUPTIONS
 from vaekit.errors import ConfigError, DataError
 from vaekit.plotting import save_png
@@ -215,7 +223,7 @@ def _views(args: argparse.Namespace):
         split=getattr(args, "split", "test"),
         seed=getattr(args, "seed", 0),
         layer=getattr(args, "layer", None),
-        label=getattr(args, "label", None),
+        label=view_context(run, args),
     )
 
 

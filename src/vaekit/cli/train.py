@@ -26,6 +26,7 @@ _FIELDS = {
     "image_size": ("data", "image_size"),
     "download": ("data", "download"),
     "memmap": ("data", "memmap"),
+    "context_columns": ("data", "context_columns"),
     "model": ("model", "kind"),
     "arch": ("model", "arch"),
     "latent_dim": ("model", "latent_dim"),
@@ -104,6 +105,12 @@ def register(sub) -> None:
         help="read a .npy file or a folder of .npy shards memory-mapped, batch by batch, in a shuffled order of "
         "contiguous blocks (default: automatic: shard folders, and .npy files too big for memory)",
     )
+    g.add_argument(
+        "--context-columns",
+        nargs="+",
+        metavar="NAME",
+        help="a CSV table's columns that condition the model instead of being modelled (implies --condition columns)",
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
@@ -160,7 +167,8 @@ def register(sub) -> None:
         choices=["none", *CONDITIONS.names()],
         metavar="NAME",
         help="a conditional model: label feeds the class label to the encoder and the decoder (with --prior conditional "
-        f"also p(z|y)); the dataset needs labels ({default('condition')})",
+        "also p(z|y)), the dataset needs labels; columns feeds a table's --context-columns "
+        f"({default('condition')})",
     )
     g = p.add_argument_group("objective and optimisation")
     g.add_argument("--epochs", type=int, help=f"training epochs ({default('epochs')})")
@@ -260,6 +268,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if isinstance(config.model.latent_dim, tuple):  # --latent-dim L1 L2 ...: the layers of a hierarchical model
         sizes = config.model.latent_dim
         config.model.latent_dim, config.model.latent_layers = sum(sizes), sizes if len(sizes) > 1 else ()
+    if config.data.context_columns and config.model.condition == "none":
+        config.model.condition = "columns"
     if args.iw_samples is not None:
         config.train.n_samples, config.train.iw = args.iw_samples, True
     if (

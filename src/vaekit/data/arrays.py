@@ -187,6 +187,31 @@ def npz_parts(archive: NpzArchive) -> dict[str, tuple[np.ndarray, np.ndarray | N
     )
 
 
+def npz_contexts(archive: NpzArchive) -> dict[str, np.ndarray]:
+    """The context arrays of an .npz (a conditional model's context vectors, ``--condition columns``),
+    as {split: array (N, K) or (N,)}: ``<split>_context`` beside ``train``/``valid``/``test``, or
+    ``context`` beside ``x``."""
+    if "train" in archive:
+        found = {split: next((f"{k}_context" for k in _SPLIT_KEYS[split] if f"{k}_context" in archive), None) for split in SPLIT_NAMES}
+        return {split: archive[key] for split, key in found.items() if key is not None}
+    return {"train": archive["context"]} if "context" in archive and ("x" in archive or "X" in archive) else {}
+
+
+def context_to_tensor(context: np.ndarray, n: int, where: str) -> torch.Tensor:
+    """Check a context array is (N, K) or (N,) of finite numbers and return it as float32 (N, K)."""
+    context = np.asarray(context)
+    if context.ndim == 1:
+        context = context[:, None]
+    if context.ndim != 2 or len(context) != n or context.shape[1] < 1:
+        raise DataError(f"{where}: expected a context of shape ({n}, K), got {context.shape}")
+    if context.dtype.kind not in "biuf":
+        raise DataError(f"{where}: a context must be numbers, got dtype {context.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        tensor = torch.from_numpy(context.astype(np.float32))
+    check_finite(tensor, where)
+    return tensor
+
+
 # ---------------------------------------------------------------------------------------------
 # .amat text
 
@@ -382,14 +407,17 @@ def array_format(path: Path) -> str | None:
 def read_array_file(path: Path, options: dict) -> tuple[dict[str, Dataset], dict]:
     """Read an .npy, .npz, .amat or IDX file into its splits and its preprocessing record.
 
-    An .npz may carry train/valid/test splits and labels (see ``npz_parts``); other files are
+    An .npz may carry train/valid/test splits, labels (see ``npz_parts``) and context vectors
+    (``npz_contexts``); other files are
     one "train" array. Every split is converted by the training split's rule (``to_tensor``).
     """
     fmt = array_format(path)
-    check_options(options, fmt, ARRAY_OPTIONS)
+    check_options(options, fmt, ARRAY_OPTIONS + ("context_columns",))
+    contexts = {}
     if fmt == "npz":
         with open_npz(path) as archive:
             arrays = npz_parts(archive)
+            contexts = npz_contexts(archive)
     else:
         read = {"npy": read_npy, "amat": read_amat, "idx": read_idx}[fmt]
         arrays = {"train": (read(path), None)}
@@ -399,7 +427,19 @@ def read_array_file(path: Path, options: dict) -> tuple[dict[str, Dataset], dict
             x, y = arrays[split]
             where = f"{path} [{split}]" if fmt == "npz" else str(path)
             parts[split], split_steps = make_dataset(x, y, where, saved=steps)
+            if split in contexts:
+                parts[split].context = context_to_tensor(contexts[split], len(parts[split]), f"{where} context")
             steps = steps if split != "train" else split_steps
             if parts[split].shape != parts["train"].shape:
                 raise DataError(f"{where}: examples of shape {parts[split].shape}, but train has {parts['train'].shape}")
-    return parts, {"format": fmt, **{key: steps[key] for key in ARRAY_OPTIONS}}
+    if contexts and any(part.context is None for part in parts.values()):
+        raise DataError(f"{path}: give every split a context array, or none")
+    record = {"format": fmt, **{key: steps[key] for key in ARRAY_OPTIONS}}
+    if contexts:  # names for the context's entries, as a table's context columns are named
+        record["context_columns"] = [f"context[{i}]" for i in range(parts["train"].context.shape[1])]
+    if options.get("context_columns") not in (None, record.get("context_columns")):
+        raise DataError(
+            f"{path}: an array file holds its context as train_context (valid_context, test_context) or context arrays; "
+            "--context-columns names a CSV table's columns"
+        )
+    return parts, record

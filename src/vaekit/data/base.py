@@ -26,14 +26,18 @@ REAL = "real"  # any finite value
 
 @dataclass
 class Dataset:
-    """One split: examples ``x`` (N, *shape) and optional integer labels ``y`` (N,)."""
+    """One split: examples ``x`` (N, *shape), optional integer labels ``y`` (N,) and optional context
+    vectors ``context`` (N, K) float32 (a table's context columns: what a ``--condition columns`` model is given)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    context: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
             raise DataError(f"{len(self.x)} examples but {len(self.y)} labels")
+        if self.context is not None and (self.context.dim() != 2 or len(self.context) != len(self.x)):
+            raise DataError(f"{len(self.x)} examples but context of shape {tuple(self.context.shape)}")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -44,7 +48,7 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     def subset(self, index: torch.Tensor) -> Dataset:
-        return Dataset(self.x[index], None if self.y is None else self.y[index])
+        return Dataset(self.x[index], *(None if t is None else t[index] for t in (self.y, self.context)))
 
 
 @dataclass

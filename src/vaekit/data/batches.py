@@ -31,8 +31,8 @@ class Batch:
     """One step's share of a global batch for this process.
 
     inputs: (B, *shape) what the encoder sees (corrupted for denoising); target: (B, *shape) what
-    the decoder explains; labels: (B,) their labels, when the batches carry them (a conditional
-    model's context), else None. weight: the factor that turns the sum of per-example losses into this
+    the decoder explains; context: their context (labels (B,) or vectors (B, K)), when the
+    batches carry one (a conditional model's), else None. weight: the factor that turns the sum of per-example losses into this
     process's part of the global batch's mean (world / global batch; 0 for a process whose share
     is empty and stands in one example, so that every process takes part in each step).
     """
@@ -40,7 +40,7 @@ class Batch:
     inputs: torch.Tensor
     target: torch.Tensor
     weight: float
-    labels: torch.Tensor | None = None
+    context: torch.Tensor | None = None
 
 
 class TrainingBatches:
@@ -48,8 +48,8 @@ class TrainingBatches:
     seeded order per epoch; with ``world`` processes, each takes the contiguous ``rank``-th part of
     every global batch.
 
-    labels: (N,) labels to carry with the examples (a conditional model's context; held in memory
-        beside memory-mapped examples too), or None.
+    context: labels (N,) or context vectors (N, K) to carry with the examples (a conditional model's
+        context; held in memory beside memory-mapped examples too), or None.
     binarize: draw x ~ Bernoulli(x) afresh for every batch (dynamic binarization).
     noise, noise_level: input corruption (``vaekit.corruption``); the target stays clean.
     """
@@ -58,7 +58,7 @@ class TrainingBatches:
         self,
         x: torch.Tensor | MappedArray,
         *,
-        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
         global_batch: int,
         seed: int,
         device: torch.device,
@@ -70,7 +70,7 @@ class TrainingBatches:
     ):
         self.streaming = isinstance(x, MappedArray)  # read from disk batch by batch
         self.x = x if self.streaming else x.to(device)
-        self.labels = None if labels is None else labels.to(device)
+        self.context = None if context is None else context.to(device)
         self.global_batch, self.seed, self.device = global_batch, seed, device
         self.rank, self.world = rank, world
         self.binarize, self.noise, self.noise_level = binarize, noise, noise_level
@@ -95,7 +95,7 @@ class TrainingBatches:
             target = self.x[idx].to(self.device, non_blocking=True)  # (B, *shape)
         else:
             target = self.x.index_select(0, idx)  # (B, *shape)
-        labels = None if self.labels is None else self.labels.index_select(0, idx.to(self.labels.device))  # (B,)
+        context = None if self.context is None else self.context.index_select(0, idx.to(self.context.device))  # (B,) or (B, K)
         if self.binarize:
             target = torch.bernoulli(target)
-        return Batch(corrupt(target, self.noise, self.noise_level), target, weight, labels)
+        return Batch(corrupt(target, self.noise, self.noise_level), target, weight, context)

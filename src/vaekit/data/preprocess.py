@@ -13,6 +13,9 @@ Generic keys:
     channels: 1 or 3; RGB becomes gray with the ITU-R 601 weights (as PIL's "L"), gray is repeated.
     standardize: for flat data. ``False``; ``True`` (fit per-feature mean/std on the training
         split); or the fitted ``{"mean": [...], "std": [...]}``, which is what is recorded.
+    context_standardize: the mean/std of the context vectors (a table's context columns), fitted on
+        the training split like ``standardize`` and always applied, so a conditional model sees
+        contexts of unit scale; recorded only for data with a context.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from vaekit.data.base import MAX_VALUES, Dataset
 from vaekit.errors import DataError
 
-GENERIC_KEYS = ("format", "image_size", "channels", "standardize")
+GENERIC_KEYS = ("format", "image_size", "channels", "standardize", "context_standardize")
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 _MIN_STD = 1e-12  # a constant column is centred, not scaled
 
@@ -104,11 +107,17 @@ def apply_steps(
             stats = fit_standardize(x) if standardize is True else _check_stats(standardize, x.shape[1], where)
             datasets = {k: _map(ds, lambda t: apply_standardize(t, stats)) for k, ds in datasets.items()}
             record["standardize"] = stats
+    context = datasets[fit_on].context
+    if context is not None:
+        saved = options.get("context_standardize")
+        stats = fit_standardize(context) if saved in (None, True) else _check_stats(saved, context.shape[1], where, "context_standardize")
+        datasets = {k: Dataset(ds.x, ds.y, apply_standardize(ds.context, stats)) for k, ds in datasets.items()}
+        record["context_standardize"] = stats
     return datasets, record
 
 
 def _map(ds: Dataset, fn: Any) -> Dataset:
-    return Dataset(fn(ds.x), ds.y)
+    return Dataset(fn(ds.x), ds.y, ds.context)
 
 
 def convert_channels(x: torch.Tensor, channels: int, where: str) -> torch.Tensor:
@@ -148,7 +157,7 @@ def apply_standardize(x: torch.Tensor, stats: dict[str, list[float]]) -> torch.T
     return ((x.double() - mean) / std).float()
 
 
-def _check_stats(stats: Any, dim: int, where: str) -> dict[str, list[float]]:
+def _check_stats(stats: Any, dim: int, where: str, key: str = "standardize") -> dict[str, list[float]]:
     ok = isinstance(stats, dict) and set(stats) == {"mean", "std"}
     if ok:
         try:
@@ -159,5 +168,5 @@ def _check_stats(stats: Any, dim: int, where: str) -> dict[str, list[float]]:
         else:
             ok = len(mean) == len(std) == dim and all(math.isfinite(v) for v in mean + std) and min(std) > 0
     if not ok:
-        raise DataError(f"{where}: standardize must be true, false or {{'mean': [...], 'std': [...]}} with {dim} positive stds each")
+        raise DataError(f"{where}: {key} must be true, false or {{'mean': [...], 'std': [...]}} with {dim} positive stds each")
     return {"mean": mean, "std": std}

@@ -211,6 +211,7 @@ def _finish(splits: DataSplits, source: str, options: dict[str, Any], *, seed: i
         "value_range": value_range,
         "dynamic_binarization": bool(binarize),
         "num_classes": _num_classes(datasets.values(), record),
+        "context_dim": None if train.context is None else int(train.context.shape[1]),
         "preprocessing": record,
     }
     return DataSplits(train, datasets["valid"], datasets.get("test"), info)
@@ -229,4 +230,7 @@ def _num_classes(datasets: Any, record: dict[str, Any]) -> int | None:
 def _concat(parts: list[Dataset]) -> Dataset:
     x = torch.cat([p.x for p in parts])
     labelled = all(p.y is not None for p in parts)
-    return Dataset(x, torch.cat([p.y for p in parts]) if labelled else None)
+    with_context = all(p.context is not None for p in parts)
+    return Dataset(
+        x, torch.cat([p.y for p in parts]) if labelled else None, torch.cat([p.context for p in parts]) if with_context else None
+    )

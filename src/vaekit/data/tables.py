@@ -11,6 +11,9 @@ Preprocessing keys (all recorded, and reused when given back):
         class, target or y (any case) whose values are all integers.
     classes: for a label column of names, the sorted class names; label i is ``classes[i]``.
     drop_columns: columns to ignore (an id, a timestamp, ...).
+    context_columns: numeric columns that are the context of a conditional model (``--condition
+        columns``), not features: held as the ``Dataset``'s ``context`` (N, K), standardised with
+        training statistics (the generic ``context_standardize`` step).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from vaekit.data.preprocess import check_options
 from vaekit.errors import DataError
 
 LABEL_NAMES = ("label", "class", "target", "y")
-OPTIONS = ("columns", "label_column", "classes", "drop_columns")
+OPTIONS = ("columns", "label_column", "classes", "drop_columns", "context_columns")
 
 
 def read_csv(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], dict[str, Any]]:
@@ -43,6 +46,10 @@ def read_csv(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], d
     if missing_drop and not reuse:
         raise DataError(f"{path}: drop_columns {missing_drop} not in the header ({', '.join(header)})")
     table = _Table(path, header, rows, lines)
+    context_columns = _names(options.get("context_columns", []), "context_columns")
+    absent = [c for c in context_columns if c not in header]
+    if absent:
+        raise DataError(f"{path}: context column(s) {', '.join(absent)} not in the header ({', '.join(header)})")
 
     if "label_column" in options:
         label_column = options["label_column"]
@@ -58,11 +65,13 @@ def read_csv(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], d
         absent = [c for c in features if c not in header]
         if absent:
             raise DataError(f"{path}: missing column(s) {', '.join(absent)} (the data was prepared with them)")
-        extra = [c for c in header if c not in features and c != label_column and c not in drop]
+        extra = [c for c in header if c not in features and c != label_column and c not in drop and c not in context_columns]
         if extra:
             raise DataError(f"{path}: unexpected column(s) {', '.join(extra)}; add them to drop_columns to ignore them")
     else:
-        features = [c for c in header if c != label_column and c not in drop]
+        if label_column in context_columns:
+            raise DataError(f"{path}: column {label_column!r} cannot be both the label column and a context column")
+        features = [c for c in header if c != label_column and c not in drop and c not in context_columns]
     if not features:
         raise DataError(f"{path}: no feature columns")
 
@@ -70,6 +79,12 @@ def read_csv(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], d
     with np.errstate(over="ignore"):
         tensor = torch.from_numpy(x.astype(np.float32))  # (N, D)
     check_finite(tensor, f"{path} (values too large for float32)")
+
+    context = None
+    if context_columns:
+        with np.errstate(over="ignore"):
+            context = torch.from_numpy(np.stack([table.numbers(c) for c in context_columns], axis=1).astype(np.float32))  # (N, K)
+        check_finite(context, f"{path} (context values too large for float32)")
 
     classes = options.get("classes")
     labels = None
@@ -81,9 +96,10 @@ def read_csv(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], d
         "label_column": label_column,
         "classes": classes,
         "drop_columns": drop,
+        "context_columns": context_columns,
         "standardize": True,
     }
-    return {"train": Dataset(tensor, labels)}, record
+    return {"train": Dataset(tensor, labels, context)}, record
 
 
 def _names(value: Any, key: str) -> list[str]:
@@ -209,3 +225,63 @@ class _Table:
         for i in np.flatnonzero(codes < 0):
             raise DataError(f"{self.path}: column {name!r}, line {self.lines[i]}: unknown class {cells[i]!r}")
         return torch.from_numpy(codes), classes
+
+
+def context_vector(record: dict[str, Any], values: list[str]) -> torch.Tensor:
+    """The standardised context vector (K,) of a run trained on context columns, from ``values`` in the
+    columns' own units: K numbers in the columns' order, or ``NAME=VALUE`` pairs (a column not named
+    is held at its training mean). A one-line ``DataError`` names what is wrong."""
+    columns = list(record.get("context_columns") or [])
+    stats = record.get("context_standardize")
+    if not columns or not isinstance(stats, dict):
+        raise DataError("--context needs a model conditioned on context columns (trained with --context-columns)")
+    mean, std = stats["mean"], stats["std"]
+    raw = list(mean)  # unnamed columns: their training mean
+    named = [v for v in values if "=" in v]
+    if named and len(named) != len(values):
+        raise DataError("give --context as NAME=VALUE pairs or as plain values, not both")
+    if named:
+        for item in values:
+            name, _, text = item.partition("=")
+            if name.strip() not in columns:
+                raise DataError(f"--context: no context column {name.strip()!r}; the model's are {', '.join(columns)}")
+            raw[columns.index(name.strip())] = _context_number(text, name.strip())
+    else:
+        if len(values) != len(columns):
+            raise DataError(f"--context needs {len(columns)} values ({', '.join(columns)}), got {len(values)}")
+        raw = [_context_number(text, name) for text, name in zip(values, columns)]
+    return torch.tensor([(v - m) / s for v, m, s in zip(raw, mean, std)], dtype=torch.float32)
+
+
+def context_names(record: dict[str, Any], k: int) -> list[str]:
+    """The names of a run's K context columns (``context[i]`` where none are recorded)."""
+    columns = list(record.get("context_columns") or [])
+    return columns if len(columns) == k else [f"context[{i}]" for i in range(k)]
+
+
+def raw_context(record: dict[str, Any], vector: torch.Tensor) -> list[float]:
+    """A standardised context vector (..., K) back in its columns' own units, as a flat list."""
+    stats = record.get("context_standardize") or {}
+    if not stats:
+        return vector.flatten().tolist()
+    return (
+        (vector.double() * torch.tensor(stats["std"], dtype=torch.float64) + torch.tensor(stats["mean"], dtype=torch.float64))
+        .flatten()
+        .tolist()
+    )
+
+
+def describe_context(record: dict[str, Any], vector: torch.Tensor) -> str:
+    """``age 40, income 52.5``: a standardised context vector (K,) in its columns' own units."""
+    names = context_names(record, len(vector))
+    return ", ".join(f"{name} {v:.4g}" for name, v in zip(names, raw_context(record, vector)))
+
+
+def _context_number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise DataError(f"--context: {name} must be a finite number, got {text!r}")
+    return value

@@ -18,6 +18,7 @@ import torch
 
 import vaekit
 import vaekit.latent as latent
+from vaekit.data.tables import describe_context
 from vaekit.errors import ConfigError
 from vaekit.models.condition import batch_context, data_context
 from vaekit.models.hierarchical import latent_view
@@ -52,20 +53,26 @@ class Explorer:
     hierarchical model to explore (default: the top).
     """
 
-    def __init__(self, run, data, *, seed: int = 0, label: int | None = None, layer: int | None = None):
+    def __init__(self, run, data, *, seed: int = 0, label: int | torch.Tensor | None = None, layer: int | None = None):
         self.run, self.seed = run, seed
         self.model = latent_view(run.model, layer)  # the codes explored: the model's, or one layer's of a hierarchical model
         model = self.model
         if tuple(data.shape) != tuple(model.input_shape):
             raise ConfigError(f"the data has shape {tuple(data.shape)}, but the model takes {tuple(model.input_shape)}")
-        self.classes = model.condition.size if model.conditional else 0
-        if label is not None and not 0 <= label < max(self.classes, 1):
+        self.classes = model.condition.classes if model.conditional else 0
+        if isinstance(label, torch.Tensor):  # --context: a model conditioned on context columns
+            if not model.conditional or self.classes:
+                raise ConfigError("--context needs a model conditioned on context columns (trained with --context-columns)")
+        elif label is not None and not 0 <= label < max(self.classes, 1):
             raise ConfigError(
                 f"--class must be one of the model's classes 0..{self.classes - 1}, got {label}"
                 if self.classes
-                else "--class needs a conditional model (trained with --condition label)"
+                else "--class needs a model conditioned on the class label (trained with --condition label)"
             )
-        self.label = (label or 0) if model.conditional else None
+        # the context decoded with where a request names none: a class (default 0), or a context vector (default the mean)
+        self.label = None if not model.conditional else label if label is not None else model.condition.default().cpu()
+        if self.classes:
+            self.label = int(self.label)
         self.test = data.test if data.test is not None else data.valid
         self.train = data.train
         self.test_context = data_context(model, self.test, "the test split")  # (N,) labels, or None
@@ -161,11 +168,12 @@ class Explorer:
     @torch.inference_mode()
     def example(self, index: int) -> Scored:
         """Test example ``index`` run through the model (batch of one), with its own label."""
-        return self.score(self.test.x[index : index + 1], None if self.test_context is None else int(self.test_context[index]))
+        context = None if self.test_context is None else self.test_context[index]
+        return self.score(self.test.x[index : index + 1], int(context) if self.classes else context)
 
     def _class(self, context: int | None) -> int | None:
         """The class to use: ``context``, else ``label`` (None for an unconditional model)."""
-        return None if not self.classes else self.label if context is None else context
+        return None if not self.model.conditional else self.label if context is None else context
 
     @torch.inference_mode()
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int, context: int | None = None) -> dict[str, torch.Tensor]:
@@ -221,7 +229,11 @@ class Explorer:
                 "conditional": bool(self.classes),
                 "classes": self.classes,
                 "class_names": [self._class_name(c) for c in range(self.classes)],
-                "default_class": self.label,
+                "default_class": self.label if self.classes else None,
+                # a model conditioned on context columns: the context every decode uses, in the columns' units
+                "context": None
+                if self.classes or self.label is None
+                else describe_context(self.run.data_info.get("preprocessing") or {}, self.label),
             },
             "view": "image" if self.is_image else "bars",
             "value_range": [self.value_low, self.value_high],

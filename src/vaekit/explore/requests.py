@@ -110,12 +110,13 @@ def no_context(obj: dict) -> None:
         raise BadRequest("this model takes no context (it is not a conditional model)")
 
 
-def context(value, classes: int, default: int | None) -> int | None:
+def context(value, classes: int, default):
     """The class a request asks a conditional model (``classes`` > 0) for: an integer in [0, classes),
-    or ``default`` when absent; for an unconditional model (``classes`` = 0) only an absent one."""
+    or ``default`` when absent; for a model without classes (unconditional, or conditioned on context
+    columns, whose context is fixed when the explorer starts: ``default``) only an absent one."""
     if classes == 0:
         no_context({"context": value})
-        return None
+        return default
     if value is None:
         return default
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():

@@ -1,15 +1,16 @@
 """Conditioning (the conditional VAE): a context y that enters the encoder, the decoder and, with the
 ``conditional`` prior, the prior: q(z|x, y), p(x|z, y), p(z|y).
 
-A ``Condition`` turns what travels with the data (a batch's class labels) into context vectors
-(B, K); the model joins them to its inputs (``LatentVariableModel.encode(x, context)``,
+A ``Condition`` turns what travels with the data (a batch's class labels, or a table's context
+columns) into context vectors (B, K); the model joins them to its inputs (``LatentVariableModel.encode(x, context)``,
 ``decode(z, context)``, ``prior(context)``): a flat encoder reads [x, y], an image encoder reads y
 as K constant channels beside x's, and the decoder reads [z, y]. So every network, posterior,
 likelihood and flow works unchanged, built for K more inputs. Conditions are registered in
-``CONDITIONS`` (``ModelConfig.condition``; ``none`` builds no condition).
+``CONDITIONS`` (``ModelConfig.condition``; ``none`` builds no condition): ``label`` (one-hot class
+labels) and ``columns`` (a table's numeric context columns, standardised).
 
 A context is given as integer labels (B,), one label for every example (a 0-d tensor or an int),
-or context vectors (B, K) / (K,) (e.g. a mix of two one-hot vectors).
+or context vectors (B, K) / (K,) (e.g. a mix of two one-hot vectors, or standardised column values).
 """
 
 from __future__ import annotations
@@ -28,20 +29,38 @@ from vaekit.registry import Registry
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
+    from vaekit.data.base import Dataset, DataSplits
 
 Context = torch.Tensor | int | None
 
 
 class Condition(nn.Module, ABC):
-    """Interface: a context -> context vectors (*batch, ``size``)."""
+    """Interface: a context -> context vectors (*batch, ``size``).
+
+    ``classes``: the number of classes of a label condition (views then show a row per class); 0 for
+    a continuous context."""
 
     size: int
     device: torch.device
+    classes: int = 0
 
     @classmethod
     @abstractmethod
     def from_config(cls, config: ModelConfig) -> Condition:
         """The condition ``config`` describes (``context_dim``)."""
+
+    @classmethod
+    @abstractmethod
+    def context_dim(cls, data: DataSplits, source: str) -> int:
+        """K for a model of this condition trained on ``data``; a one-line ``ConfigError`` when the data has no such context."""
+
+    @abstractmethod
+    def of(self, data: Dataset, where: str) -> torch.Tensor:
+        """The context of every example of ``data`` (labels (N,) or vectors (N, K)), checked against this condition."""
+
+    @abstractmethod
+    def default(self) -> torch.Tensor:
+        """The context a view decodes with when none is asked for: class 0, or the mean context."""
 
     @abstractmethod
     def vectors(self, context: torch.Tensor) -> torch.Tensor:
@@ -68,7 +87,7 @@ class LabelCondition(Condition):
 
     def __init__(self, classes: int):
         super().__init__()
-        self.size = classes
+        self.size = self.classes = classes
         self.register_buffer("eye", torch.eye(classes), persistent=False)
 
     @classmethod
@@ -76,6 +95,20 @@ class LabelCondition(Condition):
         if config.context_dim < 1:
             raise ConfigError("--condition label needs labelled data with at least one class")
         return cls(config.context_dim)
+
+    @classmethod
+    def context_dim(cls, data: DataSplits, source: str) -> int:
+        classes = data.info.get("num_classes")
+        if not classes or data.train.y is None or data.valid.y is None:
+            raise ConfigError(f"--condition label needs class labels 0, 1, ... in every split, and {source} has none")
+        return int(classes)
+
+    def of(self, data: Dataset, where: str) -> torch.Tensor:
+        check_labels(data.y, self.size, where)
+        return data.y
+
+    def default(self) -> torch.Tensor:
+        return torch.tensor(0, device=self.device)
 
     @property
     def device(self) -> torch.device:
@@ -92,6 +125,53 @@ class LabelCondition(Condition):
         return torch.arange(n, device=self.device) % self.size
 
 
+@CONDITIONS.register("columns")
+class ColumnsCondition(Condition):
+    """Context vectors of K numbers, as they are: a table's context columns (``--context-columns``),
+    standardised with the training split's mean and std, so 0 is the mean context."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.register_buffer("zero", torch.zeros(size), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ColumnsCondition:
+        if config.context_dim < 1:
+            raise ConfigError("--condition columns needs data with context columns (--context-columns NAME,...)")
+        return cls(config.context_dim)
+
+    @classmethod
+    def context_dim(cls, data: DataSplits, source: str) -> int:
+        if data.train.context is None or data.valid.context is None:
+            raise ConfigError(
+                f"--condition columns needs context columns in the data; name them with --context-columns ({source} has none)"
+            )
+        return int(data.train.context.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.zero.device
+
+    def of(self, data: Dataset, where: str) -> torch.Tensor:
+        if data.context is None:
+            raise ConfigError(f"{where} has no context columns, but the model is conditioned on them")
+        if data.context.shape[1] != self.size:
+            raise ConfigError(f"{where} has {data.context.shape[1]} context columns, the model was trained on {self.size}")
+        return data.context
+
+    def default(self) -> torch.Tensor:
+        return self.zero
+
+    def vectors(self, context: torch.Tensor) -> torch.Tensor:
+        if not context.is_floating_point() or context.shape[-1:] != (self.size,):
+            raise ConfigError(f"this model's context is {self.size} numbers (its context columns), got shape {tuple(context.shape)}")
+        return context.to(self.zero.dtype)
+
+    def contexts(self, n: int) -> torch.Tensor:
+        return self.zero.expand(n, self.size)
+
+
 def check_labels(labels: torch.Tensor | None, classes: int, where: str) -> None:
     """Raise a one-line ``ConfigError`` unless ``labels`` are all classes 0 .. ``classes`` - 1."""
     if labels is None:
@@ -101,12 +181,9 @@ def check_labels(labels: torch.Tensor | None, classes: int, where: str) -> None:
 
 
 def data_context(model, data, where: str) -> torch.Tensor | None:
-    """The context of ``data`` (a ``Dataset``) for ``model``: its labels (N,) for a conditional model
-    (checked against the model's classes), None for an unconditional one."""
-    if not model.conditional:
-        return None
-    check_labels(data.y, model.condition.size, where)
-    return data.y
+    """The context of ``data`` (a ``Dataset``) for ``model``: for a conditional model its labels (N,) or
+    context vectors (N, K), checked against the model's condition; None for an unconditional one."""
+    return model.condition.of(data, where) if model.conditional else None
 
 
 def batch_context(context: Context, start: int, stop: int) -> Context:

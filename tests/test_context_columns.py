@@ -1,0 +1,247 @@
+"""Conditioning on context columns (``--condition columns``): a table's numeric columns, or an array
+file's context arrays, given to the encoder, the decoder and the prior instead of being modelled."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_condition import _digit_png, one_line_error, png
+
+import vaekit
+from vaekit.cli import main
+from vaekit.data import load_data
+from vaekit.data.tables import context_vector, describe_context
+from vaekit.errors import ConfigError, DataError
+from vaekit.models import build_model
+from vaekit.models.condition import ColumnsCondition
+from vaekit.report import RunViews
+
+from helpers import SMALL_RUN_FLAGS
+
+
+def write_table(path, n=600, seed=0):
+    """Features that follow two context columns (age, income) closely, plus noise and a label column."""
+    rng = np.random.default_rng(seed)
+    age, income = rng.uniform(20, 80, n), rng.normal(50, 10, n)
+    f1 = np.sin(age / 10) + 0.05 * rng.normal(size=n)
+    f2 = age / 40 + income / 50 + 0.05 * rng.normal(size=n)
+    f3 = rng.normal(size=n)
+    label = (age > 50).astype(int)
+    rows = ["f1,f2,f3,age,income,label"] + [",".join(map(str, r)) for r in zip(f1, f2, f3, age, income, label)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    return write_table(tmp_path_factory.mktemp("ctx") / "people.csv")
+
+
+@pytest.fixture(scope="module")
+def ink_npz(tmp_path_factory):
+    """The digits with a context of two numbers per image: its ink (mean pixel) and its class / 9."""
+    d = load_data("digits")
+    x = torch.cat([d.train.x, d.valid.x]).numpy()
+    y = torch.cat([d.train.y, d.valid.y]).numpy()
+    ink = x.reshape(len(x), -1).mean(1)
+    path = tmp_path_factory.mktemp("ink") / "ink.npz"
+    np.savez(path, x=x, y=y, context=np.stack([ink, y / 9.0], 1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ink_run(ink_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inkrun") / "run"
+    flags = [f for f in SMALL_RUN_FLAGS if f != "digits"]
+    flags[flags.index("--dataset") + 1 : flags.index("--dataset") + 1] = [str(ink_npz)]
+    assert main(["train", *flags, "--epochs", "8", "--condition", "columns", "--threads", "1", "--out", str(out)]) == 0
+    return vaekit.load(out)
+
+
+# ----- the data -----------------------------------------------------------------------------------
+
+
+def test_a_tables_context_columns_leave_the_features_and_are_standardised_on_the_training_split(table):
+    data = load_data(str(table), preprocessing={"context_columns": ["age", "income"]})
+    record = data.info["preprocessing"]
+    assert record["columns"] == ["f1", "f2", "f3"] and record["context_columns"] == ["age", "income"]
+    assert data.train.x.shape[1] == 3 and data.train.context.shape == (len(data.train), 2) and data.info["context_dim"] == 2
+    torch.testing.assert_close(data.train.context.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(data.train.context.std(0, unbiased=False), torch.ones(2), atol=1e-5, rtol=0)
+    assert data.valid.y is not None and data.valid.context.shape == (len(data.valid), 2)
+    again = load_data(str(table), preprocessing=record)  # saved preprocessing repeats it exactly
+    assert torch.equal(again.valid.context, data.valid.context) and again.info["preprocessing"] == record
+    plain = load_data(str(table))
+    assert plain.train.context is None and plain.info["context_dim"] is None and plain.train.x.shape[1] == 5
+
+
+def test_bad_context_columns_are_one_line_data_errors(table, tmp_path):
+    with pytest.raises(DataError, match="context column.*agex.*not in the header"):
+        load_data(str(table), preprocessing={"context_columns": ["agex"]})
+    with pytest.raises(DataError, match="both the label column and a context column"):
+        load_data(str(table), preprocessing={"context_columns": ["label"], "label_column": "label"})
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,age\n1,2,3\n4,5,\n")
+    with pytest.raises(DataError, match="'age', line 3: missing value"):
+        load_data(str(bad), preprocessing={"context_columns": ["age"]})
+
+
+def test_an_array_file_carries_context_arrays_for_every_split_or_none(tmp_path):
+    rng = np.random.default_rng(0)
+    x, c = rng.random((50, 4)).astype(np.float32), rng.normal(size=(50, 3))
+    np.savez(tmp_path / "xc.npz", x=x, context=c)
+    data = load_data(str(tmp_path / "xc.npz"), valid_fraction=0.2)
+    assert data.train.context.shape == (40, 3) and data.info["preprocessing"]["context_columns"] == [
+        "context[0]",
+        "context[1]",
+        "context[2]",
+    ]
+    np.savez(tmp_path / "splits.npz", train=x[:40], valid=x[40:], train_context=c[:40, 0], valid_context=c[40:, 0])
+    data = load_data(str(tmp_path / "splits.npz"))
+    assert data.train.context.shape == (40, 1) and data.valid.context.shape == (10, 1)
+    np.savez(tmp_path / "half.npz", train=x[:40], valid=x[40:], train_context=c[:40])
+    with pytest.raises(DataError, match="every split a context array, or none"):
+        load_data(str(tmp_path / "half.npz"))
+    np.savez(tmp_path / "short.npz", x=x, context=c[:10])
+    with pytest.raises(DataError, match=r"context of shape \(50, K\)"):
+        load_data(str(tmp_path / "short.npz"))
+    with pytest.raises(DataError, match="--context-columns names a CSV table's columns"):
+        load_data(str(tmp_path / "xc.npz"), preprocessing={"context_columns": ["a"]})
+
+
+def test_context_values_are_read_in_the_columns_own_units():
+    record = {"context_columns": ["age", "income"], "context_standardize": {"mean": [50.0, 40.0], "std": [10.0, 5.0]}}
+    torch.testing.assert_close(context_vector(record, ["60", "30"]), torch.tensor([1.0, -2.0]))
+    torch.testing.assert_close(context_vector(record, ["income=45"]), torch.tensor([0.0, 1.0]))  # age at its mean
+    assert describe_context(record, torch.tensor([1.0, -2.0])) == "age 60, income 30"
+    for values, message in (
+        (["60"], "needs 2 values"),
+        (["height=3"], "no context column 'height'"),
+        (["age=nan"], "finite number"),
+        (["age=60", "30"], "not both"),
+    ):
+        with pytest.raises(DataError, match=message):
+            context_vector(record, values)
+    with pytest.raises(DataError, match="trained with --context-columns"):
+        context_vector({}, ["1"])
+
+
+# ----- the model ----------------------------------------------------------------------------------
+
+
+def test_a_columns_condition_takes_vectors_and_refuses_labels():
+    cfg = vaekit.ModelConfig(input_shape=(5,), latent_dim=2, hidden=(16,), likelihood="gaussian", condition="columns", context_dim=2)
+    model = build_model(cfg)
+    assert isinstance(model.condition, ColumnsCondition) and model.condition.classes == 0
+    x, c = torch.randn(7, 5), torch.randn(7, 2)
+    terms = vaekit.elbo(model, x, context=c)
+    assert terms.loss.shape == (7,) and torch.isfinite(terms.loss).all()
+    assert not torch.equal(model.decode(torch.zeros(1, 2), c[:1]).mean, model.decode(torch.zeros(1, 2), c[1:2]).mean)
+    torch.testing.assert_close(model.condition.default(), torch.zeros(2))
+    with pytest.raises(ConfigError, match="2 numbers"):
+        model.condition(torch.tensor([1, 0]))
+    with pytest.raises(ConfigError, match="context columns"):
+        build_model(vaekit.ModelConfig(input_shape=(5,), condition="columns"))
+
+
+def test_a_model_given_the_columns_explains_the_table_far_better_than_one_without(table, tmp_path, capsys):
+    """f1 and f2 are functions of age and income up to noise 0.05: given them, the model need not encode them."""
+    features_only = tmp_path / "features.csv"  # the same table without the context columns
+    features_only.write_text(
+        "\n".join(",".join(line.split(",")[:3] + line.split(",")[5:]) for line in table.read_text().splitlines()) + "\n"
+    )
+    common = ["--likelihood", "gaussian-learned", "--latent-dim", "2", "--epochs", "40"]
+    common += ["--batch-size", "64", "--lr", "3e-3", "--quiet", "--threads", "1"]
+    assert main(["train", "--dataset", str(table), *common, "--context-columns", "age", "income", "--out", str(tmp_path / "cond")]) == 0
+    assert main(["train", "--dataset", str(features_only), *common, "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    cond, plain = vaekit.load(tmp_path / "cond"), vaekit.load(tmp_path / "plain")
+    assert cond.config.model.condition == "columns" and cond.config.model.context_dim == 2
+    assert cond.data_info["preprocessing"]["columns"] == plain.data_info["preprocessing"]["columns"] == ["f1", "f2", "f3"]
+    best = {name: min(r["valid_neg_elbo"] for r in run.metrics()) for name, run in (("cond", cond), ("plain", plain))}
+    assert best["cond"] < best["plain"] - 0.5, best
+    for args in (
+        ["evaluate", str(tmp_path / "cond"), "--split", "valid", "--iw-samples", "8", "--quiet", "--json", str(tmp_path / "e.json")],
+        ["anomaly", str(tmp_path / "cond"), "--split", "valid"],
+        ["embed", str(tmp_path / "cond"), "--split", "valid", "-o", str(tmp_path / "embed.png")],
+        ["report", str(tmp_path / "cond"), "--split", "valid", "-o", str(tmp_path / "report.html")],
+    ):
+        assert main(args) == 0, args
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["iw"]["nll"] < result["neg_elbo"] + 0.5
+    assert "conditioned on age, income" in (tmp_path / "report.html").read_text()
+
+
+def test_every_view_takes_the_context(ink_run, tmp_path, capsys):
+    run = str(ink_run.path)
+    for args in (
+        ["sample", run, "-n", "16"],
+        ["sample", run, "-n", "16", "--context", "0.2", "0"],
+        ["sample", run, "--compare", "-n", "9", "--context", "context[0]=0.4"],
+        ["manifold", run, "-n", "5", "--context", "0.3", "0.5"],
+        ["traverse", run, "--steps", "5", "--split", "valid"],
+        ["traverse", run, "--at", "mean", "--steps", "5", "--context", "0.3", "1"],
+        ["interpolate", run, "--between", "0", "1", "--steps", "4", "--split", "valid"],
+        ["interpolate", run, "--between", "0", "1", "--steps", "4", "--split", "valid", "--context", "0.3", "0"],
+        ["reconstruct", run, "-n", "8", "--split", "valid"],
+    ):
+        out = tmp_path / f"{args[0]}-{len(list(tmp_path.iterdir()))}.png"
+        assert main([*args, "-o", str(out)]) == 0, args
+        assert png(out).std() > 10, args
+    capsys.readouterr()
+    assert main(["report", run, "--split", "valid", "-o", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Samples across the context" in page and "conditioned on context[0], context[1]" in page
+
+
+def test_the_context_changes_what_is_decoded_as_it_was_trained(ink_run):
+    """Context 0 is the images' ink: decoded at more ink, the same z gives images with more ink."""
+    view = RunViews(ink_run, split="valid", seed=0).context_samples(rows=4, values=5)
+    ink = view.result["context[0]"]  # (4 draws, 5 values from the 5th to the 95th percentile, 1, 8, 8)
+    assert ink.shape == (4, 5, 1, 8, 8) and view.picture.ndim == 3 and view.picture.std() > 10
+    per_value = ink.flatten(2).mean(2)  # (4, 5) mean pixel of each decode
+    assert (per_value[:, -1] > per_value[:, 0] + 0.02).all(), per_value
+    thin, thick = (RunViews(ink_run, seed=0, label=context_vector(ink_run.data_info["preprocessing"], [v, "0.5"])) for v in ("0.2", "0.4"))
+    a, b = thin.samples(16).result, thick.samples(16).result
+    assert b.mean() > a.mean() + 0.03 and "context[0] 0.2" in thin.samples(4).caption
+
+
+def test_wrong_context_arguments_are_one_line_errors(ink_run, table, tmp_path, capsys):
+    run = str(ink_run.path)
+    one_line_error(capsys, main(["sample", run, "--class", "1"]), "give --context, not --class")
+    one_line_error(capsys, main(["sample", run, "--context", "1"]), "needs 2 values")
+    one_line_error(capsys, main(["sample", run, "--context", "1", "2", "--class", "1"]), "not both")
+    one_line_error(capsys, main(["interpolate", run, "--between", str(_digit_png(tmp_path)), "1", "--split", "valid"]), "--context")
+    base = ["train", "--dataset", str(table), "--likelihood", "gaussian", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]
+    one_line_error(capsys, main([*base, "--context-columns", "age", "--condition", "label"]), "--condition columns")
+    one_line_error(capsys, main([*base, "--condition", "columns"]), "--context-columns")
+    one_line_error(capsys, main([*base, "--context-columns", "agex"]), "agex")
+
+
+def test_explore_serves_a_model_conditioned_on_columns_at_the_context_given(ink_run):
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from vaekit.explore.app import create_app
+    from vaekit.explore.explorer import Explorer
+
+    data = ink_run.load_data()
+    record = ink_run.data_info["preprocessing"]
+    z = [[0.0] * ink_run.model.latent_dim]
+    decoded = {}
+    for ink in ("0.2", "0.4"):
+        explorer = Explorer(ink_run, data, label=context_vector(record, [ink, "0.5"]))
+        client = TestClient(create_app(explorer), base_url="http://127.0.0.1:8765")
+        assert not client.get("/api/info").json()["model"]["conditional"]  # no class selector
+        pixels = client.post("/api/decode", json={"z": z}).json()["pixels"]
+        decoded[ink] = np.frombuffer(base64.b64decode(pixels), dtype=np.uint8) / 255
+        assert client.get("/api/example/0").status_code == 200 and client.post("/api/sample", json={"n": 4}).status_code == 200
+        bad = client.post("/api/decode", json={"z": z, "context": 1})
+        assert bad.status_code == 400 and "context" in bad.json()["error"]
+    assert decoded["0.4"].mean() > decoded["0.2"].mean() + 0.02
+    with pytest.raises(ConfigError, match="--class needs a model conditioned on the class label"):
+        Explorer(ink_run, data, label=3)
