@@ -169,19 +169,20 @@ def test_shard_folders_carry_labels_beside_every_shard_or_none(tmp_path):
         load_data(str(folder))
 
 
-def test_two_processes_train_a_conditional_model_like_one(tmp_path):
-    """DDP with the labels: two processes of 24 equal one of 48 (a deterministic AE, as in test_distributed)."""
+@pytest.mark.parametrize("condition", ["label", "columns"])
+def test_two_processes_train_a_conditional_model_like_one(tmp_path, condition):
+    """DDP with the labels (or context vectors): two processes of 24 equal one of 48 (a deterministic AE, as in test_distributed)."""
     x, y = labelled_rows(200, 12)
-    np.savez(tmp_path / "table.npz", x=(x > 0.5).astype(np.float32), y=y)
+    np.savez(tmp_path / "table.npz", x=(x > 0.5).astype(np.float32), y=y, context=np.stack([y, x.sum(1)], 1))
     flags = ["train", "--dataset", tmp_path / "table.npz", "--model", "ae", "--latent-dim", "2", "--hidden", "8"]
-    flags += ["--condition", "label", "--epochs", "2", "--threads", "1", "--quiet", "--lr", "0.01"]
+    flags += ["--condition", condition, "--epochs", "2", "--threads", "1", "--quiet", "--lr", "0.01"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for out, extra in (("one", ["--batch-size", "48"]), ("two", ["--batch-size", "24", "--nproc", "2"])):
         cmd = [sys.executable, "-m", "vaekit", *map(str, flags), *extra, "--out", str(tmp_path / out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
     one, two = vaekit.load(tmp_path / "one", "last"), vaekit.load(tmp_path / "two", "last")
-    assert two.config.model.context_dim == 5
+    assert two.config.model.context_dim == {"label": 5, "columns": 2}[condition]
     for k, v in one.model.state_dict().items():
         torch.testing.assert_close(two.model.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
 

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     labels = _labels(args, examples, info)
 
     def score(data, where: str):
-        context = data_context(r.model, data, where)  # a conditional model scores x given its label
+        context = data_context(r.model, data, where)  # a conditional model scores x given its label or context
         return (
             anomaly_scores(
                 r.model,

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         check_data(r.config, data)
     split = split_of(data, args.split)
-    labels = data_context(r.model, split, f"the {args.split} split")  # a conditional model's context: log p(x|y)
+    labels = data_context(r.model, split, f"the {args.split} split")  # a conditional model's labels or context: log p(x|y)
     dims = math.prod(r.model.input_shape)
     terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed, context=labels)
     result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, dims)}
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     result["code_length"] = code = code_length(r.model, split.x, terms.neg_elbo, batch_size=args.batch_size, seed=args.seed)
     per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if code["kind"] == "bits-back" else "not a code length: see below"
-    given = ", each given its label (a conditional model)" if labels is not None else ""
+    given = "" if labels is None else f", each given its {'label' if r.model.condition.classes else 'context'} (a conditional model)"
     print(f"{result['split']} split, {result['examples']} examples ({result['data']}){given}:")
     print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({per_dim})")
     print(f"  reconstruction  {result['reconstruction']:10.3f} nats")
