@@ -15,6 +15,7 @@ from vaekit.cli import main
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.evaluation import elbo_terms, iw_log_likelihood, latent_diagnostics
+from vaekit.generation import sample, tempered
 from vaekit.models import DiagonalGaussianMixture, LayeredGaussian, LayerView, build_model, latent_view
 from vaekit.objectives import elbo
 from vaekit.runs import load
@@ -139,6 +140,27 @@ def test_every_prior_and_wiring_trains_and_samples(hierarchy, prior):
     assert z.shape == (5, 5) and model.decode(z).mean.shape == (5, 1, 8, 8)
     q = model.encode(x)
     assert isinstance(q, LayeredGaussian) and q.mean.shape == (8, 5)
+
+
+@pytest.mark.parametrize("prior", ["normal", "vampprior"])
+def test_a_hierarchical_prior_is_tempered_layer_by_layer(prior):
+    """At temperature T each layer's spread given its parent is T times the prior's, at the same parent code."""
+    torch.manual_seed(0)
+    model = build_model(hvae_config(prior=prior, prior_components=4))
+    pz, t = model.prior(), 0.3
+    cold = tempered(pz, t)
+    assert isinstance(cold, LayeredGaussian)
+    z = pz.sample((64,))  # (64, 5)
+    for warm_layer, cold_layer in zip(pz.layers(z), cold.layers(z)):
+        if isinstance(warm_layer, torch.distributions.MixtureSameFamily):  # the top: each component's spread
+            warm_layer, cold_layer = warm_layer.component_distribution, cold_layer.component_distribution
+        torch.testing.assert_close(cold_layer.mean, warm_layer.mean)
+        torch.testing.assert_close(cold_layer.stddev, t * warm_layer.stddev)
+    torch.manual_seed(1)
+    spread = {temp: tempered(pz, temp).sample((4000,)).std(0) for temp in (1.0, t)}
+    assert (spread[t] < 0.6 * spread[1.0]).all()  # every unit, in every layer, nearer the mean pass
+    images = sample(model, 6, temperature=t, seed=0)
+    assert images.shape == (6, 1, 8, 8) and torch.isfinite(images).all()
 
 
 def test_mixture_log_density_with_learned_weights_matches_torch():

@@ -9,14 +9,16 @@ from torch.distributions import Distribution, Independent, MixtureSameFamily, Mu
 
 from vaekit.corruption import corrupt
 from vaekit.errors import ConfigError
+from vaekit.models.hierarchical import LayeredGaussian
 
 
 def tempered(dist: Distribution, temperature: float) -> Distribution:
     """``dist`` with its spread scaled by ``temperature`` (1: unchanged; < 1: draws nearer the modes).
 
     Normal and full-covariance Gaussian: the scale (Cholesky factor) times T; a mixture: each
-    component tempered, weights kept. Anything else: draws are pulled towards the mean by T
-    (see ``sample``)."""
+    component tempered, weights kept; a hierarchical model's layered distribution: each layer
+    tempered given its parent (``LayeredGaussian.map_layers``). Anything else: draws are pulled
+    towards the mean by T (see ``sample``)."""
     if temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {temperature}")
     if temperature == 1:
@@ -26,6 +28,8 @@ def tempered(dist: Distribution, temperature: float) -> Distribution:
         return Independent(Normal(base.loc, base.scale * temperature, validate_args=False), dist.reinterpreted_batch_ndims)
     if isinstance(dist, MultivariateNormal):
         return MultivariateNormal(dist.loc, scale_tril=dist.scale_tril * temperature)
+    if isinstance(dist, LayeredGaussian):
+        return dist.map_layers(lambda layer: tempered(layer, temperature))
     if isinstance(dist, MixtureSameFamily):
         comps = tempered(dist.component_distribution, temperature)
         if comps is not dist.component_distribution:

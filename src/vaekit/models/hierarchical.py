@@ -111,6 +111,11 @@ class LayeredGaussian(Distribution, StandardNormalDraws):
         self._last: tuple[torch.Tensor, list[Distribution]] | None = None
         super().__init__(batch_shape, torch.Size([sum(sizes)]), validate_args=False)
 
+    def map_layers(self, fn: Callable[[Distribution], Distribution]) -> LayeredGaussian:
+        """The same layering with every layer's distribution passed through ``fn`` (e.g. tempered: each
+        layer's spread given its parent scaled, as hierarchical models are sampled at a temperature)."""
+        return LayeredGaussian(self.sizes, self.parents, lambda i, parent: fn(self.layer(i, parent)), self.batch_shape)
+
     def part(self, z: torch.Tensor, i: int) -> torch.Tensor:
         """z_l (*, L_l) from the concatenated code z (*, Σ L)."""
         return z[..., self.offsets[i] : self.offsets[i + 1]]
