@@ -14,6 +14,8 @@ from test_condition import _digit_png, one_line_error, png
 import vaekit
 from vaekit.cli import main
 from vaekit.data import load_data
+from vaekit.data.batches import TrainingBatches
+from vaekit.data.streaming import CONTEXT_SUFFIX, labels_path
 from vaekit.data.tables import context_vector, describe_context
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import build_model
@@ -111,6 +113,43 @@ def test_an_array_file_carries_context_arrays_for_every_split_or_none(tmp_path):
         load_data(str(tmp_path / "short.npz"))
     with pytest.raises(DataError, match="--context-columns names a CSV table's columns"):
         load_data(str(tmp_path / "xc.npz"), preprocessing={"context_columns": ["a"]})
+
+
+def test_memory_mapped_shards_carry_context_files_and_a_model_trains_on_them(tmp_path, capsys):
+    """DATA.context.npy beside DATA.npy: the context rows follow their examples into the validation
+    blocks and the batches, standardised with the training split's statistics."""
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 6)).astype(np.float32)
+    raw = np.stack([x[:, 0] * 10 + 3, x[:, 1] * 5], 1)  # each row's context is a function of its own values
+    np.save(tmp_path / "rows.npy", x)
+    np.save(labels_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw)
+    data = load_data(str(tmp_path / "rows.npy"), memmap=True)
+    stats = data.info["preprocessing"]["context_standardize"]
+    assert data.streaming and data.info["context_dim"] == 2 and data.train.context.shape == (len(data.train), 2)
+
+    def expected(rows):  # (B, 6) -> their standardised context (B, 2)
+        r = torch.stack([rows[:, 0] * 10 + 3, rows[:, 1] * 5], 1).double()
+        return ((r - torch.tensor(stats["mean"], dtype=torch.float64)) / torch.tensor(stats["std"], dtype=torch.float64)).float()
+
+    for part in (data.train, data.valid):
+        torch.testing.assert_close(part.context, expected(part.x[torch.arange(len(part))]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(data.train.context.mean(0), torch.zeros(2), atol=1e-4, rtol=0)
+    batches = TrainingBatches(data.train.x, context=data.train.context, global_batch=32, seed=1, device=torch.device("cpu"))
+    for _, batch in batches.epoch(0):
+        torch.testing.assert_close(batch.context, expected(batch.target), atol=1e-4, rtol=0)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", str(tmp_path / "rows.npy"), "--memmap", "--condition", "columns", "--likelihood", "gaussian"]
+    assert main([*args, "--epochs", "2", "--latent-dim", "2", "--hidden", "16", "--quiet", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--split", "valid", "--quiet"]) == 0
+    run = vaekit.load(out)
+    assert run.config.model.context_dim == 2 and run.load_data().streaming
+    (tmp_path / "rows.context.npy").unlink()
+    with pytest.raises(ConfigError, match="no context columns"):
+        RunViews(run, split="valid").context(run.load_data().valid)
+    np.save(labels_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw[:10])
+    with pytest.raises(DataError, match=r"context of shape \(400, K\)"):
+        load_data(str(tmp_path / "rows.npy"), memmap=True)
+    capsys.readouterr()
 
 
 def test_context_values_are_read_in_the_columns_own_units():

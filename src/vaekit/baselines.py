@@ -77,12 +77,14 @@ class PCABaseline:
 
 def compare_reconstruction(model, train_x: torch.Tensor, x: torch.Tensor, *, batch_size: int = 1000, context=None) -> dict[str, float]:
     """Mean squared reconstruction error per example on ``x``: the model's (decoder mean at the
-    posterior mean; ``context``: a conditional model's labels of ``x``) beside PCA's with ``model.latent_dim``
+    posterior mean; ``context``: a conditional model's labels or context of ``x``) beside PCA's with ``model.latent_dim``
     components fitted to ``train_x`` (or to a seeded subset of ``PCA_FIT_EXAMPLES`` of it, when larger)."""
 
     if len(train_x) > PCA_FIT_EXAMPLES:  # a seeded subset: bounded memory, also for memory-mapped data
         g = torch.Generator().manual_seed(0)
         train_x = train_x[torch.randperm(len(train_x), generator=g)[:PCA_FIT_EXAMPLES].sort().values]
+    else:
+        train_x = train_x[torch.arange(len(train_x))]  # a tensor, also from memory-mapped data
     pca = PCABaseline.fit(train_x, min(model.latent_dim, len(train_x), math.prod(train_x.shape[1:])))
     dims = math.prod(x.shape[1:])
     model_err = reconstruction_error(model, x, batch_size=batch_size, context=context).double().mean().item()

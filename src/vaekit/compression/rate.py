@@ -74,7 +74,7 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
         return {
             "kind": "none",
             "bits_per_dim": None,
-            "note": "a conditional model's negative ELBO is of x given its label; no coder takes labels yet",
+            "note": "a conditional model's negative ELBO is of x given its label or context; no coder takes a context yet",
         }
     if name in coder_names():
         fits = is_binary(x) if name == "bernoulli" else is_8bit(x)

@@ -25,8 +25,11 @@ Every shard has the same dtype and example shape and is stored in C order. The h
 by the same safe reader as the in-memory path (``read_npy_header``: numeric dtypes only, never a
 pickle). Labels, where there are any, sit beside each shard as integers (n,) in ``NAME.labels.npy``
 (``DATA.labels.npy`` beside ``DATA.npy``; every shard of a split has one, or none has); they are read
-into memory (8 bytes an example) and travel with the examples of each view. Preprocessing that needs the whole array at once
-(``standardize``, ``image_size``, ``channels``) is refused for memory-mapped data.
+into memory (8 bytes an example) and travel with the examples of each view. A conditional model's
+context vectors (``--condition columns``) sit beside the shards the same way, (n, K) or (n,) numbers
+in ``NAME.context.npy``, read into memory and standardised with the training split's statistics.
+Preprocessing that needs the whole array at once (``standardize``, ``image_size``, ``channels``) is
+refused for memory-mapped data.
 """
 
 from __future__ import annotations
@@ -41,10 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, labels_to_tensor, read_npy_header, to_tensor
+from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, context_to_tensor, labels_to_tensor, read_npy_header, to_tensor
 from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset, DataSplits
 from vaekit.data.files import open_file
-from vaekit.data.preprocess import check_options
+from vaekit.data.preprocess import apply_standardize, check_options, fit_standardize
 from vaekit.errors import DataError
 
 BLOCK_BYTES = 32 * 1024  # target size of one contiguous read
@@ -53,6 +56,7 @@ SCAN_BYTES = 16 * 2**20  # chunk of the one pass that checks values at open
 AUTO_MEMORY_FRACTION = 0.25  # auto mode maps a .npy file whose data as float32 exceeds this share of RAM
 SPLITS = ("train", "valid", "test")
 LABELS_SUFFIX = ".labels.npy"  # a shard's labels: DATA.npy -> DATA.labels.npy
+CONTEXT_SUFFIX = ".context.npy"  # a shard's context vectors: DATA.npy -> DATA.context.npy
 _WHOLE_ARRAY_OPTIONS = ("standardize", "image_size", "channels")
 
 
@@ -404,31 +408,55 @@ def _scan(shards: list[_Shard], where: str) -> dict[str, Any]:
     return {"min": lo, "max": hi, "all_0_1": all_0_1, "all_0_255": all_0_255}
 
 
-def labels_path(shard: Path) -> Path:
-    """Where the labels of ``shard`` (a .npy file) are: NAME.labels.npy beside it."""
-    return shard.with_name(shard.name[: -len(".npy")] + LABELS_SUFFIX)
+def labels_path(shard: Path, suffix: str = LABELS_SUFFIX) -> Path:
+    """Where the labels of ``shard`` (a .npy file) are: NAME.labels.npy beside it (``suffix``
+    ``CONTEXT_SUFFIX``: its context vectors, NAME.context.npy)."""
+    return shard.with_name(shard.name[: -len(".npy")] + suffix)
 
 
-def read_labels(source: _Source) -> torch.Tensor | None:
-    """The labels (N,) of every shard of ``source``, in order, or None when no shard has a labels file."""
-    paths = [labels_path(shard.path) for shard in source.shards]
+def read_labels(source: _Source, suffix: str = LABELS_SUFFIX) -> torch.Tensor | None:
+    """The labels (N,) of every shard of ``source``, in order, or None when no shard has a labels file;
+    with ``suffix`` ``CONTEXT_SUFFIX`` its context vectors (N, K) instead."""
+    what, convert = ("labels", labels_to_tensor) if suffix == LABELS_SUFFIX else ("context", context_to_tensor)
+    paths = [labels_path(shard.path, suffix) for shard in source.shards]
     present = [p.is_file() for p in paths]
     if not any(present):
         return None
     if not all(present):
-        raise DataError(f"{paths[present.index(False)]}: missing; give every shard a labels file, or none")
+        raise DataError(f"{paths[present.index(False)]}: missing; give every shard a {what} file, or none")
     parts = []
     for shard, path in zip(source.shards, paths):
         try:
-            labels = np.load(path, allow_pickle=False)
+            values = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read labels {path}: {exc}") from None
-        parts.append(labels_to_tensor(labels, len(shard.array), str(path)))
+            raise DataError(f"cannot read {what} {path}: {exc}") from None
+        parts.append(convert(values, len(shard.array), str(path)))
     return torch.cat(parts)
 
 
+def _contexts(sources: dict[str, _Source], views: dict[str, Any], options: dict[str, Any], where: str) -> tuple[dict, dict]:
+    """Each split's standardised context vectors (N, K) (or None for all) and the record entries for them.
+
+    ``views``: per split, the ``MappedArray`` whose rows the context follows (a validation split cut
+    from the training shards takes its rows of their context)."""
+    raw = {split: read_labels(source, CONTEXT_SUFFIX) for split, source in sources.items()}
+    if all(c is None for c in raw.values()):
+        return dict.fromkeys(views), {}
+    if any(c is None for c in raw.values()):
+        raise DataError(f"{where}: give the shards of every split a context file, or none")
+    rows = {split: raw[split] if split in sources else views[split].labels_of(raw["train"]) for split in views if views[split] is not None}
+    rows["train"] = views["train"].labels_of(raw["train"])
+    saved = options.get("context_standardize")
+    stats = fit_standardize(rows["train"]) if saved in (None, True) else saved
+    k = rows["train"].shape[1]
+    if len(stats["mean"]) != k:
+        raise DataError(f"{where}: the context has {k} columns, but was saved with {len(stats['mean'])}")
+    record = {"context_columns": [f"context[{i}]" for i in range(k)], "context_standardize": stats}
+    return {split: None if c is None else apply_standardize(c, stats) for split, c in {**dict.fromkeys(views), **rows}.items()}, record
+
+
 def _check_mapped_options(options: dict[str, Any], fmt: str, where: str) -> None:
-    check_options(options, fmt, ARRAY_OPTIONS + ("memmap",))
+    check_options(options, fmt, ARRAY_OPTIONS + ("memmap", "context_columns"))
     asked = [k for k in _WHOLE_ARRAY_OPTIONS if options.get(k) not in (None, False)]
     if asked:
         raise DataError(f"{where}: {', '.join(asked)} is not supported for memory-mapped data; prepare the arrays beforehand")
@@ -474,7 +502,8 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
     if binarize and value_range == REAL:
         raise DataError(f"{where}: binarize needs values in [0, 1], but this data is real-valued")
     datasets = {"train": train_x, "valid": valid_x, "test": test_x}
-    record = {"format": fmt, "memmap": True, **sources["train"].steps}
+    contexts, context_record = _contexts(sources, datasets, options, where)
+    record = {"format": fmt, "memmap": True, **sources["train"].steps, **context_record}
     info = {
         "source": where,
         "split_seed": seed,
@@ -484,10 +513,13 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
         "value_range": value_range,
         "dynamic_binarization": bool(binarize),
         "num_classes": _num_classes([y for y in datasets_y.values() if y is not None]),
+        "context_dim": None if contexts["train"] is None else int(contexts["train"].shape[1]),
         "preprocessing": record,
     }
-    test = None if test_x is None else Dataset(test_x, datasets_y["test"])
-    return DataSplits(Dataset(train_x, datasets_y["train"]), Dataset(valid_x, datasets_y["valid"]), test, info)
+    test = None if test_x is None else Dataset(test_x, datasets_y["test"], contexts["test"])
+    return DataSplits(
+        Dataset(train_x, datasets_y["train"], contexts["train"]), Dataset(valid_x, datasets_y["valid"], contexts["valid"]), test, info
+    )
 
 
 def _num_classes(labels: list[torch.Tensor]) -> int | None:
@@ -503,4 +535,6 @@ def load_mapped_examples(path: Path, options: dict[str, Any]) -> Dataset:
     _check_mapped_options(options, fmt, str(path))
     all_files = [f for split in SPLITS for f in files.get(split, [])]
     source, _ = _open_source(all_files, options, str(path))
-    return Dataset(MappedArray(source), read_labels(source))
+    x = MappedArray(source)
+    contexts, _ = _contexts({"train": source}, {"train": x}, options, str(path))  # standardised with saved statistics
+    return Dataset(x, read_labels(source), contexts["train"])
