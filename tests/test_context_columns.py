@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_condition import _digit_png, one_line_error, png
 
 import vaekit
@@ -261,7 +262,7 @@ def test_wrong_context_arguments_are_one_line_errors(ink_run, table, tmp_path, c
     one_line_error(capsys, main([*base, "--context-columns", "agex"]), "agex")
 
 
-def test_explore_serves_a_model_conditioned_on_columns_at_the_context_given(ink_run):
+def test_explore_serves_a_model_conditioned_on_columns_with_a_slider_per_column(ink_run, tmp_path):
     pytest.importorskip("starlette")
     from starlette.testclient import TestClient
 
@@ -269,18 +270,32 @@ def test_explore_serves_a_model_conditioned_on_columns_at_the_context_given(ink_
     from vaekit.explore.explorer import Explorer
 
     data = ink_run.load_data()
-    record = ink_run.data_info["preprocessing"]
+    explorer = Explorer(ink_run, data, label=context_vector(ink_run.data_info["preprocessing"], ["0.2", "0.5"]))
+    client = TestClient(create_app(explorer), base_url="http://127.0.0.1:8765")
+    model = client.get("/api/info").json()["model"]
+    assert not model["conditional"]  # no class selector, but a slider per column, starting at --context
+    columns = model["context_columns"]
+    assert [c["name"] for c in columns] == ["context[0]", "context[1]"]
+    assert columns[0]["value"] == pytest.approx(0.2, abs=1e-5) and columns[1]["value"] == pytest.approx(0.5, abs=1e-5)
+    assert all(c["low"] < c["high"] for c in columns) and 0.15 < columns[0]["low"] < columns[0]["high"] < 0.45
     z = [[0.0] * ink_run.model.latent_dim]
-    decoded = {}
-    for ink in ("0.2", "0.4"):
-        explorer = Explorer(ink_run, data, label=context_vector(record, [ink, "0.5"]))
-        client = TestClient(create_app(explorer), base_url="http://127.0.0.1:8765")
-        assert not client.get("/api/info").json()["model"]["conditional"]  # no class selector
-        pixels = client.post("/api/decode", json={"z": z}).json()["pixels"]
-        decoded[ink] = np.frombuffer(base64.b64decode(pixels), dtype=np.uint8) / 255
-        assert client.get("/api/example/0").status_code == 200 and client.post("/api/sample", json={"n": 4}).status_code == 200
-        bad = client.post("/api/decode", json={"z": z, "context": 1})
-        assert bad.status_code == 400 and "context" in bad.json()["error"]
-    assert decoded["0.4"].mean() > decoded["0.2"].mean() + 0.02
+
+    def ink(context) -> float:
+        out = client.post("/api/decode", json={"z": z} | ({} if context is None else {"context": context}))
+        assert out.status_code == 200, out.text
+        return float(np.frombuffer(base64.b64decode(out.json()["pixels"]), dtype=np.uint8).mean() / 255)
+
+    assert ink(None) == ink([0.2, 0.5])  # absent: the context the explorer started with
+    assert ink([0.4, 0.5]) > ink([0.2, 0.5]) + 0.02  # more ink asked for, more ink decoded
+    for bad in (1, [0.3], [0.3, "a"], [0.3, True], "0.3,x", [0.3, 1e39]):
+        reply = client.post("/api/decode", json={"z": z, "context": bad})
+        assert reply.status_code == 400 and "context" in reply.json()["error"], bad
+    path = tmp_path / "digit.png"
+    Image.fromarray((data.valid.x[0, 0].numpy() * 255).astype(np.uint8)).save(path)
+    encoded = client.post("/api/encode?context=0.3,0.5", content=path.read_bytes(), headers={"Content-Type": "image/png"})
+    assert encoded.status_code == 200 and len(encoded.json()["z"]) == ink_run.model.latent_dim
+    assert client.get("/api/example/0").status_code == 200
+    assert client.post("/api/sample", json={"n": 4, "context": [0.3, 0.1]}).status_code == 200
+    assert client.post("/api/interpolate", json={"a": z[0], "b": z[0], "steps": 3, "context": [0.3, 0.1]}).status_code == 200
     with pytest.raises(ConfigError, match="--class needs a model conditioned on the class label"):
         Explorer(ink_run, data, label=3)

@@ -22,6 +22,7 @@ from PIL import Image
 
 pytest.importorskip("starlette", reason="the explore extra is not installed (pip install vaekit[explore])")
 
+from test_context_columns import ink_npz, ink_run  # noqa: F401 (fixtures)
 from test_latent import tiny_run
 
 from vaekit.explore.app import bind, create_app, make_server
@@ -256,6 +257,34 @@ def test_a_conditional_model_decodes_and_samples_the_class_chosen_in_the_selecto
         settle(pg)
         assert np.abs(shot(pg.locator("#decoded")) - decoded).mean() > 3  # the same code, decoded as a 7
         assert np.abs(shot(pg.locator("#samples")) - samples).mean() > 3
+        assert errors == []
+    finally:
+        context.close()
+        server.stop()
+
+
+def test_a_model_of_context_columns_decodes_at_the_sliders_values(browser, ink_run):  # noqa: F811 (the imported fixture)
+    server = LiveServer(Explorer(ink_run, ink_run.load_data()))
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    try:
+        pg = context.new_page()
+        errors = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(server.url)
+        pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        assert not pg.locator("#class-panel").is_visible() and pg.locator("#context-panel").is_visible()
+        sliders = pg.locator("#context-panel input")
+        assert sliders.count() == 2 and sliders.first.get_attribute("aria-label") == "context[0]"
+        settle(pg)
+        decoded = shot(pg.locator("#decoded"))
+        ink = sliders.first
+        with pg.expect_response("**/api/sample"):
+            ink.fill(ink.get_attribute("max"))  # the most ink of the training images
+            ink.dispatch_event("change")
+        settle(pg)
+        after = shot(pg.locator("#decoded"))
+        assert after.mean() > decoded.mean() + 3  # the same code, decoded with more ink
+        assert float(pg.locator("#context-panel output").first.inner_text()) == pytest.approx(float(ink.get_attribute("max")), rel=1e-3)
         assert errors == []
     finally:
         context.close()

@@ -13,6 +13,8 @@ Routes (JSON in and out; images travel as base64 uint8 pixels the page draws on 
 
 A conditional model's class travels as ``"context": C`` in decode, interpolate, sample and encode
 (or ``?context=C`` with an uploaded image); absent, the explorer's class (``--class``, default 0).
+A model conditioned on context columns takes ``"context": [v_1, ..., v_K]`` in the columns' own
+units (``?context=v_1,...,v_K``); absent, the explorer's context (``--context``, default the mean).
 An unconditional model refuses a context.
 
 Safety: ``Guard`` (an ASGI middleware) answers first. Served on loopback it refuses requests whose
@@ -144,7 +146,9 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
     async def get_info(request: Request) -> Response:
         return JSONResponse(info)
 
-    def context(value) -> int | None:
+    def context(value) -> int | torch.Tensor | None:
+        if explorer.columns:  # a model conditioned on context columns: K numbers in their own units
+            return rq.column_context(value, explorer.column_mean, explorer.column_std, explorer.label)
         return rq.context(value, explorer.classes, explorer.label)
 
     async def decode(request: Request) -> Response:

@@ -18,7 +18,7 @@ import torch
 
 import vaekit
 import vaekit.latent as latent
-from vaekit.data.tables import describe_context
+from vaekit.data.tables import context_names
 from vaekit.errors import ConfigError
 from vaekit.models.condition import batch_context, data_context
 from vaekit.models.hierarchical import latent_view
@@ -75,8 +75,9 @@ class Explorer:
             self.label = int(self.label)
         self.test = data.test if data.test is not None else data.valid
         self.train = data.train
-        self.test_context = data_context(model, self.test, "the test split")  # (N,) labels, or None
+        self.test_context = data_context(model, self.test, "the test split")  # (N,) labels, (N, K) vectors, or None
         self.train_context = data_context(model, self.train, "the training split")
+        self._describe_columns(run)
         self.binary = data.value_range == "binary"
         self.is_image = len(model.input_shape) == 3
         gen = torch.Generator().manual_seed(seed)
@@ -205,6 +206,24 @@ class Explorer:
 
     # ----- what the page needs to draw itself ------------------------------------------------
 
+    def _describe_columns(self, run) -> None:
+        """A model conditioned on context columns: their names, training statistics (``column_mean``,
+        ``column_std`` (K,), to read a request's values in the columns' own units) and the ranges of the
+        page's sliders (the training 1st to 99th percentiles); ``columns`` is empty for other models."""
+        self.columns: list[dict] = []
+        if not self.model.conditional or self.classes:
+            return
+        record = run.data_info.get("preprocessing") or {}
+        k = self.model.condition.size
+        stats = record.get("context_standardize") or {"mean": [0.0] * k, "std": [1.0] * k}
+        self.column_mean = torch.tensor(stats["mean"], dtype=torch.float32)
+        self.column_std = torch.tensor(stats["std"], dtype=torch.float32)
+        raw = self.train_context.float() * self.column_std + self.column_mean  # (M, K) in the columns' units
+        low, high = torch.quantile(raw, torch.tensor([0.01, 0.99]), dim=0)  # (K,) each
+        now = self.label.float() * self.column_std + self.column_mean
+        for name, lo, hi, value in zip(context_names(record, k), low.tolist(), high.tolist(), now.tolist()):
+            self.columns.append({"name": name, "low": min(lo, value), "high": max(hi, value), "value": value})
+
     def _class_name(self, label: int) -> str:
         classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
         return str(classes[label]) if classes and 0 <= label < len(classes) else str(label)
@@ -230,10 +249,7 @@ class Explorer:
                 "classes": self.classes,
                 "class_names": [self._class_name(c) for c in range(self.classes)],
                 "default_class": self.label if self.classes else None,
-                # a model conditioned on context columns: the context every decode uses, in the columns' units
-                "context": None
-                if self.classes or self.label is None
-                else describe_context(self.run.data_info.get("preprocessing") or {}, self.label),
+                "context_columns": self.columns,  # a model conditioned on context columns: the page's sliders
             },
             "view": "image" if self.is_image else "bars",
             "value_range": [self.value_low, self.value_high],

@@ -112,16 +112,29 @@ def no_context(obj: dict) -> None:
 
 def context(value, classes: int, default):
     """The class a request asks a conditional model (``classes`` > 0) for: an integer in [0, classes),
-    or ``default`` when absent; for a model without classes (unconditional, or conditioned on context
-    columns, whose context is fixed when the explorer starts: ``default``) only an absent one."""
+    or ``default`` when absent; for an unconditional model (``classes`` = 0) only an absent one."""
     if classes == 0:
         no_context({"context": value})
-        return default
+        return None
     if value is None:
         return default
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     return integer(value, "context", 0, classes - 1)
+
+
+def column_context(value, mean: torch.Tensor, std: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
+    """The context a request asks a model conditioned on K context columns for: K numbers in the
+    columns' own units (a list; in a query string, comma-separated), standardised with the training
+    statistics ``mean``, ``std`` (K,) -> (K,); ``default`` when absent."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = [float(v) for v in value.split(",")]
+        except ValueError:
+            raise BadRequest(f"context must be {len(mean)} comma-separated numbers, got {value[:40]!r}") from None
+    return (numbers(value, "context", len(mean)) - mean) / std
 
 
 def image(body: bytes, shape: tuple[int, ...], *, invert: bool = False) -> torch.Tensor:

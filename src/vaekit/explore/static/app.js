@@ -18,7 +18,7 @@ let preview = null;       // the code under the pointer, while hovering the map
 let mapView = null;       // map scaling: {x0, y0, sx, sy}
 let pointsLayer = null;   // the scatter, drawn once
 let sampleSeed = 0;
-let currentClass = null;  // a conditional model's class (the selector); null for an unconditional model
+let currentContext = null;  // a conditional model's class (the selector) or context columns' values (the sliders); null for an unconditional model
 let currentZ = null;      // the code last asked to decode, redrawn when the class changes
 
 // ----- talking to the server ------------------------------------------------------------------
@@ -56,7 +56,7 @@ async function pumpDecode() {
     const z = decoder.next;
     decoder.next = null;
     try {
-      const out = await api("/api/decode", { z: [z], context: currentClass });
+      const out = await api("/api/decode", { z: [z], context: currentContext });
       drawItem($("decoded"), out, 0);
     } catch (err) { status(err.message); }
   }
@@ -338,7 +338,7 @@ function renderPicks() {
 }
 
 async function loadInterpolation() {
-  const out = await api("/api/interpolate", { a: picks[0].z, b: picks[1].z, steps: 10, context: currentClass });
+  const out = await api("/api/interpolate", { a: picks[0].z, b: picks[1].z, steps: 10, context: currentContext });
   fillStrip($("strip-linear"), out.linear);
   fillStrip($("strip-slerp"), out.slerp);
   $("interpolation").hidden = false;
@@ -349,7 +349,7 @@ async function loadInterpolation() {
 async function encodeInput(body, type) {
   const query = new URLSearchParams();
   if ($("invert").checked && type !== "application/json") query.set("invert", "1");
-  if (currentClass !== null) query.set("context", String(currentClass));
+  if (currentContext !== null) query.set("context", String(currentContext));
   const result = await api("/api/encode" + (query.toString() ? "?" + query : ""), body, type);
   uploaded = result;
   $("input-result").replaceChildren(card("your input", result));
@@ -398,7 +398,7 @@ function setupInput() {
 
 async function loadSamples() {
   const temperature = Number($("temperature").value);
-  const out = await api("/api/sample", { n: 16, temperature, seed: sampleSeed++, context: currentClass });
+  const out = await api("/api/sample", { n: 16, temperature, seed: sampleSeed++, context: currentContext });
   fillStrip($("samples"), out);
 }
 
@@ -407,16 +407,44 @@ async function loadSamples() {
 function setupClass() {
   const m = info.model;
   if (!m.conditional) return;
-  currentClass = m.default_class;
+  currentContext = m.default_class;
   const select = $("class");
-  select.replaceChildren(...m.class_names.map((name, c) => new Option(name, String(c), false, c === currentClass)));
+  select.replaceChildren(...m.class_names.map((name, c) => new Option(name, String(c), false, c === currentContext)));
   $("class-panel").hidden = false;
   select.addEventListener("change", guarded(async () => {
-    currentClass = Number(select.value);
+    currentContext = Number(select.value);
     if (currentZ) requestDecode(currentZ);
     if (picks.length === 2) await loadInterpolation();
     await loadSamples();
   }));
+}
+
+// ----- the context columns of a conditional model ------------------------------------------------------
+
+function setupContextColumns() {
+  const columns = info.model.context_columns;
+  if (!columns || !columns.length) return;
+  currentContext = columns.map((c) => c.value);  // in the columns' own units, as the API takes them
+  const shown = (v) => String(Number(Number(v).toPrecision(4)));
+  const redecode = guarded(async () => {
+    if (currentZ) requestDecode(currentZ);
+    if (picks.length === 2) await loadInterpolation();
+    await loadSamples();
+  });
+  const sliders = columns.map((c, j) => {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", min: c.low, max: c.high, step: (c.high - c.low) / 100 || 1, value: c.value });
+    input.setAttribute("aria-label", c.name);
+    const value = document.createElement("output");
+    value.textContent = shown(c.value);
+    input.addEventListener("input", () => { currentContext[j] = Number(input.value); value.textContent = shown(input.value); });
+    input.addEventListener("change", redecode);
+    label.append(`${c.name} `, input, " ", value);
+    return label;
+  });
+  $("context-panel").replaceChildren("decode at", ...sliders);
+  $("context-panel").hidden = false;
 }
 
 // ----- start ----------------------------------------------------------------------------------------
@@ -426,7 +454,7 @@ async function start() {
   const m = info.model;
   $("model-line").textContent = `${info.run}: ${m.deterministic ? "autoencoder" : m.kind.toUpperCase()}, ${m.arch}, ` +
     `${m.likelihood} likelihood, ${m.latent_dim}-D latent, input ${m.input_shape.join("×")}; ` +
-    `map of ${info.map.x.length} test codes` + (m.context ? `; decoded at ${m.context} (--context)` : "");
+    `map of ${info.map.x.length} test codes`;
   if (info.view === "bars") {
     $("decoded").width = 360; $("decoded").height = 200;
     $("decoded").className = "bars";
@@ -436,6 +464,7 @@ async function start() {
   setupSliders();
   setupInput();
   setupClass();
+  setupContextColumns();
   $("reset-prior").addEventListener("click", () => setCurrent(info.dims.center));
   $("reset-example").addEventListener("click", () => { if (picks.length) setCurrent(picks[picks.length - 1].z); });
   $("clear-picks").addEventListener("click", () => { picks = []; $("reset-example").disabled = true; renderPicks(); });
