@@ -8,6 +8,7 @@ they fail instead. The browser is ``$VAEKIT_CHROMIUM``, else ``chromium`` on the
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -238,16 +239,26 @@ def test_an_unconditional_model_has_no_class_selector(page):
     assert not page.locator("#class-panel").is_visible()
 
 
-def test_a_conditional_model_decodes_and_samples_the_class_chosen_in_the_selector(browser, tmp_path_factory):
-    run = tiny_run(tmp_path_factory, "cvae")
-    server = LiveServer(Explorer(run, run.load_data(), label=1))
+@contextlib.contextmanager
+def served_page(browser, explorer: Explorer):
+    """A fresh page on ``explorer`` served live, once its first view is drawn; ``page.errors`` collects uncaught exceptions."""
+    server = LiveServer(explorer)
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     try:
         pg = context.new_page()
-        errors = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.errors = []
+        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
         pg.goto(server.url)
         pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        yield pg
+    finally:
+        context.close()
+        server.stop()
+
+
+def test_a_conditional_model_decodes_and_samples_the_class_chosen_in_the_selector(browser, tmp_path_factory):
+    run = tiny_run(tmp_path_factory, "cvae")
+    with served_page(browser, Explorer(run, run.load_data(), label=1)) as pg:
         assert pg.locator("#class-panel").is_visible() and pg.locator("#class option").count() == 10
         assert pg.locator("#class").input_value() == "1"  # --class sets where the page starts
         settle(pg)
@@ -257,21 +268,11 @@ def test_a_conditional_model_decodes_and_samples_the_class_chosen_in_the_selecto
         settle(pg)
         assert np.abs(shot(pg.locator("#decoded")) - decoded).mean() > 3  # the same code, decoded as a 7
         assert np.abs(shot(pg.locator("#samples")) - samples).mean() > 3
-        assert errors == []
-    finally:
-        context.close()
-        server.stop()
+        assert pg.errors == []
 
 
 def test_a_model_of_context_columns_decodes_at_the_sliders_values(browser, ink_run):  # noqa: F811 (the imported fixture)
-    server = LiveServer(Explorer(ink_run, ink_run.load_data()))
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    try:
-        pg = context.new_page()
-        errors = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(server.url)
-        pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    with served_page(browser, Explorer(ink_run, ink_run.load_data())) as pg:
         assert not pg.locator("#class-panel").is_visible() and pg.locator("#context-panel").is_visible()
         sliders = pg.locator("#context-panel input")
         assert sliders.count() == 2 and sliders.first.get_attribute("aria-label") == "context[0]"
@@ -282,13 +283,10 @@ def test_a_model_of_context_columns_decodes_at_the_sliders_values(browser, ink_r
             ink.fill(ink.get_attribute("max"))  # the most ink of the training images
             ink.dispatch_event("change")
         settle(pg)
-        after = shot(pg.locator("#decoded"))
-        assert after.mean() > decoded.mean() + 3  # the same code, decoded with more ink
-        assert float(pg.locator("#context-panel output").first.inner_text()) == pytest.approx(float(ink.get_attribute("max")), rel=1e-3)
-        assert errors == []
-    finally:
-        context.close()
-        server.stop()
+        assert shot(pg.locator("#decoded")).mean() > decoded.mean() + 3  # the same code, decoded with more ink
+        shown = float(pg.locator("#context-panel output").first.inner_text())
+        assert shown == pytest.approx(float(ink.get_attribute("max")), rel=1e-3)
+        assert pg.errors == []
 
 
 def test_without_a_browser_ci_fails_and_a_local_run_skips(monkeypatch):
