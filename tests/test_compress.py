@@ -88,9 +88,9 @@ def test_exact_outputs_do_not_depend_on_batch_or_threads(trained, binary_digits)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        mu_all, lv_all = exact.posterior(x)
+        mu_all, lv_all = exact.posterior(x).gaussian(0, None)
         torch.set_num_threads(2)
-        mu_few, lv_few = exact.posterior(x[3:10])
+        mu_few, lv_few = exact.posterior(x[3:10]).gaussian(0, None)
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(mu_all[3:10], mu_few) and np.array_equal(lv_all[3:10], lv_few)
@@ -99,14 +99,18 @@ def test_exact_outputs_do_not_depend_on_batch_or_threads(trained, binary_digits)
 
 
 def test_decodes_in_a_fresh_process_with_other_threads(trained, binary_digits, tmp_path):
-    """Encode with one thread and batches of 50 (bernoulli) or 7 (beta-binomial); decode in a new
-    interpreter with two threads."""
+    """Encode with one thread and batches of 50 (bernoulli) or 7 (beta-binomial, a two-layer model);
+    decode in a new interpreter with two threads."""
     import dataclasses
     import json
 
     from safetensors.torch import save_file
 
-    cases = {"bern": (trained, binary_digits.test.x[:100], 50), "bb": (tiny_model("beta-binomial"), data_for("beta-binomial", n=30), 7)}
+    cases = {
+        "bern": (trained, binary_digits.test.x[:100], 50),
+        "bb": (tiny_model("beta-binomial"), data_for("beta-binomial", n=30), 7),
+        "hvae": (hierarchical_model("skip"), data_for("bernoulli", n=30), 7),
+    }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -123,7 +127,7 @@ def test_decodes_in_a_fresh_process_with_other_threads(trained, binary_digits, t
         from safetensors.torch import load_file
         import vaekit
         from vaekit.config import ModelConfig
-        for name in ("bern", "bb"):
+        for name in ("bern", "bb", "hvae"):
             base = r"{tmp_path}/" + name
             cfg = ModelConfig(**{{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(open(base + ".json")).items()}})
             m = vaekit.build_model(cfg); m.load_state_dict(load_file(base + ".safetensors")); m.eval()
@@ -178,6 +182,61 @@ def test_unsupported_models_are_refused():
     cfg.model.input_shape, cfg.model.kind = (1, 6, 5), "ae"
     with pytest.raises(CompressionError, match="VAE"):
         compress(vaekit.build_model(cfg.model), torch.zeros(2, 1, 6, 5))
+
+
+def hierarchical_model(hierarchy: str, likelihood: str = "bernoulli", shape=(1, 6, 5), prior: str = "normal"):
+    cfg = RunConfig()
+    cfg.model.input_shape, cfg.model.hidden, cfg.model.likelihood = shape, (16,), likelihood
+    cfg.model.latent_dim, cfg.model.latent_layers, cfg.model.latent_hidden = 5, (3, 2), (8,)
+    cfg.model.hierarchy, cfg.model.prior, cfg.model.prior_components = hierarchy, prior, 3
+    torch.manual_seed(0)
+    return vaekit.build_model(cfg.model).eval()
+
+
+@pytest.mark.parametrize("hierarchy", ["skip", "chain"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "beta-binomial"])
+def test_a_hierarchical_model_round_trips_bit_for_bit(hierarchy, likelihood):
+    model, x = hierarchical_model(hierarchy, likelihood), data_for(likelihood, n=30)
+    for batch in (1, 7, 1000):
+        data = compress(model, x, batch_size=batch)
+        assert torch.equal(decompress(model, data), x), batch
+
+
+@pytest.mark.parametrize("hierarchy", ["skip", "chain"])
+def test_a_trained_hierarchical_models_file_is_its_negative_elbo(binary_digits, hierarchy):
+    """Coding every layer with its own Gaussian (q's and p's conditionals) costs the two-layer negative ELBO."""
+    model = hierarchical_model(hierarchy, shape=(1, 8, 8))
+    model.init_output_bias(binary_digits.train.x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        vaekit.elbo(model, binary_digits.train.x).neg_elbo.mean().backward()
+        opt.step()
+    model.eval()
+    x = torch.cat([binary_digits.train.x, binary_digits.test.x])
+    data = compress(model, x)
+    header, words = vaekit.compression.format.read(data)
+    with torch.inference_mode():
+        neg_elbo = vaekit.elbo(model, x, n_samples=20).neg_elbo.sum().item() / math.log(2)  # bits
+    net = 32 * len(words) - header.initial_bits
+    assert abs(net / neg_elbo - 1) < 0.02, (net, neg_elbo)
+    assert torch.equal(decompress(model, data), x)
+
+
+def test_layers_whose_prior_parent_q_decodes_first_are_coded_in_their_priors_frame():
+    """skip: q decodes z_2 before z_1, so z_1's buckets are equal-mass under p(z_1|z_2); chain: q decodes z_1 first."""
+    from vaekit.compression.codec import _parts
+
+    assert _parts(hierarchical_model("skip"), 12).coder.adapted == {0}
+    assert _parts(hierarchical_model("chain"), 12).coder.adapted == set()
+    assert _parts(tiny_model("bernoulli"), 12).coder.adapted == set()
+
+
+def test_hierarchical_models_the_coder_cannot_take_are_refused():
+    with pytest.raises(CompressionError, match="standard normal prior on the top layer"):
+        compress(hierarchical_model("skip", prior="vampprior"), data_for("bernoulli", n=2))
+    with pytest.raises(CompressionError, match="lossy compression needs one latent layer"):
+        compress_lossy(hierarchical_model("skip"), data_for("bernoulli", n=2))
 
 
 def test_lossy_codes(trained, binary_digits):

@@ -6,6 +6,16 @@ bits: the negative ELBO with one posterior sample. Decompressing undoes each ste
 order, batch by batch from the last. The first decode needs bits already on the stack: the stack
 starts with ``initial_words`` fixed pseudo-random words (the initial bits, counted in the file), and
 batches start at one example and grow only as the stack holds enough bits for the next one.
+
+A hierarchical model's z = [z_1, ..., z_L] is coded layer by layer (BB-ANS over the layers, as
+HiLLoC and Bit-Swap's baseline do): every layer of q is decoded in q's order, each given its parent's
+bucket, then x, then every layer of p encoded children first, so that decompression decodes p's top
+layer first. A layer whose prior parent q decodes before it (every layer of a top-down ``skip``
+hierarchy) is discretised in its prior's own frame: buckets of equal mass under p(z_l|z_{l+1}) =
+N(μ, σ²), centres μ + σ c_j, so p codes it in exactly P bits and q's bucket masses are those of
+N((μ_q − μ)/σ, (σ_q/σ)²) under the standard buckets. Other layers (the ``chain`` wiring's z_1, whose
+prior parent q decodes after it) keep the buckets of N(0, 1) and code them with the Gaussian masses
+of p(z_l|·) and q(z_l|·), which costs more where those are much narrower than a bucket.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from collections.abc import Callable
 import constriction
 import numpy as np
 
-from vaekit.compression.exact import ExactModel
+from vaekit.compression.exact import ACTIVATION_BITS, ExactModel, GaussianLayers
 from vaekit.compression.latents import LatentBuckets
 from vaekit.compression.likelihoods import LikelihoodCoder
 
@@ -39,37 +49,91 @@ class BitsBackCoder:
         self.exact, self.likelihood, self.buckets = exact, likelihood, buckets
         self.shape, self.latent_dim = shape, latent_dim
         self.uniform = constriction.stream.model.Uniform(2**buckets.bits)
+        prior_parents, q_order = exact.prior().parents, exact.posterior_order()
+        # the layers coded in their prior's frame: those whose prior parent q decodes before them
+        self.adapted = {i for i, p in enumerate(prior_parents) if p is not None and q_order.index(p) < q_order.index(i)}
 
-    def _posterior(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = self.exact.posterior(self.likelihood.encoder_input(k, self.shape))  # (n, L) each
+    def _code(self, i: int, j: list, frames: dict, n: int, size: int) -> np.ndarray:
+        """Layer i's code (n, L_i) on the decoder's input grid: its buckets' centres, in its prior's frame where it has one."""
+        c = self.buckets.centres[j[i]]
+        if i in frames:
+            mu, sigma = frames[i]
+            c = np.round((mu + sigma * c) * 2.0**ACTIVATION_BITS) / 2.0**ACTIVATION_BITS
+        return c.reshape(n, size)
+
+    def _gaussian(self, layers: GaussianLayers, i: int, codes: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Layer i's (μ, σ) (n · L_i,) given its parent's code."""
+        parent = layers.parents[i]
+        mu, logvar = layers.gaussian(i, None if parent is None else codes[parent])
         return mu.reshape(-1), self.buckets.sigma(logvar.reshape(-1))
 
-    def _likelihood(self, j: np.ndarray):
-        z = self.buckets.centres[j]  # (n, L)
-        return self.likelihood.model(self.exact.decoder_params(z))
+    def _frame(self, prior: GaussianLayers, i: int, codes: list, n: int, frames: dict) -> None:
+        """Record layer i's prior frame (μ_p, σ_p) in ``frames`` when its buckets follow p(z_i|parent) (see the module docstring)."""
+        if i in self.adapted:
+            frames[i] = self._gaussian(prior, i, codes, n)
+
+    def _in_frame(self, i: int, frames: dict, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """q's (μ, σ) of layer i in the coordinates its buckets are equal-mass in."""
+        if i not in frames:
+            return mu, sigma
+        mu_p, sigma_p = frames[i]
+        return (mu - mu_p) / sigma_p, sigma / sigma_p
+
+    def _pop_gaussian(self, ans, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        coarse = ans.decode(_CATEGORICAL, self.buckets.coarse_probs(mu, sigma))
+        fine = ans.decode(_CATEGORICAL, self.buckets.fine_probs(mu, sigma, coarse))
+        return (coarse.astype(np.int64) << self.buckets.fine_bits) | fine  # (n · L_i,) bucket indices
+
+    def _push_gaussian(self, ans, j: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> None:
+        coarse, fine = (j >> self.buckets.fine_bits).astype(np.int32), (j & (2**self.buckets.fine_bits - 1)).astype(np.int32)
+        ans.encode_reverse(fine, _CATEGORICAL, self.buckets.fine_probs(mu, sigma, coarse))
+        ans.encode_reverse(coarse, _CATEGORICAL, self.buckets.coarse_probs(mu, sigma))
+
+    def _pop_posterior(self, ans, k: np.ndarray, prior: GaussianLayers) -> tuple[list, list, dict]:
+        """Decode every layer's buckets from ``ans`` with q(z|x) for symbols k (n, D), in q's order ->
+        (bucket indices, codes, prior frames) per layer."""
+        q, n = self.exact.posterior(self.likelihood.encoder_input(k, self.shape)), len(k)
+        j: list = [None] * len(q.sizes)
+        codes: list = [None] * len(q.sizes)
+        frames: dict = {}
+        for i in q.order:
+            self._frame(prior, i, codes, n, frames)
+            j[i] = self._pop_gaussian(ans, *self._in_frame(i, frames, *self._gaussian(q, i, codes, n)))
+            codes[i] = self._code(i, j, frames, n, q.sizes[i])
+        return j, codes, frames
+
+    def _push_posterior(self, ans, k: np.ndarray, j: list, codes: list, frames: dict) -> None:
+        """The inverse of ``_pop_posterior``: encode the buckets back with q(z|x), in reverse order."""
+        q = self.exact.posterior(self.likelihood.encoder_input(k, self.shape))
+        for i in reversed(q.order):
+            self._push_gaussian(ans, j[i], *self._in_frame(i, frames, *self._gaussian(q, i, codes, len(k))))
+
+    def _likelihood(self, codes: list):
+        return self.likelihood.model(self.exact.decoder_params(np.concatenate(codes, 1)))  # [z_1, ..., z_L] (n, Σ L_i)
 
     def encode(self, symbols: np.ndarray, max_batch: int, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[int]]:
         """symbols (N, D) int32 -> (the ANS stack's words, the batch sizes used)."""
         ans = constriction.stream.stack.AnsCoder(initial_words(self.latent_dim))
+        prior = self.exact.prior()
         per_example = 12 * self.latent_dim  # a typical posterior decode, in bits; a guess, checked below
         sizes, i, n_total = [], 0, len(symbols)
         while i < n_total:
             n = min(max_batch, n_total - i, max(1, ans.num_bits() // per_example))
-            k = symbols[i : i + n]
-            mu, sigma = self._posterior(k)
             while True:  # decode z ~ q(z|x); if that would run the stack dry, try a smaller batch
+                k = symbols[i : i + n]
                 trial = ans.clone()
-                coarse = trial.decode(_CATEGORICAL, self.buckets.coarse_probs(mu, sigma))
-                fine = trial.decode(_CATEGORICAL, self.buckets.fine_probs(mu, sigma, coarse))
+                j, codes, frames = self._pop_posterior(trial, k, prior)
                 if trial.num_bits() >= 2 * WORD_BITS or n == 1:
                     break
                 n = max(1, n // 2)
-                k, mu, sigma = k[:n], mu[: n * self.latent_dim], sigma[: n * self.latent_dim]
             ans = trial
-            j = (coarse.astype(np.int64) << self.buckets.fine_bits) | fine  # (n * L,) bucket indices
-            family, params = self._likelihood(j.reshape(n, self.latent_dim))
+            family, params = self._likelihood(codes)
             ans.encode_reverse(k.reshape(-1), family, *params)
-            ans.encode_reverse(j.astype(np.int32), self.uniform)
+            for layer in reversed(prior.order):  # p(z), children first: decompression decodes the top first
+                if prior.parents[layer] is None or layer in frames:  # N(0, 1), or its own prior's frame: P bits a unit
+                    ans.encode_reverse(j[layer].astype(np.int32), self.uniform)
+                else:
+                    self._push_gaussian(ans, j[layer], *self._gaussian(prior, layer, codes, n))
             sizes.append(n)
             i += n
             if progress is not None:
@@ -79,18 +143,24 @@ class BitsBackCoder:
     def decode(self, words: np.ndarray, sizes: list[int], progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
         """The inverse of ``encode`` -> (symbols (N, D) int32, whether the stack ended at the initial words)."""
         ans = constriction.stream.stack.AnsCoder(words)
+        prior = self.exact.prior()
         total, dims = sum(sizes), int(np.prod(self.shape))
         out = np.empty((total, dims), dtype=np.int32)
-        fine_mask = 2**self.buckets.fine_bits - 1
         end = total
         for n in reversed(sizes):
-            j = ans.decode(self.uniform, n * self.latent_dim).astype(np.int64)
-            family, params = self._likelihood(j.reshape(n, self.latent_dim))
+            j: list = [None] * len(prior.sizes)
+            codes: list = [None] * len(prior.sizes)
+            frames: dict = {}
+            for layer in prior.order:
+                self._frame(prior, layer, codes, n, frames)
+                if prior.parents[layer] is None or layer in frames:
+                    j[layer] = ans.decode(self.uniform, n * prior.sizes[layer]).astype(np.int64)
+                else:
+                    j[layer] = self._pop_gaussian(ans, *self._gaussian(prior, layer, codes, n))
+                codes[layer] = self._code(layer, j, frames, n, prior.sizes[layer])
+            family, params = self._likelihood(codes)
             k = ans.decode(family, *params).reshape(n, dims)
-            mu, sigma = self._posterior(k)
-            coarse, fine = (j >> self.buckets.fine_bits).astype(np.int32), (j & fine_mask).astype(np.int32)
-            ans.encode_reverse(fine, _CATEGORICAL, self.buckets.fine_probs(mu, sigma, coarse))
-            ans.encode_reverse(coarse, _CATEGORICAL, self.buckets.coarse_probs(mu, sigma))
+            self._push_posterior(ans, k, j, codes, frames)
             out[end - n : end] = k
             end -= n
             if progress is not None:

@@ -27,18 +27,23 @@ def default_batch(levels: int, dims: int) -> int:
 
 def check_model(model, lossy: bool = False) -> None:
     """Refuse models the coding is not defined for here, with a one-line reason (lossy: any likelihood)."""
+    from vaekit.models.hierarchical import HierarchicalPrior, Hierarchy
     from vaekit.models.posteriors import GaussianPosterior
     from vaekit.models.priors import StandardNormalPrior
 
     if model.conditional:
         raise CompressionError("compression does not support a conditional model yet: the file would have to carry the labels")
-    if model.deterministic or not isinstance(model.posterior, GaussianPosterior):
+    hierarchical = isinstance(model.posterior, Hierarchy)
+    if model.deterministic or not isinstance(model.posterior, (GaussianPosterior, Hierarchy)):
         raise CompressionError(
-            "compression needs a VAE with one Gaussian latent layer (no flow, no hierarchy; "
-            "a plain autoencoder has no likelihood to code with)"
+            "compression needs a VAE with Gaussian latent layers (no flow; a plain autoencoder has no likelihood to code with)"
         )
-    if not isinstance(model.prior_module, StandardNormalPrior):
-        raise CompressionError(f"compression supports the standard normal prior; this model has {model.config.prior!r}")
+    if hierarchical and lossy:
+        raise CompressionError("lossy compression needs one latent layer; a hierarchical model compresses losslessly")
+    top = model.prior_module.top if isinstance(model.prior_module, HierarchicalPrior) else model.prior_module
+    if not isinstance(top, StandardNormalPrior):
+        where = "on the top layer " if hierarchical else ""
+        raise CompressionError(f"compression supports the standard normal prior {where}; this model has {model.config.prior!r}")
     if not lossy:
         build_coder(model.config.likelihood)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -52,10 +54,40 @@ def _check_output(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
         raise CompressionError(f"a layer's outputs reach {out.abs().max().item():.3g}, beyond the range of exact arithmetic")
 
 
+@dataclass(frozen=True)
+class GaussianLayers:
+    """q(z|x) or p(z) as the bits-back coder sees them: Gaussian layers over z = [z_1, ..., z_L].
+
+    sizes: each layer's size L_i. parents: each layer's parent (None: it has none). order: the
+    layers, each after its parent. gaussian(i, parent_code): layer i's (μ, log σ²), float64 (n, L_i)
+    each, given its parent's code (n, L_parent) on the decoder's input grid (None for no parent).
+    One latent layer is the case L = 1."""
+
+    sizes: tuple[int, ...]
+    parents: tuple[int | None, ...]
+    order: tuple[int, ...]
+    gaussian: Callable[[int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
+
+
+def _layers(dist, size: int) -> GaussianLayers:
+    """A one-layer Gaussian or a hierarchical model's ``LayeredGaussian`` as ``GaussianLayers``."""
+
+    def gaussian(i: int, parent: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            d = dist.layer(i, None if parent is None else torch.from_numpy(parent)) if layered else dist
+            return d.mean.numpy().astype(np.float64), d.logvar.numpy().astype(np.float64)
+
+    layered = hasattr(dist, "layer")
+    if layered:
+        return GaussianLayers(dist.sizes, dist.parents, dist.order, gaussian)
+    return GaussianLayers((size,), (None,), (0,), gaussian)
+
+
 class ExactModel:
     """A float64 copy of ``model`` with grid-rounded weights and layer inputs (see module docstring).
 
-    posterior(x) -> (mu, logvar), each (B, L) float64 numpy; decoder_params(z) -> (B, k, *shape).
+    posterior(x) -> q(z|x) as ``GaussianLayers``; prior() -> p(z) as ``GaussianLayers`` (its layers
+    without a parent are the standard normal); decoder_params(z) -> (B, k, *shape).
     """
 
     def __init__(self, model: nn.Module):
@@ -69,10 +101,21 @@ class ExactModel:
                 m.register_forward_hook(_check_output)
 
     @torch.inference_mode()
-    def posterior(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """x (B, *shape) float64 -> posterior mean and log-variance, (B, L) each."""
-        q = self.model.posterior(self.model.encoder(x))  # a DiagonalNormal (check_model): its logvar is the head's exact output
-        return q.mean.numpy().astype(np.float64), q.logvar.numpy().astype(np.float64)
+    def posterior(self, x: torch.Tensor) -> GaussianLayers:
+        """q(z|x) for x (B, *shape) float64: a DiagonalNormal or a hierarchy's layers (check_model), whose
+        log-variances are the heads' exact outputs."""
+        return _layers(self.model.posterior(self.model.encoder(x)), self.model.latent_dim)
+
+    def posterior_order(self) -> tuple[int, ...]:
+        """The order q(z|x) decodes its layers in (parents first), known without data."""
+        from vaekit.models.hierarchical import topological_order
+
+        return topological_order(getattr(self.model.posterior, "parents", (None,)))
+
+    @torch.inference_mode()
+    def prior(self) -> GaussianLayers:
+        """p(z): one standard-normal layer, or a hierarchy's standard-normal top and Gaussian conditionals below it."""
+        return _layers(self.model.prior(), self.model.latent_dim)
 
     @torch.inference_mode()
     def decoder_params(self, z: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
+from vaekit.compression.codec import check_model
+from vaekit.compression.errors import CompressionError
 from vaekit.compression.likelihoods import coder_names
 from vaekit.evaluation import elbo_terms
 
@@ -86,11 +88,12 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
                 "its negative ELBO is not a code length",
             }
         bpd = neg_elbo.double().mean().item() / (dims * math.log(2))
-        return {
-            "kind": "bits-back",
-            "bits_per_dim": bpd,
-            "note": f"expected bits-back code length under the {name} likelihood ('vaekit compress' stores about this)",
-        }
+        try:
+            check_model(model)
+            coder = "'vaekit compress' stores about this"
+        except CompressionError as exc:
+            coder = f"'vaekit compress' does not code this model: {exc}"
+        return {"kind": "bits-back", "bits_per_dim": bpd, "note": f"expected bits-back code length under the {name} likelihood ({coder})"}
     if is_8bit(x):
         nll = dequantized_neg_log_likelihood(model, x, batch_size=batch_size, seed=seed)
         bpd = nll.mean().item() / (dims * math.log(2))

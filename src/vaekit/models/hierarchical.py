@@ -106,7 +106,7 @@ class LayeredGaussian(Distribution, StandardNormalDraws):
         batch_shape: torch.Size,
     ):
         self.sizes, self.parents, self.layer = tuple(sizes), tuple(parents), layer
-        self.order = _topological(parents)
+        self.order = topological_order(parents)
         self.offsets = tuple(itertools.accumulate(sizes, initial=0))
         self._last: tuple[torch.Tensor, list[Distribution]] | None = None
         super().__init__(batch_shape, torch.Size([sum(sizes)]), validate_args=False)
@@ -187,7 +187,8 @@ def top_down(n: int) -> tuple[int | None, ...]:
     return tuple(i + 1 if i + 1 < n else None for i in range(n))
 
 
-def _topological(parents: tuple[int | None, ...]) -> tuple[int, ...]:
+def topological_order(parents: tuple[int | None, ...]) -> tuple[int, ...]:
+    """The layers in an order that puts each parent before its children."""
     order: list[int] = []
     while len(order) < len(parents):
         order += [i for i, p in enumerate(parents) if i not in order and (p is None or p in order)]
