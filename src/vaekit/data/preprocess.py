@@ -104,13 +104,13 @@ def apply_steps(
         if standardize in (False, None):
             record["standardize"] = False
         else:
-            stats = fit_standardize(x) if standardize is True else _check_stats(standardize, x.shape[1], where)
+            stats = fit_standardize(x) if standardize is True else check_stats(standardize, x.shape[1], where)
             datasets = {k: _map(ds, lambda t: apply_standardize(t, stats)) for k, ds in datasets.items()}
             record["standardize"] = stats
     context = datasets[fit_on].context
     if context is not None:
         saved = options.get("context_standardize")
-        stats = fit_standardize(context) if saved in (None, True) else _check_stats(saved, context.shape[1], where, "context_standardize")
+        stats = fit_standardize(context) if saved in (None, True) else check_stats(saved, context.shape[1], where, "context_standardize")
         datasets = {k: Dataset(ds.x, ds.y, apply_standardize(ds.context, stats)) for k, ds in datasets.items()}
         record["context_standardize"] = stats
     return datasets, record
@@ -157,7 +157,8 @@ def apply_standardize(x: torch.Tensor, stats: dict[str, list[float]]) -> torch.T
     return ((x.double() - mean) / std).float()
 
 
-def _check_stats(stats: Any, dim: int, where: str, key: str = "standardize") -> dict[str, list[float]]:
+def check_stats(stats: Any, dim: int, where: str, key: str = "standardize") -> dict[str, list[float]]:
+    """Saved ``{"mean": [...], "std": [...]}`` statistics of ``dim`` features, checked (finite, positive stds)."""
     ok = isinstance(stats, dict) and set(stats) == {"mean", "std"}
     if ok:
         try:

@@ -47,7 +47,7 @@ import torch
 from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, context_to_tensor, labels_to_tensor, read_npy_header, to_tensor
 from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset, DataSplits
 from vaekit.data.files import open_file
-from vaekit.data.preprocess import apply_standardize, check_options, fit_standardize
+from vaekit.data.preprocess import apply_standardize, check_options, check_stats, fit_standardize
 from vaekit.errors import DataError
 
 BLOCK_BYTES = 32 * 1024  # target size of one contiguous read
@@ -447,10 +447,8 @@ def _contexts(sources: dict[str, _Source], views: dict[str, Any], options: dict[
     rows = {split: raw[split] if split in sources else views[split].labels_of(raw["train"]) for split in views if views[split] is not None}
     rows["train"] = views["train"].labels_of(raw["train"])
     saved = options.get("context_standardize")
-    stats = fit_standardize(rows["train"]) if saved in (None, True) else saved
     k = rows["train"].shape[1]
-    if len(stats["mean"]) != k:
-        raise DataError(f"{where}: the context has {k} columns, but was saved with {len(stats['mean'])}")
+    stats = fit_standardize(rows["train"]) if saved in (None, True) else check_stats(saved, k, where, "context_standardize")
     record = {"context_columns": [f"context[{i}]" for i in range(k)], "context_standardize": stats}
     return {split: None if c is None else apply_standardize(c, stats) for split, c in {**dict.fromkeys(views), **rows}.items()}, record
 
