@@ -48,9 +48,10 @@ class Explorer:
     run: a ``vaekit.Run``. data: its ``DataSplits`` (``run.load_data(source)``); the map shows the
     test split (the validation split when the source has none), the neighbours come from the
     training split. seed: seeds the subsets and the ELBO estimates, so the same call gives the
-    same numbers. label: a conditional model's class where a request names none (default 0); the
-    data's own examples are always encoded with their labels. layer: the stochastic layer of a
-    hierarchical model to explore (default: the top).
+    same numbers. label: a conditional model's class where a request names none (default 0), or for
+    a model of context columns its standardised context vector (K,) (default the mean context); the
+    data's own examples are always encoded with their own labels or context. layer: the stochastic
+    layer of a hierarchical model to explore (default: the top).
     """
 
     def __init__(self, run, data, *, seed: int = 0, label: int | torch.Tensor | None = None, layer: int | None = None):
@@ -172,8 +173,8 @@ class Explorer:
         context = None if self.test_context is None else self.test_context[index]
         return self.score(self.test.x[index : index + 1], int(context) if self.classes else context)
 
-    def _class(self, context: int | None) -> int | None:
-        """The class to use: ``context``, else ``label`` (None for an unconditional model)."""
+    def _class(self, context: int | torch.Tensor | None) -> int | torch.Tensor | None:
+        """The class or context vector to use: ``context``, else ``label`` (None for an unconditional model)."""
         return None if not self.model.conditional else self.label if context is None else context
 
     @torch.inference_mode()
