@@ -167,7 +167,8 @@ def register(sub) -> None:
         choices=["none", *CONDITIONS.names()],
         metavar="NAME",
         help="a conditional model: label feeds the class label to the encoder and the decoder (with --prior conditional "
-        "also p(z|y)), the dataset needs labels; columns feeds a table's --context-columns "
+        "also p(z|y)), the dataset needs labels; columns feeds numbers per example (a table's --context-columns, "
+        "an .npz's context array) "
         f"({default('condition')})",
     )
     g = p.add_argument_group("objective and optimisation")
