@@ -226,6 +226,21 @@ def test_layers_whose_prior_parent_q_decodes_first_are_coded_in_their_priors_fra
     assert _parts(tiny_model("bernoulli"), 12).coder.adapted == set()
 
 
+def test_a_markov_chain_hierarchy_is_coded_in_bit_swap_order_with_one_layers_initial_bits():
+    """chain (q and p Markov, p(x|z_1)): Bit-Swap order, initial bits for its largest layer (3 units), not all 5."""
+    from vaekit.compression.bitsback import initial_words
+    from vaekit.compression.codec import _parts
+
+    chain, skip = hierarchical_model("chain"), hierarchical_model("skip")
+    assert _parts(chain, 12).coder.bit_swap and not _parts(skip, 12).coder.bit_swap
+    x = data_for("bernoulli", n=1)
+    headers = {name: vaekit.compression.format.read(compress(m, x))[0] for name, m in (("chain", chain), ("skip", skip))}
+    assert headers["chain"].initial_bits == 32 * len(initial_words(3)) < headers["skip"].initial_bits == 32 * len(initial_words(5))
+    for n in (1, 2, 30):
+        x = data_for("bernoulli", n=n, seed=n)
+        assert torch.equal(decompress(chain, compress(chain, x, batch_size=4)), x), n
+
+
 def test_hierarchical_models_the_coder_cannot_take_are_refused():
     with pytest.raises(CompressionError, match="standard normal prior on the top layer"):
         compress(hierarchical_model("skip", prior="vampprior"), data_for("bernoulli", n=2))

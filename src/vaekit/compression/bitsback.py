@@ -16,6 +16,12 @@ N(μ, σ²), centres μ + σ c_j, so p codes it in exactly P bits and q's bucket
 N((μ_q − μ)/σ, (σ_q/σ)²) under the standard buckets. Other layers (the ``chain`` wiring's z_1, whose
 prior parent q decodes after it) keep the buckets of N(0, 1) and code them with the Gaussian masses
 of p(z_l|·) and q(z_l|·), which costs more where those are much narrower than a bucket.
+
+Bit-Swap ordering (Kingma, Abbeel & Ho 2019) where the model allows it: when q is a bottom-up Markov
+chain q(z_1|x) q(z_2|z_1) ... whose upper layers do not read x, p a top-down one and p(x|·) reads z_1
+alone (the ``chain`` wiring), each layer's bits go back on the stack as soon as it is decoded: decode
+z_1 ~ q(z_1|x), encode x with p(x|z_1), decode z_2 ~ q(z_2|z_1), encode z_1 with p(z_1|z_2), ...,
+encode z_L with p(z_L). The stack then needs initial bits for the largest layer, not for all of them.
 """
 
 from __future__ import annotations
@@ -50,6 +56,18 @@ class BitsBackCoder:
         self.shape, self.latent_dim = shape, latent_dim
         self.uniform = constriction.stream.model.Uniform(2**buckets.bits)
         prior_parents, q_order = exact.prior().parents, exact.posterior_order()
+        q_parents, q_sees_x, decoder_layers = exact.posterior_wiring()
+        n = len(q_parents)
+        self.bit_swap = (
+            n >= 2
+            and q_parents == (None, *range(n - 1))
+            and not any(q_sees_x[1:])
+            and prior_parents == (*range(1, n), None)
+            and tuple(decoder_layers) == (0,)
+        )
+        self.sizes = exact.prior().sizes
+        # the stack's initial words: enough to decode every layer (BB-ANS order) or the largest one (Bit-Swap)
+        self.initial_dims = max(self.sizes) if self.bit_swap else latent_dim
         # the layers coded in their prior's frame: those whose prior parent q decodes before them
         self.adapted = {i for i, p in enumerate(prior_parents) if p is not None and q_order.index(p) < q_order.index(i)}
 
@@ -109,11 +127,52 @@ class BitsBackCoder:
             self._push_gaussian(ans, j[i], *self._in_frame(i, frames, *self._gaussian(q, i, codes, len(k))))
 
     def _likelihood(self, codes: list):
-        return self.likelihood.model(self.exact.decoder_params(np.concatenate(codes, 1)))  # [z_1, ..., z_L] (n, Σ L_i)
+        """p(x|z) at the layers' codes [z_1, ..., z_L] (n, Σ L_i); a layer not yet known (None: one the decoder does not read) as zeros."""
+        n = next(len(c) for c in codes if c is not None)
+        full = [np.zeros((n, size)) if c is None else c for c, size in zip(codes, self.sizes)]
+        return self.likelihood.model(self.exact.decoder_params(np.concatenate(full, 1)))
+
+    def _encode_bit_swap(self, ans, k: np.ndarray, prior: GaussianLayers):
+        """One batch in Bit-Swap order (module docstring) on ``ans``; False (``ans`` then spoilt) when a
+        decode would run the stack dry."""
+        q, n, top = self.exact.posterior(self.likelihood.encoder_input(k, self.shape)), len(k), len(self.sizes) - 1
+        j: list = [None] * len(self.sizes)
+        codes: list = [None] * len(self.sizes)
+        for i in range(top + 1):
+            j[i] = self._pop_gaussian(ans, *self._gaussian(q, i, codes, n))  # z_i ~ q(z_i|x or z_{i-1})
+            if ans.num_bits() < 2 * WORD_BITS and n > 1:
+                return False
+            codes[i] = self._code(i, j, {}, n, self.sizes[i])
+            if i == 0:
+                family, params = self._likelihood(codes)
+                ans.encode_reverse(k.reshape(-1), family, *params)  # x with p(x|z_1)
+            else:
+                self._push_gaussian(ans, j[i - 1], *self._gaussian(prior, i - 1, codes, n))  # z_{i-1} with p(z_{i-1}|z_i)
+        ans.encode_reverse(j[top].astype(np.int32), self.uniform)  # the top with N(0, 1)
+        return True
+
+    def _decode_bit_swap(self, ans, n: int, prior: GaussianLayers) -> np.ndarray:
+        """The inverse of ``_encode_bit_swap`` for a batch of n -> symbols (n, D)."""
+        top = len(self.sizes) - 1
+        # q(z_i|z_{i-1}) for i >= 1 does not read x (checked for Bit-Swap): any input builds it
+        q_up = self.exact.posterior(self.likelihood.encoder_input(np.zeros((n, int(np.prod(self.shape))), np.int32), self.shape))
+        j: list = [None] * len(self.sizes)
+        codes: list = [None] * len(self.sizes)
+        j[top] = ans.decode(self.uniform, n * self.sizes[top]).astype(np.int64)
+        codes[top] = self._code(top, j, {}, n, self.sizes[top])
+        for i in range(top, 0, -1):
+            j[i - 1] = self._pop_gaussian(ans, *self._gaussian(prior, i - 1, codes, n))
+            codes[i - 1] = self._code(i - 1, j, {}, n, self.sizes[i - 1])
+            self._push_gaussian(ans, j[i], *self._gaussian(q_up, i, codes, n))
+        family, params = self._likelihood([codes[0]] + [None] * top)
+        k = ans.decode(family, *params).reshape(n, -1)
+        q = self.exact.posterior(self.likelihood.encoder_input(k, self.shape))
+        self._push_gaussian(ans, j[0], *self._gaussian(q, 0, codes, n))
+        return k
 
     def encode(self, symbols: np.ndarray, max_batch: int, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[int]]:
         """symbols (N, D) int32 -> (the ANS stack's words, the batch sizes used)."""
-        ans = constriction.stream.stack.AnsCoder(initial_words(self.latent_dim))
+        ans = constriction.stream.stack.AnsCoder(initial_words(self.initial_dims))
         prior = self.exact.prior()
         per_example = 12 * self.latent_dim  # a typical posterior decode, in bits; a guess, checked below
         sizes, i, n_total = [], 0, len(symbols)
@@ -122,11 +181,21 @@ class BitsBackCoder:
             while True:  # decode z ~ q(z|x); if that would run the stack dry, try a smaller batch
                 k = symbols[i : i + n]
                 trial = ans.clone()
-                j, codes, frames = self._pop_posterior(trial, k, prior)
-                if trial.num_bits() >= 2 * WORD_BITS or n == 1:
-                    break
+                if self.bit_swap:
+                    if self._encode_bit_swap(trial, k, prior):
+                        break
+                else:
+                    j, codes, frames = self._pop_posterior(trial, k, prior)
+                    if trial.num_bits() >= 2 * WORD_BITS or n == 1:
+                        break
                 n = max(1, n // 2)
             ans = trial
+            if self.bit_swap:
+                sizes.append(n)
+                i += n
+                if progress is not None:
+                    progress(i)
+                continue
             family, params = self._likelihood(codes)
             ans.encode_reverse(k.reshape(-1), family, *params)
             for layer in reversed(prior.order):  # p(z), children first: decompression decodes the top first
@@ -148,6 +217,12 @@ class BitsBackCoder:
         out = np.empty((total, dims), dtype=np.int32)
         end = total
         for n in reversed(sizes):
+            if self.bit_swap:
+                out[end - n : end] = self._decode_bit_swap(ans, n, prior)
+                end -= n
+                if progress is not None:
+                    progress(total - end)
+                continue
             j: list = [None] * len(prior.sizes)
             codes: list = [None] * len(prior.sizes)
             frames: dict = {}
@@ -166,5 +241,5 @@ class BitsBackCoder:
             if progress is not None:
                 progress(total - end)
         rest = ans.get_compressed()
-        seed = initial_words(self.latent_dim)
+        seed = initial_words(self.initial_dims)
         return out, bool(len(rest) == len(seed) and np.array_equal(rest, seed))

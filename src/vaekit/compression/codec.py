@@ -97,7 +97,15 @@ def compress(
     batch = batch_size or default_batch(parts.coder.likelihood.levels, math.prod(shape))
     words, sizes = parts.coder.encode(symbols, batch, progress)
     return write_file(
-        "lossless", model, x, shape, dtype, latent_bits, words, batches=sizes, initial_bits=32 * len(initial_words(model.latent_dim))
+        "lossless",
+        model,
+        x,
+        shape,
+        dtype,
+        latent_bits,
+        words,
+        batches=sizes,
+        initial_bits=32 * len(initial_words(parts.coder.initial_dims)),
     )
 
 

@@ -110,7 +110,15 @@ class ExactModel:
         """The order q(z|x) decodes its layers in (parents first), known without data."""
         from vaekit.models.hierarchical import topological_order
 
-        return topological_order(getattr(self.model.posterior, "parents", (None,)))
+        return topological_order(self.posterior_wiring()[0])
+
+    def posterior_wiring(self) -> tuple[tuple[int | None, ...], tuple[bool, ...], tuple[int, ...]]:
+        """q's structure, known without data: each layer's parent, whether its network reads x, and the
+        layers the decoder p(x|·) reads (one layer: ``((None,), (True,), (0,))``)."""
+        head = self.model.posterior
+        if not hasattr(head, "parents"):
+            return (None,), (True,), (0,)
+        return head.parents, head.sees_x, head.decoder_layers()
 
     @torch.inference_mode()
     def prior(self) -> GaussianLayers:
