@@ -241,6 +241,71 @@ def test_a_markov_chain_hierarchy_is_coded_in_bit_swap_order_with_one_layers_ini
         assert torch.equal(decompress(chain, compress(chain, x, batch_size=4)), x), n
 
 
+def conditional_model(prior: str = "normal", layers: tuple[int, ...] = (), hierarchy: str = "skip", classes: int = 4):
+    cfg = RunConfig()
+    cfg.model.input_shape, cfg.model.hidden, cfg.model.condition, cfg.model.context_dim = (1, 6, 5), (16,), "label", classes
+    cfg.model.latent_dim, cfg.model.latent_layers, cfg.model.prior, cfg.model.hierarchy = sum(layers) or 3, layers, prior, hierarchy
+    cfg.model.latent_hidden = (8,) if layers else None
+    torch.manual_seed(0)
+    return vaekit.build_model(cfg.model).eval()
+
+
+@pytest.mark.parametrize(
+    "prior, layers, hierarchy",
+    [("normal", (), "skip"), ("conditional", (), "skip"), ("normal", (3, 2), "skip"), ("normal", (3, 2), "chain")],
+)
+def test_a_conditional_models_file_carries_the_labels(prior, layers, hierarchy):
+    model, x = conditional_model(prior, layers, hierarchy), data_for("bernoulli", n=30)
+    y = torch.arange(30) % 4
+    for batch in (1, 7, 1000):
+        data = compress(model, x, labels=y, batch_size=batch)
+        back, labels = decompress(model, data, with_labels=True)
+        assert torch.equal(back, x) and torch.equal(labels, y), batch
+    assert vaekit.compression.format.read(data)[0].classes == 4 and torch.equal(decompress(model, data), x)
+
+
+def test_a_trained_cvaes_file_is_its_negative_elbo_given_the_labels_plus_the_labels(binary_digits):
+    """-log p(x|y) by bits-back, plus log2(10) bits a label: the conditional prior p(z|y) codes z in its own frame."""
+    cfg = RunConfig()
+    cfg.model.input_shape, cfg.model.latent_dim, cfg.model.hidden = (1, 8, 8), 4, (64,)
+    cfg.model.condition, cfg.model.context_dim, cfg.model.prior = "label", 10, "conditional"
+    torch.manual_seed(0)
+    model = vaekit.build_model(cfg.model)
+    x, y = binary_digits.train.x, binary_digits.train.y
+    model.init_output_bias(x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        vaekit.elbo(model, x, context=y).neg_elbo.mean().backward()
+        opt.step()
+    model.eval()
+    data = compress(model, x, labels=y)
+    header, words = vaekit.compression.format.read(data)
+    with torch.inference_mode():
+        neg_elbo = vaekit.elbo(model, x, n_samples=20, context=y).neg_elbo.sum().item() / math.log(2) + len(x) * math.log2(10)
+    net = 32 * len(words) - header.initial_bits
+    assert abs(net / neg_elbo - 1) < 0.02, (net, neg_elbo)
+    back, labels = decompress(model, data, with_labels=True)
+    assert torch.equal(back, x) and torch.equal(labels, y)
+
+
+def test_labels_must_fit_the_model():
+    model, x = conditional_model(), data_for("bernoulli", n=4)
+    for labels, message in (
+        (None, "give the examples' labels"),
+        (torch.tensor([0, 1, 2, 4]), "0..3"),
+        (torch.zeros(3, dtype=torch.long), "4 integer labels"),
+    ):
+        with pytest.raises(CompressionError, match=message):
+            compress(model, x, labels=labels)
+    with pytest.raises(CompressionError, match="not conditioned"):
+        compress(tiny_model("bernoulli"), x, labels=torch.zeros(4, dtype=torch.long))
+    cfg = RunConfig()
+    cfg.model.input_shape, cfg.model.condition, cfg.model.context_dim = (1, 6, 5), "columns", 2
+    with pytest.raises(CompressionError, match="context columns"):
+        compress(vaekit.build_model(cfg.model), x)
+
+
 def test_hierarchical_models_the_coder_cannot_take_are_refused():
     with pytest.raises(CompressionError, match="standard normal prior on the top layer"):
         compress(hierarchical_model("skip", prior="vampprior"), data_for("bernoulli", n=2))

@@ -129,6 +129,23 @@ def test_cli_round_trip_npy_and_images(tmp_path, capsys):
     assert "code length" in capsys.readouterr().out and "bits-back" in (tmp_path / "e.json").read_text()
 
 
+def test_cli_round_trip_of_a_cvae_writes_the_labels_beside(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x = (rng.random((300, 1, 8, 8)) < 0.2 + 0.2 * y[:, None, None, None]).astype(np.float32)  # the class sets the ink
+    np.savez(tmp_path / "bin.npz", train=x[:200], train_labels=y[:200], test=x[200:], test_labels=y[200:])
+    run = tmp_path / "run"
+    args = ["train", "--dataset", str(tmp_path / "bin.npz"), "--condition", "label", "--prior", "conditional"]
+    assert main([*args, "--epochs", "2", "--hidden", "16", "--latent-dim", "2", "--quiet", "--out", str(run)]) == 0
+    vkz_file = tmp_path / "x.vkz"
+    assert main(["compress", str(run), str(tmp_path / "bin.npz"), "-o", str(vkz_file), "--quiet"]) == 0
+    assert main(["decompress", str(run), str(vkz_file), "-o", str(tmp_path / "out.npy"), "--quiet"]) == 0
+    assert np.array_equal(np.load(tmp_path / "out.npy"), x[200:]) and np.array_equal(np.load(tmp_path / "out.labels.npy"), y[200:])
+    assert main(["decompress", str(run), str(vkz_file), "-o", str(tmp_path / "png"), "--quiet"]) == 0
+    assert np.array_equal(np.load(tmp_path / "png" / "labels.npy"), y[200:])
+    capsys.readouterr()
+
+
 def test_cli_bad_files_are_one_line_errors(tmp_path, capsys):
     run = tmp_path / "run"
     cfg = RunConfig()

@@ -287,7 +287,7 @@ def test_wrong_combinations_are_one_line_errors(cvae, tmp_path, capsys):
     assert main(["train", *SMALL_RUN_FLAGS, "--epochs", "1", "--out", str(plain)]) == 0
     capsys.readouterr()
     one_line_error(capsys, main(["manifold", str(plain), "--class", "1"]), "needs a conditional model")
-    one_line_error(capsys, main(["compress", str(cvae.path), "digits", "-o", str(tmp_path / "x.vkz")]), "conditional")
+    one_line_error(capsys, main(["compress", str(cvae.path), "digits", "--lossy", "-o", str(tmp_path / "x.vkz")]), "conditional")
     one_line_error(capsys, main(["interpolate", str(cvae.path), "--between", str(_digit_png(tmp_path)), "1"]), "--class")
 
 

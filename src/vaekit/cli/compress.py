@@ -80,6 +80,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from vaekit.cli.anomaly import _examples
     from vaekit.compression import check_model, compress
     from vaekit.compression.lossy import compress_lossy
+    from vaekit.models.condition import data_context
     from vaekit.runs import load
 
     _threads(args)
@@ -88,6 +89,7 @@ def run_compress(args: argparse.Namespace) -> int:
         check_model(r.model)  # before reading the data: an unsupported model is the likelier mistake
     examples, _ = _examples(r, args.source, args.split)
     x = examples.x
+    labels = None if args.lossy else data_context(r.model, examples, f"the {args.split} split")  # a CVAE's file carries them
     n, dims = len(x), math.prod(r.model.input_shape)
     progress = _Progress(args, n, "compressing")
     start = time.perf_counter()
@@ -95,7 +97,7 @@ def run_compress(args: argparse.Namespace) -> int:
         if args.lossy:
             data = compress_lossy(r.model, x, latent_bits=args.latent_bits or 8)
         else:
-            data = compress(r.model, x, latent_bits=args.latent_bits or 12, batch_size=args.batch_size, progress=progress)
+            data = compress(r.model, x, latent_bits=args.latent_bits or 12, batch_size=args.batch_size, progress=progress, labels=labels)
     finally:
         progress.close()
     seconds = time.perf_counter() - start
@@ -136,13 +138,20 @@ def run_decompress(args: argparse.Namespace) -> int:
     progress = _Progress(args, header.count, "decompressing")
     start = time.perf_counter()
     try:
-        x = decompress(r.model, data, where=str(path), progress=progress)
+        x, labels = decompress(r.model, data, where=str(path), progress=progress, with_labels=True)
     finally:
         progress.close()
     seconds = time.perf_counter() - start
     out = Path(args.output)
     _write_array(out, x)
-    print(f"{len(x)} examples ({header.mode}) -> {out}; {len(x) / seconds:,.0f} examples/s ({seconds:.2f} s)")
+    also = ""
+    if labels is not None:  # a CVAE's file carries the labels: beside the .npy as NAME.labels.npy, or labels.npy in the folder
+        from vaekit.data.streaming import labels_path
+
+        where = labels_path(out) if out.suffix == ".npy" else out / "labels.npy"
+        _write_array(where, labels)
+        also = f", their labels -> {where}"
+    print(f"{len(x)} examples ({header.mode}) -> {out}{also}; {len(x) / seconds:,.0f} examples/s ({seconds:.2f} s)")
     return 0
 
 

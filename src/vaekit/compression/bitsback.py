@@ -55,7 +55,8 @@ class BitsBackCoder:
         self.exact, self.likelihood, self.buckets = exact, likelihood, buckets
         self.shape, self.latent_dim = shape, latent_dim
         self.uniform = constriction.stream.model.Uniform(2**buckets.bits)
-        prior_parents, q_order = exact.prior().parents, exact.posterior_order()
+        prior_parents, self.sizes = exact.prior_wiring()
+        q_order = exact.posterior_order()
         q_parents, q_sees_x, decoder_layers = exact.posterior_wiring()
         n = len(q_parents)
         self.bit_swap = (
@@ -65,11 +66,16 @@ class BitsBackCoder:
             and prior_parents == (*range(1, n), None)
             and tuple(decoder_layers) == (0,)
         )
-        self.sizes = exact.prior().sizes
         # the stack's initial words: enough to decode every layer (BB-ANS order) or the largest one (Bit-Swap)
         self.initial_dims = max(self.sizes) if self.bit_swap else latent_dim
-        # the layers coded in their prior's frame: those whose prior parent q decodes before them
+        # the layers coded in their prior's frame: those whose prior parent q decodes before them, and a
+        # conditional prior's p(z|y) (its label is known first)
         self.adapted = {i for i, p in enumerate(prior_parents) if p is not None and q_order.index(p) < q_order.index(i)}
+        if exact.model.prior_module.conditional:
+            self.adapted.add(0)
+        # a label-conditional model codes each example's label, uniformly over its classes, after its z
+        self.classes = exact.model.condition.classes if exact.model.conditional else 0
+        self.label_model = constriction.stream.model.Uniform(self.classes) if self.classes else None
 
     def _code(self, i: int, j: list, frames: dict, n: int, size: int) -> np.ndarray:
         """Layer i's code (n, L_i) on the decoder's input grid: its buckets' centres, in its prior's frame where it has one."""
@@ -107,10 +113,13 @@ class BitsBackCoder:
         ans.encode_reverse(fine, _CATEGORICAL, self.buckets.fine_probs(mu, sigma, coarse))
         ans.encode_reverse(coarse, _CATEGORICAL, self.buckets.coarse_probs(mu, sigma))
 
-    def _pop_posterior(self, ans, k: np.ndarray, prior: GaussianLayers) -> tuple[list, list, dict]:
+    def _q(self, k: np.ndarray, y: np.ndarray | None) -> GaussianLayers:
+        return self.exact.posterior(self.likelihood.encoder_input(k, self.shape), y)
+
+    def _pop_posterior(self, ans, k: np.ndarray, y: np.ndarray | None, prior: GaussianLayers) -> tuple[list, list, dict]:
         """Decode every layer's buckets from ``ans`` with q(z|x) for symbols k (n, D), in q's order ->
         (bucket indices, codes, prior frames) per layer."""
-        q, n = self.exact.posterior(self.likelihood.encoder_input(k, self.shape)), len(k)
+        q, n = self._q(k, y), len(k)
         j: list = [None] * len(q.sizes)
         codes: list = [None] * len(q.sizes)
         frames: dict = {}
@@ -120,22 +129,22 @@ class BitsBackCoder:
             codes[i] = self._code(i, j, frames, n, q.sizes[i])
         return j, codes, frames
 
-    def _push_posterior(self, ans, k: np.ndarray, j: list, codes: list, frames: dict) -> None:
+    def _push_posterior(self, ans, k: np.ndarray, y: np.ndarray | None, j: list, codes: list, frames: dict) -> None:
         """The inverse of ``_pop_posterior``: encode the buckets back with q(z|x), in reverse order."""
-        q = self.exact.posterior(self.likelihood.encoder_input(k, self.shape))
+        q = self._q(k, y)
         for i in reversed(q.order):
             self._push_gaussian(ans, j[i], *self._in_frame(i, frames, *self._gaussian(q, i, codes, len(k))))
 
-    def _likelihood(self, codes: list):
+    def _likelihood(self, codes: list, y: np.ndarray | None):
         """p(x|z) at the layers' codes [z_1, ..., z_L] (n, Σ L_i); a layer not yet known (None: one the decoder does not read) as zeros."""
         n = next(len(c) for c in codes if c is not None)
         full = [np.zeros((n, size)) if c is None else c for c, size in zip(codes, self.sizes)]
-        return self.likelihood.model(self.exact.decoder_params(np.concatenate(full, 1)))
+        return self.likelihood.model(self.exact.decoder_params(np.concatenate(full, 1), y))
 
-    def _encode_bit_swap(self, ans, k: np.ndarray, prior: GaussianLayers):
+    def _encode_bit_swap(self, ans, k: np.ndarray, y: np.ndarray | None, prior: GaussianLayers):
         """One batch in Bit-Swap order (module docstring) on ``ans``; False (``ans`` then spoilt) when a
         decode would run the stack dry."""
-        q, n, top = self.exact.posterior(self.likelihood.encoder_input(k, self.shape)), len(k), len(self.sizes) - 1
+        q, n, top = self._q(k, y), len(k), len(self.sizes) - 1
         j: list = [None] * len(self.sizes)
         codes: list = [None] * len(self.sizes)
         for i in range(top + 1):
@@ -144,18 +153,18 @@ class BitsBackCoder:
                 return False
             codes[i] = self._code(i, j, {}, n, self.sizes[i])
             if i == 0:
-                family, params = self._likelihood(codes)
+                family, params = self._likelihood(codes, y)
                 ans.encode_reverse(k.reshape(-1), family, *params)  # x with p(x|z_1)
             else:
                 self._push_gaussian(ans, j[i - 1], *self._gaussian(prior, i - 1, codes, n))  # z_{i-1} with p(z_{i-1}|z_i)
         ans.encode_reverse(j[top].astype(np.int32), self.uniform)  # the top with N(0, 1)
         return True
 
-    def _decode_bit_swap(self, ans, n: int, prior: GaussianLayers) -> np.ndarray:
+    def _decode_bit_swap(self, ans, n: int, y: np.ndarray | None, prior: GaussianLayers) -> np.ndarray:
         """The inverse of ``_encode_bit_swap`` for a batch of n -> symbols (n, D)."""
         top = len(self.sizes) - 1
         # q(z_i|z_{i-1}) for i >= 1 does not read x (checked for Bit-Swap): any input builds it
-        q_up = self.exact.posterior(self.likelihood.encoder_input(np.zeros((n, int(np.prod(self.shape))), np.int32), self.shape))
+        q_up = self._q(np.zeros((n, int(np.prod(self.shape))), np.int32), y)
         j: list = [None] * len(self.sizes)
         codes: list = [None] * len(self.sizes)
         j[top] = ans.decode(self.uniform, n * self.sizes[top]).astype(np.int64)
@@ -164,82 +173,86 @@ class BitsBackCoder:
             j[i - 1] = self._pop_gaussian(ans, *self._gaussian(prior, i - 1, codes, n))
             codes[i - 1] = self._code(i - 1, j, {}, n, self.sizes[i - 1])
             self._push_gaussian(ans, j[i], *self._gaussian(q_up, i, codes, n))
-        family, params = self._likelihood([codes[0]] + [None] * top)
+        family, params = self._likelihood([codes[0]] + [None] * top, y)
         k = ans.decode(family, *params).reshape(n, -1)
-        q = self.exact.posterior(self.likelihood.encoder_input(k, self.shape))
+        q = self._q(k, y)
         self._push_gaussian(ans, j[0], *self._gaussian(q, 0, codes, n))
         return k
 
-    def encode(self, symbols: np.ndarray, max_batch: int, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[int]]:
-        """symbols (N, D) int32 -> (the ANS stack's words, the batch sizes used)."""
+    def encode(
+        self, symbols: np.ndarray, max_batch: int, progress: Callable[[int], None] | None = None, labels: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """symbols (N, D) int32 (and a label-conditional model's labels (N,)) -> (the ANS stack's words, the batch sizes used)."""
         ans = constriction.stream.stack.AnsCoder(initial_words(self.initial_dims))
-        prior = self.exact.prior()
         per_example = 12 * self.latent_dim  # a typical posterior decode, in bits; a guess, checked below
         sizes, i, n_total = [], 0, len(symbols)
         while i < n_total:
             n = min(max_batch, n_total - i, max(1, ans.num_bits() // per_example))
             while True:  # decode z ~ q(z|x); if that would run the stack dry, try a smaller batch
-                k = symbols[i : i + n]
+                k, y = symbols[i : i + n], None if labels is None else labels[i : i + n]
+                prior = self.exact.prior(y)
                 trial = ans.clone()
                 if self.bit_swap:
-                    if self._encode_bit_swap(trial, k, prior):
+                    if self._encode_bit_swap(trial, k, y, prior):
                         break
                 else:
-                    j, codes, frames = self._pop_posterior(trial, k, prior)
+                    j, codes, frames = self._pop_posterior(trial, k, y, prior)
                     if trial.num_bits() >= 2 * WORD_BITS or n == 1:
                         break
                 n = max(1, n // 2)
             ans = trial
-            if self.bit_swap:
-                sizes.append(n)
-                i += n
-                if progress is not None:
-                    progress(i)
-                continue
-            family, params = self._likelihood(codes)
-            ans.encode_reverse(k.reshape(-1), family, *params)
-            for layer in reversed(prior.order):  # p(z), children first: decompression decodes the top first
-                if prior.parents[layer] is None or layer in frames:  # N(0, 1), or its own prior's frame: P bits a unit
-                    ans.encode_reverse(j[layer].astype(np.int32), self.uniform)
-                else:
-                    self._push_gaussian(ans, j[layer], *self._gaussian(prior, layer, codes, n))
+            if not self.bit_swap:
+                family, params = self._likelihood(codes, y)
+                ans.encode_reverse(k.reshape(-1), family, *params)
+                for layer in reversed(prior.order):  # p(z), children first: decompression decodes the top first
+                    if prior.parents[layer] is None or layer in frames:  # N(0, 1), or its own prior's frame: P bits a unit
+                        ans.encode_reverse(j[layer].astype(np.int32), self.uniform)
+                    else:
+                        self._push_gaussian(ans, j[layer], *self._gaussian(prior, layer, codes, n))
+            if self.classes:  # the labels last: decompression needs them first
+                ans.encode_reverse(y.astype(np.int32), self.label_model)
             sizes.append(n)
             i += n
             if progress is not None:
                 progress(i)
         return ans.get_compressed(), sizes
 
-    def decode(self, words: np.ndarray, sizes: list[int], progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
-        """The inverse of ``encode`` -> (symbols (N, D) int32, whether the stack ended at the initial words)."""
+    def decode(
+        self, words: np.ndarray, sizes: list[int], progress: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """The inverse of ``encode`` -> (symbols (N, D) int32, the labels (N,) or None, whether the stack
+        ended at the initial words)."""
         ans = constriction.stream.stack.AnsCoder(words)
-        prior = self.exact.prior()
         total, dims = sum(sizes), int(np.prod(self.shape))
         out = np.empty((total, dims), dtype=np.int32)
+        labels = np.empty(total, dtype=np.int64) if self.classes else None
         end = total
         for n in reversed(sizes):
-            if self.bit_swap:
-                out[end - n : end] = self._decode_bit_swap(ans, n, prior)
-                end -= n
-                if progress is not None:
-                    progress(total - end)
-                continue
-            j: list = [None] * len(prior.sizes)
-            codes: list = [None] * len(prior.sizes)
-            frames: dict = {}
-            for layer in prior.order:
-                self._frame(prior, layer, codes, n, frames)
-                if prior.parents[layer] is None or layer in frames:
-                    j[layer] = ans.decode(self.uniform, n * prior.sizes[layer]).astype(np.int64)
-                else:
-                    j[layer] = self._pop_gaussian(ans, *self._gaussian(prior, layer, codes, n))
-                codes[layer] = self._code(layer, j, frames, n, prior.sizes[layer])
-            family, params = self._likelihood(codes)
-            k = ans.decode(family, *params).reshape(n, dims)
-            self._push_posterior(ans, k, j, codes, frames)
-            out[end - n : end] = k
+            y = ans.decode(self.label_model, n).astype(np.int64) if self.classes else None
+            prior = self.exact.prior(y)
+            out[end - n : end] = self._decode_bit_swap(ans, n, y, prior) if self.bit_swap else self._decode_layers(ans, n, y, prior)
+            if labels is not None:
+                labels[end - n : end] = y
             end -= n
             if progress is not None:
                 progress(total - end)
         rest = ans.get_compressed()
         seed = initial_words(self.initial_dims)
-        return out, bool(len(rest) == len(seed) and np.array_equal(rest, seed))
+        return out, labels, bool(len(rest) == len(seed) and np.array_equal(rest, seed))
+
+    def _decode_layers(self, ans, n: int, y: np.ndarray | None, prior: GaussianLayers) -> np.ndarray:
+        """One batch of n in BB-ANS order: p's layers top first, then x, then q's layers back -> symbols (n, D)."""
+        j: list = [None] * len(prior.sizes)
+        codes: list = [None] * len(prior.sizes)
+        frames: dict = {}
+        for layer in prior.order:
+            self._frame(prior, layer, codes, n, frames)
+            if prior.parents[layer] is None or layer in frames:
+                j[layer] = ans.decode(self.uniform, n * prior.sizes[layer]).astype(np.int64)
+            else:
+                j[layer] = self._pop_gaussian(ans, *self._gaussian(prior, layer, codes, n))
+            codes[layer] = self._code(layer, j, frames, n, prior.sizes[layer])
+        family, params = self._likelihood(codes, y)
+        k = ans.decode(family, *params).reshape(n, -1)
+        self._push_posterior(ans, k, y, j, codes, frames)
+        return k

@@ -27,12 +27,16 @@ def default_batch(levels: int, dims: int) -> int:
 
 def check_model(model, lossy: bool = False) -> None:
     """Refuse models the coding is not defined for here, with a one-line reason (lossy: any likelihood)."""
+    from vaekit.models.condition import ConditionalPrior
     from vaekit.models.hierarchical import HierarchicalPrior, Hierarchy
     from vaekit.models.posteriors import GaussianPosterior
     from vaekit.models.priors import StandardNormalPrior
 
-    if model.conditional:
-        raise CompressionError("compression does not support a conditional model yet: the file would have to carry the labels")
+    if model.conditional and (lossy or not model.condition.classes):
+        raise CompressionError(
+            "compression of a conditional model needs class labels (--condition label) and lossless coding; "
+            "context columns would have to travel in the file"
+        )
     hierarchical = isinstance(model.posterior, Hierarchy)
     if model.deterministic or not isinstance(model.posterior, (GaussianPosterior, Hierarchy)):
         raise CompressionError(
@@ -41,7 +45,7 @@ def check_model(model, lossy: bool = False) -> None:
     if hierarchical and lossy:
         raise CompressionError("lossy compression needs one latent layer; a hierarchical model compresses losslessly")
     top = model.prior_module.top if isinstance(model.prior_module, HierarchicalPrior) else model.prior_module
-    if not isinstance(top, StandardNormalPrior):
+    if not isinstance(top, (StandardNormalPrior, ConditionalPrior)):
         where = "on the top layer " if hierarchical else ""
         raise CompressionError(f"compression supports the standard normal prior {where}; this model has {model.config.prior!r}")
     if not lossy:
@@ -72,6 +76,7 @@ def compress(
     latent_bits: int = DEFAULT_LATENT_BITS,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> bytes:
     """Code ``x`` (N, *model.input_shape) losslessly with bits-back ANS under ``model``.
 
@@ -79,6 +84,8 @@ def compress(
         discretised likelihood. latent_bits: buckets per latent dimension, 2^latent_bits.
     batch_size: examples coded together (default 1000; fewer for 256-level likelihoods).
     progress: called with the number of examples coded so far.
+    labels: a label-conditional model's (``--condition label``) labels of x (N,): the file carries them
+        (log2 C bits each, uniform over the C classes) and x is coded given them.
     Returns the ``.vkz`` file's bytes; ``decompress(model, data)`` gives back ``x`` bit for bit.
     """
     if not isinstance(x, torch.Tensor):
@@ -93,9 +100,10 @@ def compress(
         raise CompressionError(f"cannot compress data of dtype {x.dtype}; use float32, float64 or uint8")
     x = x.detach().cpu().contiguous()
     parts = _parts(model, latent_bits)
+    y = _check_labels(labels, len(x), parts.coder.classes)
     symbols = parts.coder.likelihood.symbols(x)
     batch = batch_size or default_batch(parts.coder.likelihood.levels, math.prod(shape))
-    words, sizes = parts.coder.encode(symbols, batch, progress)
+    words, sizes = parts.coder.encode(symbols, batch, progress, y)
     return write_file(
         "lossless",
         model,
@@ -106,7 +114,24 @@ def compress(
         words,
         batches=sizes,
         initial_bits=32 * len(initial_words(parts.coder.initial_dims)),
+        classes=parts.coder.classes,
     )
+
+
+def _check_labels(labels: torch.Tensor | None, n: int, classes: int) -> np.ndarray | None:
+    """A label-conditional model's labels (N,) as int64 in 0..classes-1; None for other models."""
+    if not classes:
+        if labels is not None:
+            raise CompressionError("labels were given, but the model is not conditioned on a class label")
+        return None
+    if labels is None:
+        raise CompressionError("the model is conditioned on the class label: give the examples' labels")
+    y = torch.as_tensor(labels)
+    if y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool:
+        raise CompressionError(f"expected {n} integer labels, got {tuple(y.shape)} of {y.dtype}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise CompressionError(f"labels must be classes 0..{classes - 1}, the model's")
+    return y.cpu().numpy().astype(np.int64)
 
 
 def write_file(mode: str, model, x: torch.Tensor, shape, dtype: str, latent_bits: int, words: np.ndarray, **extra) -> bytes:
@@ -143,6 +168,9 @@ def check_header(model, header: vkz.Header, where: str) -> None:
         or header.likelihood != model.config.likelihood
     ):
         raise FormatError(f"{where} does not match the model (shape, latent size or likelihood)")
+    classes = model.condition.classes if model.conditional else 0
+    if header.mode == "lossless" and header.classes != classes:
+        raise FormatError(f"{where} does not match the model (it carries labels of {header.classes} classes, the model takes {classes})")
     if (header.weight_bits, header.activation_bits) != (WEIGHT_BITS, ACTIVATION_BITS):
         raise FormatError(
             f"{where} uses {header.weight_bits}/{header.activation_bits}-bit arithmetic grids; "
@@ -150,23 +178,25 @@ def check_header(model, header: vkz.Header, where: str) -> None:
         )
 
 
-def decompress(model, data: bytes, *, where: str = "the data", progress: Callable[[int], None] | None = None) -> torch.Tensor:
+def decompress(model, data: bytes, *, where: str = "the data", progress: Callable[[int], None] | None = None, with_labels: bool = False):
     """The inverse of ``compress`` (or of ``compress_lossy``: then the decoder means).
 
-    Returns x (N, *shape) in the original dtype. ``FormatError`` for a file that is not a vaekit
-    compressed file, is truncated or corrupted, or was written with another model.
+    Returns x (N, *shape) in the original dtype; with ``with_labels``, (x, labels): the labels (N,)
+    int64 a label-conditional model's file carries, or None. ``FormatError`` for a file that is not a
+    vaekit compressed file, is truncated or corrupted, or was written with another model.
     """
     header, words = vkz.read(data, where)
     check_header(model, header, where)
     if header.mode == "lossy":
         from vaekit.compression.lossy import decode_lossy
 
-        return decode_lossy(model, header, words)
+        x = decode_lossy(model, header, words)
+        return (x, None) if with_labels else x
     if not 2 <= header.latent_bits <= 16:
         raise FormatError(f"{where} is corrupted (header field latent_bits = {header.latent_bits})")
     parts = _parts(model, header.latent_bits)
     try:
-        symbols, clean_end = parts.coder.decode(words, header.batches, progress)
+        symbols, labels, clean_end = parts.coder.decode(words, header.batches, progress)
     except (ValueError, RuntimeError, OverflowError) as exc:  # the coder refusing a damaged stream
         raise FormatError(f"{where} is corrupted (the coded stream does not decode: {exc})") from None
     x = parts.coder.likelihood.values(symbols, DTYPES[header.dtype]).reshape(header.count, *header.shape)
@@ -175,4 +205,6 @@ def decompress(model, data: bytes, *, where: str = "the data", progress: Callabl
             f"{where} does not decode to the data it was written from (checksum mismatch): "
             "a damaged file, or a different vaekit or platform arithmetic"
         )
+    if with_labels:
+        return x, None if labels is None else torch.from_numpy(labels)
     return x

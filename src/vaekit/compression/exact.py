@@ -69,6 +69,10 @@ class GaussianLayers:
     gaussian: Callable[[int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
 
 
+def _labels(labels: np.ndarray | None) -> torch.Tensor | None:
+    return None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
 def _layers(dist, size: int) -> GaussianLayers:
     """A one-layer Gaussian or a hierarchical model's ``LayeredGaussian`` as ``GaussianLayers``."""
 
@@ -101,10 +105,10 @@ class ExactModel:
                 m.register_forward_hook(_check_output)
 
     @torch.inference_mode()
-    def posterior(self, x: torch.Tensor) -> GaussianLayers:
-        """q(z|x) for x (B, *shape) float64: a DiagonalNormal or a hierarchy's layers (check_model), whose
-        log-variances are the heads' exact outputs."""
-        return _layers(self.model.posterior(self.model.encoder(x)), self.model.latent_dim)
+    def posterior(self, x: torch.Tensor, labels: np.ndarray | None = None) -> GaussianLayers:
+        """q(z|x) (q(z|x, y) for a label-conditional model's ``labels`` (B,)) for x (B, *shape) float64: a
+        DiagonalNormal or a hierarchy's layers (check_model), whose log-variances are the heads' exact outputs."""
+        return _layers(self.model.encode(x, _labels(labels)), self.model.latent_dim)
 
     def posterior_order(self) -> tuple[int, ...]:
         """The order q(z|x) decodes its layers in (parents first), known without data."""
@@ -120,12 +124,26 @@ class ExactModel:
             return (None,), (True,), (0,)
         return head.parents, head.sees_x, head.decoder_layers()
 
-    @torch.inference_mode()
-    def prior(self) -> GaussianLayers:
-        """p(z): one standard-normal layer, or a hierarchy's standard-normal top and Gaussian conditionals below it."""
-        return _layers(self.model.prior(), self.model.latent_dim)
+    def prior_wiring(self) -> tuple[tuple[int | None, ...], tuple[int, ...]]:
+        """p's structure, known without data: each layer's parent and each layer's size."""
+        module = self.model.prior_module
+        if hasattr(module, "conditionals"):  # a hierarchical prior: each layer on the one above
+            from vaekit.models.hierarchical import top_down
+
+            return top_down(len(module.sizes)), tuple(module.sizes)
+        return (None,), (self.model.latent_dim,)
 
     @torch.inference_mode()
-    def decoder_params(self, z: np.ndarray) -> np.ndarray:
-        """z (B, L) on the activation grid -> decoder outputs (B, k, *shape) float64."""
-        return self.model.decoder(torch.from_numpy(z)).numpy()
+    def prior(self, labels: np.ndarray | None = None) -> GaussianLayers:
+        """p(z): one standard-normal layer, a hierarchy's standard-normal top and Gaussian conditionals below
+        it, or a conditional prior's Gaussian p(z|y) at ``labels`` (B,)."""
+        return _layers(self.model.prior(_labels(labels) if self.model.prior_module.conditional else None), self.model.latent_dim)
+
+    @torch.inference_mode()
+    def decoder_params(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """z (B, L) on the activation grid (with a label-conditional model's ``labels`` (B,), whose one-hot
+        vectors join z exactly) -> decoder outputs (B, k, *shape) float64."""
+        zt = torch.from_numpy(z)
+        if self.model.condition is not None:
+            zt = torch.cat([zt, self.model.condition(_labels(labels), zt.shape[:1]).to(zt.dtype)], -1)
+        return self.model.decoder(zt).numpy()

@@ -50,6 +50,7 @@ class Header:
     batches: list[int] = field(default_factory=list)  # examples per bits-back batch, in coding order
     initial_bits: int = 0
     active: list[int] = field(default_factory=list)  # lossy: the latent dimensions stored
+    classes: int = 0  # a label-conditional model's classes: the examples' labels are in the stream, uniform over them
     coder: str = "constriction.stream.stack.AnsCoder (32-bit words, 24-bit probabilities)"
 
 
@@ -131,6 +132,7 @@ def _header(raw, where: str) -> Header:
         "activation_bits": (0, 32),
         "words": (0, MAX_VALUES),
         "initial_bits": (0, MAX_VALUES),
+        "classes": (0, 2**24),
     }
     for name, (lo, hi) in checks.items():
         if not whole(getattr(h, name), lo, hi):

@@ -72,11 +72,12 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
     name = model.config.likelihood
     if model.deterministic:
         return {"kind": "none", "bits_per_dim": None, "note": "a plain autoencoder has no likelihood to code with"}
-    if model.conditional:
+    classes = model.condition.classes if model.conditional else 0
+    if model.conditional and not classes:
         return {
             "kind": "none",
             "bits_per_dim": None,
-            "note": "a conditional model's negative ELBO is of x given its label or context; no coder takes a context yet",
+            "note": "a model of context columns: its negative ELBO is of x given the context, which no coder carries yet",
         }
     if name in coder_names():
         fits = is_binary(x) if name == "bernoulli" else is_8bit(x)
@@ -87,13 +88,16 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
                 "note": f"the {name} likelihood codes {'binary' if name == 'bernoulli' else '8-bit'} data, and this data is not: "
                 "its negative ELBO is not a code length",
             }
-        bpd = neg_elbo.double().mean().item() / (dims * math.log(2))
+        label_nats = math.log(classes) if classes else 0.0  # a CVAE's file carries each label, uniform over the classes
+        bpd = (neg_elbo.double().mean().item() + label_nats) / (dims * math.log(2))
         try:
             check_model(model)
             coder = "'vaekit compress' stores about this"
         except CompressionError as exc:
             coder = f"'vaekit compress' does not code this model: {exc}"
-        return {"kind": "bits-back", "bits_per_dim": bpd, "note": f"expected bits-back code length under the {name} likelihood ({coder})"}
+        labels = f", plus log2 {classes} bits a label" if classes else ""
+        note = f"expected bits-back code length under the {name} likelihood{labels} ({coder})"
+        return {"kind": "bits-back", "bits_per_dim": bpd, "note": note}
     if is_8bit(x):
         nll = dequantized_neg_log_likelihood(model, x, batch_size=batch_size, seed=seed)
         bpd = nll.mean().item() / (dims * math.log(2))
