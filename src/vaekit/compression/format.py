@@ -55,7 +55,10 @@ class Header:
 
 
 def write(header: Header, words: np.ndarray) -> bytes:
-    body = json.dumps(asdict(header), separators=(",", ":")).encode()
+    fields_ = asdict(header)
+    if not fields_["classes"]:  # written only for a conditional model, so files of other models read as before
+        del fields_["classes"]
+    body = json.dumps(fields_, separators=(",", ":")).encode()
     out = _PREAMBLE.pack(MAGIC, VERSION, len(body)) + body + words.astype("<u4").tobytes()
     return out + struct.pack("<I", zlib.crc32(out))
 
