@@ -267,12 +267,14 @@ def test_cli_trains_evaluates_and_views_a_hierarchical_model(hvae_run, tmp_path,
         ("manifold", ["-n", "5"], "m.png"),
         ("manifold", ["--layer", "0", "-n", "5"], "m0.png"),
         ("embed", [], "e.png"),
+        ("pseudo-inputs", ["-n", "8"], "p.png"),  # its VampPrior, on the top layer
     ]:
         assert main([cmd, str(hvae_run), *extra, "-o", str(tmp_path / name)]) == 0, cmd
         pic = np.asarray(Image.open(tmp_path / name).convert("L")).astype(float)
         assert pic.std() > 5, f"{cmd} drew a blank picture"
     assert main(["report", str(hvae_run), "-o", str(tmp_path / "report.html")]) == 0
-    assert "latent layers 4+2 (skip)" in (tmp_path / "report.html").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert "latent layers 4+2 (skip)" in page and "VampPrior pseudo-inputs" in page
     assert main(["anomaly", str(hvae_run), "--score", "iw-nll", "-o", str(tmp_path / "a.png")]) == 0
 
 

@@ -2,12 +2,15 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.distributions import Normal
 
 import vaekit
 from vaekit import latent
+from vaekit.cli import main
 from vaekit.config import ModelConfig
 from vaekit.data import load_data
 from vaekit.errors import ConfigError
@@ -15,6 +18,7 @@ from vaekit.evaluation import iw_log_likelihood
 from vaekit.generation import sample
 from vaekit.models import DiagonalGaussianMixture, VampPrior, build_model
 from vaekit.objectives import elbo
+from vaekit.report import RunViews
 from vaekit.training import train
 
 from helpers import small_config
@@ -101,3 +105,23 @@ def test_tiny_vampprior_model_trains_saves_loads_and_serves_the_latent_views(tmp
     assert values.shape == (5, 3) and bool(torch.isfinite(values).all())
     assert latent.kl_per_dim(again.model, x).shape == (3,)
     assert sample(again.model, 4, temperature=0.5).shape == (4, 1, 8, 8)
+
+    out = tmp_path / "pseudo.png"
+    assert main(["pseudo-inputs", str(tmp_path / "run"), "-n", "20", "-o", str(out)]) == 0
+    picture = np.asarray(Image.open(out).convert("L")).astype(float)
+    assert picture.shape[0] >= 2 * 8 and picture.std() > 10  # pseudo-inputs above their decodings, not blank
+    view = RunViews(again).pseudo_inputs(20)
+    u = again.model.prior_module.pseudo_inputs()[:20].detach()
+    torch.testing.assert_close(view.result, u)  # the view shows the prior's own pseudo-inputs
+    assert bool(((u >= 0) & (u <= 1)).all()) and u.std() > 0.01  # hardtanh-clipped and learned, not the flat start
+    assert main(["report", str(tmp_path / "run"), "-o", str(tmp_path / "report.html")]) == 0
+    assert "VampPrior pseudo-inputs" in (tmp_path / "report.html").read_text()
+
+
+def test_pseudo_inputs_need_a_vampprior(tmp_path, capsys):
+    config = small_config(epochs=1, latent_dim=2, threads=1)
+    train(config, tmp_path / "run", data=load_data("digits"))
+    capsys.readouterr()
+    assert main(["pseudo-inputs", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no pseudo-inputs" in err[0] and "'normal'" in err[0]

@@ -35,6 +35,7 @@ from vaekit.evaluation import elbo_terms, summarize
 from vaekit.generation import denoise, reconstruct, sample, tempered
 from vaekit.models.condition import data_context
 from vaekit.models.hierarchical import describe_latent, latent_view, view_at_input
+from vaekit.models.vampprior import vampprior_of
 from vaekit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -246,16 +247,27 @@ class RunViews:
         x = self.split.x[:n]
         y = self.context(self.split)
         rec = reconstruct(self.model, x, None if y is None else y[:n]).cpu()
-        n, cols = len(x), min(len(x), cols)
-        rows = []
-        for start in range(0, n, cols):  # originals row, then reconstructions row
-            chunk = slice(start, start + cols)
-            filler = torch.ones(cols - len(x[chunk]), *x.shape[1:])
-            rows += [torch.cat([x[chunk], filler]), torch.cat([rec[chunk], filler])]
         return View(
-            plotting.image_grid(torch.cat(rows), cols),
-            f"{n} {self.split_name} examples (odd rows) and their reconstructions (even rows): decoder mean at the posterior mean.",
+            _paired_rows(x, rec, cols),
+            f"{len(x)} {self.split_name} examples (odd rows) and their reconstructions (even rows): decoder mean at the posterior mean.",
             rec,
+        )
+
+    def pseudo_inputs(self, n: int = 32, cols: int = 16) -> View:
+        """A VampPrior's learned pseudo-inputs u_k, the first ``n`` (odd rows), above what the model makes
+        of them (even rows: the decoder mean at the mean of q(z|u_k)); the mixture p(z) = (1/K) Σ_k q(z|u_k)."""
+        self.require_images("pseudo-inputs")
+        prior = vampprior_of(self.model)
+        with torch.no_grad():
+            u = prior.pseudo_inputs()  # (K, *shape)
+            context = None if self.model.condition is None else self.model.condition.contexts(len(u))[:n]
+            u = u[:n].detach().float().cpu()
+        rec = reconstruct(self.model, u, context).cpu()
+        return View(
+            _paired_rows(u, rec, cols),
+            f"The first {len(u)} of the VampPrior's {len(prior.pseudo_weight)} learned pseudo-inputs (odd rows) and the decoder "
+            "mean at the mean of q(z|u) for each (even rows): the prior is the mixture of the posteriors at all of them.",
+            u,
         )
 
     def samples(self, n: int = 64, *, temperature: float = 1.0, density: str = "prior", components: int = 10, draw: bool = False) -> View:
@@ -632,6 +644,8 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     elif model.conditional:
         report.add("context-samples", "Samples across the context", lambda: views.context_samples())
     report.add("samples", "Samples", lambda: views.sample_comparison(25))
+    if model.config.prior == "vampprior" and views.is_image:
+        report.add("pseudo-inputs", "VampPrior pseudo-inputs", lambda: views.pseudo_inputs(32))
     a, b = _pair(views) if views.is_image else (0, 1)
     report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=10))
     report.add("traversal", "Latent traversal", lambda: views.traversal(8, steps=11, at="input", index=a))
@@ -783,3 +797,15 @@ def _condition_phrase(run, views: RunViews) -> str:
     if views.classes:
         return ", conditioned on the class label"
     return ", conditioned on " + ", ".join((run.data_info.get("preprocessing") or {}).get("context_columns") or ["a context"])
+
+
+def _paired_rows(top: torch.Tensor, bottom: torch.Tensor, cols: int) -> np.ndarray:
+    """Images top (N, *shape) and bottom (N, *shape) as a grid of ``cols`` columns: a row of top, then
+    the row of bottom beneath it (white cells fill the last pair of rows)."""
+    n, cols = len(top), min(len(top), cols)
+    rows = []
+    for start in range(0, n, cols):
+        chunk = slice(start, start + cols)
+        filler = torch.ones(cols - len(top[chunk]), *top.shape[1:])
+        rows += [torch.cat([top[chunk], filler]), torch.cat([bottom[chunk], filler])]
+    return plotting.image_grid(torch.cat(rows), cols)

@@ -1,4 +1,4 @@
-"""``vaekit sample`` and ``vaekit reconstruct``: PNG grids from a trained run (views from ``vaekit.report``)."""
+"""``vaekit sample``, ``vaekit reconstruct`` and ``vaekit pseudo-inputs``: PNG grids from a trained run (views from ``vaekit.report``)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ def register(sub) -> None:
     add_class_argument(p)
     add_output_argument(p, "samples.png")
     p.set_defaults(handler=run_sample)
+
+    p = sub.add_parser(
+        "pseudo-inputs",
+        help="a PNG of a VampPrior's learned pseudo-inputs and their decodings",
+        description="Show a VampPrior model's learned pseudo-inputs u_k (odd rows) above the decoder mean at q(z|u_k) (even rows).",
+    )
+    add_run_argument(p)
+    p.add_argument("-n", type=positive_int, default=64, help="number of pseudo-inputs, the first n (default 64)")
+    add_output_argument(p, "pseudo-inputs.png")
+    p.set_defaults(handler=run_pseudo_inputs)
 
     p = sub.add_parser(
         "reconstruct",
@@ -64,6 +74,15 @@ def run_sample(args: argparse.Namespace) -> int:
         )
     path = save_png(view.picture, output_path(args, r.path, "samples.png"))
     print(f"wrote {what} to {path}")
+    return 0
+
+
+def run_pseudo_inputs(args: argparse.Namespace) -> int:
+
+    r = load(args.run)
+    view = RunViews(r).pseudo_inputs(args.n)
+    path = save_png(view.picture, output_path(args, r.path, "pseudo-inputs.png"))
+    print(f"wrote {len(view.result)} pseudo-inputs (odd rows) and their decodings (even rows) to {path}")
     return 0
 
 

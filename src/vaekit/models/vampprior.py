@@ -69,3 +69,13 @@ class VampPrior(Prior):
         if not isinstance(q, DiagonalNormal):
             raise ConfigError(f"the vampprior needs a diagonal Gaussian posterior, got {type(q).__name__}")
         return DiagonalGaussianMixture(q.mean, q.logvar)
+
+
+def vampprior_of(model) -> VampPrior:
+    """The VampPrior of ``model`` (over z, or over a hierarchical model's top layer); a one-line
+    ``ConfigError`` for a model with another prior."""
+    module = model.prior_module
+    top = getattr(module, "top", module)
+    if not isinstance(top, VampPrior):
+        raise ConfigError(f"this model has no pseudo-inputs: its prior is {model.config.prior!r}, not the vampprior")
+    return top
