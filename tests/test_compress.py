@@ -190,6 +190,9 @@ def test_unsupported_models_are_refused():
     cfg.model.input_shape, cfg.model.kind = (1, 6, 5), "ae"
     with pytest.raises(CompressionError, match="VAE"):
         compress(vaekit.build_model(cfg.model), torch.zeros(2, 1, 6, 5))
+    cfg.model.kind, cfg.model.prior = "vae", "mixture"
+    with pytest.raises(CompressionError, match="standard normal prior; this model has 'mixture'"):
+        compress(vaekit.build_model(cfg.model), torch.zeros(2, 1, 6, 5))
 
 
 def hierarchical_model(hierarchy: str, likelihood: str = "bernoulli", shape=(1, 6, 5), prior: str = "normal"):

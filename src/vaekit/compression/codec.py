@@ -46,8 +46,8 @@ def check_model(model, lossy: bool = False) -> None:
         raise CompressionError("lossy compression needs one latent layer; a hierarchical model compresses losslessly")
     top = model.prior_module.top if isinstance(model.prior_module, HierarchicalPrior) else model.prior_module
     if not isinstance(top, (StandardNormalPrior, ConditionalPrior)):
-        where = "on the top layer " if hierarchical else ""
-        raise CompressionError(f"compression supports the standard normal prior {where}; this model has {model.config.prior!r}")
+        where = " on the top layer" if hierarchical else ""
+        raise CompressionError(f"compression supports the standard normal prior{where}; this model has {model.config.prior!r}")
     if not lossy:
         build_coder(model.config.likelihood)
 
