@@ -270,7 +270,7 @@ def test_samples_of_a_conditional_model_show_a_row_per_class(cvae, tmp_path):
     assert (per_row > 0.05).all() and (images[0] - images[1]).abs().max() > 0.1
     assert main(["sample", str(cvae.path), "-n", "20", "-o", str(tmp_path / "s.png")]) == 0
     assert png(tmp_path / "s.png").std() > 10
-    fixed = RunViews(cvae, seed=0, label=4).samples(12)
+    fixed = RunViews(cvae, seed=0, context=4).samples(12)
     assert fixed.result.shape == (12, 1, 8, 8) and "class 4" in fixed.caption
 
 
@@ -304,7 +304,7 @@ def test_explore_serves_a_conditional_model_by_class(cvae):
     from vaekit.explore.app import create_app
     from vaekit.explore.explorer import Explorer
 
-    explorer = Explorer(cvae, cvae.load_data(), label=3)
+    explorer = Explorer(cvae, cvae.load_data(), context=3)
     client = TestClient(create_app(explorer), base_url="http://127.0.0.1:8765")
     info = client.get("/api/info").json()["model"]
     assert info["conditional"] and info["classes"] == 10 and info["default_class"] == 3
@@ -317,4 +317,4 @@ def test_explore_serves_a_conditional_model_by_class(cvae):
     assert client.post("/api/sample", json={"n": 4, "context": 2}).status_code == 200
     assert client.get("/api/example/0").json()["label"] == int(cvae.load_data().test.y[0])
     with pytest.raises(ConfigError, match="0..9"):
-        Explorer(cvae, cvae.load_data(), label=12)
+        Explorer(cvae, cvae.load_data(), context=12)

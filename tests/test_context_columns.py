@@ -245,7 +245,8 @@ def test_the_context_changes_what_is_decoded_as_it_was_trained(ink_run):
     assert ink.shape == (4, 5, 1, 8, 8) and view.picture.ndim == 3 and view.picture.std() > 10
     per_value = ink.flatten(2).mean(2)  # (4, 5) mean pixel of each decode
     assert (per_value[:, -1] > per_value[:, 0] + 0.02).all(), per_value
-    thin, thick = (RunViews(ink_run, seed=0, label=context_vector(ink_run.data_info["preprocessing"], [v, "0.5"])) for v in ("0.2", "0.4"))
+    stats = ink_run.data_info["preprocessing"]
+    thin, thick = (RunViews(ink_run, seed=0, context=context_vector(stats, [v, "0.5"])) for v in ("0.2", "0.4"))
     a, b = thin.samples(16).result, thick.samples(16).result
     assert b.mean() > a.mean() + 0.03 and "context[0] 0.2" in thin.samples(4).caption
 
@@ -270,7 +271,7 @@ def test_explore_serves_a_model_conditioned_on_columns_with_a_slider_per_column(
     from vaekit.explore.explorer import Explorer
 
     data = ink_run.load_data()
-    explorer = Explorer(ink_run, data, label=context_vector(ink_run.data_info["preprocessing"], ["0.2", "0.5"]))
+    explorer = Explorer(ink_run, data, context=context_vector(ink_run.data_info["preprocessing"], ["0.2", "0.5"]))
     client = TestClient(create_app(explorer), base_url="http://127.0.0.1:8765")
     model = client.get("/api/info").json()["model"]
     assert not model["conditional"]  # no class selector, but a slider per column, starting at --context
@@ -297,5 +298,5 @@ def test_explore_serves_a_model_conditioned_on_columns_with_a_slider_per_column(
     assert client.get("/api/example/0").status_code == 200
     assert client.post("/api/sample", json={"n": 4, "context": [0.3, 0.1]}).status_code == 200
     assert client.post("/api/interpolate", json={"a": z[0], "b": z[0], "steps": 3, "context": [0.3, 0.1]}).status_code == 200
-    with pytest.raises(ConfigError, match="--class needs a model conditioned on the class label"):
-        Explorer(ink_run, data, label=3)
+    with pytest.raises(ConfigError, match="conditioned on context columns: give --context, not --class"):
+        Explorer(ink_run, data, context=3)

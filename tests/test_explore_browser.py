@@ -258,7 +258,7 @@ def served_page(browser, explorer: Explorer):
 
 def test_a_conditional_model_decodes_and_samples_the_class_chosen_in_the_selector(browser, tmp_path_factory):
     run = tiny_run(tmp_path_factory, "cvae")
-    with served_page(browser, Explorer(run, run.load_data(), label=1)) as pg:
+    with served_page(browser, Explorer(run, run.load_data(), context=1)) as pg:
         assert pg.locator("#class-panel").is_visible() and pg.locator("#class option").count() == 10
         assert pg.locator("#class").input_value() == "1"  # --class sets where the page starts
         settle(pg)

@@ -33,7 +33,7 @@ from vaekit.data.tables import context_names, describe_context, raw_context
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import elbo_terms, summarize
 from vaekit.generation import denoise, reconstruct, sample, tempered
-from vaekit.models.condition import data_context
+from vaekit.models.condition import chosen_context, data_context
 from vaekit.models.hierarchical import describe_latent, latent_view, view_at_input
 from vaekit.models.vampprior import vampprior_of
 from vaekit.version import __version__
@@ -65,7 +65,7 @@ class RunViews:
     preprocessed like the training data. split: ``test``, ``valid`` or ``train`` (``test`` falls
     back to ``valid`` for a source without one). seed: every random choice (samples, noise,
     projections) is seeded with it, so a view is the same each time.
-    label: for a conditional model, the class the views generate (``--class``), or for a model
+    context: for a conditional model, the class the views generate (``--class``), or for a model
         conditioned on context columns the standardised context vector (K,) (``--context``); None:
         samples show a row per class (at the mean context for columns), the other views decode with
         the context of the input they start from (class 0, or the mean context, where there is none).
@@ -81,7 +81,7 @@ class RunViews:
         source: str | None = None,
         split: str = "test",
         seed: int = 0,
-        label: int | torch.Tensor | None = None,
+        context: int | torch.Tensor | None = None,
         layer: int | None = None,
     ):
         if split not in ("test", "valid", "train"):
@@ -89,18 +89,7 @@ class RunViews:
         self.run, self.model, self.source, self.split_name, self.seed = run, run.model, source, split, seed
         self.latent_model = latent_view(run.model, layer)  # what the latent views vary: the model, or one layer of a hierarchical one
         self._densities: dict[tuple[str, int], Any] = {}
-        if label is not None:
-            if not self.model.conditional:
-                raise ConfigError("--class needs a conditional model (trained with --condition label)")
-            if isinstance(label, torch.Tensor) != (not self.classes):
-                raise ConfigError(
-                    "this model is conditioned on context columns: give --context, not --class"
-                    if not self.classes
-                    else "this model is conditioned on the class label: give --class, not --context"
-                )
-            if self.classes and not 0 <= label < self.classes:
-                raise ConfigError(f"--class must be one of the model's classes 0..{self.classes - 1}, got {label}")
-        self.label = label
+        self.chosen_context = chosen_context(self.model, context)
 
     # ----- shared state, loaded once -----------------------------------------------------------
     @cached_property
@@ -138,13 +127,13 @@ class RunViews:
         """The conditional model's number of classes (0 for an unconditional model or a context of columns)."""
         return self.model.condition.classes if self.model.conditional else 0
 
-    def decode_label(self, default: int | torch.Tensor | None = None) -> int | torch.Tensor | None:
-        """The context a conditional model's view decodes with: ``label``, else ``default``, else the
+    def decode_context(self, default: int | torch.Tensor | None = None) -> int | torch.Tensor | None:
+        """The context a conditional model's view decodes with: ``chosen_context``, else ``default``, else the
         condition's default (class 0, or the mean context); None when unconditional."""
         if not self.model.conditional:
             return None
-        if self.label is not None:
-            return self.label
+        if self.chosen_context is not None:
+            return self.chosen_context
         if default is None:
             return int(self.model.condition.default()) if self.classes else self.model.condition.default().cpu()
         return int(default) if self.classes else default
@@ -166,17 +155,17 @@ class RunViews:
         return latent.encode(self.model, self.data.train.x, context=self.context(self.data.train))
 
     def density(self, kind: str = "prior", components: int = 10):
-        """What to draw z from: ``prior`` (p(z), or p(z|y) at ``decode_label()``), or ``gaussian`` / ``gmm``
+        """What to draw z from: ``prior`` (p(z), or p(z|y) at ``decode_context()``), or ``gaussian`` / ``gmm``
         fitted to the training codes."""
         if kind == "prior":
-            return self.model.prior(self.decode_label())
+            return self.model.prior(self.decode_context())
         if (kind, components) not in self._densities:
             self._densities[kind, components] = latent.fit_code_density(self.train_codes, kind, components=components, seed=self.seed)
         return self._densities[kind, components]
 
     @cached_property
     def reference(self):
-        """The distribution views vary z under: the prior (VAE; p(z|y) at ``decode_label()`` for a conditional prior; a
+        """The distribution views vary z under: the prior (VAE; p(z|y) at ``decode_context()`` for a conditional prior; a
         hierarchical model's: its layer's) or a Gaussian fitted to the training codes (AE)."""
         if self.latent_model is not self.model:
             return self.latent_model.prior()
@@ -186,17 +175,17 @@ class RunViews:
     def reference_name(self) -> str:
         return "the prior" if not self.model.deterministic else "a Gaussian fitted to the training codes"
 
-    def example_label(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> int | torch.Tensor | None:
+    def example_context(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> int | torch.Tensor | None:
         """The context a conditional model encodes the input ``spec`` (as for ``example``) with: an
-        example's own label or context vector (K,), or ``label`` for an input given as a tensor or file;
+        example's own label or context vector (K,), or ``chosen_context`` for an input given as a tensor or file;
         None when unconditional."""
         if not self.model.conditional:
             return None
         if isinstance(spec, (tuple, torch.Tensor)):
-            if self.label is None:
+            if self.chosen_context is None:
                 flag = "--class" if self.classes else "--context"
                 raise ConfigError(f"a conditional model encodes an input with its context: give {flag} for an input file")
-            return self.label
+            return self.chosen_context
         y = self.context(self.split)[int(spec) % len(self.split)]
         return int(y) if self.classes else y
 
@@ -228,7 +217,7 @@ class RunViews:
             return self.reference.mean.detach().cpu().float(), f"the mean of {self.reference_name}"
         if at == "input":
             x, name = self.example(index)
-            y = self.example_label(index)
+            y = self.example_context(index)
             view = self.view_at(at, index) if view is None else view
             return latent.encode(view, x.unsqueeze(0), context=y)[0], f"the posterior mean of {name}"
         raise ConfigError(f"'at' must be 'input' or 'mean', got {at!r}")
@@ -238,7 +227,7 @@ class RunViews:
         ``input``), a lower layer of a hierarchical model has the layers above held at that input's codes."""
         if at != "input":
             return self.latent_model
-        return view_at_input(self.latent_model, self.example(index)[0], self.example_label(index))
+        return view_at_input(self.latent_model, self.example(index)[0], self.example_context(index))
 
     # ----- image views ----------------------------------------------------------------------------
     def reconstructions(self, n: int = 16, cols: int = 16) -> View:
@@ -272,13 +261,13 @@ class RunViews:
 
     def samples(self, n: int = 64, *, temperature: float = 1.0, density: str = "prior", components: int = 10, draw: bool = False) -> View:
         """Decoded draws from the prior or from a density fitted to the training codes. A conditional
-        model without ``label``: a row per class, n // classes samples each (at least one)."""
+        model with no ``chosen_context``: a row per class, n // classes samples each (at least one)."""
         self.require_images("sampling")
-        if self.classes and self.label is None:
+        if self.classes and self.chosen_context is None:
             return self.class_samples(max(1, n // self.classes), temperature=temperature, density=density, components=components, draw=draw)
         prior = self.density(density, components)
-        images = sample(self.model, n, temperature=temperature, seed=self.seed, mean=not draw, prior=prior, context=self.decode_label())
-        of = f" of {self.class_name(self.label)}" if self.label is not None else ""
+        images = sample(self.model, n, temperature=temperature, seed=self.seed, mean=not draw, prior=prior, context=self.decode_context())
+        of = f" of {self.class_name(self.chosen_context)}" if self.chosen_context is not None else ""
         return View(
             plotting.image_grid(images, plotting.grid_columns(n)),
             f"{n} samples{of}, z from {_density_name(density, components)} at temperature {temperature:g}.",
@@ -308,11 +297,11 @@ class RunViews:
     def context_samples(self, rows: int = 4, values: int = 7, *, columns: int = 4, temperature: float = 1.0) -> View:
         """A model conditioned on context columns: for each column (the first ``columns``), ``rows`` prior draws
         z (one per row, the same in every panel) decoded as that column sweeps from its training 5th to 95th
-        percentile (``values`` steps), the other columns held at ``decode_label()`` (the mean context by default)."""
+        percentile (``values`` steps), the other columns held at ``decode_context()`` (the mean context by default)."""
         self.require_images("sampling")
         if not self.model.conditional or self.classes:
             raise ConfigError("context sweeps need a model conditioned on context columns (trained with --context-columns)")
-        base = self.decode_label().float()  # (K,)
+        base = self.decode_context().float()  # (K,)
         record = self.run.data_info.get("preprocessing") or {}
         names = context_names(record, len(base))
         train = self.context(self.data.train)  # (N, K)
@@ -341,7 +330,7 @@ class RunViews:
         codes, side by side: the way to compare generation by an autoencoder and by a VAE."""
         self.require_images("sampling")
         pictures, titles, results = [], [], {}
-        context = self.decode_label() if self.label is not None or not self.classes else torch.arange(n) % self.classes
+        context = self.decode_context() if self.chosen_context is not None or not self.classes else torch.arange(n) % self.classes
         for kind in ("prior", "gaussian", "gmm"):
             prior = self.model.prior(context) if kind == "prior" else self.density(kind, components)
             images = sample(self.model, n, temperature=temperature, seed=self.seed, prior=prior, context=context)
@@ -365,8 +354,8 @@ class RunViews:
         """Rows of [A, decoded path, B] between the posterior means of A and B (each as for ``example``), one row per method."""
         self.require_images("interpolation")
         (xa, name_a), (xb, name_b) = self.example(a), self.example(b)
-        ends = None if not self.model.conditional else (self.example_label(a), self.example_label(b))
-        results = {m: latent.interpolate(self.latent_model, xa, xb, steps, m, labels=ends, context=self.label) for m in methods}
+        ends = None if not self.model.conditional else (self.example_context(a), self.example_context(b))
+        results = {m: latent.interpolate(self.latent_model, xa, xb, steps, m, labels=ends, context=self.chosen_context) for m in methods}
         rows = torch.stack([torch.cat([xa.unsqueeze(0), results[m].images, xb.unsqueeze(0)]) for m in methods])  # (R, S+2, *shape)
         cols = (
             ["A"]
@@ -376,8 +365,8 @@ class RunViews:
         decoded = (
             ""
             if ends is None
-            else f"; decoded as {self.class_name(self.label)}"
-            if self.label is not None
+            else f"; decoded as {self.class_name(self.chosen_context)}"
+            if self.chosen_context is not None
             else f"; the {'class' if self.classes else 'context'} mixed A to B"
         )
         picture = plotting.labelled_grid(rows, row_labels=list(methods), col_labels=cols, title=f"A = {name_a}, B = {name_b}{decoded}")
@@ -387,8 +376,8 @@ class RunViews:
             + (
                 "."
                 if ends is None
-                else f"; the decoder is given {self.class_name(self.label)} all along."
-                if self.label is not None
+                else f"; the decoder is given {self.class_name(self.chosen_context)} all along."
+                if self.chosen_context is not None
                 else "; the decoder is given the two labels' one-hot vectors mixed along the path."
             )
         )
@@ -415,7 +404,7 @@ class RunViews:
             chosen = torch.as_tensor(dims, dtype=torch.long)
         view = self.view_at(at, index)
         base, base_name = self.base_point(at, index, view)
-        y = self.decode_label(self.example_label(index) if at == "input" else None)
+        y = self.decode_context(self.example_context(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), steps, span, width=width)  # (S, L)
         result = latent.traverse(view, chosen, base, values, context=y)
         rank = {int(d): i for i, d in enumerate(self.ranking.dims)}
@@ -458,7 +447,7 @@ class RunViews:
             dims = (0, 1) if self.latent_model.latent_dim == 2 else tuple(int(d) for d in self.ranking.dims[:2])
         view = self.view_at(at, index)
         base, base_name = self.base_point(at, index, view)
-        y = self.decode_label(self.example_label(index) if at == "input" else None)
+        y = self.decode_context(self.example_context(index) if at == "input" else None)
         values = latent.grid_values(latent.marginals(self.reference), n, "quantile", p_range)  # (n, L)
         result = latent.manifold(view, dims, base, values, context=y)
         i, j = result.dims

@@ -39,7 +39,7 @@ CONTEXT_HELP = (
 
 def add_class_argument(parser: argparse.ArgumentParser, help: str = CLASS_HELP) -> None:
     """``--class C`` and ``--context V ...``: the class, or the context vector, a conditional model generates
-    (``view_context``: ``RunViews(label=)``, ``Explorer(label=)``)."""
+    (``view_context``: ``RunViews(context=)``, ``Explorer(context=)``)."""
     parser.add_argument("--class", dest="label", type=int, metavar="C", help=help)
     parser.add_argument("--context", nargs="+", metavar="V", help=CONTEXT_HELP)
 

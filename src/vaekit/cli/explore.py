@@ -63,7 +63,7 @@ def run_explore(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)  # before the slow part: a busy port fails at once
     try:
         print(f"vaekit explore: encoding the data of {run.path} ...", file=sys.stderr, flush=True)
-        explorer = Explorer(run, run.load_data(args.data), label=view_context(run, args), layer=args.layer)
+        explorer = Explorer(run, run.load_data(args.data), context=view_context(run, args), layer=args.layer)
         token = None if loopback else secrets.token_urlsafe(24)
         app = create_app(explorer, token=token, allowed_hosts=LOOPBACK_HOSTS + (args.host,) if loopback else None)
         port = sock.getsockname()[1]

@@ -58,7 +58,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {args.temperature}")
     r = load(args.run)
-    views = RunViews(r, seed=args.seed, label=view_context(r, args))
+    views = RunViews(r, seed=args.seed, context=view_context(r, args))
     views.require_images("sampling")
     if args.compare:
         view = views.sample_comparison(args.n, temperature=args.temperature, components=args.components)
@@ -66,7 +66,7 @@ def run_sample(args: argparse.Namespace) -> int:
     else:
         density = args.density or ("gaussian" if r.model.deterministic else "prior")
         view = views.samples(args.n, temperature=args.temperature, density=density, components=args.components, draw=args.draw)
-        per_class = views.classes and views.label is None
+        per_class = views.classes and views.chosen_context is None
         what = (
             f"{max(1, args.n // views.classes)} samples per class (z from {density})"
             if per_class

@@ -223,7 +223,7 @@ def _views(args: argparse.Namespace):
         split=getattr(args, "split", "test"),
         seed=getattr(args, "seed", 0),
         layer=getattr(args, "layer", None),
-        label=view_context(run, args),
+        context=view_context(run, args),
     )
 
 

@@ -148,8 +148,8 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
 
     def context(value) -> int | torch.Tensor | None:
         if explorer.columns:  # a model conditioned on context columns: K numbers in their own units
-            return rq.column_context(value, explorer.column_mean, explorer.column_std, explorer.label)
-        return rq.context(value, explorer.classes, explorer.label)
+            return rq.column_context(value, explorer.column_mean, explorer.column_std, explorer.default_context)
+        return rq.context(value, explorer.classes, explorer.default_context)
 
     async def decode(request: Request) -> Response:
         obj = await json_body(request)

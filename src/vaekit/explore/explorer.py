@@ -20,7 +20,7 @@ import vaekit
 import vaekit.latent as latent
 from vaekit.data.tables import context_names
 from vaekit.errors import ConfigError
-from vaekit.models.condition import batch_context, data_context
+from vaekit.models.condition import batch_context, chosen_context, data_context
 from vaekit.models.hierarchical import latent_view
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
@@ -48,32 +48,24 @@ class Explorer:
     run: a ``vaekit.Run``. data: its ``DataSplits`` (``run.load_data(source)``); the map shows the
     test split (the validation split when the source has none), the neighbours come from the
     training split. seed: seeds the subsets and the ELBO estimates, so the same call gives the
-    same numbers. label: a conditional model's class where a request names none (default 0), or for
+    same numbers. context: a conditional model's class where a request names none (default 0), or for
     a model of context columns its standardised context vector (K,) (default the mean context); the
     data's own examples are always encoded with their own labels or context. layer: the stochastic
     layer of a hierarchical model to explore (default: the top).
     """
 
-    def __init__(self, run, data, *, seed: int = 0, label: int | torch.Tensor | None = None, layer: int | None = None):
+    def __init__(self, run, data, *, seed: int = 0, context: int | torch.Tensor | None = None, layer: int | None = None):
         self.run, self.seed = run, seed
         self.model = latent_view(run.model, layer)  # the codes explored: the model's, or one layer's of a hierarchical model
         model = self.model
         if tuple(data.shape) != tuple(model.input_shape):
             raise ConfigError(f"the data has shape {tuple(data.shape)}, but the model takes {tuple(model.input_shape)}")
         self.classes = model.condition.classes if model.conditional else 0
-        if isinstance(label, torch.Tensor):  # --context: a model conditioned on context columns
-            if not model.conditional or self.classes:
-                raise ConfigError("--context needs a model conditioned on context columns (trained with --context-columns)")
-        elif label is not None and not 0 <= label < max(self.classes, 1):
-            raise ConfigError(
-                f"--class must be one of the model's classes 0..{self.classes - 1}, got {label}"
-                if self.classes
-                else "--class needs a model conditioned on the class label (trained with --condition label)"
-            )
         # the context decoded with where a request names none: a class (default 0), or a context vector (default the mean)
-        self.label = None if not model.conditional else label if label is not None else model.condition.default().cpu()
+        chosen = chosen_context(model, context)
+        self.default_context = None if not model.conditional else chosen if chosen is not None else model.condition.default().cpu()
         if self.classes:
-            self.label = int(self.label)
+            self.default_context = int(self.default_context)
         self.test = data.test if data.test is not None else data.valid
         self.train = data.train
         self.test_context = data_context(model, self.test, "the test split")  # (N,) labels, (N, K) vectors, or None
@@ -90,7 +82,7 @@ class Explorer:
         if model.deterministic:  # a plain AE's codes follow no prior: sample and centre on a density fitted to them
             self.code_density = latent.fit_code_density(self.train_codes)
         else:
-            self.code_density = model.prior(self.label)
+            self.code_density = model.prior(self.default_context)
         marg = latent.marginals(self.code_density)
         self.center = self.code_density.mean.detach().float().cpu()  # (L,)
         self.spread = marg.stddev.detach().float().cpu()  # (L,)
@@ -136,7 +128,7 @@ class Explorer:
     @torch.inference_mode()
     def decode(self, z: torch.Tensor, context: int | None = None) -> torch.Tensor:
         """Decoder means of codes z (N, L): (N, *input_shape), clamped to [0, 1] for images; a
-        conditional model decodes as class ``context`` (default ``label``)."""
+        conditional model decodes as class ``context`` (default ``default_context``)."""
         out = self.model.decode(z.to(self.model.device), self._class(context)).mean.float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
@@ -159,7 +151,7 @@ class Explorer:
     @torch.inference_mode()
     def score(self, x: torch.Tensor, context: int | None = None) -> Scored:
         """Encode, reconstruct and score inputs x (B, *shape) given in the model's input scale (as
-        class ``context``, default ``label``, for a conditional model)."""
+        class ``context``, default ``default_context``, for a conditional model)."""
         y = self._class(context)
         z = latent.encode(self.model, x, context=y)  # (B, L)
         nelbo = self.neg_elbo(x, y)
@@ -174,8 +166,8 @@ class Explorer:
         return self.score(self.test.x[index : index + 1], int(context) if self.classes else context)
 
     def _class(self, context: int | torch.Tensor | None) -> int | torch.Tensor | None:
-        """The class or context vector to use: ``context``, else ``label`` (None for an unconditional model)."""
-        return None if not self.model.conditional else self.label if context is None else context
+        """The class or context vector to use: ``context``, else ``default_context`` (None for an unconditional model)."""
+        return None if not self.model.conditional else self.default_context if context is None else context
 
     @torch.inference_mode()
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int, context: int | None = None) -> dict[str, torch.Tensor]:
@@ -221,7 +213,7 @@ class Explorer:
         self.column_std = torch.tensor(stats["std"], dtype=torch.float32)
         raw = self.train_context.float() * self.column_std + self.column_mean  # (M, K) in the columns' units
         low, high = torch.quantile(raw, torch.tensor([0.01, 0.99]), dim=0)  # (K,) each
-        now = self.label.float() * self.column_std + self.column_mean
+        now = self.default_context.float() * self.column_std + self.column_mean
         for name, lo, hi, value in zip(context_names(record, k), low.tolist(), high.tolist(), now.tolist()):
             self.columns.append({"name": name, "low": min(lo, value), "high": max(hi, value), "value": value})
 
@@ -249,7 +241,7 @@ class Explorer:
                 "conditional": bool(self.classes),
                 "classes": self.classes,
                 "class_names": [self._class_name(c) for c in range(self.classes)],
-                "default_class": self.label if self.classes else None,
+                "default_class": self.default_context if self.classes else None,
                 "context_columns": self.columns,  # a model conditioned on context columns: the page's sliders
             },
             "view": "image" if self.is_image else "bars",

@@ -70,6 +70,11 @@ class Condition(nn.Module, ABC):
     def contexts(self, n: int) -> torch.Tensor:
         """``n`` contexts that cycle through the condition's values (the VampPrior's pseudo-inputs get these)."""
 
+    @abstractmethod
+    def check(self, value: int | torch.Tensor) -> int | torch.Tensor:
+        """``value``, the context a view asks for (``--class C`` or ``--context``), if it is of this
+        condition's kind and in range; else a one-line ``ConfigError`` saying what to give instead."""
+
     def forward(self, context: Context, batch_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Context vectors (B, K) or (K,), or broadcast to (*batch_shape, K) from the right: labels (B,) reach samples (S, B)."""
         if context is None:
@@ -124,6 +129,13 @@ class LabelCondition(Condition):
     def contexts(self, n: int) -> torch.Tensor:
         return torch.arange(n, device=self.device) % self.size
 
+    def check(self, value: int | torch.Tensor) -> int:
+        if isinstance(value, torch.Tensor):
+            raise ConfigError("this model is conditioned on the class label: give --class, not --context")
+        if not 0 <= value < self.classes:
+            raise ConfigError(f"--class must be one of the model's classes 0..{self.classes - 1}, got {value}")
+        return int(value)
+
 
 @CONDITIONS.register("columns")
 class ColumnsCondition(Condition):
@@ -171,6 +183,13 @@ class ColumnsCondition(Condition):
     def contexts(self, n: int) -> torch.Tensor:
         return self.zero.expand(n, self.size)
 
+    def check(self, value: int | torch.Tensor) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise ConfigError("this model is conditioned on context columns: give --context, not --class")
+        if value.shape != (self.size,):
+            raise ConfigError(f"this model's context is {self.size} numbers (its context columns), got shape {tuple(value.shape)}")
+        return value.float().cpu()
+
 
 def check_labels(labels: torch.Tensor | None, classes: int, where: str) -> None:
     """Raise a one-line ``ConfigError`` unless ``labels`` are all classes 0 .. ``classes`` - 1."""
@@ -184,6 +203,18 @@ def data_context(model, data, where: str) -> torch.Tensor | None:
     """The context of ``data`` (a ``Dataset``) for ``model``: for a conditional model its labels (N,) or
     context vectors (N, K), checked against the model's condition; None for an unconditional one."""
     return model.condition.of(data, where) if model.conditional else None
+
+
+def chosen_context(model, value: int | torch.Tensor | None) -> int | torch.Tensor | None:
+    """The context a view of ``model`` was asked to decode with (``--class C``: a class; ``--context``:
+    a standardised context vector (K,)), checked; None (nothing asked) stays None. A one-line
+    ``ConfigError`` for an unconditional model, a context of the wrong kind, or a class out of range."""
+    if value is None:
+        return None
+    if not model.conditional:
+        flag = "--context" if isinstance(value, torch.Tensor) else "--class"
+        raise ConfigError(f"{flag} needs a conditional model (trained with --condition label or --context-columns)")
+    return model.condition.check(value)
 
 
 def batch_context(context: Context, start: int, stop: int) -> Context:
