@@ -21,7 +21,7 @@ from vaekit.cli import main
 from vaekit.config import ModelConfig, RunConfig
 from vaekit.data import load_data
 from vaekit.data.batches import TrainingBatches
-from vaekit.data.streaming import labels_path
+from vaekit.data.streaming import side_path
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import elbo_terms, iw_log_likelihood
 from vaekit.generation import sample
@@ -146,7 +146,7 @@ def test_labels_travel_with_batches_in_memory_memory_mapped_and_in_each_process_
     shares = [check_labels(TrainingBatches(tx, context=ty, rank=r, world=2, **common)) for r in (0, 1)]
     assert sum(shares) == 2 * len(x)  # the two processes' shares cover every example
     np.save(tmp_path / "rows.npy", x)
-    np.save(labels_path(tmp_path / "rows.npy"), y)
+    np.save(side_path(tmp_path / "rows.npy"), y)
     splits = load_data(str(tmp_path / "rows.npy"), memmap=True)
     assert splits.streaming and splits.info["num_classes"] == 5
     for part in (splits.train, splits.valid):  # the validation blocks keep their labels too

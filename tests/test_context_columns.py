@@ -16,7 +16,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.data import load_data
 from vaekit.data.batches import TrainingBatches
-from vaekit.data.streaming import CONTEXT_SUFFIX, labels_path
+from vaekit.data.streaming import CONTEXT_SUFFIX, side_path
 from vaekit.data.tables import context_vector, describe_context
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import build_model
@@ -123,7 +123,7 @@ def test_memory_mapped_shards_carry_context_files_and_a_model_trains_on_them(tmp
     x = rng.random((400, 6)).astype(np.float32)
     raw = np.stack([x[:, 0] * 10 + 3, x[:, 1] * 5], 1)  # each row's context is a function of its own values
     np.save(tmp_path / "rows.npy", x)
-    np.save(labels_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw)
+    np.save(side_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw)
     data = load_data(str(tmp_path / "rows.npy"), memmap=True)
     stats = data.info["preprocessing"]["context_standardize"]
     assert data.streaming and data.info["context_dim"] == 2 and data.train.context.shape == (len(data.train), 2)
@@ -147,10 +147,30 @@ def test_memory_mapped_shards_carry_context_files_and_a_model_trains_on_them(tmp
     (tmp_path / "rows.context.npy").unlink()
     with pytest.raises(ConfigError, match="no context columns"):
         RunViews(run, split="valid").context(run.load_data().valid)
-    np.save(labels_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw[:10])
+    np.save(side_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw[:10])
     with pytest.raises(DataError, match=r"context of shape \(400, K\)"):
         load_data(str(tmp_path / "rows.npy"), memmap=True)
     capsys.readouterr()
+
+
+def test_a_shard_folder_reads_its_side_files_as_side_files_not_shards(tmp_path):
+    """A folder of shards, each with NAME.labels.npy and NAME.context.npy beside it: two shards of
+    examples, their labels and their context, not six shards."""
+    rng = np.random.default_rng(0)
+    shards = [rng.random((150, 6)).astype(np.float32) for _ in range(2)]
+    for i, x in enumerate(shards):
+        np.save(tmp_path / f"part{i}.npy", x)
+        np.save(side_path(tmp_path / f"part{i}.npy"), (x[:, 0] > 0.5).astype(np.int64))
+        np.save(side_path(tmp_path / f"part{i}.npy", CONTEXT_SUFFIX), x[:, :2] * 10)
+    data = load_data(str(tmp_path), memmap=True)
+    assert data.shape == (6,) and len(data.train) + len(data.valid) == 300
+    assert data.info["context_dim"] == 2 and data.train.y is not None
+    stats = data.info["preprocessing"]["context_standardize"]
+    mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
+    for part in (data.train, data.valid):
+        rows = part.x[torch.arange(len(part))]
+        assert torch.equal(part.y, (rows[:, 0] > 0.5).long())
+        torch.testing.assert_close(part.context, (rows[:, :2] * 10 - mean) / std, atol=1e-4, rtol=0)
 
 
 def test_context_values_are_read_in_the_columns_own_units():

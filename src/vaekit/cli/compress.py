@@ -146,9 +146,9 @@ def run_decompress(args: argparse.Namespace) -> int:
     _write_array(out, x)
     also = ""
     if labels is not None:  # a CVAE's file carries the labels: beside the .npy as NAME.labels.npy, or labels.npy in the folder
-        from vaekit.data.streaming import labels_path
+        from vaekit.data.streaming import side_path
 
-        where = labels_path(out) if out.suffix == ".npy" else out / "labels.npy"
+        where = side_path(out) if out.suffix == ".npy" else out / "labels.npy"
         _write_array(where, labels)
         also = f", their labels -> {where}"
     print(f"{len(x)} examples ({header.mode}) -> {out}{also}; {len(x) / seconds:,.0f} examples/s ({seconds:.2f} s)")

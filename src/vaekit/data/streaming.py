@@ -57,6 +57,7 @@ AUTO_MEMORY_FRACTION = 0.25  # auto mode maps a .npy file whose data as float32 
 SPLITS = ("train", "valid", "test")
 LABELS_SUFFIX = ".labels.npy"  # a shard's labels: DATA.npy -> DATA.labels.npy
 CONTEXT_SUFFIX = ".context.npy"  # a shard's context vectors: DATA.npy -> DATA.context.npy
+SIDE_SUFFIXES = (LABELS_SUFFIX, CONTEXT_SUFFIX)  # files that travel beside a shard, not shards themselves
 _WHOLE_ARRAY_OPTIONS = ("standardize", "image_size", "channels")
 
 
@@ -302,16 +303,17 @@ def shard_folder_splits(path: Path) -> dict[str, list[Path]] | None:
     """{split: sorted .npy files} of a shard folder; None when ``path`` is not one."""
     if not path.is_dir():
         return None
-    top = sorted(p for p in path.glob("*.npy") if p.is_file() and not p.name.endswith(LABELS_SUFFIX))
+    top = _shards_in(path)
     if top:
         return {"train": top}
-    parts = {
-        s: sorted(p for p in (path / s).glob("*.npy") if p.is_file() and not p.name.endswith(LABELS_SUFFIX))
-        for s in SPLITS
-        if (path / s).is_dir()
-    }
+    parts = {s: _shards_in(path / s) for s in SPLITS if (path / s).is_dir()}
     parts = {s: files for s, files in parts.items() if files}
     return parts if "train" in parts else None
+
+
+def _shards_in(folder: Path) -> list[Path]:
+    """The sorted .npy shards of ``folder``, without their side files (labels, context)."""
+    return sorted(p for p in folder.glob("*.npy") if p.is_file() and not p.name.endswith(SIDE_SUFFIXES))
 
 
 def _physical_memory() -> int:
@@ -408,17 +410,17 @@ def _scan(shards: list[_Shard], where: str) -> dict[str, Any]:
     return {"min": lo, "max": hi, "all_0_1": all_0_1, "all_0_255": all_0_255}
 
 
-def labels_path(shard: Path, suffix: str = LABELS_SUFFIX) -> Path:
-    """Where the labels of ``shard`` (a .npy file) are: NAME.labels.npy beside it (``suffix``
-    ``CONTEXT_SUFFIX``: its context vectors, NAME.context.npy)."""
+def side_path(shard: Path, suffix: str = LABELS_SUFFIX) -> Path:
+    """Where a side file of ``shard`` (a .npy file) is: its labels NAME.labels.npy beside it, or with
+    ``suffix`` ``CONTEXT_SUFFIX`` its context vectors NAME.context.npy."""
     return shard.with_name(shard.name[: -len(".npy")] + suffix)
 
 
-def read_labels(source: _Source, suffix: str = LABELS_SUFFIX) -> torch.Tensor | None:
+def read_side(source: _Source, suffix: str = LABELS_SUFFIX) -> torch.Tensor | None:
     """The labels (N,) of every shard of ``source``, in order, or None when no shard has a labels file;
     with ``suffix`` ``CONTEXT_SUFFIX`` its context vectors (N, K) instead."""
     what, convert = ("labels", labels_to_tensor) if suffix == LABELS_SUFFIX else ("context", context_to_tensor)
-    paths = [labels_path(shard.path, suffix) for shard in source.shards]
+    paths = [side_path(shard.path, suffix) for shard in source.shards]
     present = [p.is_file() for p in paths]
     if not any(present):
         return None
@@ -439,7 +441,7 @@ def _contexts(sources: dict[str, _Source], views: dict[str, Any], options: dict[
 
     ``views``: per split, the ``MappedArray`` whose rows the context follows (a validation split cut
     from the training shards takes its rows of their context)."""
-    raw = {split: read_labels(source, CONTEXT_SUFFIX) for split, source in sources.items()}
+    raw = {split: read_side(source, CONTEXT_SUFFIX) for split, source in sources.items()}
     if all(c is None for c in raw.values()):
         return dict.fromkeys(views), {}
     if any(c is None for c in raw.values()):
@@ -493,7 +495,7 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
         train_x, valid_x = split_blocks(train_x, valid_fraction, seed)
         info["valid_fraction"] = valid_fraction
     test_x = MappedArray(sources["test"]) if "test" in sources else None
-    labels = {split: read_labels(source) for split, source in sources.items()}  # (N,) per source, or None
+    labels = {split: read_side(source) for split, source in sources.items()}  # (N,) per source, or None
     valid_labels = labels["valid"] if "valid" in sources else valid_x.labels_of(labels["train"])
     datasets_y = {"train": train_x.labels_of(labels["train"]), "valid": valid_labels, "test": labels.get("test")}
     value_range = BINARY if all(r == BINARY for r in ranges) else UNIT if all(r in (BINARY, UNIT) for r in ranges) else REAL
@@ -535,4 +537,4 @@ def load_mapped_examples(path: Path, options: dict[str, Any]) -> Dataset:
     source, _ = _open_source(all_files, options, str(path))
     x = MappedArray(source)
     contexts, _ = _contexts({"train": source}, {"train": x}, options, str(path))  # standardised with saved statistics
-    return Dataset(x, read_labels(source), contexts["train"])
+    return Dataset(x, read_side(source), contexts["train"])
