@@ -122,8 +122,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def run_decompress(args: argparse.Namespace) -> int:
     from vaekit.compression import decompress
-    from vaekit.compression.codec import check_header
-    from vaekit.compression.format import read
+    from vaekit.compression.format import check_header, read
     from vaekit.errors import DataError
     from vaekit.runs import load
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +12,12 @@ import torch
 from vaekit.compression import format as vkz
 from vaekit.compression.bitsback import BitsBackCoder, initial_words
 from vaekit.compression.errors import CompressionError, FormatError
-from vaekit.compression.exact import ACTIVATION_BITS, WEIGHT_BITS, ExactModel, weights_sha256
+from vaekit.compression.exact import ExactModel
+from vaekit.compression.format import check_header, data_sha256, write_file
 from vaekit.compression.latents import LatentBuckets
 from vaekit.compression.likelihoods import DTYPES, build_coder
+from vaekit.compression.lossy import decode_lossy
+from vaekit.compression.support import check_model
 
 DEFAULT_LATENT_BITS = 12
 
@@ -23,37 +25,6 @@ DEFAULT_LATENT_BITS = 12
 def default_batch(levels: int, dims: int) -> int:
     """Examples per batch: 1000 for binary data; for 256 levels, as many as keep the (n·D, 256) tables near 32 MiB."""
     return 1000 if levels == 2 else max(1, 2**22 // (dims * levels))
-
-
-def check_model(model, lossy: bool = False) -> None:
-    """Refuse models the coding is not defined for here, with a one-line reason (lossy: any likelihood)."""
-    from vaekit.models.condition import ConditionalPrior
-    from vaekit.models.hierarchical import HierarchicalPrior, Hierarchy
-    from vaekit.models.posteriors import GaussianPosterior
-    from vaekit.models.priors import StandardNormalPrior
-
-    if model.conditional and (lossy or not model.condition.classes):
-        raise CompressionError(
-            "compression of a conditional model needs class labels (--condition label) and lossless coding; "
-            "context columns would have to travel in the file"
-        )
-    hierarchical = isinstance(model.posterior, Hierarchy)
-    if model.deterministic or not isinstance(model.posterior, (GaussianPosterior, Hierarchy)):
-        raise CompressionError(
-            "compression needs a VAE with Gaussian latent layers (no flow; a plain autoencoder has no likelihood to code with)"
-        )
-    if hierarchical and lossy:
-        raise CompressionError("lossy compression needs one latent layer; a hierarchical model compresses losslessly")
-    top = model.prior_module.top if isinstance(model.prior_module, HierarchicalPrior) else model.prior_module
-    if not isinstance(top, (StandardNormalPrior, ConditionalPrior)):
-        where = " on the top layer" if hierarchical else ""
-        raise CompressionError(f"compression supports the standard normal prior{where}; this model has {model.config.prior!r}")
-    if not lossy:
-        build_coder(model.config.likelihood)
-
-
-def data_sha256(x: torch.Tensor) -> str:
-    return hashlib.sha256(np.ascontiguousarray(x.detach().cpu().numpy()).tobytes()).hexdigest()
 
 
 @dataclass
@@ -134,50 +105,6 @@ def _check_labels(labels: torch.Tensor | None, n: int, classes: int) -> np.ndarr
     return y.cpu().numpy().astype(np.int64)
 
 
-def write_file(mode: str, model, x: torch.Tensor, shape, dtype: str, latent_bits: int, words: np.ndarray, **extra) -> bytes:
-    """The .vkz bytes of a coded stream: the header names the model (its weights' SHA-256), the data
-    (shape, dtype, count, SHA-256) and the coding's precisions; ``extra``: the mode's own fields."""
-    header = vkz.Header(
-        mode=mode,
-        weights_sha256=weights_sha256(model),
-        likelihood=model.config.likelihood,
-        shape=list(shape),
-        dtype=dtype,
-        count=len(x),
-        latent_dim=model.latent_dim,
-        latent_bits=latent_bits,
-        weight_bits=WEIGHT_BITS,
-        activation_bits=ACTIVATION_BITS,
-        words=len(words),
-        data_sha256=data_sha256(x),
-        **extra,
-    )
-    return vkz.write(header, words)
-
-
-def check_header(model, header: vkz.Header, where: str) -> None:
-    """A file must have been written with this model's weights, shape and coding settings."""
-    sha = weights_sha256(model)
-    if header.weights_sha256 != sha:
-        raise FormatError(
-            f"{where} was written with another model (weights SHA-256 {header.weights_sha256[:12]}..., this model's {sha[:12]}...)"
-        )
-    if (
-        tuple(header.shape) != tuple(model.input_shape)
-        or header.latent_dim != model.latent_dim
-        or header.likelihood != model.config.likelihood
-    ):
-        raise FormatError(f"{where} does not match the model (shape, latent size or likelihood)")
-    classes = model.condition.classes if model.conditional else 0
-    if header.mode == "lossless" and header.classes != classes:
-        raise FormatError(f"{where} does not match the model (it carries labels of {header.classes} classes, the model takes {classes})")
-    if (header.weight_bits, header.activation_bits) != (WEIGHT_BITS, ACTIVATION_BITS):
-        raise FormatError(
-            f"{where} uses {header.weight_bits}/{header.activation_bits}-bit arithmetic grids; "
-            f"this vaekit uses {WEIGHT_BITS}/{ACTIVATION_BITS}"
-        )
-
-
 def decompress(model, data: bytes, *, where: str = "the data", progress: Callable[[int], None] | None = None, with_labels: bool = False):
     """The inverse of ``compress`` (or of ``compress_lossy``: then the decoder means).
 
@@ -188,8 +115,6 @@ def decompress(model, data: bytes, *, where: str = "the data", progress: Callabl
     header, words = vkz.read(data, where)
     check_header(model, header, where)
     if header.mode == "lossy":
-        from vaekit.compression.lossy import decode_lossy
-
         x = decode_lossy(model, header, words)
         return (x, None) if with_labels else x
     if not 2 <= header.latent_bits <= 16:

@@ -14,6 +14,7 @@ one ``FormatError`` line before any decoding starts; after decoding, the data's 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -21,8 +22,10 @@ import zlib
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+import torch
 
 from vaekit.compression.errors import FormatError
+from vaekit.compression.exact import ACTIVATION_BITS, WEIGHT_BITS, weights_sha256
 
 MAGIC = b"\x89VKZ\r\n\x1a\n"
 VERSION = 1
@@ -154,3 +157,52 @@ def _header(raw, where: str) -> Header:
     if h.mode == "lossy" and len(h.active) * h.count > MAX_VALUES:
         raise bad("active")
     return h
+
+
+# ----- what a file names: the model it was written with and the data it holds ------------------
+def data_sha256(x: torch.Tensor) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x.detach().cpu().numpy()).tobytes()).hexdigest()
+
+
+def write_file(mode: str, model, x: torch.Tensor, shape, dtype: str, latent_bits: int, words: np.ndarray, **extra) -> bytes:
+    """The .vkz bytes of a coded stream: the header names the model (its weights' SHA-256), the data
+    (shape, dtype, count, SHA-256) and the coding's precisions; ``extra``: the mode's own fields."""
+    header = Header(
+        mode=mode,
+        weights_sha256=weights_sha256(model),
+        likelihood=model.config.likelihood,
+        shape=list(shape),
+        dtype=dtype,
+        count=len(x),
+        latent_dim=model.latent_dim,
+        latent_bits=latent_bits,
+        weight_bits=WEIGHT_BITS,
+        activation_bits=ACTIVATION_BITS,
+        words=len(words),
+        data_sha256=data_sha256(x),
+        **extra,
+    )
+    return write(header, words)
+
+
+def check_header(model, header: Header, where: str) -> None:
+    """A file must have been written with this model's weights, shape and coding settings."""
+    sha = weights_sha256(model)
+    if header.weights_sha256 != sha:
+        raise FormatError(
+            f"{where} was written with another model (weights SHA-256 {header.weights_sha256[:12]}..., this model's {sha[:12]}...)"
+        )
+    if (
+        tuple(header.shape) != tuple(model.input_shape)
+        or header.latent_dim != model.latent_dim
+        or header.likelihood != model.config.likelihood
+    ):
+        raise FormatError(f"{where} does not match the model (shape, latent size or likelihood)")
+    classes = model.condition.classes if model.conditional else 0
+    if header.mode == "lossless" and header.classes != classes:
+        raise FormatError(f"{where} does not match the model (it carries labels of {header.classes} classes, the model takes {classes})")
+    if (header.weight_bits, header.activation_bits) != (WEIGHT_BITS, ACTIVATION_BITS):
+        raise FormatError(
+            f"{where} uses {header.weight_bits}/{header.activation_bits}-bit arithmetic grids; "
+            f"this vaekit uses {WEIGHT_BITS}/{ACTIVATION_BITS}"
+        )

@@ -12,10 +12,11 @@ import torch
 from scipy.special import ndtr
 
 from vaekit.compression import format as vkz
-from vaekit.compression.codec import check_model, write_file
 from vaekit.compression.errors import CompressionError, FormatError
+from vaekit.compression.format import write_file
 from vaekit.compression.latents import LatentBuckets
 from vaekit.compression.likelihoods import DTYPES
+from vaekit.compression.support import check_model
 
 INACTIVE_KL = 0.01  # nats per example
 

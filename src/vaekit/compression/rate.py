@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import torch
 
-from vaekit.compression.codec import check_model
 from vaekit.compression.errors import CompressionError
 from vaekit.compression.likelihoods import coder_names
+from vaekit.compression.support import check_model
 from vaekit.evaluation import elbo_terms
 
 LEVELS = 256
