@@ -7,7 +7,7 @@ prior, a density fitted to its training codes (``fit_code_density(encode(model, 
 - ``encode``: posterior means (or seeded samples) of a dataset, in batches.
 - ``kl_per_dim`` / ``rank_dims``: how much each latent dimension is used (average KL to the
   prior per dimension; the variance of the codes for a deterministic encoder).
-- ``marginals``, ``quantiles``, ``sigma_values``: per-dimension views of a distribution over z.
+- ``marginals`` (``vaekit.models.priors``), ``quantiles``, ``sigma_values``: per-dimension views of a distribution over z.
 - ``latent_path`` / ``interpolate``: linear and spherical paths between two posterior means.
 - ``traverse``: one dimension at a time over a range of values, the others held fixed.
 - ``manifold``: a grid of decoded z over two dimensions (Kingma & Welling 2014, fig. 4).
@@ -34,6 +34,7 @@ from torch.distributions import (
 
 from vaekit.errors import ConfigError
 from vaekit.models.condition import Context, batch_context
+from vaekit.models.priors import marginals
 
 log = logging.getLogger(__name__)
 
@@ -138,22 +139,6 @@ def rank_dims(model, x: torch.Tensor, *, batch_size: int = 1000, context: Contex
 
 
 # ----- per-dimension views of a distribution over z -----------------------------------------
-
-
-def marginals(dist: Distribution) -> Distribution:
-    """The one-dimensional marginals of a distribution over z (event (L,)), as one distribution
-    with batch shape (L,) and event shape (). Handles ``Independent(Normal)``, ``MultivariateNormal``
-    and mixtures (``MixtureSameFamily``) of either."""
-    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal) and dist.reinterpreted_batch_ndims == 1:
-        return dist.base_dist
-    if isinstance(dist, MultivariateNormal):
-        return Normal(dist.loc, dist.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt(), validate_args=False)
-    if isinstance(dist, MixtureSameFamily) and dist.batch_shape == ():
-        comps = marginals(dist.component_distribution)  # batch (K, L)
-        logits = dist.mixture_distribution.logits  # (K,)
-        mix = Categorical(logits=logits.expand(comps.batch_shape[-1], -1), validate_args=False)  # batch (L,), K categories
-        return MixtureSameFamily(mix, Normal(comps.loc.T, comps.scale.T, validate_args=False), validate_args=False)
-    raise ConfigError(f"cannot take per-dimension marginals of a {type(dist).__name__} distribution")
 
 
 @torch.no_grad()

@@ -29,13 +29,12 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal, constraints, kl_divergence
 
-import vaekit.latent as latent  # a module import: vaekit.latent imports vaekit.models (a cycle), used at call time only
 from vaekit.errors import ConfigError
 from vaekit.models.condition import Context, batch_context
 from vaekit.models.gated import gated_stack
 from vaekit.models.networks import Decoder, mlp
 from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
-from vaekit.models.priors import PRIORS, Prior
+from vaekit.models.priors import PRIORS, Prior, marginals
 from vaekit.objectives import StandardNormalDraws
 from vaekit.registry import Registry
 
@@ -441,7 +440,7 @@ def layer_statistics(
                 if isinstance(pi, Independent) and isinstance(pi.base_dist, Normal):
                     unit_kl = kl_divergence(qd, pi.base_dist).expand_as(zi)
                 else:  # a mixture over the top layer: Monte Carlo per unit against its marginals
-                    unit_kl = qd.log_prob(zi) - latent.marginals(pi).log_prob(zi)
+                    unit_kl = qd.log_prob(zi) - marginals(pi).log_prob(zi)
                 kl[i] += unit_kl.double().mean(0).sum(0).cpu()
                 layer_kl[i] += float((qi.log_prob(zi) - pi.log_prob(zi)).double().mean(0).sum())
                 means[i].append(qd.mean.expand_as(zi).double().mean(0).cpu())  # (B, L_i): E_q[z_i] per example

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, MultivariateNormal, Normal
 
+from vaekit.errors import ConfigError
 from vaekit.registry import Registry
 
 if TYPE_CHECKING:
@@ -112,3 +113,19 @@ class DiagonalGaussianMixture(MixtureSameFamily):
         zd = z.double().reshape(-1, z.shape[-1])  # (N, L)
         log_comp = torch.addmm(self._bias, torch.cat([zd.square(), zd], -1), self._weight.T)  # (N, K): log π_k N(z; μ_k, σ_k²)
         return torch.logsumexp(log_comp, -1).view(z.shape[:-1]).to(z.dtype)
+
+
+def marginals(dist: Distribution) -> Distribution:
+    """The one-dimensional marginals of a distribution over z (event (L,)), as one distribution
+    with batch shape (L,) and event shape (). Handles ``Independent(Normal)``, ``MultivariateNormal``
+    and mixtures (``MixtureSameFamily``) of either."""
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal) and dist.reinterpreted_batch_ndims == 1:
+        return dist.base_dist
+    if isinstance(dist, MultivariateNormal):
+        return Normal(dist.loc, dist.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt(), validate_args=False)
+    if isinstance(dist, MixtureSameFamily) and dist.batch_shape == ():
+        comps = marginals(dist.component_distribution)  # batch (K, L)
+        logits = dist.mixture_distribution.logits  # (K,)
+        mix = Categorical(logits=logits.expand(comps.batch_shape[-1], -1), validate_args=False)  # batch (L,), K categories
+        return MixtureSameFamily(mix, Normal(comps.loc.T, comps.scale.T, validate_args=False), validate_args=False)
+    raise ConfigError(f"cannot take per-dimension marginals of a {type(dist).__name__} distribution")
