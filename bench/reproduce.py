@@ -2,6 +2,7 @@
 
     python bench/reproduce.py ROW [--resume] [--threads 1] [--epochs N] [--compile] [--data-dir ../shared/data]
     python bench/reproduce.py ROW --from-run DIR      # evaluate and record a run trained elsewhere
+    python bench/reproduce.py ROW --curve-only --out DIR   # the curve so far of a row still training
     python bench/reproduce.py --list
 
 ROW is one of vae, iwae, vampprior, conv-vampprior, hvae, hvae-vampprior, iwae2.
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/reproduce/ROW)")
     p.add_argument("--results", default=str(RESULTS), help=f"the results file (default {RESULTS.relative_to(ROOT)})")
     p.add_argument("--train-only", action="store_true", help="train (or resume) without evaluating and recording")
+    p.add_argument(
+        "--curve-only",
+        action="store_true",
+        help="write the validation curve so far of the row's run (--out or --from-run) to reproduction-ROW-training-curve.csv "
+        "beside the results, for a row still training; nothing is trained, evaluated or recorded",
+    )
     args = p.parse_args(argv)
 
     if args.list or not args.row:
@@ -80,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     vaekit = [sys.executable, "-m", "vaekit"]
 
+    if args.curve_only:
+        run_dir = ROOT / Path(args.from_run or args.out or Path("runs") / "reproduce" / args.row)
+        rows = read_metrics(run_dir / "metrics.csv")
+        if not rows:
+            print(f"reproduce: {run_dir} has no metrics.csv yet", file=sys.stderr)
+            return 2
+        curve = write_curve(rows, Path(args.results).parent / f"reproduction-{args.row}-training-curve.csv")
+        best = min(rows, key=lambda r: float(r["valid_loss"]))
+        best_loss = float(best["valid_loss"])
+        print(f"{args.row}: {len(rows)} epochs so far, best validation loss {best_loss:.2f} (epoch {best['epoch']}); {curve}")
+        return 0
     if args.from_run:
         run_dir, train_command = Path(args.from_run), None
     else:
@@ -178,17 +196,23 @@ def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval
     merged.sort(key=lambda r: list(ROWS).index(r["row"]) if r["row"] in ROWS else len(ROWS))
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(merged, indent=2) + "\n")
-    curve = results_path.parent / f"reproduction-{args.row}-curve.csv"
-    with curve.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    curve = write_curve(rows, results_path.parent / f"reproduction-{args.row}-curve.csv")
     print(
         f"{args.row}: test NLL {obj['test_nll']:.2f} ± {obj['test_nll_stderr']:.2f} nats (K = {obj['k']}; literature "
         f"{obj['literature']}, pythae {obj['pythae']}); {obj['epochs']} epochs, best {obj['best_epoch']}; "
         f"written to {results_path}, {curve}"
     )
     return obj
+
+
+def write_curve(rows: list[dict[str, str]], path: Path) -> Path:
+    """The per-epoch validation curve (``CURVE_COLUMNS`` of metrics.csv's rows) as a CSV at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ import pytest
 
 from vaekit.cli import main
 from vaekit.data import load_data
+from vaekit.runs import METRIC_FIELDS
 from vaekit.training import train
 
 from helpers import small_config
@@ -83,6 +84,24 @@ def test_from_run_evaluates_and_records_the_row_and_its_curve(reproduce, tmp_pat
     with (results.parent / "reproduction-vae-curve.csv").open() as f:
         curve = list(csv.DictReader(f))
     assert len(curve) == 2 and "valid_neg_elbo" in curve[0]
+
+
+def test_curve_only_writes_the_curve_so_far_of_a_row_still_training(reproduce, tmp_path, capsys):
+    run_dir, results = tmp_path / "run", tmp_path / "results" / "reproduction.json"
+    run_dir.mkdir()
+    with (run_dir / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer.writeheader()
+        for epoch, loss in ((1, 120.0), (2, 101.5), (3, 103.0)):
+            writer.writerow(dict.fromkeys(METRIC_FIELDS, 0) | {"epoch": epoch, "valid_loss": loss, "valid_neg_elbo": loss + 1})
+    assert reproduce.main(["iwae", "--curve-only", "--out", str(run_dir), "--results", str(results)]) == 0
+    assert "3 epochs so far, best validation loss 101.50 (epoch 2)" in capsys.readouterr().out
+    with (results.parent / "reproduction-iwae-training-curve.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    assert [float(r["valid_loss"]) for r in curve] == [120.0, 101.5, 103.0] and "step" not in curve[0]
+    assert not results.exists()  # nothing recorded
+    assert reproduce.main(["iwae", "--curve-only", "--out", str(tmp_path / "none"), "--results", str(results)]) == 2
+    assert "no metrics.csv" in capsys.readouterr().err
 
 
 def test_an_existing_run_needs_resume(reproduce, tmp_path, capsys):
