@@ -170,6 +170,51 @@ def test_early_stopping_stops(tmp_path, digits):
     assert len(run.metrics()) < 50
 
 
+def _scripted_validation(monkeypatch, losses):
+    """Trainer.validate reports ``losses`` (one per epoch, in order) as the validation loss."""
+    script = iter(losses)
+    monkeypatch.setattr(Trainer, "validate", lambda self: VALIDATE(self) | {"valid_loss": next(script)})
+
+
+VALIDATE = Trainer.validate
+
+
+# valid losses: better, better, 2 worse (cut), better, 2 worse (cut, at the floor), worse
+PLATEAU_LOSSES = [10.0, 9.0, 9.5, 9.6, 8.0, 8.5, 8.6, 8.7]
+PLATEAU_LRS = [0.01] * 4 + [0.005] * 3 + [0.003]  # the rate each epoch trained with
+
+
+def test_the_learning_rate_is_cut_after_lr_patience_epochs_without_a_better_validation_loss(tmp_path, digits, monkeypatch):
+    _scripted_validation(monkeypatch, PLATEAU_LOSSES)
+    run = train(small_config(epochs=8, lr=0.01, lr_patience=2, lr_factor=0.5, min_lr=0.003), tmp_path / "run", data=digits)
+    assert [r["lr"] for r in run.metrics()] == pytest.approx(PLATEAU_LRS)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["lr_bad_epochs"] == 1
+
+
+def test_a_resumed_run_keeps_its_cut_learning_rate_and_count(tmp_path, digits, monkeypatch):
+    config = lambda epochs: small_config(epochs=epochs, lr=0.01, lr_patience=2, lr_factor=0.5, min_lr=0.003)  # noqa: E731
+    _scripted_validation(monkeypatch, PLATEAU_LOSSES)
+    full = train(config(8), tmp_path / "full", data=digits)
+    _scripted_validation(monkeypatch, PLATEAU_LOSSES)  # the script again, for a run stopped after epoch 6 ...
+    train(config(6), tmp_path / "part", data=digits)
+    _scripted_validation(monkeypatch, PLATEAU_LOSSES[6:])
+    resumed = resume(tmp_path / "part", epochs=8)  # ... and resumed: one worse epoch more, then the second cut
+    assert [r["lr"] for r in resumed.metrics()] == pytest.approx(PLATEAU_LRS)
+    for (k, va), vb in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_learning_rate_decay_settings_are_checked(tmp_path, capsys):
+    for flags, message in (
+        (["--lr-factor", "1.5"], "lr factor must be in (0, 1)"),
+        (["--lr-patience", "-1"], "lr patience must be >= 0"),
+        (["--lr", "1e-3", "--min-lr", "0.01"], "min lr must be in [0, lr = 0.001]"),
+    ):
+        assert main(["train", "--dataset", "digits", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("noise", ["gaussian", "mask", "salt-pepper"])
 def test_denoising_autoencoder_trains_on_corrupted_inputs_and_denoises(tmp_path, digits, noise):
     cfg = small_config(epochs=12, noise=noise, noise_level=0.3)

@@ -125,6 +125,9 @@ class TrainConfig:
         (the level is a std or a probability); the target stays clean.
     grad_clip: clip the gradient norm to this (0: off).
     patience: stop after this many epochs without a better validation loss (0: off).
+    lr_patience, lr_factor, min_lr: learning-rate decay on a plateau: after ``lr_patience`` epochs
+        without a better validation loss (counted afresh after each cut), multiply the learning rate
+        by ``lr_factor``, down to ``min_lr`` (``lr_patience`` 0: a constant learning rate).
     seed: seed of initialisation, data order and sampling.
     threads: torch intra-op threads (0: leave torch's default).
     nonfinite: what a NaN/Inf loss does: ``stop`` (raise, keep the last good checkpoint) or ``skip``
@@ -156,6 +159,9 @@ class TrainConfig:
     noise_level: float = 0.0
     grad_clip: float = 0.0
     patience: int = 0
+    lr_patience: int = 0
+    lr_factor: float = 0.5
+    min_lr: float = 1e-5
     seed: int = 0
     threads: int = 0
     nonfinite: str = "stop"
@@ -290,6 +296,9 @@ def validate(config: RunConfig) -> None:
         (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),
         (t.grad_clip >= 0, f"gradient clip must be >= 0, got {t.grad_clip}"),
         (t.patience >= 0, f"patience must be >= 0, got {t.patience}"),
+        (t.lr_patience >= 0, f"lr patience must be >= 0, got {t.lr_patience}"),
+        (0 < t.lr_factor < 1, f"lr factor must be in (0, 1), got {t.lr_factor}"),
+        (0 <= t.min_lr <= t.lr, f"min lr must be in [0, lr = {t.lr:g}], got {t.min_lr:g}"),
         (0 <= t.threads <= MAX_THREADS, f"threads must be in [0, {MAX_THREADS}], got {t.threads}"),
         (t.nonfinite in NONFINITE_POLICIES, f"nonfinite policy must be one of {', '.join(NONFINITE_POLICIES)}, got {t.nonfinite!r}"),
         (t.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),

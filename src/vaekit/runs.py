@@ -72,6 +72,7 @@ class TrainState:
     best_valid: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
+    lr_bad_epochs: int = 0  # epochs since the best validation loss or the last learning-rate cut (lr_patience)
     skipped_steps: int = 0  # non-finite steps skipped
     epoch_seconds: float = 0.0  # training time of the unfinished epoch so far
     global_batch: int = 0  # examples per step over all processes, fixed when the run starts (0: saved before there was one)

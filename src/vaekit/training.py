@@ -210,8 +210,11 @@ class Trainer:
                     improved = math.isfinite(row["valid_loss"]) and row["valid_loss"] < self.state.best_valid
                     self.state.epoch, self.state.step_in_epoch, self.state.epoch_seconds = epoch + 1, 0, 0.0
                     self.state.bad_epochs = 0 if improved else self.state.bad_epochs + 1
+                    self.state.lr_bad_epochs = 0 if improved else self.state.lr_bad_epochs + 1
                     if improved:
                         self.state.best_valid, self.state.best_epoch = row["valid_loss"], epoch + 1
+                    if t.lr_patience and self.state.lr_bad_epochs >= t.lr_patience:
+                        self._cut_lr()
                     self.epoch_sums.zero_()
                     self._log_epoch(row, board)
                     self.checkpoint(best=improved)
@@ -231,6 +234,18 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return self._result()
+
+    def _cut_lr(self) -> None:
+        """Multiply the learning rate by ``lr_factor`` (not below ``min_lr``): no better validation loss
+        for ``lr_patience`` epochs. The optimizer's state (saved with the checkpoint) carries the new rate."""
+        t = self.config.train
+        old = self.optimizer.param_groups[0]["lr"]
+        new = max(old * t.lr_factor, t.min_lr)
+        self.state.lr_bad_epochs = 0
+        if new < old:
+            for group in self.optimizer.param_groups:
+                group["lr"] = new
+            log.info("no better validation loss for %d epochs: learning rate %.3g -> %.3g", t.lr_patience, old, new)
 
     def train_epoch(self, epoch: int, progress: bool = False) -> dict[str, float]:
         """The steps of one epoch (from ``state.step_in_epoch`` on); returns its metrics row."""

@@ -56,6 +56,9 @@ _FIELDS = {
     "noise_level": ("train", "noise_level"),
     "grad_clip": ("train", "grad_clip"),
     "patience": ("train", "patience"),
+    "lr_patience": ("train", "lr_patience"),
+    "lr_factor": ("train", "lr_factor"),
+    "min_lr": ("train", "min_lr"),
     "seed": ("train", "seed"),
     "threads": ("train", "threads"),
     "nonfinite": ("train", "nonfinite"),
@@ -211,6 +214,14 @@ def register(sub) -> None:
     g.add_argument(
         "--patience", type=int, help=f"early stopping after this many epochs without improvement, 0: off ({default('patience')})"
     )
+    g.add_argument(
+        "--lr-patience",
+        type=int,
+        metavar="N",
+        help=f"multiply the learning rate by --lr-factor after N epochs with no better validation loss, 0: off ({default('lr_patience')})",
+    )
+    g.add_argument("--lr-factor", type=float, metavar="F", help=f"the learning-rate cut of --lr-patience ({default('lr_factor')})")
+    g.add_argument("--min-lr", type=float, metavar="LR", help=f"the learning rate --lr-patience stops at ({default('min_lr')})")
     g.add_argument("--seed", type=int, help=f"random seed ({default('seed')})")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     g.add_argument("--nonfinite", choices=NONFINITE_POLICIES, help=f"on a NaN/Inf loss: stop or skip the step ({default('nonfinite')})")
