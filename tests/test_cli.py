@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from vaekit.cli import main
+from vaekit.runs import TrainState
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -97,6 +98,27 @@ def test_resume_extends_training(run_dir, tmp_path):
     shutil.copytree(run_dir, copy)
     assert main(["train", "--resume", str(copy), "--epochs", "4", "--quiet"]) == 0
     assert len((copy / "metrics.csv").read_text().strip().splitlines()) == 5
+
+
+def test_resume_changes_when_a_run_stops_or_slows_down_and_refuses_other_settings(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    state = json.loads((copy / "state.json").read_text())
+    old = {k: v for k, v in state.items() if k != "lr_bad_epochs"} | {"bad_epochs": 1}  # a state.json from before the decay
+    (copy / "state.json").write_text(json.dumps(old))
+    assert TrainState.from_json(old).lr_bad_epochs == 1  # no cut can have happened: early stopping's count
+    args = ["train", "--resume", str(copy), "--epochs", "5", "--patience", "7", "--lr-patience", "2", "--min-lr", "1e-4", "--quiet"]
+    assert main(args) == 0
+    train = json.loads((copy / "config.json").read_text())["train"]
+    assert (train["epochs"], train["patience"], train["lr_patience"], train["min_lr"]) == (5, 7, 2, 1e-4)
+    for flag in (["--lr", "0.1"], ["--threads", "2"], ["--latent-dim", "3"], ["--preset", "vae-static-mnist"]):
+        assert main(["train", "--resume", str(copy), "--quiet", *flag]) == 2
+        err = capsys.readouterr().err
+        assert f"its own settings: it takes --epochs, --lr-factor, --lr-patience, --min-lr, --patience, not {flag[0]}" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert json.loads((copy / "config.json").read_text())["train"]["lr"] == train["lr"]
 
 
 def test_train_into_existing_run_is_refused(run_dir):

@@ -95,6 +95,8 @@ class TrainState:
                 wanted = "non-negative integer" if expected is int else expected.__name__
                 raise CheckpointError(f"state.json is damaged: {name} is {value!r}, expected a {wanted}")
             values[name] = value
+        if "lr_bad_epochs" not in raw:  # written before learning-rate decay existed: no cut yet, so early stopping's count
+            values["lr_bad_epochs"] = values.get("bad_epochs", 0)
         return cls(**values)
 
 

@@ -433,15 +433,25 @@ def train(
     return trainer.fit(progress=progress)
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None, device: str = "cpu", progress: bool = False) -> Run:
-    """Continue the run saved in ``run_dir`` from its last checkpoint (optionally to more epochs)."""
+RESUME_SETTINGS = ("epochs", "patience", "lr_patience", "lr_factor", "min_lr")  # when a run stops or slows down, not what a step does
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None, device: str = "cpu", progress: bool = False, **settings: float) -> Run:
+    """Continue the run saved in ``run_dir`` from its last checkpoint (optionally to more epochs).
+
+    settings: new values of the ``TrainConfig`` fields in ``RESUME_SETTINGS`` (e.g. ``patience=100``,
+    ``lr_patience=10``), saved in the run's config; they change when training stops or cuts its
+    learning rate from here on, not the steps already taken."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    if epochs is not None:
-        config.train.epochs = epochs
+    changes = settings | ({} if epochs is None else {"epochs": epochs})
+    for name, value in changes.items():
+        if name not in RESUME_SETTINGS:
+            raise ConfigError(f"a resumed run keeps its settings; it can change only {', '.join(RESUME_SETTINGS)}, not {name}")
+        setattr(config.train, name, value)
     trainer = Trainer(config, run_dir, device=device)
     trainer.restore()
-    if epochs is not None:
+    if changes:
         distributed.on_main(lambda: trainer.writer.save_config(config))
     return trainer.fit(progress=progress)
 

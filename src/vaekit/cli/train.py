@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import vaekit.distributed as distributed
 import vaekit.presets as presets
@@ -14,7 +15,7 @@ from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS
-from vaekit.training import TrainingInterrupted, resume, train
+from vaekit.training import RESUME_SETTINGS, TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
 _FIELDS = {
@@ -252,7 +253,12 @@ def register(sub) -> None:
         help="start from a shipped preset, the literature's settings for a model (flags override it; list: vaekit presets)",
     )
     g.add_argument("--out", metavar="DIR", help="run directory (default: runs/DATASET-MODEL-TIME)")
-    g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint (--epochs may extend it)")
+    g.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in RUN from its last checkpoint, with its own settings (--epochs, --patience and the --lr-patience "
+        "decay may change)",
+    )
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("processes")
@@ -294,6 +300,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+def resume_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``--resume`` is asked to change (``RESUME_SETTINGS``: --epochs, --patience, --lr-patience,
+    --lr-factor, --min-lr) as {field: value}; any other setting given with it is a one-line error,
+    since the run keeps its own."""
+    allowed = {flag for flag, (_, name) in _FIELDS.items() if name in RESUME_SETTINGS}
+    given = [flag for flag in (*_FIELDS, "config", "preset", "out", "iw_samples") if getattr(args, flag, None) is not None]
+    fixed = [flag for flag in given if flag not in allowed]
+    if fixed:
+        flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in sorted(allowed))
+        raise ConfigError(f"--resume continues a run with its own settings: it takes {flags}, not --{fixed[0].replace('_', '-')}")
+    return {_FIELDS[flag][1]: getattr(args, flag) for flag in given}
+
+
 def run(args: argparse.Namespace) -> int:
 
     if args.nproc and args.nproc > 1 and not distributed.env_world().distributed:
@@ -303,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     world = distributed.init(device)  # under torchrun: join its process group
     try:
         if args.resume:
-            result = resume(args.resume, epochs=args.epochs, device=device, progress=progress)
+            result = resume(args.resume, device=device, progress=progress, **resume_settings(args))
         else:
             config = config_from_args(args)
             name = f"{Path(config.data.source).stem}-{config.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
