@@ -433,7 +433,9 @@ def train(
     return trainer.fit(progress=progress)
 
 
-RESUME_SETTINGS = ("epochs", "patience", "lr_patience", "lr_factor", "min_lr")  # when a run stops or slows down, not what a step does
+# what a resumed run may change: when it stops or cuts its learning rate, and its thread count (the
+# numbers then match an uninterrupted run's to rounding, not bit for bit); not what a step computes
+RESUME_SETTINGS = ("epochs", "patience", "lr_patience", "lr_factor", "min_lr", "threads")
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, device: str = "cpu", progress: bool = False, **settings: float) -> Run:

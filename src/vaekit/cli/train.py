@@ -256,8 +256,8 @@ def register(sub) -> None:
     g.add_argument(
         "--resume",
         metavar="RUN",
-        help="continue the run in RUN from its last checkpoint, with its own settings (--epochs, --patience and the --lr-patience "
-        "decay may change)",
+        help="continue the run in RUN from its last checkpoint, with its own settings (--epochs, --patience, the --lr-patience "
+        "decay and --threads may change)",
     )
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -302,8 +302,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def resume_settings(args: argparse.Namespace) -> dict[str, Any]:
     """What ``--resume`` is asked to change (``RESUME_SETTINGS``: --epochs, --patience, --lr-patience,
-    --lr-factor, --min-lr) as {field: value}; any other setting given with it is a one-line error,
-    since the run keeps its own."""
+    --lr-factor, --min-lr, --threads) as {field: value}; any other setting given with it is a one-line
+    error, since the run keeps its own."""
     allowed = {flag for flag, (_, name) in _FIELDS.items() if name in RESUME_SETTINGS}
     given = [flag for flag in (*_FIELDS, "config", "preset", "out", "iw_samples") if getattr(args, flag, None) is not None]
     fixed = [flag for flag in given if flag not in allowed]
