@@ -100,6 +100,13 @@ def test_resume_extends_training(run_dir, tmp_path):
     assert len((copy / "metrics.csv").read_text().strip().splitlines()) == 5
 
 
+def test_a_redirected_log_gets_the_epoch_lines_without_progress_bar_redraws(tmp_path):
+    code, out, err = run_cli("train", "--dataset", "digits", "--epochs", "2", "--out", tmp_path / "run")  # no --quiet
+    assert code == 0, err
+    assert "\r" not in err and "it/s" not in err, err[:500]
+    assert [line.split(":")[0] for line in err.splitlines() if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+
+
 def test_resume_changes_when_a_run_stops_or_slows_down_and_refuses_other_settings(run_dir, tmp_path, capsys):
     import shutil
 

@@ -542,7 +542,9 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
         return None
     from tqdm.auto import tqdm  # the CLI's progress bar; library callers without one never import it
 
-    return tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True, mininterval=0.5)  # the epoch's log line stays
+    # leave=False: the epoch's log line stays; disable=None: a bar only on a terminal, so a log file
+    # written with `> train.log` holds the log lines alone, not carriage-return redraws
+    return tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True, mininterval=0.5, disable=None)
 
 
 def _tensorboard(out: Path):

@@ -65,7 +65,7 @@ class _Progress:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, desc=self.desc, unit="ex", leave=False, mininterval=0.5)
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="ex", leave=False, disable=None, mininterval=0.5)
         self.bar.update(n - self.done)
         self.done = n
 

@@ -126,7 +126,7 @@ def _iw(r, x, args, dims: int, labels) -> dict:
     if not args.quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(x), desc=f"IW estimate, K={args.iw_samples}", unit="ex", leave=False, mininterval=1.0)
+        bar = tqdm(total=len(x), desc=f"IW estimate, K={args.iw_samples}", unit="ex", leave=False, disable=None, mininterval=1.0)
     done = 0
 
     def progress(n: int) -> None:
