@@ -244,6 +244,16 @@ def test_a_markov_chain_hierarchy_is_coded_in_bit_swap_order_with_one_layers_ini
         assert torch.equal(decompress(chain, compress(chain, x, batch_size=4)), x), n
 
 
+def test_bit_swap_decoding_runs_the_encoder_once_per_example():
+    """The layers above z_1 read no x, so decoding builds them without an encoder pass."""
+    chain, x = hierarchical_model("chain"), data_for("bernoulli", n=30)
+    blob = compress(chain, x, batch_size=4)
+    rows = []
+    chain.encoder.register_forward_hook(lambda module, inputs, out: rows.append(len(out)))  # the coder's float64 copy keeps it
+    assert torch.equal(decompress(chain, blob), x)
+    assert sum(rows) == 30
+
+
 def conditional_model(prior: str = "normal", layers: tuple[int, ...] = (), hierarchy: str = "skip", classes: int = 4):
     cfg = RunConfig()
     cfg.model.input_shape, cfg.model.hidden, cfg.model.condition, cfg.model.context_dim = (1, 6, 5), (16,), "label", classes

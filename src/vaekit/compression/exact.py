@@ -110,6 +110,13 @@ class ExactModel:
         DiagonalNormal or a hierarchy's layers (check_model), whose log-variances are the heads' exact outputs."""
         return _layers(self.model.encode(x, _labels(labels)), self.model.latent_dim)
 
+    @torch.inference_mode()
+    def posterior_above_x(self, n: int) -> GaussianLayers:
+        """q's layers for n examples without running the encoder: only the layers that read no x (nor
+        the context, which enters with x) may be asked for, the layers Bit-Swap decodes before x is known."""
+        features = torch.zeros(n, self.model.encoder.out_features, dtype=torch.float64)  # read by no layer asked for
+        return _layers(self.model.posterior(features), self.model.latent_dim)
+
     def posterior_order(self) -> tuple[int, ...]:
         """The order q(z|x) decodes its layers in (parents first), known without data."""
         from vaekit.models.hierarchical import topological_order
