@@ -151,6 +151,9 @@ def test_console_entry_point_help():
         (["train", "--lr", "0", "--quiet"], ["learning rate"]),
         (["train", "--arch", "unknown", "--quiet"], ["arch"]),
         (["train", "--epochs", "many"], ["epochs"]),
+        (["train", "--model", "ae", "--prior", "mixture", "--quiet"], ["plain autoencoder", "--prior mixture"]),
+        (["train", "--model", "ae", "--iw-samples", "5", "--quiet"], ["plain autoencoder", "--iw-samples"]),
+        (["train", "--model", "ae", "--samples", "2", "--quiet"], ["plain autoencoder", "--samples"]),
     ],
 )
 def test_bad_arguments_give_one_line_errors(args, words, tmp_path):

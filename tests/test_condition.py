@@ -77,7 +77,7 @@ def test_the_context_changes_encoder_and_decoder_of_every_network(arch):
         ("vae", "mixture", "none"),
         ("vae", "vampprior", "none"),
         ("vae", "conditional", "iaf"),
-        ("ae", "conditional", "none"),
+        ("ae", "normal", "none"),
     ],
 )
 def test_every_part_trains_with_a_condition(kind, prior, flow):

@@ -93,10 +93,11 @@ class Trainer:
         self.model = build_model(config.model).to(self.device)
         if t.init_decoder_bias:  # a resumed run loads its weights over this
             self.model.init_output_bias(self.data.train.x[_init_sample(len(self.data.train.x), t.seed)])
+        if self.model.deterministic and (t.n_samples > 1 or t.iw):
+            raise ConfigError("a plain autoencoder's loss draws no latent samples; --samples and --iw-samples need --model vae")
         self.objective = self.model  # the module whose forward is the training loss
         if self.world.distributed:
-            unused = self.model.deterministic and any(True for _ in self.model.prior_module.parameters())  # an AE ignores a learned prior
-            self.objective = distributed.wrap(self.model, self.device, find_unused_parameters=unused)
+            self.objective = distributed.wrap(self.model, self.device)
             if self.world.rank:
                 _seed_rank(t.seed, self.world.rank, 0)
         self.loss_terms = _compiled(self._loss_terms) if t.compile else self._loss_terms
