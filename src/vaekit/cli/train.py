@@ -10,7 +10,7 @@ from typing import Any
 import vaekit.distributed as distributed
 import vaekit.presets as presets
 from vaekit.cli.common import positive_int, resolve_device
-from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfig, RunConfig, TrainConfig, validate
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
@@ -67,6 +67,24 @@ _FIELDS = {
     "init_decoder_bias": ("train", "init_decoder_bias"),
     "compile": ("train", "compile"),
     "precision": ("train", "precision"),
+}
+
+# flag -> (whether the resolved config uses it, what it needs): a flag given where it would change
+# nothing is a one-line error, not a setting silently ignored
+_TAKES_EFFECT = {
+    "iw_groups": (lambda c: c.train.iw, "--iw-samples"),
+    "iw_elbo_mix": (lambda c: c.train.iw, "--iw-samples"),
+    "noise_level": (lambda c: c.train.noise != "none", "--noise"),
+    "lr_factor": (lambda c: c.train.lr_patience > 0, "--lr-patience"),
+    "min_lr": (lambda c: c.train.lr_patience > 0, "--lr-patience"),
+    "flow_steps": (lambda c: c.model.flow != "none", "--flow"),
+    "prior_components": (lambda c: PRIORS[c.model.prior].has_components, "a mixture prior (--prior mixture or vampprior)"),
+    "sigma": (lambda c: LIKELIHOODS[c.model.likelihood].takes_scale, "--likelihood gaussian or gaussian-shared"),
+    "hierarchy": (lambda c: bool(c.model.latent_layers), "several latent layers (--latent-dim L1 L2 ...)"),
+    "latent_hidden": (lambda c: bool(c.model.latent_layers), "several latent layers (--latent-dim L1 L2 ...)"),
+    "conv_dense": (lambda c: ENCODERS[c.model.arch].needs_images, "a convolutional network (--arch conv or resnet)"),
+    "beta": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no KL term)"),
+    "warmup": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no KL term)"),
 }
 
 CONV_DEFAULT_CHANNELS = (32, 64)
@@ -297,7 +315,25 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         and not (args.config or args.preset)
     ):
         config.model.hidden = CONV_DEFAULT_CHANNELS
+    validate(config)  # a bad value is named first, then a flag that would change nothing
+    check_flags_take_effect(args, config)
     return config
+
+
+def check_flags_take_effect(args: argparse.Namespace, config: RunConfig) -> None:
+    """A one-line error for a flag the resolved ``config`` would ignore (``--noise-level`` without
+    ``--noise``, ...): a user who gives one expects it to change the run."""
+    if not _known_parts(config):
+        return  # an unknown part gets its own one-line error when the model is built
+    for flag, (used, needs) in _TAKES_EFFECT.items():
+        if getattr(args, flag) is not None and not used(config):
+            raise ConfigError(f"--{flag.replace('_', '-')} has no effect without {needs}")
+
+
+def _known_parts(config: RunConfig) -> bool:
+    """Whether every part the config names is registered (an unknown one gets its own error later)."""
+    m = config.model
+    return m.prior in PRIORS and m.likelihood in LIKELIHOODS and m.arch in ENCODERS and m.kind in POSTERIORS
 
 
 def resume_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -30,11 +30,13 @@ register_likelihood = LIKELIHOODS.register  # the decorator a new head is regist
 
 class LikelihoodHead(nn.Module, ABC):
     """Interface. ``params_per_output``: channels the decoder must produce per data value.
-    ``support``: ``unit`` or ``real`` -- the data values the distribution accepts."""
+    ``support``: ``unit`` or ``real`` -- the data values the distribution accepts. ``takes_scale``:
+    the head reads ``scale`` (``--sigma``)."""
 
     name: ClassVar[str]
     params_per_output: ClassVar[int] = 1
     support: ClassVar[str] = "real"
+    takes_scale: ClassVar[bool] = False
 
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
         super().__init__()
@@ -97,6 +99,8 @@ class ContinuousBernoulliHead(LikelihoodHead):
 class GaussianFixedHead(LikelihoodHead):
     """Normal(mean, σ) with a fixed σ (``scale``): σ² plays the role of the β / constant c trade-off."""
 
+    takes_scale = True
+
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
         super().__init__(shape)
         self.register_buffer("scale", torch.tensor(float(scale)))
@@ -125,7 +129,9 @@ class GaussianLearnedHead(LikelihoodHead):
 
 @register_likelihood("gaussian-shared")
 class GaussianSharedHead(LikelihoodHead):
-    """Normal(mean, σ): one learned scale per data dimension, shared by all examples."""
+    """Normal(mean, σ): one learned scale per data dimension, shared by all examples (starting at ``scale``)."""
+
+    takes_scale = True
 
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
         super().__init__(shape)

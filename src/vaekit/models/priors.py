@@ -26,10 +26,12 @@ class Prior(nn.Module, ABC):
     """Interface: ``prior(model)`` -> p(z), batch shape (), event shape (L,).
 
     conditional: the prior is p(z|y), called ``prior(model, context)`` with context vectors (*batch, K)
-    and returning batch shape ``batch`` (``vaekit.models.condition``).
+    and returning batch shape ``batch`` (``vaekit.models.condition``). has_components: the prior is a
+    mixture of ``prior_components`` components.
     """
 
     conditional: ClassVar[bool] = False
+    has_components: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -73,6 +75,8 @@ class StandardNormalPrior(Prior):
 class MixturePrior(Prior):
     """A learned mixture of K diagonal Gaussians; no closed-form KL, so the objective uses Monte Carlo
     (its log-density is one matrix product, ``DiagonalGaussianMixture``)."""
+
+    has_components = True
 
     def __init__(self, latent_dim: int, components: int = 10):
         super().__init__()

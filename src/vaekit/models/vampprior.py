@@ -39,6 +39,8 @@ class VampPrior(Prior):
     (K, D) matrix of those columns. clip is hardtanh to [0, 1] for data in [0, 1] (Bernoulli-type
     likelihoods), the identity for real-valued data."""
 
+    has_components = True
+
     def __init__(self, input_shape: tuple[int, ...], components: int = 500, unit_range: bool = True):
         super().__init__()
         self.input_shape, self.unit_range = tuple(input_shape), unit_range
