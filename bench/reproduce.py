@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
     eval_json = run_dir / f"eval-test-iw{args.iw_samples}.json"
+    earlier = evaluated_best(run_dir, eval_json, args.iw_samples)
+    if earlier is not None:
+        print(f"reusing {eval_json}: it evaluated the run's present best checkpoint (epoch {earlier['checkpoint']['epoch']})")
+        record(args, preset, run_dir, eval_json, eval_seconds=earlier["seconds"])
+        return 0
     eval_command = [
         *vaekit,
         "evaluate",
@@ -156,6 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         return code
     record(args, preset, run_dir, eval_json, eval_seconds=time.perf_counter() - start)
     return 0
+
+
+def evaluated_best(run_dir: Path, eval_json: Path, k: int) -> dict | None:
+    """The evaluation in ``eval_json`` if it is of the run's present best weights (the checkpoint's
+    SHA-256 matches) with K = ``k`` and records its time; else None (evaluate again)."""
+    try:
+        result = json.loads(eval_json.read_text())
+        state = json.loads((run_dir / "state.json").read_text())
+        best = state["files"]["best"]
+        same = result["checkpoint"]["sha256"] == state["checksums"][best] and result["iw"]["k"] == k
+        return result if same and isinstance(result.get("seconds"), float) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval_json: Path, *, eval_seconds: float) -> dict:

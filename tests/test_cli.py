@@ -76,6 +76,9 @@ def test_evaluate_prints_and_writes_json(run_dir, tmp_path, capsys):
     assert 0 < result["kl"] < result["neg_elbo"]
     assert result["bits_per_dim"] == pytest.approx(result["neg_elbo"] / (64 * np.log(2)))
     assert "negative ELBO" in capsys.readouterr().out
+    state = json.loads((run_dir / "state.json").read_text())  # which weights were evaluated
+    best = state["files"]["best"]
+    assert result["checkpoint"] == {"which": "best", "file": best, "sha256": state["checksums"][best], "epoch": state["best_epoch"]}
 
 
 def test_sample_and_reconstruct_write_grids_with_content(run_dir, tmp_path):

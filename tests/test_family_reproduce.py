@@ -85,6 +85,15 @@ def test_from_run_evaluates_and_records_the_row_and_its_curve(reproduce, tmp_pat
         curve = list(csv.DictReader(f))
     assert len(curve) == 2 and "valid_neg_elbo" in curve[0]
 
+    # recorded again: the evaluation of the same best weights with the same K is reused, not repeated
+    evaluated = json.loads((run_dir / "eval-test-iw3.json").read_text())
+    assert reproduce.main(["vae", "--from-run", str(run_dir), "--iw-samples", "3", "--results", str(results)]) == 0
+    assert len(commands) == 1 and json.loads(results.read_text())[0]["test_nll"] == row["test_nll"]
+    evaluated["checkpoint"]["sha256"] = "0" * 64  # as if the run had found better weights since
+    (run_dir / "eval-test-iw3.json").write_text(json.dumps(evaluated))
+    assert reproduce.main(["vae", "--from-run", str(run_dir), "--iw-samples", "3", "--results", str(results)]) == 0
+    assert len(commands) == 2
+
 
 def test_curve_only_writes_the_curve_so_far_of_a_row_still_training(reproduce, tmp_path, capsys):
     run_dir, results = tmp_path / "run", tmp_path / "results" / "reproduction.json"

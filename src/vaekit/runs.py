@@ -265,6 +265,7 @@ class Run:
     model: LatentVariableModel
     data_info: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, float]] | None = None  # the metrics of a run trained in memory
+    weights: dict[str, Any] = field(default_factory=dict)  # which checkpoint the model holds: which, file, sha256, epoch
 
     def load_data(self, source: str | None = None):
         """Load the run's dataset (or ``source``), preprocessed the way the run's training data was."""
@@ -337,7 +338,11 @@ def load(run_dir: str | Path, which: str = "best", map_location: str | torch.dev
         raise CheckpointError(f"which must be 'best' or 'last', got {which!r}")
     if not (path / STATE).exists():
         raise CheckpointError(f"{path} has no checkpoint yet (no {STATE})")
-    tensors = checkpoint_tensors(path, load_state(path), which)
+    state = load_state(path)
+    tensors = checkpoint_tensors(path, state, which)
+    name = state["files"][which]
+    epoch = state.get("best_epoch") if which == "best" else state.get("epoch")
+    weights = {"which": which, "file": name, "sha256": state["checksums"].get(name), "epoch": epoch}
     model = build_model(config.model)
     try:
         model.load_state_dict(tensors, strict=True)
@@ -346,4 +351,4 @@ def load(run_dir: str | Path, which: str = "best", map_location: str | torch.dev
         raise CheckpointError(f"the {which} weights in {path} do not match its config: {first}") from None
     model.eval()
     data_info = read_json(path / DATA_INFO) if (path / DATA_INFO).exists() else {}
-    return Run(path=path, config=config, model=model.to(map_location), data_info=data_info)
+    return Run(path=path, config=config, model=model.to(map_location), data_info=data_info, weights=weights)

@@ -59,6 +59,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
+    started = time.perf_counter()
     r = load(args.run)
     if args.iw_samples and r.model.deterministic:
         raise ConfigError("--iw-samples needs a VAE: a plain autoencoder has no likelihood to estimate")
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     labels = data_context(r.model, split, f"the {args.split} split")  # a conditional model's labels or context: log p(x|y)
     dims = math.prod(r.model.input_shape)
     terms = elbo_terms(r.model, split.x, batch_size=args.batch_size, n_samples=args.samples, seed=args.seed, context=labels)
-    result = {"run": str(r.path), "data": args.data or r.config.data.source, "split": args.split, **summarize(terms, dims)}
+    result = {"run": str(r.path), "checkpoint": r.weights, "data": args.data or r.config.data.source, "split": args.split}
+    result.update(summarize(terms, dims))
     from vaekit.compression.rate import code_length  # scipy and constriction: 0.3 s that every other command's start-up skips
 
     result["code_length"] = code = code_length(r.model, split.x, terms.neg_elbo, batch_size=args.batch_size, seed=args.seed)
@@ -113,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})"
         )
 
+    result["seconds"] = time.perf_counter() - started
     out = Path(args.json) if args.json else r.path / f"eval-{args.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
