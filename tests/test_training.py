@@ -365,3 +365,19 @@ def test_bf16_training_matches_fp32_quality_and_validates_in_fp32(tmp_path, digi
     assert b == pytest.approx(a, rel=0.01)
     with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
         train(small_config(precision="fp16"), tmp_path / "fp16", data=digits)
+
+
+def test_a_new_autoencoder_run_refuses_a_prior_or_samples_but_an_older_one_still_loads(tmp_path, digits):
+    cfg = small_config(epochs=1)
+    cfg.model.kind, cfg.model.prior = "ae", "mixture"
+    with pytest.raises(ConfigError, match="plain autoencoder has no prior"):
+        train(cfg, None, data=digits)
+    cfg.model.prior, cfg.train.n_samples, cfg.train.iw = "normal", 5, True
+    with pytest.raises(ConfigError, match="draws no latent samples"):
+        train(cfg, None, data=digits)
+    cfg.model.prior, cfg.train.n_samples, cfg.train.iw = "mixture", 1, False  # as an earlier vaekit wrote it
+    old = Trainer(cfg, tmp_path / "old", data=digits)
+    old.start_run()
+    old.fit(progress=False)
+    assert vaekit.load(tmp_path / "old").model.deterministic
+    assert len(resume(tmp_path / "old", epochs=2).metrics()) == 2

@@ -115,7 +115,7 @@ def shutdown() -> None:
     _control = None
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, device: torch.device, *, find_unused_parameters: bool = False) -> torch.nn.Module:
     """``model`` in ``DistributedDataParallel``: its ``forward`` (the objective) all-reduces the
     gradients (an average over processes) during ``backward``. Buffers are constants in vaekit's
     models, so they are not re-broadcast every step."""
@@ -126,6 +126,7 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
         **no_buffer_sync,
     )
 

@@ -30,7 +30,7 @@ from vaekit.data.base import BINARY, UNIT
 from vaekit.data.batches import TrainingBatches
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.evaluation import elbo_terms, posterior_collapse_warning
-from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS, build_model, check_parts
+from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS, POSTERIORS, build_model, check_parts
 from vaekit.models.condition import data_context
 from vaekit.runs import Run, RunWriter, TrainState, load, read_config
 
@@ -93,11 +93,10 @@ class Trainer:
         self.model = build_model(config.model).to(self.device)
         if t.init_decoder_bias:  # a resumed run loads its weights over this
             self.model.init_output_bias(self.data.train.x[_init_sample(len(self.data.train.x), t.seed)])
-        if self.model.deterministic and (t.n_samples > 1 or t.iw):
-            raise ConfigError("a plain autoencoder's loss draws no latent samples; --samples and --iw-samples need --model vae")
         self.objective = self.model  # the module whose forward is the training loss
         if self.world.distributed:
-            self.objective = distributed.wrap(self.model, self.device)
+            unused = self.model.deterministic and any(True for _ in self.model.prior_module.parameters())  # an older AE run's prior
+            self.objective = distributed.wrap(self.model, self.device, find_unused_parameters=unused)
             if self.world.rank:
                 _seed_rank(t.seed, self.world.rank, 0)
         self.loss_terms = _compiled(self._loss_terms) if t.compile else self._loss_terms
@@ -424,11 +423,26 @@ class Trainer:
         )
 
 
+def check_new_run(config: RunConfig) -> None:
+    """Refuse settings a new run would silently ignore: a plain autoencoder has no prior and draws no
+    latent samples. (Runs saved before this check still load and resume.)"""
+    m, t = config.model, config.train
+    if m.kind not in POSTERIORS or not POSTERIORS[m.kind].deterministic:
+        return
+    if m.prior != "normal":
+        raise ConfigError(
+            f"a plain autoencoder has no prior (its samples come from a density fitted to its codes); --prior {m.prior} needs --model vae"
+        )
+    if t.n_samples > 1 or t.iw:
+        raise ConfigError("a plain autoencoder's loss draws no latent samples; --samples and --iw-samples need --model vae")
+
+
 def train(
     config: RunConfig, out: str | Path | None = None, *, data: DataSplits | None = None, device: str = "cpu", progress: bool = False
 ) -> Run:
     """Train a new run described by ``config`` into the run directory ``out`` (None: in memory, no
     files written); returns the run with its best weights."""
+    check_new_run(config)
     trainer = Trainer(config, out, data=data, device=device)
     trainer.start_run()
     return trainer.fit(progress=progress)

@@ -138,11 +138,6 @@ def check_parts(config: ModelConfig) -> None:
         registry.check(name)
     if config.flow != "none":
         FLOWS.check(config.flow)
-    if POSTERIORS[config.kind].deterministic and config.prior != "normal":  # it would be built and never trained
-        raise ConfigError(
-            f"a plain autoencoder has no prior (its samples come from a density fitted to its codes); "
-            f"--prior {config.prior} needs --model vae"
-        )
     if config.condition != "none":
         CONDITIONS.check(config.condition)
     if is_hierarchical(config):
