@@ -217,7 +217,9 @@ def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval
     curve = write_curve(rows, results_path.parent / f"reproduction-{args.row}-curve.csv")
     print(
         f"{args.row}: test NLL {obj['test_nll']:.2f} ± {obj['test_nll_stderr']:.2f} nats (K = {obj['k']}; literature "
-        f"{obj['literature']}, pythae {obj['pythae']}); {obj['epochs']} epochs, best {obj['best_epoch']}; "
+        f"{obj['literature']}"
+        + ("" if obj["pythae"] is None else f", pythae {obj['pythae']}")
+        + f"); {obj['epochs']} epochs, best {obj['best_epoch']}; "
         f"written to {results_path}, {curve}"
     )
     return obj
