@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import vaekit.presets as presets  # noqa: E402
-from vaekit.runs import METRIC_FIELDS, read_config  # noqa: E402
+from vaekit.errors import CheckpointError  # noqa: E402
+from vaekit.runs import METRIC_FIELDS, load_state, read_config  # noqa: E402
 
 # row -> the preset that trains it
 ROWS = {
@@ -168,11 +169,11 @@ def evaluated_best(run_dir: Path, eval_json: Path, k: int) -> dict | None:
     SHA-256 matches) with K = ``k`` and records its time; else None (evaluate again)."""
     try:
         result = json.loads(eval_json.read_text())
-        state = json.loads((run_dir / "state.json").read_text())
+        state = load_state(run_dir)
         best = state["files"]["best"]
         same = result["checkpoint"]["sha256"] == state["checksums"][best] and result["iw"]["k"] == k
         return result if same and isinstance(result.get("seconds"), float) else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
         return None
 
 

@@ -14,7 +14,7 @@ from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfi
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS
+from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS, check_parts
 from vaekit.training import RESUME_SETTINGS, TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
@@ -323,17 +323,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def check_flags_take_effect(args: argparse.Namespace, config: RunConfig) -> None:
     """A one-line error for a flag the resolved ``config`` would ignore (``--noise-level`` without
     ``--noise``, ...): a user who gives one expects it to change the run."""
-    if not _known_parts(config):
-        return  # an unknown part gets its own one-line error when the model is built
+    check_parts(config.model)  # an unknown part, or parts that do not combine, are named first
     for flag, (used, needs) in _TAKES_EFFECT.items():
         if getattr(args, flag) is not None and not used(config):
             raise ConfigError(f"--{flag.replace('_', '-')} has no effect without {needs}")
-
-
-def _known_parts(config: RunConfig) -> bool:
-    """Whether every part the config names is registered (an unknown one gets its own error later)."""
-    m = config.model
-    return m.prior in PRIORS and m.likelihood in LIKELIHOODS and m.arch in ENCODERS and m.kind in POSTERIORS
 
 
 def resume_settings(args: argparse.Namespace) -> dict[str, Any]:
