@@ -1,6 +1,6 @@
 """One command per row of the static-MNIST reproduction table (issue 12).
 
-    python bench/reproduce.py ROW [--resume] [--threads 1] [--epochs N] [--compile] [--data-dir ../shared/data]
+    python bench/reproduce.py ROW [--resume] [--threads 1] [--epochs N] [--compile] [--precision bf16] [--data-dir ../shared/data]
     python bench/reproduce.py ROW --from-run DIR      # evaluate and record a run trained elsewhere
     python bench/reproduce.py ROW --curve-only --out DIR   # the curve so far of a row still training
     python bench/reproduce.py --list
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation (default 1)")
     p.add_argument("--epochs", type=int, help="cap the epochs (default: the preset's, with early stopping)")
     p.add_argument("--compile", action="store_true", help="train with vaekit train --compile (a new run; a resumed run keeps its setting)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="train with vaekit train --precision (a new run; a resumed run keeps its setting); evaluation is float32 either way",
+    )
     p.add_argument("--data-dir", default="../shared/data", help="folder with binarized_mnist.npz (default ../shared/data)")
     p.add_argument("--iw-samples", type=int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/reproduce/ROW)")
@@ -124,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 + (["--epochs", str(args.epochs)] if args.epochs else [])
                 + (["--compile"] if args.compile else [])
+                + (["--precision", args.precision] if args.precision else [])
             )
         print("+", shlex.join(train_command[2:]), flush=True)
         code = subprocess.call(train_command, cwd=ROOT, env=env)
@@ -188,6 +194,7 @@ def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval
         f"python bench/reproduce.py {args.row} --threads {args.threads}"
         + (f" --epochs {args.epochs}" if args.epochs else "")
         + (" --compile" if args.compile else "")
+        + (f" --precision {args.precision}" if args.precision else "")
     )
     if args.from_run:
         command = f"python bench/reproduce.py {args.row} --from-run {args.from_run}"
