@@ -288,7 +288,10 @@ def validate(config: RunConfig) -> None:
         (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
         (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),
-        (t.iw_groups >= 1 and t.n_samples % t.iw_groups == 0, f"iw groups must divide the {t.n_samples} latent samples, got {t.iw_groups}"),
+        (
+            t.iw_groups >= 1 and t.n_samples % t.iw_groups == 0,
+            f"iw groups must divide the {t.n_samples} latent samples (M groups of K: --iw-samples M·K --iw-groups M), got {t.iw_groups}",
+        ),
         (0 <= t.iw_elbo_mix <= 1, f"iw elbo mix must be in [0, 1], got {t.iw_elbo_mix}"),
         (not t.piwae or (t.iw and t.iw_elbo_mix == 0), "piwae trains on the IW bound: it needs --iw-samples and no --iw-elbo-mix"),
         (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
