@@ -160,6 +160,8 @@ def test_console_entry_point_help():
         (["train", "--noise-level", "0.3", "--quiet"], ["--noise-level has no effect without --noise"]),
         (["train", "--iw-elbo-mix", "0.5", "--quiet"], ["--iw-elbo-mix has no effect without --iw-samples"]),
         (["train", "--iw-groups", "2", "--quiet"], ["iw groups must divide the 1 latent samples", "--iw-samples M·K"]),
+        (["train", "--model", "ae", "--logvar-range", "-6", "2", "--quiet"], ["--logvar-range has no effect", "--model vae"]),
+        (["train", "--logvar-range", "2", "-6", "--quiet"], ["logvar range", "min < max"]),
         (["train", "--sigma", "0.5", "--quiet"], ["--sigma has no effect", "gaussian"]),
         (["train", "--model", "ae", "--beta", "4", "--quiet"], ["--beta has no effect", "--model vae"]),
         (["train", "--prior-components", "7", "--quiet"], ["--prior-components has no effect", "mixture"]),

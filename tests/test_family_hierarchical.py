@@ -27,6 +27,27 @@ def hvae_config(**fields) -> ModelConfig:
     return ModelConfig(**{"latent_dim": 5, "latent_layers": (3, 2), "hidden": (16,), "latent_hidden": (8,), **fields})
 
 
+@pytest.mark.parametrize("prior", ["normal", "vampprior"])
+def test_every_gaussian_layer_keeps_its_log_variance_in_logvar_range(prior):
+    """logvar_range (-6, 2) (the VampPrior paper's heads): q(z_2|x), q(z_1|x, z_2), p(z_1|z_2) and the
+    VampPrior's components all clamp log σ² to it, however far the networks push it."""
+    torch.manual_seed(0)
+    model = build_model(hvae_config(arch="gated", prior=prior, prior_components=3, input_shape=(6,), logvar_range=(-6.0, 2.0)))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(1e3)  # pre-activations far outside the range, both ways
+    q, p = model.encode(torch.rand(64, 6)), model.prior()
+    z = q.sample()
+    layers = q.layers(z) + p.layers(z)[:-1]  # q(z_1|x, z_2), q(z_2|x), p(z_1|z_2)
+    top = p.layers(z)[-1]
+    top_logvar = [2 * top.component_distribution.base_dist.scale.log().flatten()] if prior == "vampprior" else []
+    logvars = torch.cat([d.logvar.flatten() for d in layers] + top_logvar)
+    assert torch.allclose(logvars.min(), torch.tensor(-6.0)) and torch.allclose(logvars.max(), torch.tensor(2.0))
+    default = build_model(hvae_config(arch="gated", input_shape=(6,)))
+    assert {m.logvar_range for m in default.modules() if hasattr(m, "logvar_range")} == {(-16.0, 10.0)}
+
+
 @pytest.mark.parametrize("hierarchy", ["skip", "chain"])
 def test_elbo_is_the_hand_written_two_layer_bound(hierarchy):
     torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """Training: loss goes down, determinism, save/load round trip, resume, warm-up, non-finite handling."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from vaekit.data import load_data
 from vaekit.data.batches import data_order
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.evaluation import elbo_terms
-from vaekit.training import Trainer, beta_at, resume, train
+from vaekit.training import Trainer, beta_at, normalize_gradients, resume, train
 
 from helpers import fit_until_crash, small_config
 
@@ -64,6 +65,19 @@ def test_same_seed_same_numbers(tmp_path, digits):
         return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
 
     assert strip(a.metrics()) == strip(b.metrics())
+
+
+def test_normalized_gradients_have_unit_norm_per_tensor_and_change_the_training(tmp_path, digits):
+    w, b, idle = (torch.nn.Parameter(torch.randn(3, 4)) for _ in range(3))
+    (w.square().sum() * 50 + b.sum()).backward()
+    expected = [w.grad / w.grad.norm(), b.grad / b.grad.norm()]
+    normalize_gradients([w, b, idle])  # idle: no gradient, left alone
+    assert all(torch.allclose(p.grad, e) for p, e in zip((w, b), expected)) and idle.grad is None
+    plain = train(small_config(epochs=2), tmp_path / "plain", data=digits)
+    normed = train(small_config(epochs=2, normalize_grads=True), tmp_path / "normed", data=digits)
+    assert json.loads((tmp_path / "normed" / "config.json").read_text())["train"]["normalize_grads"] is True
+    a, b = plain.metrics()[-1]["valid_loss"], normed.metrics()[-1]["valid_loss"]
+    assert a != b and math.isfinite(b) and b < normed.metrics()[0]["train_loss"] + 5
 
 
 def test_compiled_loss_trains_like_eager_in_one_graph(tmp_path, digits):

@@ -84,6 +84,8 @@ class ModelConfig:
     condition: ``none``, or a name of ``CONDITIONS``: ``label`` conditions the encoder, the decoder
         (and the ``conditional`` prior) on the data's class label, a conditional VAE.
     context_dim: size of the context vector (the number of classes for ``label``). Filled from the data.
+    logvar_range: (min, max) that every Gaussian head (posterior layers, p(z_l|z_{l+1})) clamps its
+        log-variance to; the VampPrior paper's models use (-6, 2), which keeps each σ above 0.05.
     """
 
     kind: str = "vae"
@@ -104,6 +106,7 @@ class ModelConfig:
     flow_steps: int = 4
     condition: str = "none"
     context_dim: int = 0
+    logvar_range: tuple[float, float] = (-16.0, 10.0)
 
 
 @dataclass
@@ -124,6 +127,8 @@ class TrainConfig:
     noise, noise_level: input corruption for denoising training, a name of ``vaekit.corruption.CORRUPTIONS``
         (the level is a std or a probability); the target stays clean.
     grad_clip: clip the gradient norm to this (0: off).
+    normalize_grads: divide each parameter tensor's gradient by its L2 norm before the Adam step
+        (the AdamNormGrad optimizer of the VampPrior paper's code).
     patience: stop after this many epochs without a better validation loss (0: off).
     lr_patience, lr_factor, min_lr: learning-rate decay on a plateau: after ``lr_patience`` epochs
         without a better validation loss (counted afresh after each cut), multiply the learning rate
@@ -158,6 +163,7 @@ class TrainConfig:
     noise: str = "none"
     noise_level: float = 0.0
     grad_clip: float = 0.0
+    normalize_grads: bool = False
     patience: int = 0
     lr_patience: int = 0
     lr_factor: float = 0.5
@@ -281,6 +287,10 @@ def validate(config: RunConfig) -> None:
         (m.flow_steps >= 1, f"flow steps must be at least 1, got {m.flow_steps}"),
         (m.conv_dense >= 0, f"conv dense width must be >= 0, got {m.conv_dense}"),
         (m.context_dim >= 0, f"context dim must be >= 0, got {m.context_dim}"),
+        (
+            len(m.logvar_range) == 2 and m.logvar_range[0] < m.logvar_range[1],
+            f"logvar range must be two numbers, min < max, got {' '.join(map(str, m.logvar_range))}",
+        ),
         (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
         (t.lr > 0, f"learning rate must be positive, got {t.lr}"),

@@ -264,6 +264,8 @@ class Trainer:
             if not self._healthy(loss, check=check_every_step or (i + 1) % refresh == 0):
                 self._nonfinite(epoch, i)
                 continue
+            if t.normalize_grads:
+                normalize_gradients(self.model.parameters())
             self.optimizer.step()
             if batch.weight:
                 with torch.no_grad():
@@ -515,6 +517,17 @@ def _seed_rank(seed: int, rank: int, step: int) -> None:
 def _cpu_has_bf16() -> bool:
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check()) if check is not None else False
+
+
+def normalize_gradients(params) -> None:
+    """g <- g / (‖g‖₂ + 1e-7) for each parameter tensor's gradient, in place: the per-tensor
+    normalisation of the AdamNormGrad optimizer in the VampPrior paper's code (under DDP, of the
+    all-reduced gradients, so every process steps alike)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        norms = torch._foreach_norm(grads)
+        torch._foreach_add_(norms, 1e-7)
+        torch._foreach_div_(grads, norms)
 
 
 def _gradient_sum(grads: list[torch.Tensor]) -> torch.Tensor:

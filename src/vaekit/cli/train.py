@@ -43,6 +43,7 @@ _FIELDS = {
     "flow": ("model", "flow"),
     "flow_steps": ("model", "flow_steps"),
     "condition": ("model", "condition"),
+    "logvar_range": ("model", "logvar_range"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -56,6 +57,7 @@ _FIELDS = {
     "noise": ("train", "noise"),
     "noise_level": ("train", "noise_level"),
     "grad_clip": ("train", "grad_clip"),
+    "normalize_grads": ("train", "normalize_grads"),
     "patience": ("train", "patience"),
     "lr_patience": ("train", "lr_patience"),
     "lr_factor": ("train", "lr_factor"),
@@ -85,6 +87,7 @@ _TAKES_EFFECT = {
     "conv_dense": (lambda c: ENCODERS[c.model.arch].needs_images, "a convolutional network (--arch conv or resnet)"),
     "beta": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no KL term)"),
     "warmup": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no KL term)"),
+    "logvar_range": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no variance)"),
 }
 
 CONV_DEFAULT_CHANNELS = (32, 64)
@@ -173,6 +176,13 @@ def register(sub) -> None:
     g.add_argument("--conv-dense", type=int, help=f"dense layer width between conv stack and latent, 0: none ({default('conv_dense')})")
     g.add_argument("--likelihood", choices=LIKELIHOODS.names(), metavar="NAME", help=f"p(x|z): {choices_help('likelihood', LIKELIHOODS)}")
     g.add_argument("--sigma", type=float, help=f"fixed standard deviation of the gaussian likelihood ({default('sigma')})")
+    g.add_argument(
+        "--logvar-range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help=f"the range every Gaussian layer clamps its log-variance to; the VampPrior paper's: -6 2 ({default('logvar_range')})",
+    )
     g.add_argument("--prior", choices=PRIORS.names(), metavar="NAME", help=f"p(z): {choices_help('prior', PRIORS)}")
     g.add_argument(
         "--prior-components", type=int, help=f"mixture prior components or vampprior pseudo-inputs ({default('prior_components')})"
@@ -230,6 +240,12 @@ def register(sub) -> None:
     )
     g.add_argument("--noise-level", type=float, help="noise std (gaussian) or probability (mask, salt-pepper)")
     g.add_argument("--grad-clip", type=float, help=f"clip the gradient norm, 0: off ({default('grad_clip')})")
+    g.add_argument(
+        "--normalize-grads",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="divide each parameter tensor's gradient by its norm before the Adam step (the VampPrior code's AdamNormGrad; default off)",
+    )
     g.add_argument(
         "--patience", type=int, help=f"early stopping after this many epochs without improvement, 0: off ({default('patience')})"
     )

@@ -33,7 +33,7 @@ from vaekit.errors import ConfigError
 from vaekit.models.condition import Context, batch_context
 from vaekit.models.gated import gated_stack
 from vaekit.models.networks import Decoder, mlp
-from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
+from vaekit.models.posteriors import LOGVAR_MAX, LOGVAR_MIN, DiagonalNormal, GaussianPosterior, PosteriorHead
 from vaekit.models.priors import PRIORS, Prior, marginals
 from vaekit.objectives import StandardNormalDraws
 from vaekit.registry import Registry
@@ -63,11 +63,19 @@ def bridge_hidden(config: ModelConfig) -> tuple[int, ...]:
 class LayerNet(nn.Module):
     """One stochastic layer's conditional: inputs (*, in) -> [dense stack] -> N(μ, diag σ²) over (*, L_l)."""
 
-    def __init__(self, in_features: int, hidden: tuple[int, ...], latent_dim: int, arch: str, act: str):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        latent_dim: int,
+        arch: str,
+        act: str,
+        logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX),
+    ):
         super().__init__()
         sizes = [in_features, *hidden]
         self.net = gated_stack(sizes) if arch == "gated" else mlp(sizes, act, final_activation=True)
-        self.head = GaussianPosterior(sizes[-1], latent_dim)
+        self.head = GaussianPosterior(sizes[-1], latent_dim, logvar_range)
 
     def forward(self, *inputs: torch.Tensor) -> DiagonalNormal:
         """N over (*batch, L_l) from inputs (*batch, in_i) (broadcast over their leading dimensions)."""
@@ -207,7 +215,15 @@ class Hierarchy(PosteriorHead):
     parents: tuple[int | None, ...]
     sees_x: tuple[bool, ...]
 
-    def __init__(self, features: int, sizes: tuple[int, ...], hidden: tuple[int, ...], arch: str, act: str):
+    def __init__(
+        self,
+        features: int,
+        sizes: tuple[int, ...],
+        hidden: tuple[int, ...],
+        arch: str,
+        act: str,
+        logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX),
+    ):
         super().__init__(features, sum(sizes))
         self.sizes = tuple(sizes)
         self.parents, self.sees_x = self.wiring(len(sizes))
@@ -215,14 +231,14 @@ class Hierarchy(PosteriorHead):
         for i, size in enumerate(sizes):
             p = self.parents[i]
             if p is None:  # a layer on the encoder's features alone: a Gaussian head, as in a one-layer VAE
-                self.nets.append(GaussianPosterior(features, size))
+                self.nets.append(GaussianPosterior(features, size, logvar_range))
             else:
                 width = (features if self.sees_x[i] else 0) + sizes[p]
-                self.nets.append(LayerNet(width, hidden, size, arch, act))
+                self.nets.append(LayerNet(width, hidden, size, arch, act, logvar_range))
 
     @classmethod
     def from_config(cls, config: ModelConfig, features: int) -> Hierarchy:
-        return cls(features, layer_sizes(config), bridge_hidden(config), config.arch, config.activation)
+        return cls(features, layer_sizes(config), bridge_hidden(config), config.arch, config.activation, config.logvar_range)
 
     @staticmethod
     @abstractmethod
@@ -287,16 +303,24 @@ class HierarchicalPrior(Prior):
     """p(z) = p(z_L) Π_{l<L} p(z_l|z_{l+1}): ``top`` is a registered prior over z_L (normal, mixture,
     vampprior), each conditional a ``LayerNet`` on the layer above."""
 
-    def __init__(self, top: Prior, sizes: tuple[int, ...], hidden: tuple[int, ...], arch: str, act: str):
+    def __init__(
+        self,
+        top: Prior,
+        sizes: tuple[int, ...],
+        hidden: tuple[int, ...],
+        arch: str,
+        act: str,
+        logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX),
+    ):
         super().__init__()
         self.top, self.sizes = top, tuple(sizes)
-        self.conditionals = nn.ModuleList(LayerNet(sizes[i + 1], hidden, sizes[i], arch, act) for i in range(len(sizes) - 1))
+        self.conditionals = nn.ModuleList(LayerNet(sizes[i + 1], hidden, sizes[i], arch, act, logvar_range) for i in range(len(sizes) - 1))
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> HierarchicalPrior:
         sizes = layer_sizes(config)
         top = PRIORS[config.prior].from_config(dataclasses.replace(config, latent_dim=sizes[-1]))  # over z_L
-        return cls(top, sizes, bridge_hidden(config), config.arch, config.activation)
+        return cls(top, sizes, bridge_hidden(config), config.arch, config.activation, config.logvar_range)
 
     def forward(self, model: nn.Module) -> LayeredGaussian:
         top = self.top(model)

@@ -19,7 +19,7 @@ from vaekit.registry import Registry
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
 
-LOGVAR_MIN, LOGVAR_MAX = -16.0, 10.0  # a numerically safe range for the log-variance head
+LOGVAR_MIN, LOGVAR_MAX = -16.0, 10.0  # a numerically safe range for the log-variance head (ModelConfig.logvar_range's default)
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -59,15 +59,20 @@ POSTERIORS: Registry[type[PosteriorHead]] = Registry("model kind")
 @POSTERIORS.register("vae")
 class GaussianPosterior(PosteriorHead):
     """q(z|x) = N(μ(x), diag σ²(x)): one linear layer gives the mean and the log-variance
-    (one (F, 2L) matrix product rather than two thin ones)."""
+    (one (F, 2L) matrix product rather than two thin ones), the latter clamped to ``logvar_range``."""
 
-    def __init__(self, features: int, latent_dim: int):
+    def __init__(self, features: int, latent_dim: int, logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX)):
         super().__init__(features, latent_dim)
         self.params = nn.Linear(features, 2 * latent_dim)
+        self.logvar_range = tuple(logvar_range)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, features: int) -> GaussianPosterior:
+        return cls(features, config.latent_dim, config.logvar_range)
 
     def forward(self, h: torch.Tensor) -> Distribution:
         mu, logvar = full_precision(self.params(h)).chunk(2, dim=-1)  # (B, L) each
-        return DiagonalNormal(mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        return DiagonalNormal(mu, logvar.clamp(*self.logvar_range))
 
 
 class DiagonalNormal(Independent):
