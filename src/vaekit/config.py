@@ -84,8 +84,8 @@ class ModelConfig:
     condition: ``none``, or a name of ``CONDITIONS``: ``label`` conditions the encoder, the decoder
         (and the ``conditional`` prior) on the data's class label, a conditional VAE.
     context_dim: size of the context vector (the number of classes for ``label``). Filled from the data.
-    logvar_range: (min, max) that every Gaussian head (posterior layers, p(z_l|z_{l+1})) clamps its
-        log-variance to; the VampPrior paper's models use (-6, 2), which keeps each σ above 0.05.
+    logvar_range: (min, max) that every Gaussian layer (posterior layers, p(z_l|z_{l+1}), the
+        conditional prior p(z|y)) clamps its log-variance to; the VampPrior paper's models use (-6, 2), which keeps each σ above 0.05.
     """
 
     kind: str = "vae"

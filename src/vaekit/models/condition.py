@@ -232,9 +232,10 @@ class ConditionalPrior(Prior):
 
     conditional = True
 
-    def __init__(self, latent_dim: int, context_dim: int):
+    def __init__(self, latent_dim: int, context_dim: int, logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX)):
         super().__init__()
         self.params = nn.Linear(context_dim, 2 * latent_dim)
+        self.logvar_range = tuple(logvar_range)
         nn.init.zeros_(self.params.weight)
         nn.init.zeros_(self.params.bias)
 
@@ -242,9 +243,9 @@ class ConditionalPrior(Prior):
     def from_config(cls, config: ModelConfig) -> ConditionalPrior:
         if config.condition == "none":
             raise ConfigError("the conditional prior p(z|y) needs a conditional model (--condition label)")
-        return cls(config.latent_dim, config.context_dim)
+        return cls(config.latent_dim, config.context_dim, config.logvar_range)
 
     def forward(self, model: nn.Module, context: torch.Tensor | None = None) -> Distribution:
         """p(z|y) for context vectors (*batch, K): batch shape ``batch``, event (L,)."""
         mu, logvar = self.params(context).chunk(2, dim=-1)
-        return DiagonalNormal(mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        return DiagonalNormal(mu, logvar.clamp(*self.logvar_range))

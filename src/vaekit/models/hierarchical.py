@@ -33,7 +33,7 @@ from vaekit.errors import ConfigError
 from vaekit.models.condition import Context, batch_context
 from vaekit.models.gated import gated_stack
 from vaekit.models.networks import Decoder, mlp
-from vaekit.models.posteriors import LOGVAR_MAX, LOGVAR_MIN, DiagonalNormal, GaussianPosterior, PosteriorHead
+from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
 from vaekit.models.priors import PRIORS, Prior, marginals
 from vaekit.objectives import StandardNormalDraws
 from vaekit.registry import Registry
@@ -70,7 +70,7 @@ class LayerNet(nn.Module):
         latent_dim: int,
         arch: str,
         act: str,
-        logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX),
+        logvar_range: tuple[float, float],
     ):
         super().__init__()
         sizes = [in_features, *hidden]
@@ -222,7 +222,7 @@ class Hierarchy(PosteriorHead):
         hidden: tuple[int, ...],
         arch: str,
         act: str,
-        logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX),
+        logvar_range: tuple[float, float],
     ):
         super().__init__(features, sum(sizes))
         self.sizes = tuple(sizes)
@@ -310,7 +310,7 @@ class HierarchicalPrior(Prior):
         hidden: tuple[int, ...],
         arch: str,
         act: str,
-        logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX),
+        logvar_range: tuple[float, float],
     ):
         super().__init__()
         self.top, self.sizes = top, tuple(sizes)
