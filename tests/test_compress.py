@@ -204,7 +204,7 @@ def hierarchical_model(hierarchy: str, likelihood: str = "bernoulli", shape=(1, 
     return vaekit.build_model(cfg.model).eval()
 
 
-@pytest.mark.parametrize("hierarchy", ["skip", "chain"])
+@pytest.mark.parametrize("hierarchy", ["skip", "branched", "chain"])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "beta-binomial"])
 def test_a_hierarchical_model_round_trips_bit_for_bit(hierarchy, likelihood):
     model, x = hierarchical_model(hierarchy, likelihood), data_for(likelihood, n=30)

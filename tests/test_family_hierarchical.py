@@ -48,7 +48,7 @@ def test_every_gaussian_layer_keeps_its_log_variance_in_logvar_range(prior):
     assert {m.logvar_range for m in default.modules() if hasattr(m, "logvar_range")} == {(-16.0, 10.0)}
 
 
-@pytest.mark.parametrize("hierarchy", ["skip", "chain"])
+@pytest.mark.parametrize("hierarchy", ["skip", "branched", "chain"])
 def test_elbo_is_the_hand_written_two_layer_bound(hierarchy):
     torch.manual_seed(0)
     model = build_model(hvae_config(hierarchy=hierarchy))
@@ -64,6 +64,14 @@ def test_elbo_is_the_hand_written_two_layer_bound(hierarchy):
         q1 = q_nets[0].head(q_nets[0].net(torch.cat([h.expand(3, 4, -1), z2], -1)))
         z1 = q1.mean + q1.stddev * e1
         decoder_input = torch.cat([z1, z2], -1)
+    elif hierarchy == "branched":  # the encoder is x itself; q(z_1|x, z_2): a layer on x, one on z_2, then the joint layers
+        assert torch.equal(h, x.flatten(1))
+        q2 = q_nets[1](h)
+        z2 = q2.mean + q2.stddev * e2
+        net = q_nets[0].net
+        q1 = q_nets[0].head(net.joint(torch.cat([net.branches[0](h).expand(3, 4, -1), net.branches[1](z2)], -1)))
+        z1 = q1.mean + q1.stddev * e1
+        decoder_input = torch.cat([branch(z) for branch, z in zip(model.decoder.branches, (z1, z2))], -1)  # a layer per code
     else:  # q(z_1|x) q(z_2|z_1)
         q1 = q_nets[0](h)
         z1 = q1.mean + q1.stddev * e1
@@ -137,7 +145,7 @@ def test_iw_estimate_is_exact_when_the_posterior_is_the_true_one():
     assert float((iw - exact).abs().max()) < 0.05  # a consistent estimate: K = 2000 draws close the gap to within noise
 
 
-@pytest.mark.parametrize("hierarchy", ["skip", "chain"])
+@pytest.mark.parametrize("hierarchy", ["skip", "branched", "chain"])
 @pytest.mark.parametrize("prior", ["normal", "mixture", "vampprior"])
 def test_every_prior_and_wiring_trains_and_samples(hierarchy, prior):
     if hierarchy == "chain" and prior == "vampprior":
@@ -161,6 +169,29 @@ def test_every_prior_and_wiring_trains_and_samples(hierarchy, prior):
     assert z.shape == (5, 5) and model.decode(z).mean.shape == (5, 1, 8, 8)
     q = model.encode(x)
     assert isinstance(q, LayeredGaussian) and q.mean.shape == (8, 5)
+
+
+def test_the_branched_wiring_is_the_hvae_papers_network_layer_for_layer():
+    """--hierarchy branched with the preset's sizes has the weights of Tomczak & Welling's HVAE (L = 2)
+    code: GatedDense(in, out) is one (2·out, in) matrix, each Gaussian head one (2·L, 300)."""
+    config = ModelConfig(
+        arch="gated", input_shape=(1, 28, 28), hidden=(300, 300), latent_dim=80, latent_layers=(40, 40), hierarchy="branched",
+        latent_hidden=(300, 300), prior="vampprior", prior_components=500,
+    )  # fmt: skip
+    model = build_model(config)
+    head = (80, 300)
+    paper = [
+        (600, 784), (600, 300), head,  # q(z_2|x): two GatedDense(., 300)
+        (600, 784), (600, 40), (600, 600), head,  # q(z_1|x, z_2): GatedDense(784, 300) and (40, 300), joint (600, 300)
+        (600, 40), (600, 300), head,  # p(z_1|z_2)
+        (600, 40), (600, 40), (600, 600), (784, 300),  # p(x|z_1, z_2): one per layer, joint (600, 300), Linear(300, 784)
+        (500, 784),  # the pseudo-inputs
+    ]  # fmt: skip
+    shapes = [tuple(p.shape) for name, p in model.named_parameters() if not name.endswith("bias")]
+    assert sorted(shapes) == sorted(paper)
+    assert model.encoder.out_features == 784 and not list(model.encoder.parameters())  # x itself
+    with pytest.raises(ConfigError, match="branched hierarchy reads x with dense layers"):
+        build_model(hvae_config(arch="conv", hierarchy="branched", hidden=(4,)))
 
 
 @pytest.mark.parametrize("prior", ["normal", "vampprior"])
@@ -306,7 +337,7 @@ def test_cli_layer_out_of_range_and_hierarchical_ae_are_one_line_errors(hvae_run
 
 def test_a_hierarchical_model_can_be_conditioned_on_the_label():
     torch.manual_seed(0)
-    for hierarchy, prior in (("skip", "vampprior"), ("chain", "normal")):
+    for hierarchy, prior in (("skip", "vampprior"), ("branched", "vampprior"), ("chain", "normal")):
         model = build_model(hvae_config(condition="label", context_dim=10, hierarchy=hierarchy, prior=prior, prior_components=10))
         x, y = torch.rand(6, 1, 8, 8).bernoulli(), torch.arange(6)
         terms = elbo(model, x, context=y, n_samples=3, iw=True)

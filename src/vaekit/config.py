@@ -68,7 +68,8 @@ class ModelConfig:
     latent_layers: sizes of the stochastic layers z_1 (nearest the data) .. z_L of a hierarchical
         model (two or more, summing to ``latent_dim``); empty: one layer.
     hierarchy: how a hierarchical model's layers are wired, a name of ``HIERARCHIES`` (``skip``:
-        Tomczak & Welling's HVAE; ``chain``: the IWAE paper's two-layer model).
+        Tomczak & Welling's HVAE on shared encoder features; ``branched``: the same with their code's
+        networks, a layer per input; ``chain``: the IWAE paper's two-layer model).
     latent_hidden: hidden sizes of the networks between stochastic layers (None: two layers as wide
         as the encoder's output).
     hidden: MLP hidden sizes, or conv channels per stride-2 stage.

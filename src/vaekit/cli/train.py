@@ -157,7 +157,8 @@ def register(sub) -> None:
         "--hierarchy",
         choices=HIERARCHIES.names(),
         metavar="NAME",
-        help=f"how a hierarchical model's layers connect: skip (Tomczak & Welling's HVAE) or chain (IWAE's) ({default('hierarchy')})",
+        help="how a hierarchical model's layers connect: skip (Tomczak & Welling's HVAE), branched (the same with their code's"
+        f" networks: a layer per input), or chain (IWAE's) ({default('hierarchy')})",
     )
     g.add_argument(
         "--latent-hidden",

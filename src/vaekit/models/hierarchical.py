@@ -5,10 +5,14 @@ distributions over the concatenated code (event (Σ L_l,)), each a ``LayeredGaus
 layer by layer (ancestrally) and sums the layers' log-densities. The one objective
 (``vaekit.objectives.elbo``) therefore trains and evaluates them unchanged: the KL has no closed
 form, so it is the Monte Carlo mean of log q(z|x) − log p(z), and the importance-weighted bound
-uses both log-densities exactly. Two wirings are registered in ``HIERARCHIES``
-(``ModelConfig.hierarchy``); the generative side is the same for both, p(z_L) Π p(z_l|z_{l+1}):
+uses both log-densities exactly. Three wirings are registered in ``HIERARCHIES``
+(``ModelConfig.hierarchy``); the generative side is p(z_L) Π p(z_l|z_{l+1}) for all of them:
 
-- ``skip`` (Tomczak & Welling 2018's HVAE): q(z_L|x) Π q(z_l|x, z_{l+1}); p(x|z_1, ..., z_L).
+- ``skip`` (Tomczak & Welling 2018's HVAE): q(z_L|x) Π q(z_l|x, z_{l+1}); p(x|z_1, ..., z_L). The
+  layers read the shared encoder's features h, and each network joins its inputs first.
+- ``branched``: the same factorisation with the networks of the HVAE paper's code: no shared
+  encoder (q(z_L|x) has the encoder's stack to itself), and q(z_l|x, z_{l+1}) and p(x|z_1, ..., z_L)
+  pass each input through a layer of its own before the joint layers.
 - ``chain`` (Burda et al. 2016's two-layer model): q(z_1|x) Π q(z_{l+1}|z_l); p(x|z_1).
 
 p(z_L) is any registered prior over the top layer (a VampPrior uses q(z_L|u_k), so it needs the
@@ -32,7 +36,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints, 
 from vaekit.errors import ConfigError
 from vaekit.models.condition import Context, batch_context
 from vaekit.models.gated import gated_stack
-from vaekit.models.networks import Decoder, mlp
+from vaekit.models.networks import DECODERS, ENCODERS, Decoder, mlp
 from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
 from vaekit.models.priors import PRIORS, Prior, marginals
 from vaekit.objectives import StandardNormalDraws
@@ -60,26 +64,60 @@ def bridge_hidden(config: ModelConfig) -> tuple[int, ...]:
     return (width, width)
 
 
+def dense_stack(sizes: list[int], arch: str, act: str) -> nn.Sequential:
+    """Dense layers through ``sizes``, each followed by its nonlinearity: GatedDense for ``gated``, else Linear + ``act``."""
+    return gated_stack(sizes) if arch == "gated" else mlp(sizes, act, final_activation=True)
+
+
+class BranchedNet(nn.Module):
+    """Inputs (*, in_i), each through a dense layer of its own (width hidden[0]); their outputs joined
+    and passed through the dense layers hidden[1:]: (*, out_features). The HVAE paper's code wires
+    q(z_1|x, z_2) and p(x|z_1, z_2) so: GatedDense(in_i, 300) per input, then GatedDense(600, 300).
+
+    Each branch runs on its input's own leading shape, so an input without the sample dimension
+    (x's features (B, F) beside z (S, B, L)) is computed once, not once per sample.
+    """
+
+    def __init__(self, in_features: tuple[int, ...], hidden: tuple[int, ...], arch: str, act: str):
+        super().__init__()
+        self.branches = nn.ModuleList(dense_stack([n, hidden[0]], arch, act) for n in in_features)
+        sizes = [hidden[0] * len(in_features), *hidden[1:]]
+        self.joint = dense_stack(sizes, arch, act)
+        self.out_features = sizes[-1]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.joint(join(*(branch(t) for branch, t in zip(self.branches, inputs, strict=True))))
+
+
 class LayerNet(nn.Module):
-    """One stochastic layer's conditional: inputs (*, in) -> [dense stack] -> N(μ, diag σ²) over (*, L_l)."""
+    """One stochastic layer's conditional: inputs (*, in_i) -> dense layers -> N(μ, diag σ²) over (*, L_l).
+
+    The inputs are joined before the first layer, or with ``branched`` each has its first layer to
+    itself (``BranchedNet``)."""
 
     def __init__(
         self,
-        in_features: int,
+        in_features: tuple[int, ...],
         hidden: tuple[int, ...],
         latent_dim: int,
         arch: str,
         act: str,
         logvar_range: tuple[float, float],
+        branched: bool = False,
     ):
         super().__init__()
-        sizes = [in_features, *hidden]
-        self.net = gated_stack(sizes) if arch == "gated" else mlp(sizes, act, final_activation=True)
-        self.head = GaussianPosterior(sizes[-1], latent_dim, logvar_range)
+        self.branched = branched and len(in_features) > 1
+        if self.branched:
+            self.net = BranchedNet(in_features, hidden, arch, act)
+            width = self.net.out_features
+        else:
+            sizes = [sum(in_features), *hidden]
+            self.net, width = dense_stack(sizes, arch, act), sizes[-1]
+        self.head = GaussianPosterior(width, latent_dim, logvar_range)
 
     def forward(self, *inputs: torch.Tensor) -> DiagonalNormal:
         """N over (*batch, L_l) from inputs (*batch, in_i) (broadcast over their leading dimensions)."""
-        return self.head(self.net(join(*inputs)))
+        return self.head(self.net(*inputs) if self.branched else self.net(join(*inputs)))
 
 
 def join(*inputs: torch.Tensor) -> torch.Tensor:
@@ -209,11 +247,14 @@ class Hierarchy(PosteriorHead):
     """Interface: encoder features h (B, F) -> q(z|x), a ``LayeredGaussian`` over the L layers.
 
     parents: each layer's parent in q (None: the layer sees h alone). sees_x: whether each layer's
-    network also takes h. decoder_layers: the layers p(x|·) is given (their codes, concatenated).
+    network also takes h. decoder_layers: the layers p(x|·) is given. branched: whether each
+    network passes each of its inputs through a layer of its own (``BranchedNet``) and the encoder
+    is x itself, its hidden layers moved into q(z_L|x)'s network (``encoder_config``).
     """
 
     parents: tuple[int | None, ...]
     sees_x: tuple[bool, ...]
+    branched: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -223,6 +264,7 @@ class Hierarchy(PosteriorHead):
         arch: str,
         act: str,
         logvar_range: tuple[float, float],
+        top_hidden: tuple[int, ...] = (),
     ):
         super().__init__(features, sum(sizes))
         self.sizes = tuple(sizes)
@@ -230,15 +272,42 @@ class Hierarchy(PosteriorHead):
         self.nets = nn.ModuleList()
         for i, size in enumerate(sizes):
             p = self.parents[i]
-            if p is None:  # a layer on the encoder's features alone: a Gaussian head, as in a one-layer VAE
+            if p is not None:
+                inputs = ((features,) if self.sees_x[i] else ()) + (sizes[p],)
+                self.nets.append(LayerNet(inputs, hidden, size, arch, act, logvar_range, branched=self.branched))
+            elif top_hidden:  # the layers a branched wiring moves from the encoder, then the Gaussian head
+                self.nets.append(LayerNet((features,), top_hidden, size, arch, act, logvar_range))
+            else:  # a layer on the encoder's features alone: a Gaussian head, as in a one-layer VAE
                 self.nets.append(GaussianPosterior(features, size, logvar_range))
-            else:
-                width = (features if self.sees_x[i] else 0) + sizes[p]
-                self.nets.append(LayerNet(width, hidden, size, arch, act, logvar_range))
 
     @classmethod
     def from_config(cls, config: ModelConfig, features: int) -> Hierarchy:
-        return cls(features, layer_sizes(config), bridge_hidden(config), config.arch, config.activation, config.logvar_range)
+        top_hidden = tuple(config.hidden) if cls.branched else ()
+        return cls(features, layer_sizes(config), bridge_hidden(config), config.arch, config.activation, config.logvar_range, top_hidden)
+
+    @classmethod
+    def encoder_config(cls, config: ModelConfig) -> ModelConfig:
+        """The config the shared encoder is built from: ``config``, or for a branched wiring one without
+        hidden layers (the encoder flattens x; q(z_L|x) has those layers to itself)."""
+        if not cls.branched:
+            return config
+        if ENCODERS[config.arch].needs_images:
+            raise ConfigError(f"the {cls.name} hierarchy reads x with dense layers; it needs --arch mlp or gated, not {config.arch}")
+        return dataclasses.replace(config, hidden=())
+
+    def build_decoder(self, config: ModelConfig, params_per_output: int, extra: int = 0) -> LayerDecoder:
+        """p(x|·)'s network on the codes of ``decoder_layers`` and ``extra`` context columns: the
+        registered decoder of ``config.arch`` on their concatenation, or (branched) one dense layer per
+        layer's code, of the decoder's first width, then the decoder's remaining layers."""
+        layers = self.decoder_layers()
+        if not (self.branched and len(layers) > 1):
+            width = sum(self.sizes[i] for i in layers) + extra
+            decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=width), params_per_output)
+            return LayerDecoder(decoder, self.sizes, layers, extra)
+        first = config.hidden[-1]  # the decoder's layers run through reversed(hidden)
+        branches = nn.ModuleList(dense_stack([self.sizes[i], first], config.arch, config.activation) for i in layers)
+        inner = dataclasses.replace(config, latent_dim=first * len(layers) + extra, hidden=tuple(config.hidden[:-1]))
+        return LayerDecoder(DECODERS[config.arch].from_config(inner, params_per_output), self.sizes, layers, extra, branches)
 
     @staticmethod
     @abstractmethod
@@ -265,7 +334,7 @@ class Hierarchy(PosteriorHead):
     def top(self, h: torch.Tensor) -> Distribution:
         """q(z_L|x) (B, L_L), where the top layer sees x alone."""
         if not self.top_sees_x_alone(len(self.sizes)):
-            raise ConfigError(f"the {self.name} hierarchy's q(z_L|x) is not a Gaussian of x alone; a vampprior needs --hierarchy skip")
+            raise ConfigError(f"the {self.name} hierarchy's q(z_L|x) is not a Gaussian of x alone; a vampprior needs skip or branched")
         return self.nets[-1](h)
 
 
@@ -274,7 +343,8 @@ HIERARCHIES: Registry[type[Hierarchy]] = Registry("hierarchy")
 
 @HIERARCHIES.register("skip")
 class SkipHierarchy(Hierarchy):
-    """q(z_L|x) Π q(z_l|x, z_{l+1}), decoder p(x|z_1, ..., z_L): Tomczak & Welling 2018's HVAE."""
+    """q(z_L|x) Π q(z_l|x, z_{l+1}), decoder p(x|z_1, ..., z_L): Tomczak & Welling 2018's HVAE, every
+    layer on the shared encoder's features, each network on its inputs joined."""
 
     @staticmethod
     def wiring(n: int):
@@ -282,6 +352,15 @@ class SkipHierarchy(Hierarchy):
 
     def decoder_layers(self) -> tuple[int, ...]:
         return tuple(range(len(self.sizes)))
+
+
+@HIERARCHIES.register("branched")
+class BranchedHierarchy(SkipHierarchy):
+    """The skip factorisation with the networks of the HVAE paper's code: q(z_L|x) the encoder's
+    dense stack on x; q(z_l|x, z_{l+1}) one layer on x and one on z_{l+1}, then the joint layers;
+    p(x|z_1, ..., z_L) one layer per layer's code, then the decoder's remaining layers."""
+
+    branched = True
 
 
 @HIERARCHIES.register("chain")
@@ -314,7 +393,9 @@ class HierarchicalPrior(Prior):
     ):
         super().__init__()
         self.top, self.sizes = top, tuple(sizes)
-        self.conditionals = nn.ModuleList(LayerNet(sizes[i + 1], hidden, sizes[i], arch, act, logvar_range) for i in range(len(sizes) - 1))
+        self.conditionals = nn.ModuleList(
+            LayerNet((sizes[i + 1],), hidden, sizes[i], arch, act, logvar_range) for i in range(len(sizes) - 1)
+        )
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> HierarchicalPrior:
@@ -333,21 +414,27 @@ class HierarchicalPrior(Prior):
 
 class LayerDecoder(Decoder):
     """A decoder given only some layers of z (Σ L,): it takes their codes, concatenated, from the full
-    code, and the ``extra`` columns after it (a conditional model's context)."""
+    code, and the ``extra`` columns after it (a conditional model's context). With ``branches`` (one
+    network per layer taken), each layer's code passes through its own branch first."""
 
-    def __init__(self, decoder: Decoder, sizes: tuple[int, ...], layers: tuple[int, ...], extra: int = 0):
+    def __init__(
+        self, decoder: Decoder, sizes: tuple[int, ...], layers: tuple[int, ...], extra: int = 0, branches: nn.ModuleList | None = None
+    ):
         super().__init__()
-        self.decoder = decoder
+        self.decoder, self.branches = decoder, branches
         offsets = list(itertools.accumulate(sizes, initial=0))
-        parts = [torch.arange(offsets[i], offsets[i + 1]) for i in layers] + [torch.arange(offsets[-1], offsets[-1] + extra)]
-        self.register_buffer("index", torch.cat(parts), persistent=False)
+        self.spans = [(offsets[i], offsets[i + 1]) for i in layers] + [(offsets[-1], offsets[-1] + extra)]
+        self.register_buffer("index", torch.cat([torch.arange(a, b) for a, b in self.spans]), persistent=False)
 
     @classmethod
-    def from_config(cls, config: ModelConfig, params_per_output: int) -> LayerDecoder:  # pragma: no cover - built by build_model
+    def from_config(cls, config: ModelConfig, params_per_output: int) -> LayerDecoder:  # pragma: no cover - see Hierarchy.build_decoder
         raise NotImplementedError
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z.index_select(-1, self.index))
+        if self.branches is None:
+            return self.decoder(z.index_select(-1, self.index))
+        codes = [z[..., a:b] for a, b in self.spans]
+        return self.decoder(torch.cat([branch(c) for branch, c in zip(self.branches, codes)] + codes[-1:], -1))
 
     def set_output_bias(self, params: torch.Tensor) -> None:
         self.decoder.set_output_bias(params)

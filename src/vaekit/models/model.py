@@ -18,7 +18,7 @@ from vaekit.config import ModelConfig, RunConfig, validate
 from vaekit.errors import ConfigError
 from vaekit.models.condition import CONDITIONS, Condition, Context
 from vaekit.models.flows import FLOWS, FlowPosterior
-from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, LayerDecoder, is_hierarchical
+from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, is_hierarchical
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
 from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
@@ -161,15 +161,14 @@ def build_model(config: ModelConfig) -> LatentVariableModel:
         shape = tuple(config.input_shape)
         wider = (shape[0] + k, *shape[1:]) if ENCODERS[config.arch].needs_images else (math.prod(shape) + k,)
         encoder_config = dataclasses.replace(config, input_shape=wider)
-    encoder = ENCODERS[config.arch].from_config(encoder_config)
     if is_hierarchical(config):  # q(z|x) and p(z) over the layers, the decoder on the layers its wiring gives it (and y)
-        posterior = HIERARCHIES[config.hierarchy].from_config(config, encoder.out_features)
-        layers = posterior.decoder_layers()
-        width = sum(config.latent_layers[i] for i in layers) + k
-        decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=width), likelihood.params_per_output)
-        decoder = LayerDecoder(decoder, tuple(config.latent_layers), layers, extra=k)
+        hierarchy = HIERARCHIES[config.hierarchy]
+        encoder = ENCODERS[config.arch].from_config(hierarchy.encoder_config(encoder_config))
+        posterior = hierarchy.from_config(config, encoder.out_features)
+        decoder = posterior.build_decoder(config, likelihood.params_per_output, extra=k)
         prior = HierarchicalPrior.from_config(config)
         return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition)
+    encoder = ENCODERS[config.arch].from_config(encoder_config)
     decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=config.latent_dim + k), likelihood.params_per_output)
     posterior = POSTERIORS[config.kind].from_config(config, encoder.out_features)
     if config.flow != "none":

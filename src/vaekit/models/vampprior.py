@@ -54,7 +54,7 @@ class VampPrior(Prior):
             raise ConfigError("the vampprior's components are the model's Gaussian posteriors: it needs --model vae without a flow")
         if is_hierarchical(config) and not HIERARCHIES[config.hierarchy].top_sees_x_alone(len(config.latent_layers)):
             raise ConfigError(
-                f"the vampprior's components are q(z_L|u), which the {config.hierarchy} hierarchy lacks: use --hierarchy skip"
+                f"the vampprior's components are q(z_L|u), which the {config.hierarchy} hierarchy lacks: use --hierarchy skip (or branched)"
             )
         unit = LIKELIHOODS[config.likelihood].support == "unit"
         return cls(tuple(config.input_shape), config.prior_components, unit_range=unit)
