@@ -131,6 +131,19 @@ def test_resume_changes_when_a_run_stops_or_slows_down_and_refuses_other_setting
     assert json.loads((copy / "config.json").read_text())["train"]["lr"] == train["lr"]
 
 
+def test_train_with_a_weight_average_then_evaluate_and_a_bad_decay(tmp_path, capsys):
+    from test_cli_latent import one_line_error
+
+    from helpers import SMALL_RUN_FLAGS
+
+    out = tmp_path / "run"
+    assert main(["train", *SMALL_RUN_FLAGS, "--ema", "0.99", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["ema"] == 0.99
+    assert main(["evaluate", str(out), "--iw-samples", "4"]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, main(["train", *SMALL_RUN_FLAGS, "--ema", "1", "--out", str(tmp_path / "bad")]), "decay must be in [0, 1)")
+
+
 def test_train_into_existing_run_is_refused(run_dir):
     code, _, err = run_cli("train", "--epochs", "1", "--quiet", "--out", run_dir)
     assert_one_line_error(code, err, "already holds a run")

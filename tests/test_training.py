@@ -16,6 +16,7 @@ from vaekit.data import load_data
 from vaekit.data.batches import data_order
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.evaluation import elbo_terms
+from vaekit.runs import RunWriter
 from vaekit.training import Trainer, beta_at, normalize_gradients, resume, train
 
 from helpers import fit_until_crash, small_config
@@ -395,3 +396,47 @@ def test_a_new_autoencoder_run_refuses_a_prior_or_samples_but_an_older_one_still
     old.fit(progress=False)
     assert vaekit.load(tmp_path / "old").model.deterministic
     assert len(resume(tmp_path / "old", epochs=2).metrics()) == 2
+
+
+def _step_weights(trainer) -> list[dict[str, torch.Tensor]]:
+    """A list that collects the model's parameters after every optimizer step of ``trainer``."""
+    after: list[dict[str, torch.Tensor]] = []
+    trainer.optimizer.register_step_post_hook(lambda *_: after.append({k: p.detach().clone() for k, p in trainer.model.named_parameters()}))
+    return after
+
+
+def test_the_weight_average_is_the_moving_average_of_the_steps_and_what_the_run_validates_and_keeps(tmp_path, digits):
+    plain = Trainer(small_config(epochs=2), tmp_path / "plain", data=digits)
+    steps = _step_weights(plain)
+    plain.start_run()
+    plain.fit()
+    averaged = train(small_config(epochs=2, ema=0.9), tmp_path / "ema", data=digits)
+    expected = {k: v.clone() for k, v in dict(Trainer(small_config(), None, data=digits).model.named_parameters()).items()}
+    for n, weights in enumerate(steps):  # by hand: avg <- d avg + (1 - d) θ, d = min(0.9, (1 + n) / (10 + n))
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * weights[k] for k in expected}
+    last = vaekit.load(tmp_path / "ema", which="last").model.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(last[k], v, rtol=1e-5, atol=1e-6)
+    raw = RunWriter(tmp_path / "ema").read_checkpoint().optimizer
+    for k, v in steps[-1].items():  # the steps themselves are the plain run's: the average only watches them
+        assert torch.equal(raw["raw." + k], v), k
+    rows, plain_rows = averaged.metrics(), plain._result().metrics()
+    assert rows[0]["train_loss"] == plain_rows[0]["train_loss"] and rows[-1]["valid_loss"] != plain_rows[-1]["valid_loss"]
+    cfg = small_config()
+    mine = elbo_terms(vaekit.load(tmp_path / "ema", which="last").model, digits.valid.x, batch_size=1000, seed=cfg.train.seed)
+    assert rows[-1]["valid_loss"] == pytest.approx(mine.loss.mean().item(), rel=1e-6)  # validated: the average
+
+
+def test_a_resumed_averaging_run_equals_the_uninterrupted_one(tmp_path, digits):
+    full = train(small_config(epochs=4, ema=0.95), tmp_path / "full", data=digits)
+    train(small_config(epochs=2, ema=0.95), tmp_path / "part", data=digits)
+    resumed = resume(tmp_path / "part", epochs=4)
+    assert [r["valid_loss"] for r in resumed.metrics()] == [r["valid_loss"] for r in full.metrics()]
+    for which in ("best", "last"):
+        a, b = (vaekit.load(tmp_path / run, which=which).model.state_dict() for run in ("full", "part"))
+        assert all(torch.equal(a[k], b[k]) for k in a), which
+    raw_a, raw_b = (RunWriter(tmp_path / run).read_checkpoint().optimizer for run in ("full", "part"))
+    assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a if k.startswith("raw."))
+    with pytest.raises(ConfigError, match="decay must be in"):
+        train(small_config(ema=1.0), None, data=digits)

@@ -130,6 +130,10 @@ class TrainConfig:
     grad_clip: clip the gradient norm to this (0: off).
     normalize_grads: divide each parameter tensor's gradient by its L2 norm before the Adam step
         (the AdamNormGrad optimizer of the VampPrior paper's code).
+    ema: decay of an exponential moving average of the weights (Polyak averaging; 0: off). With it,
+        validation, early stopping, the best and last checkpoints and every command that loads the
+        run use the averaged weights; the raw ones travel with the optimizer's state for ``--resume``.
+        Step n averages with min(ema, (1 + n) / (10 + n)), so the average leaves the initial weights quickly.
     patience: stop after this many epochs without a better validation loss (0: off).
     lr_patience, lr_factor, min_lr: learning-rate decay on a plateau: after ``lr_patience`` epochs
         without a better validation loss (counted afresh after each cut), multiply the learning rate
@@ -165,6 +169,7 @@ class TrainConfig:
     noise_level: float = 0.0
     grad_clip: float = 0.0
     normalize_grads: bool = False
+    ema: float = 0.0
     patience: int = 0
     lr_patience: int = 0
     lr_factor: float = 0.5
@@ -309,6 +314,7 @@ def validate(config: RunConfig) -> None:
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
         (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),
         (t.grad_clip >= 0, f"gradient clip must be >= 0, got {t.grad_clip}"),
+        (0 <= t.ema < 1, f"the weight average's decay must be in [0, 1), got {t.ema}"),
         (t.patience >= 0, f"patience must be >= 0, got {t.patience}"),
         (t.lr_patience >= 0, f"lr patience must be >= 0, got {t.lr_patience}"),
         (0 < t.lr_factor < 1, f"lr factor must be in (0, 1), got {t.lr_factor}"),

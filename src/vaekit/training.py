@@ -9,6 +9,7 @@ come from ``vaekit.data.batches.TrainingBatches``; the objective is ``vaekit.obj
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -36,6 +37,7 @@ from vaekit.runs import Run, RunWriter, TrainState, load, read_config
 
 log = logging.getLogger(__name__)
 
+RAW = "raw."  # the prefix of the raw weights in the optimizer file of a run that averages its weights (``ema``)
 COLLAPSE_CHECK_EXAMPLES = 2000  # validation examples the end-of-training posterior-collapse check looks at
 INIT_EXAMPLES = 10_000  # training examples whose mean starts the decoder's output bias
 
@@ -65,6 +67,47 @@ def check_data(config: RunConfig, data: DataSplits) -> None:
             raise ConfigError(f"the model was built for a context of {config.model.context_dim}, but {config.data.source} gives {k}")
     if config.train.batch_size > len(data.train):
         raise ConfigError(f"batch size {config.train.batch_size} is larger than the training set ({len(data.train)} examples)")
+
+
+class WeightAverage:
+    """An exponential moving average of a module's floating-point parameters (Polyak averaging):
+    after step n, avg <- avg + (1 − d_n)(θ − avg) with d_n = min(decay, (1 + n) / (10 + n)), a
+    function of the step alone, so a resumed run averages as an uninterrupted one."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.names = [name for name, p in module.named_parameters() if p.is_floating_point()]
+        self.params = [p for name, p in module.named_parameters() if p.is_floating_point()]
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Fold in the parameters after optimizer step ``step`` (0 for the first)."""
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
+
+    def state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """``module.state_dict()`` with the averaged parameters in place of the raw ones."""
+        averaged = dict(zip(self.names, self.average))
+        return {k: averaged.get(k, v) for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def load(self, weights: dict[str, torch.Tensor]) -> None:
+        """Take the averaged parameters from a state dict written by ``state_dict``."""
+        for avg, name in zip(self.average, self.names):
+            avg.copy_(weights[name])
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The module's parameters hold the average inside the block, their own values again after it."""
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_(self.params, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, raw)
 
 
 class Trainer:
@@ -103,6 +146,7 @@ class Trainer:
         if t.precision == "bf16" and self.device.type == "cpu" and not _cpu_has_bf16():
             log.warning("this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX): --precision bf16 will be slower than fp32")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+        self.average = WeightAverage(self.model, t.ema) if t.ema else None
         self.state = TrainState(global_batch=t.batch_size * self.world.size)
         self.batches = self._batches()
         self.x_valid = self.data.valid.x if self.data.streaming else self.data.valid.x.to(self.device)
@@ -149,7 +193,11 @@ class Trainer:
         try:
             self.state = TrainState.from_json(saved.state)
             self.state.global_batch = self.state.global_batch or self.config.train.batch_size  # saved before: one process
-            self.model.load_state_dict(saved.weights)
+            if self.average is None:
+                self.model.load_state_dict(saved.weights)
+            else:  # the weight files hold the average; the raw weights are with the optimizer's state
+                self.model.load_state_dict({k[len(RAW) :]: v for k, v in saved.optimizer.items() if k.startswith(RAW)})
+                self.average.load(saved.weights)
             load_optimizer_state(self.optimizer, saved.optimizer, saved.state["optimizer"])
             set_rng_state(saved.optimizer, saved.state["rng"])
             sums = saved.optimizer["epoch_sums"].to(self.device, torch.float64)  # summed over the processes that saved them
@@ -170,7 +218,7 @@ class Trainer:
         up over the processes, then rank 0 writes. In memory, only the best weights are kept."""
         if self.out is None:
             if best:
-                self.best_weights = copy.deepcopy(self.model.state_dict())
+                self.best_weights = copy.deepcopy(self._weights())
             return
         sums = distributed.all_sum(self.epoch_sums.clone()) if self.world.distributed else self.epoch_sums
         distributed.on_main(self._write_checkpoint, best, sums)
@@ -178,14 +226,19 @@ class Trainer:
     def _write_checkpoint(self, best: bool, epoch_sums: torch.Tensor) -> None:
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
         rng_tensors, rng_meta = rng_state()
+        raw = {} if self.average is None else {RAW + k: v for k, v in self.model.state_dict().items()}
         self.state = self.writer.write_checkpoint(
             self.state,
-            self.model.state_dict(),
-            {**opt_tensors, **rng_tensors, "epoch_sums": epoch_sums},
+            self._weights(),
+            {**opt_tensors, **rng_tensors, **raw, "epoch_sums": epoch_sums},
             {"optimizer": opt_meta, "rng": rng_meta},
             {"format": "vaekit", "config": self.config.to_json()},
             best=best,
         )
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The weights the run is validated, kept and used with: the model's, or their average (``ema``)."""
+        return self.model.state_dict() if self.average is None else self.average.state_dict(self.model)
 
     # ----- the loop -------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> Run:
@@ -267,6 +320,8 @@ class Trainer:
             if t.normalize_grads:
                 normalize_gradients(self.model.parameters())
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.state.step)
             if batch.weight:
                 with torch.no_grad():
                     self.epoch_sums += torch.stack((per_example, kl - rec, rec, kl)).sum(1, dtype=torch.float64)
@@ -304,11 +359,27 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """The training objective (final β, the run's samples and importance weighting) and the
-        ELBO's terms on the validation split; each process validates a share and the sums are added."""
-        t = self.config.train
+        ELBO's terms on the validation split, of the averaged weights with ``ema``; each process
+        validates a share and the sums are added."""
         started = time.perf_counter()
         x = self._share(self.x_valid)
-        terms = elbo_terms(
+        with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
+            terms = self._validation_terms(x)
+        sums = torch.stack([terms.loss.sum(), terms.neg_elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
+        loss, neg_elbo, rec, kl = (distributed.all_sum(sums.double()) / len(self.x_valid)).tolist()
+        return {
+            "valid_loss": loss,
+            "valid_neg_elbo": neg_elbo,
+            "valid_reconstruction": -rec,
+            "valid_kl": kl,
+            "valid_seconds": time.perf_counter() - started,
+        }
+
+    # ----- pieces of the loop ---------------------------------------------------------------
+    def _validation_terms(self, x: torch.Tensor):
+        """``elbo_terms`` of the training objective (final β) on this process's share x of the validation split."""
+        t = self.config.train
+        return elbo_terms(
             self.model,
             x,
             context=None if self.context_valid is None else self._share(self.context_valid),
@@ -321,17 +392,7 @@ class Trainer:
             iw_elbo_mix=t.iw_elbo_mix,
             piwae=t.piwae,
         )
-        sums = torch.stack([terms.loss.sum(), terms.neg_elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
-        loss, neg_elbo, rec, kl = (distributed.all_sum(sums.double()) / len(self.x_valid)).tolist()
-        return {
-            "valid_loss": loss,
-            "valid_neg_elbo": neg_elbo,
-            "valid_reconstruction": -rec,
-            "valid_kl": kl,
-            "valid_seconds": time.perf_counter() - started,
-        }
 
-    # ----- pieces of the loop ---------------------------------------------------------------
     def _loss_terms(
         self, inputs: torch.Tensor, target: torch.Tensor, beta: float | torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -394,7 +455,8 @@ class Trainer:
         """The trained run with its best weights (loaded from the run directory, or kept in memory)."""
         if self.world.is_main:
             context = None if self.context_valid is None else self.context_valid[:COLLAPSE_CHECK_EXAMPLES]
-            collapse = posterior_collapse_warning(self.model, self.x_valid[:COLLAPSE_CHECK_EXAMPLES], context=context)
+            with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
+                collapse = posterior_collapse_warning(self.model, self.x_valid[:COLLAPSE_CHECK_EXAMPLES], context=context)
             if collapse:
                 log.warning("%s", collapse)
         if self.out is not None:

@@ -58,6 +58,7 @@ _FIELDS = {
     "noise_level": ("train", "noise_level"),
     "grad_clip": ("train", "grad_clip"),
     "normalize_grads": ("train", "normalize_grads"),
+    "ema": ("train", "ema"),
     "patience": ("train", "patience"),
     "lr_patience": ("train", "lr_patience"),
     "lr_factor": ("train", "lr_factor"),
@@ -246,6 +247,13 @@ def register(sub) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="divide each parameter tensor's gradient by its norm before the Adam step (the VampPrior code's AdamNormGrad; default off)",
+    )
+    g.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate, checkpoint and keep an exponential moving average of the weights with this decay, e.g. 0.999"
+        f" (Polyak averaging; {default('ema')}: off)",
     )
     g.add_argument(
         "--patience", type=int, help=f"early stopping after this many epochs without improvement, 0: off ({default('patience')})"
