@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["fp32", "bf16"],
         help="train with vaekit train --precision (a new run; a resumed run keeps its setting); evaluation is float32 either way",
     )
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="train with vaekit train --ema DECAY, a moving average of the weights (a new run; a resumed run keeps its setting)",
+    )
     p.add_argument("--data-dir", default="../shared/data", help="folder with binarized_mnist.npz (default ../shared/data)")
     p.add_argument("--iw-samples", type=int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/reproduce/ROW)")
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 + (["--epochs", str(args.epochs)] if args.epochs else [])
                 + (["--compile"] if args.compile else [])
                 + (["--precision", args.precision] if args.precision else [])
+                + (["--ema", str(args.ema)] if args.ema is not None else [])
             )
         print("+", shlex.join(train_command[2:]), flush=True)
         code = subprocess.call(train_command, cwd=ROOT, env=env)

@@ -141,8 +141,8 @@ def test_train_and_resume_commands(reproduce, tmp_path, monkeypatch):
         ],
         "1",
     )
-    assert reproduce.main(["vampprior", "--out", str(out), "--compile", "--precision", "bf16", "--train-only"]) == 0
-    assert commands[-1][0][-3:] == ["--compile", "--precision", "bf16"]
+    assert reproduce.main(["vampprior", "--out", str(out), "--compile", "--precision", "bf16", "--ema", "0.999", "--train-only"]) == 0
+    assert commands[-1][0][-5:] == ["--compile", "--precision", "bf16", "--ema", "0.999"]
     out.mkdir()
     (out / "config.json").write_text("{}")
     assert reproduce.main(["vampprior", "--out", str(out), "--resume", "--train-only"]) == 0
