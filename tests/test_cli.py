@@ -165,6 +165,8 @@ def test_console_entry_point_help():
         (["train", "--batch-size", "100000", "--quiet"], ["batch size"]),
         (["train", "--epochs", "0", "--quiet"], ["epochs"]),
         (["train", "--lr", "0", "--quiet"], ["learning rate"]),
+        (["train", "--adam-eps", "0", "--quiet"], ["adam eps must be positive"]),
+        (["train", "--adam-betas", "0.9", "1", "--quiet"], ["adam betas must be two numbers in [0, 1)"]),
         (["train", "--arch", "unknown", "--quiet"], ["arch"]),
         (["train", "--epochs", "many"], ["epochs"]),
         (["train", "--model", "ae", "--prior", "mixture", "--quiet"], ["plain autoencoder", "--prior mixture"]),

@@ -11,6 +11,7 @@ import torch
 
 import vaekit
 from vaekit.cli import main
+from vaekit.config import RunConfig
 from vaekit.corruption import corrupt
 from vaekit.data import load_data
 from vaekit.data.batches import data_order
@@ -54,6 +55,21 @@ def test_training_lowers_validation_loss_on_digits(tmp_path, digits):
         "train_seconds",
     ]:
         assert col in header
+
+
+def test_adam_takes_the_configured_betas_and_eps_and_a_resumed_run_keeps_them(tmp_path, digits):
+    config = small_config(epochs=1, adam_betas=(0.99, 0.9), adam_eps=5e-6)
+    trainer = Trainer(config, tmp_path / "run", data=digits)
+    group = trainer.optimizer.param_groups[0]
+    assert (group["betas"], group["eps"]) == ((0.99, 0.9), 5e-6)
+    trainer.start_run()
+    trainer.fit()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert (saved["adam_betas"], saved["adam_eps"]) == ([0.99, 0.9], 5e-6)
+    resumed = Trainer(RunConfig.from_json_file(tmp_path / "run" / "config.json"), tmp_path / "run", data=digits)
+    resumed.restore()
+    group = resumed.optimizer.param_groups[0]  # the saved optimizer state (JSON) holds them as a list
+    assert (tuple(group["betas"]), group["eps"]) == ((0.99, 0.9), 5e-6)
 
 
 def test_same_seed_same_numbers(tmp_path, digits):

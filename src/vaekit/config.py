@@ -115,6 +115,10 @@ class TrainConfig:
     """How to train.
 
     epochs, batch_size, lr, weight_decay: Adam settings and length.
+    adam_betas, adam_eps: Adam's moment decays (β1, β2) and the ε added to the root of the second
+        moment. ε is in the units of the gradient of the per-example mean loss; a larger one damps the
+        steps of parameters whose gradients are tiny (the IWAE paper's code: β1 0.99, ε 1e-4 on a
+        minibatch sum of 20, that is 5e-6 here).
     beta: weight of the KL term (β-VAE); ignored by an ``ae``.
     warmup_epochs: β rises linearly from 0 to ``beta`` over this many epochs (0: off).
     n_samples: latent samples per example in the objective.
@@ -158,6 +162,8 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
     beta: float = 1.0
     warmup_epochs: int = 0
     n_samples: int = 1
@@ -301,6 +307,11 @@ def validate(config: RunConfig) -> None:
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
         (t.lr > 0, f"learning rate must be positive, got {t.lr}"),
         (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),
+        (
+            len(t.adam_betas) == 2 and all(0 <= b < 1 for b in t.adam_betas),
+            f"adam betas must be two numbers in [0, 1), got {' '.join(map(str, t.adam_betas))}",
+        ),
+        (t.adam_eps > 0, f"adam eps must be positive, got {t.adam_eps}"),
         (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
         (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),

@@ -145,7 +145,9 @@ class Trainer:
         self.loss_terms = _compiled(self._loss_terms) if t.compile else self._loss_terms
         if t.precision == "bf16" and self.device.type == "cpu" and not _cpu_has_bf16():
             log.warning("this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX): --precision bf16 will be slower than fp32")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=t.lr, betas=t.adam_betas, eps=t.adam_eps, weight_decay=t.weight_decay, fused=True
+        )
         self.average = WeightAverage(self.model, t.ema) if t.ema else None
         self.state = TrainState(global_batch=t.batch_size * self.world.size)
         self.batches = self._batches()

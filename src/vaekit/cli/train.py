@@ -48,6 +48,8 @@ _FIELDS = {
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
     "weight_decay": ("train", "weight_decay"),
+    "adam_betas": ("train", "adam_betas"),
+    "adam_eps": ("train", "adam_eps"),
     "beta": ("train", "beta"),
     "warmup": ("train", "warmup_epochs"),
     "samples": ("train", "n_samples"),
@@ -212,6 +214,13 @@ def register(sub) -> None:
     )
     g.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr')})")
     g.add_argument("--weight-decay", type=float, help=f"Adam weight decay ({default('weight_decay')})")
+    g.add_argument("--adam-betas", type=float, nargs=2, metavar=("B1", "B2"), help=f"Adam's moment decays β1 β2 ({default('adam_betas')})")
+    g.add_argument(
+        "--adam-eps",
+        type=float,
+        metavar="EPS",
+        help=f"Adam's ε, in units of the per-example mean loss's gradient ({default('adam_eps')})",
+    )
     g.add_argument("--beta", type=float, help=f"KL weight β ({default('beta')})")
     g.add_argument("--warmup", type=int, help=f"KL warm-up: β rises linearly from 0 over this many epochs ({default('warmup')})")
     g.add_argument("--samples", type=int, help=f"latent samples per example ({default('samples')})")
