@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DECAY",
         help="train with vaekit train --ema DECAY, a moving average of the weights (a new run; a resumed run keeps its setting)",
     )
+    p.add_argument(
+        "--lr-patience",
+        type=int,
+        metavar="N",
+        help="train with vaekit train --lr-patience N: cut the rate after N epochs without a better validation bound, 0: a constant "
+        "rate (default: the preset's; a resumed run takes it too)",
+    )
     p.add_argument("--data-dir", default="../shared/data", help="folder with binarized_mnist.npz (default ../shared/data)")
     p.add_argument("--iw-samples", type=int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/reproduce/ROW)")
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         best_loss = float(best["valid_loss"])
         print(f"{args.row}: {len(rows)} epochs so far, best validation loss {best_loss:.2f} (epoch {best['epoch']}); {curve}")
         return 0
+    lr_patience = ["--lr-patience", str(args.lr_patience)] if args.lr_patience is not None else []
     if args.from_run:
         run_dir, train_command = Path(args.from_run), None
     else:
@@ -118,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.resume:
                 print(f"reproduce: {run_dir} holds a run already; continue it with --resume (or choose --out)", file=sys.stderr)
                 return 2
-            train_command = [*vaekit, "train", "--resume", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+            train_command = (
+                [*vaekit, "train", "--resume", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else []) + lr_patience
+            )
         else:
             train_command = (
                 [
@@ -137,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 + (["--compile"] if args.compile else [])
                 + (["--precision", args.precision] if args.precision else [])
                 + (["--ema", str(args.ema)] if args.ema is not None else [])
+                + lr_patience
             )
         print("+", shlex.join(train_command[2:]), flush=True)
         code = subprocess.call(train_command, cwd=ROOT, env=env)

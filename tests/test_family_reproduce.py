@@ -141,9 +141,12 @@ def test_train_and_resume_commands(reproduce, tmp_path, monkeypatch):
         ],
         "1",
     )
-    assert reproduce.main(["vampprior", "--out", str(out), "--compile", "--precision", "bf16", "--ema", "0.999", "--train-only"]) == 0
-    assert commands[-1][0][-5:] == ["--compile", "--precision", "bf16", "--ema", "0.999"]
+    flags = ["--compile", "--precision", "bf16", "--ema", "0.999", "--lr-patience", "4"]
+    assert reproduce.main(["vampprior", "--out", str(out), *flags, "--train-only"]) == 0
+    assert commands[-1][0][-7:] == flags
     out.mkdir()
     (out / "config.json").write_text("{}")
     assert reproduce.main(["vampprior", "--out", str(out), "--resume", "--train-only"]) == 0
     assert commands[-1][0] == ["train", "--resume", str(out)]
+    assert reproduce.main(["vampprior", "--out", str(out), "--resume", "--lr-patience", "2", "--train-only"]) == 0
+    assert commands[-1][0] == ["train", "--resume", str(out), "--lr-patience", "2"]
