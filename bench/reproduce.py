@@ -46,7 +46,7 @@ from vaekit.runs import METRIC_FIELDS, load_state, read_config  # noqa: E402
 # row -> the preset that trains it
 ROWS = {
     "vae": "vae-static-mnist",
-    "iwae": "iwae-static-mnist",
+    "iwae": "iwae-gated-static-mnist",
     "vampprior": "vampprior-static-mnist",
     "conv-vampprior": "conv-vampprior-static-mnist",
     "hvae": "hvae-static-mnist",

@@ -14,6 +14,7 @@ from vaekit.models import build_model
 EXPECTED = {
     "vae-static-mnist",
     "iwae-static-mnist",
+    "iwae-gated-static-mnist",
     "vampprior-static-mnist",
     "conv-vampprior-static-mnist",
     "b1-binarized-mnist",
@@ -49,6 +50,9 @@ def test_vampprior_preset_has_the_papers_settings():
     assert (iwae.lr, iwae.lr_patience, iwae.lr_factor, iwae.min_lr) == (1e-3, 10, 0.5, 1e-5)  # below the paper's 1e-4 floor
     hvae = presets.load("hvae-vampprior-static-mnist").config().model
     assert (hvae.latent_layers, hvae.hierarchy, hvae.latent_hidden, hvae.prior) == ((40, 40), "skip", (300, 300), "vampprior")
+    gated = presets.load("iwae-gated-static-mnist").config()
+    assert (gated.model.arch, gated.model.hidden, gated.model.latent_dim) == ("gated", (300, 300), 50)
+    assert (gated.train.n_samples, gated.train.iw, gated.train.ema, gated.train.lr_patience) == (50, True, 0.9998, 4)
     iwae2 = presets.load("iwae2-static-mnist").config().model
     assert (iwae2.latent_layers, iwae2.hierarchy, iwae2.hidden, iwae2.latent_hidden) == ((100, 50), "chain", (200, 200), (100, 100))
 
