@@ -48,8 +48,10 @@ def test_vampprior_preset_has_the_papers_settings():
     iwae = presets.load("iwae-static-mnist").config().train
     assert iwae.iw and iwae.n_samples == 50
     assert (iwae.lr, iwae.lr_patience, iwae.lr_factor, iwae.min_lr) == (1e-3, 10, 0.5, 1e-5)  # below the paper's 1e-4 floor
-    hvae = presets.load("hvae-vampprior-static-mnist").config().model
+    hvae_vamp = presets.load("hvae-vampprior-static-mnist").config()
+    hvae = hvae_vamp.model
     assert (hvae.latent_layers, hvae.hierarchy, hvae.latent_hidden, hvae.prior) == ((40, 40), "skip", (300, 300), "vampprior")
+    assert (hvae_vamp.train.n_samples, hvae_vamp.train.iw) == (5, False)  # the ELBO averaged over 5 samples
     gated = presets.load("iwae-gated-static-mnist").config()
     assert (gated.model.arch, gated.model.hidden, gated.model.latent_dim) == ("gated", (300, 300), 50)
     assert (gated.train.n_samples, gated.train.iw, gated.train.ema, gated.train.lr_patience) == (50, True, 0.9998, 4)

@@ -28,7 +28,13 @@ def reproduce():
 def test_rows_list_their_presets(reproduce, capsys):
     assert reproduce.main(["--list"]) == 0
     out = capsys.readouterr().out
-    for preset in ("vampprior-static-mnist", "hvae-static-mnist", "hvae-vampprior-static-mnist", "iwae2-static-mnist"):
+    for preset in (
+        "iwae-gated-static-mnist",
+        "vampprior-static-mnist",
+        "hvae-static-mnist",
+        "hvae-vampprior-static-mnist",
+        "iwae2-static-mnist",
+    ):
         assert preset in out
 
 
