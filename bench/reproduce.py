@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         best_loss = float(best["valid_loss"])
         print(f"{args.row}: {len(rows)} epochs so far, best validation loss {best_loss:.2f} (epoch {best['epoch']}); {curve}")
         return 0
-    lr_patience = ["--lr-patience", str(args.lr_patience)] if args.lr_patience is not None else []
     if args.from_run:
         run_dir, train_command = Path(args.from_run), None
     else:
@@ -126,29 +125,20 @@ def main(argv: list[str] | None = None) -> int:
             if not args.resume:
                 print(f"reproduce: {run_dir} holds a run already; continue it with --resume (or choose --out)", file=sys.stderr)
                 return 2
-            train_command = (
-                [*vaekit, "train", "--resume", str(run_dir)] + (["--epochs", str(args.epochs)] if args.epochs else []) + lr_patience
-            )
+            train_command = [*vaekit, "train", "--resume", str(run_dir), *train_flags(args, new_run=False)]
         else:
-            train_command = (
-                [
-                    *vaekit,
-                    "train",
-                    "--preset",
-                    preset_name,
-                    "--data-dir",
-                    args.data_dir,
-                    "--threads",
-                    str(args.threads),
-                    "--out",
-                    str(run_dir),
-                ]
-                + (["--epochs", str(args.epochs)] if args.epochs else [])
-                + (["--compile"] if args.compile else [])
-                + (["--precision", args.precision] if args.precision else [])
-                + (["--ema", str(args.ema)] if args.ema is not None else [])
-                + lr_patience
-            )
+            train_command = [
+                *vaekit,
+                "train",
+                "--preset",
+                preset_name,
+                "--data-dir",
+                args.data_dir,
+                "--threads",
+                str(args.threads),
+                "--out",
+                str(run_dir),
+            ] + train_flags(args, new_run=True)
         print("+", shlex.join(train_command[2:]), flush=True)
         code = subprocess.call(train_command, cwd=ROOT, env=env)
         if code != 0:
@@ -188,6 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def train_flags(args: argparse.Namespace, *, new_run: bool) -> list[str]:
+    """The options of this script that pass on to ``vaekit train``: --epochs and --lr-patience always,
+    --compile, --precision and --ema only to a new run (a resumed run keeps its own)."""
+    flags = ["--epochs", str(args.epochs)] if args.epochs else []
+    if new_run:
+        flags += ["--compile"] if args.compile else []
+        flags += ["--precision", args.precision] if args.precision else []
+        flags += ["--ema", str(args.ema)] if args.ema is not None else []
+    return flags + (["--lr-patience", str(args.lr_patience)] if args.lr_patience is not None else [])
+
+
 def evaluated_best(run_dir: Path, eval_json: Path, k: int) -> dict | None:
     """The evaluation in ``eval_json`` if it is of the run's present best weights (the checkpoint's
     SHA-256 matches) with K = ``k`` and records its time; else None (evaluate again)."""
@@ -208,14 +209,8 @@ def record(args: argparse.Namespace, preset: presets.Preset, run_dir: Path, eval
     best = min(rows, key=lambda r: float(r["valid_loss"])) if rows else None
     train_seconds = [float(r["train_seconds"]) for r in rows]
     valid_seconds = sum(float(r.get("valid_seconds") or 0) for r in rows)
-    command = (
-        f"python bench/reproduce.py {args.row} --threads {args.threads}"
-        + (f" --epochs {args.epochs}" if args.epochs else "")
-        + (" --compile" if args.compile else "")
-        + (f" --precision {args.precision}" if args.precision else "")
-    )
-    if args.from_run:
-        command = f"python bench/reproduce.py {args.row} --from-run {args.from_run}"
+    given = ["--from-run", args.from_run] if args.from_run else ["--threads", str(args.threads), *train_flags(args, new_run=True)]
+    command = shlex.join(["python", "bench/reproduce.py", args.row, *given])
     obj = {
         "row": args.row,
         "preset": preset.name,
