@@ -1,10 +1,12 @@
-"""MIWAE, CIWAE and PIWAE (Rainforth et al. 2018) as arguments of the one elbo: against hand computations on the same draws."""
+"""MIWAE, CIWAE and PIWAE (Rainforth et al. 2018) as arguments of the one elbo: against hand computations on the same draws;
+the path-derivative gradient (stl, Roeder et al. 2017): zero at the true posterior, unbiased elsewhere."""
 
 import math
 
 import pytest
 import torch
 from test_cli_latent import one_line_error
+from test_family_hierarchical import linear_gaussian_model
 
 from vaekit.cli import main
 from vaekit.config import ModelConfig, validate
@@ -107,3 +109,58 @@ def test_piwae_trains_from_the_command_line_and_needs_iw_samples(tmp_path, capsy
     rows = run.metrics()
     assert float(rows[-1]["valid_loss"]) < float(rows[0]["valid_loss"])  # it learns; the validation loss is the IW bound
     one_line_error(capsys, main(["train", *SMALL_RUN_FLAGS, "--piwae", "--out", str(tmp_path / "x")]), "piwae", "iw-samples")
+
+
+def stl_gradients(model, x, n_samples: int, stl: bool, seed: int = 0):
+    """The loss (B,) and the gradients of its sum for the posterior's and the generative side's parameters."""
+    torch.manual_seed(seed)
+    loss = elbo(model, x, n_samples=n_samples, stl=stl).loss
+    inference = [*model.encoder.parameters(), *model.posterior.parameters()]
+    generative = [*model.decoder.parameters(), *model.prior_module.parameters()]
+    grads = torch.autograd.grad(loss.sum(), inference + generative, allow_unused=True)
+    flat = [torch.zeros_like(p).flatten() if g is None else g.flatten() for p, g in zip(inference + generative, grads)]
+    return loss.detach(), torch.cat(flat[: len(inference)]), torch.cat(flat[len(inference) :])
+
+
+@pytest.mark.parametrize("n_samples", [1, 3])  # the one-draw training path and the general one
+def test_stl_gradient_of_the_posterior_vanishes_where_it_is_the_true_one(n_samples):
+    """log p(x, z) − log q(z|x) = log p(x) for every z when q is p(z|x): the path derivative of a
+    single draw is zero, the full gradient's score term is not (a two-layer linear-Gaussian model,
+    where q(z_1|x, z_2)'s parameters depend on z_2, so the path through z_2 must be kept)."""
+    model, marginal = linear_gaussian_model()
+    x = marginal.sample((6,)) * 1.5
+    loss, enc, _ = stl_gradients(model, x, n_samples, stl=True)
+    plain_loss, plain_enc, _ = stl_gradients(model, x, n_samples, stl=False)
+    torch.testing.assert_close(loss, plain_loss)  # the same draws, the same values
+    torch.testing.assert_close(loss, -marginal.log_prob(x), rtol=0, atol=1e-6)
+    assert float(enc.abs().max()) < 1e-5
+    assert float(plain_enc.abs().max()) > 0.5
+
+
+def test_stl_gradient_is_unbiased_and_leaves_the_generative_gradient_alone():
+    model, marginal = linear_gaussian_model()
+    x = marginal.sample((6,)) * 1.5
+    with torch.no_grad():  # a posterior away from the true one
+        model.posterior.nets[1].params.bias[1] += 1.0
+        model.posterior.nets[0].head.params.weight[0, 0] += 0.5
+    loss, enc, gen = stl_gradients(model, x, 50_000, stl=True)
+    plain_loss, plain_enc, plain_gen = stl_gradients(model, x, 50_000, stl=False)
+    torch.testing.assert_close(loss, plain_loss)
+    torch.testing.assert_close(gen, plain_gen)  # only log q's parameters lose their term
+    assert float(plain_enc.abs().max()) > 50
+    torch.testing.assert_close(enc, plain_enc, rtol=0.01, atol=0.1)  # the same expectation, to within Monte Carlo error
+
+
+def test_stl_trains_from_the_command_line_and_needs_a_gaussian_elbo(model_and_x, tmp_path, capsys):
+    out = tmp_path / "stl"
+    flags = [*SMALL_RUN_FLAGS, "--latent-dim", "3", "2", "--prior", "vampprior", "--prior-components", "5", "--samples", "2"]
+    assert main(["train", *flags, "--stl", "--out", str(out)]) == 0
+    run = load(out)
+    assert run.config.train.stl
+    rows = run.metrics()
+    assert float(rows[-1]["valid_loss"]) < float(rows[0]["valid_loss"])
+    for wrong in (["--iw-samples", "4"], ["--flow", "iaf"], ["--model", "ae"]):
+        one_line_error(capsys, main(["train", *SMALL_RUN_FLAGS, "--stl", *wrong, "--out", str(tmp_path / "x")]), "stl")
+    model, x = model_and_x
+    with pytest.raises(ValueError, match="stl"):
+        elbo(model, x, iw=True, n_samples=2, stl=True)

@@ -129,6 +129,10 @@ class TrainConfig:
         Rainforth et al. 2018; 0: the IW bound).
     piwae: with ``iw`` and ``iw_groups`` = M, PIWAE of Rainforth et al. 2018: the decoder is trained on
         the IW bound over all the samples, the encoder on MIWAE(M, K) over the same samples.
+    stl: the path-derivative ("sticking the landing") gradient of Roeder et al. 2017 for the
+        encoder: log q(z|x) in the KL is taken with the posterior's parameters stopped (the Monte
+        Carlo KL, same values, lower-variance gradient). A Gaussian posterior (one or several
+        layers, no flow) trained on the averaged ELBO.
     noise, noise_level: input corruption for denoising training, a name of ``vaekit.corruption.CORRUPTIONS``
         (the level is a std or a probability); the target stays clean.
     grad_clip: clip the gradient norm to this (0: off).
@@ -171,6 +175,7 @@ class TrainConfig:
     iw_groups: int = 1
     iw_elbo_mix: float = 0.0
     piwae: bool = False
+    stl: bool = False
     noise: str = "none"
     noise_level: float = 0.0
     grad_clip: float = 0.0
@@ -321,6 +326,11 @@ def validate(config: RunConfig) -> None:
         ),
         (0 <= t.iw_elbo_mix <= 1, f"iw elbo mix must be in [0, 1], got {t.iw_elbo_mix}"),
         (not t.piwae or (t.iw and t.iw_elbo_mix == 0), "piwae trains on the IW bound: it needs --iw-samples and no --iw-elbo-mix"),
+        (
+            not t.stl or (m.kind == "vae" and m.flow == "none" and not t.iw),
+            "--stl (the path-derivative gradient) needs a Gaussian posterior without a flow (--model vae, no --flow) "
+            "and the ELBO, not --iw-samples",
+        ),
         (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
         (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),

@@ -45,6 +45,18 @@ class StandardNormalDraws(ABC):
         """z (*S, B, L) for draws ε (*S, B, L) or (*S, 1, L)."""
 
 
+class PathDerivative(ABC):
+    """A posterior whose log-density can be taken with its parameters' gradients stopped, for the
+    path-derivative ("sticking the landing") gradient of Roeder et al. 2017: in log q(z|x) the
+    encoder's parameters then act only through the draw z, so the score term ∇_φ log q_φ(z), zero in
+    expectation, leaves the gradient (and the gradient is zero when q is the true posterior)."""
+
+    @abstractmethod
+    def parameters_stopped(self) -> Distribution:
+        """The same distribution with no gradient to its parameters: log_prob(z) depends on z alone
+        (through the fixed networks, for a layer whose parameters are computed from a parent layer's code)."""
+
+
 def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
     """KL(q || p) per example (B,) from ``torch.distributions``' registry, or None where no closed form is registered."""
     try:
@@ -79,6 +91,7 @@ def elbo(
     iw_elbo_mix: float = 0.0,
     piwae: bool = False,
     context: torch.Tensor | int | None = None,
+    stl: bool = False,
 ) -> ELBOTerms:
     """Evidence lower bound terms for a batch.
 
@@ -106,6 +119,10 @@ def elbo(
         prior through a gradient rescaled per group by w̃_MIWAE / w̃_IWAE, which is per-group constant).
     context: the examples' context y for a conditional model, labels (B,) (or one label for all):
         the terms are then those of log p(x|y) (``vaekit.models.condition``); ignored by an unconditional model.
+    stl: the path-derivative ("sticking the landing") gradient of Roeder et al. 2017: the KL is the
+        Monte Carlo mean of log q(z|x) − log p(z) (even where a closed form exists) with log q taken
+        with the posterior's parameters stopped (``PathDerivative``); the values are unchanged, the
+        encoder's gradient loses the zero-mean score term. For the averaged ELBO, not with ``iw``.
     """
     target = x if target is None else target
     given = () if context is None else (context,)  # without a context, the model is called as any model (encode(x), decode(z))
@@ -116,10 +133,13 @@ def elbo(
         error = _squared_error(px, target).squeeze(0) if squared_error else None
         return ELBOTerms(loss=-rec, reconstruction=rec, kl=torch.zeros_like(rec), squared_error=error)
     p = model.prior(*given)  # batch () or, for p(z|y), (B,)
+    if stl and iw:
+        raise ValueError("stl is the path-derivative gradient of the averaged ELBO; with iw it would be biased")
+    q_log = _parameters_stopped(q) if stl else q  # whose log-density enters the KL
     if n_samples == 1 and not iw and noise is None and not squared_error:  # the training step: one draw
         z = q.rsample((1,))  # (1, B, L): the same tensor reaches the KL, so a flow's log q(z) reuses its forward pass
         rec = model.decode(z[0], *given).log_prob(target)  # (B,)
-        kl = kl_to_prior(q, p, z)
+        kl = (q_log.log_prob(z) - p.log_prob(z)).mean(0) if stl else kl_to_prior(q, p, z)
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     s_total = n_samples if noise is None else len(noise)
     if iw_groups < 1 or s_total % iw_groups or not 0 <= iw_elbo_mix <= 1:
@@ -131,7 +151,7 @@ def elbo(
     route = _GroupGradient() if piwae and torch.is_grad_enabled() else None
     log_qs: list[torch.Tensor] = []  # PIWAE: β·log q(z|x) (c, B) of each chunk
     chunk = s_total if chunk is None else max(1, chunk)
-    closed = closed_form_kl(q, p)
+    closed = None if stl else closed_form_kl(q, p)
     rec_sum = log_ratio_sum = error_sum = 0.0
     log_w_sum = None  # running logsumexp of the importance log-weights (B,)
     for s0 in range(0, s_total, chunk):
@@ -144,7 +164,7 @@ def elbo(
         if squared_error:
             error_sum = error_sum + _squared_error(px, target).sum(0)
         if iw or closed is None:
-            log_q = q.log_prob(z)  # (c, B)
+            log_q = q_log.log_prob(z)  # (c, B)
             log_ratio = p.log_prob(zg) - log_q  # (c, B): log p(z) - log q(z|x)
             log_ratio_sum = log_ratio_sum + log_ratio.sum(0)
             if route is not None:
@@ -166,6 +186,12 @@ def elbo(
     else:
         loss = -(log_w_sum - math.log(s_total)) if iw else _weighted(kl, beta) - rec
     return ELBOTerms(loss=loss, reconstruction=rec, kl=kl, squared_error=error_sum / s_total if squared_error else None)
+
+
+def _parameters_stopped(q: Distribution) -> Distribution:
+    if not isinstance(q, PathDerivative):
+        raise ValueError(f"stl needs a Gaussian posterior (one or several layers), not {type(q).__name__}")
+    return q.parameters_stopped()
 
 
 def _iw_variant_bound(log_w: torch.Tensor, groups: int, elbo_mix: float) -> torch.Tensor:

@@ -412,6 +412,7 @@ class Trainer:
                 iw_elbo_mix=t.iw_elbo_mix,
                 piwae=t.piwae,
                 context=context,
+                stl=t.stl,
             )
         return terms.loss, terms.reconstruction, terms.kl
 

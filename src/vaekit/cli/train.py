@@ -56,6 +56,7 @@ _FIELDS = {
     "iw_groups": ("train", "iw_groups"),
     "iw_elbo_mix": ("train", "iw_elbo_mix"),
     "piwae": ("train", "piwae"),
+    "stl": ("train", "stl"),
     "noise": ("train", "noise"),
     "noise_level": ("train", "noise_level"),
     "grad_clip": ("train", "grad_clip"),
@@ -242,6 +243,12 @@ def register(sub) -> None:
         action="store_true",
         default=None,
         help="with --iw-samples and --iw-groups M: the decoder trains on the IW bound, the encoder on MIWAE (PIWAE)",
+    )
+    g.add_argument(
+        "--stl",
+        action="store_true",
+        default=None,
+        help="the path-derivative ('sticking the landing') gradient: log q(z|x) in the KL with the posterior's parameters stopped",
     )
     g.add_argument(
         "--noise",

@@ -24,6 +24,7 @@ on any layer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from abc import abstractmethod
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from vaekit.models.gated import gated_stack
 from vaekit.models.networks import DECODERS, ENCODERS, Decoder, mlp
 from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
 from vaekit.models.priors import PRIORS, Prior, marginals
-from vaekit.objectives import StandardNormalDraws
+from vaekit.objectives import PathDerivative, StandardNormalDraws
 from vaekit.registry import Registry
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def join(*inputs: torch.Tensor) -> torch.Tensor:
     return torch.cat([t.expand(*lead, t.shape[-1]) for t in inputs], -1)
 
 
-class LayeredGaussian(Distribution, StandardNormalDraws):
+class LayeredGaussian(Distribution, StandardNormalDraws, PathDerivative):
     """A distribution over z = [z_1, ..., z_L] (event (Σ L_l,)) given layer by layer: layer i is
     ``layer(i, parent)``, a distribution over z_l given the code of its parent layer (None for a
     layer without one), sampled in ``order`` (each parent before its children).
@@ -136,7 +137,8 @@ class LayeredGaussian(Distribution, StandardNormalDraws):
     log_prob(z) = Σ_l log p_l(z_l | z_parent(i)). ``mean`` is the mean pass: each layer's mean given
     its parent at its own mean (E[z] itself for the layers without a parent; a point summary for codes
     and reconstructions below them). The log-density of the distribution's own last draw reuses the
-    layer distributions of the draw.
+    layer distributions of the draw. ``stopped_layer``, where given, is ``layer`` with the networks'
+    parameters (and their inputs other than the parent's code) stopped: ``parameters_stopped``.
     """
 
     arg_constraints: ClassVar[dict] = {}
@@ -149,8 +151,9 @@ class LayeredGaussian(Distribution, StandardNormalDraws):
         parents: tuple[int | None, ...],
         layer: Callable[[int, torch.Tensor | None], Distribution],
         batch_shape: torch.Size,
+        stopped_layer: Callable[[int, torch.Tensor | None], Distribution] | None = None,
     ):
-        self.sizes, self.parents, self.layer = tuple(sizes), tuple(parents), layer
+        self.sizes, self.parents, self.layer, self.stopped_layer = tuple(sizes), tuple(parents), layer, stopped_layer
         self.order = topological_order(parents)
         self.offsets = tuple(itertools.accumulate(sizes, initial=0))
         self._last: tuple[torch.Tensor, list[Distribution]] | None = None
@@ -160,6 +163,14 @@ class LayeredGaussian(Distribution, StandardNormalDraws):
         """The same layering with every layer's distribution passed through ``fn`` (e.g. tempered: each
         layer's spread given its parent scaled, as hierarchical models are sampled at a temperature)."""
         return LayeredGaussian(self.sizes, self.parents, lambda i, parent: fn(self.layer(i, parent)), self.batch_shape)
+
+    def parameters_stopped(self) -> LayeredGaussian:
+        """log q(z) with no gradient to the networks' parameters: each layer's parameters are computed
+        from its parent's code in z by the networks with their weights held fixed, so z_{l+1} still
+        acts on log q(z_l|x, z_{l+1}) (dropping that path too would bias the gradient)."""
+        if self.stopped_layer is None:
+            raise ValueError("this layered distribution has no stopped form (stl needs a hierarchical posterior)")
+        return LayeredGaussian(self.sizes, self.parents, self.stopped_layer, self.batch_shape)
 
     def part(self, z: torch.Tensor, i: int) -> torch.Tensor:
         """z_l (*, L_l) from the concatenated code z (*, Σ L)."""
@@ -225,6 +236,12 @@ class LayeredGaussian(Distribution, StandardNormalDraws):
     def layer_at(self, i: int, fixed: dict[int, torch.Tensor] | None = None) -> Distribution:
         """Layer i's distribution in the mean pass with ``fixed`` layers held (a one-layer view of the hierarchy)."""
         return self._ancestral(lambda k, d, _: d.mean, fixed)[1][i]
+
+
+def with_parameters_stopped(module: nn.Module, *inputs: torch.Tensor):
+    """``module(*inputs)`` with its parameters detached: the output's gradient reaches the inputs only."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(module, params, inputs)
 
 
 def top_down(n: int) -> tuple[int | None, ...]:
@@ -319,12 +336,13 @@ class Hierarchy(PosteriorHead):
         """The layers whose codes p(x|·) takes."""
 
     def forward(self, h: torch.Tensor) -> LayeredGaussian:
-        def layer(i: int, parent: torch.Tensor | None) -> Distribution:
+        def layer(i: int, parent: torch.Tensor | None, h: torch.Tensor = h, net=lambda i, *inputs: self.nets[i](*inputs)) -> Distribution:
             if parent is None:
-                return self.nets[i](h)
-            return self.nets[i](h, parent) if self.sees_x[i] else self.nets[i](parent)
+                return net(i, h)
+            return net(i, h, parent) if self.sees_x[i] else net(i, parent)
 
-        return LayeredGaussian(self.sizes, self.parents, layer, h.shape[:-1])
+        stopped = functools.partial(layer, h=h.detach(), net=lambda i, *inputs: with_parameters_stopped(self.nets[i], *inputs))
+        return LayeredGaussian(self.sizes, self.parents, layer, h.shape[:-1], stopped)
 
     @classmethod
     def top_sees_x_alone(cls, n: int) -> bool:

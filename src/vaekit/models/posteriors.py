@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
 
 from vaekit.models.priors import StandardNormal
+from vaekit.objectives import PathDerivative
 from vaekit.registry import Registry
 
 if TYPE_CHECKING:
@@ -75,13 +76,16 @@ class GaussianPosterior(PosteriorHead):
         return DiagonalNormal(mu, logvar.clamp(*self.logvar_range))
 
 
-class DiagonalNormal(Independent):
+class DiagonalNormal(Independent, PathDerivative):
     """N(loc, diag exp(logvar)) as ``Independent(Normal(loc, exp(logvar / 2)), 1)`` that keeps its
     log-variance, so the KL to a standard normal is the closed form on (μ, log σ²) below."""
 
     def __init__(self, loc: torch.Tensor, logvar: torch.Tensor):
         self.logvar = logvar  # (B, L)
         super().__init__(Normal(loc, torch.exp(0.5 * logvar), validate_args=False), 1, validate_args=False)
+
+    def parameters_stopped(self) -> DiagonalNormal:
+        return DiagonalNormal(self.mean.detach(), self.logvar.detach())
 
 
 @register_kl(DiagonalNormal, StandardNormal)
