@@ -24,7 +24,6 @@ on any layer.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from abc import abstractmethod
 from collections.abc import Callable
@@ -167,7 +166,8 @@ class LayeredGaussian(Distribution, StandardNormalDraws, PathDerivative):
     def parameters_stopped(self) -> LayeredGaussian:
         """log q(z) with no gradient to the networks' parameters: each layer's parameters are computed
         from its parent's code in z by the networks with their weights held fixed, so z_{l+1} still
-        acts on log q(z_l|x, z_{l+1}) (dropping that path too would bias the gradient)."""
+        acts on log q(z_l|x, z_{l+1}) (without that path the gradient stays unbiased but is no longer
+        zero at the true posterior)."""
         if self.stopped_layer is None:
             raise ValueError("this layered distribution has no stopped form (stl needs a hierarchical posterior)")
         return LayeredGaussian(self.sizes, self.parents, self.stopped_layer, self.batch_shape)
@@ -336,13 +336,17 @@ class Hierarchy(PosteriorHead):
         """The layers whose codes p(x|·) takes."""
 
     def forward(self, h: torch.Tensor) -> LayeredGaussian:
-        def layer(i: int, parent: torch.Tensor | None, h: torch.Tensor = h, net=lambda i, *inputs: self.nets[i](*inputs)) -> Distribution:
-            if parent is None:
-                return net(i, h)
-            return net(i, h, parent) if self.sees_x[i] else net(i, parent)
+        return LayeredGaussian(self.sizes, self.parents, self.layers(h), h.shape[:-1], self.layers(h.detach(), stopped=True))
 
-        stopped = functools.partial(layer, h=h.detach(), net=lambda i, *inputs: with_parameters_stopped(self.nets[i], *inputs))
-        return LayeredGaussian(self.sizes, self.parents, layer, h.shape[:-1], stopped)
+    def layers(self, h: torch.Tensor, stopped: bool = False) -> Callable[[int, torch.Tensor | None], Distribution]:
+        """layer(i, parent code) -> q(z_l|x, z_parent) on features h (B, F); ``stopped``: the networks
+        run with their parameters detached (``with_parameters_stopped``)."""
+
+        def layer(i: int, parent: torch.Tensor | None) -> Distribution:
+            inputs = (h,) if parent is None else (h, parent) if self.sees_x[i] else (parent,)
+            return with_parameters_stopped(self.nets[i], *inputs) if stopped else self.nets[i](*inputs)
+
+        return layer
 
     @classmethod
     def top_sees_x_alone(cls, n: int) -> bool:
