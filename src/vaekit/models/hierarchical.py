@@ -169,7 +169,7 @@ class LayeredGaussian(Distribution, StandardNormalDraws, PathDerivative):
         acts on log q(z_l|x, z_{l+1}) (without that path the gradient stays unbiased but is no longer
         zero at the true posterior)."""
         if self.stopped_layer is None:
-            raise ValueError("this layered distribution has no stopped form (stl needs a hierarchical posterior)")
+            raise ValueError("this layered distribution (a prior, or a tempered posterior) has no stopped form for stl")
         return LayeredGaussian(self.sizes, self.parents, self.stopped_layer, self.batch_shape)
 
     def part(self, z: torch.Tensor, i: int) -> torch.Tensor:
