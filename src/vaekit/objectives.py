@@ -65,10 +65,10 @@ def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
         return None
 
 
-def kl_to_prior(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(q || p) per example (B,): closed form when one exists, else the Monte Carlo mean of
-    log q(z) - log p(z) over samples z (S, B, L) (one fresh draw when ``z`` is None)."""
-    kl = closed_form_kl(q, p)
+def kl_to_prior(q: Distribution, p: Distribution, z: torch.Tensor | None = None, closed_form: bool = True) -> torch.Tensor:
+    """KL(q || p) per example (B,): closed form when one exists (and ``closed_form``), else the Monte
+    Carlo mean of log q(z) - log p(z) over samples z (S, B, L) (one fresh draw when ``z`` is None)."""
+    kl = closed_form_kl(q, p) if closed_form else None
     if kl is not None:
         return kl
     if z is None:
@@ -139,7 +139,7 @@ def elbo(
     if n_samples == 1 and not iw and noise is None and not squared_error:  # the training step: one draw
         z = q.rsample((1,))  # (1, B, L): the same tensor reaches the KL, so a flow's log q(z) reuses its forward pass
         rec = model.decode(z[0], *given).log_prob(target)  # (B,)
-        kl = (q_log.log_prob(z) - p.log_prob(z)).mean(0) if stl else kl_to_prior(q, p, z)
+        kl = kl_to_prior(q_log, p, z, closed_form=not stl)
         return ELBOTerms(loss=_weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
     s_total = n_samples if noise is None else len(noise)
     if iw_groups < 1 or s_total % iw_groups or not 0 <= iw_elbo_mix <= 1:
