@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,16 @@ def test_train_with_a_weight_average_then_evaluate_and_a_bad_decay(tmp_path, cap
     one_line_error(capsys, main(["train", *SMALL_RUN_FLAGS, "--ema", "1", "--out", str(tmp_path / "bad")]), "decay must be in [0, 1)")
 
 
+def test_train_with_dropout_then_evaluate(tmp_path, capsys):
+    from helpers import SMALL_RUN_FLAGS
+
+    out = tmp_path / "run"
+    assert main(["train", *SMALL_RUN_FLAGS, "--arch", "gated", "--dropout", "0.2", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["dropout"] == 0.2
+    assert main(["evaluate", str(out), "--iw-samples", "4", "--json", str(tmp_path / "e.json")]) == 0
+    assert math.isfinite(json.loads((tmp_path / "e.json").read_text())["iw"]["nll"])
+
+
 def test_train_into_existing_run_is_refused(run_dir):
     code, _, err = run_cli("train", "--epochs", "1", "--quiet", "--out", run_dir)
     assert_one_line_error(code, err, "already holds a run")
@@ -180,6 +191,8 @@ def test_console_entry_point_help():
         (["train", "--sigma", "0.5", "--quiet"], ["--sigma has no effect", "gaussian"]),
         (["train", "--model", "ae", "--beta", "4", "--quiet"], ["--beta has no effect", "--model vae"]),
         (["train", "--prior-components", "7", "--quiet"], ["--prior-components has no effect", "mixture"]),
+        (["train", "--dropout", "1", "--quiet"], ["dropout must be in [0, 1)"]),
+        (["train", "--arch", "conv", "--dropout", "0.1", "--quiet"], ["--dropout is for the dense networks", "conv"]),
     ],
 )
 def test_bad_arguments_give_one_line_errors(args, words, tmp_path):

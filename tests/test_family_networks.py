@@ -1,10 +1,13 @@
-"""The gated dense MLP and the residual conv network: shapes over sizes and channels, the gate's formula, a training step."""
+"""The gated dense MLP and the residual conv network: shapes, the gate's formula, a training step; dropout in the dense networks."""
+
+import dataclasses
 
 import pytest
 import torch
 
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
+from vaekit.evaluation import elbo_terms, iw_log_likelihood
 from vaekit.models import DECODERS, ENCODERS, build_model
 from vaekit.models.gated import GatedDense
 
@@ -68,3 +71,37 @@ def test_a_training_step_lowers_the_loss_and_output_bias_starts_at_the_data_mean
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", ["mlp", "gated"])
+def test_dropout_acts_in_training_only_and_evaluation_sees_the_undropped_network(arch):
+    torch.manual_seed(0)
+    config = ModelConfig(arch=arch, input_shape=(1, 8, 8), latent_dim=3, hidden=(32, 16), dropout=0.5)
+    model = build_model(config)
+    plain = build_model(dataclasses.replace(config, dropout=0.0))
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 4 and all(m.p == 0.5 for m in dropouts)  # after each hidden layer of the encoder and the decoder
+    if arch == "gated":  # the same parameter names with and without dropout
+        plain.load_state_dict(model.state_dict())
+    else:  # Dropout modules shift the Sequential's indices: copy parameter by parameter
+        for p, q in zip(plain.parameters(), model.parameters(), strict=True):
+            p.data.copy_(q.data)
+    x = (torch.rand(50, 1, 8, 8) < 0.3).float()
+    model.train()
+    assert not torch.equal(model.encode(x).mean, model.encode(x).mean)  # a fresh mask per pass
+    live = plain.encoder(x) != 0  # (50, 16): the units the undropped network leaves on (ReLU zeroes some)
+    assert 0.3 < (model.encoder(x)[live] == 0).float().mean() < 0.7  # dropout zeroes about half of them
+    model.eval()
+    torch.testing.assert_close(model.encode(x).mean, plain.encode(x).mean)
+    model.train()
+    torch.testing.assert_close(elbo_terms(model, x).loss, elbo_terms(plain, x).loss)  # evaluation switches dropout off ...
+    assert model.training  # ... and gives the training mode back
+    torch.testing.assert_close(iw_log_likelihood(model, x, k=8), iw_log_likelihood(plain, x, k=8))
+    assert model.training
+
+
+def test_dropout_is_refused_on_conv_networks_and_outside_zero_one():
+    with pytest.raises(ConfigError, match="--dropout is for the dense networks"):
+        build_model(ModelConfig(arch="conv", input_shape=(1, 8, 8), hidden=(4,), dropout=0.1))
+    with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\)"):
+        build_model(ModelConfig(dropout=1.0))

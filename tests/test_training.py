@@ -456,3 +456,19 @@ def test_a_resumed_averaging_run_equals_the_uninterrupted_one(tmp_path, digits):
     assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a if k.startswith("raw."))
     with pytest.raises(ConfigError, match="decay must be in"):
         train(small_config(ema=1.0), None, data=digits)
+
+
+def test_dropout_is_on_in_every_training_step_and_off_in_validation(tmp_path, digits):
+    config = small_config(epochs=2)
+    config.model.dropout = 0.3
+    trainer = Trainer(config, None, data=digits)
+    modes = []
+    for m in trainer.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.register_forward_hook(lambda module, args, out: modes.append((trainer.state.epoch, module.training)))
+    trainer.fit(progress=False)
+    steps = math.ceil(len(digits.train.x) / 64)
+    for epoch in (0, 1):  # the second epoch trains with dropout after the first's validation switched it off
+        seen = [training for e, training in modes if e == epoch]
+        assert seen.count(True) == 2 * steps and seen.count(False) > 0  # two Dropout modules a step; validation without
+    assert not trainer.model.training  # the trained model is handed back for evaluation

@@ -3,6 +3,7 @@ importance-weighted log-likelihood estimate, latent diagnostics and per-example 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -21,11 +22,27 @@ log = logging.getLogger(__name__)
 ACTIVITY_THRESHOLD = 0.01  # a unit is active when Cov_x(E_q[z_u]) exceeds this (Burda et al. 2015)
 
 
+def in_eval_mode(fn: Callable) -> Callable:
+    """Run ``fn(model, ...)`` with the model in eval mode (no dropout), then restore its mode."""
+
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        was_training = model.training
+        model.eval()
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            model.train(was_training)
+
+    return run
+
+
 def _rng_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
 
 
 @torch.inference_mode()
+@in_eval_mode
 def elbo_terms(
     model,
     x: torch.Tensor,
@@ -46,8 +63,6 @@ def elbo_terms(
     ``beta``, ``n_samples``, ``iw``, ``iw_groups``, ``iw_elbo_mix`` and ``piwae`` are ``elbo``'s: with a
     run's training settings, ``loss`` is the training objective on these examples (its validation loss).
     ``context``: a conditional model's labels (N,) (or one label), so the terms are those of log p(x|y)."""
-    was_training = model.training
-    model.eval()
     device = model.device
     parts: list[ELBOTerms] = []
     with torch.random.fork_rng(devices=_rng_devices(device)):
@@ -58,7 +73,6 @@ def elbo_terms(
             yb = _context_rows(context, start, start + batch_size, device)
             objective = dict(n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix, piwae=piwae)
             parts.append(elbo(model, xb, tb, context=yb, **objective))
-    model.train(was_training)
     return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
 
 
@@ -110,6 +124,7 @@ class ExampleScores:
 
 
 @torch.inference_mode()
+@in_eval_mode
 def example_scores(
     model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, batch_size: int = 1000, context: torch.Tensor | int | None = None
 ) -> ExampleScores:
@@ -120,8 +135,6 @@ def example_scores(
     closed-form KL the KL is then log q(z) - log p(z) at that point); S > 0 averages over S fixed
     draws z_s = E_q[z] + std_q[z] · ε_s with ε from ``fixed_noise(model, S, seed)``.
     """
-    was_training = model.training
-    model.eval()
     device = model.device
     noise = fixed_noise(model, samples, seed) if samples > 0 else torch.zeros(1, 1, model.latent_dim, device=device)  # (S, 1, L)
     neg_elbo, sq = [], []
@@ -130,7 +143,6 @@ def example_scores(
         terms = elbo(model, x[start : start + batch_size].to(device), noise=noise, squared_error=True, context=yb)
         neg_elbo.append(terms.neg_elbo)
         sq.append(terms.squared_error)
-    model.train(was_training)
     return ExampleScores(torch.cat(neg_elbo), torch.cat(sq))
 
 
@@ -150,6 +162,7 @@ def default_iw_rows(device: torch.device) -> int:
 
 
 @torch.inference_mode()
+@in_eval_mode
 def iw_log_likelihood(
     model,
     x: torch.Tensor,
@@ -185,8 +198,6 @@ def iw_log_likelihood(
         raise ConfigError("a plain autoencoder has no likelihood to estimate: importance weighting needs a VAE (a stochastic encoder)")
     if k < 1:
         raise ConfigError(f"the number of importance samples must be at least 1, got {k}")
-    was_training = model.training
-    model.eval()
     device = model.device
     max_rows = default_iw_rows(device) if max_rows is None else max_rows
     batch_size = max(1, min(batch_size, max_rows))
@@ -201,7 +212,6 @@ def iw_log_likelihood(
             out.append(-elbo(model, xb, n_samples=k, iw=True, noise=noise, chunk=chunk, context=yb).loss)  # (B,)
             if progress is not None:
                 progress(min(start + len(xb), len(x)))
-    model.train(was_training)
     return torch.cat(out)
 
 
@@ -263,6 +273,7 @@ class LatentDiagnostics:
 
 
 @torch.inference_mode()
+@in_eval_mode
 def latent_diagnostics(
     model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000, context: torch.Tensor | int | None = None
 ) -> LatentDiagnostics:
@@ -273,14 +284,11 @@ def latent_diagnostics(
         layers = [LatentDiagnostics(kl, act, threshold, kl=total) for kl, act, total in stats]
         cat = [torch.cat([getattr(layer, name) for layer in layers]) for name in ("kl_per_dim", "activity")]
         return LatentDiagnostics(kl_per_dim=cat[0], activity=cat[1], threshold=threshold, layers=layers)
-    was_training = model.training
-    model.eval()
     device = model.device
     means = [
         model.encode(x[s : s + batch_size].to(device), _context_rows(context, s, s + batch_size, device)).mean.double()
         for s in range(0, len(x), batch_size)
     ]  # (B, L) each
-    model.train(was_training)
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
     factorises = not model.deterministic and posterior_factorises(model, x, context=context)

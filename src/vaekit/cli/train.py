@@ -44,6 +44,7 @@ _FIELDS = {
     "flow_steps": ("model", "flow_steps"),
     "condition": ("model", "condition"),
     "logvar_range": ("model", "logvar_range"),
+    "dropout": ("model", "dropout"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -187,6 +188,12 @@ def register(sub) -> None:
         nargs=2,
         metavar=("MIN", "MAX"),
         help=f"the range every Gaussian layer clamps its log-variance to; the VampPrior paper's: -6 2 ({default('logvar_range')})",
+    )
+    g.add_argument(
+        "--dropout",
+        type=float,
+        metavar="P",
+        help=f"zero each hidden unit of the dense encoder and decoder (mlp, gated) with probability P in training ({default('dropout')})",
     )
     g.add_argument("--prior", choices=PRIORS.names(), metavar="NAME", help=f"p(z): {choices_help('prior', PRIORS)}")
     g.add_argument(

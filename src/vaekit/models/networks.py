@@ -77,29 +77,32 @@ def check_image_shape(cls: type, shape: tuple[int, ...]) -> None:
         raise ConfigError(f"the {cls.name} network needs images (C, H, W), got data of shape {tuple(shape)}; use --arch mlp")
 
 
-def mlp(sizes: list[int], act: str, final_activation: bool) -> nn.Sequential:
-    """Linear layers through ``sizes`` with ``act`` between them (and after the last if asked)."""
+def mlp(sizes: list[int], act: str, final_activation: bool, dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers through ``sizes`` with ``act`` between them (and after the last if asked), each
+    activation followed by dropout with probability ``dropout`` (if above 0)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if final_activation or i < len(sizes) - 2:
             layers.append(activation(act))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
 @ENCODERS.register("mlp")
 class MLPEncoder(Encoder):
-    """x (B, *shape) -> flatten -> Linear/act per hidden size -> features (B, hidden[-1])."""
+    """x (B, *shape) -> flatten -> Linear/act (+ dropout) per hidden size -> features (B, hidden[-1])."""
 
-    def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], act: str):
+    def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], act: str, dropout: float = 0.0):
         super().__init__()
         d = math.prod(input_shape)
-        self.net = mlp([d, *hidden], act, final_activation=True)
+        self.net = mlp([d, *hidden], act, final_activation=True, dropout=dropout)
         self.out_features = hidden[-1] if hidden else d
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> MLPEncoder:
-        return cls(tuple(config.input_shape), tuple(config.hidden), config.activation)
+        return cls(tuple(config.input_shape), tuple(config.hidden), config.activation, config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))  # (B, F)
@@ -107,16 +110,16 @@ class MLPEncoder(Encoder):
 
 @DECODERS.register("mlp")
 class MLPDecoder(Decoder):
-    """z (B, L) -> Linear/act per hidden size (reversed) -> (B, k, *shape) likelihood parameters."""
+    """z (B, L) -> Linear/act (+ dropout) per hidden size (reversed) -> (B, k, *shape) likelihood parameters."""
 
-    def __init__(self, latent_dim: int, hidden: tuple[int, ...], act: str, output_shape: tuple[int, ...], k: int):
+    def __init__(self, latent_dim: int, hidden: tuple[int, ...], act: str, output_shape: tuple[int, ...], k: int, dropout: float = 0.0):
         super().__init__()
         self.output_shape, self.k = output_shape, k
-        self.net = mlp([latent_dim, *reversed(hidden), k * math.prod(output_shape)], act, final_activation=False)
+        self.net = mlp([latent_dim, *reversed(hidden), k * math.prod(output_shape)], act, final_activation=False, dropout=dropout)
 
     @classmethod
     def from_config(cls, config: ModelConfig, params_per_output: int) -> MLPDecoder:
-        return cls(config.latent_dim, tuple(config.hidden), config.activation, tuple(config.input_shape), params_per_output)
+        return cls(config.latent_dim, tuple(config.hidden), config.activation, tuple(config.input_shape), params_per_output, config.dropout)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(len(z), self.k, *self.output_shape)  # (B, k, *shape)
