@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vaekit.cli import main
@@ -151,8 +152,14 @@ def test_train_with_dropout_then_evaluate(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *SMALL_RUN_FLAGS, "--arch", "gated", "--dropout", "0.2", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["model"]["dropout"] == 0.2
-    assert main(["evaluate", str(out), "--iw-samples", "4", "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "4", "--device", "cpu", "--json", str(tmp_path / "e.json")]) == 0
     assert math.isfinite(json.loads((tmp_path / "e.json").read_text())["iw"]["nll"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_evaluate_on_a_missing_gpu_is_a_one_line_error(run_dir):
+    code, _, err = run_cli("evaluate", run_dir, "--device", "cuda")
+    assert_one_line_error(code, err, "--device cuda was asked for, but no CUDA GPU is available")
 
 
 def test_train_into_existing_run_is_refused(run_dir):

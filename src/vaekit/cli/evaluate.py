@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vaekit.baselines import compare_reconstruction
 from vaekit.checkpoint import atomic_write_json
-from vaekit.cli.common import add_run_argument, positive_int, split_of
+from vaekit.cli.common import add_run_argument, positive_int, resolve_device, split_of
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
 from vaekit.models.condition import data_context
@@ -52,6 +52,7 @@ def register(sub) -> None:
     p.add_argument("--no-pca", action="store_true", help="skip the PCA baseline (fitted on the training split)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="examples per batch (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent samples (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU where there is one (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar for the IW estimate")
     p.add_argument("--json", metavar="PATH", help="write the results here (default RUN/eval-SPLIT.json)")
     p.set_defaults(handler=run)
@@ -60,7 +61,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
-    r = load(args.run)
+    r = load(args.run, map_location=resolve_device(args.device))
     if args.iw_samples and r.model.deterministic:
         raise ConfigError("--iw-samples needs a VAE: a plain autoencoder has no likelihood to estimate")
     data = r.load_data(args.data)
