@@ -151,7 +151,7 @@ def test_train_with_dropout_then_evaluate(tmp_path, capsys):
 
     out = tmp_path / "run"
     assert main(["train", *SMALL_RUN_FLAGS, "--arch", "gated", "--dropout", "0.2", "--out", str(out)]) == 0
-    assert json.loads((out / "config.json").read_text())["model"]["dropout"] == 0.2
+    assert json.loads((out / "config.json").read_text())["model"]["dropout"] == [0.2, 0.2]
     assert main(["evaluate", str(out), "--iw-samples", "4", "--device", "cpu", "--json", str(tmp_path / "e.json")]) == 0
     assert math.isfinite(json.loads((tmp_path / "e.json").read_text())["iw"]["nll"])
 
@@ -198,7 +198,8 @@ def test_console_entry_point_help():
         (["train", "--sigma", "0.5", "--quiet"], ["--sigma has no effect", "gaussian"]),
         (["train", "--model", "ae", "--beta", "4", "--quiet"], ["--beta has no effect", "--model vae"]),
         (["train", "--prior-components", "7", "--quiet"], ["--prior-components has no effect", "mixture"]),
-        (["train", "--dropout", "1", "--quiet"], ["dropout must be in [0, 1)"]),
+        (["train", "--dropout", "1", "--quiet"], ["dropout must be one or two probabilities (encoder, decoder) in [0, 1), got 1.0 1.0"]),
+        (["train", "--dropout", "0", "0.1", "0.2", "--quiet"], ["dropout must be one or two probabilities", "got 0.0 0.1 0.2"]),
         (["train", "--arch", "conv", "--dropout", "0.1", "--quiet"], ["--dropout is for the dense networks", "conv"]),
     ],
 )
@@ -279,8 +280,11 @@ def test_train_switches_reach_the_config():
     from vaekit.cli import build_parser
     from vaekit.cli.train import config_from_args
 
-    def parse(*argv):
-        return config_from_args(build_parser().parse_args(["train", *argv])).train
+    def parse(*argv, section="train"):
+        return getattr(config_from_args(build_parser().parse_args(["train", *argv])), section)
+
+    assert parse("--dropout", "0.2", section="model").dropout == (0.2, 0.2)
+    assert parse("--dropout", "0", "0.1", section="model").dropout == (0.0, 0.1)
 
     assert not parse().compile and parse().init_decoder_bias
     assert parse("--compile").compile

@@ -76,9 +76,9 @@ def test_a_training_step_lowers_the_loss_and_output_bias_starts_at_the_data_mean
 @pytest.mark.parametrize("arch", ["mlp", "gated"])
 def test_dropout_acts_in_training_only_and_evaluation_sees_the_undropped_network(arch):
     torch.manual_seed(0)
-    config = ModelConfig(arch=arch, input_shape=(1, 8, 8), latent_dim=3, hidden=(32, 16), dropout=0.5)
+    config = ModelConfig(arch=arch, input_shape=(1, 8, 8), latent_dim=3, hidden=(32, 16), dropout=(0.5, 0.5))
     model = build_model(config)
-    plain = build_model(dataclasses.replace(config, dropout=0.0))
+    plain = build_model(dataclasses.replace(config, dropout=(0.0, 0.0)))
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert len(dropouts) == 4 and all(m.p == 0.5 for m in dropouts)  # after each hidden layer of the encoder and the decoder
     if arch == "gated":  # the same parameter names with and without dropout
@@ -100,8 +100,15 @@ def test_dropout_acts_in_training_only_and_evaluation_sees_the_undropped_network
     assert model.training
 
 
+@pytest.mark.parametrize("arch", ["mlp", "gated"])
+def test_dropout_of_the_encoder_and_of_the_decoder_are_set_apart(arch):
+    model = build_model(ModelConfig(arch=arch, input_shape=(1, 8, 8), latent_dim=3, hidden=(32, 16), dropout=(0.0, 0.2)))
+    rates = [[m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] for net in (model.encoder, model.decoder)]
+    assert rates == [[], [0.2, 0.2]]
+
+
 def test_dropout_is_refused_on_conv_networks_and_outside_zero_one():
     with pytest.raises(ConfigError, match="--dropout is for the dense networks"):
-        build_model(ModelConfig(arch="conv", input_shape=(1, 8, 8), hidden=(4,), dropout=0.1))
-    with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\)"):
-        build_model(ModelConfig(dropout=1.0))
+        build_model(ModelConfig(arch="conv", input_shape=(1, 8, 8), hidden=(4,), dropout=(0.0, 0.1)))
+    with pytest.raises(ConfigError, match=r"dropout must be one or two probabilities \(encoder, decoder\) in \[0, 1\)"):
+        build_model(ModelConfig(dropout=(0.1, 1.0)))

@@ -460,7 +460,7 @@ def test_a_resumed_averaging_run_equals_the_uninterrupted_one(tmp_path, digits):
 
 def test_dropout_is_on_in_every_training_step_and_off_in_validation(tmp_path, digits):
     config = small_config(epochs=2)
-    config.model.dropout = 0.3
+    config.model.dropout = (0.3, 0.3)
     trainer = Trainer(config, None, data=digits)
     modes = []
     for m in trainer.model.modules():

@@ -87,8 +87,8 @@ class ModelConfig:
     context_dim: size of the context vector (the number of classes for ``label``). Filled from the data.
     logvar_range: (min, max) that every Gaussian layer (posterior layers, p(z_l|z_{l+1}), the
         conditional prior p(z|y)) clamps its log-variance to; the VampPrior paper's models use (-6, 2), which keeps each σ above 0.05.
-    dropout: the probability with which the dense encoder and decoder (``mlp``, ``gated``) zero each
-        hidden unit in training (0: none); evaluation runs without it.
+    dropout: (encoder, decoder): the probability with which the dense encoder and decoder (``mlp``,
+        ``gated``) zero each hidden unit in training (0: none); evaluation runs without it.
     """
 
     kind: str = "vae"
@@ -110,7 +110,7 @@ class ModelConfig:
     condition: str = "none"
     context_dim: int = 0
     logvar_range: tuple[float, float] = (-16.0, 10.0)
-    dropout: float = 0.0
+    dropout: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -311,7 +311,10 @@ def validate(config: RunConfig) -> None:
             len(m.logvar_range) == 2 and m.logvar_range[0] < m.logvar_range[1],
             f"logvar range must be two numbers, min < max, got {' '.join(map(str, m.logvar_range))}",
         ),
-        (0 <= m.dropout < 1, f"dropout must be in [0, 1), got {m.dropout}"),
+        (
+            len(m.dropout) == 2 and all(0 <= p < 1 for p in m.dropout),
+            f"dropout must be one or two probabilities (encoder, decoder) in [0, 1), got {' '.join(map(str, m.dropout))}",
+        ),
         (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
         (t.lr > 0, f"learning rate must be positive, got {t.lr}"),

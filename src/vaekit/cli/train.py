@@ -192,8 +192,10 @@ def register(sub) -> None:
     g.add_argument(
         "--dropout",
         type=float,
+        nargs="+",
         metavar="P",
-        help=f"zero each hidden unit of the dense encoder and decoder (mlp, gated) with probability P in training ({default('dropout')})",
+        help="zero each hidden unit of the dense encoder and decoder (mlp, gated) with probability P in training; "
+        f"two values: the encoder's, then the decoder's ({default('dropout')})",
     )
     g.add_argument("--prior", choices=PRIORS.names(), metavar="NAME", help=f"p(z): {choices_help('prior', PRIORS)}")
     g.add_argument(
@@ -352,6 +354,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if isinstance(config.model.latent_dim, tuple):  # --latent-dim L1 L2 ...: the layers of a hierarchical model
         sizes = config.model.latent_dim
         config.model.latent_dim, config.model.latent_layers = sum(sizes), sizes if len(sizes) > 1 else ()
+    if len(config.model.dropout) == 1:  # --dropout P: the encoder's and the decoder's
+        config.model.dropout *= 2
     if config.data.context_columns and config.model.condition == "none":
         config.model.condition = "columns"
     if args.iw_samples is not None:

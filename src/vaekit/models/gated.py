@@ -51,7 +51,7 @@ class GatedEncoder(Encoder):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> GatedEncoder:
-        return cls(tuple(config.input_shape), tuple(config.hidden), config.dropout)
+        return cls(tuple(config.input_shape), tuple(config.hidden), config.dropout[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))  # (B, F)
@@ -69,7 +69,7 @@ class GatedDecoder(Decoder):
 
     @classmethod
     def from_config(cls, config: ModelConfig, params_per_output: int) -> GatedDecoder:
-        return cls(config.latent_dim, tuple(config.hidden), tuple(config.input_shape), params_per_output, config.dropout)
+        return cls(config.latent_dim, tuple(config.hidden), tuple(config.input_shape), params_per_output, config.dropout[1])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(len(z), self.k, *self.output_shape)  # (B, k, *shape)

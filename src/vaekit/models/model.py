@@ -136,7 +136,7 @@ def check_parts(config: ModelConfig) -> None:
         (PRIORS, config.prior),
     ):
         registry.check(name)
-    if config.dropout and ENCODERS[config.arch].needs_images:
+    if any(config.dropout) and ENCODERS[config.arch].needs_images:
         raise ConfigError(f"--dropout is for the dense networks (--arch mlp or gated); the {config.arch} network has none")
     if config.flow != "none":
         FLOWS.check(config.flow)

@@ -102,7 +102,7 @@ class MLPEncoder(Encoder):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> MLPEncoder:
-        return cls(tuple(config.input_shape), tuple(config.hidden), config.activation, config.dropout)
+        return cls(tuple(config.input_shape), tuple(config.hidden), config.activation, config.dropout[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))  # (B, F)
@@ -119,7 +119,8 @@ class MLPDecoder(Decoder):
 
     @classmethod
     def from_config(cls, config: ModelConfig, params_per_output: int) -> MLPDecoder:
-        return cls(config.latent_dim, tuple(config.hidden), config.activation, tuple(config.input_shape), params_per_output, config.dropout)
+        shape, dropout = tuple(config.input_shape), config.dropout[1]
+        return cls(config.latent_dim, tuple(config.hidden), config.activation, shape, params_per_output, dropout)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(len(z), self.k, *self.output_shape)  # (B, k, *shape)
