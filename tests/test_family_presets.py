@@ -52,6 +52,7 @@ def test_vampprior_preset_has_the_papers_settings():
     hvae = hvae_vamp.model
     assert (hvae.latent_layers, hvae.hierarchy, hvae.latent_hidden, hvae.prior) == ((40, 40), "skip", (300, 300), "vampprior")
     assert (hvae_vamp.train.n_samples, hvae_vamp.train.iw) == (5, False)  # the ELBO averaged over 5 samples
+    assert hvae.dropout == (0.0, 0.1)  # the decoder's hidden units only
     gated = presets.load("iwae-gated-static-mnist").config()
     assert (gated.model.arch, gated.model.hidden, gated.model.latent_dim) == ("gated", (300, 300), 50)
     assert (gated.train.n_samples, gated.train.iw, gated.train.ema, gated.train.lr_patience) == (50, True, 0.9998, 4)
