@@ -57,7 +57,9 @@ def batch(config: ModelConfig, n: int = 64) -> tuple[torch.Tensor, torch.Tensor 
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a.double().cpu() - b.double().cpu()).abs() / b.double().cpu().abs().clamp_min(1.0)).max())
+    """The largest |a - b| / max(|b|, 1) over the entries, a and b on any device."""
+    a, b = a.double().cpu(), b.double().cpu()
+    return float(((a - b).abs() / b.abs().clamp_min(1.0)).max())
 
 
 def check(name: str, config: ModelConfig, device: torch.device) -> tuple[bool, str]:
@@ -67,7 +69,6 @@ def check(name: str, config: ModelConfig, device: torch.device) -> tuple[bool, s
     gpu = build_model(config).to(device).eval()
     gpu.load_state_dict(cpu.state_dict())
     errors = {}
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # plain float32 on both
     with torch.no_grad():
         a = example_scores(cpu, x, samples=4, context=y)
         b = example_scores(gpu, x, samples=4, context=None if y is None else y.to(device))
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("device_check: no CUDA GPU is available", file=sys.stderr)
         return 2
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # plain float32 on both devices
     results = [check(name, config, device) for name, config in MODELS.items()]
     for _, line in results:
         print(line)

@@ -36,7 +36,8 @@ from reproduce import RESULTS, ROWS  # noqa: E402
 
 def vaekit(*args: str, log: Path) -> float:
     """Run ``python -m vaekit ARGS`` (this checkout's source), its output appended to ``log``; its wall seconds."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]  # no empty entry: that would put the cwd on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     started = time.perf_counter()
     with log.open("a") as out:
         out.write(f"$ vaekit {' '.join(args)}\n")
