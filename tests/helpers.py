@@ -11,6 +11,8 @@ def small_config(*, hidden=(64,), latent_dim=4, epochs=3, lr=3e-3, **train) -> R
     cfg.model.hidden, cfg.model.latent_dim = hidden, latent_dim
     cfg.train.epochs, cfg.train.batch_size, cfg.train.lr = epochs, 64, lr
     for k, v in train.items():
+        if not hasattr(cfg.train, k):
+            raise TypeError(f"TrainConfig has no field {k!r}")
         setattr(cfg.train, k, v)
     return cfg
 

@@ -139,7 +139,7 @@ def test_flow_flags_reach_the_config_and_list_the_registry():
         parser.parse_args(["train", "--flow", "iaf", "--flow-steps", "2", "--iw-samples", "6", "--iw-groups", "3", "--iw-elbo-mix", "0.5"])
     )
     assert (config.model.flow, config.model.flow_steps) == ("iaf", 2)
-    assert (config.train.n_samples, config.train.iw, config.train.iw_groups, config.train.iw_elbo_mix) == (6, True, 3, 0.5)
+    assert (config.train.n_samples, config.train.objective, config.train.iw_groups, config.train.iw_elbo_mix) == (6, "iw", 3, 0.5)
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--flow", "nope"])
     help_text = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "flow").help

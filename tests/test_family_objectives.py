@@ -59,17 +59,17 @@ def test_ciwae_mixes_the_elbo_and_the_iw_bound_over_the_same_samples(model_and_x
 
 def test_bad_variant_settings_are_refused(model_and_x):
     model, x = model_and_x
-    with pytest.raises(ValueError, match="iw_groups"):
+    with pytest.raises(ValueError, match="iw groups"):
         elbo(model, x, iw=True, n_samples=5, iw_groups=2)
-    config = small_config(n_samples=6, iw=True, iw_groups=4)
+    config = small_config(n_samples=6, objective="iw", iw_groups=4)
     with pytest.raises(ConfigError, match="iw groups"):
         validate(config)
     with pytest.raises(ConfigError, match="iw elbo mix"):
-        validate(small_config(n_samples=6, iw=True, iw_elbo_mix=1.5))
+        validate(small_config(n_samples=6, objective="iw", iw_elbo_mix=1.5))
 
 
 def test_miwae_trains_and_validates_on_its_own_bound():
-    config = small_config(epochs=2, n_samples=4, iw=True, iw_groups=2, iw_elbo_mix=0.2, threads=1)
+    config = small_config(epochs=2, n_samples=4, objective="iw", iw_groups=2, iw_elbo_mix=0.2, threads=1)
     run = train(config, None, data=load_data("digits"))
     rows = run.metrics()
     assert rows[-1]["valid_loss"] < rows[0]["valid_loss"]

@@ -46,16 +46,16 @@ def test_vampprior_preset_has_the_papers_settings():
     assert (m.arch, m.hidden, m.latent_dim, m.prior, m.prior_components) == ("gated", (300, 300), 40, "vampprior", 500)
     assert (t.lr, t.batch_size, t.warmup_epochs, t.patience, t.epochs) == (5e-4, 100, 100, 50, 2000)
     iwae = presets.load("iwae-static-mnist").config().train
-    assert iwae.iw and iwae.n_samples == 50
+    assert iwae.objective == "iw" and iwae.n_samples == 50
     assert (iwae.lr, iwae.lr_patience, iwae.lr_factor, iwae.min_lr) == (1e-3, 10, 0.5, 1e-5)  # below the paper's 1e-4 floor
     hvae_vamp = presets.load("hvae-vampprior-static-mnist").config()
     hvae = hvae_vamp.model
     assert (hvae.latent_layers, hvae.hierarchy, hvae.latent_hidden, hvae.prior) == ((40, 40), "skip", (300, 300), "vampprior")
-    assert (hvae_vamp.train.n_samples, hvae_vamp.train.iw) == (5, False)  # the ELBO averaged over 5 samples
+    assert (hvae_vamp.train.n_samples, hvae_vamp.train.objective) == (5, "elbo")  # the ELBO averaged over 5 samples
     assert hvae.dropout == (0.0, 0.1)  # the decoder's hidden units only
     gated = presets.load("iwae-gated-static-mnist").config()
     assert (gated.model.arch, gated.model.hidden, gated.model.latent_dim) == ("gated", (300, 300), 50)
-    assert (gated.train.n_samples, gated.train.iw, gated.train.ema, gated.train.lr_patience) == (50, True, 0.9998, 4)
+    assert (gated.train.n_samples, gated.train.objective, gated.train.ema, gated.train.lr_patience) == (50, "iw", 0.9998, 4)
     iwae2 = presets.load("iwae2-static-mnist").config().model
     assert (iwae2.latent_layers, iwae2.hierarchy, iwae2.hidden, iwae2.latent_hidden) == ((100, 50), "chain", (200, 200), (100, 100))
 

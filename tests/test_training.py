@@ -17,6 +17,7 @@ from vaekit.data import load_data
 from vaekit.data.batches import data_order
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.evaluation import elbo_terms
+from vaekit.objectives import ImportanceWeighted
 from vaekit.runs import RunWriter
 from vaekit.training import Trainer, beta_at, normalize_gradients, resume, train
 
@@ -119,27 +120,27 @@ def test_compiled_loss_trains_like_eager_in_one_graph(tmp_path, digits):
 def test_compile_failure_is_a_one_line_training_error(monkeypatch):
     from torch._dynamo.exc import BackendCompilerFailed
 
-    from vaekit.training import _compiled
+    from vaekit.training.setup import compiled
 
     def broken(*args):
         raise BackendCompilerFailed(broken, RuntimeError("no C++ compiler found\nlong details"), None)
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
-    step = _compiled(lambda x: x + 1)
+    step = compiled(lambda x: x + 1)
     assert step(1) == 2  # the first call runs eagerly
     with pytest.raises(TrainingError, match=r"^torch.compile failed \(RuntimeError: no C\+\+ compiler found\); train without --compile$"):
         step(1)
 
 
 def test_gradient_check_sees_any_non_finite_entry_and_no_overflow():
-    from vaekit.training import _all_finite, _gradient_sum
+    from vaekit.training.health import all_finite, gradient_sum
 
     big = [torch.full((3,), 3e38), torch.full((2, 2), 3e38)]
-    assert not torch.isfinite(_gradient_sum(big)) and _all_finite(torch.tensor(1.0), big)  # overflow only
+    assert not torch.isfinite(gradient_sum(big)) and all_finite(torch.tensor(1.0), big)  # overflow only
     for bad in (float("nan"), float("inf"), -float("inf")):
         grads = [torch.ones(3), torch.tensor([[1.0, bad]])]
-        assert not torch.isfinite(_gradient_sum(grads)) and not _all_finite(torch.tensor(1.0), grads)
-    assert not _all_finite(torch.tensor(float("nan")), [torch.ones(2)])
+        assert not torch.isfinite(gradient_sum(grads)) and not all_finite(torch.tensor(1.0), grads)
+    assert not all_finite(torch.tensor(float("nan")), [torch.ones(2)])
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, digits):
@@ -267,14 +268,16 @@ def test_denoising_autoencoder_trains_on_corrupted_inputs_and_denoises(tmp_path,
 
 
 def test_iwae_objective_trains_and_validates_on_its_own_bound(tmp_path, digits):
-    cfg = small_config(epochs=6, n_samples=5, iw=True)
+    cfg = small_config(epochs=6, n_samples=5, objective="iw")
     before, run = untrained_and_trained(cfg, tmp_path / "run", digits)
     rows = run.metrics()
     assert rows[-1]["valid_neg_elbo"] < before - 1
     # the validation loss (and so early stopping) is the training objective, the IW bound with K = 5:
     # recomputed from the last weights with the same draws it is the same number, and it is tighter than the ELBO
     last = vaekit.load(tmp_path / "run", which="last").model
-    bound = elbo_terms(last, digits.valid.x, batch_size=1000, seed=cfg.train.seed, n_samples=5, iw=True).loss.double().mean().item()
+    bound = (
+        elbo_terms(last, digits.valid.x, batch_size=1000, seed=cfg.train.seed, objective=ImportanceWeighted(5)).loss.double().mean().item()
+    )
     assert rows[-1]["valid_loss"] == pytest.approx(bound, rel=1e-5)
     assert all(r["valid_loss"] < r["valid_neg_elbo"] for r in rows)
 
@@ -338,7 +341,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits):
     trainer.start_run()
     trainer.fit()  # 3 good epochs
     good = vaekit.load(tmp_path / "run", which="last").model.state_dict()
-    cfg.train.epochs = 4
+    trainer.config.train.epochs = 4  # the trainer's resolved copy of the config
     with torch.no_grad():
         trainer.model.decoder.net[-1].bias.fill_(float("nan"))
     with pytest.raises(TrainingError, match="non-finite loss"):
@@ -403,10 +406,10 @@ def test_a_new_autoencoder_run_refuses_a_prior_or_samples_but_an_older_one_still
     cfg.model.kind, cfg.model.prior = "ae", "mixture"
     with pytest.raises(ConfigError, match="plain autoencoder has no prior"):
         train(cfg, None, data=digits)
-    cfg.model.prior, cfg.train.n_samples, cfg.train.iw = "normal", 5, True
+    cfg.model.prior, cfg.train.n_samples, cfg.train.objective = "normal", 5, "iw"
     with pytest.raises(ConfigError, match="draws no latent samples"):
         train(cfg, None, data=digits)
-    cfg.model.prior, cfg.train.n_samples, cfg.train.iw = "mixture", 1, False  # as an earlier vaekit wrote it
+    cfg.model.prior, cfg.train.n_samples, cfg.train.objective = "mixture", 1, "elbo"  # as an earlier vaekit wrote it
     old = Trainer(cfg, tmp_path / "old", data=digits)
     old.start_run()
     old.fit(progress=False)

@@ -11,6 +11,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from vaekit.corruption import CORRUPTIONS, UNIT_LEVEL
 from vaekit.errors import ConfigError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # the layout of config.json; older layouts are migrated on read (MIGRATIONS)
 PRECISIONS = ("fp32", "bf16")  # TrainConfig.precision
 NONFINITE_POLICIES = ("stop", "skip")  # TrainConfig.nonfinite
 
@@ -30,6 +31,9 @@ class DataConfig:
     source: a dataset name (``digits``, ``mnist``, ``fashion-mnist``, ``binarized-mnist``) or a
         path (.npy, .npz, .csv, .amat, an image folder).
     data_dir: folder holding downloaded datasets (default: $VAEKIT_DATA_DIR or ~/.cache/vaekit).
+        A run stores ``data_dir`` and a path ``source`` resolved (absolute), so it reads its data from
+        any working directory; where the stored folder is gone, ``$VAEKIT_DATA_DIR`` is used, and
+        ``Run.load_data(data_dir=...)`` (the commands' ``--data-dir``) points a run at data that moved.
     valid_fraction: share of the training data held out for validation when the source has no
         validation split of its own.
     split_seed: seed of the train/validation split.
@@ -122,10 +126,12 @@ class TrainConfig:
         moment. ε is in the units of the gradient of the per-example mean loss; a larger one damps the
         steps of parameters whose gradients are tiny (the IWAE paper's code: β1 0.99, ε 1e-4 on a
         minibatch sum of 20, that is 5e-6 here).
+    objective: what training minimises, a name of ``vaekit.objectives.OBJECTIVES`` (``elbo``: the
+        ELBO averaged over ``n_samples``; ``iw``: the importance-weighted bound over ``n_samples``
+        (IWAE) and its variants below). Each objective reads the settings it uses and checks them.
     beta: weight of the KL term (β-VAE); ignored by an ``ae``.
     warmup_epochs: β rises linearly from 0 to ``beta`` over this many epochs (0: off).
     n_samples: latent samples per example in the objective.
-    iw: use the importance-weighted bound over ``n_samples`` (IWAE) instead of the averaged ELBO.
     iw_groups: with ``iw``, split the samples into this many groups and average their IW bounds
         (MIWAE of Rainforth et al. 2018; 1: IWAE). Must divide ``n_samples``.
     iw_elbo_mix: with ``iw``, train on c·ELBO + (1 − c)·IW bound over the same samples (CIWAE of
@@ -171,10 +177,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
+    objective: str = "elbo"
     beta: float = 1.0
     warmup_epochs: int = 0
     n_samples: int = 1
-    iw: bool = False
     iw_groups: int = 1
     iw_elbo_mix: float = 0.0
     piwae: bool = False
@@ -212,7 +218,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: Any) -> RunConfig:
-        return _from_dict(cls, raw, "config")
+        """Read a config of any layout vaekit has written (migrated to this one); strict about keys and types."""
+        return _from_dict(cls, migrate(raw), "config")
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> RunConfig:
@@ -221,6 +228,48 @@ class RunConfig:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
         return cls.from_dict(raw)
+
+
+# ----- earlier layouts ------------------------------------------------------------------------
+def _v1_to_v2(raw: dict[str, Any]) -> None:
+    """Version 1 (vaekit up to the objective registry): ``train.iw`` (a bool) chose the importance-
+    weighted bound, now ``train.objective``; ``model.dropout`` was one number for both networks
+    before it became the pair (encoder, decoder); a config without ``train.init_decoder_bias``
+    was written before the decoder's output bias started at the data's mean. (Keys added since a
+    config was written read as their defaults.)"""
+    train, model = raw.get("train"), raw.get("model")
+    if isinstance(train, dict) and "iw" in train:
+        iw = train.pop("iw")
+        if not isinstance(iw, bool):
+            raise ConfigError(f"config.train.iw: expected true/false, got {iw!r}")
+        train.setdefault("objective", "iw" if iw else "elbo")
+    if isinstance(model, dict) and isinstance(model.get("dropout"), (int, float)) and not isinstance(model["dropout"], bool):
+        model["dropout"] = [model["dropout"], model["dropout"]]
+    if isinstance(train, dict):
+        train.setdefault("init_decoder_bias", False)  # added later with True as its default; runs before it started at PyTorch's
+
+
+# MIGRATIONS[v] turns a layout-v config (a dict, in place) into layout v + 1. Every run directory's
+# config.json carries its version; a config without one (a preset, a hand-written settings file
+# given with --config) is read in the current layout.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], None]] = {1: _v1_to_v2}
+
+
+def migrate(raw: Any) -> Any:
+    """A copy of the config dict ``raw`` in the current layout (``CONFIG_VERSION``); anything not a
+    dict is returned as it is, for ``_from_dict`` to refuse."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = json.loads(json.dumps(raw))  # a deep copy: the caller's dict stays as it was
+    version = raw.get("version", CONFIG_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"config.version: expected a positive integer, got {version!r}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"this config has layout version {version}, written by a newer vaekit (this one reads up to {CONFIG_VERSION})")
+    for v in range(version, CONFIG_VERSION):
+        MIGRATIONS[v](raw)
+    raw["version"] = CONFIG_VERSION
+    return raw
 
 
 def _from_dict(cls: type, raw: Any, where: str) -> Any:
@@ -241,47 +290,54 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: invalid value {value!r}")
+        return _coerce_union(typing.get_args(tp), value, where)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        args = typing.get_args(tp)
-        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
-        if len(item_types) != len(value):
-            raise ConfigError(f"{where}: expected {len(item_types)} items, got {len(value)}")
-        return tuple(_coerce(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+        return _coerce_tuple(typing.get_args(tp), value, where)
     if tp is Any:
         return value
-    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+    if tp not in _SCALARS:
+        raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+    accepts, wanted, convert = _SCALARS[tp]
+    if not accepts(value):
+        raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
+    return convert(value)
 
 
-MAX_SAMPLES = 10_000  # latent samples per example in training (evaluation chunks over K instead)
+def _coerce_union(args: tuple, value: Any, where: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(arg, value, where)
+        except ConfigError:
+            pass
+    raise ConfigError(f"{where}: invalid value {value!r}")
+
+
+def _coerce_tuple(args: tuple, value: Any, where: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+    item_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+    if len(item_types) != len(value):
+        raise ConfigError(f"{where}: expected {len(item_types)} items, got {len(value)}")
+    return tuple(_coerce(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# a scalar annotation -> (whether a JSON value fits it, what the error says it wanted, the conversion)
+_SCALARS: dict[type, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    bool: (lambda v: isinstance(v, bool), "true/false", bool),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", int),
+    float: (_is_number, "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", str),
+}
+
+
 MAX_THREADS = 256
 
 
@@ -324,20 +380,7 @@ def validate(config: RunConfig) -> None:
             f"adam betas must be two numbers in [0, 1), got {' '.join(map(str, t.adam_betas))}",
         ),
         (t.adam_eps > 0, f"adam eps must be positive, got {t.adam_eps}"),
-        (t.beta >= 0, f"beta must be >= 0, got {t.beta}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
-        (1 <= t.n_samples <= MAX_SAMPLES, f"number of latent samples must be in [1, {MAX_SAMPLES}], got {t.n_samples}"),
-        (
-            t.iw_groups >= 1 and t.n_samples % t.iw_groups == 0,
-            f"iw groups must divide the {t.n_samples} latent samples (M groups of K: --iw-samples M·K --iw-groups M), got {t.iw_groups}",
-        ),
-        (0 <= t.iw_elbo_mix <= 1, f"iw elbo mix must be in [0, 1], got {t.iw_elbo_mix}"),
-        (not t.piwae or (t.iw and t.iw_elbo_mix == 0), "piwae trains on the IW bound: it needs --iw-samples and no --iw-elbo-mix"),
-        (
-            not t.stl or (m.kind == "vae" and m.flow == "none" and not t.iw),
-            "--stl (the path-derivative gradient) needs a Gaussian posterior without a flow (--model vae, no --flow) "
-            "and the ELBO, not --iw-samples",
-        ),
         (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
         (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),
@@ -366,3 +409,6 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    from vaekit.objectives import objective_from_config  # the objective checks its own settings (it builds on this module)
+
+    objective_from_config(config)

@@ -132,6 +132,14 @@ def wrap(model: torch.nn.Module, device: torch.device, *, find_unused_parameters
 
 
 # ----- agreements and reductions (no-ops for a single process) ---------------------------------
+def share(world, x):
+    """This process's contiguous share of ``x`` (a tensor or a ``MappedArray``): all of it for one process."""
+    if not world.distributed:
+        return x
+    n, w, r = len(x), world.size, world.rank
+    return x.narrow(0, n * r // w, n * (r + 1) // w - n * r // w)
+
+
 def all_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over processes, in place; returns ``t``."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
+from vaekit.data.batches import Batch
 from vaekit.errors import ConfigError
 from vaekit.latent import kl_per_dim, posterior_factorises
 from vaekit.models.condition import batch_context
 from vaekit.models.hierarchical import is_hierarchical, layer_statistics
-from vaekit.objectives import ELBOTerms, elbo
+from vaekit.objectives import ELBO, Draws, ELBOTerms, ImportanceWeighted, Objective, Terms, concatenated
 
 log = logging.getLogger(__name__)
 
@@ -47,33 +48,26 @@ def elbo_terms(
     model,
     x: torch.Tensor,
     *,
+    objective: Objective | None = None,
     target: torch.Tensor | None = None,
     batch_size: int = 1000,
-    n_samples: int = 1,
     seed: int = 0,
-    beta: float = 1.0,
-    iw: bool = False,
-    iw_groups: int = 1,
-    iw_elbo_mix: float = 0.0,
-    piwae: bool = False,
     context: torch.Tensor | int | None = None,
-) -> ELBOTerms:
-    """Per-example ELBO terms (N,) for all of ``x`` (N, *shape), in batches, with a fixed seed for
-    the latent samples (so the numbers are reproducible and the caller's RNG is untouched).
-    ``beta``, ``n_samples``, ``iw``, ``iw_groups``, ``iw_elbo_mix`` and ``piwae`` are ``elbo``'s: with a
-    run's training settings, ``loss`` is the training objective on these examples (its validation loss).
+) -> Terms:
+    """Per-example terms (N,) of ``objective`` (default: the ELBO, one draw) for all of ``x`` (N, *shape),
+    in batches, with a fixed seed for the latent samples (so the numbers are reproducible and the
+    caller's RNG is untouched). With a run's training objective, ``loss`` is its validation loss.
     ``context``: a conditional model's labels (N,) (or one label), so the terms are those of log p(x|y)."""
+    objective = ELBO() if objective is None else objective
     device = model.device
-    parts: list[ELBOTerms] = []
+    parts: list[Terms] = []
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device, non_blocking=True)
-            tb = None if target is None else target[start : start + batch_size].to(device, non_blocking=True)
-            yb = _context_rows(context, start, start + batch_size, device)
-            objective = dict(n_samples=n_samples, beta=beta, iw=iw, iw_groups=iw_groups, iw_elbo_mix=iw_elbo_mix, piwae=piwae)
-            parts.append(elbo(model, xb, tb, context=yb, **objective))
-    return ELBOTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "reconstruction", "kl")))
+            tb = xb if target is None else target[start : start + batch_size].to(device, non_blocking=True)
+            parts.append(objective(model, Batch(xb, tb, context=_context_rows(context, start, start + batch_size, device))))
+    return concatenated(parts)
 
 
 def _context_rows(context, start: int, stop: int, device: torch.device):
@@ -140,7 +134,8 @@ def example_scores(
     neg_elbo, sq = [], []
     for start in range(0, len(x), batch_size):
         yb = _context_rows(context, start, start + batch_size, device)
-        terms = elbo(model, x[start : start + batch_size].to(device), noise=noise, squared_error=True, context=yb)
+        xb = x[start : start + batch_size].to(device)
+        terms = ELBO()(model, Batch(xb, xb, context=yb), draws=Draws(noise=noise, squared_error=True))
         neg_elbo.append(terms.neg_elbo)
         sq.append(terms.squared_error)
     return ExampleScores(torch.cat(neg_elbo), torch.cat(sq))
@@ -203,13 +198,14 @@ def iw_log_likelihood(
     batch_size = max(1, min(batch_size, max_rows))
     chunk = max(1, min(k, max_rows // batch_size))  # samples per decoder call, fixed for every batch
     noise = fixed_noise(model, k, seed) if common_noise else None  # (K, 1, L)
+    bound = ImportanceWeighted(k)
     out = []
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device)  # (B, *shape)
-            yb = _context_rows(context, start, start + batch_size, device)
-            out.append(-elbo(model, xb, n_samples=k, iw=True, noise=noise, chunk=chunk, context=yb).loss)  # (B,)
+            batch = Batch(xb, xb, context=_context_rows(context, start, start + batch_size, device))
+            out.append(-bound(model, batch, draws=Draws(noise=noise, chunk=chunk)).loss)  # (B,)
             if progress is not None:
                 progress(min(start + len(xb), len(x)))
     return torch.cat(out)

@@ -28,19 +28,25 @@ def data_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    """One step's share of a global batch for this process.
+    """One example record, as objectives receive it: a batch of B examples with what comes with them.
 
-    inputs: (B, *shape) what the encoder sees (corrupted for denoising); target: (B, *shape) what
-    the decoder explains; context: their context (labels (B,) or vectors (B, K)), when the
-    batches carry one (a conditional model's), else None. weight: the factor that turns the sum of per-example losses into this
-    process's part of the global batch's mean (world / global batch; 0 for a process whose share
-    is empty and stands in one example, so that every process takes part in each step).
+    inputs: (B, *shape) what the encoder sees (corrupted for denoising).
+    target: (B, *shape) what the decoder explains (the clean examples).
+    context: their context, when the model is conditional: class labels (B,) (int64) or context
+        vectors (B, K) (float); None otherwise.
+    labelled: (B,) bool, which examples carry a label (partly labelled data; None: all or none do).
+    lengths: (B,) int64, the lengths of sequences padded to a common length (None: fixed-size examples).
+    weight: the factor that turns the sum of per-example losses into this process's part of the
+        global batch's mean (world / global batch; 0 for a process whose share is empty and stands
+        in one example, so that every process takes part in each step; 1 outside training).
     """
 
     inputs: torch.Tensor
     target: torch.Tensor
-    weight: float
-    context: torch.Tensor | None = None
+    context: torch.Tensor | int | None = None
+    labelled: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+    weight: float = 1.0
 
 
 class TrainingBatches:
@@ -98,4 +104,4 @@ class TrainingBatches:
         context = None if self.context is None else self.context.index_select(0, idx.to(self.context.device))  # (B,) or (B, K)
         if self.binarize:
             target = torch.bernoulli(target)
-        return Batch(corrupt(target, self.noise, self.noise_level), target, weight, context)
+        return Batch(corrupt(target, self.noise, self.noise_level), target, context=context, weight=weight)

@@ -1,8 +1,8 @@
 """The latent-variable model: encoder -> q(z|x), prior p(z), decoder -> p(x|z).
 
 One class serves the VAE and the plain autoencoder; they differ only in the posterior head
-(Gaussian or point mass). Its ``forward`` is the objective (``vaekit.objectives.elbo``), so the
-module can be wrapped by DistributedDataParallel as it is.
+(Gaussian or point mass). What it is trained on is an objective of ``vaekit.objectives``, called
+with the model as an argument.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
 from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
 from vaekit.models.priors import PRIORS, Prior
-from vaekit.objectives import elbo
 
 
 class LatentVariableModel(nn.Module):
@@ -119,10 +118,6 @@ class LatentVariableModel(nn.Module):
         if self.prior_module.conditional:
             return self.prior_module(self, self.condition(context))
         return self.prior_module(self)
-
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, **objective):
-        """The objective (``vaekit.objectives.elbo``): so DistributedDataParallel can wrap the model as it is."""
-        return elbo(self, x, target, **objective)
 
 
 def check_parts(config: ModelConfig) -> None:
