@@ -1,28 +1,39 @@
 """vaekit: variational autoencoders on PyTorch -- models, training, evaluation and latent-space tools."""
 
-from vaekit.baselines import PCABaseline
-from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.data import Dataset, DataSplits, load_data
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError, VaekitError
-from vaekit.evaluation import elbo_terms, iw_log_likelihood, latent_diagnostics, posterior_collapse_warning, summarize
-from vaekit.generation import reconstruct, sample
-from vaekit.models import LatentVariableModel, build_model
-from vaekit.objectives import ELBOTerms, elbo
-from vaekit.report import write_report
-from vaekit.runs import Run, load
-from vaekit.training import resume, train
 from vaekit.version import __version__
 
-_LAZY = {"VAEAnomalyDetector": "vaekit.anomaly", "anomaly_scores": "vaekit.anomaly"}  # scikit-learn loads on first use
-_LAZY.update(compress="vaekit.compression", decompress="vaekit.compression")  # constriction and scipy too
+# The rest of the public API loads on first use (PEP 562), so that ``import vaekit.cli`` and the other
+# submodules, which import this package first, do not pay for torch, scikit-learn or scipy.
+_LAZY = {
+    "vaekit.baselines": ["PCABaseline"],
+    "vaekit.config": ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig"],
+    "vaekit.data": ["Dataset", "DataSplits", "load_data"],
+    "vaekit.evaluation": ["elbo_terms", "iw_log_likelihood", "latent_diagnostics", "posterior_collapse_warning", "summarize"],
+    "vaekit.generation": ["reconstruct", "sample"],
+    "vaekit.models": ["LatentVariableModel", "build_model"],
+    "vaekit.objectives": ["ELBOTerms", "elbo"],
+    "vaekit.report": ["write_report"],
+    "vaekit.runs": ["Run", "load"],
+    "vaekit.training": ["resume", "train"],
+    "vaekit.anomaly": ["VAEAnomalyDetector", "anomaly_scores"],
+    "vaekit.compression": ["compress", "decompress"],
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name in _MODULE_OF:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+        globals()[name] = value  # the next look-up is a plain attribute
+        return value
     raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
 
 
 __all__ = [

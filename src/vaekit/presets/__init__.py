@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vaekit.config import RunConfig
 from vaekit.errors import ConfigError
+
+if TYPE_CHECKING:  # vaekit.config loads torch; listing the presets does not need it
+    from vaekit.config import RunConfig
 
 _KEYS = {"description", "reproduces", "literature_nll", "literature_source", "pythae_nll", "config"}
 
@@ -43,6 +45,8 @@ class Preset:
 
     def config(self) -> RunConfig:
         """A fresh ``RunConfig`` with the preset's settings over the defaults."""
+        from vaekit.config import RunConfig
+
         return RunConfig.from_dict(json.loads(json.dumps(self.settings)))
 
 
