@@ -95,7 +95,8 @@ def test_missing_mnist_files_say_what_to_place_where(tmp_path):
     message = str(err.value)
     assert "\n" not in message
     assert "train-images-idx3-ubyte.gz" in message and "t10k-labels-idx1-ubyte.gz" in message
-    assert str(tmp_path / "mnist") in message and "--download" in message
+    assert str(tmp_path / "mnist") in message and "download=True" in message and "--" not in message  # Python's words
+    assert "add --download" in err.value.cli and "download=True" not in err.value.cli  # the command line's
 
 
 def test_saved_preprocessing_for_another_format_is_refused():

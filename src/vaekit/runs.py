@@ -7,7 +7,7 @@
     RUN/checkpoints/last-STEP.safetensors       weights at the last checkpoint
     RUN/checkpoints/optimizer-STEP.safetensors  optimizer tensors and RNG states with it
     RUN/checkpoints/(the file ``best`` names)   weights with the best validation loss (``load``'s default)
-    RUN/metrics.csv          one row per epoch (``METRIC_FIELDS``)
+    RUN/metrics.csv          one row per epoch (``metric_fields`` of the objective's terms)
     RUN/.lock                held (flock) by the process writing the run; names its process id
     RUN/figures/             the figure commands' PNGs
     RUN/tensorboard/         event files, when TensorBoard is installed
@@ -24,6 +24,7 @@ leaves a state.json whose files all exist and match their checksums.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -36,30 +37,40 @@ from typing import Any
 import torch
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
-from vaekit.config import RunConfig, validate
-from vaekit.data import load_data
-from vaekit.errors import CheckpointError, ConfigError, TrainingError
+from vaekit.config import DataConfig, RunConfig, validate
+from vaekit.data import dataset_names, load_data, load_examples
+from vaekit.data.download import DownloadFailed
+from vaekit.data.mnist import ENV_VAR
+from vaekit.errors import CheckpointError, ConfigError, DataNotFound, TrainingError
+from vaekit.layouts import migrate_weights
 from vaekit.models import LatentVariableModel, build_model
+from vaekit.objectives import ELBOTerms
 
 CONFIG, DATA_INFO, STATE, METRICS, CHECKPOINTS, LOCK = "config.json", "data.json", "state.json", "metrics.csv", "checkpoints", ".lock"
 
-METRIC_FIELDS = [
-    "epoch",
-    "step",
-    "beta",
-    "lr",
-    "train_loss",
-    "train_neg_elbo",
-    "train_reconstruction",
-    "train_kl",
-    "valid_loss",
-    "valid_neg_elbo",
-    "valid_reconstruction",
-    "valid_kl",
-    "train_seconds",
-    "valid_seconds",
-    "skipped_steps",
-]
+
+def metric_fields(terms: tuple[str, ...]) -> list[str]:
+    """metrics.csv's columns for an objective reporting ``terms``: each as train_NAME and valid_NAME."""
+    return [
+        "epoch",
+        "step",
+        "beta",
+        "lr",
+        *(f"train_{t}" for t in terms),
+        *(f"valid_{t}" for t in terms),
+        "train_seconds",
+        "valid_seconds",
+        "skipped_steps",
+    ]
+
+
+METRIC_FIELDS = metric_fields(ELBOTerms.names)  # the ELBO family's columns
+
+
+def metric_terms(rows: list[dict[str, Any]]) -> list[str]:
+    """The objective's term names that metrics rows hold (train_NAME columns), in column order."""
+    keys = dict.fromkeys(k for row in rows[:1] for k in row)
+    return [k[len("train_") :] for k in keys if k.startswith("train_") and k != "train_seconds"]
 
 
 @dataclass
@@ -114,8 +125,9 @@ class RunWriter:
     """The process writing a run directory: creates it, holds its lock, writes checkpoints and
     metrics rows. ``lock()`` first; the lock lasts until ``close()`` or the process ends."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, fields: list[str] = METRIC_FIELDS):
         self.path = Path(path)
+        self.fields = list(fields)  # metrics.csv's columns (``metric_fields`` of the run's objective)
         self._lock_fd: int | None = None
 
     # ----- the one-writer lock --------------------------------------------------------------
@@ -154,11 +166,15 @@ class RunWriter:
             raise ConfigError(f"cannot create run directory {self.path}: {exc.strerror}") from None
         self.lock()
         if (self.path / STATE).exists():
-            raise ConfigError(f"{self.path} already holds a run; use --resume {self.path} to continue it or choose another --out")
+            self.close()  # not this writer's run: its lock is not kept while the error travels
+            raise ConfigError(
+                f"{self.path} already holds a run; continue it with vaekit.resume({str(self.path)!r}) or choose another directory",
+                cli=f"{self.path} already holds a run; use --resume {self.path} to continue it or choose another --out",
+            )
         try:
-            atomic_write_json(self.path / CONFIG, config.to_dict())
+            atomic_write_json(self.path / CONFIG, _with_resolved_paths(config).to_dict())
             atomic_write_json(self.path / DATA_INFO, data_info)
-            self._write_metrics_rows([METRIC_FIELDS])
+            self._write_metrics_rows([self.fields])
         except OSError as exc:
             raise ConfigError(f"cannot write to run directory {self.path}: {exc.strerror or exc}") from None
 
@@ -171,7 +187,7 @@ class RunWriter:
         return Checkpoint(raw, checkpoint_tensors(self.path, raw, "last"), checkpoint_tensors(self.path, raw, "optimizer"))
 
     def save_config(self, config: RunConfig) -> None:
-        atomic_write_json(self.path / CONFIG, config.to_dict())
+        atomic_write_json(self.path / CONFIG, _with_resolved_paths(config).to_dict())
 
     # ----- checkpoints ----------------------------------------------------------------------
     def write_checkpoint(
@@ -224,24 +240,31 @@ class RunWriter:
     def append_metrics(self, row: dict[str, Any]) -> None:
         try:
             with (self.path / METRICS).open("a", newline="") as f:
-                csv.writer(f).writerow([_fmt(row.get(k, "")) for k in METRIC_FIELDS])
+                csv.writer(f).writerow([_fmt(row.get(k, "")) for k in self.fields])
         except OSError as exc:
             raise CheckpointError(
                 f"could not write {self.path / METRICS}: {exc.strerror or exc}; the previous checkpoint is kept"
             ) from None
 
     def truncate_metrics(self, epochs: int) -> None:
-        """Keep the header and the first ``epochs`` rows of metrics.csv (rows written after the
-        checkpoint being resumed are dropped); replaced atomically, so a kill here loses nothing."""
+        """Keep the first ``epochs`` rows of metrics.csv (rows written after the checkpoint being
+        resumed are dropped), under this writer's columns: a column the run's objective reports now
+        but did not then is left empty in the old rows, so adding a term never breaks a resume.
+        Replaced atomically, so a kill here loses nothing."""
         path = self.path / METRICS
         try:
+            read_metrics(path, rows=epochs)  # the rows kept must be whole: damage is refused, not carried on
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; move it away to resume without the metrics of the epochs so far") from None
+        try:
             with path.open(newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))[: 1 + epochs]
-            self._write_metrics_rows(rows or [METRIC_FIELDS])
+                old = list(csv.DictReader(f))[:epochs]
         except FileNotFoundError:
-            self._write_metrics_rows([METRIC_FIELDS])
+            old = []
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise CheckpointError(f"cannot rewrite {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        self.fields += [k for row in old[:1] for k in row if k not in self.fields and k is not None]
+        self._write_metrics_rows([self.fields, *([row.get(k) or "" for k in self.fields] for row in old)])
 
     def _write_metrics_rows(self, rows: list[list[str]]) -> None:
         text = io.StringIO()
@@ -250,7 +273,20 @@ class RunWriter:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+    """A metrics.csv cell: a float at full precision (``repr``: the shortest text that reads back as the
+    same float, at most 17 significant digits), so a value read back prints as the epoch's log line did."""
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def _with_resolved_paths(config: RunConfig) -> RunConfig:
+    """``config`` with its data paths absolute (``data.data_dir``, and ``data.source`` where it is a
+    path, not a dataset name), so that the run reads its data from any working directory."""
+    d = config.data
+    source = d.source
+    if source not in dataset_names() and Path(source).expanduser().exists():
+        source = os.path.abspath(os.path.expanduser(source))  # abspath, not resolve: a symlink the user chose stays one
+    data_dir = None if d.data_dir is None else os.path.abspath(os.path.expanduser(d.data_dir))
+    return replace(config, data=replace(d, source=source, data_dir=data_dir))
 
 
 _NAMED_FORMATS = ("digits", "idx", "binarized-mnist")  # fixed preprocessing of the named datasets
@@ -267,39 +303,156 @@ class Run:
     rows: list[dict[str, float]] | None = None  # the metrics of a run trained in memory
     weights: dict[str, Any] = field(default_factory=dict)  # which checkpoint the model holds: which, file, sha256, epoch
 
-    def load_data(self, source: str | None = None):
-        """Load the run's dataset (or ``source``), preprocessed the way the run's training data was."""
+    def load_data(self, source: str | None = None, *, data_dir: str | None = None, download: bool | None = None):
+        """Load the run's dataset (or ``source``), preprocessed the way the run's training data was.
 
+        data_dir: where the run's data is now, for a run whose data has moved (default: where it was
+            trained from, ``config.data.data_dir``; where that folder is gone, ``$VAEKIT_DATA_DIR``):
+            the folder of a named dataset's files, or the folder that holds the run's data file or
+            image folder (found there by its name).
+        download: fetch a named dataset's missing files (default: ``config.data.download``).
+        """
         d = self.config.data
         saved = self.data_info.get("preprocessing")
         if source not in (None, d.source) and (saved or {}).get("format") in _NAMED_FORMATS:
             saved = None  # a named dataset's fixed scaling says nothing about another source
-        return load_data(
-            source or d.source,
-            data_dir=d.data_dir,
-            valid_fraction=d.valid_fraction,
-            seed=d.split_seed,
-            image_size=d.image_size,
-            preprocessing=saved,
-        )
+        source, directory, env_applies = data_location(self.config.data, source, data_dir)
+        with _pointing_at_data(env_applies):
+            return load_data(
+                source,
+                data_dir=directory,
+                valid_fraction=d.valid_fraction,
+                seed=d.split_seed,
+                image_size=d.image_size,
+                preprocessing=saved,
+                download=d.download if download is None else download,
+            )
+
+    def load_examples(self, source: str | None = None, *, data_dir: str | None = None, download: bool | None = None):
+        """Every example of ``source`` (default: the run's data) as a ``Dataset``: all of a path, in
+        file order, or a named dataset's test split, prepared as the run's training data was and
+        refused unless of the model's input shape. data_dir, download: as for ``load_data``."""
+        d = self.config.data
+        source, directory, env_applies = data_location(self.config.data, source, data_dir)
+        with _pointing_at_data(env_applies):
+            return load_examples(
+                source,
+                preprocessing=self.data_info.get("preprocessing"),
+                expected_shape=self.model.input_shape,
+                data_dir=directory,
+                valid_fraction=d.valid_fraction,
+                seed=d.split_seed,
+                download=d.download if download is None else download,
+            )
 
     def metrics(self) -> list[dict[str, float]]:
-        """The per-epoch rows of metrics.csv as dicts of floats."""
+        """The per-epoch rows of metrics.csv as dicts of floats (``read_metrics``)."""
         if self.path is None:
             return list(self.rows or [])
-        path = self.path / METRICS
-        if not path.exists():
-            return []
-        with path.open(newline="") as f:
-            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        return read_metrics(self.path / METRICS)
 
 
-def read_config(path: Path) -> RunConfig:
-    """The validated config of the run in ``path``; a ``CheckpointError`` saying what is missing."""
+def data_location(d: DataConfig, source: str | None = None, data_dir: str | None = None) -> tuple[str, str | None, bool]:
+    """Where a run reads its data (``d``: its ``config.data``), or ``source``: (the source, the
+    ``data_dir`` to give ``load_data``, whether ``$VAEKIT_DATA_DIR`` is the fallback). ``data_dir``
+    given wins; else the stored folder, or ``$VAEKIT_DATA_DIR`` where that folder is gone. A run's
+    own data file or image folder that is gone is looked for by its name in ``data_dir`` (or the
+    stored folder); ``DataNotFound`` says how to point the run at it where it is not there."""
+    directory, env_applies = data_dir, False
+    if directory is None:
+        directory = d.data_dir
+        env_applies = directory is None or not Path(directory).expanduser().is_dir()
+        if directory is not None and env_applies and os.environ.get(ENV_VAR):
+            directory = None  # the stored folder is gone: data_root reads $VAEKIT_DATA_DIR
+    if source is not None or d.source in dataset_names() or Path(d.source).expanduser().exists():
+        return source or d.source, directory, env_applies
+    name, folder = Path(d.source).name, data_dir if data_dir is not None else d.data_dir
+    if folder is not None and (Path(folder).expanduser() / name).exists():
+        return str(Path(folder).expanduser() / name), directory, env_applies
+    where = f"the run's data {d.source} is gone" + (f", and {folder} holds no {name}" if folder is not None else "")
+    raise DataNotFound(
+        f"{where}: point the run at the folder that holds {name} now with load_data(data_dir=...)",
+        cli=f"{where}: point the run at the folder that holds {name} now with --data-dir DIR",
+        where=where,
+    )
+
+
+@contextlib.contextmanager
+def _pointing_at_data(env_applies: bool):
+    """Turn a named dataset's missing files into an error that says how to point the run at them:
+    ``data_dir`` (``--data-dir``), ``$VAEKIT_DATA_DIR`` where it applies, ``download`` where there is one."""
+    try:
+        yield
+    except (DataNotFound, DownloadFailed) as exc:
+        if isinstance(exc, DataNotFound) and not exc.where:
+            raise
+        where = exc.where if isinstance(exc, DataNotFound) else str(exc)
+        fetch = isinstance(exc, DataNotFound) and exc.downloadable
+        env = " or the VAEKIT_DATA_DIR environment variable" if env_applies else ""
+        python = f"{where}; point the run at the folder that holds them with load_data(data_dir=...){env}"
+        cli = f"{where}; point the run at the folder that holds them with --data-dir DIR{' or VAEKIT_DATA_DIR' if env_applies else ''}"
+        if fetch:
+            python, cli = f"{python}, or fetch them with download=True, if online", f"{cli}, or fetch them with --download, if online"
+        raise DataNotFound(python, cli=cli, where=where, downloadable=fetch) from None
+
+
+def read_metrics(path: Path, rows: int | None = None) -> list[dict[str, float]]:
+    """The rows of a metrics.csv as dicts of floats (empty cells left out; none for a missing file);
+    a ``CheckpointError`` saying what is wrong with a damaged one: not UTF-8 text, cut short, a row
+    whose number of values differs from the header's, a value that is not a number.
+
+    rows: read only the first this many rows (what a resumed run keeps; what follows is not checked).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO or a device would hang the read
+        raise CheckpointError(f"{path} is not a regular file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is damaged: it is not UTF-8 text (byte {exc.start})") from None
+    *lines, tail = text.split("\n")  # every line is written whole, with its line end: tail is "" unless one was cut short
+    if rows is not None and len(lines) >= 1 + rows:  # the header and the rows kept are whole
+        lines, tail = lines[: 1 + rows], ""
+    if not lines or tail:
+        what = "it is empty (a run's always has a header)" if not text else "its last line is cut short"
+        raise CheckpointError(f"{path} is damaged: {what}")
+    try:
+        header, *body = csv.reader(lines)
+    except (csv.Error, ValueError) as exc:
+        raise CheckpointError(f"{path} is damaged: {exc}") from None
+    if not header or header[0] != "epoch" or "" in header or len(set(header)) != len(header):
+        raise CheckpointError(f"{path} is damaged: its first line is not a header of metric names starting with epoch")
+    out = []
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise CheckpointError(f"{path} is damaged: row {number} has {len(row)} values, the header {len(header)} names")
+        values = {}
+        for name, cell in zip(header, row):
+            if cell == "":
+                continue
+            try:
+                values[name] = float(cell)
+            except ValueError:
+                raise CheckpointError(f"{path} is damaged: row {number} has {cell[:20]!r} for {name}, not a number") from None
+        if "epoch" not in values:
+            raise CheckpointError(f"{path} is damaged: row {number} has no epoch")
+        out.append(values)
+    return out
+
+
+# what resuming a missing run directory adds: the folder is made once the data is loaded
+NEVER_STARTED = "a run killed before it created its folder is started again with the command that started it"
+
+
+def read_config(path: Path, *, missing_hint: str = NEVER_STARTED) -> RunConfig:
+    """The validated config of the run in ``path``; a ``CheckpointError`` saying what is missing
+    (for a missing directory, with ``missing_hint`` in parentheses; ``""``: none)."""
     if not path.exists():
-        raise CheckpointError(
-            f"no such run directory: {path} (a run killed before it created its folder is started again with the command that started it)"
-        )
+        raise CheckpointError(f"no such run directory: {path}" + (f" ({missing_hint})" if missing_hint else ""))
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a run directory")
     if not (path / CONFIG).is_file():  # not .exists(): a FIFO or /dev/zero there would hang the read
@@ -312,8 +465,32 @@ def read_config(path: Path) -> RunConfig:
     return config
 
 
+_FIRST_LAYOUT = {role: f"{role}.safetensors" for role in ("last", "best", "optimizer")}  # role -> file, in a run's top folder
+
+
+def _checkpoint_files(run_dir: Path) -> list[str]:
+    """The tensor files of a run, relative to it (in checkpoints/, or beside config.json in the first layout)."""
+    return sorted(str(p.relative_to(run_dir)) for p in (*(run_dir / CHECKPOINTS).glob("*.safetensors"), *run_dir.glob("*.safetensors")))
+
+
 def load_state(run_dir: Path) -> dict[str, Any]:
-    state = read_json(Path(run_dir) / STATE)
+    """The raw state.json of a run; a ``CheckpointError`` when it is damaged, or missing while
+    checkpoint files exist (the index lost, not a run without checkpoints)."""
+    run_dir = Path(run_dir)
+    files = [] if (run_dir / STATE).exists() else _checkpoint_files(run_dir)
+    if files:
+        where = f"{run_dir / STATE}, the index of the run's checkpoints, is missing, although the run holds {', '.join(files)}"
+        config = str(run_dir / CONFIG)
+        raise CheckpointError(
+            f"{where}: put back a copy of state.json, or train the run again from its config "
+            f"(vaekit.train(vaekit.RunConfig.from_json_file({config!r}), NEW_DIR))",
+            cli=f"{where}: put back a copy of state.json, or train the run again from its config "
+            f"(vaekit train --config {config} --out NEW_DIR)",
+        )
+    state = read_json(run_dir / STATE)
+    if isinstance(state, dict) and "files" not in state and isinstance(state.get("checksums"), dict):
+        # the first layout (vaekit before checkpoints/): best, last and optimizer files beside config.json
+        state["files"] = {role: name for role, name in _FIRST_LAYOUT.items() if name in state["checksums"]}
     if not isinstance(state, dict) or not isinstance(state.get("files"), dict) or not isinstance(state.get("checksums"), dict):
         raise CheckpointError(f"{Path(run_dir) / STATE} is not a vaekit state file")
     return state
@@ -322,7 +499,7 @@ def load_state(run_dir: Path) -> dict[str, Any]:
 def checkpoint_tensors(run_dir: Path, state: dict[str, Any], role: str) -> dict[str, torch.Tensor]:
     """The tensors of checkpoint file ``role`` (``last``, ``best``, ``optimizer``), checksum-verified."""
     name = state["files"].get(role)
-    if not isinstance(name, str) or not name.startswith(CHECKPOINTS + "/") or ".." in name:
+    if not isinstance(name, str) or not (name.startswith(CHECKPOINTS + "/") or name == _FIRST_LAYOUT.get(role)) or ".." in name:
         raise CheckpointError(f"{Path(run_dir)} has no {role} checkpoint")
     return load_tensors(Path(run_dir) / name, state["checksums"].get(name))
 
@@ -333,22 +510,43 @@ def load(run_dir: str | Path, which: str = "best", map_location: str | torch.dev
     which: ``best`` (lowest validation loss) or ``last`` (latest checkpoint) weights.
     """
     path = Path(run_dir)
-    config = read_config(path)
+    config = read_config(path, missing_hint="")
     if which not in ("best", "last"):
         raise CheckpointError(f"which must be 'best' or 'last', got {which!r}")
-    if not (path / STATE).exists():
+    if not (path / STATE).exists() and not _checkpoint_files(path):
         raise CheckpointError(f"{path} has no checkpoint yet (no {STATE})")
     state = load_state(path)
-    tensors = checkpoint_tensors(path, state, which)
+    tensors = migrate_weights(checkpoint_tensors(path, state, which))  # an earlier release's layout, read as today's
     name = state["files"][which]
     epoch = state.get("best_epoch") if which == "best" else state.get("epoch")
     weights = {"which": which, "file": name, "sha256": state["checksums"].get(name), "epoch": epoch}
     model = build_model(config.model)
+    mismatch = _weights_mismatch(model.state_dict(), tensors)
+    if mismatch:
+        raise CheckpointError(f"the {which} weights in {path} do not match its config ({CONFIG}): {mismatch}")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"the {which} weights in {path} do not match its config: {first}") from None
+        first = " ".join(str(exc).split())  # torch's message spans lines
+        raise CheckpointError(f"the {which} weights in {path} do not match its config ({CONFIG}): {first}") from None
     model.eval()
     data_info = read_json(path / DATA_INFO) if (path / DATA_INFO).exists() else {}
+    if not isinstance(data_info, dict) or not isinstance(data_info.get("preprocessing", {}), (dict, type(None))):
+        raise CheckpointError(f"{path / DATA_INFO} is not a vaekit data record")
     return Run(path=path, config=config, model=model.to(map_location), data_info=data_info, weights=weights)
+
+
+def _weights_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str:
+    """What keeps ``saved`` from loading into a model whose state dict is ``expected``, in one line
+    (the first tensor of another shape, with both shapes; the missing and the unexpected names); "" when it fits."""
+    parts = []
+    shapes = [(k, tuple(saved[k].shape), tuple(v.shape)) for k, v in expected.items() if k in saved and saved[k].shape != v.shape]
+    if shapes:
+        name, got, want = shapes[0]
+        more = f" (and {len(shapes) - 1} more tensors of other shapes)" if len(shapes) > 1 else ""
+        parts.append(f"{name} has shape {got} in the checkpoint but {want} in the model the config builds{more}")
+    for what, names in (("missing", [k for k in expected if k not in saved]), ("unexpected", [k for k in saved if k not in expected])):
+        if names:
+            listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            parts.append(f"{len(names)} {what} tensor{'s' if len(names) > 1 else ''} ({listed})")
+    return "; ".join(parts)

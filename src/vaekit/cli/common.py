@@ -25,6 +25,36 @@ def add_run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
 
 
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir DIR`` and ``--download``, for a command that reads a run's data (``load_run``)."""
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the run's data is now: the folder of its named dataset's files, or the folder holding its data file "
+        "(default: where it was trained from; $VAEKIT_DATA_DIR where that folder is gone)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="fetch the dataset's files if they are missing (MNIST family, checksums verified)"
+    )
+
+
+def load_run(args: argparse.Namespace, **kwargs):
+    """``vaekit.load(args.run, **kwargs)``, pointed at its data by ``--data-dir`` and allowed to fetch it
+    by ``--download`` where the command has them; for this call only (the run's files are unchanged)."""
+    import os
+
+    from vaekit.runs import load
+
+    run = load(args.run, **kwargs)
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None:
+        if not Path(data_dir).expanduser().is_dir():
+            raise ConfigError(f"--data-dir {data_dir}: no such folder")
+        run.config.data.data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    run.config.data.download = bool(getattr(args, "download", False))  # never the stored setting: a reader fetches only when asked
+    return run
+
+
 CLASS_HELP = (
     "a conditional model (--condition label): decode as class C (default: samples show a row per class; "
     "other views decode with their input's class)"

@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vaekit.cli.common import add_run_argument, positive_int
+from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int
 
 
 def register(sub) -> None:
@@ -28,6 +28,7 @@ def register(sub) -> None:
         default="test",
         help="which split of SOURCE (default test; all: every example of a path)",
     )
+    add_data_dir_argument(p)
     p.add_argument("--lossy", action="store_true", help="store quantised posterior means instead (decoded with the decoder mean)")
     p.add_argument(
         "--latent-bits",
@@ -81,10 +82,9 @@ def run_compress(args: argparse.Namespace) -> int:
     from vaekit.compression import check_model, compress
     from vaekit.compression.lossy import compress_lossy
     from vaekit.models.condition import data_context
-    from vaekit.runs import load
 
     _threads(args)
-    r = load(args.run)
+    r = load_run(args)
     if not args.lossy:
         check_model(r.model)  # before reading the data: an unsupported model is the likelier mistake
     examples, _ = _examples(r, args.source, args.split)

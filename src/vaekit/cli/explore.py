@@ -6,7 +6,7 @@ import argparse
 import secrets
 import sys
 
-from vaekit.cli.common import add_class_argument, add_layer_argument, add_run_argument, view_context
+from vaekit.cli.common import add_class_argument, add_data_dir_argument, add_layer_argument, add_run_argument, load_run, view_context
 from vaekit.errors import ConfigError
 
 EXTRA_HINT = "vaekit explore needs the web packages: pip install vaekit[explore]"
@@ -36,6 +36,7 @@ def register(sub) -> None:
         metavar="SOURCE",
         help="dataset name or path for the map (default: the run's dataset), preprocessed like the training data",
     )
+    add_data_dir_argument(p)
     p.add_argument("--port", type=_port, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
     p.add_argument(
         "--host",
@@ -56,9 +57,8 @@ def run_explore(args: argparse.Namespace) -> int:
         raise ConfigError(EXTRA_HINT) from None
     from vaekit.explore.app import LOOPBACK_HOSTS, bind, create_app, is_loopback, make_server
     from vaekit.explore.explorer import Explorer
-    from vaekit.runs import load
 
-    run = load(args.run)
+    run = load_run(args)
     loopback = is_loopback(args.host)
     sock = bind(args.host, args.port)  # before the slow part: a busy port fails at once
     try:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from vaekit.cli.common import add_class_argument, add_output_argument, add_run_argument, output_path, positive_int, view_context
+from vaekit.cli.common import (
+    add_class_argument,
+    add_data_dir_argument,
+    add_output_argument,
+    add_run_argument,
+    load_run,
+    output_path,
+    positive_int,
+    view_context,
+)
 from vaekit.errors import ConfigError
 from vaekit.plotting import save_png
 from vaekit.report import RunViews
@@ -26,6 +35,7 @@ def register(sub) -> None:
     )
     p.add_argument("--components", type=positive_int, default=10, help="mixture components of --density gmm (default 10)")
     p.add_argument("--compare", action="store_true", help="prior, Gaussian and mixture samples side by side in one figure")
+    add_data_dir_argument(p)  # a Gaussian or mixture density is fitted to the training codes
     add_class_argument(p)
     add_output_argument(p, "samples.png")
     p.set_defaults(handler=run_sample)
@@ -49,6 +59,7 @@ def register(sub) -> None:
     p.add_argument("-n", type=positive_int, default=16, help="number of examples (default 16)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split (default test)")
     p.add_argument("--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset)")
+    add_data_dir_argument(p)
     add_output_argument(p, "reconstructions.png")
     p.set_defaults(handler=run_reconstruct)
 
@@ -57,7 +68,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {args.temperature}")
-    r = load(args.run)
+    r = load_run(args)
     views = RunViews(r, seed=args.seed, context=view_context(r, args))
     views.require_images("sampling")
     if args.compare:
@@ -88,7 +99,7 @@ def run_pseudo_inputs(args: argparse.Namespace) -> int:
 
 def run_reconstruct(args: argparse.Namespace) -> int:
 
-    r = load(args.run)
+    r = load_run(args)
     views = RunViews(r, source=args.data, split=args.split)
     view = views.reconstructions(args.n)
     path = save_png(view.picture, output_path(args, r.path, "reconstructions.png"))

@@ -15,9 +15,11 @@ from PIL import Image, UnidentifiedImageError
 from vaekit.checkpoint import atomic_write_bytes
 from vaekit.cli.common import (
     add_class_argument,
+    add_data_dir_argument,
     add_layer_argument,
     add_output_argument,
     add_run_argument,
+    load_run,
     output_path,
     positive_int,
     view_context,
@@ -38,6 +40,7 @@ def _common(p: argparse.ArgumentParser, default_name: str, *, split: bool = True
         p.add_argument(
             "--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data"
         )
+        add_data_dir_argument(p)
     if seed:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_output_argument(p, default_name)
@@ -210,13 +213,14 @@ def register(sub) -> None:
     p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split the views use (default test)")
     p.add_argument("--seed", type=int, default=0, help="random seed of samples and projections (default 0)")
     add_layer_argument(p)
+    add_data_dir_argument(p)
     p.add_argument("-o", "--output", metavar="PATH", help="where to write (default: RUN/report.html)")
     p.set_defaults(handler=run_report)
 
 
 def _views(args: argparse.Namespace):
 
-    run = load(args.run)
+    run = load_run(args)
     return RunViews(
         run,
         source=getattr(args, "data", None),
@@ -355,6 +359,6 @@ def run_curves(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
 
-    path = write_report(load(args.run), args.output, split=args.split, seed=args.seed, layer=args.layer)
+    path = write_report(load_run(args), args.output, split=args.split, seed=args.seed, layer=args.layer)
     print(f"wrote the report to {path}")
     return 0

@@ -18,13 +18,18 @@ from vaekit.data.arrays import make_dataset, npz_parts, open_npz, read_amat
 from vaekit.data.base import Dataset, DataSplits, register_dataset, split_parts
 from vaekit.data.idx import read_idx
 from vaekit.data.preprocess import check_options
-from vaekit.errors import DataError
+from vaekit.errors import DataError, DataNotFound
 
 ENV_VAR = "VAEKIT_DATA_DIR"
 DEFAULT_ROOT = Path("~/.cache/vaekit")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 BINARIZED_NPZ = "binarized_mnist.npz"
 BINARIZED_AMAT = tuple(f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test"))
+DIGITS = [str(d) for d in range(10)]
+CLASS_NAMES = {  # label i's name, recorded in the data info (a run's data.json)
+    "mnist": DIGITS,
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+}
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -68,7 +73,7 @@ def _load_idx_dataset(
         if labels.ndim != 1 or len(labels) != len(images):
             raise DataError(f"{files[f'{prefix}-labels-idx1-ubyte']}: expected {len(images)} labels, got {labels.shape}")
         parts[split], steps = make_dataset(images, labels, where, saved=steps or options)  # test follows train
-    info = {"preprocessing": {"format": "idx", **steps}, "files": [str(p) for p in files.values()]}
+    info = {"preprocessing": {"format": "idx", **steps}, "files": [str(p) for p in files.values()], "class_names": CLASS_NAMES[name]}
     return split_parts(parts, valid_fraction, seed, info)
 
 
@@ -92,7 +97,20 @@ def _find_idx_files(name: str, root: Path, download: bool) -> dict[str, Path]:
         dl.download_dataset(name, home, files=missing)
         return _find_idx_files(name, root, download=False)
     missing = [f"{base}.gz" for base in IDX_FILES if base not in best]
-    raise DataError(f"{name} files not found: place {', '.join(missing)} in {home} (or run with --download / download=True to fetch them)")
+    raise not_found(f"{name} files not found: place {', '.join(missing)} in {home}", downloadable=True)
+
+
+def not_found(where: str, *, downloadable: bool) -> DataNotFound:
+    """The error for a named dataset's missing files: ``where`` (what to place where), and, when
+    ``downloadable``, how to fetch them (``download=True``; the CLI's ``--download``)."""
+    if not downloadable:
+        return DataNotFound(where, where=where)
+    return DataNotFound(
+        f"{where} (or pass download=True to fetch them, if online)",
+        cli=f"{where} (or add --download to fetch them, if online)",
+        where=where,
+        downloadable=True,
+    )
 
 
 @register_dataset("binarized-mnist")
@@ -128,12 +146,13 @@ def load_binarized_mnist(
             break
     else:
         no_download = " (there is no checksummed download for it)" if download else ""
-        raise DataError(
+        raise not_found(
             f"binarized-mnist files not found: place {BINARIZED_NPZ} or {', '.join(BINARIZED_AMAT)} "
-            f"in {root / 'binarized_mnist'}{no_download}"
+            f"in {root / 'binarized_mnist'}{no_download}",
+            downloadable=False,
         )
     parts = {split: _binary_images(x, y, f"{sources[split]} [{split}]") for split, (x, y) in arrays.items()}
-    info = {"preprocessing": {"format": "binarized-mnist"}, "files": sorted({str(f) for f in sources.values()})}
+    info = {"preprocessing": {"format": "binarized-mnist"}, "files": sorted({str(f) for f in sources.values()}), "class_names": DIGITS}
     return split_parts(parts, valid_fraction, seed, info)
 
 
