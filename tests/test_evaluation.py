@@ -26,7 +26,7 @@ from vaekit.evaluation import (
 )
 from vaekit.latent import kl_per_dim
 from vaekit.models import build_model
-from vaekit.objectives import elbo
+from vaekit.objectives import ELBO, elbo
 from vaekit.runs import load
 
 from helpers import SMALL_RUN_FLAGS
@@ -86,7 +86,7 @@ def test_iw_estimate_rises_with_k_towards_the_exact_log_likelihood():
     assert all(b > a for a, b in zip(means, means[1:])), means
     assert means[0] < truth - 0.5  # the ELBO is well below
     assert abs(means[-1] - truth) < 0.02 * abs(truth) + 0.05
-    elbo = -elbo_terms(model, x, n_samples=1, seed=1).neg_elbo.mean().item()
+    elbo = -elbo_terms(model, x, seed=1).neg_elbo.mean().item()
     assert means[0] == pytest.approx(elbo, abs=0.3)  # K = 1 is the single-sample ELBO (MC vs closed-form KL)
 
 
@@ -142,7 +142,7 @@ def test_example_scores_at_the_mean_and_at_fixed_draws():
     torch.testing.assert_close(at_mean.squared_error, (x - px.mean).pow(2).sum(1))
     torch.testing.assert_close(at_mean.neg_elbo, elbo_terms(model, x).kl - px.log_prob(x))
     drawn = example_scores(model, x, samples=500, seed=0)
-    mc = elbo_terms(model, x, n_samples=500, seed=0).neg_elbo
+    mc = elbo_terms(model, x, objective=ELBO(n_samples=500), seed=0).neg_elbo
     assert (drawn.neg_elbo - mc).abs().mean() < 0.1
     torch.testing.assert_close(example_scores(model, x[:7], samples=5).neg_elbo, example_scores(model, x, samples=5).neg_elbo[:7])
 
@@ -246,7 +246,7 @@ def iwae_run(tmp_path_factory):
 
 def test_iwae_objective_trains_on_the_importance_weighted_bound(iwae_run):
     config = json.loads((iwae_run / "config.json").read_text())
-    assert config["train"]["iw"] is True and config["train"]["n_samples"] == 5
+    assert config["train"]["objective"] == "iw" and config["train"]["n_samples"] == 5
     m = load(iwae_run).metrics()
     assert m[-1]["train_loss"] < m[0]["train_loss"] - 1  # -IW bound goes down
     assert m[-1]["train_loss"] < m[-1]["train_neg_elbo"]  # the K = 5 bound is tighter than the ELBO
@@ -261,7 +261,7 @@ def test_evaluate_reports_iw_nll_latent_units_and_pca(iwae_run, tmp_path, capsys
     r = json.loads(out.read_text())
     assert r["iw"]["k"] == 200 and r["iw"]["examples"] == r["examples"]
     assert r["iw"]["nll"] < r["neg_elbo"]
-    assert r["iw"]["bits_per_dim"] == pytest.approx(r["iw"]["nll"] / (64 * math.log(2)))
+    assert r["iw"]["bits_per_dim"] is None  # a bernoulli likelihood of grey digits: -log p(x) is no code length
     assert r["iw"]["nll_stderr"] > 0
     assert len(r["latent"]["kl_per_dim"]) == 4 and sum(r["latent"]["kl_per_dim"]) == pytest.approx(r["kl"], rel=1e-4)
     assert 1 <= r["latent"]["active_units"] <= 4

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def anomaly_scores(
     seed: int = 0,
     batch_size: int = 1000,
     context: torch.Tensor | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Anomaly score per example (N,) of x (N, *shape); higher is more anomalous.
 
@@ -51,15 +53,25 @@ def anomaly_scores(
     samples: for ``neg-elbo`` and ``reconstruction``, 0 scores at the posterior mean; S > 0
         averages over S fixed draws (the same for every example, from ``seed``).
     context: a conditional model's labels (N,): the scores are then of x given its label.
+    progress: called with the number of examples scored so far, after each batch.
     """
     if score not in SCORES:
         raise ConfigError(f"unknown anomaly score {score!r}; choose one of {', '.join(SCORES)}")
     if samples < 0:
         raise ConfigError(f"samples must be >= 0 (0: the posterior mean), got {samples}")
     if score == "iw-nll":
-        return -iw_log_likelihood(model, x, k=iw_samples, seed=seed, common_noise=True, batch_size=min(batch_size, 100), context=context)
-    s = example_scores(model, x, samples=samples, seed=seed, batch_size=batch_size, context=context)
-    return s.neg_elbo if score == "neg-elbo" else s.squared_error
+        return -iw_log_likelihood(
+            model, x, k=iw_samples, seed=seed, common_noise=True, batch_size=min(batch_size, 100), context=context, progress=progress
+        )
+    parts = []
+    for start in range(0, len(x), batch_size):  # a batch at a time, for progress: each score depends on its example alone
+        stop = min(start + batch_size, len(x))
+        rows = context[start:stop] if isinstance(context, torch.Tensor) and context.dim() > 0 else context
+        s = example_scores(model, x[start:stop], samples=samples, seed=seed, batch_size=batch_size, context=rows)
+        parts.append(s.neg_elbo if score == "neg-elbo" else s.squared_error)
+        if progress is not None:
+            progress(stop)
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def quantile_threshold(scores, q: float) -> float:

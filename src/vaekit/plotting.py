@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaekit.runs import metric_terms
+
 MIN_CELL = 56  # images smaller than this many pixels are enlarged (nearest) so they can be seen
 TEXT = (40, 40, 40)
 FONT_SIZE = 13
@@ -207,11 +209,14 @@ def scatter(
     xy: np.ndarray,
     labels: np.ndarray | None = None,
     *,
+    names: Sequence[str] | None = None,
     axes: tuple[str, str] = ("z0", "z1"),
     title: str = "",
     size: tuple[float, float] = (6.4, 5.4),
 ) -> np.ndarray:
-    """A scatter plot of points (N, 2), coloured by ``labels`` (N,) if given -> uint8 (H, W, 3), ``size`` inches at 100 dpi."""
+    """A scatter plot of points (N, 2), coloured by ``labels`` (N,) if given -> uint8 (H, W, 3), ``size`` inches at 100 dpi.
+
+    names: integer label i's name in the legend (``names[i]``; labels beyond it by number), legend in label order."""
     xy = np.asarray(xy, dtype=float)
     fig = _figure(*size)
     ax = fig.add_subplot()
@@ -227,8 +232,15 @@ def scatter(
             cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
             for i, c in enumerate(classes):
                 pts = xy[labels == c]
-                ax.scatter(pts[:, 0], pts[:, 1], s=dot, alpha=0.75, color=cmap(i), linewidths=0, label=str(c))
-            ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=max(1.0, 6 / math.sqrt(dot)))
+                name = names[int(c)] if names is not None and 0 <= int(c) < len(names) else str(c)
+                ax.scatter(pts[:, 0], pts[:, 1], s=dot, alpha=0.75, color=cmap(i), linewidths=0, label=name)
+            ax.legend(
+                title="class" if names is not None else "label",
+                loc="center left",
+                bbox_to_anchor=(1.01, 0.5),
+                frameon=False,
+                markerscale=max(1.0, 6 / math.sqrt(dot)),
+            )
         else:
             sc = ax.scatter(xy[:, 0], xy[:, 1], s=dot, c=labels, cmap="viridis", alpha=0.75, linewidths=0)
             fig.colorbar(sc, ax=ax, label="label")
@@ -240,22 +252,31 @@ def scatter(
     return figure_array(fig)
 
 
-CURVES = (
-    ("negative ELBO (nats)", "neg_elbo"),
-    ("reconstruction −log p(x|z) (nats)", "reconstruction"),
-    ("KL(q(z|x) ‖ p(z)) (nats)", "kl"),
-)
+CURVES = {  # the ELBO family's terms: their panel titles; another objective's terms get a panel each, titled by name
+    "neg_elbo": "negative ELBO (nats)",
+    "reconstruction": "reconstruction −log p(x|z) (nats)",
+    "kl": "KL(q(z|x) ‖ p(z)) (nats)",
+}
+
+
+def curve_terms(rows: Sequence[dict[str, float]]) -> list[str]:
+    """The terms ``training_curves`` draws a panel for: every term the objective reported but the
+    loss (the ELBO family's loss is the negative ELBO or a bound beside it), or the loss alone."""
+    return [t for t in metric_terms(list(rows)) if t != "loss"] or ["loss"]
 
 
 def training_curves(rows: Sequence[dict[str, float]], *, title: str = "") -> np.ndarray:
-    """Per-epoch metrics (rows of metrics.csv) as four panels: negative ELBO, reconstruction and KL
-    (train and validation) and the β schedule -> uint8 (H, W, 3)."""
+    """Per-epoch metrics (rows of metrics.csv) as panels: one per term the objective reports (train
+    and validation; the loss itself where it differs from the negative ELBO's panel only by an
+    objective's own terms is left out) and the β schedule -> uint8 (H, W, 3)."""
     if not rows:
         raise ValueError("no metrics to plot")
+    terms = curve_terms(rows)
     epochs = np.array([r["epoch"] for r in rows])
-    fig = _figure(10, 5.4)
-    axs = fig.subplots(2, 2)
-    for ax, (name, key) in zip(axs.flat, CURVES):
+    panels = len(terms) + 1
+    fig = _figure(10, 2.7 * math.ceil(panels / 2))
+    axs = np.atleast_1d(fig.subplots(math.ceil(panels / 2), 2)).flat
+    for ax, key in zip(axs, terms):
         for split, style in (("train", "-"), ("valid", "--")):
             values = np.array([r.get(f"{split}_{key}", np.nan) for r in rows], dtype=float)
             if np.isfinite(values).any():
@@ -268,16 +289,18 @@ def training_curves(rows: Sequence[dict[str, float]], *, title: str = "") -> np.
                     marker="o" if len(rows) == 1 else None,
                 )
         _zoom(ax, [r.get(f"valid_{key}", np.nan) for r in rows] + [r.get(f"train_{key}", np.nan) for r in rows])
-        ax.set_title(name, fontsize=10)
+        ax.set_title(CURVES.get(key, key.replace("_", " ")), fontsize=10)
         ax.set_xlabel("epoch")
         ax.legend(frameon=False, fontsize=9)
         ax.grid(alpha=0.25)
-    ax = axs[1, 1]
+    ax = fig.axes[len(terms)]
     ax.plot(epochs, [r.get("beta", np.nan) for r in rows], color="tab:purple", lw=1.5, marker="o" if len(rows) == 1 else None)
     ax.set_title("β (KL weight) at the end of each epoch", fontsize=10)
     ax.set_xlabel("epoch")
     ax.set_ylim(bottom=0, top=max(1.05 * max(r.get("beta", 0.0) for r in rows), 0.1))
     ax.grid(alpha=0.25)
+    for spare in fig.axes[panels:]:
+        spare.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=11)
     return figure_array(fig)

@@ -29,6 +29,7 @@ import vaekit.latent as latent
 import vaekit.plotting as plotting
 from vaekit.checkpoint import atomic_write_bytes
 from vaekit.corruption import UNIT_LEVEL
+from vaekit.data.base import class_names, label_name
 from vaekit.data.tables import context_names, describe_context, raw_context
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import elbo_terms, summarize
@@ -36,6 +37,7 @@ from vaekit.generation import denoise, reconstruct, sample, tempered
 from vaekit.models.condition import chosen_context, data_context
 from vaekit.models.hierarchical import describe_latent, latent_view, view_at_input
 from vaekit.models.vampprior import vampprior_of
+from vaekit.runs import metric_terms
 from vaekit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -207,8 +209,7 @@ class RunViews:
         return self.split.x[i], f"{self.split_name} #{i}{label}"
 
     def _label_name(self, label: int) -> str:
-        classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
-        return str(classes[label]) if classes and 0 <= label < len(classes) else str(label)
+        return label_name(self.run.data_info, label)
 
     def base_point(self, at: str, index: int = 0, view=None) -> tuple[torch.Tensor, str]:
         """z (L,) the other dimensions are held at: ``input`` (the posterior mean of example ``index``,
@@ -535,14 +536,11 @@ class RunViews:
         codes = latent.encode(self.latent_model, self.split.x, sample=sample_codes, seed=self.seed, context=self.context(self.split))
         projection = latent.project_2d(codes, method, seed=self.seed)
         labels = None if self.split.y is None else self.split.y.numpy()
-        if labels is not None:
-            classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
-            if classes:
-                labels = np.array([self._label_name(int(v)) for v in labels])
         what = "samples z ~ q(z|x)" if sample_codes else "posterior means"
         how = {"latent": f"the {self.latent_model.latent_dim}-D latent itself", "pca": "PCA", "tsne": "t-SNE"}[projection.method]
         title = f"{len(codes)} {self.split_name} examples, {what}; {how}"
-        picture = plotting.scatter(projection.xy, labels, axes=projection.axes, title=title, size=size)
+        names = class_names(self.run.data_info)  # the legend's: label i as names[i], in label order
+        picture = plotting.scatter(projection.xy, labels, names=names, axes=projection.axes, title=title, size=size)
         caption = f"Codes of the {len(codes)} {self.split_name} examples ({what}), plotted via {how}" + (
             ", coloured by label." if labels is not None else "."
         )
@@ -622,6 +620,7 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
 
     started = time.perf_counter()
     views = RunViews(run, split=split, seed=seed, layer=layer)
+    _ = views.data  # read first: data that cannot be read is one error, not a note in every section that shows it
     model = run.model
     report = _Report()
     report.sections.append(Section("config", "Configuration", body=_config_html(run)))
@@ -693,31 +692,35 @@ def _fmt_value(v: Any) -> str:
 
 def _metrics_html(run, views: RunViews) -> str:
 
+    from vaekit.compression.rate import code_kind  # scipy and constriction: imported only where a report is written
+
     out = []
     try:
         terms = elbo_terms(run.model, views.split.x, seed=views.seed)
         s = summarize(terms, math.prod(run.model.input_shape))
+        kind, why = code_kind(run.model, views.split.x)  # bits/dim only where the negative ELBO is a code length
+        per_dim = f"{s['bits_per_dim']:.4f}" if kind == "bits-back" else "—"
         out.append(
             f'<table class="num"><caption>{html.escape(views.split_name)} split, {s["examples"]} examples</caption>'
             "<tr><th>negative ELBO</th><th>reconstruction</th><th>KL</th><th>bits/dim</th></tr>"
             f"<tr><td>{s['neg_elbo']:.3f} ± {s['neg_elbo_stderr']:.3f}</td><td>{s['reconstruction']:.3f}</td>"
-            f"<td>{s['kl']:.3f}</td><td>{s['bits_per_dim']:.4f}</td></tr></table>"
+            f"<td>{s['kl']:.3f}</td><td>{per_dim}</td></tr></table>"
         )
+        if kind == "dequantized":
+            why = "a continuous likelihood on 8-bit data: 'vaekit evaluate' gives its code length after uniform dequantization"
+        if kind != "bits-back":
+            out.append(f'<p class="note">bits/dim n/a: {html.escape(why)}</p>')
     except VaekitError as exc:
         out.append(f'<p class="note">evaluation skipped: {html.escape(str(exc))}</p>')
     rows = run.metrics()
     if rows:
         best = min(rows, key=lambda r: r.get("valid_loss", math.inf))
-        cols = [
-            ("epoch", "epoch", "{:.0f}"),
-            ("β", "beta", "{:.3g}"),
-            ("train −ELBO", "train_neg_elbo", "{:.3f}"),
-            ("valid −ELBO", "valid_neg_elbo", "{:.3f}"),
-            ("train rec.", "train_reconstruction", "{:.3f}"),
-            ("valid rec.", "valid_reconstruction", "{:.3f}"),
-            ("train KL", "train_kl", "{:.3f}"),
-            ("valid KL", "valid_kl", "{:.3f}"),
-        ]
+        short = {"neg_elbo": "−ELBO", "reconstruction": "rec.", "kl": "KL"}  # the ELBO family's; another term by its name
+        terms = [t for t in metric_terms(rows) if t != "loss"]
+        cols = [("epoch", "epoch", "{:.0f}"), ("β", "beta", "{:.3g}")]
+        for term in terms:
+            label = short.get(term, term.replace("_", " "))
+            cols += [(f"train {label}", f"train_{term}", "{:.3f}"), (f"valid {label}", f"valid_{term}", "{:.3f}")]
 
         def row(r, name=""):
             cells = "".join(f"<td>{fmt.format(r[key]) if key in r else '—'}</td>" for _, key, fmt in cols)

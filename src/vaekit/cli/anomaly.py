@@ -4,6 +4,8 @@ ROC AUC and average precision."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import time
 from io import BytesIO, StringIO
 from pathlib import Path
@@ -11,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json
-from vaekit.cli.common import add_output_argument, add_run_argument, output_path, positive_int, split_of
+from vaekit.cli.common import add_data_dir_argument, add_output_argument, add_run_argument, load_run, output_path, positive_int, split_of
 from vaekit.cli.evaluate import check_data_shape
-from vaekit.data import dataset_names, load_examples
+from vaekit.data import dataset_names
+from vaekit.data.base import class_names
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.models.condition import data_context
-from vaekit.runs import load
 from vaekit.training import check_data
 
 SPLITS = ("test", "valid", "train", "all")
@@ -53,6 +55,7 @@ def register(sub) -> None:
         help="which examples: test, valid, train, or all (every example of a file, in file order; a named "
         "dataset's test split); default: all for a --data path, else test",
     )
+    add_data_dir_argument(p)
     p.add_argument(
         "--score",
         choices=SCORES,
@@ -82,10 +85,12 @@ def register(sub) -> None:
     p.add_argument(
         "--scores",
         metavar="PATH",
-        help="per-example scores, .csv (index,score,flagged[,anomaly]) or .npy (default RUN/anomaly-SPLIT-SCORE.csv)",
+        help="per-example scores, .csv (index,score,flagged[,anomaly]) or .npy (default RUN/anomaly-SPLIT-SCORE.csv; "
+        "for --data other than the run's own, RUN/anomaly-SOURCE-SPLIT-SCORE.csv, SOURCE the file's stem or the dataset's name)",
     )
-    p.add_argument("--json", metavar="PATH", help="the summary (default RUN/anomaly-SPLIT-SCORE.json)")
-    add_output_argument(p, "anomaly-SCORE.png")
+    p.add_argument("--json", metavar="PATH", help="the summary (default RUN/anomaly-SPLIT-SCORE.json, or with -SOURCE as for --scores)")
+    add_output_argument(p, "anomaly-SCORE.png, or anomaly-SOURCE-SCORE.png for other --data")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
 
@@ -97,17 +102,19 @@ def run(args: argparse.Namespace) -> int:
     scores_path = Path(args.scores) if args.scores else None
     if scores_path is not None and scores_path.suffix.lower() not in (".csv", ".npy"):
         raise ConfigError(f"--scores must end in .csv or .npy, got {scores_path.name}")
-    r = load(args.run)
+    r = load_run(args)
     if args.score == "iw-nll" and r.model.deterministic:
         raise ConfigError("--score iw-nll needs a VAE: a plain autoencoder has no likelihood; use neg-elbo or reconstruction")
     split_name = args.split or ("all" if args.data and _is_path(args.data) else "test")
     examples, info = _examples(r, args.data, split_name)
     labels = _labels(args, examples, info)
 
-    def score(data, where: str):
+    def score(data, where: str, desc: str) -> tuple[np.ndarray, float]:
+        """The scores (N,) of ``data`` with a progress bar titled ``desc``, and the seconds they took."""
         context = data_context(r.model, data, where)  # a conditional model scores x given its label or context
-        return (
-            anomaly_scores(
+        started = time.perf_counter()
+        with _progress(len(data), desc, args.quiet) as progress:
+            out = anomaly_scores(
                 r.model,
                 data.x,
                 score=args.score,
@@ -116,31 +123,33 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 batch_size=args.batch_size,
                 context=context,
+                progress=progress,
             )
-            .double()
-            .cpu()
-            .numpy()
-        )
+        return out.double().cpu().numpy(), time.perf_counter() - started
 
-    start = time.perf_counter()
-    s = score(examples, f"the {split_name} examples")
-    seconds = time.perf_counter() - start
+    s, seconds = score(examples, f"the {split_name} examples", f"scoring the {split_name} examples")
+    threshold_seconds = None
     if args.contamination is not None:
         threshold = contamination_threshold(s, args.contamination)
         rule = {"contamination": args.contamination}
     else:
         q = 0.99 if args.quantile is None else args.quantile
         train = examples if (split_name == "train" and not args.data) else _training_split(r)
-        threshold = quantile_threshold(s if train is examples else score(train, "the training split"), q)
+        train_scores = s
+        if train is not examples:
+            train_scores, threshold_seconds = score(train, "the training split", "scoring the training split for the threshold")
+        threshold = quantile_threshold(train_scores, q)
         rule = {"quantile_of_training_scores": q, "training_examples": len(train)}
     flagged = s > threshold
 
-    tag = f"{split_name}-{args.score}"
+    source = _source_tag(r, args.data)  # outputs for other data are named by it, so they never replace the run's own
+    tag = f"{source}-{split_name}-{args.score}" if source else f"{split_name}-{args.score}"
     scores_path = scores_path or r.path / f"anomaly-{tag}.csv"
     json_path = Path(args.json) if args.json else r.path / f"anomaly-{tag}.json"
-    figure = output_path(args, r.path, f"anomaly-{args.score}.png")
+    figure = output_path(args, r.path, f"anomaly-{source}-{args.score}.png" if source else f"anomaly-{args.score}.png")
     for path in (scores_path, json_path):
         _mkdir(path.parent)
+    replaced = [str(path) for path in (scores_path, json_path, figure) if path.exists()]
     _write_scores(scores_path, s, flagged, labels)
     data_name = args.data or r.config.data.source
     score_histogram(
@@ -166,9 +175,12 @@ def run(args: argparse.Namespace) -> int:
             "max": float(s.max()),
         },
         "seconds": seconds,
+        "threshold_seconds": threshold_seconds,  # scoring the training split for a --quantile threshold (None: not scored)
         "outputs": {"scores": str(scores_path), "figure": str(figure)},
     }
     print(f"{len(s)} examples of {data_name} ({split_name}) scored by {args.score} in {seconds:.1f} s")
+    if threshold_seconds is not None:
+        print(f"  {rule['training_examples']} training examples scored for the threshold in {threshold_seconds:.1f} s")
     print(f"  threshold {threshold:.4g} ({_describe(rule)}): {summary['flagged']} flagged ({100 * summary['flagged_fraction']:.1f}%)")
     if labels is not None:
         metrics = detection_metrics(s, labels)
@@ -183,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         )
     atomic_write_json(json_path, summary)
     print(f"scores written to {scores_path}, summary to {json_path}, histogram to {figure}")
+    if replaced:
+        print(f"  (these replace the earlier {', '.join(replaced)})")
     return 0
 
 
@@ -191,7 +205,9 @@ def _training_split(r):
     try:
         return r.load_data().train
     except VaekitError as exc:
-        raise DataError(f"cannot load the run's training data for a --quantile threshold ({exc}); give --contamination instead") from None
+        raise DataError(
+            f"cannot load the run's training data for a --quantile threshold ({exc.cli or exc}); give --contamination instead"
+        ) from None
 
 
 def _is_path(source: str) -> bool:
@@ -203,18 +219,7 @@ def _examples(r, source: str | None, split: str):
     """The examples to score (a ``Dataset``), prepared with the run's saved preprocessing, and the data info."""
 
     if split == "all":
-        d = r.config.data
-        preprocessing = r.data_info.get("preprocessing")
-        examples = load_examples(
-            source or d.source,
-            preprocessing=preprocessing,
-            split=None,
-            expected_shape=r.model.input_shape,
-            data_dir=d.data_dir,
-            valid_fraction=d.valid_fraction,
-            seed=d.split_seed,
-        )
-        return examples, {"preprocessing": preprocessing or {}}
+        return r.load_examples(source), r.data_info  # prepared with the run's preprocessing: its class names apply
     data = r.load_data(source)
     check_data_shape(r, data)
     if source:
@@ -240,14 +245,33 @@ def _labels(args, examples, info) -> np.ndarray | None:
 
 
 def _class_index(name: str, info: dict, y: np.ndarray) -> int:
-    classes = info.get("preprocessing", {}).get("classes") or info.get("classes")
-    if isinstance(classes, list) and name in [str(c) for c in classes]:
-        return [str(c) for c in classes].index(name)
+    """The label of ``name``: a class name of the data (``class_names``; exact, else the one name equal
+    ignoring case), else a label number."""
+    names = class_names(info) or []
+    if name in names:
+        return names.index(name)
+    folded = [i for i, c in enumerate(names) if c.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
     try:
         return int(name)
     except ValueError:
-        known = f"; the classes are {', '.join(map(str, classes))}" if isinstance(classes, list) else ""
+        known = f"; the classes are {', '.join(names)}" if names else "; this data's labels are numbers"
         raise DataError(f"unknown anomaly class {name!r}{known}") from None
+
+
+def _source_tag(r, source: str | None) -> str:
+    """What outputs for ``source`` are named by: "" for the run's own data, else the dataset's name or
+    the file's (or folder's) stem, in file-name-safe characters."""
+    own = r.config.data.source
+    if source is None or source == own:
+        return ""
+    if not _is_path(source):
+        return source
+    path = Path(source).expanduser()
+    if not _is_path(own) or path.resolve() != Path(own).expanduser().resolve():
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem if path.is_file() else path.name).strip("-.") or "data"
+    return ""
 
 
 def _read_labels(path: Path, n: int) -> np.ndarray:
@@ -282,6 +306,28 @@ def _write_scores(path: Path, scores: np.ndarray, flagged: np.ndarray, labels: n
     for i, (s, f) in enumerate(zip(scores.tolist(), flagged.tolist())):
         text.write(f"{i},{s:.9g},{int(f)}" + (f",{int(labels[i])}" if labels is not None else "") + "\n")
     atomic_write_bytes(path, text.getvalue().encode())
+
+
+@contextlib.contextmanager
+def _progress(total: int, desc: str, quiet: bool):
+    """A progress callback (examples done so far) drawing a bar on a terminal; nothing when ``quiet``."""
+    if quiet:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="ex", leave=False, disable=None, mininterval=1.0)
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        bar.update(n - done)
+        done = n
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _mkdir(path: Path) -> None:

@@ -15,6 +15,7 @@ from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS, check_parts
+from vaekit.objectives import OBJECTIVES, ImportanceWeighted
 from vaekit.training import RESUME_SETTINGS, TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
@@ -53,6 +54,7 @@ _FIELDS = {
     "adam_eps": ("train", "adam_eps"),
     "beta": ("train", "beta"),
     "warmup": ("train", "warmup_epochs"),
+    "objective": ("train", "objective"),
     "samples": ("train", "n_samples"),
     "iw_groups": ("train", "iw_groups"),
     "iw_elbo_mix": ("train", "iw_elbo_mix"),
@@ -79,8 +81,8 @@ _FIELDS = {
 # flag -> (whether the resolved config uses it, what it needs): a flag given where it would change
 # nothing is a one-line error, not a setting silently ignored
 _TAKES_EFFECT = {
-    "iw_groups": (lambda c: c.train.iw, "--iw-samples"),
-    "iw_elbo_mix": (lambda c: c.train.iw, "--iw-samples"),
+    "iw_groups": (lambda c: c.train.objective == ImportanceWeighted.name, "--iw-samples"),
+    "iw_elbo_mix": (lambda c: c.train.objective == ImportanceWeighted.name, "--iw-samples"),
     "noise_level": (lambda c: c.train.noise != "none", "--noise"),
     "lr_factor": (lambda c: c.train.lr_patience > 0, "--lr-patience"),
     "min_lr": (lambda c: c.train.lr_patience > 0, "--lr-patience"),
@@ -233,6 +235,12 @@ def register(sub) -> None:
     )
     g.add_argument("--beta", type=float, help=f"KL weight β ({default('beta')})")
     g.add_argument("--warmup", type=int, help=f"KL warm-up: β rises linearly from 0 over this many epochs ({default('warmup')})")
+    g.add_argument(
+        "--objective",
+        choices=OBJECTIVES.names(),
+        metavar="NAME",
+        help=f"what training minimises: {', '.join(OBJECTIVES.names())} ({default('objective')}; --iw-samples K chooses iw)",
+    )
     g.add_argument("--samples", type=int, help=f"latent samples per example ({default('samples')})")
     g.add_argument("--iw-samples", type=int, metavar="K", help="train on the importance-weighted bound with K samples (IWAE)")
     g.add_argument(
@@ -359,7 +367,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if config.data.context_columns and config.model.condition == "none":
         config.model.condition = "columns"
     if args.iw_samples is not None:
-        config.train.n_samples, config.train.iw = args.iw_samples, True
+        config.train.n_samples, config.train.objective = args.iw_samples, ImportanceWeighted.name
     if (
         config.model.arch in ENCODERS
         and ENCODERS[config.model.arch].needs_images

@@ -20,6 +20,7 @@ from vaekit.compression.errors import CompressionError
 from vaekit.compression.likelihoods import coder_names
 from vaekit.compression.support import check_model
 from vaekit.evaluation import elbo_terms
+from vaekit.models import LIKELIHOODS
 
 LEVELS = 256
 
@@ -61,33 +62,49 @@ def dequantized_neg_log_likelihood(model, x: torch.Tensor, *, batch_size: int = 
     return torch.cat(parts) + dims * math.log(LEVELS)
 
 
+def code_kind(model, x) -> tuple[str, str]:
+    """Whether the model's negative ELBO on ``x`` (N, *shape), in bits, is a code length: ``(kind, note)``.
+
+    The one place this is decided: ``code_length``, ``vaekit evaluate``'s lines and JSON (the
+    negative ELBO's and the IW estimate's bits/dim) and the report's metrics table ask it. ``kind``:
+    ``bits-back`` (a discrete likelihood on data it codes: the negative ELBO, or an IW estimate of
+    -log p(x), in bits is a code length), ``dequantized`` (a continuous likelihood on 8-bit data: only
+    the dequantized negative ELBO of ``code_length`` is one), ``none`` (no code length). ``note``: why, in words.
+    """
+    name = model.config.likelihood
+    if model.deterministic:
+        return "none", "a plain autoencoder has no likelihood to code with"
+    if model.conditional and not model.condition.classes:
+        return "none", "a model of context columns: its negative ELBO is of x given the context, which no coder carries yet"
+    if name in coder_names():
+        binary = LIKELIHOODS[name].binary
+        if not (is_binary(x) if binary else is_8bit(x)):
+            return "none", (
+                f"the {name} likelihood codes {'binary' if binary else '8-bit'} data, and this data is not: "
+                "its negative ELBO is not a code length"
+            )
+        return "bits-back", f"expected bits-back code length under the {name} likelihood"
+    if is_8bit(x):
+        return "dequantized", (
+            f"8-bit data under the continuous {name} likelihood: uniformly dequantized (x = (k + u)/256, "
+            "plus log 256 per dimension); for a lossless code, train with --likelihood beta-binomial or discretized-logistic"
+        )
+    return "none", f"the {name} likelihood is a density on continuous data: its negative ELBO is not a code length"
+
+
 def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: int = 1000, seed: int = 0) -> dict:
     """The model's expected code length for ``x`` (N, *shape), given its per-example negative ELBO (N,) in nats.
 
-    Returns a JSON-ready dict: ``kind`` (``bits-back``: the negative ELBO is the code length;
-    ``dequantized``: a continuous likelihood on 8-bit data, after uniform dequantization; ``none``:
-    a density on continuous data, no code length), ``bits_per_dim`` (None for ``none``) and ``note``.
+    Returns a JSON-ready dict: ``kind`` (``code_kind``'s: ``bits-back``: the negative ELBO is the code
+    length; ``dequantized``: a continuous likelihood on 8-bit data, after uniform dequantization;
+    ``none``: no code length), ``bits_per_dim`` (None for ``none``) and ``note``.
     """
     dims = math.prod(x.shape[1:])
-    name = model.config.likelihood
-    if model.deterministic:
-        return {"kind": "none", "bits_per_dim": None, "note": "a plain autoencoder has no likelihood to code with"}
-    classes = model.condition.classes if model.conditional else 0
-    if model.conditional and not classes:
-        return {
-            "kind": "none",
-            "bits_per_dim": None,
-            "note": "a model of context columns: its negative ELBO is of x given the context, which no coder carries yet",
-        }
-    if name in coder_names():
-        fits = is_binary(x) if name == "bernoulli" else is_8bit(x)
-        if not fits:
-            return {
-                "kind": "none",
-                "bits_per_dim": None,
-                "note": f"the {name} likelihood codes {'binary' if name == 'bernoulli' else '8-bit'} data, and this data is not: "
-                "its negative ELBO is not a code length",
-            }
+    kind, note = code_kind(model, x)
+    if kind == "none":
+        return {"kind": kind, "bits_per_dim": None, "note": note}
+    if kind == "bits-back":
+        classes = model.condition.classes if model.conditional else 0
         label_nats = math.log(classes) if classes else 0.0  # a CVAE's file carries each label, uniform over the classes
         bpd = (neg_elbo.double().mean().item() + label_nats) / (dims * math.log(2))
         try:
@@ -96,19 +113,6 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
         except CompressionError as exc:
             coder = f"'vaekit compress' does not code this model: {exc}"
         labels = f", plus log2 {classes} bits a label" if classes else ""
-        note = f"expected bits-back code length under the {name} likelihood{labels} ({coder})"
-        return {"kind": "bits-back", "bits_per_dim": bpd, "note": note}
-    if is_8bit(x):
-        nll = dequantized_neg_log_likelihood(model, x, batch_size=batch_size, seed=seed)
-        bpd = nll.mean().item() / (dims * math.log(2))
-        return {
-            "kind": "dequantized",
-            "bits_per_dim": bpd,
-            "note": f"8-bit data under the continuous {name} likelihood: uniformly dequantized (x = (k + u)/256, "
-            "plus log 256 per dimension); for a lossless code, train with --likelihood beta-binomial or discretized-logistic",
-        }
-    return {
-        "kind": "none",
-        "bits_per_dim": None,
-        "note": f"the {name} likelihood is a density on continuous data: its negative ELBO is not a code length",
-    }
+        return {"kind": kind, "bits_per_dim": bpd, "note": f"{note}{labels} ({coder})"}
+    nll = dequantized_neg_log_likelihood(model, x, batch_size=batch_size, seed=seed)
+    return {"kind": kind, "bits_per_dim": nll.mean().item() / (dims * math.log(2)), "note": note}

@@ -83,6 +83,23 @@ class DataSplits:
         return not isinstance(self.train.x, torch.Tensor)
 
 
+def class_names(info: dict[str, Any]) -> list[str] | None:
+    """The class names of a data record (``DataSplits.info``, a run's data.json): label i is named
+    ``names[i]``. From ``info["class_names"]`` (a named dataset's, or a table's or image folder's
+    classes), else ``info["preprocessing"]["classes"]`` (runs written before names were recorded);
+    None where there are none (labels are then shown as numbers)."""
+    names = info.get("class_names")
+    if names is None:
+        names = (info.get("preprocessing") or {}).get("classes")
+    return [str(n) for n in names] if isinstance(names, list) and names else None
+
+
+def label_name(info: dict[str, Any], label: int) -> str:
+    """Label ``label`` as shown: its class name (``class_names``), else the number."""
+    names = class_names(info)
+    return names[label] if names and 0 <= label < len(names) else str(label)
+
+
 Loader = Callable[..., DataSplits]
 _DATASETS: dict[str, Loader] = {}
 

@@ -42,6 +42,7 @@ def load_digits(
         "preprocessing": {"format": "digits", "divide_by": MAX_VALUE},
         "test_fraction": TEST_FRACTION,
         "test_seed": TEST_SEED,
+        "class_names": [str(d) for d in range(10)],
     }
     splits = split_parts({"train": rest, "test": test}, valid_fraction / (1 - TEST_FRACTION), seed, info)
     splits.info["valid_fraction"] = valid_fraction

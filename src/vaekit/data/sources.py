@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from vaekit.data.arrays import array_format, check_finite, infer_value_range, read_array_file
-from vaekit.data.base import REAL, Dataset, DataSplits, dataset_names, get_loader, split_parts
+from vaekit.data.base import REAL, Dataset, DataSplits, class_names, dataset_names, get_loader, split_parts
 from vaekit.data.images import read_image_folder
 from vaekit.data.preprocess import apply_steps, image_size_option
 from vaekit.data.streaming import load_mapped, load_mapped_examples, use_memmap
@@ -66,7 +66,7 @@ def load_data(
 
     Returns ``DataSplits`` whose ``info`` (JSON-serialisable) records source, split_seed,
     valid_fraction (when a split was made), sizes, shape, value_range, dynamic_binarization,
-    num_classes, files and preprocessing.
+    num_classes, class_names (label i's name, or None: ``base.class_names``), files and preprocessing.
 
     Raises ``DataError`` for anything wrong with the source or its data.
     """
@@ -211,6 +211,7 @@ def _finish(splits: DataSplits, source: str, options: dict[str, Any], *, seed: i
         "value_range": value_range,
         "dynamic_binarization": bool(binarize),
         "num_classes": _num_classes(datasets.values(), record),
+        "class_names": class_names({"class_names": info.get("class_names"), "preprocessing": record}),
         "context_dim": None if train.context is None else int(train.context.shape[1]),
         "preprocessing": record,
     }

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import vaekit
 import vaekit.latent as latent
+from vaekit.data.base import class_names, label_name
+from vaekit.data.batches import Batch
 from vaekit.data.tables import context_names
 from vaekit.errors import ConfigError
+from vaekit.generation import sample
 from vaekit.models.condition import batch_context, chosen_context, data_context
 from vaekit.models.hierarchical import latent_view
+from vaekit.objectives import ELBO
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
 ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
@@ -144,7 +147,7 @@ class Explorer:
                 yb = batch_context(context, start, start + batch_size)
                 yb = yb.to(self.model.device) if isinstance(yb, torch.Tensor) else yb
                 xb = x[start : start + batch_size].to(self.model.device)
-                terms = vaekit.elbo(self.run.model, xb, n_samples=ELBO_SAMPLES, context=yb)
+                terms = ELBO(n_samples=ELBO_SAMPLES)(self.run.model, Batch(xb, xb, context=yb))
                 parts.append(terms.neg_elbo.float().cpu())
         return torch.cat(parts) if parts else torch.zeros(0)
 
@@ -189,7 +192,7 @@ class Explorer:
     def samples(self, n: int, temperature: float, seed: int, context: int | None = None) -> torch.Tensor:
         """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``)."""
         prior = self.code_density if self.model.deterministic else None
-        out = vaekit.sample(self.model, n, temperature=temperature, seed=seed, prior=prior, context=self._class(context)).float().cpu()
+        out = sample(self.model, n, temperature=temperature, seed=seed, prior=prior, context=self._class(context)).float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,8 +221,7 @@ class Explorer:
             self.columns.append({"name": name, "low": min(lo, value), "high": max(hi, value), "value": value})
 
     def _class_name(self, label: int) -> str:
-        classes = (self.run.data_info.get("preprocessing") or {}).get("classes")
-        return str(classes[label]) if classes and 0 <= label < len(classes) else str(label)
+        return label_name(self.run.data_info, label)
 
     def describe(self) -> dict:
         """The model, the map and the sliders' settings, as plain Python values (JSON-ready)."""
@@ -254,6 +256,7 @@ class Explorer:
                 "y": _rounded(xy[:, 1]),
                 "index": self.map_index.tolist(),
                 "label": labels,
+                "label_names": class_names(self.run.data_info),  # label i's name, or None: labels shown as numbers
                 "mean": self.map_mean.tolist(),
                 "directions": self.map_axes.tolist(),
             },

@@ -31,12 +31,14 @@ register_likelihood = LIKELIHOODS.register  # the decorator a new head is regist
 class LikelihoodHead(nn.Module, ABC):
     """Interface. ``params_per_output``: channels the decoder must produce per data value.
     ``support``: ``unit`` or ``real`` -- the data values the distribution accepts. ``takes_scale``:
-    the head reads ``scale`` (``--sigma``)."""
+    the head reads ``scale`` (``--sigma``). ``binary``: a probability mass on {0, 1}, so its negative
+    ELBO is a code length for binary data only (grey values in [0, 1] are soft targets, no code length)."""
 
     name: ClassVar[str]
     params_per_output: ClassVar[int] = 1
     support: ClassVar[str] = "real"
     takes_scale: ClassVar[bool] = False
+    binary: ClassVar[bool] = False
 
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
         super().__init__()
@@ -66,6 +68,7 @@ class BernoulliHead(LikelihoodHead):
     """Bernoulli with logits; for binary data (grayscale in [0, 1] is accepted as soft targets)."""
 
     support = "unit"
+    binary = True
 
     def output_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         return torch.logit(mean.clamp(1e-3, 1 - 1e-3)).unsqueeze(0)  # the log-odds of each pixel

@@ -112,8 +112,23 @@ function figure(out, i, caption, size) {  // a small canvas with a caption, for 
   if (info.view === "bars") canvas.className = "bars";
   drawItem(canvas, out, i);
   box.append(canvas);
-  if (caption !== undefined) box.append(document.createTextNode(caption));
+  if (caption !== undefined) {
+    const text = document.createElement("div");
+    text.className = "caption";
+    text.textContent = caption;
+    box.append(text);
+  }
   return box;
+}
+
+function labelName(label) {  // a label as shown: its class name where the run recorded names, else the number
+  const names = info.map.label_names;
+  return names && label >= 0 && label < names.length ? names[label] : String(label);
+}
+
+function percentileText(p) {  // the share of the test set whose negative ELBO is at most this one's
+  const side = p < 50 ? `more typical than ${(100 - p).toFixed(0)} %` : `less typical than ${p.toFixed(0)} %`;
+  return `anomaly percentile ${p.toFixed(1)}: ${side} of the test set`;
 }
 
 function fillStrip(element, out, captions) {
@@ -157,7 +172,7 @@ function setupMap() {
     $("legend").replaceChildren(...seen.map((l) => {
       const s = document.createElement("span");
       s.style.setProperty("--c", PALETTE[((l % 10) + 10) % 10]);
-      s.textContent = String(l);
+      s.textContent = labelName(l);
       return s;
     }));
   }
@@ -300,7 +315,7 @@ function setCurrent(z, fromSlider) {
 
 async function loadNeighbours() {
   const out = await api("/api/neighbours", { z: Array.from(current), k: 8 });
-  const captions = out.index.map((i, k) => (out.label ? `${out.label[k]} · ` : "") + `d ${out.distance[k].toFixed(2)}`);
+  const captions = out.index.map((i, k) => (out.label ? `label ${labelName(out.label[k])}, ` : "") + `distance ${out.distance[k].toFixed(2)}`);
   fillStrip($("neighbours"), out.images, captions);
 }
 
@@ -325,14 +340,14 @@ function card(title, result) {
   pair.className = "pair";
   pair.append(figure(result.x, 0, "input", 96), figure(result.reconstruction, 0, "reconstruction", 96));
   const numbers = document.createElement("div");
-  numbers.textContent = `neg. ELBO ${result.neg_elbo.toFixed(2)} nats · percentile ${result.percentile.toFixed(1)}`;
+  numbers.textContent = `negative ELBO ${result.neg_elbo.toFixed(2)} nats; ${percentileText(result.percentile)}`;
   box.append(head, pair, numbers);
   return box;
 }
 
 function renderPicks() {
   $("picks").replaceChildren(...picks.map((p, k) =>
-    card(`${k ? "B" : "A"}: test #${p.index}` + (p.label !== null ? ` (label ${p.label})` : ""), p)));
+    card(`${k ? "B" : "A"}: test #${p.index}` + (p.label !== null ? ` (label ${labelName(p.label)})` : ""), p)));
   if (picks.length < 2) $("interpolation").hidden = true;
   drawMap();
 }
