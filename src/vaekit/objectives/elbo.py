@@ -150,7 +150,8 @@ class ELBO(LatentBound):
             if draws.squared_error:
                 error_sum = error_sum + squared_error(px, batch.target).sum(0)
             if closed is None:
-                log_ratio_sum = log_ratio_sum + (p.log_prob(z) - q_log.log_prob(z)).sum(0)  # log p(z) − log q(z|x)
+                log_q = q_log.log_prob(z)  # (c, B); first: the order of the graph's nodes is the order gradients add up in
+                log_ratio_sum = log_ratio_sum + (p.log_prob(z) - log_q).sum(0)  # log p(z) − log q(z|x)
         rec = rec_sum / total
         kl = closed if closed is not None else -log_ratio_sum / total
         error = error_sum / total if draws.squared_error else None
