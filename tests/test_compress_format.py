@@ -138,7 +138,7 @@ def test_cli_round_trip_of_a_cvae_writes_the_labels_beside(tmp_path, capsys):
     args = ["train", "--dataset", str(tmp_path / "bin.npz"), "--condition", "label", "--prior", "conditional"]
     assert main([*args, "--epochs", "2", "--hidden", "16", "--latent-dim", "2", "--quiet", "--out", str(run)]) == 0
     vkz_file = tmp_path / "x.vkz"
-    assert main(["compress", str(run), str(tmp_path / "bin.npz"), "-o", str(vkz_file), "--quiet"]) == 0
+    assert main(["compress", str(run), str(tmp_path / "bin.npz"), "--split", "test", "-o", str(vkz_file), "--quiet"]) == 0
     assert main(["decompress", str(run), str(vkz_file), "-o", str(tmp_path / "out.npy"), "--quiet"]) == 0
     assert np.array_equal(np.load(tmp_path / "out.npy"), x[200:]) and np.array_equal(np.load(tmp_path / "out.labels.npy"), y[200:])
     assert main(["decompress", str(run), str(vkz_file), "-o", str(tmp_path / "png"), "--quiet"]) == 0

@@ -289,9 +289,6 @@ def _with_resolved_paths(config: RunConfig) -> RunConfig:
     return replace(config, data=replace(d, source=source, data_dir=data_dir))
 
 
-_NAMED_FORMATS = ("digits", "idx", "binarized-mnist")  # fixed preprocessing of the named datasets
-
-
 @dataclass
 class Run:
     """A trained model with its settings, loaded from a run directory."""
@@ -304,7 +301,9 @@ class Run:
     weights: dict[str, Any] = field(default_factory=dict)  # which checkpoint the model holds: which, file, sha256, epoch
 
     def load_data(self, source: str | None = None, *, data_dir: str | None = None, download: bool | None = None):
-        """Load the run's dataset (or ``source``), preprocessed the way the run's training data was.
+        """Load the run's dataset (or ``source``), preprocessed the way the run's training data was
+        (``source`` of another format: by its own reader, then the steps on the model's input, and rows of
+        exactly the model's number of values read as its images: ``load_data``'s ``expected_shape``).
 
         data_dir: where the run's data is now, for a run whose data has moved (default: where it was
             trained from, ``config.data.data_dir``; where that folder is gone, ``$VAEKIT_DATA_DIR``):
@@ -313,9 +312,6 @@ class Run:
         download: fetch a named dataset's missing files (default: ``config.data.download``).
         """
         d = self.config.data
-        saved = self.data_info.get("preprocessing")
-        if source not in (None, d.source) and (saved or {}).get("format") in _NAMED_FORMATS:
-            saved = None  # a named dataset's fixed scaling says nothing about another source
         source, directory, env_applies = data_location(self.config.data, source, data_dir)
         with _pointing_at_data(env_applies):
             return load_data(
@@ -324,8 +320,9 @@ class Run:
                 valid_fraction=d.valid_fraction,
                 seed=d.split_seed,
                 image_size=d.image_size,
-                preprocessing=saved,
+                preprocessing=self.data_info.get("preprocessing"),
                 download=d.download if download is None else download,
+                expected_shape=self.model.input_shape,
             )
 
     def load_examples(self, source: str | None = None, *, data_dir: str | None = None, download: bool | None = None):
@@ -404,16 +401,9 @@ def read_metrics(path: Path, rows: int | None = None) -> list[dict[str, float]]:
     rows: read only the first this many rows (what a resumed run keeps; what follows is not checked).
     """
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO or a device would hang the read
-        raise CheckpointError(f"{path} is not a regular file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+    text = _metrics_text(path)
+    if text is None:
         return []
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path} is damaged: it is not UTF-8 text (byte {exc.start})") from None
     *lines, tail = text.split("\n")  # every line is written whole, with its line end: tail is "" unless one was cut short
     if rows is not None and len(lines) >= 1 + rows:  # the header and the rows kept are whole
         lines, tail = lines[: 1 + rows], ""
@@ -426,22 +416,38 @@ def read_metrics(path: Path, rows: int | None = None) -> list[dict[str, float]]:
         raise CheckpointError(f"{path} is damaged: {exc}") from None
     if not header or header[0] != "epoch" or "" in header or len(set(header)) != len(header):
         raise CheckpointError(f"{path} is damaged: its first line is not a header of metric names starting with epoch")
-    out = []
-    for number, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise CheckpointError(f"{path} is damaged: row {number} has {len(row)} values, the header {len(header)} names")
-        values = {}
-        for name, cell in zip(header, row):
-            if cell == "":
-                continue
-            try:
-                values[name] = float(cell)
-            except ValueError:
-                raise CheckpointError(f"{path} is damaged: row {number} has {cell[:20]!r} for {name}, not a number") from None
-        if "epoch" not in values:
-            raise CheckpointError(f"{path} is damaged: row {number} has no epoch")
-        out.append(values)
-    return out
+    return [_metrics_row(path, number, header, row) for number, row in enumerate(body, start=2)]
+
+
+def _metrics_text(path: Path) -> str | None:
+    """A metrics.csv's text; None for a missing file; a ``CheckpointError`` for one that is not a regular file or not UTF-8."""
+    if path.exists() and not path.is_file():  # a FIFO or a device would hang the read
+        raise CheckpointError(f"{path} is not a regular file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is damaged: it is not UTF-8 text (byte {exc.start})") from None
+
+
+def _metrics_row(path: Path, number: int, header: list[str], row: list[str]) -> dict[str, float]:
+    """Line ``number`` of a metrics.csv as {name: value} (empty cells left out); a ``CheckpointError`` if damaged."""
+    if len(row) != len(header):
+        raise CheckpointError(f"{path} is damaged: row {number} has {len(row)} values, the header {len(header)} names")
+    values = {}
+    for name, cell in zip(header, row):
+        if cell == "":
+            continue
+        try:
+            values[name] = float(cell)
+        except ValueError:
+            raise CheckpointError(f"{path} is damaged: row {number} has {cell[:20]!r} for {name}, not a number") from None
+    if "epoch" not in values:
+        raise CheckpointError(f"{path} is damaged: row {number} has no epoch")
+    return values
 
 
 # what resuming a missing run directory adds: the folder is made once the data is loaded

@@ -14,12 +14,11 @@ import numpy as np
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json
 from vaekit.cli.common import add_data_dir_argument, add_output_argument, add_run_argument, load_run, output_path, positive_int, split_of
-from vaekit.cli.evaluate import check_data_shape
+from vaekit.cli.evaluate import check_data_shape, check_values
 from vaekit.data import dataset_names
 from vaekit.data.base import class_names
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.models.condition import data_context
-from vaekit.training import check_data
 
 SPLITS = ("test", "valid", "train", "all")
 
@@ -53,7 +52,7 @@ def register(sub) -> None:
         "--split",
         choices=SPLITS,
         help="which examples: test, valid, train, or all (every example of a file, in file order; a named "
-        "dataset's test split); default: all for a --data path, else test",
+        "dataset's test split); default: all for a --data path, else test (the validation split of a run's data that has no test split)",
     )
     add_data_dir_argument(p)
     p.add_argument(
@@ -105,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
     r = load_run(args)
     if args.score == "iw-nll" and r.model.deterministic:
         raise ConfigError("--score iw-nll needs a VAE: a plain autoencoder has no likelihood; use neg-elbo or reconstruction")
-    split_name = args.split or ("all" if args.data and _is_path(args.data) else "test")
-    examples, info = _examples(r, args.data, split_name)
+    examples, info, split_name = _examples(r, args.data, args.split)
     labels = _labels(args, examples, info)
 
     def score(data, where: str, desc: str) -> tuple[np.ndarray, float]:
@@ -215,16 +213,23 @@ def _is_path(source: str) -> bool:
     return source not in dataset_names()
 
 
-def _examples(r, source: str | None, split: str):
-    """The examples to score (a ``Dataset``), prepared with the run's saved preprocessing, and the data info."""
+def _examples(r, source: str | None, split: str | None):
+    """The examples to score (a ``Dataset``), prepared with the run's saved preprocessing, the data info,
+    and the split's name. ``split`` None (no ``--split``): every example of a ``source`` path ("all"),
+    else ``split_of``'s default (test; the validation split of the run's own data without one)."""
 
+    if split is None and source and _is_path(source):
+        split = "all"
     if split == "all":
-        return r.load_examples(source), r.data_info  # prepared with the run's preprocessing: its class names apply
+        examples = r.load_examples(source)
+        check_values(r, examples.x, source or r.config.data.source)
+        return examples, r.data_info, split  # prepared with the run's preprocessing: its class names apply
     data = r.load_data(source)
     check_data_shape(r, data)
+    examples, split = split_of(data, split, source)
     if source:
-        check_data(r.config, data)
-    return split_of(data, split), data.info
+        check_values(r, examples.x, source)
+    return examples, data.info, split
 
 
 def _labels(args, examples, info) -> np.ndarray | None:

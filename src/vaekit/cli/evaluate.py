@@ -17,11 +17,11 @@ from pathlib import Path
 from vaekit.baselines import compare_reconstruction
 from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int, resolve_device, split_of
-from vaekit.errors import ConfigError, DataError
+from vaekit.data import dataset_names
+from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
 from vaekit.models.condition import data_context
 from vaekit.objectives import ELBO
-from vaekit.training import check_data
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,12 @@ def register(sub) -> None:
         "--data", metavar="SOURCE", help="dataset name or path (default: the run's dataset), preprocessed like the training data"
     )
     add_data_dir_argument(p)
-    p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split (default test)")
+    p.add_argument(
+        "--split",
+        choices=["test", "valid", "train", "all"],
+        help="which examples: test, valid, train, or all (every example of a file, in file order; a named dataset's test split); "
+        "default: all for a --data path, else test (the validation split of a run's data that has no test split)",
+    )
     p.add_argument("--samples", type=positive_int, default=1, help="latent samples per example for the ELBO (default 1)")
     p.add_argument(
         "--iw-samples",
@@ -69,15 +74,11 @@ def run(args: argparse.Namespace) -> int:
     r = load_run(args, map_location=resolve_device(args.device))
     if args.iw_samples and r.model.deterministic:
         raise ConfigError("--iw-samples needs a VAE: a plain autoencoder has no likelihood to estimate")
-    data = r.load_data(args.data)
-    check_data_shape(r, data)
-    if args.data:
-        check_data(r.config, data)
-    split = split_of(data, args.split)
-    labels = data_context(r.model, split, f"the {args.split} split")  # a conditional model's labels or context: log p(x|y)
+    data, split, split_name = _examples(r, args)
+    labels = data_context(r.model, split, f"the {split_name} split")  # a conditional model's labels or context: log p(x|y)
     dims = math.prod(r.model.input_shape)
     terms = elbo_terms(r.model, split.x, objective=ELBO(n_samples=args.samples), batch_size=args.batch_size, seed=args.seed, context=labels)
-    result = {"run": str(r.path), "checkpoint": r.weights, "data": args.data or r.config.data.source, "split": args.split}
+    result = {"run": str(r.path), "checkpoint": r.weights, "data": args.data or r.config.data.source, "split": split_name}
     result.update(summarize(terms, dims))
     from vaekit.compression.rate import code_length  # scipy and constriction: 0.3 s that every other command's start-up skips
 
@@ -121,14 +122,15 @@ def run(args: argparse.Namespace) -> int:
             log.warning("warning: %s", warning)
 
     if not args.no_pca:
-        result["pca"] = pca = compare_reconstruction(r.model, data.train.x, split.x, batch_size=args.batch_size, context=labels)
+        train_x = (data or _run_training_data(r)).train.x
+        result["pca"] = pca = compare_reconstruction(r.model, train_x, split.x, batch_size=args.batch_size, context=labels)
         print(
             f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
             f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})"
         )
 
     result["seconds"] = time.perf_counter() - started
-    out = Path(args.json) if args.json else r.path / f"eval-{args.split}.json"
+    out = Path(args.json) if args.json else r.path / f"eval-{split_name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written to {out}")
@@ -157,6 +159,47 @@ def _iw(r, x, args, dims: int, labels) -> dict:
         if bar is not None:
             bar.close()
     return {"k": args.iw_samples, **summarize_log_likelihood(log_px, dims), "seconds": time.perf_counter() - start, "seed": args.seed}
+
+
+def _examples(r, args: argparse.Namespace):
+    """(the data loaded, or None for --split all; the split to evaluate; its name): every example of a
+    --data path by default, else the test split (the validation split of the run's data without one)."""
+    split_name = args.split or ("all" if args.data and args.data not in dataset_names() else None)
+    if split_name == "all":
+        from vaekit.cli.anomaly import _examples
+
+        split, _, _ = _examples(r, args.data, split_name)
+        return None, split, split_name  # the PCA baseline is then fitted on the run's own training split
+    data = r.load_data(args.data)
+    check_data_shape(r, data)
+    split, split_name = split_of(data, split_name, args.data)
+    if args.data:
+        check_values(r, split.x, args.data)
+    return data, split, split_name
+
+
+def _run_training_data(r):
+
+    try:
+        return r.load_data()
+    except VaekitError as exc:
+        raise DataError(f"cannot load the run's training data for the PCA baseline ({exc.cli or exc}); give --no-pca") from None
+
+
+def check_values(run, x, where: str) -> None:
+    """Refuse, in one line, examples outside the support of a likelihood of values in [0, 1] (bernoulli, ...)."""
+    import torch
+
+    from vaekit.models import LIKELIHOODS
+
+    if LIKELIHOODS[run.config.model.likelihood].support != "unit" or not isinstance(x, torch.Tensor) or not len(x):
+        return
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{where}: values lie in [{low:g}, {high:g}], but the model's {run.config.model.likelihood} likelihood takes values "
+            "in [0, 1]; scale the data as the model's training data was"
+        )
 
 
 def check_data_shape(run, data) -> None:

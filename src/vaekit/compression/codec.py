@@ -48,6 +48,7 @@ def compress(
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
     labels: torch.Tensor | None = None,
+    original: dict | None = None,
 ) -> bytes:
     """Code ``x`` (N, *model.input_shape) losslessly with bits-back ANS under ``model``.
 
@@ -57,6 +58,8 @@ def compress(
     progress: called with the number of examples coded so far.
     labels: a label-conditional model's (``--condition label``) labels of x (N,): the file carries them
         (log2 C bits each, uniform over the C classes) and x is coded given them.
+    original: the form of the array x was read from (``compression.original.describe``), kept in the
+        file for a reader to give that array back (``original.restore``).
     Returns the ``.vkz`` file's bytes; ``decompress(model, data)`` gives back ``x`` bit for bit.
     """
     if not isinstance(x, torch.Tensor):
@@ -86,6 +89,7 @@ def compress(
         batches=sizes,
         initial_bits=32 * len(initial_words(parts.coder.initial_dims)),
         classes=parts.coder.classes,
+        original=original,
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import torch
 
+from vaekit.compression import original as original_form
 from vaekit.compression.errors import FormatError
 from vaekit.compression.exact import ACTIVATION_BITS, WEIGHT_BITS, weights_sha256
 
@@ -55,12 +56,15 @@ class Header:
     active: list[int] = field(default_factory=list)  # lossy: the latent dimensions stored
     classes: int = 0  # a label-conditional model's classes: the examples' labels are in the stream, uniform over them
     coder: str = "constriction.stream.stack.AnsCoder (32-bit words, 24-bit probabilities)"
+    original: dict | None = None  # the user's array's form (``compression.original``), given back on decoding; None: the model's
 
 
 def write(header: Header, words: np.ndarray) -> bytes:
     fields_ = asdict(header)
     if not fields_["classes"]:  # written only for a conditional model, so files of other models read as before
         del fields_["classes"]
+    if fields_["original"] is None:  # written only for data read from another form, so other files read as before
+        del fields_["original"]
     body = json.dumps(fields_, separators=(",", ":")).encode()
     out = _PREAMBLE.pack(MAGIC, VERSION, len(body)) + body + words.astype("<u4").tobytes()
     return out + struct.pack("<I", zlib.crc32(out))
@@ -95,7 +99,7 @@ def read(data: bytes, where: str = "the data") -> tuple[Header, np.ndarray]:
         raw = json.loads(data[_PREAMBLE.size : _PREAMBLE.size + size].decode())
     except (ValueError, UnicodeDecodeError):
         raise FormatError(f"{where} is corrupted (unreadable header)") from None
-    header = _header(raw, where)
+    header = _with_original(_header(raw, where), where)
     start, end = _PREAMBLE.size + size, len(data) - 4
     if end - start != 4 * header.words:
         raise FormatError(f"{where} is corrupted: the header announces {header.words} words, the file holds {(end - start) / 4:g}")
@@ -110,52 +114,80 @@ def _header(raw, where: str) -> Header:
         h = Header(**raw)
     except TypeError:
         raise FormatError(f"{where} is corrupted (missing header fields)") from None
+    for check in (_bad_text_field, _bad_size_field, _bad_layout_field):  # in this order: each relies on those before it
+        name = check(h)
+        if name is not None:
+            raise FormatError(f"{where} is corrupted (header field {name} = {getattr(h, name)!r})")
+    return h
 
-    def bad(name: str) -> FormatError:
-        return FormatError(f"{where} is corrupted (header field {name} = {getattr(h, name)!r})")
 
-    def whole(v, lo, hi) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+_RANGES = {  # the whole-number header fields' inclusive ranges
+    "count": (1, MAX_VALUES),
+    "latent_dim": (1, 4096),
+    "latent_bits": (1, 24),
+    "weight_bits": (0, 32),
+    "activation_bits": (0, 32),
+    "words": (0, MAX_VALUES),
+    "initial_bits": (0, MAX_VALUES),
+    "classes": (0, 2**24),
+}
 
+
+def _whole(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_sha256(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _bad_text_field(h: Header) -> str | None:
+    """The first of the digests and the text fields that is wrong, or None."""
     for name in ("weights_sha256", "data_sha256"):
-        v = getattr(h, name)
-        if not (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)):
-            raise bad(name)
+        if not _is_sha256(getattr(h, name)):
+            return name
     for name in ("mode", "likelihood", "dtype", "coder"):
         if not isinstance(getattr(h, name), str):
-            raise bad(name)
+            return name
     if h.mode not in ("lossless", "lossy"):
-        raise bad("mode")
+        return "mode"
     if h.dtype not in ("float32", "float64", "uint8"):
-        raise bad("dtype")
-    if not (isinstance(h.shape, list) and 1 <= len(h.shape) <= 4 and all(whole(s, 1, MAX_VALUES) for s in h.shape)):
-        raise bad("shape")
-    checks = {
-        "count": (1, MAX_VALUES),
-        "latent_dim": (1, 4096),
-        "latent_bits": (1, 24),
-        "weight_bits": (0, 32),
-        "activation_bits": (0, 32),
-        "words": (0, MAX_VALUES),
-        "initial_bits": (0, MAX_VALUES),
-        "classes": (0, 2**24),
-    }
-    for name, (lo, hi) in checks.items():
-        if not whole(getattr(h, name), lo, hi):
-            raise bad(name)
+        return "dtype"
+    return None
+
+
+def _bad_size_field(h: Header) -> str | None:
+    """The first of the shape and the whole-number fields that is wrong, or None."""
+    if not (isinstance(h.shape, list) and 1 <= len(h.shape) <= 4 and all(_whole(s, 1, MAX_VALUES) for s in h.shape)):
+        return "shape"
+    for name, (lo, hi) in _RANGES.items():
+        if not _whole(getattr(h, name), lo, hi):
+            return name
     if h.count * math.prod(h.shape) > MAX_VALUES:
-        raise bad("count")
+        return "count"
+    return None
+
+
+def _bad_layout_field(h: Header) -> str | None:
+    """The batches (lossless) or the stored latent dimensions (lossy), if wrong for the count and latent size; else None."""
     if h.mode == "lossless" and not (
         isinstance(h.batches, list)
         and len(h.batches) <= h.count
-        and all(whole(b, 1, h.count) for b in h.batches)
+        and all(_whole(b, 1, h.count) for b in h.batches)
         and sum(h.batches) == h.count
     ):
-        raise bad("batches")
-    if not (isinstance(h.active, list) and all(whole(a, 0, h.latent_dim - 1) for a in h.active) and h.active == sorted(set(h.active))):
-        raise bad("active")
+        return "batches"
+    if not (isinstance(h.active, list) and all(_whole(a, 0, h.latent_dim - 1) for a in h.active) and h.active == sorted(set(h.active))):
+        return "active"
     if h.mode == "lossy" and len(h.active) * h.count > MAX_VALUES:
-        raise bad("active")
+        return "active"
+    return None
+
+
+def _with_original(h: Header, where: str) -> Header:
+    """``h``, once its ``original`` (the user's array's form, absent from older files) is checked."""
+    if h.original is not None and not original_form.is_valid(h.original, h.shape):
+        raise FormatError(f"{where} is corrupted (header field original = {h.original!r})")
     return h
 
 

@@ -7,6 +7,7 @@ elementwise in float64 from grid-rounded inputs so that every process builds the
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from functools import cached_property
 
 import constriction
@@ -54,7 +55,7 @@ def _lookup(table: np.ndarray, lo: float, hi: float, v: np.ndarray) -> np.ndarra
     return table[np.round(np.clip(v, lo, hi) * PARAM_GRID).astype(np.int64) - round(lo * PARAM_GRID)]
 
 
-class LikelihoodCoder:
+class LikelihoodCoder(ABC):
     """Interface: ``levels`` symbols per value (2 or 256)."""
 
     name: str
@@ -87,9 +88,9 @@ class LikelihoodCoder:
         """Symbols (n, D) -> the encoder's float64 input (n, *shape), x in [0, 1]."""
         return torch.from_numpy(k.astype(np.float64) / (self.levels - 1)).reshape(len(k), *shape)
 
-    def model(self, params: np.ndarray) -> tuple[object, tuple[np.ndarray, ...]]:  # pragma: no cover - interface
+    @abstractmethod
+    def model(self, params: np.ndarray) -> tuple[object, tuple[np.ndarray, ...]]:
         """Decoder outputs (n, k, *shape) -> (constriction model family, per-symbol parameters for n * D symbols)."""
-        raise NotImplementedError
 
 
 @register_coder("bernoulli")

@@ -33,8 +33,9 @@ def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> tuple[tor
     return torch.cat(mus), kl / len(x)
 
 
-def compress_lossy(model, x: torch.Tensor, *, latent_bits: int = 8) -> bytes:
-    """x (N, *shape) -> a ``.vkz`` file of quantised posterior means, ``latent_bits`` bits per active dimension."""
+def compress_lossy(model, x: torch.Tensor, *, latent_bits: int = 8, original: dict | None = None) -> bytes:
+    """x (N, *shape) -> a ``.vkz`` file of quantised posterior means, ``latent_bits`` bits per active dimension
+    (``original``: as for ``compress``)."""
     if not 1 <= latent_bits <= 16:
         raise CompressionError(f"latent_bits must be in 1..16, got {latent_bits}")
     check_model(model, lossy=True)
@@ -52,7 +53,7 @@ def compress_lossy(model, x: torch.Tensor, *, latent_bits: int = 8) -> bytes:
     if j.size:
         ans.encode_reverse(j.reshape(-1).astype(np.int32), constriction.stream.model.Uniform(2**latent_bits))
     words = ans.get_compressed()
-    return write_file("lossy", model, x.detach().cpu().contiguous(), shape, dtype, latent_bits, words, active=active)
+    return write_file("lossy", model, x.detach().cpu().contiguous(), shape, dtype, latent_bits, words, active=active, original=original)
 
 
 @torch.inference_mode()

@@ -299,24 +299,8 @@ def to_tensor(array: np.ndarray, where: str, *, saved: dict | None = None) -> tu
     Raises ``DataError`` for no examples, no features, an unsupported rank or non-finite values.
     """
     saved = saved or {}
-    if array.dtype.kind not in NUMERIC_KINDS:
-        raise DataError(f"{where}: non-numeric data of dtype {array.dtype}")
-    if array.ndim not in (2, 3, 4):
-        hint = "; reshape one feature to (N, 1)" if array.ndim == 1 else ""
-        raise DataError(f"{where}: expected (N, D), (N, H, W) or 4-D image data, got shape {array.shape}{hint}")
-    if array.shape[0] == 0:
-        raise DataError(f"{where}: no examples (shape {array.shape})")
-    if 0 in array.shape[1:]:
-        raise DataError(f"{where}: examples are empty (shape {array.shape})")
-    layout = None
-    if array.ndim == 3:
-        array = array[:, None]  # (N, 1, H, W)
-    elif array.ndim == 4:
-        layout = saved.get("layout") or _detect_layout(array.shape, where)
-        if layout == "nhwc":
-            array = array.transpose(0, 3, 1, 2)  # (N, C, H, W)
-        elif layout != "nchw":
-            raise DataError(f"{where}: unknown layout {layout!r}; use 'nchw' or 'nhwc'")
+    _check_examples(array, where)
+    array, layout = _channels_first(array, where, saved.get("layout"))
     input_dtype = str(array.dtype)
     if saved.get("input_dtype") == input_dtype and saved.get("divide_by") in (1.0, 255.0):
         divide_by = float(saved["divide_by"])
@@ -332,6 +316,34 @@ def to_tensor(array: np.ndarray, where: str, *, saved: dict | None = None) -> tu
     if array.dtype.kind == "f":
         check_finite(x, where)
     return x, {"input_dtype": input_dtype, "divide_by": divide_by, "layout": layout}
+
+
+def _check_examples(array: np.ndarray, where: str) -> None:
+    """``DataError`` unless ``array`` is numeric, of rank 2 to 4, with examples that are not empty."""
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise DataError(f"{where}: non-numeric data of dtype {array.dtype}")
+    if array.ndim not in (2, 3, 4):
+        hint = "; reshape one feature to (N, 1)" if array.ndim == 1 else ""
+        raise DataError(f"{where}: expected (N, D), (N, H, W) or 4-D image data, got shape {array.shape}{hint}")
+    if array.shape[0] == 0:
+        raise DataError(f"{where}: no examples (shape {array.shape})")
+    if 0 in array.shape[1:]:
+        raise DataError(f"{where}: examples are empty (shape {array.shape})")
+
+
+def _channels_first(array: np.ndarray, where: str, layout: str | None) -> tuple[np.ndarray, str | None]:
+    """Images as (N, C, H, W) and the 4-D layout they came in (``layout``: a saved one, else detected);
+    (N, D) tables as they are, with layout None."""
+    if array.ndim == 3:
+        return array[:, None], None  # (N, 1, H, W)
+    if array.ndim != 4:
+        return array, None
+    layout = layout or _detect_layout(array.shape, where)
+    if layout == "nhwc":
+        return array.transpose(0, 3, 1, 2), layout  # (N, C, H, W)
+    if layout != "nchw":
+        raise DataError(f"{where}: unknown layout {layout!r}; use 'nchw' or 'nhwc'")
+    return array, layout
 
 
 def _writable(array: np.ndarray) -> np.ndarray:

@@ -102,17 +102,29 @@ def label_name(info: dict[str, Any], label: int) -> str:
 
 Loader = Callable[..., DataSplits]
 _DATASETS: dict[str, Loader] = {}
+_FORMATS: dict[str, str] = {}  # dataset name -> the ``format`` its preprocessing record names
 
 
-def register_dataset(*names: str) -> Callable[[Loader], Loader]:
-    """Register a loader ``fn(data_dir=..., valid_fraction=..., seed=..., **options) -> DataSplits``."""
+def register_dataset(*names: str, format: str | None = None) -> Callable[[Loader], Loader]:
+    """Register a loader ``fn(data_dir=..., valid_fraction=..., seed=..., **options) -> DataSplits``.
+
+    format: the ``format`` its ``info["preprocessing"]`` names (``dataset_format``), so that the
+        preprocessing saved for another format is given to it as the model's input steps only.
+    """
 
     def wrap(fn: Loader) -> Loader:
         for name in names:
             _DATASETS[name] = fn
+            if format is not None:
+                _FORMATS[name] = format
         return fn
 
     return wrap
+
+
+def dataset_format(name: str) -> str | None:
+    """The preprocessing format of a registered dataset (None: not declared at registration)."""
+    return _FORMATS.get(name)
 
 
 def dataset_names() -> list[str]:

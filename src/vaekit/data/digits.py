@@ -15,7 +15,7 @@ TEST_SEED = 0  # the test split is the same for every run, whatever its split se
 MAX_VALUE = 16.0  # pixel values are counts 0..16
 
 
-@register_dataset("digits")
+@register_dataset("digits", format="digits")
 def load_digits(
     *,
     data_dir: str | None = None,

@@ -38,13 +38,13 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser()
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", format="idx")
 def load_mnist(**kwargs: Any) -> DataSplits:
     """MNIST digits, (1, 28, 28) in [0, 1]: 60k train split into train/valid, 10k test."""
     return _load_idx_dataset("mnist", **kwargs)
 
 
-@register_dataset("fashion-mnist")
+@register_dataset("fashion-mnist", format="idx")
 def load_fashion_mnist(**kwargs: Any) -> DataSplits:
     """Fashion-MNIST clothing images, (1, 28, 28) in [0, 1]: 60k train split into train/valid, 10k test."""
     return _load_idx_dataset("fashion-mnist", **kwargs)
@@ -113,7 +113,7 @@ def not_found(where: str, *, downloadable: bool) -> DataNotFound:
     )
 
 
-@register_dataset("binarized-mnist")
+@register_dataset("binarized-mnist", format="binarized-mnist")
 def load_binarized_mnist(
     *,
     data_dir: str | None = None,

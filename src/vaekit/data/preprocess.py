@@ -45,6 +45,50 @@ def check_options(options: dict[str, Any], fmt: str, allowed: tuple[str, ...] = 
         raise DataError(f"unknown preprocessing option(s) {', '.join(unknown)} for a {fmt!r} source; known: {known}")
 
 
+def for_source(saved: dict[str, Any], fmt: str | None) -> dict[str, Any]:
+    """The preprocessing saved with a model, as options for a source of format ``fmt``.
+
+    For the format it was saved for (or an unknown one): all of it. For another format, how the first
+    source was read (its columns, classes, scaling rule, ``format``) says nothing about this one: the
+    source is read by its own reader's rules (uint8 and PNG pixels scaled to [0, 1]), and only the steps
+    on the model's input are kept: ``channels`` (gray and RGB converted into each other) and the fitted
+    ``standardize`` and ``context_standardize`` statistics. The image size is not: images of another
+    size are refused (by the caller's shape check), not resized.
+    """
+    if saved.get("format") in (None, fmt) or fmt is None:
+        return saved
+    return {k: saved[k] for k in ("channels", "standardize", "context_standardize") if k in saved}
+
+
+def fit_to_shape(datasets: dict[str, Dataset], shape: tuple[int, ...] | list[int] | None, where: str) -> dict[str, Dataset]:
+    """Flat examples read as the model's images where that layout is unambiguous.
+
+    (N, H*W) rows become (N, 1, H, W) images, row by row (as ``.amat`` files and flattened MNIST hold
+    them), when the model's input ``shape`` is a one-channel (1, H, W) image of exactly that many values;
+    images of the same kind are returned as they are (the caller's shape check refuses another size).
+    Refused with one line: flat rows of another length than the model's images, images for a model of
+    flat rows, and flat rows of a multi-channel image (channels first and last cannot be told apart).
+    """
+    if shape is None or not datasets:
+        return datasets
+    x = next(iter(datasets.values())).x
+    model = "x".join(map(str, shape))
+    if x.dim() == 4 and len(shape) == 1:
+        raise DataError(f"{where}: examples are {'x'.join(map(str, x.shape[1:]))} images, but the model takes rows of {shape[0]} values")
+    if x.dim() != 2 or len(shape) != 3:
+        return datasets
+    if x.shape[1] != math.prod(shape):
+        values = math.prod(shape)
+        raise DataError(f"{where}: examples are rows of {x.shape[1]} values, but the model takes {model} images ({values} values)")
+    if shape[0] != 1:
+        c, h, w = shape
+        raise DataError(
+            f"{where}: rows of {x.shape[1]} values could be {model} images with channels first or last; "
+            f"give them as (N, {h}, {w}, {c}) or (N, {c}, {h}, {w}) arrays"
+        )
+    return {k: _map(ds, lambda t: t.reshape(len(t), *shape)) for k, ds in datasets.items()}
+
+
 def image_size_option(value: Any) -> tuple[int, int] | None:
     """Normalise an image size given as (H, W), [H, W] or one int for a square."""
     if value is None:

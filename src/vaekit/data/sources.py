@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from vaekit.data.arrays import array_format, check_finite, infer_value_range, read_array_file
-from vaekit.data.base import REAL, Dataset, DataSplits, class_names, dataset_names, get_loader, split_parts
+from vaekit.data.base import REAL, Dataset, DataSplits, class_names, dataset_format, dataset_names, get_loader, split_parts
 from vaekit.data.images import read_image_folder
-from vaekit.data.preprocess import apply_steps, image_size_option
-from vaekit.data.streaming import load_mapped, load_mapped_examples, use_memmap
+from vaekit.data.preprocess import apply_steps, fit_to_shape, for_source, image_size_option
+from vaekit.data.streaming import load_mapped, load_mapped_examples, shard_folder_splits, use_memmap
 from vaekit.data.tables import read_csv
 from vaekit.errors import DataError
 
@@ -38,6 +38,7 @@ def load_data(
     preprocessing: dict[str, Any] | None = None,
     download: bool = False,
     memmap: bool | None = None,
+    expected_shape: tuple[int, ...] | list[int] | None = None,
 ) -> DataSplits:
     """Load a dataset as train, valid and (where the source has one) test splits.
 
@@ -63,6 +64,11 @@ def load_data(
             each split's ``x`` is then a ``MappedArray`` read batch by batch, and a single file's
             validation split is seeded random blocks. None: a saved ``preprocessing["memmap"]``, else
             automatic (``streaming.use_memmap``: shard folders, and .npy files too big for memory).
+        expected_shape: a trained model's example shape, for data read to be given to it: rows of
+            exactly its number of values are read as its one-channel images (``preprocess.fit_to_shape``).
+
+    ``preprocessing`` saved for a source of another format is applied as the steps on the model's
+    input (``preprocess.for_source``), so a model reads the same examples from any kind of source.
 
     Returns ``DataSplits`` whose ``info`` (JSON-serialisable) records source, split_seed,
     valid_fraction (when a split was made), sizes, shape, value_range, dynamic_binarization,
@@ -70,7 +76,7 @@ def load_data(
 
     Raises ``DataError`` for anything wrong with the source or its data.
     """
-    options = _options(preprocessing, image_size, grayscale)
+    options = for_source(_options(preprocessing, image_size, grayscale), source_format(source))
     if source in dataset_names():
         loader = get_loader(source)
         splits = loader(data_dir=data_dir, valid_fraction=valid_fraction, seed=seed, preprocessing=options, download=download)
@@ -83,7 +89,7 @@ def load_data(
         parts, record = read_path(path, options)
         splits = split_parts(parts, valid_fraction, seed, {"preprocessing": record, "files": [str(path)]})
         name = str(path)
-    return _finish(splits, name, options, seed=seed, binarize=binarize)
+    return _finish(splits, name, options, seed=seed, binarize=binarize, expected_shape=expected_shape)
 
 
 def load_examples(
@@ -102,11 +108,13 @@ def load_examples(
 
     Args:
         source: as for ``load_data``.
-        preprocessing: the run's saved ``info["preprocessing"]``.
+        preprocessing: the run's saved ``info["preprocessing"]`` (for a source of another format,
+            its steps on the model's input: ``preprocess.for_source``).
         split: "train", "valid" or "test" for that split as ``load_data`` makes it; None for
             every example of a path (all rows of a CSV, all arrays of an .npz), or the test
             split of a named dataset.
-        expected_shape: the model's example shape (``info["shape"]``); other shapes are refused.
+        expected_shape: the model's example shape (``info["shape"]``); rows of exactly its number of
+            values are read as its one-channel images (``preprocess.fit_to_shape``), other shapes are refused.
         data_dir, valid_fraction, seed, download, memmap: as for ``load_data``.
     """
     if split is not None and split not in SPLITS:
@@ -120,6 +128,7 @@ def load_examples(
             preprocessing=preprocessing,
             download=download,
             memmap=memmap,
+            expected_shape=expected_shape,
         )
         split = split or "test"
         data = getattr(splits, split)
@@ -127,14 +136,14 @@ def load_examples(
             raise DataError(f"{source} has no {split} split")
     else:
         path = resolve_path(source)
-        options = _options(preprocessing, None, None)
+        options = for_source(_options(preprocessing, None, None), source_format(path))
         if use_memmap(path, memmap, options):
             data = load_mapped_examples(path, options)
         else:
             options.pop("memmap", None)
             parts, record = read_path(path, options)
-            whole = _concat([parts[name] for name in SPLITS if name in parts])
-            datasets, _ = apply_steps({"all": whole}, record, options, str(path), fit_on="all")
+            whole = fit_to_shape({"all": _concat([parts[name] for name in SPLITS if name in parts])}, expected_shape, str(path))
+            datasets, _ = apply_steps(whole, record, options, str(path), fit_on="all")
             data = datasets["all"]
             check_finite(data.x, str(path))
     if expected_shape is not None and tuple(data.shape) != tuple(expected_shape):
@@ -151,6 +160,17 @@ def resolve_path(source: str | os.PathLike) -> Path:
     if not path.exists():
         raise DataError(f"no such file: {source}")
     return path.resolve()
+
+
+def source_format(source: str | os.PathLike) -> str | None:
+    """The ``format`` a source's preprocessing record names: a named dataset's (as registered), else by
+    the path ("images", "npy-shards", "csv", "npy", "npz", "amat", "idx"); None where it cannot be told."""
+    if str(source) in dataset_names():
+        return dataset_format(str(source))
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "npy-shards" if shard_folder_splits(path) is not None else "images"
+    return "csv" if path.suffix.lower() == ".csv" else array_format(path)
 
 
 def read_path(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], dict[str, Any]]:
@@ -186,7 +206,9 @@ def _options(preprocessing: Any, image_size: Any, grayscale: bool | None) -> dic
     return options
 
 
-def _finish(splits: DataSplits, source: str, options: dict[str, Any], *, seed: int, binarize: bool) -> DataSplits:
+def _finish(
+    splits: DataSplits, source: str, options: dict[str, Any], *, seed: int, binarize: bool, expected_shape: Any = None
+) -> DataSplits:
     """The steps shared by every source: generic preprocessing, checks, value range, the info record."""
     datasets = {name: getattr(splits, name) for name in SPLITS if getattr(splits, name) is not None}
     for name, data in datasets.items():
@@ -194,6 +216,7 @@ def _finish(splits: DataSplits, source: str, options: dict[str, Any], *, seed: i
             raise DataError(f"{source}: the {name} split is empty")
         if data.shape != splits.train.shape:
             raise DataError(f"{source}: {name} examples have shape {data.shape} but train has {splits.train.shape}")
+    datasets = fit_to_shape(datasets, expected_shape, source)
     info = dict(splits.info)
     datasets, record = apply_steps(datasets, info.pop("preprocessing", {}), options, source, fit_on="train")
     for name, data in datasets.items():

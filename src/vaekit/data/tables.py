@@ -51,29 +51,8 @@ def read_csv(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], d
     if absent:
         raise DataError(f"{path}: context column(s) {', '.join(absent)} not in the header ({', '.join(header)})")
 
-    if "label_column" in options:
-        label_column = options["label_column"]
-        if label_column is not None and not isinstance(label_column, str):
-            raise DataError(f"label_column must be a column name or None, got {label_column!r}")
-        if label_column is not None and label_column not in header and not reuse:
-            raise DataError(f"{path}: label column {label_column!r} not in the header ({', '.join(header)})")
-    else:
-        label_column = next((c for c in header if c.strip().lower() in LABEL_NAMES and c not in drop and table.is_integer_like(c)), None)
-
-    if reuse:
-        features = _names(options["columns"], "columns")
-        absent = [c for c in features if c not in header]
-        if absent:
-            raise DataError(f"{path}: missing column(s) {', '.join(absent)} (the data was prepared with them)")
-        extra = [c for c in header if c not in features and c != label_column and c not in drop and c not in context_columns]
-        if extra:
-            raise DataError(f"{path}: unexpected column(s) {', '.join(extra)}; add them to drop_columns to ignore them")
-    else:
-        if label_column in context_columns:
-            raise DataError(f"{path}: column {label_column!r} cannot be both the label column and a context column")
-        features = [c for c in header if c != label_column and c not in drop and c not in context_columns]
-    if not features:
-        raise DataError(f"{path}: no feature columns")
+    label_column = _label_column(table, options, drop)
+    features = _feature_columns(table, options, label_column, drop, context_columns)
 
     x = np.stack([table.numbers(c, label_like=c.strip().lower() in LABEL_NAMES) for c in features], axis=1)
     with np.errstate(over="ignore"):
@@ -100,6 +79,40 @@ def read_csv(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], d
         "standardize": True,
     }
     return {"train": Dataset(tensor, labels, context)}, record
+
+
+def _label_column(table: _Table, options: dict[str, Any], drop: list[str]) -> str | None:
+    """The given label column (checked), else the first integer column with a label-like name, else None."""
+    path, header = table.path, table.header
+    if "label_column" not in options:
+        return next((c for c in header if c.strip().lower() in LABEL_NAMES and c not in drop and table.is_integer_like(c)), None)
+    label_column = options["label_column"]
+    if label_column is not None and not isinstance(label_column, str):
+        raise DataError(f"label_column must be a column name or None, got {label_column!r}")
+    if label_column is not None and label_column not in header and "columns" not in options:
+        raise DataError(f"{path}: label column {label_column!r} not in the header ({', '.join(header)})")
+    return label_column
+
+
+def _feature_columns(table: _Table, options: dict[str, Any], label_column: str | None, drop: list[str], context: list[str]) -> list[str]:
+    """The feature columns: the saved ones (the file must have them and no others), or on a first
+    load every column that is not the label, dropped or context."""
+    path, header = table.path, table.header
+    if "columns" in options:  # saved preprocessing
+        features = _names(options["columns"], "columns")
+        absent = [c for c in features if c not in header]
+        if absent:
+            raise DataError(f"{path}: missing column(s) {', '.join(absent)} (the data was prepared with them)")
+        extra = [c for c in header if c not in features and c != label_column and c not in drop and c not in context]
+        if extra:
+            raise DataError(f"{path}: unexpected column(s) {', '.join(extra)}; add them to drop_columns to ignore them")
+    else:
+        if label_column in context:
+            raise DataError(f"{path}: column {label_column!r} cannot be both the label column and a context column")
+        features = [c for c in header if c != label_column and c not in drop and c not in context]
+    if not features:
+        raise DataError(f"{path}: no feature columns")
+    return features
 
 
 def _names(value: Any, key: str) -> list[str]:
@@ -167,7 +180,7 @@ class _Table:
     """Cell strings of one CSV, with column lookups that report a bad cell by column and line."""
 
     def __init__(self, path: Path, header: list[str], rows: list[list[str]], lines: list[int]):
-        self.path, self.rows, self.lines = path, rows, lines
+        self.path, self.header, self.rows, self.lines = path, header, rows, lines
         self.index = {name: j for j, name in enumerate(header)}
 
     def column(self, name: str) -> list[str]:
