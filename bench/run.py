@@ -408,8 +408,22 @@ def main() -> int:
         res["gemm_bf16"] = gemm_reference(device, rep, 2048 if device.type == "cpu" else 8192, torch.bfloat16)
         res["b1_gemm_bound_bf16"] = gemm_bound(device, rep, B1_LAYERS, batch=100, steps=100 if args.quick else 300, dtype=torch.bfloat16)
     bmnist = load_data("binarized-mnist", data_dir=args.data_dir)
-    ref = res["b1_gemm_bound"]["images_per_s_best"]
-    # B1: vaekit (default and its speed options) and the plain loop, timed in turns
+    b1_parts(res, parts, bmnist, args, scratch)
+    conv_parts(res, parts, args, scratch)
+    if "table" in parts:
+        table_part(res, args, scratch)
+    if "iw" in parts:
+        iw_part(res, bmnist, args)
+    if "breakdown" in parts:
+        res["b1_breakdown"] = breakdown(bmnist, b1_config(), args.device, scratch / "bd", steps=50 if args.quick else 200)
+    print_table(res)
+    write_results(args.out, res)
+    return 0
+
+
+def b1_parts(res: dict, parts: set[str], bmnist: DataSplits, args: argparse.Namespace, scratch: Path) -> None:
+    """B1: vaekit (default and its speed options) and the plain loop, timed in turns; their speed-ups over the plain loop."""
+    rep, ref = args.repeats, res["b1_gemm_bound"]["images_per_s_best"]
     b1_runs: dict[str, Workload] = {}
     for part, changes in {"b1": {}, **B1_VARIANTS}.items():  # any compile happens in the warm-up round
         if part in parts:
@@ -432,6 +446,11 @@ def main() -> int:
         if part in parts and "b1-plain" in parts:
             key = part.replace("-", "_")
             res[key + "_speedup_over_plain"] = res[key]["images_per_s_best"] / res["b1_plain"]["images_per_s_best"]
+
+
+def conv_parts(res: dict, parts: set[str], args: argparse.Namespace, scratch: Path) -> None:
+    """The convolutional model on MNIST, in fp32 and bf16, timed in turns."""
+    rep = args.repeats
     conv_runs: dict[str, Workload] = {}
     for part, precision in [("conv", "fp32"), ("conv-bf16", "bf16")]:
         if part in parts:
@@ -444,42 +463,44 @@ def main() -> int:
         res[key] = r
         reference = res["gemm_bf16" if key.endswith("bf16") else "gemm"]["gflops_best"]
         r["fraction_of_gemm_reference"] = r["images_per_s_best"] * r["flops_per_image"] / 1e9 / reference
-    if "table" in parts:
-        g = torch.Generator().manual_seed(0)
-        table = torch.randn(110_000, 32, generator=g) @ torch.randn(32, 32, generator=g) / 4
-        data = DataSplits(Dataset(table[:100_000]), Dataset(table[100_000:]), None, {"value_range": "real", "source": "synthetic-table"})
-        cfg = b1_config()
-        cfg.data.source = "synthetic-table"
-        cfg.model.hidden, cfg.model.latent_dim, cfg.model.likelihood = (128, 64), 8, "gaussian"
-        cfg.train.batch_size = 256
-        res["table"] = vaekit_training(data, cfg, rep, args.device, scratch / "table", max_steps=50 if args.quick else None)
-        res["table"]["fraction_of_gemm_reference"] = (
-            res["table"]["images_per_s_best"] * res["table"]["flops_per_image"] / 1e9 / res["gemm"]["gflops_best"]
-        )
-    if "iw" in parts:
-        torch.manual_seed(0)
-        model = vaekit.build_model(b1_config().model.__class__(**{**b1_config().model.__dict__, "input_shape": (1, 28, 28)}))
-        x = bmnist.test.x[:: 100 if args.quick else 20]  # a class-balanced subset (test is sorted by class)
-        k = 500 if args.quick else 5000
-        res["iw"] = iw_throughput(model, x, k, max(1, rep - 1) if not args.quick else 1, args.device)
-        # the decoder's GEMMs alone, at the fastest of several chunk sizes (not only the one vaekit uses)
-        bounds = {
-            rows: gemm_bound(device, rep, [(16, 512, False), (512, 784, False)], batch=rows, steps=max(3, 60_000 // rows), backward=False)[
-                "images_per_s_best"
-            ]
-            for rows in (1024, 2048, 4096, 20_000)
-        }
-        res["iw"]["decoder_gemm_bound_by_rows"] = bounds
-        res["iw"]["decoder_gemm_bound_pairs_per_s"] = max(bounds.values())
-        res["iw"]["fraction_of_gemm_bound"] = res["iw"]["pairs_per_s_best"] / max(bounds.values())
-        res["iw"]["fraction_of_gemm_reference"] = res["iw"]["gflops_best"] / res["gemm"]["gflops_best"]
-        if device.type == "cpu":
-            res["iw"]["peak_memory_by_k"] = iw_peak_memory()
-    if "breakdown" in parts:
-        res["b1_breakdown"] = breakdown(bmnist, b1_config(), args.device, scratch / "bd", steps=50 if args.quick else 200)
-    print_table(res)
-    write_results(args.out, res)
-    return 0
+
+
+def table_part(res: dict, args: argparse.Namespace, scratch: Path) -> None:
+    """A Gaussian model on a synthetic (110000, 32) table."""
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(110_000, 32, generator=g) @ torch.randn(32, 32, generator=g) / 4
+    data = DataSplits(Dataset(table[:100_000]), Dataset(table[100_000:]), None, {"value_range": "real", "source": "synthetic-table"})
+    cfg = b1_config()
+    cfg.data.source = "synthetic-table"
+    cfg.model.hidden, cfg.model.latent_dim, cfg.model.likelihood = (128, 64), 8, "gaussian"
+    cfg.train.batch_size = 256
+    res["table"] = vaekit_training(data, cfg, args.repeats, args.device, scratch / "table", max_steps=50 if args.quick else None)
+    res["table"]["fraction_of_gemm_reference"] = (
+        res["table"]["images_per_s_best"] * res["table"]["flops_per_image"] / 1e9 / res["gemm"]["gflops_best"]
+    )
+
+
+def iw_part(res: dict, bmnist: DataSplits, args: argparse.Namespace) -> None:
+    """The importance-weighted estimate's throughput against its decoder GEMMs alone (and its peak memory on a CPU)."""
+    device, rep = torch.device(args.device), args.repeats
+    torch.manual_seed(0)
+    model = vaekit.build_model(b1_config().model.__class__(**{**b1_config().model.__dict__, "input_shape": (1, 28, 28)}))
+    x = bmnist.test.x[:: 100 if args.quick else 20]  # a class-balanced subset (test is sorted by class)
+    k = 500 if args.quick else 5000
+    res["iw"] = iw_throughput(model, x, k, max(1, rep - 1) if not args.quick else 1, args.device)
+    # the decoder's GEMMs alone, at the fastest of several chunk sizes (not only the one vaekit uses)
+    bounds = {
+        rows: gemm_bound(device, rep, [(16, 512, False), (512, 784, False)], batch=rows, steps=max(3, 60_000 // rows), backward=False)[
+            "images_per_s_best"
+        ]
+        for rows in (1024, 2048, 4096, 20_000)
+    }
+    res["iw"]["decoder_gemm_bound_by_rows"] = bounds
+    res["iw"]["decoder_gemm_bound_pairs_per_s"] = max(bounds.values())
+    res["iw"]["fraction_of_gemm_bound"] = res["iw"]["pairs_per_s_best"] / max(bounds.values())
+    res["iw"]["fraction_of_gemm_reference"] = res["iw"]["gflops_best"] / res["gemm"]["gflops_best"]
+    if device.type == "cpu":
+        res["iw"]["peak_memory_by_k"] = iw_peak_memory()
 
 
 def print_table(res: dict) -> None:

@@ -25,7 +25,7 @@ L, F = 3, 5
 
 def step_transform(cls, index=0, seed=0):
     torch.manual_seed(seed)
-    step = cls(F, L, index)
+    step = cls.build(F, L, index)
     with torch.no_grad():  # move away from the near-identity start so the test sees a real map
         for p in step.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -65,7 +65,7 @@ def test_iaf_is_invertible():
 @pytest.mark.parametrize("name", ["iaf", "planar"])
 def test_log_prob_of_samples_is_the_change_of_variables(name):
     torch.manual_seed(0)
-    steps = [FLOWS[name](F, L, i) for i in range(3)]
+    steps = [FLOWS[name].build(F, L, i) for i in range(3)]
     h = torch.randn(2, F)
     base = Independent(Normal(torch.randn(2, L), torch.rand(2, L) + 0.5), 1)
     q = FlowDistribution(base, [s.transform(h) for s in steps])

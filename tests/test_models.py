@@ -85,7 +85,7 @@ def test_gradient_of_elbo_matches_finite_differences():
 def test_likelihood_log_prob_matches_torch_distributions(name):
     torch.manual_seed(0)
     shape = (1, 3, 2)
-    head = LIKELIHOODS[name](shape, scale=0.7)
+    head = LIKELIHOODS[name](shape, **({"scale": 0.7} if LIKELIHOODS[name].takes_scale else {}))
     params = torch.randn(5, head.params_per_output, *shape)
     x = torch.rand(5, *shape)
     if name == "bernoulli":

@@ -57,7 +57,7 @@ def elbo_terms(
     """Per-example terms (N,) of ``objective`` (default: the ELBO, one draw) for all of ``x`` (N, *shape),
     in batches, with a fixed seed for the latent samples (so the numbers are reproducible and the
     caller's RNG is untouched). With a run's training objective, ``loss`` is its validation loss.
-    ``context``: a conditional model's labels (N,) (or one label), so the terms are those of log p(x|y)."""
+    ``context``: a conditional model's context (labels (N,) or vectors (N, K), or one for all), so the terms are those of log p(x|y)."""
     objective = ELBO() if objective is None else objective
     device = model.device
     parts: list[Terms] = []
@@ -124,7 +124,7 @@ def example_scores(
 ) -> ExampleScores:
     """Negative ELBO and squared reconstruction error per example, deterministic per example.
 
-    x: (N, *shape); context: a conditional model's labels (N,) (or one label).
+    x: (N, *shape); context: a conditional model's context (labels (N,) or vectors (N, K), or one for all).
     samples: 0 evaluates at the posterior mean z = E_q[z] (for a prior without a
     closed-form KL the KL is then log q(z) - log p(z) at that point); S > 0 averages over S fixed
     draws z_s = E_q[z] + std_q[z] · ε_s with ε from ``fixed_noise(model, S, seed)``.
@@ -187,7 +187,7 @@ def iw_log_likelihood(
         example's estimate does not depend on which batch it is in (for anomaly scores); by default
         every example gets independent draws.
     progress: called with the number of examples done after each batch.
-    context: a conditional model's labels (N,) (or one label): the estimate is then of log p(x|y).
+    context: a conditional model's context (labels (N,) or vectors (N, K), or one for all): the estimate is then of log p(x|y).
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no likelihood to estimate: importance weighting needs a VAE (a stochastic encoder)")
@@ -273,7 +273,7 @@ class LatentDiagnostics:
 def latent_diagnostics(
     model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000, context: torch.Tensor | int | None = None
 ) -> LatentDiagnostics:
-    """KL per latent dimension and active units over the examples ``x`` (N, *shape) (with a conditional model's labels
+    """KL per latent dimension and active units over the examples ``x`` (N, *shape) (with a conditional model's
     ``context``); per layer too for a hierarchical model (``vaekit.models.hierarchical.layer_statistics``)."""
     if is_hierarchical(model.config):
         stats = layer_statistics(model, x, batch_size=batch_size, context=context)

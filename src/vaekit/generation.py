@@ -70,7 +70,8 @@ def sample(
 
 @torch.inference_mode()
 def reconstruct(model, x: torch.Tensor, context: torch.Tensor | int | None = None) -> torch.Tensor:
-    """Decoder mean at the posterior mean: x (B, *shape) -> (B, *shape) (``context``: a conditional model's labels (B,))."""
+    """Decoder mean at the posterior mean: x (B, *shape) -> (B, *shape) (``context``: a conditional
+    model's labels (B,) or vectors (B, K))."""
     x = x.to(model.device)
     context = context.to(model.device) if isinstance(context, torch.Tensor) else context
     return model.decode(model.encode(x, context).mean, context).mean
@@ -101,7 +102,8 @@ def denoise(
 ) -> Denoising:
     """Corrupt clean x (B, *shape) with ``vaekit.corruption.corrupt(kind, level)`` (seeded) and
     reconstruct it. Works for any model; a denoising autoencoder was trained for exactly this.
-    ``peak``: the largest possible value, for PSNR (1 for images in [0, 1]). ``context``: a conditional model's labels (B,)."""
+    ``peak``: the largest possible value, for PSNR (1 for images in [0, 1]). ``context``: a conditional
+    model's labels (B,) or vectors (B, K)."""
 
     x = x.detach().cpu().float()
     noisy = corrupt(x, kind, level, torch.Generator().manual_seed(seed))

@@ -48,7 +48,7 @@ DEFAULT_P_RANGE = (0.05, 0.95)  # probability range of the quantile grids (as in
 def encode(model, x: torch.Tensor, *, sample: bool = False, seed: int = 0, batch_size: int = 1000, context: Context = None) -> torch.Tensor:
     """Codes of ``x`` (N, *shape) -> (N, L) on the CPU: posterior means, or one draw z ~ q(z|x) per
     example when ``sample`` (seeded, so the same call gives the same codes). ``context``: a
-    conditional model's labels (N,) (or one label for all), ``vaekit.models.condition``."""
+    conditional model's context: class labels (N,) or vectors (N, K), or one for all (``vaekit.models.condition``)."""
     device = model.device
     parts = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -69,7 +69,7 @@ def kl_per_dim(
     ``n_samples`` seeded draws against the prior's per-dimension marginal otherwise (a mixture
     prior). Summed over d this is the model's KL term for a factorised prior. Raises
     ``ConfigError`` for a deterministic encoder (a plain autoencoder has no KL term).
-    ``context``: a conditional model's labels (N,), for q(z|x, y) and p(z|y).
+    ``context``: a conditional model's context (class labels (N,) or vectors (N, K)), for q(z|x, y) and p(z|y).
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no KL term; rank its dimensions with rank_dims (code variance)")
@@ -129,7 +129,7 @@ class DimRanking:
 def rank_dims(model, x: torch.Tensor, *, batch_size: int = 1000, context: Context = None) -> DimRanking:
     """Rank latent dimensions by average KL to the prior over ``x`` (a VAE), or by the variance
     of the posterior means over ``x`` (a plain autoencoder, or a flow posterior, which has no
-    per-dimension KL: the "active units" measure). ``context``: a conditional model's labels (N,)."""
+    per-dimension KL: the "active units" measure). ``context``: a conditional model's context (labels (N,) or vectors (N, K))."""
     if model.deterministic or not posterior_factorises(model, x, context=context):
         score, measure = encode(model, x, batch_size=batch_size, context=context).var(0, unbiased=False), "variance"
     else:

@@ -123,6 +123,29 @@ async def json_body(request: Request) -> dict:
     return rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES))
 
 
+def request_context(explorer: Explorer, value) -> int | torch.Tensor | None:
+    """A request's ``context`` value checked for the explorer's model; absent (None), the explorer's default."""
+    if explorer.columns:  # a model conditioned on context columns: K numbers in their own units
+        return rq.column_context(value, explorer.column_mean, explorer.column_std, explorer.default_context)
+    return rq.context(value, explorer.classes, explorer.default_context)
+
+
+async def uploaded_example(request: Request, explorer: Explorer) -> tuple[torch.Tensor, int | torch.Tensor | None]:
+    """The example sent to /api/encode and its context: a JSON ``{"x": row, "context": ...}``, or an
+    image file as the body (``?context=`` and ``?invert=1`` in the query string)."""
+    kind = media_type(request)
+    y = request_context(explorer, request.query_params.get("context"))
+    input_shape = explorer.model.input_shape
+    if kind == "application/json":
+        obj = rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES))
+        x = rq.row(obj.get("x"), input_shape)
+        return x, (request_context(explorer, obj.get("context")) if obj.get("context") is not None else y)
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        invert = request.query_params.get("invert", "0") == "1"
+        return explorer.prepare_input(rq.image(await read_body(request, rq.MAX_UPLOAD_BYTES), input_shape, invert=invert)), y
+    raise rq.BadRequest("send an image file (image/* or application/octet-stream) or a JSON row", 415)
+
+
 # ----- the app -----------------------------------------------------------------------------------
 
 
@@ -130,8 +153,7 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
     """The ASGI app for ``explorer``. token: required on every request when given (serve beyond
     loopback only with one). allowed_hosts: the Host header names accepted (None: any)."""
     view = "image" if explorer.is_image else "bars"
-    model = explorer.model
-    L = model.latent_dim
+    L = explorer.model.latent_dim
     info = explorer.describe()
     static = {
         path: (resources.files("vaekit.explore").joinpath("static", name).read_bytes(), kind) for path, (name, kind) in STATIC.items()
@@ -146,14 +168,9 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
     async def get_info(request: Request) -> Response:
         return JSONResponse(info)
 
-    def context(value) -> int | torch.Tensor | None:
-        if explorer.columns:  # a model conditioned on context columns: K numbers in their own units
-            return rq.column_context(value, explorer.column_mean, explorer.column_std, explorer.default_context)
-        return rq.context(value, explorer.classes, explorer.default_context)
-
     async def decode(request: Request) -> Response:
         obj = await json_body(request)
-        y = context(obj.get("context"))
+        y = request_context(explorer, obj.get("context"))
         z = rq.codes(obj.get("z"), L)  # (B, L)
         return JSONResponse(items(explorer.decode(z, y), view))
 
@@ -164,7 +181,7 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
 
     async def interpolate(request: Request) -> Response:
         obj = await json_body(request)
-        y = context(obj.get("context"))
+        y = request_context(explorer, obj.get("context"))
         a, b = rq.code(obj.get("a"), L, "a"), rq.code(obj.get("b"), L, "b")
         steps = rq.integer(obj.get("steps", 10), "steps", 2, rq.MAX_STEPS)
         strips = explorer.interpolate(a, b, steps, y)
@@ -185,22 +202,12 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
         )
 
     async def encode(request: Request) -> Response:
-        kind = media_type(request)
-        y = context(request.query_params.get("context"))
-        if kind == "application/json":
-            obj = rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES))
-            x = rq.row(obj.get("x"), model.input_shape)
-            y = context(obj.get("context")) if obj.get("context") is not None else y
-        elif kind.startswith("image/") or kind == "application/octet-stream":
-            invert = request.query_params.get("invert", "0") == "1"
-            x = explorer.prepare_input(rq.image(await read_body(request, rq.MAX_UPLOAD_BYTES), model.input_shape, invert=invert))
-        else:
-            raise rq.BadRequest("send an image file (image/* or application/octet-stream) or a JSON row", 415)
+        x, y = await uploaded_example(request, explorer)
         return JSONResponse(scored(explorer.score(x, y), 0, view))
 
     async def sample(request: Request) -> Response:
         obj = await json_body(request)
-        y = context(obj.get("context"))
+        y = request_context(explorer, obj.get("context"))
         n = rq.integer(obj.get("n", 16), "n", 1, rq.MAX_SAMPLES)
         temperature = rq.real(obj.get("temperature", 1.0), "temperature", 0.05, 3.0)
         seed = rq.integer(obj.get("seed", 0), "seed", 0, 2**31 - 1)

@@ -12,6 +12,7 @@ map x back to the integer level k and return log P(k), so the negative ELBO is a
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +29,15 @@ def to_levels(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * (LEVELS - 1)).clamp(0, LEVELS - 1)
 
 
-class _Discretized(Distribution):
+class _Discretized(Distribution, ABC):
     """Per-value distribution over the levels k / 255 (batch shape = the parameters' shape)."""
 
     support = constraints.unit_interval
     has_rsample = False
 
-    def level_log_prob(self, k: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def level_log_prob(self, k: torch.Tensor) -> torch.Tensor:
+        """log P(k) of the integer levels k (a float tensor) -> (*batch)."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self.level_log_prob(to_levels(value))

@@ -39,8 +39,10 @@ class FlowStep(nn.Module, ABC):
     """Interface: the learned part of one flow step; ``transform(h)`` -> the step's ``Transform`` for
     the batch whose encoder features are h (B, F)."""
 
-    def __init__(self, features: int, latent_dim: int, index: int):
-        super().__init__()
+    @classmethod
+    def build(cls, features: int, latent_dim: int, index: int) -> FlowStep:
+        """Step ``index`` (from 0) of a flow on z (B, ``latent_dim``) fed encoder features (B, ``features``)."""
+        return cls(features, latent_dim)
 
     @abstractmethod
     def transform(self, h: torch.Tensor) -> Transform:
@@ -78,7 +80,7 @@ class FlowPosterior(PosteriorHead):
     """A Gaussian posterior head followed by flow steps, all fed the same encoder features h."""
 
     def __init__(self, base: PosteriorHead, steps: list[FlowStep]):
-        nn.Module.__init__(self)
+        super().__init__()
         self.base, self.steps = base, nn.ModuleList(steps)
 
     @classmethod
@@ -87,7 +89,7 @@ class FlowPosterior(PosteriorHead):
         if base is None or base.deterministic:
             raise ConfigError("a flow needs a stochastic posterior (--model vae)")
         step = FLOWS[config.flow]
-        return cls(base, [step(features, config.latent_dim, i) for i in range(config.flow_steps)])
+        return cls(base, [step.build(features, config.latent_dim, i) for i in range(config.flow_steps)])
 
     def forward(self, h: torch.Tensor) -> Distribution:
         q0 = self.base(h)  # (B,), event (L,)
@@ -114,11 +116,15 @@ class IAFStep(FlowStep):
     """One IAF step: a MADE with one hidden layer (plus the context h) gives (m, s) for every dimension,
     output d depending only on the inputs before d in this step's order (reversed on odd steps)."""
 
-    def __init__(self, features: int, latent_dim: int, index: int):
-        super().__init__(features, latent_dim, index)
+    @classmethod
+    def build(cls, features: int, latent_dim: int, index: int) -> IAFStep:
+        return cls(features, latent_dim, reverse=index % 2 == 1)
+
+    def __init__(self, features: int, latent_dim: int, reverse: bool = False):
+        super().__init__()
         L, width = latent_dim, max(32, MADE_WIDTH * latent_dim)
         order = torch.arange(1, L + 1)
-        self.register_buffer("order", order.flip(0) if index % 2 else order)  # the degree of each input
+        self.register_buffer("order", order.flip(0) if reverse else order)  # the degree of each input
         hidden_deg = torch.arange(width) % max(1, L - 1) + 1  # (H,) in [1, L-1]
         self.hidden = MaskedLinear(L, width, hidden_deg[:, None] >= self.order[None, :])
         self.context = nn.Linear(features, width)
@@ -183,8 +189,8 @@ class PlanarStep(FlowStep):
     """One planar step whose (u, w, b) are a linear function of the encoder features (amortised, as in
     Rezende & Mohamed)."""
 
-    def __init__(self, features: int, latent_dim: int, index: int):
-        super().__init__(features, latent_dim, index)
+    def __init__(self, features: int, latent_dim: int):
+        super().__init__()
         self.latent_dim = latent_dim
         self.params = nn.Linear(features, 2 * latent_dim + 1)
         with torch.no_grad():

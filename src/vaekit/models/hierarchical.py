@@ -35,8 +35,8 @@ from torch.distributions import Distribution, Independent, Normal, constraints, 
 
 from vaekit.errors import ConfigError
 from vaekit.models.condition import Context, batch_context
-from vaekit.models.gated import gated_stack
-from vaekit.models.networks import DECODERS, ENCODERS, Decoder, mlp
+from vaekit.models.gated import GatedEncoder, gated_stack
+from vaekit.models.networks import DECODERS, ENCODERS, Decoder, DecoderNetwork, mlp
 from vaekit.models.posteriors import DiagonalNormal, GaussianPosterior, PosteriorHead
 from vaekit.models.priors import PRIORS, Prior, marginals
 from vaekit.objectives import PathDerivative, StandardNormalDraws
@@ -60,13 +60,13 @@ def bridge_hidden(config: ModelConfig) -> tuple[int, ...]:
     layers as wide as the encoder's output (``hidden[-1]``; ``conv_dense`` for a conv network)."""
     if config.latent_hidden is not None:
         return tuple(config.latent_hidden)
-    width = config.conv_dense if config.arch in ("conv", "resnet") and config.conv_dense else config.hidden[-1]
+    width = config.conv_dense if ENCODERS[config.arch].needs_images and config.conv_dense else config.hidden[-1]
     return (width, width)
 
 
 def dense_stack(sizes: list[int], arch: str, act: str) -> nn.Sequential:
     """Dense layers through ``sizes``, each followed by its nonlinearity: GatedDense for ``gated``, else Linear + ``act``."""
-    return gated_stack(sizes) if arch == "gated" else mlp(sizes, act, final_activation=True)
+    return gated_stack(sizes) if arch == GatedEncoder.name else mlp(sizes, act, final_activation=True)
 
 
 class BranchedNet(nn.Module):
@@ -186,10 +186,6 @@ class LayeredGaussian(Distribution, StandardNormalDraws, PathDerivative):
         """log density at z (*S, *batch, Σ L) -> (*S, *batch)."""
         return sum(d.log_prob(self.part(z, i)) for i, d in enumerate(self.layers(z)))
 
-    def layer_log_probs(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Each layer's log-density term at z, [(*S, *batch)] * L."""
-        return [d.log_prob(self.part(z, i)) for i, d in enumerate(self.layers(z))]
-
     def _ancestral(self, draw: Callable[[int, Distribution, bool], torch.Tensor], fixed: dict[int, torch.Tensor] | None = None):
         """Codes of every layer in ``order``: ``fixed[i]`` where given, else ``draw(i, dist, has_parent)``."""
         codes: list[torch.Tensor | None] = [None] * len(self.sizes)
@@ -283,7 +279,7 @@ class Hierarchy(PosteriorHead):
         logvar_range: tuple[float, float],
         top_hidden: tuple[int, ...] = (),
     ):
-        super().__init__(features, sum(sizes))
+        super().__init__()
         self.sizes = tuple(sizes)
         self.parents, self.sees_x = self.wiring(len(sizes))
         self.nets = nn.ModuleList()
@@ -434,7 +430,7 @@ class HierarchicalPrior(Prior):
         return LayeredGaussian(self.sizes, top_down(len(self.sizes)), layer, torch.Size())
 
 
-class LayerDecoder(Decoder):
+class LayerDecoder(DecoderNetwork):
     """A decoder given only some layers of z (Σ L,): it takes their codes, concatenated, from the full
     code, and the ``extra`` columns after it (a conditional model's context). With ``branches`` (one
     network per layer taken), each layer's code passes through its own branch first."""
@@ -447,10 +443,6 @@ class LayerDecoder(Decoder):
         offsets = list(itertools.accumulate(sizes, initial=0))
         self.spans = [(offsets[i], offsets[i + 1]) for i in layers] + [(offsets[-1], offsets[-1] + extra)]
         self.register_buffer("index", torch.cat([torch.arange(a, b) for a, b in self.spans]), persistent=False)
-
-    @classmethod
-    def from_config(cls, config: ModelConfig, params_per_output: int) -> LayerDecoder:  # pragma: no cover - see Hierarchy.build_decoder
-        raise NotImplementedError
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.branches is None:
@@ -516,7 +508,7 @@ class LayerView(nn.Module):
         return {k: c.expand(*lead, c.shape[-1]) for k, c in self.context(p).items()}
 
     def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
-        """q(z_l|x, ...) (B, L_l); ``context``: a conditional model's labels (B,) or class."""
+        """q(z_l|x, ...) (B, L_l); ``context``: a conditional model's context (labels (B,) or vectors (B, K), or one for all)."""
         return self.model.encode(x, context).layer_at(self.layer, self._fixed(torch.Size([len(x)])))
 
     def prior(self, context: Context = None) -> Distribution:
@@ -525,7 +517,7 @@ class LayerView(nn.Module):
         return p.layer_at(self.layer, self.context(p))
 
     def decode(self, z: torch.Tensor, context: Context = None) -> Distribution:
-        """p(x|·) for z_l (*batch, L_l): batch ``batch``; ``context``: a conditional model's class or labels."""
+        """p(x|·) for z_l (*batch, L_l): batch ``batch``; ``context``: a conditional model's context (one for all, labels or vectors)."""
         p = self.model.prior()
         fixed = {**self._fixed(z.shape[:-1], p), self.layer: z}
         return self.model.decode(p.mean_pass(fixed), context)
@@ -555,7 +547,7 @@ def layer_statistics(
     the model's KL. Per unit it is closed form given the draws of the layers a unit is conditioned
     on, and sums to the layer's term; against a top prior that does not factorise (a mixture or
     VampPrior) it is the Monte Carlo KL to the prior's per-unit marginals, which need not sum to
-    it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean. context: a conditional model's labels (N,).
+    it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean. context: a conditional model's labels (N,) or vectors (N, K).
     """
     sizes, device = layer_sizes(model.config), model.device
     kl = [torch.zeros(s, dtype=torch.float64) for s in sizes]

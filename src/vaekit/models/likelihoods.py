@@ -40,14 +40,15 @@ class LikelihoodHead(nn.Module, ABC):
     takes_scale: ClassVar[bool] = False
     binary: ClassVar[bool] = False
 
-    def __init__(self, shape: tuple[int, ...], scale: float = 1.0):
+    def __init__(self, shape: tuple[int, ...]):
         super().__init__()
         self.event_dims = len(shape)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> LikelihoodHead:
-        """The head for data of ``config.input_shape`` (``likelihood_scale``: a fixed scale, where one is used)."""
-        return cls(shape=tuple(config.input_shape), scale=config.likelihood_scale)
+        """The head for data of ``config.input_shape`` (and ``likelihood_scale`` for a head that ``takes_scale``)."""
+        scale = {"scale": config.likelihood_scale} if cls.takes_scale else {}
+        return cls(shape=tuple(config.input_shape), **scale)
 
     @abstractmethod
     def forward(self, params: torch.Tensor) -> Distribution:

@@ -20,7 +20,7 @@ from vaekit.models.condition import CONDITIONS, Condition, Context
 from vaekit.models.flows import FLOWS, FlowPosterior
 from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, is_hierarchical
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
-from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
+from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, DecoderNetwork, Encoder
 from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
 from vaekit.models.priors import PRIORS, Prior
 
@@ -39,7 +39,7 @@ class LatentVariableModel(nn.Module):
         self,
         encoder: Encoder,
         posterior: PosteriorHead,
-        decoder: Decoder,
+        decoder: DecoderNetwork,
         likelihood: LikelihoodHead,
         prior: Prior,
         config: ModelConfig,
@@ -114,7 +114,7 @@ class LatentVariableModel(nn.Module):
 
     def prior(self, context: Context = None) -> Distribution:
         """p(z): batch shape (), event shape (L,). The prior module gets the model (a VampPrior runs the encoder).
-        A conditional prior p(z|y) has the context's batch shape: () for one class, (B,) for labels (B,)."""
+        A conditional prior p(z|y) has the context's batch shape: () for one context, (B,) for labels (B,) or vectors (B, K)."""
         if self.prior_module.conditional:
             return self.prior_module(self, self.condition(context))
         return self.prior_module(self)
@@ -139,7 +139,7 @@ def check_parts(config: ModelConfig) -> None:
         CONDITIONS.check(config.condition)
     if is_hierarchical(config):
         HIERARCHIES.check(config.hierarchy)
-        if config.kind != "vae" or config.flow != "none":
+        if POSTERIORS[config.kind].deterministic or config.flow != "none":
             raise ConfigError("a hierarchical model (several --latent-dim sizes) has Gaussian layers: it needs --model vae without a flow")
         if PRIORS[config.prior].conditional:
             raise ConfigError(f"a hierarchical model's top prior is unconditional; --prior {config.prior} needs one latent layer")

@@ -53,8 +53,16 @@ class Encoder(nn.Module, ABC):
         """The encoder ``config`` describes (its ``input_shape``, ``hidden``, ``activation``, ...)."""
 
 
-class Decoder(nn.Module, ABC):
-    """Interface: z (B, L) -> likelihood parameters (B, k, *output_shape)."""
+class DecoderNetwork(nn.Module, ABC):
+    """Interface (what the model calls): z (B, L) -> likelihood parameters (B, k, *output_shape)."""
+
+    @abstractmethod
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """Make the output at zero last pre-activation (about) ``params`` (k, *shape)."""
+
+
+class Decoder(DecoderNetwork):
+    """Interface of a registered decoder (``--arch``): a ``DecoderNetwork`` built from the config."""
 
     needs_images: ClassVar[bool] = False
 
@@ -62,10 +70,6 @@ class Decoder(nn.Module, ABC):
     @abstractmethod
     def from_config(cls, config: ModelConfig, params_per_output: int) -> Decoder:
         """The decoder ``config`` describes, producing ``params_per_output`` maps per data value."""
-
-    @abstractmethod
-    def set_output_bias(self, params: torch.Tensor) -> None:
-        """Make the output at zero last pre-activation (about) ``params`` (k, *shape)."""
 
 
 ENCODERS: Registry[type[Encoder]] = Registry("architecture")

@@ -37,9 +37,6 @@ class PosteriorHead(nn.Module, ABC):
 
     deterministic: ClassVar[bool] = False
 
-    def __init__(self, features: int, latent_dim: int):
-        super().__init__()
-
     @classmethod
     def from_config(cls, config: ModelConfig, features: int) -> PosteriorHead:
         """The head for encoder features of width ``features`` and z of ``config.latent_dim``."""
@@ -63,7 +60,7 @@ class GaussianPosterior(PosteriorHead):
     (one (F, 2L) matrix product rather than two thin ones), the latter clamped to ``logvar_range``."""
 
     def __init__(self, features: int, latent_dim: int, logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX)):
-        super().__init__(features, latent_dim)
+        super().__init__()
         self.params = nn.Linear(features, 2 * latent_dim)
         self.logvar_range = tuple(logvar_range)
 
@@ -128,7 +125,7 @@ class DeterministicPosterior(PosteriorHead):
     deterministic = True
 
     def __init__(self, features: int, latent_dim: int):
-        super().__init__(features, latent_dim)
+        super().__init__()
         self.mean = nn.Linear(features, latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:

@@ -21,7 +21,7 @@ from torch.distributions import Distribution
 from vaekit.errors import ConfigError
 from vaekit.models.hierarchical import HIERARCHIES, is_hierarchical
 from vaekit.models.likelihoods import LIKELIHOODS
-from vaekit.models.posteriors import DiagonalNormal
+from vaekit.models.posteriors import POSTERIORS, DiagonalNormal
 from vaekit.models.priors import PRIORS, DiagonalGaussianMixture, Prior
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class VampPrior(Prior):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> VampPrior:
-        if config.kind != "vae" or config.flow != "none":
+        if POSTERIORS[config.kind].deterministic or config.flow != "none":
             raise ConfigError("the vampprior's components are the model's Gaussian posteriors: it needs --model vae without a flow")
         if is_hierarchical(config) and not HIERARCHIES[config.hierarchy].top_sees_x_alone(len(config.latent_layers)):
             raise ConfigError(
