@@ -171,7 +171,7 @@ def test_clicking_two_points_shows_an_interpolation_strip(page, live):
     page.wait_for_selector("#interpolation:not([hidden]) #strip-slerp canvas", timeout=10_000)
     assert page.locator("#strip-linear canvas").count() == 10 and page.locator("#strip-slerp canvas").count() == 10
     assert page.locator("#picks .card").count() == 2
-    assert "neg. ELBO" in page.locator("#picks").inner_text()
+    assert "negative ELBO" in page.locator("#picks").inner_text() and "anomaly percentile" in page.locator("#picks").inner_text()
     strip = shot(page.locator("#strip-linear"))
     assert strip.std() > 5
     assert page.errors == []

@@ -86,7 +86,7 @@ def test_report_figures_are_the_views(vae2, vae_report):
     found = sections(page)
     views = RunViews(vae2)
     assert np.array_equal(images(found["reconstructions"])[0], np.repeat(views.reconstructions(32).picture, 3, axis=2))
-    assert np.array_equal(images(found["manifold"])[0], views.manifold(15, min_cell=28).picture)
+    assert np.array_equal(images(found["manifold"])[0], views.manifold(min_cell=28).picture)  # the grid vaekit manifold draws
 
 
 def test_reconstruction_view_shows_originals_over_reconstructions(vae2):
@@ -193,3 +193,17 @@ def test_examples_are_checked(vae2):
         views.example(torch.zeros(1, 28, 28))
     x, name = views.example(-1)
     assert torch.equal(x, views.split.x[-1]) and name.startswith("test #")
+
+
+def test_the_configuration_block_shows_the_settings_that_took_effect():
+    from types import SimpleNamespace
+
+    from vaekit.config import RunConfig
+    from vaekit.report import _config_html
+
+    normal, mixture = RunConfig(), RunConfig()
+    mixture.model.prior, mixture.train.lr_patience = "mixture", 5
+    shown, shown_mixture = _config_html(SimpleNamespace(config=normal)), _config_html(SimpleNamespace(config=mixture))
+    assert "<th>prior_components</th>" not in shown and "<th>prior_components</th><td>10</td>" in shown_mixture
+    assert "<th>min_lr</th>" not in shown and "<th>min_lr</th>" in shown_mixture  # the plateau rule's floor, with the rule
+    assert "<th>flow_steps</th>" not in shown and "<th>iw_groups</th>" not in shown and "<th>latent_dim</th><td>2</td>" in shown

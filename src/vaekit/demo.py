@@ -35,6 +35,8 @@ STEPS = [
         "10",
         "--seed",
         "0",
+        "--threads",
+        "1",  # a small MLP: one thread is as fast on a quiet machine and never stalls on a busy one (bench/README.md)
         "--out",
         str(RUN),
     ],

@@ -38,6 +38,7 @@ from vaekit.models.condition import chosen_context, data_context
 from vaekit.models.hierarchical import describe_latent, latent_view, view_at_input
 from vaekit.models.vampprior import vampprior_of
 from vaekit.runs import metric_terms
+from vaekit.settings import takes_effect
 from vaekit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class View:
     picture: np.ndarray
     caption: str
     result: Any = None
+
+
+MANIFOLD_GRID = 20  # the manifold's n x n grid, in the report and in `vaekit manifold` alike
 
 
 def is_image_shape(shape: tuple[int, ...]) -> bool:
@@ -430,7 +434,7 @@ class RunViews:
 
     def manifold(
         self,
-        n: int = 20,
+        n: int = MANIFOLD_GRID,
         *,
         dims: tuple[int, int] | None = None,
         at: str = "mean",
@@ -637,7 +641,7 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     a, b = _pair(views) if views.is_image else (0, 1)
     report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=10))
     report.add("traversal", "Latent traversal", lambda: views.traversal(8, steps=11, at="input", index=a))
-    report.add("manifold", "Manifold", lambda: views.manifold(15, min_cell=28), half=True)
+    report.add("manifold", "Manifold", lambda: views.manifold(min_cell=28), half=True)  # the grid `vaekit manifold` draws
     report.add("embedding", "Latent embedding", lambda: views.embedding(size=(5.4, 4.6)), image=False, half=True)
     if run.config.train.noise != "none":
         report.add("denoising", "Denoising", lambda: views.denoising(8))
@@ -667,12 +671,13 @@ def _pair(views: RunViews) -> tuple[int, int]:
 
 
 def _config_html(run, max_rows: int = 12) -> str:
-    """The settings as key/value tables, one per config section (a long one continues in a second table)."""
+    """The settings that took effect (``vaekit.settings``: not a mixture's component count with a
+    normal prior, say) as key/value tables, one per config section (a long one continues in a second table)."""
     parts = []
     for section, values in run.config.to_dict().items():
         if not isinstance(values, dict):
             continue
-        items = list(values.items())
+        items = [(k, v) for k, v in values.items() if takes_effect(run.config, section, k)]
         for start in range(0, len(items), max_rows):
             rows = "".join(
                 f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt_value(v))}</td></tr>" for k, v in items[start : start + max_rows]

@@ -22,7 +22,13 @@ def positive_int(text: str) -> int:
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    """RUN, and ``--threads N`` for the computing the command does with it (``load_run`` sets it)."""
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch threads (default: 1 for dense networks, 2 for convolutional ones: measured in bench/README.md)",
+    )
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +52,9 @@ def load_run(args: argparse.Namespace, **kwargs):
     from vaekit.runs import load
 
     run = load(args.run, **kwargs)
+    from vaekit.threads import use_threads
+
+    use_threads(getattr(args, "threads", None), run.config.model)
     data_dir = getattr(args, "data_dir", None)
     if data_dir is not None:
         if not Path(data_dir).expanduser().is_dir():
@@ -106,13 +115,21 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def split_of(data, split: str):
-    """The named split of a ``DataSplits`` (test falls back to validation when a source has none)."""
-    if split == "test":
-        if data.test is None:
-            raise ConfigError("this dataset has no test split; use --split valid")
-        return data.test
-    return {"train": data.train, "valid": data.valid}[split]
+def split_of(data, split: str | None, source: str | None = None) -> tuple[object, str]:
+    """The split of a ``DataSplits`` a command reads, and its name. ``split`` None (no ``--split``): the
+    test split, or, for the run's own data without one (a table, a file), its validation split, which
+    training held out (said on stdout). ``source``: the ``--data`` given (None: the run's own data)."""
+    if split is None:
+        if data.test is not None or source is not None:
+            split = "test"
+        else:
+            print("the run's data has no test split: using its validation split (held out from training)")
+            split = "valid"
+    if split == "test" and data.test is None:
+        if source is None:
+            raise ConfigError("the run's data has no test split; use --split valid (held out from training)")
+        raise ConfigError(f"{source} has no test split; use --split all for every example")
+    return {"train": data.train, "valid": data.valid, "test": data.test}[split], split
 
 
 def add_layer_argument(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int
+from vaekit.threads import use_threads
 
 
 def register(sub) -> None:
@@ -25,8 +26,8 @@ def register(sub) -> None:
     p.add_argument(
         "--split",
         choices=["test", "valid", "train", "all"],
-        default="test",
-        help="which split of SOURCE (default test; all: every example of a path)",
+        help="which examples of SOURCE: test, valid, train, or all (every example of a path, in file order); "
+        "default: all for a path, test for a dataset name",
     )
     add_data_dir_argument(p)
     p.add_argument("--lossy", action="store_true", help="store quantised posterior means instead (decoded with the decoder mean)")
@@ -37,7 +38,6 @@ def register(sub) -> None:
         help="bits per latent dimension: bucket precision of bits-back coding (default 12), or the lossy code's size (default 8)",
     )
     p.add_argument("--batch-size", type=positive_int, help="examples coded together (default 1000 for binary data, fewer for 8-bit)")
-    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's); the file does not depend on it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_compress)
 
@@ -49,7 +49,6 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("file", metavar="FILE", help="a .vkz file written by 'vaekit compress'")
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="an .npy file, or a folder for PNG images (image data only)")
-    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's); any count decodes any file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_decompress)
 
@@ -83,21 +82,22 @@ def run_compress(args: argparse.Namespace) -> int:
     from vaekit.compression.lossy import compress_lossy
     from vaekit.models.condition import data_context
 
-    _threads(args)
     r = load_run(args)
     if not args.lossy:
         check_model(r.model)  # before reading the data: an unsupported model is the likelier mistake
-    examples, _ = _examples(r, args.source, args.split)
+    examples, _, split = _examples(r, args.source, args.split)
     x = examples.x
-    labels = None if args.lossy else data_context(r.model, examples, f"the {args.split} split")  # a CVAE's file carries them
+    labels = None if args.lossy else data_context(r.model, examples, f"the {split} split")  # a CVAE's file carries them
+    original = _original_form(args.source, split, x)  # the user's array, given back by decompress -o FILE.npy
     n, dims = len(x), math.prod(r.model.input_shape)
     progress = _Progress(args, n, "compressing")
     start = time.perf_counter()
     try:
         if args.lossy:
-            data = compress_lossy(r.model, x, latent_bits=args.latent_bits or 8)
+            data = compress_lossy(r.model, x, latent_bits=args.latent_bits or 8, original=original)
         else:
-            data = compress(r.model, x, latent_bits=args.latent_bits or 12, batch_size=args.batch_size, progress=progress, labels=labels)
+            bits = args.latent_bits or 12
+            data = compress(r.model, x, latent_bits=bits, batch_size=args.batch_size, progress=progress, labels=labels, original=original)
     finally:
         progress.close()
     seconds = time.perf_counter() - start
@@ -129,8 +129,8 @@ def run_decompress(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise DataError(f"no such file: {path}" if not path.exists() else f"{path} is not a regular file")
-    _threads(args)
     r = load(args.run)
+    use_threads(args.threads, r.config.model)
     data = path.read_bytes()
     header, _ = read(data, str(path))
     check_header(r.model, header, str(path))  # a file from another model is refused before any work
@@ -142,6 +142,10 @@ def run_decompress(args: argparse.Namespace) -> int:
         progress.close()
     seconds = time.perf_counter() - start
     out = Path(args.output)
+    if out.suffix == ".npy" and header.original is not None:  # the array as the user gave it: its dtype and shape
+        from vaekit.compression.original import restore
+
+        x = restore(x, header.original)
     _write_array(out, x)
     also = ""
     if labels is not None:  # a CVAE's file carries the labels: beside the .npy as NAME.labels.npy, or labels.npy in the folder
@@ -154,11 +158,34 @@ def run_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _threads(args) -> None:
-    if args.threads:
-        import torch
+def _original_form(source: str, split: str, x) -> dict | None:
+    """The form of the array file SOURCE, read whole, for the .vkz header (``compression.original``);
+    None for a dataset name, a split of a file, an image folder or a table (decoded as the model's input)."""
+    import numpy as np
+    import torch
 
-        torch.set_num_threads(args.threads)
+    from vaekit.compression.original import describe
+    from vaekit.data import dataset_names
+    from vaekit.data.arrays import SPLIT_NAMES, array_format, npz_parts, open_npz, read_amat, read_npy
+    from vaekit.data.idx import read_idx
+    from vaekit.data.sources import resolve_path
+
+    if split != "all" or source in dataset_names() or not isinstance(x, torch.Tensor):
+        return None
+    path = resolve_path(source)
+    fmt = array_format(path) if path.is_file() else None
+    if fmt == "npz":
+        with open_npz(path) as archive:
+            parts = npz_parts(archive)
+        arrays = [parts[name][0] for name in SPLIT_NAMES if name in parts]
+        if len({(a.dtype, a.shape[1:]) for a in arrays}) != 1:
+            return None
+        array = np.concatenate(arrays)
+    elif fmt is not None:
+        array = {"npy": read_npy, "amat": read_amat, "idx": read_idx}[fmt](path)
+    else:
+        return None
+    return describe(array, x)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -177,7 +204,7 @@ def _write_array(out: Path, x) -> None:
 
     if out.suffix == ".npy":
         buf = io.BytesIO()
-        np.save(buf, x.numpy(), allow_pickle=False)
+        np.save(buf, x if isinstance(x, np.ndarray) else x.numpy(), allow_pickle=False)
         _write_bytes(out, buf.getvalue())
         return
     if x.dim() != 4 or x.shape[1] not in (1, 3):

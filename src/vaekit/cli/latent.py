@@ -27,7 +27,7 @@ from vaekit.cli.common import (
 from vaekit.corruption import CORRUPTIONS
 from vaekit.errors import ConfigError, DataError
 from vaekit.plotting import save_png
-from vaekit.report import RunViews, write_report
+from vaekit.report import MANIFOLD_GRID, RunViews, write_report
 from vaekit.runs import load
 
 
@@ -138,7 +138,7 @@ def register(sub) -> None:
     )
     _common(p, "manifold.png", layer=True)
     add_class_argument(p)
-    p.add_argument("-n", type=_steps, default=20, help="grid size n x n (default 20)")
+    p.add_argument("-n", type=_steps, default=MANIFOLD_GRID, help=f"grid size n x n (default {MANIFOLD_GRID})")
     p.add_argument(
         "--dims",
         type=int,

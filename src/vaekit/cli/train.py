@@ -16,6 +16,7 @@ from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS, check_parts
 from vaekit.objectives import OBJECTIVES, ImportanceWeighted
+from vaekit.settings import TAKES_EFFECT, takes_effect
 from vaekit.training import RESUME_SETTINGS, TrainingInterrupted, resume, train
 
 # flag -> (section, field); flags whose default is None leave the config (or its default) alone
@@ -76,25 +77,6 @@ _FIELDS = {
     "init_decoder_bias": ("train", "init_decoder_bias"),
     "compile": ("train", "compile"),
     "precision": ("train", "precision"),
-}
-
-# flag -> (whether the resolved config uses it, what it needs): a flag given where it would change
-# nothing is a one-line error, not a setting silently ignored
-_TAKES_EFFECT = {
-    "iw_groups": (lambda c: c.train.objective == ImportanceWeighted.name, "--iw-samples"),
-    "iw_elbo_mix": (lambda c: c.train.objective == ImportanceWeighted.name, "--iw-samples"),
-    "noise_level": (lambda c: c.train.noise != "none", "--noise"),
-    "lr_factor": (lambda c: c.train.lr_patience > 0, "--lr-patience"),
-    "min_lr": (lambda c: c.train.lr_patience > 0, "--lr-patience"),
-    "flow_steps": (lambda c: c.model.flow != "none", "--flow"),
-    "prior_components": (lambda c: PRIORS[c.model.prior].has_components, "a mixture prior (--prior mixture or vampprior)"),
-    "sigma": (lambda c: LIKELIHOODS[c.model.likelihood].takes_scale, "--likelihood gaussian or gaussian-shared"),
-    "hierarchy": (lambda c: bool(c.model.latent_layers), "several latent layers (--latent-dim L1 L2 ...)"),
-    "latent_hidden": (lambda c: bool(c.model.latent_layers), "several latent layers (--latent-dim L1 L2 ...)"),
-    "conv_dense": (lambda c: ENCODERS[c.model.arch].needs_images, "a convolutional network (--arch conv or resnet)"),
-    "beta": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no KL term)"),
-    "warmup": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no KL term)"),
-    "logvar_range": (lambda c: not POSTERIORS[c.model.kind].deterministic, "--model vae (a plain autoencoder has no variance)"),
 }
 
 CONV_DEFAULT_CHANNELS = (32, 64)
@@ -300,7 +282,9 @@ def register(sub) -> None:
     g.add_argument("--lr-factor", type=float, metavar="F", help=f"the learning-rate cut of --lr-patience ({default('lr_factor')})")
     g.add_argument("--min-lr", type=float, metavar="LR", help=f"the learning rate --lr-patience stops at ({default('min_lr')})")
     g.add_argument("--seed", type=int, help=f"random seed ({default('seed')})")
-    g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    g.add_argument(
+        "--threads", type=int, help="torch threads (default: 1 for dense networks, 2 for convolutional ones: measured in bench/README.md)"
+    )
     g.add_argument("--nonfinite", choices=NONFINITE_POLICIES, help=f"on a NaN/Inf loss: stop or skip the step ({default('nonfinite')})")
     g.add_argument(
         "--init-decoder-bias",
@@ -384,9 +368,9 @@ def check_flags_take_effect(args: argparse.Namespace, config: RunConfig) -> None
     """A one-line error for a flag the resolved ``config`` would ignore (``--noise-level`` without
     ``--noise``, ...): a user who gives one expects it to change the run."""
     check_parts(config.model)  # an unknown part, or parts that do not combine, are named first
-    for flag, (used, needs) in _TAKES_EFFECT.items():
-        if getattr(args, flag) is not None and not used(config):
-            raise ConfigError(f"--{flag.replace('_', '-')} has no effect without {needs}")
+    for flag, key in _FIELDS.items():  # a flag given where it would change nothing is an error, not a setting ignored
+        if key in TAKES_EFFECT and getattr(args, flag) is not None and not takes_effect(config, *key):
+            raise ConfigError(f"--{flag.replace('_', '-')} has no effect without {TAKES_EFFECT[key][1]}")
 
 
 def resume_settings(args: argparse.Namespace) -> dict[str, Any]:

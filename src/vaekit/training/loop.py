@@ -1,10 +1,8 @@
 """The training loop.
 
-``Trainer.__init__`` sets up (processes, data, model, objective, optimizers, batches, run
-directory); ``Trainer.fit`` is the algorithm: for each epoch, the objective's steps, validation on
-the training objective, a checkpoint and the early-stopping test. What one step does is the
-objective's ``step`` (``vaekit.objectives.base``); everything needed to continue after a stop is in
-the run directory (``vaekit.runs.RunWriter``, ``vaekit.training.snapshot``).
+``Trainer.__init__`` sets up (processes, data, model, objective, optimizers, batches, run directory);
+``Trainer.fit`` is the algorithm: for each epoch, the objective's steps (``Objective.step``), validation,
+a checkpoint (``vaekit.training.snapshot``, written by ``vaekit.runs.RunWriter``) and the early stop.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from vaekit.models import build_model, check_parts
 from vaekit.models.condition import data_context
 from vaekit.objectives import NamedTerms, StepContext, objective_from_config
 from vaekit.runs import Run, RunWriter, TrainState, load, metric_fields
+from vaekit.threads import use_threads
 from vaekit.training import setup, snapshot
 from vaekit.training.average import WeightAverage
 from vaekit.training.health import GradientHealth, normalize_gradients
@@ -63,8 +62,7 @@ class Trainer:
         check_parts(config.model)
         self.world = distributed.init(device)  # one process, unless started by torchrun
         self.device = distributed.local_device(device, self.world)
-        if config.train.threads:
-            torch.set_num_threads(config.train.threads)
+        use_threads(config.train.threads, config.model)  # 0: vaekit's measured default (vaekit.threads)
         self.data = data if data is not None else setup.load_splits(config)
         self.config = config = setup.resolved(config, self.data)
         t = config.train

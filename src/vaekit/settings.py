@@ -1,0 +1,58 @@
+"""Which settings take effect in a run: a setting that only one kind of part reads (a mixture
+prior's component count, a flow's step count, the IW bound's groups, ...) is inert elsewhere.
+
+The CLI refuses a flag for an inert setting with one line; the report's configuration block shows
+only the settings that took effect. One table serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vaekit.config import RunConfig
+from vaekit.models import ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
+from vaekit.objectives import ImportanceWeighted
+
+
+def _stochastic(c: RunConfig) -> bool:
+    return not POSTERIORS[c.model.kind].deterministic
+
+
+def _layered(c: RunConfig) -> bool:
+    return bool(c.model.latent_layers)
+
+
+def _iw(c: RunConfig) -> bool:
+    return c.train.objective == ImportanceWeighted.name
+
+
+def _plateau(c: RunConfig) -> bool:
+    return c.train.lr_patience > 0
+
+
+# (section, field) -> (whether the config uses it, what it needs, in the CLI's words)
+TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
+    ("train", "iw_groups"): (_iw, "--iw-samples"),
+    ("train", "iw_elbo_mix"): (_iw, "--iw-samples"),
+    ("train", "piwae"): (_iw, "--iw-samples"),
+    ("train", "noise_level"): (lambda c: c.train.noise != "none", "--noise"),
+    ("train", "lr_factor"): (_plateau, "--lr-patience"),
+    ("train", "min_lr"): (_plateau, "--lr-patience"),
+    ("model", "flow_steps"): (lambda c: c.model.flow != "none", "--flow"),
+    ("model", "prior_components"): (lambda c: PRIORS[c.model.prior].has_components, "a mixture prior (--prior mixture or vampprior)"),
+    ("model", "likelihood_scale"): (lambda c: LIKELIHOODS[c.model.likelihood].takes_scale, "--likelihood gaussian or gaussian-shared"),
+    ("model", "hierarchy"): (_layered, "several latent layers (--latent-dim L1 L2 ...)"),
+    ("model", "latent_hidden"): (_layered, "several latent layers (--latent-dim L1 L2 ...)"),
+    ("model", "conv_dense"): (lambda c: ENCODERS[c.model.arch].needs_images, "a convolutional network (--arch conv or resnet)"),
+    ("train", "beta"): (_stochastic, "--model vae (a plain autoencoder has no KL term)"),
+    ("train", "warmup_epochs"): (_stochastic, "--model vae (a plain autoencoder has no KL term)"),
+    ("model", "logvar_range"): (_stochastic, "--model vae (a plain autoencoder has no variance)"),
+    ("model", "context_dim"): (lambda c: c.model.condition != "none", "--condition"),
+    ("data", "context_columns"): (lambda c: c.model.condition != "none", "--condition columns"),
+}
+
+
+def takes_effect(config: RunConfig, section: str, name: str) -> bool:
+    """Whether ``config`` uses its setting ``section.name`` (every setting not in ``TAKES_EFFECT`` does)."""
+    used = TAKES_EFFECT.get((section, name))
+    return used is None or used[0](config)

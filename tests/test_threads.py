@@ -1,0 +1,51 @@
+"""The thread count: every command that computes takes --threads, and the default is the measured one
+(one thread for dense networks, two for convolutional ones; bench/README.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaekit.cli import COMMANDS, build_parser, main
+from vaekit.config import ModelConfig
+from vaekit.data import load_data
+from vaekit.threads import default_threads, use_threads
+from vaekit.training import Trainer
+
+from helpers import SMALL_RUN_FLAGS, small_config
+
+COMPUTING = [name for name in COMMANDS if name not in ("presets", "curves")]  # curves only plots a CSV
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", COMPUTING)
+def test_every_command_that_computes_takes_threads(command):
+    parser = build_parser()
+    subparser = parser._subparsers._group_actions[0].choices[command]
+    assert any("--threads" in action.option_strings for action in subparser._actions), command
+
+
+def test_the_default_is_one_thread_for_dense_networks_and_two_for_conv():
+    assert default_threads(ModelConfig(arch="mlp")) == 1 and default_threads(ModelConfig(arch="gated")) == 1
+    assert default_threads(ModelConfig(arch="conv", hidden=(8,))) == min(2, torch.multiprocessing.cpu_count())
+    assert use_threads(None, ModelConfig()) == 1 and torch.get_num_threads() == 1
+    assert use_threads(2, ModelConfig()) == 2 and torch.get_num_threads() == 2  # asked for: as asked
+
+
+def test_training_and_the_commands_use_it(tmp_path, capsys):
+    torch.set_num_threads(2)
+    Trainer(small_config(epochs=1), None, data=load_data("digits"))
+    assert torch.get_num_threads() == 1  # threads 0: the measured default for an MLP
+    run = tmp_path / "run"
+    assert main(["train", *SMALL_RUN_FLAGS, "--epochs", "1", "--out", str(run)]) == 0
+    torch.set_num_threads(2)
+    assert main(["sample", str(run), "-n", "4", "--threads", "2", "-o", str(tmp_path / "s.png")]) == 0
+    assert torch.get_num_threads() == 2
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "t.png")]) == 0
+    assert torch.get_num_threads() == 1
