@@ -1,5 +1,5 @@
 """The thread count: every command that computes takes --threads, and the default is the measured one
-(one thread for dense networks, two for convolutional ones; bench/README.md)."""
+(one thread; two for a convolutional network on an idle machine; bench/README.md)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,13 @@ def test_every_command_that_computes_takes_threads(command):
     assert any("--threads" in action.option_strings for action in subparser._actions), command
 
 
-def test_the_default_is_one_thread_for_dense_networks_and_two_for_conv():
+def test_the_default_is_one_thread_and_two_for_conv_on_an_idle_machine(monkeypatch):
     assert default_threads(ModelConfig(arch="mlp")) == 1 and default_threads(ModelConfig(arch="gated")) == 1
-    assert default_threads(ModelConfig(arch="conv", hidden=(8,))) == min(2, torch.multiprocessing.cpu_count())
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.5, 0.5))
+    assert default_threads(ModelConfig(arch="conv", hidden=(8,))) == 2  # a core to spare
+    monkeypatch.setattr("os.getloadavg", lambda: (1.4, 1.0, 1.0))
+    assert default_threads(ModelConfig(arch="conv", hidden=(8,))) == 1  # a busy neighbour: 2 threads would be 2x slower
     assert use_threads(None, ModelConfig()) == 1 and torch.get_num_threads() == 1
     assert use_threads(2, ModelConfig()) == 2 and torch.get_num_threads() == 2  # asked for: as asked
 

@@ -156,8 +156,8 @@ class TrainConfig:
         without a better validation loss (counted afresh after each cut), multiply the learning rate
         by ``lr_factor``, down to ``min_lr`` (``lr_patience`` 0: a constant learning rate).
     seed: seed of initialisation, data order and sampling.
-    threads: torch intra-op threads (0: vaekit's default, ``vaekit.threads.default_threads``: one for dense
-        networks, two for convolutional ones, as measured in bench/README.md).
+    threads: torch intra-op threads (0: vaekit's default, ``vaekit.threads.default_threads``: one, or two for a
+        convolutional network on an idle machine, as measured in bench/README.md).
     nonfinite: what a NaN/Inf loss does: ``stop`` (raise, keep the last good checkpoint) or ``skip``
         (skip that step and count it).
     checkpoint_every: also checkpoint every this many steps (0: once per epoch).

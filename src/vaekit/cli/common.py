@@ -27,7 +27,7 @@ def add_run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=positive_int,
-        help="torch threads (default: 1 for dense networks, 2 for convolutional ones: measured in bench/README.md)",
+        help="torch threads (default 1; 2 for a conv network on an idle machine: measured in bench/README.md)",
     )
 
 

@@ -283,7 +283,7 @@ def register(sub) -> None:
     g.add_argument("--min-lr", type=float, metavar="LR", help=f"the learning rate --lr-patience stops at ({default('min_lr')})")
     g.add_argument("--seed", type=int, help=f"random seed ({default('seed')})")
     g.add_argument(
-        "--threads", type=int, help="torch threads (default: 1 for dense networks, 2 for convolutional ones: measured in bench/README.md)"
+        "--threads", type=int, help="torch threads (default 1; 2 for a conv network on an idle machine: measured in bench/README.md)"
     )
     g.add_argument("--nonfinite", choices=NONFINITE_POLICIES, help=f"on a NaN/Inf loss: stop or skip the step ({default('nonfinite')})")
     g.add_argument(
