@@ -67,9 +67,9 @@ def warn_if_no_code_length(config: RunConfig, data: DataSplits) -> None:
     negative ELBO is no code length (no bits/dim) for this data; the discrete likelihoods are."""
     if LIKELIHOODS[config.model.likelihood].binary and data.value_range != BINARY and not config.data.dynamic_binarize:
         log.warning(
-            "warning: the %s likelihood is a code length only for binary data, and %s is not binary (values in [0, 1]): "
-            "its negative ELBO is not a code length for this data; for one, train with --likelihood beta-binomial "
-            "or discretized-logistic (8-bit data), or --binarize",
+            "the %s likelihood is a code length only for binary data, and %s is not binary (values in [0, 1]): "
+            "its negative ELBO is not a code length for this data; for one, train with the beta-binomial "
+            "or discretized-logistic likelihood (8-bit data), or binarize it (dynamic binarization)",
             config.model.likelihood,
             config.data.source,
         )
