@@ -175,7 +175,7 @@ class VaekitWorkload(Workload):
         tr = self.trainer
         row = tr.train_epoch(self.epochs)
         tr.state.step_in_epoch = 0
-        tr.epoch_sums.zero_()
+        tr.sums.zero()
         self.epochs += 1
         return row["train_seconds"]
 
