@@ -49,6 +49,18 @@ def run_cli(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def run_in_process(capsys, *args):
+    """``vaekit.cli.main`` in this process (a subprocess proves nothing more for argument errors):
+    exit code, stdout, stderr."""
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own exits (a bad flag value)
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def assert_one_line_error(code, err, *words):
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line]
@@ -204,8 +216,8 @@ def test_console_entry_point_help():
         (["train", "--arch", "conv", "--dropout", "0.1", "--quiet"], ["--dropout is for the dense networks", "conv"]),
     ],
 )
-def test_bad_arguments_give_one_line_errors(args, words, tmp_path):
-    code, _, err = run_cli(*args, *(["--out", tmp_path / "r"] if args[0] == "train" else []))
+def test_bad_arguments_give_one_line_errors(args, words, tmp_path, capsys):
+    code, _, err = run_in_process(capsys, *args, *(["--out", tmp_path / "r"] if args[0] == "train" else []))
     assert_one_line_error(code, err, *words)
 
 

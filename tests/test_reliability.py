@@ -136,13 +136,23 @@ def reference(tmp_path_factory) -> Path:
 
 
 # ----- SIGKILL and resume ------------------------------------------------------------------------
+# where the kills land is drawn from this seed, new for each session unless given; a failure prints it,
+# and VAEKIT_KILL_SEED=N pytest ... draws the same kill points again
+KILL_SEED = int(os.environ.get("VAEKIT_KILL_SEED") or random.SystemRandom().randrange(2**32))
+
+
+def kill_points(test: str) -> random.Random:
+    print(f"kill points of {test}: VAEKIT_KILL_SEED={KILL_SEED}")  # shown if the test fails
+    return random.Random(f"{KILL_SEED}-{test}")
+
+
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, reference):
-    run = tmp_path / "run"
+    run, rng = tmp_path / "run", kill_points("mid-epoch")
     # in the second epoch (steps 86-170), 30 steps before its end: a kill that lands late must not reach the epoch-end checkpoint
-    target = random.Random().randrange(90, 140)
+    target = rng.randrange(90, 140)
     proc = launch(*TRAIN, "--checkpoint-every", "10", "--out", run)
     wait_until(proc, lambda: saved_step(run) >= target)
-    time.sleep(random.Random().uniform(0, 0.02))
+    time.sleep(rng.uniform(0, 0.02))
     kill(proc)
     state = json.loads((run / "state.json").read_text())
     print(f"killed with the checkpoint of step {state['step']} saved")  # shown if the test fails
@@ -156,7 +166,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, refer
 def test_killed_again_and_again_even_while_writing_checkpoints(tmp_path, reference):
     """A checkpoint every 4 steps, so kills often land while one is being written (a new file
     written but state.json not yet replaced, or stale files not yet deleted)."""
-    run, rng, step = tmp_path / "run", random.Random(), 0
+    run, rng, step = tmp_path / "run", kill_points("again-and-again"), 0
     for attempt in range(3):
         proc = launch(*TRAIN, "--checkpoint-every", "4", "--out", run) if attempt == 0 else launch("train", "--resume", run, "--quiet")
         wait_until(proc, lambda step=step: saved_step(run) > step + 10)

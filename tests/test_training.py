@@ -197,9 +197,11 @@ def test_warmup_is_linear_and_warns_when_longer_than_training(tmp_path, digits, 
 
 
 def test_early_stopping_stops(tmp_path, digits):
-    cfg = small_config(epochs=50, patience=1, lr=0.3)  # a too-large step makes validation worsen quickly
+    cfg = small_config(epochs=50, patience=2, lr=0.3)  # a too-large step makes validation worsen quickly
     run = train(cfg, tmp_path / "run", data=digits)
-    assert len(run.metrics()) < 50
+    rows = run.metrics()
+    best = min(rows, key=lambda r: r["valid_loss"])["epoch"]
+    assert len(rows) < 50 and rows[-1]["epoch"] == best + 2  # the stop came at the best epoch + patience
 
 
 def _scripted_validation(monkeypatch, losses):
