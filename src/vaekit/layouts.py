@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from vaekit.checkpoint import unflatten_optimizer_state
+
 
 @dataclass(frozen=True)
 class MergedLinear:
@@ -76,7 +78,8 @@ def migrate_checkpoint(
         if raw:
             rest |= {raw_prefix + k: v for k, v in migration.weights(raw).items()}
         old_index = {name: i for i, name in enumerate(migration.old_names(names))}
-        moments = _by_index(tensors)
+        first_old = [old_index[migration.merge_of(name)[0]] for name in names]  # the (first) older parameter behind each
+        moments = unflatten_optimizer_state({k: v for k, v in tensors.items() if k.startswith("state.")}, {"param_groups": []})["state"]
         for i, name in enumerate(names):
             parts = [moments.get(old_index[p], {}) for p in migration.merge_of(name)]
             for key in parts[0]:
@@ -86,20 +89,7 @@ def migrate_checkpoint(
         meta = {
             **meta,
             "param_groups": [{**g, "params": list(range(len(names)))} for g in meta["param_groups"]],
-            "scalars": {
-                str(i): scalars[str(old_index[migration.merge_of(n)[0]])]
-                for i, n in enumerate(names)
-                if str(old_index[migration.merge_of(n)[0]]) in scalars
-            },
+            "scalars": {str(i): scalars[str(j)] for i, j in enumerate(first_old) if str(j) in scalars},
         }
         tensors = rest
     return weights, tensors, meta
-
-
-def _by_index(tensors: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
-    out: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("state."):
-            _, idx, name = key.split(".", 2)
-            out.setdefault(int(idx), {})[name] = value
-    return out

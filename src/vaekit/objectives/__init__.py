@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from vaekit.data.batches import Batch
 from vaekit.errors import ConfigError
 from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, NamedTerms, Objective, StepContext, Terms, concatenated, objective_from_config
 from vaekit.objectives.elbo import ELBO, ELBOTerms
@@ -46,8 +47,6 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, context=
         ``iw=True``, ``ImportanceWeighted``'s, with ``iw_groups``, ``iw_elbo_mix``, ``piwae`` for its
         ``groups``, ``elbo_mix``, ``partial``) and the ``Draws``' (``noise``, ``chunk``, ``squared_error``).
     """
-    from vaekit.data.batches import Batch
-
     draws = Draws(**{k: settings.pop(k) for k in ("noise", "chunk", "squared_error") if k in settings})
     if draws.noise is not None:
         settings["n_samples"] = len(draws.noise)  # S fixed draws
