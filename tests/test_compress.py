@@ -360,7 +360,7 @@ def test_discretized_heads_against_references():
     """log P(k) against scipy's beta-binomial and against logistic CDF differences, in float64."""
     from scipy.stats import betabinom, logistic
 
-    from vaekit.models.discretized import BetaBinomial, DiscretizedLogistic
+    from vaekit.models.distributions import BetaBinomial, DiscretizedLogistic
 
     k = torch.tensor([0.0, 1.0, 17.0, 128.0, 254.0, 255.0], dtype=torch.float64)
     la, lb = torch.full_like(k, math.log(0.7)), torch.full_like(k, math.log(3.5))

@@ -16,7 +16,8 @@ from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.evaluation import elbo_terms, iw_log_likelihood, latent_diagnostics
 from vaekit.generation import sample, tempered
-from vaekit.models import DiagonalGaussianMixture, LayeredGaussian, LayerView, build_model, latent_view
+from vaekit.latent_layers import LayerView, latent_view
+from vaekit.models import DiagonalGaussianMixture, LayeredGaussian, build_model
 from vaekit.objectives import ELBO, elbo
 from vaekit.runs import load
 

@@ -199,11 +199,11 @@ def test_the_configuration_block_shows_the_settings_that_took_effect():
     from types import SimpleNamespace
 
     from vaekit.config import RunConfig
-    from vaekit.report import _config_html
+    from vaekit.report import config_html
 
     normal, mixture = RunConfig(), RunConfig()
     mixture.model.prior, mixture.train.lr_patience = "mixture", 5
-    shown, shown_mixture = _config_html(SimpleNamespace(config=normal)), _config_html(SimpleNamespace(config=mixture))
+    shown, shown_mixture = config_html(SimpleNamespace(config=normal)), config_html(SimpleNamespace(config=mixture))
     assert "<th>prior_components</th>" not in shown and "<th>prior_components</th><td>10</td>" in shown_mixture
     assert "<th>min_lr</th>" not in shown and "<th>min_lr</th>" in shown_mixture  # the plateau rule's floor, with the rule
     assert "<th>flow_steps</th>" not in shown and "<th>iw_groups</th>" not in shown and "<th>latent_dim</th><td>2</td>" in shown

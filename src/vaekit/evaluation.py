@@ -14,8 +14,9 @@ import torch
 from vaekit.data.batches import Batch
 from vaekit.errors import ConfigError
 from vaekit.latent import kl_per_dim, posterior_factorises
+from vaekit.latent_layers import layer_statistics
 from vaekit.models.condition import batch_context
-from vaekit.models.hierarchical import is_hierarchical, layer_statistics
+from vaekit.models.hierarchy import is_hierarchical
 from vaekit.objectives import ELBO, Draws, ELBOTerms, ImportanceWeighted, Objective, Terms, concatenated
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,7 @@ def latent_diagnostics(
     model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000, context: torch.Tensor | int | None = None
 ) -> LatentDiagnostics:
     """KL per latent dimension and active units over the examples ``x`` (N, *shape) (with a conditional model's
-    ``context``); per layer too for a hierarchical model (``vaekit.models.hierarchical.layer_statistics``)."""
+    ``context``); per layer too for a hierarchical model (``vaekit.latent_layers.layer_statistics``)."""
     if is_hierarchical(model.config):
         stats = layer_statistics(model, x, batch_size=batch_size, context=context)
         layers = [LatentDiagnostics(kl, act, threshold, kl=total) for kl, act, total in stats]

@@ -7,7 +7,7 @@ prior, a density fitted to its training codes (``fit_code_density(encode(model, 
 - ``encode``: posterior means (or seeded samples) of a dataset, in batches.
 - ``kl_per_dim`` / ``rank_dims``: how much each latent dimension is used (average KL to the
   prior per dimension; the variance of the codes for a deterministic encoder).
-- ``marginals`` (``vaekit.models.priors``), ``quantiles``, ``sigma_values``: per-dimension views of a distribution over z.
+- ``marginals`` (``vaekit.models.distributions``), ``quantiles``, ``sigma_values``: per-dimension views of a distribution over z.
 - ``latent_path`` / ``interpolate``: linear and spherical paths between two posterior means.
 - ``traverse``: one dimension at a time over a range of values, the others held fixed.
 - ``manifold``: a grid of decoded z over two dimensions (Kingma & Welling 2014, fig. 4).
@@ -34,7 +34,7 @@ from torch.distributions import (
 
 from vaekit.errors import ConfigError
 from vaekit.models.condition import Context, batch_context
-from vaekit.models.priors import marginals
+from vaekit.models.distributions import marginals
 
 log = logging.getLogger(__name__)
 

@@ -119,7 +119,7 @@ class ExactModel:
 
     def posterior_order(self) -> tuple[int, ...]:
         """The order q(z|x) decodes its layers in (parents first), known without data."""
-        from vaekit.models.hierarchical import topological_order
+        from vaekit.models.distributions import topological_order
 
         return topological_order(self.posterior_wiring()[0])
 
@@ -135,7 +135,7 @@ class ExactModel:
         """p's structure, known without data: each layer's parent and each layer's size."""
         module = self.model.prior_module
         if hasattr(module, "conditionals"):  # a hierarchical prior: each layer on the one above
-            from vaekit.models.hierarchical import top_down
+            from vaekit.models.hierarchy import top_down
 
             return top_down(len(module.sizes)), tuple(module.sizes)
         return (None,), (self.model.latent_dim,)

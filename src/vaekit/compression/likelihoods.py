@@ -16,7 +16,7 @@ import torch
 from scipy.special import expit, gammaln
 
 from vaekit.compression.errors import CompressionError
-from vaekit.models.discretized import LEVELS, LOG_PARAM_MAX, LOG_PARAM_MIN
+from vaekit.models.distributions import LEVELS, LOG_PARAM_MAX, LOG_PARAM_MIN
 
 PARAM_GRID = 2**8  # logits and log-parameters are rounded to multiples of 1/256 before a table look-up
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "uint8": torch.uint8}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vaekit.compression.errors import CompressionError
 from vaekit.compression.likelihoods import build_coder
 from vaekit.models.condition import ConditionalPrior
-from vaekit.models.hierarchical import HierarchicalPrior, Hierarchy
+from vaekit.models.hierarchy import HierarchicalPrior, Hierarchy
 from vaekit.models.posteriors import GaussianPosterior
 from vaekit.models.priors import StandardNormalPrior
 

@@ -17,14 +17,12 @@ import numpy as np
 import torch
 
 import vaekit.latent as latent
-from vaekit.data.base import class_names, label_name
 from vaekit.data.batches import Batch
 from vaekit.data.tables import context_names
-from vaekit.errors import ConfigError
 from vaekit.generation import sample
-from vaekit.models.condition import batch_context, chosen_context, data_context
-from vaekit.models.hierarchical import latent_view
+from vaekit.models.condition import batch_context
 from vaekit.objectives import ELBO
+from vaekit.report.context import RunContext
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
 ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
@@ -50,32 +48,29 @@ class Explorer:
 
     run: a ``vaekit.Run``. data: its ``DataSplits`` (``run.load_data(source)``); the map shows the
     test split (the validation split when the source has none), the neighbours come from the
-    training split. seed: seeds the subsets and the ELBO estimates, so the same call gives the
-    same numbers. context: a conditional model's class where a request names none (default 0), or for
-    a model of context columns its standardised context vector (K,) (default the mean context); the
-    data's own examples are always encoded with their own labels or context. layer: the stochastic
-    layer of a hierarchical model to explore (default: the top).
+    training split (the report's policy: ``vaekit.report.context.RunContext``). seed: seeds the
+    subsets and the ELBO estimates, so the same call gives the same numbers. context: a conditional
+    model's class where a request names none (default 0), or for a model of context columns its
+    standardised context vector (K,) (default the mean context); the data's own examples are always
+    encoded with their own labels or context. layer: the stochastic layer of a hierarchical model to
+    explore (default: the top).
     """
 
     def __init__(self, run, data, *, seed: int = 0, context: int | torch.Tensor | None = None, layer: int | None = None):
         self.run, self.seed = run, seed
-        self.model = latent_view(run.model, layer)  # the codes explored: the model's, or one layer's of a hierarchical model
+        # the split shown, the context decoded with where a request names none, images or not: the report's policy
+        self.ctx = ctx = RunContext(run, data=data, seed=seed, context=context, layer=layer)
+        self.model = ctx.latent_model  # the codes explored: the model's, or one layer's of a hierarchical model
         model = self.model
-        if tuple(data.shape) != tuple(model.input_shape):
-            raise ConfigError(f"the data has shape {tuple(data.shape)}, but the model takes {tuple(model.input_shape)}")
-        self.classes = model.condition.classes if model.conditional else 0
-        # the context decoded with where a request names none: a class (default 0), or a context vector (default the mean)
-        chosen = chosen_context(model, context)
-        self.default_context = None if not model.conditional else chosen if chosen is not None else model.condition.default().cpu()
-        if self.classes:
-            self.default_context = int(self.default_context)
-        self.test = data.test if data.test is not None else data.valid
-        self.train = data.train
-        self.test_context = data_context(model, self.test, "the test split")  # (N,) labels, (N, K) vectors, or None
-        self.train_context = data_context(model, self.train, "the training split")
-        self._describe_columns(run)
-        self.binary = data.value_range == "binary"
-        self.is_image = len(model.input_shape) == 3
+        self.classes = ctx.classes
+        self.default_context = ctx.decode_context()  # a class (default 0), a context vector (K,) (default the mean), or None
+        self.test = ctx.split  # the test split, or the validation split for data without one
+        self.train = ctx.data.train
+        self.test_context = ctx.context(self.test)  # (N,) labels, (N, K) vectors, or None
+        self.train_context = ctx.context(self.train)
+        self._describe_columns()
+        self.binary = ctx.data.value_range == "binary"
+        self.is_image = ctx.is_image
         gen = torch.Generator().manual_seed(seed)
         self.test_codes = latent.encode(model, self.test.x, context=self.test_context)  # (N, L)
         self.train_codes = latent.encode(model, self.train.x, context=self.train_context)  # (M, L)
@@ -202,14 +197,14 @@ class Explorer:
 
     # ----- what the page needs to draw itself ------------------------------------------------
 
-    def _describe_columns(self, run) -> None:
+    def _describe_columns(self) -> None:
         """A model conditioned on context columns: their names, training statistics (``column_mean``,
         ``column_std`` (K,), to read a request's values in the columns' own units) and the ranges of the
         page's sliders (the training 1st to 99th percentiles); ``columns`` is empty for other models."""
         self.columns: list[dict] = []
         if not self.model.conditional or self.classes:
             return
-        record = run.data_info.get("preprocessing") or {}
+        record = self.ctx.preprocessing
         k = self.model.condition.size
         stats = record.get("context_standardize") or {"mean": [0.0] * k, "std": [1.0] * k}
         self.column_mean = torch.tensor(stats["mean"], dtype=torch.float32)
@@ -219,9 +214,6 @@ class Explorer:
         now = self.default_context.float() * self.column_std + self.column_mean
         for name, lo, hi, value in zip(context_names(record, k), low.tolist(), high.tolist(), now.tolist()):
             self.columns.append({"name": name, "low": min(lo, value), "high": max(hi, value), "value": value})
-
-    def _class_name(self, label: int) -> str:
-        return label_name(self.run.data_info, label)
 
     def describe(self) -> dict:
         """The model, the map and the sliders' settings, as plain Python values (JSON-ready)."""
@@ -242,7 +234,7 @@ class Explorer:
                 "deterministic": bool(model.deterministic),
                 "conditional": bool(self.classes),
                 "classes": self.classes,
-                "class_names": [self._class_name(c) for c in range(self.classes)],
+                "class_names": [self.ctx.label_name(c) for c in range(self.classes)],
                 "default_class": self.default_context if self.classes else None,
                 "context_columns": self.columns,  # a model conditioned on context columns: the page's sliders
             },
@@ -256,7 +248,7 @@ class Explorer:
                 "y": _rounded(xy[:, 1]),
                 "index": self.map_index.tolist(),
                 "label": labels,
-                "label_names": class_names(self.run.data_info),  # label i's name, or None: labels shown as numbers
+                "label_names": self.ctx.class_names,  # label i's name, or None: labels shown as numbers
                 "mean": self.map_mean.tolist(),
                 "directions": self.map_axes.tolist(),
             },

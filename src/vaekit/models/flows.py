@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Transform, TransformedDistribution, constraints
+from torch.distributions import Distribution, Transform, constraints
 
 from vaekit.errors import ConfigError
+from vaekit.models.distributions import FlowDistribution
 from vaekit.models.posteriors import PosteriorHead, full_precision
-from vaekit.objectives import StandardNormalDraws
 from vaekit.registry import Registry
 
 if TYPE_CHECKING:
@@ -50,30 +50,6 @@ class FlowStep(nn.Module, ABC):
 
 
 FLOWS: Registry[type[FlowStep]] = Registry("flow")
-
-
-class FlowDistribution(TransformedDistribution, StandardNormalDraws):
-    """q(z|x) = base (a diagonal Gaussian, event (L,)) pushed through the steps; batch (B,), event (L,).
-
-    mean: the steps applied to the base mean, a point summary for codes and reconstructions (the
-    exact mean of the flow has no closed form). ``log_prob`` of the distribution's own draws reuses
-    the forward pass (each step caches its last input and output), so a step needs no closed-form
-    inverse there.
-    """
-
-    def __init__(self, base: Distribution, transforms: list[Transform]):
-        super().__init__(base, transforms, validate_args=False)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.from_standard_normal(torch.zeros_like(self.base_dist.mean))
-
-    def from_standard_normal(self, eps: torch.Tensor) -> torch.Tensor:
-        """z = f_T(... f_1(μ + σ·ε)) for standard-normal draws ε (*S, B, L) -> (*S, B, L)."""
-        z = self.base_dist.mean + self.base_dist.stddev * eps
-        for t in self.transforms:
-            z = t(z)
-        return z
 
 
 class FlowPosterior(PosteriorHead):
@@ -204,7 +180,8 @@ class PlanarStep(FlowStep):
 class PlanarTransform(Transform):
     """z' = z + û tanh(wᵀz + b), û = u + (m(wᵀu) − wᵀu) w / ||w||², m(a) = −1 + softplus(a), so wᵀû > −1
     and the map is invertible; log|det| = log|1 + ûᵀψ(z)|, ψ(z) = (1 − tanh²(wᵀz + b)) w.
-    The inverse has no closed form: ``log_prob`` works on the flow's own draws (the cached forward)."""
+    The inverse has no closed form (``Transform._inverse`` is left unimplemented): ``log_prob`` works on
+    the flow's own draws (the cached forward)."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -221,9 +198,6 @@ class PlanarTransform(Transform):
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
         return z + self.u_hat * self._activation(z)
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("a planar flow has no closed-form inverse; its log-density is known at its own draws")
 
     def log_abs_det_jacobian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         psi_u = (1 - self._activation(z).square()) * (self.w * self.u_hat).sum(-1, keepdim=True)  # (*S, B, 1)

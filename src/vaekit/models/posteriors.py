@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
+from torch.distributions import Distribution
 
-from vaekit.models.priors import StandardNormal
-from vaekit.objectives import PathDerivative
+from vaekit.models.distributions import DiagonalNormal, PointMass
 from vaekit.registry import Registry
 
 if TYPE_CHECKING:
@@ -71,51 +70,6 @@ class GaussianPosterior(PosteriorHead):
     def forward(self, h: torch.Tensor) -> Distribution:
         mu, logvar = full_precision(self.params(h)).chunk(2, dim=-1)  # (B, L) each
         return DiagonalNormal(mu, logvar.clamp(*self.logvar_range))
-
-
-class DiagonalNormal(Independent, PathDerivative):
-    """N(loc, diag exp(logvar)) as ``Independent(Normal(loc, exp(logvar / 2)), 1)`` that keeps its
-    log-variance, so the KL to a standard normal is the closed form on (μ, log σ²) below."""
-
-    def __init__(self, loc: torch.Tensor, logvar: torch.Tensor):
-        self.logvar = logvar  # (B, L)
-        super().__init__(Normal(loc, torch.exp(0.5 * logvar), validate_args=False), 1, validate_args=False)
-
-    def parameters_stopped(self) -> DiagonalNormal:
-        return DiagonalNormal(self.mean.detach(), self.logvar.detach())
-
-
-@register_kl(DiagonalNormal, StandardNormal)
-def _kl_diagonal_standard(q: DiagonalNormal, p: StandardNormal) -> torch.Tensor:
-    """KL(N(μ, diag σ²) || N(0, I)) = ½ Σ (σ² + μ² − 1 − log σ²), per example (B,)."""
-    return 0.5 * (q.logvar.exp() + q.mean.square() - 1 - q.logvar).sum(-1)
-
-
-class PointMass(Distribution):
-    """A point mass at ``loc`` (batch (B,), event (L,)): the 'posterior' of a plain autoencoder.
-    ``rsample`` returns ``loc`` (expanded to the sample shape) with its gradient."""
-
-    arg_constraints = {"loc": constraints.real_vector}
-    support = constraints.real_vector
-    has_rsample = True
-
-    def __init__(self, loc: torch.Tensor):
-        self.loc = loc
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.loc
-
-    @property
-    def variance(self) -> torch.Tensor:
-        return torch.zeros_like(self.loc)
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(value.shape[:-1], device=value.device, dtype=value.dtype)
 
 
 @POSTERIORS.register("ae")

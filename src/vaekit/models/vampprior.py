@@ -19,10 +19,11 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
-from vaekit.models.hierarchical import HIERARCHIES, is_hierarchical
+from vaekit.models.distributions import DiagonalGaussianMixture, DiagonalNormal
+from vaekit.models.hierarchy import HIERARCHIES, is_hierarchical
 from vaekit.models.likelihoods import LIKELIHOODS
-from vaekit.models.posteriors import POSTERIORS, DiagonalNormal
-from vaekit.models.priors import PRIORS, DiagonalGaussianMixture, Prior
+from vaekit.models.posteriors import POSTERIORS
+from vaekit.models.priors import PRIORS, Prior
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
@@ -66,7 +67,8 @@ class VampPrior(Prior):
 
     def forward(self, model: nn.Module) -> Distribution:
         u = self.pseudo_inputs()
-        context = None if model.condition is None else model.condition.contexts(len(u))  # a conditional model: u_k gets class k mod C
+        # a conditional model: u_k gets contexts(K)[k] (class k mod C, or the mean context)
+        context = None if model.condition is None else model.condition.contexts(len(u))
         q = model.encode_top(u, context)  # batch (K,), event (L,): for a hierarchical model, q(z_L|u)
         if not isinstance(q, DiagonalNormal):
             raise ConfigError(f"the vampprior needs a diagonal Gaussian posterior, got {type(q).__name__}")
