@@ -274,7 +274,7 @@ def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
         ("condition", "unknown condition 'vamp'; choose one of columns, label"),
         ("arch", "unknown architecture 'vamp'"),
         ("likelihood", "unknown likelihood 'vamp'"),
-        ("kind", "unknown model kind 'vamp'; choose one of ae, vae"),
+        ("kind", "unknown model kind 'vamp'; choose one of ae, m2, vae"),
         ("activation", "unknown activation 'vamp'"),
     ):
         config = ModelConfig(input_shape=(1, 8, 8))

@@ -18,6 +18,7 @@ _LAZY = {
     "vaekit.training": ["resume", "train"],
     "vaekit.anomaly": ["VAEAnomalyDetector", "anomaly_scores"],
     "vaekit.compression": ["compress", "decompress"],
+    "vaekit.classification": ["VAEClassifier", "classify"],
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -56,6 +57,8 @@ __all__ = [
     "PCABaseline",
     "anomaly_scores",
     "VAEAnomalyDetector",
+    "VAEClassifier",
+    "classify",
     "write_report",
     "train",
     "resume",

@@ -45,6 +45,13 @@ class DataConfig:
         file that as float32 would exceed a quarter of physical memory); a run saves the resolved choice.
     context_columns: a CSV table's columns that are a conditional model's context, not features
         (``ModelConfig.condition`` ``columns``).
+    codes_of: a trained VAE run (M1 of Kingma et al. 2014's M1+M2) whose posterior means are the data:
+        that run's data (its source and split settings, copied here when training starts), each example
+        replaced by E_q[z|x] (``vaekit.codes``); None: the examples themselves.
+    labelled: keep the labels of this many training examples, class-balanced and chosen by
+        ``split_seed``, and hide the rest (``vaekit.data.keep_labels``: the semi-supervised protocol);
+        0 keeps the labels as they are (-1 in the data marks an unlabelled example). Validation and
+        test keep theirs.
     """
 
     source: str = "digits"
@@ -56,6 +63,8 @@ class DataConfig:
     download: bool = False
     memmap: bool | None = None
     context_columns: tuple[str, ...] = ()
+    codes_of: str | None = None
+    labelled: int = 0
 
 
 @dataclass
@@ -65,7 +74,9 @@ class ModelConfig:
     Each part is named by a registry of ``vaekit.models`` (the names and what each builds: the
     registered classes' docstrings, ``vaekit train --help``).
 
-    kind: the posterior head, a name of ``POSTERIORS`` (``vae``: Gaussian; ``ae``: point mass).
+    kind: the model kind, a name of ``MODEL_KINDS`` (``vae``: a Gaussian posterior; ``ae``: a point
+        mass, the plain autoencoder; ``m2``: the semi-supervised VAE of Kingma et al. 2014, with a
+        classifier q(y|x) beside q(z|x, y) and p(x|y, z)).
     arch: the encoder and decoder networks, a name of ``ENCODERS`` and ``DECODERS``.
     input_shape: shape of one example, (C, H, W) or (D,). Filled from the data.
     latent_dim: size of z (for a hierarchical model, of all its layers together).
@@ -134,6 +145,9 @@ class TrainConfig:
     n_samples: latent samples per example in the objective.
     iw_groups: with ``iw``, split the samples into this many groups and average their IW bounds
         (MIWAE of Rainforth et al. 2018; 1: IWAE). Must divide ``n_samples``.
+    alpha: with the semi-supervised objective (``m2``), the weight of a labelled example's
+        classification loss −log q(y|x) against one example's bound; None: the paper's α = 0.1·N,
+        here 0.1 × (training examples / labelled ones), resolved from the data when training starts.
     iw_elbo_mix: with ``iw``, train on c·ELBO + (1 − c)·IW bound over the same samples (CIWAE of
         Rainforth et al. 2018; 0: the IW bound).
     piwae: with ``iw`` and ``iw_groups`` = M, PIWAE of Rainforth et al. 2018: the decoder is trained on
@@ -185,6 +199,7 @@ class TrainConfig:
     iw_groups: int = 1
     iw_elbo_mix: float = 0.0
     piwae: bool = False
+    alpha: float | None = None
     stl: bool = False
     noise: str = "none"
     noise_level: float = 0.0
@@ -396,6 +411,8 @@ def validate(config: RunConfig) -> None:
         (t.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),
         (t.checkpoint_every >= 0, f"checkpoint-every must be >= 0, got {t.checkpoint_every}"),
         (0 < d.valid_fraction < 1, f"validation fraction must be in (0, 1), got {d.valid_fraction}"),
+        (d.labelled >= 0, f"labelled must be >= 0 (0: keep every label), got {d.labelled}"),
+        (t.alpha is None or t.alpha >= 0, f"alpha must be >= 0, got {t.alpha}"),
         (d.image_size is None or all(s >= 1 for s in d.image_size), f"image size must be positive, got {d.image_size}"),
         (
             not d.context_columns or m.condition == "columns",

@@ -9,7 +9,7 @@ from torch.distributions import Distribution, Independent, MixtureSameFamily, Mu
 
 from vaekit.corruption import corrupt
 from vaekit.errors import ConfigError
-from vaekit.models.hierarchical import LayeredGaussian
+from vaekit.models.distributions import LayeredGaussian
 
 
 def tempered(dist: Distribution, temperature: float) -> Distribution:
@@ -111,3 +111,18 @@ def denoise(
     mse_noisy = (noisy - x).pow(2).flatten(1).mean(1)  # (B,)
     mse_denoised = (denoised - x).pow(2).flatten(1).mean(1)  # (B,)
     return Denoising(noisy, denoised, x, mse_noisy, mse_denoised, psnr(mse_noisy, peak), psnr(mse_denoised, peak))
+
+
+@torch.inference_mode()
+def analogies(model, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """The analogies of Kingma et al. 2014: each example's style z (the posterior mean of q(z|x, y), y its
+    label (B,)) decoded as every class. x (B, *shape) -> decoder means (B, K, *shape): row b is example b's
+    style written as class 0, 1, ..., K - 1. For a model conditioned on class labels (a CVAE or M2)."""
+    k = model.condition.classes
+    if not k:
+        raise ConfigError("analogies need a model conditioned on class labels (--model m2, or --condition label)")
+    x, context = x.to(model.device), context.to(model.device)
+    z = model.encode(x, context).mean  # (B, L)
+    classes = torch.arange(k, device=model.device)
+    decoded = model.decode(z.repeat_interleave(k, 0), classes.repeat(len(x))).mean  # (B·K, *shape)
+    return decoded.view(len(x), k, *decoded.shape[1:])

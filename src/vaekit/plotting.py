@@ -317,3 +317,26 @@ def _zoom(ax, values: list[float]) -> None:
     top = hi + 0.6 * (hi - lo) if hi > lo else hi + 1
     if top < v.max():
         ax.set_ylim(lo - 0.05 * (top - lo), top)
+
+
+def confusion_matrix(counts: np.ndarray, names: Sequence[str], *, title: str = "") -> np.ndarray:
+    """A confusion matrix (K, K) of counts (row: true class, column: predicted) as a heat map with each
+    cell's count written in it -> uint8 (H, W, 3)."""
+    counts = np.asarray(counts)
+    k = len(counts)
+    side = max(4.0, 0.45 * k + 2.0)
+    fig = _figure(side + 0.8, side)
+    ax = fig.add_subplot()
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)  # each true class's row as shares
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class", shrink=0.8)
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            ax.text(j, i, str(int(n)), ha="center", va="center", fontsize=8, color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), labels=list(names), rotation=90 if max(map(len, names)) > 3 else 0)
+    ax.set_yticks(range(k), labels=list(names))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title, fontsize=11)
+    return figure_array(fig)

@@ -312,6 +312,11 @@ class Run:
         download: fetch a named dataset's missing files (default: ``config.data.download``).
         """
         d = self.config.data
+        if d.codes_of is not None:  # M1+M2: the data through the run whose codes this model was trained on
+            from vaekit.codes import codes_run, encoded_splits
+
+            m1 = codes_run(d.codes_of)
+            return encoded_splits(m1, m1.load_data(source, data_dir=data_dir, download=download))
         source, directory, env_applies = data_location(self.config.data, source, data_dir)
         with _pointing_at_data(env_applies):
             return load_data(
@@ -330,6 +335,11 @@ class Run:
         file order, or a named dataset's test split, prepared as the run's training data was and
         refused unless of the model's input shape. data_dir, download: as for ``load_data``."""
         d = self.config.data
+        if d.codes_of is not None:
+            from vaekit.codes import codes_run, encoded
+
+            m1 = codes_run(d.codes_of)
+            return encoded(m1, m1.load_examples(source, data_dir=data_dir, download=download))
         source, directory, env_applies = data_location(self.config.data, source, data_dir)
         with _pointing_at_data(env_applies):
             return load_examples(

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vaekit.config import RunConfig
-from vaekit.models import ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
-from vaekit.objectives import ImportanceWeighted
+from vaekit.models import ENCODERS, LIKELIHOODS, MODEL_KINDS, PRIORS
+from vaekit.objectives import ImportanceWeighted, SemiSupervisedBound
 
 
 def _stochastic(c: RunConfig) -> bool:
-    return not POSTERIORS[c.model.kind].deterministic
+    return not MODEL_KINDS[c.model.kind].deterministic
 
 
 def _layered(c: RunConfig) -> bool:
@@ -47,7 +47,11 @@ TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
     ("train", "beta"): (_stochastic, "--model vae (a plain autoencoder has no KL term)"),
     ("train", "warmup_epochs"): (_stochastic, "--model vae (a plain autoencoder has no KL term)"),
     ("model", "logvar_range"): (_stochastic, "--model vae (a plain autoencoder has no variance)"),
-    ("model", "context_dim"): (lambda c: c.model.condition != "none", "--condition"),
+    ("model", "context_dim"): (lambda c: c.model.condition != "none" or MODEL_KINDS[c.model.kind].condition is not None, "--condition"),
+    ("train", "alpha"): (
+        lambda c: c.train.objective == SemiSupervisedBound.name or MODEL_KINDS[c.model.kind].objective == SemiSupervisedBound.name,
+        "--model m2",
+    ),
     ("data", "context_columns"): (lambda c: c.model.condition != "none", "--condition columns"),
 }
 

@@ -35,6 +35,8 @@ COMMANDS = {
     "denoise": ("latent", "corrupted, denoised and clean images with MSE/PSNR per row (PNG)"),
     "curves": ("latent", "training curves: negative ELBO, reconstruction, KL and β per epoch (PNG)"),
     "report": ("latent", "one self-contained HTML report of a run"),
+    "classify": ("classify", "a semi-supervised run's class predictions (CSV), accuracy and confusion matrix"),
+    "analogies": ("classify", "each example's style z decoded as every class (PNG grid)"),
     "anomaly": ("anomaly", "anomaly scores per example, a threshold, a histogram, ROC AUC with labels"),
     "explore": ("explore", "interactive latent-space explorer in the browser (local web app)"),
     "compress": ("compress", "compress data with a trained VAE (lossless bits-back ANS, or --lossy latent codes)"),

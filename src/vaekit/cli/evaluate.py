@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
             f"{result['neg_elbo'] - iw['nll']:.3f} below the negative ELBO; {iw['seconds']:.1f} s)"
         )
 
+    if r.model.classifier is not None:
+        result["semi_supervised"] = _semi_supervised(r, split, split_name, args)
+
     diag = latent_diagnostics(r.model, split.x, batch_size=args.batch_size, context=labels)
     result["latent"] = diag.to_dict()
     if not r.model.deterministic:
@@ -176,6 +179,22 @@ def _examples(r, args: argparse.Namespace):
     if args.data:
         check_values(r, split.x, args.data)
     return data, split, split_name
+
+
+def _semi_supervised(r, split, split_name: str, args: argparse.Namespace) -> dict:
+    """A semi-supervised run's classifier error on the split's labelled examples, and its bound on −log p(x)
+    with the labels summed out (the unlabelled bound U(x) of ``SemiSupervisedBound``)."""
+    from vaekit.classification import classify
+    from vaekit.objectives import SemiSupervisedBound
+
+    result = classify(r.model, split.x, split.y, batch_size=args.batch_size)
+    terms = elbo_terms(r.model, split.x, objective=SemiSupervisedBound(alpha=0.0), batch_size=args.batch_size, seed=args.seed)
+    marginal = float(terms.neg_elbo.double().mean())
+    out = {"error": result.error, "labelled": 0 if result.known is None else int(result.known.sum()), "neg_marginal_bound": marginal}
+    if result.error is not None:
+        print(f"  {split_name} error      {100 * result.error:9.2f}%  (q(y|x) on {out['labelled']} labelled examples)")
+    print(f"  -log p(x) bound {marginal:10.3f} nats (labels summed out; the figures above are given each label)")
+    return out
 
 
 def _run_training_data(r):

@@ -14,7 +14,7 @@ from vaekit.config import NONFINITE_POLICIES, PRECISIONS, DataConfig, ModelConfi
 from vaekit.corruption import CORRUPTIONS
 from vaekit.data.base import dataset_names
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, POSTERIORS, PRIORS, check_parts
+from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, FLOWS, HIERARCHIES, LIKELIHOODS, MODEL_KINDS, PRIORS, check_parts
 from vaekit.objectives import OBJECTIVES, ImportanceWeighted
 from vaekit.settings import TAKES_EFFECT, takes_effect
 from vaekit.training import RESUME_SETTINGS, TrainingInterrupted, resume, train
@@ -30,6 +30,8 @@ _FIELDS = {
     "download": ("data", "download"),
     "memmap": ("data", "memmap"),
     "context_columns": ("data", "context_columns"),
+    "labelled": ("data", "labelled"),
+    "on_codes": ("data", "codes_of"),
     "model": ("model", "kind"),
     "arch": ("model", "arch"),
     "latent_dim": ("model", "latent_dim"),
@@ -60,6 +62,7 @@ _FIELDS = {
     "iw_groups": ("train", "iw_groups"),
     "iw_elbo_mix": ("train", "iw_elbo_mix"),
     "piwae": ("train", "piwae"),
+    "alpha": ("train", "alpha"),
     "stl": ("train", "stl"),
     "noise": ("train", "noise"),
     "noise_level": ("train", "noise_level"),
@@ -125,12 +128,27 @@ def register(sub) -> None:
         metavar="NAME",
         help="a CSV table's columns that condition the model instead of being modelled (implies --condition columns)",
     )
+    g.add_argument(
+        "--on-codes",
+        metavar="RUN",
+        help="train on the posterior means of a trained VAE run (M1 of M1+M2, Kingma et al. 2014): that run's data, "
+        "each example encoded by it; the run is recorded in this one, and every command reads data through it",
+    )
+    g.add_argument(
+        "--labelled",
+        type=int,
+        metavar="N",
+        help="keep the labels of N training examples (class-balanced, chosen by --split-seed) and hide the rest, "
+        "for semi-supervised learning (--model m2); validation and test keep theirs (default: keep every label; "
+        "-1 in the data marks an unlabelled example)",
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
-        choices=POSTERIORS.names(),
+        choices=MODEL_KINDS.names(),
         metavar="KIND",
-        help=f"posterior: vae (Gaussian) or ae (point mass, a plain autoencoder): {choices_help('model', POSTERIORS)}",
+        help="vae (a Gaussian posterior), ae (a point mass: a plain autoencoder) or m2 (semi-supervised: a classifier "
+        f"q(y|x) beside q(z|x, y) and p(x|y, z), for partly labelled data): {choices_help('model', MODEL_KINDS)}",
     )
     g.add_argument(
         "--arch", choices=ENCODERS.names(), metavar="ARCH", help=f"encoder and decoder network: {choices_help('arch', ENCODERS)}"
@@ -242,6 +260,13 @@ def register(sub) -> None:
         action="store_true",
         default=None,
         help="with --iw-samples and --iw-groups M: the decoder trains on the IW bound, the encoder on MIWAE (PIWAE)",
+    )
+    g.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="with --model m2: the weight of a labelled example's classification loss -log q(y|x) against one example's "
+        "bound (default: the paper's 0.1 x training examples / labelled examples)",
     )
     g.add_argument(
         "--stl",
@@ -415,6 +440,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"trained {int(last['epoch'])} epochs: validation neg ELBO {last['valid_neg_elbo']:.3f} nats "
             f"(reconstruction {last['valid_reconstruction']:.3f}, KL {last['valid_kl']:.3f})"
+            + (f", validation error {100 * last['valid_error']:.2f}%" if "valid_error" in last else "")
         )
     print(f"run saved in {result.path}")
     return 0

@@ -23,11 +23,15 @@ BINARY = "binary"  # values in {0, 1}
 UNIT = "unit"  # values in [0, 1]
 REAL = "real"  # any finite value
 
+UNLABELLED = -1  # the label of an example without one (scikit-learn's convention)
+
 
 @dataclass
 class Dataset:
-    """One split: examples ``x`` (N, *shape), optional integer labels ``y`` (N,) and optional context
-    vectors ``context`` (N, K) float32 (a table's context columns: what a ``--condition columns`` model is given)."""
+    """One split: examples ``x`` (N, *shape) (a tensor, or a ``MappedArray`` read batch by batch),
+    optional integer labels ``y`` (N,) int64 (classes 0..K-1, and ``UNLABELLED`` (-1) for an example
+    without one: partly labelled data) and optional context vectors ``context`` (N, K) float32 (a
+    table's context columns: what a ``--condition columns`` model is given)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
@@ -46,6 +50,17 @@ class Dataset:
     def shape(self) -> tuple[int, ...]:
         """Shape of one example: (C, H, W) for images, (D,) for flat data."""
         return tuple(self.x.shape[1:])
+
+    @property
+    def labelled(self) -> torch.Tensor | None:
+        """(N,) bool: which examples carry a label; None where the split has no labels at all."""
+        return None if self.y is None else self.y != UNLABELLED
+
+    @property
+    def partly_labelled(self) -> bool:
+        """Some examples carry a label and some do not."""
+        labelled = self.labelled
+        return labelled is not None and bool(labelled.any()) and not bool(labelled.all())
 
     def subset(self, index: torch.Tensor) -> Dataset:
         return Dataset(self.x[index], *(None if t is None else t[index] for t in (self.y, self.context)))
@@ -165,3 +180,42 @@ def split_parts(parts: dict[str, Dataset], valid_fraction: float, seed: int, inf
         train, valid = split_off(train, valid_fraction, seed)
         info["valid_fraction"] = valid_fraction
     return DataSplits(train, valid, parts.get("test"), info)
+
+
+def keep_labels(data: Dataset, count: int, classes: int, seed: int) -> Dataset:
+    """``data`` with the labels of all but ``count`` examples hidden (set to ``UNLABELLED``): a
+    class-balanced subset, ``count // classes`` per class (the first ``count % classes`` classes one
+    more), drawn by ``seed`` from the labelled examples; the semi-supervised benchmarks' protocol.
+    A one-line ``DataError`` when the data has too few labels of a class."""
+    if data.y is None:
+        raise DataError("--labelled needs labelled data, and this data has no labels")
+    labelled = int(data.labelled.sum())
+    if count < classes:
+        raise DataError(f"--labelled {count} leaves some of the {classes} classes without a labelled example; give at least {classes}")
+    if count > labelled:
+        raise DataError(f"--labelled {count} is more than the {labelled} labelled training examples")
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in range(classes):
+        pool = (data.y == c).nonzero().flatten()  # (n_c,)
+        want = count // classes + (1 if c < count % classes else 0)
+        if len(pool) < want:
+            raise DataError(f"--labelled {count} needs {want} labelled examples of class {c}, and the training split has {len(pool)}")
+        keep.append(pool[torch.randperm(len(pool), generator=g)[:want]])
+    y = torch.full_like(data.y, UNLABELLED)
+    kept = torch.cat(keep)
+    y[kept] = data.y[kept]
+    return Dataset(data.x, y, data.context)
+
+
+def count_classes(labels: list[torch.Tensor | None]) -> int | None:
+    """K = the largest label + 1 over the splits' labels (-1, unlabelled, is no class); None without any label."""
+    found = [y[y != UNLABELLED] for y in labels if y is not None]
+    found = [y for y in found if len(y)]
+    return max(int(y.max()) for y in found) + 1 if found else None
+
+
+def check_partial_labels(y: torch.Tensor | None, where: str) -> None:
+    """Labels are classes 0, 1, ... or ``UNLABELLED`` (-1); anything below -1 is a one-line ``DataError``."""
+    if y is not None and len(y) and int(y.min()) < UNLABELLED:
+        raise DataError(f"{where}: labels must be classes 0, 1, ... or -1 for an unlabelled example, found {int(y.min())}")

@@ -49,15 +49,34 @@ class Batch:
     weight: float = 1.0
 
 
+@dataclass(frozen=True)
+class InputSteps:
+    """What happens to a batch's examples on their way to the model: ``binarize`` draws the target
+    x ~ Bernoulli(x) afresh (dynamic binarization); ``noise`` at ``noise_level`` corrupts the inputs
+    (``vaekit.corruption``, denoising), while the target stays clean."""
+
+    binarize: bool = False
+    noise: str = "none"
+    noise_level: float = 0.0
+
+    def __call__(self, x: torch.Tensor, context, weight: float) -> Batch:
+        target = torch.bernoulli(x) if self.binarize else x
+        labelled = context >= 0 if context is not None and not context.is_floating_point() else None  # (B,) bool: -1 is unlabelled
+        return Batch(corrupt(target, self.noise, self.noise_level), target, context=context, labelled=labelled, weight=weight)
+
+
 class TrainingBatches:
     """Global batches of ``global_batch`` examples of ``x`` (a tensor or a ``MappedArray``), in a
     seeded order per epoch; with ``world`` processes, each takes the contiguous ``rank``-th part of
     every global batch.
 
     context: labels (N,) or context vectors (N, K) to carry with the examples (a conditional model's
-        context; held in memory beside memory-mapped examples too), or None.
-    binarize: draw x ~ Bernoulli(x) afresh for every batch (dynamic binarization).
-    noise, noise_level: input corruption (``vaekit.corruption``); the target stays clean.
+        context; held in memory beside memory-mapped examples too), or None. Labels of partly
+        labelled data (-1: unlabelled) make every batch half unlabelled examples, in a seeded order
+        per epoch, and half labelled ones, cycling through the few labelled examples in seeded orders
+        of their own (the semi-supervised protocol: every step sees labels, however few there are);
+        an epoch is then one pass over the unlabelled examples.
+    steps: binarization and input corruption (``InputSteps``).
     """
 
     def __init__(
@@ -70,38 +89,63 @@ class TrainingBatches:
         device: torch.device,
         rank: int = 0,
         world: int = 1,
-        binarize: bool = False,
-        noise: str = "none",
-        noise_level: float = 0.0,
+        steps: InputSteps = InputSteps(),
     ):
         self.streaming = isinstance(x, MappedArray)  # read from disk batch by batch
         self.x = x if self.streaming else x.to(device)
         self.context = None if context is None else context.to(device)
         self.global_batch, self.seed, self.device = global_batch, seed, device
-        self.rank, self.world = rank, world
-        self.binarize, self.noise, self.noise_level = binarize, noise, noise_level
-        self.steps_per_epoch = math.ceil(len(x) / global_batch)
+        self.rank, self.world, self.steps = rank, world, steps
+        self.labelled_pool = self.unlabelled_pool = None
+        if context is not None and not context.is_floating_point() and context.dim() == 1:
+            known = context >= 0
+            if bool(known.any()) and not bool(known.all()):  # partly labelled: half of each batch labelled
+                self.labelled_pool, self.unlabelled_pool = known.nonzero().flatten(), (~known).nonzero().flatten()
+        if self.labelled_pool is None:
+            self.steps_per_epoch = math.ceil(len(x) / global_batch)
+            self.rows = len(x)
+        else:
+            self.labelled_rows = max(1, global_batch // 2)
+            unlabelled_rows = max(1, global_batch - self.labelled_rows)
+            self.steps_per_epoch = math.ceil(len(self.unlabelled_pool) / unlabelled_rows)
+            self.rows = len(self.unlabelled_pool) + self.steps_per_epoch * self.labelled_rows
 
     def __len__(self) -> int:
-        """Training examples (over all processes)."""
-        return len(self.x)
+        """The examples of one epoch (over all processes; labelled ones counted each time they are drawn)."""
+        return self.rows
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Batch]]:
-        """(step index in the epoch, batch) for steps ``start`` .. ``steps_per_epoch - 1`` of ``epoch``."""
+        """(step index in the epoch, batch) for steps ``start`` .. ``steps_per_epoch`` - 1 of ``epoch``."""
+        for i, rows in self._global_batches(epoch, start):
+            m = len(rows)  # the step's global batch
+            lo, hi = m * self.rank // self.world, m * (self.rank + 1) // self.world  # this process's part
+            idx, weight = (rows[lo:hi], self.world / m) if hi > lo else (rows[:1], 0.0)
+            yield i, self._batch(idx, weight)
+
+    def _global_batches(self, epoch: int, start: int) -> Iterator[tuple[int, torch.Tensor]]:
         n, bs = len(self.x), self.global_batch
+        if self.labelled_pool is not None:
+            yield from self._semi_supervised_batches(epoch, start)
+            return
         order = block_order(self.x, bs, self.seed, epoch) if self.streaming else data_order(n, self.seed, epoch).to(self.device)
         for i in range(start, self.steps_per_epoch):
-            first, m = i * bs, min(bs, n - i * bs)  # the step's global batch: order[first : first + m]
-            lo, hi = first + m * self.rank // self.world, first + m * (self.rank + 1) // self.world  # this process's part
-            idx, weight = (order[lo:hi], self.world / m) if hi > lo else (order[first : first + 1], 0.0)
-            yield i, self._batch(idx, weight)
+            yield i, order[i * bs : min(n, (i + 1) * bs)]
+
+    def _semi_supervised_batches(self, epoch: int, start: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Each step: the next unlabelled examples of the epoch's order, then as many labelled ones from
+        seeded orders of the labelled pool, one after another (a function of (seed, epoch) alone)."""
+        unlabelled, labelled = self.unlabelled_pool, self.labelled_pool
+        u, k = self.global_batch - self.labelled_rows, self.labelled_rows
+        order = unlabelled[data_order(len(unlabelled), self.seed, epoch).to(unlabelled.device)]
+        cycles = math.ceil(self.steps_per_epoch * k / len(labelled))
+        cycled = torch.cat([labelled[data_order(len(labelled), self.seed + 1 + c, epoch).to(labelled.device)] for c in range(cycles)])
+        for i in range(start, self.steps_per_epoch):
+            yield i, torch.cat([order[i * u : (i + 1) * u], cycled[i * k : (i + 1) * k]])
 
     def _batch(self, idx, weight: float) -> Batch:
         if self.streaming:
-            target = self.x[idx].to(self.device, non_blocking=True)  # (B, *shape)
+            x = self.x[idx].to(self.device, non_blocking=True)  # (B, *shape)
         else:
-            target = self.x.index_select(0, idx)  # (B, *shape)
+            x = self.x.index_select(0, idx)  # (B, *shape)
         context = None if self.context is None else self.context.index_select(0, idx.to(self.context.device))  # (B,) or (B, K)
-        if self.binarize:
-            target = torch.bernoulli(target)
-        return Batch(corrupt(target, self.noise, self.noise_level), target, context=context, weight=weight)
+        return self.steps(x, context, weight)

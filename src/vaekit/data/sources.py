@@ -16,7 +16,18 @@ from typing import Any
 import torch
 
 from vaekit.data.arrays import array_format, check_finite, infer_value_range, read_array_file
-from vaekit.data.base import REAL, Dataset, DataSplits, class_names, dataset_format, dataset_names, get_loader, split_parts
+from vaekit.data.base import (
+    REAL,
+    Dataset,
+    DataSplits,
+    check_partial_labels,
+    class_names,
+    count_classes,
+    dataset_format,
+    dataset_names,
+    get_loader,
+    split_parts,
+)
 from vaekit.data.images import read_image_folder
 from vaekit.data.preprocess import apply_steps, fit_to_shape, for_source, image_size_option
 from vaekit.data.streaming import load_mapped, load_mapped_examples, shard_folder_splits, use_memmap
@@ -221,6 +232,7 @@ def _finish(
     datasets, record = apply_steps(datasets, info.pop("preprocessing", {}), options, source, fit_on="train")
     for name, data in datasets.items():
         check_finite(data.x, f"{source} ({name} split)")
+        check_partial_labels(data.y, f"{source} ({name} split)")
     value_range = infer_value_range(*(data.x for data in datasets.values()))
     if binarize and value_range == REAL:
         raise DataError(f"{source}: binarize needs values in [0, 1], but this data is real-valued")
@@ -244,11 +256,7 @@ def _finish(
 def _num_classes(datasets: Any, record: dict[str, Any]) -> int | None:
     if isinstance(record.get("classes"), list):
         return len(record["classes"])
-    labels = [data.y for data in datasets if data.y is not None]
-    if not labels:
-        return None
-    low = min(int(y.min()) for y in labels)
-    return max(int(y.max()) for y in labels) + 1 if low >= 0 else None
+    return count_classes([data.y for data in datasets])
 
 
 def _concat(parts: list[Dataset]) -> Dataset:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, context_to_tensor, labels_to_tensor, read_npy_header, to_tensor
-from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset, DataSplits
+from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset, DataSplits, check_partial_labels, count_classes
 from vaekit.data.files import open_file
 from vaekit.data.preprocess import apply_standardize, check_options, check_stats, fit_standardize
 from vaekit.errors import DataError
@@ -501,6 +501,8 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
     value_range = BINARY if all(r == BINARY for r in ranges) else UNIT if all(r in (BINARY, UNIT) for r in ranges) else REAL
     if binarize and value_range == REAL:
         raise DataError(f"{where}: binarize needs values in [0, 1], but this data is real-valued")
+    for split, y in datasets_y.items():
+        check_partial_labels(y, f"{where} ({split} split)")
     datasets = {"train": train_x, "valid": valid_x, "test": test_x}
     contexts, context_record = _contexts(sources, datasets, options, where)
     record = {"format": fmt, "memmap": True, **sources["train"].steps, **context_record}
@@ -512,7 +514,7 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
         "shape": list(train_x.shape[1:]),
         "value_range": value_range,
         "dynamic_binarization": bool(binarize),
-        "num_classes": _num_classes([y for y in datasets_y.values() if y is not None]),
+        "num_classes": count_classes(list(datasets_y.values())),
         "context_dim": None if contexts["train"] is None else int(contexts["train"].shape[1]),
         "preprocessing": record,
     }
@@ -520,13 +522,6 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
     return DataSplits(
         Dataset(train_x, datasets_y["train"], contexts["train"]), Dataset(valid_x, datasets_y["valid"], contexts["valid"]), test, info
     )
-
-
-def _num_classes(labels: list[torch.Tensor]) -> int | None:
-    """max + 1 of non-negative labels; None without labels (or with negative ones)."""
-    if not labels or min(int(y.min()) for y in labels if len(y)) < 0:
-        return None
-    return max(int(y.max()) for y in labels if len(y)) + 1
 
 
 def load_mapped_examples(path: Path, options: dict[str, Any]) -> Dataset:

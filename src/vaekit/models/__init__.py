@@ -4,7 +4,8 @@ Each kind of part has an abstract base class and a registry of named implementat
 a field of ``ModelConfig``:
 
 - encoder and decoder networks: ``Encoder`` / ``Decoder``, in ``ENCODERS`` / ``DECODERS`` (``arch``);
-- the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (``kind``);
+- the model kind (VAE, AE, the semi-supervised M2): ``ModelKind``, in ``MODEL_KINDS`` (``kind``);
+- the posterior head q(z|x): ``PosteriorHead``, in ``POSTERIORS`` (named by the model kind);
 - the likelihood head p(x|z): ``LikelihoodHead``, in ``LIKELIHOODS`` (``likelihood``);
 - the prior p(z): ``Prior``, in ``PRIORS`` (``prior``);
 - flow steps on top of the posterior: ``FlowStep``, in ``FLOWS`` (``flow``);
@@ -15,20 +16,33 @@ Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) ar
 """
 
 from vaekit.models import discretized, gated, resnet  # noqa: F401 -- importing registers the discretised likelihoods and the gated and resnet networks
+from vaekit.models.classifier import Classifier
 from vaekit.models.condition import CONDITIONS, Condition, ConditionalPrior, LabelCondition
-from vaekit.models.flows import FLOWS, FlowDistribution, FlowPosterior, FlowStep
-from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, Hierarchy, LayeredGaussian, LayerView, latent_view
+from vaekit.models.distributions import (
+    DiagonalGaussianMixture,
+    DiagonalNormal,
+    FlowDistribution,
+    LayeredGaussian,
+    PointMass,
+    StandardNormal,
+)
+from vaekit.models.flows import FLOWS, FlowPosterior, FlowStep
+from vaekit.models.hierarchy import HIERARCHIES, HierarchicalPrior, Hierarchy
+from vaekit.models.kinds import MODEL_KINDS, ModelKind
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead, register_likelihood
 from vaekit.models.model import LatentVariableModel, build_model, check_parts
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, Decoder, Encoder
-from vaekit.models.posteriors import POSTERIORS, DeterministicPosterior, DiagonalNormal, GaussianPosterior, PointMass, PosteriorHead
-from vaekit.models.priors import PRIORS, DiagonalGaussianMixture, MixturePrior, Prior, StandardNormal, StandardNormalPrior
+from vaekit.models.posteriors import POSTERIORS, DeterministicPosterior, GaussianPosterior, PosteriorHead
+from vaekit.models.priors import PRIORS, MixturePrior, Prior, StandardNormalPrior
 from vaekit.models.vampprior import VampPrior
 
 __all__ = [
     "LatentVariableModel",
     "build_model",
     "check_parts",
+    "MODEL_KINDS",
+    "ModelKind",
+    "Classifier",
     "Encoder",
     "Decoder",
     "ENCODERS",
@@ -58,8 +72,6 @@ __all__ = [
     "HIERARCHIES",
     "HierarchicalPrior",
     "LayeredGaussian",
-    "LayerView",
-    "latent_view",
     "Condition",
     "CONDITIONS",
     "LabelCondition",

@@ -23,7 +23,8 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
-from vaekit.models.posteriors import LOGVAR_MAX, LOGVAR_MIN, DiagonalNormal
+from vaekit.models.distributions import DiagonalNormal
+from vaekit.models.posteriors import LOGVAR_MAX, LOGVAR_MIN
 from vaekit.models.priors import PRIORS, Prior
 from vaekit.registry import Registry
 
@@ -191,18 +192,50 @@ class ColumnsCondition(Condition):
         return value.float().cpu()
 
 
-def check_labels(labels: torch.Tensor | None, classes: int, where: str) -> None:
-    """Raise a one-line ``ConfigError`` unless ``labels`` are all classes 0 .. ``classes`` - 1."""
+def check_labels(labels: torch.Tensor | None, classes: int, where: str, *, unlabelled: bool = False) -> None:
+    """Raise a one-line ``ConfigError`` unless ``labels`` are all classes 0 .. ``classes`` - 1 (or -1,
+    an unlabelled example, where ``unlabelled`` allows it)."""
     if labels is None:
         raise ConfigError(f"{where} has no labels, but the model is conditioned on them")
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise ConfigError(f"{where} has labels outside 0..{classes - 1}, the classes the model was trained on")
+    low = -1 if unlabelled else 0
+    if len(labels) and (int(labels.min()) < low or int(labels.max()) >= classes):
+        allowed = f"0..{classes - 1}" + (" (or -1 for unlabelled)" if unlabelled else "")
+        raise ConfigError(f"{where} has labels outside {allowed}, the classes the model was trained on")
 
 
-def data_context(model, data, where: str) -> torch.Tensor | None:
+def data_context(model, data, where: str, *, keep_unlabelled: bool = False) -> torch.Tensor | None:
     """The context of ``data`` (a ``Dataset``) for ``model``: for a conditional model its labels (N,) or
-    context vectors (N, K), checked against the model's condition; None for an unconditional one."""
-    return model.condition.of(data, where) if model.conditional else None
+    context vectors (N, K), checked against the model's condition; None for an unconditional one.
+
+    A semi-supervised model (one with a classifier q(y|x)) takes partly labelled or unlabelled data:
+    an example without a label (-1, or a split without labels) gets the class q(y|x) finds most
+    probable, unless ``keep_unlabelled`` (training: the objective sums the label out)."""
+    if not model.conditional:
+        return None
+    if model.classifier is None:
+        return model.condition.of(data, where)
+    y = data.y if data.y is not None else torch.full((len(data),), -1, dtype=torch.long)
+    check_labels(y, model.classes, where, unlabelled=True)
+    if keep_unlabelled or bool((y >= 0).all()):
+        return y
+    y = y.clone()
+    missing = (y < 0).nonzero().flatten()
+    y[missing] = predicted_labels(model, data.x, missing)
+    return y
+
+
+@torch.inference_mode()
+def predicted_labels(model, x, rows: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """argmax_y q(y|x) (k,) of the examples ``rows`` (k,) of ``x`` (N, *shape) (a tensor or a memory-mapped array)."""
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [
+            model.classify(x[rows[i : i + batch_size]].to(model.device)).logits.argmax(-1).cpu() for i in range(0, len(rows), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
 def chosen_context(model, value: int | torch.Tensor | None) -> int | torch.Tensor | None:

@@ -1,7 +1,8 @@
 """The latent-variable model: encoder -> q(z|x), prior p(z), decoder -> p(x|z).
 
-One class serves the VAE and the plain autoencoder; they differ only in the posterior head
-(Gaussian or point mass). What it is trained on is an objective of ``vaekit.objectives``, called
+One class serves every model kind (``vaekit.models.kinds``): the VAE and the plain autoencoder differ
+only in the posterior head (Gaussian or point mass), and the semi-supervised M2 adds a classifier
+q(y|x) to the conditional VAE. What it is trained on is an objective of ``vaekit.objectives``, called
 with the model as an argument.
 """
 
@@ -12,13 +13,15 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Categorical, Distribution
 
 from vaekit.config import ModelConfig, RunConfig, validate
 from vaekit.errors import ConfigError
+from vaekit.models.classifier import Classifier
 from vaekit.models.condition import CONDITIONS, Condition, Context
 from vaekit.models.flows import FLOWS, FlowPosterior
-from vaekit.models.hierarchical import HIERARCHIES, HierarchicalPrior, is_hierarchical
+from vaekit.models.hierarchy import HIERARCHIES, HierarchicalPrior, is_hierarchical
+from vaekit.models.kinds import MODEL_KINDS
 from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, DecoderNetwork, Encoder
 from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
@@ -33,6 +36,7 @@ class LatentVariableModel(nn.Module):
 
     A conditional model (``condition`` not None) takes a context with each: q(z|x, y), p(x|z, y) and
     p(y) or p(z|y) (``vaekit.models.condition``); an unconditional model ignores a context.
+    A semi-supervised model (``classifier`` not None) also gives q(y|x) (``classify``).
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class LatentVariableModel(nn.Module):
         prior: Prior,
         config: ModelConfig,
         condition: Condition | None = None,
+        classifier: Classifier | None = None,
     ):
         super().__init__()
         self.encoder, self.posterior = encoder, posterior
@@ -51,6 +56,7 @@ class LatentVariableModel(nn.Module):
         self.prior_module = prior
         self.config = config
         self.condition = condition
+        self.classifier = classifier
 
     @property
     def latent_dim(self) -> int:
@@ -74,6 +80,17 @@ class LatentVariableModel(nn.Module):
     def conditional(self) -> bool:
         """True for a conditional model (a context enters the encoder and the decoder)."""
         return self.condition is not None
+
+    @property
+    def classes(self) -> int:
+        """K, the classes of a semi-supervised model's classifier; 0 for a model without one."""
+        return 0 if self.classifier is None else self.classifier.classes
+
+    def classify(self, x: torch.Tensor) -> Categorical:
+        """q(y|x): batch (B,) over the ``classes`` classes (a semi-supervised model's)."""
+        if self.classifier is None:
+            raise ConfigError("this model has no classifier q(y|x); train one with --model m2")
+        return self.classifier(x)
 
     def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
         """q(z|x) (or q(z|x, y)): batch (B,), event (L,)."""
@@ -122,8 +139,8 @@ class LatentVariableModel(nn.Module):
 
 def check_parts(config: ModelConfig) -> None:
     """Raise ``ConfigError`` unless every part ``config`` names is registered."""
+    MODEL_KINDS[config.kind].check(config)
     for registry, name in (
-        (POSTERIORS, config.kind),
         (ENCODERS, config.arch),
         (DECODERS, config.arch),
         (ACTIVATIONS, config.activation),
@@ -139,7 +156,7 @@ def check_parts(config: ModelConfig) -> None:
         CONDITIONS.check(config.condition)
     if is_hierarchical(config):
         HIERARCHIES.check(config.hierarchy)
-        if POSTERIORS[config.kind].deterministic or config.flow != "none":
+        if MODEL_KINDS[config.kind].deterministic or config.flow != "none":
             raise ConfigError("a hierarchical model (several --latent-dim sizes) has Gaussian layers: it needs --model vae without a flow")
         if PRIORS[config.prior].conditional:
             raise ConfigError(f"a hierarchical model's top prior is unconditional; --prior {config.prior} needs one latent layer")
@@ -150,6 +167,8 @@ def build_model(config: ModelConfig) -> LatentVariableModel:
     part is the class its registry holds under the name the config gives."""
     validate(RunConfig(model=config))
     check_parts(config)
+    kind = MODEL_KINDS[config.kind]
+    config = kind.resolved(config)
     likelihood = LIKELIHOODS[config.likelihood].from_config(config)
     condition = None if config.condition == "none" else CONDITIONS[config.condition].from_config(config)
     k = 0 if condition is None else condition.size  # the networks take K more inputs: [x, y] (or K more channels) and [z, y]
@@ -165,10 +184,11 @@ def build_model(config: ModelConfig) -> LatentVariableModel:
         decoder = posterior.build_decoder(config, likelihood.params_per_output, extra=k)
         prior = HierarchicalPrior.from_config(config)
         return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition)
+    classifier = kind.parts(config).get("classifier")
     encoder = ENCODERS[config.arch].from_config(encoder_config)
     decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=config.latent_dim + k), likelihood.params_per_output)
-    posterior = POSTERIORS[config.kind].from_config(config, encoder.out_features)
+    posterior = POSTERIORS[kind.posterior].from_config(config, encoder.out_features)
     if config.flow != "none":
         posterior = FlowPosterior.from_config(config, encoder.out_features, posterior)
     prior = PRIORS[config.prior].from_config(config)
-    return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition)
+    return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition, classifier)

@@ -2,7 +2,8 @@
 
 ``base`` holds the interface (``Objective``, ``OBJECTIVES``, ``Terms``, ``Draws``, the default
 training step); ``elbo`` the ELBO family (VAE, β-VAE, several samples, STL, the plain AE);
-``importance`` the importance-weighted family (IWAE, MIWAE, CIWAE, PIWAE); ``estimate`` the pieces
+``importance`` the importance-weighted family (IWAE, MIWAE, CIWAE, PIWAE); ``semisupervised`` the
+M2 bound for partly labelled data; ``estimate`` the pieces
 they share. A new objective is one file with one registered class (docs/contributing.md).
 """
 
@@ -16,6 +17,7 @@ from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, NamedTerms, Objecti
 from vaekit.objectives.elbo import ELBO, ELBOTerms
 from vaekit.objectives.estimate import PathDerivative, StandardNormalDraws, closed_form_kl, kl_to_prior
 from vaekit.objectives.importance import ImportanceWeighted
+from vaekit.objectives.semisupervised import SemiSupervisedBound
 
 __all__ = [
     "ELBO",
@@ -27,6 +29,7 @@ __all__ = [
     "NamedTerms",
     "Objective",
     "PathDerivative",
+    "SemiSupervisedBound",
     "StandardNormalDraws",
     "StepContext",
     "Terms",

@@ -119,11 +119,16 @@ class Objective(nn.Module, ABC):
     name: ClassVar[str]
     terms: ClassVar[tuple[str, ...]]  # the names ``forward``'s ``Terms.reported`` gives, "loss" first (metrics.csv's columns)
     beta: float = 1.0  # the weight of the KL term after warm-up; 0 where there is none
+    monitor: ClassVar[str] = "loss"  # the validation term whose minimum picks the best epoch (and stops early)
 
     @classmethod
     @abstractmethod
     def from_config(cls, config: RunConfig) -> Objective:
         """The objective a run's config describes; a ``ConfigError`` naming the first invalid setting."""
+
+    @classmethod
+    def resolve(cls, config: RunConfig, data) -> None:
+        """Fill in (on the run's resolved copy of its config) the settings the training data decides; none by default."""
 
     @abstractmethod
     def forward(self, model, batch: Batch, *, beta: float | torch.Tensor | None = None, draws: Draws = FRESH) -> Terms:

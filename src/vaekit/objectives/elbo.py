@@ -118,11 +118,11 @@ class ELBO(LatentBound):
 
     @classmethod
     def from_config(cls, config: RunConfig) -> ELBO:
-        from vaekit.models import POSTERIORS  # the models build on the objectives' interfaces
+        from vaekit.models import MODEL_KINDS  # the models build on the objectives' interfaces
 
         t, m = config.train, config.model
         check_samples(t.n_samples, MAX_SAMPLES)
-        if t.stl and (POSTERIORS[m.kind].deterministic or m.flow != "none"):
+        if t.stl and (MODEL_KINDS[m.kind].deterministic or m.flow != "none"):
             raise ConfigError(
                 "--stl (the path-derivative gradient) needs a Gaussian posterior without a flow (--model vae, no --flow) "
                 "and the ELBO, not --iw-samples"

@@ -14,7 +14,7 @@ import vaekit.distributed as distributed
 from vaekit.config import RunConfig
 from vaekit.data import DataSplits
 from vaekit.errors import ConfigError
-from vaekit.models import POSTERIORS
+from vaekit.models import MODEL_KINDS
 from vaekit.objectives import ELBO
 from vaekit.runs import Run, read_config
 from vaekit.training.health import normalize_gradients
@@ -38,7 +38,7 @@ def check_new_run(config: RunConfig) -> None:
     """Refuse settings a new run would silently ignore: a plain autoencoder has no prior and draws no
     latent samples. (Runs saved before this check still load and resume.)"""
     m, t = config.model, config.train
-    if m.kind not in POSTERIORS or not POSTERIORS[m.kind].deterministic:
+    if m.kind not in MODEL_KINDS or not MODEL_KINDS[m.kind].deterministic:
         return
     if m.prior != "normal":
         raise ConfigError(

@@ -63,7 +63,7 @@ class Trainer:
         self.world = distributed.init(device)  # one process, unless started by torchrun
         self.device = distributed.local_device(device, self.world)
         use_threads(config.train.threads, config.model)  # 0: vaekit's measured default (vaekit.threads)
-        self.data = data if data is not None else setup.load_splits(config)
+        self.data = setup.kept_labels(config, data if data is not None else setup.load_splits(config))
         self.config = config = setup.resolved(config, self.data)
         t = config.train
         setup.seed_all(t.seed)
@@ -105,7 +105,7 @@ class Trainer:
         return self.optimizers[snapshot.MODEL]
 
     def _batches(self) -> TrainingBatches:
-        context = data_context(self.model, self.data.train, "the training split")
+        context = data_context(self.model, self.data.train, "the training split", keep_unlabelled=True)  # -1: the objective sums y out
         return setup.training_batches(self.config, self.data.train.x, context, self.state.global_batch, self.device, self.world)
 
     # ----- the loop -------------------------------------------------------------------------
@@ -131,7 +131,8 @@ class Trainer:
                     self.checkpoint(best=improved)
                     if t.patience and self.state.bad_epochs >= t.patience:
                         log.info(
-                            "early stopping: no better validation loss for %d epochs (best %.3f at epoch %d)",
+                            "early stopping: no better validation %s for %d epochs (best %.4g at epoch %d)",
+                            self.objective.monitor,
                             t.patience,
                             self.state.best_valid,
                             self.state.best_epoch,
@@ -234,12 +235,13 @@ class Trainer:
         """Count the epoch, update the early-stopping and plateau counts and cut the learning rate
         when due; whether the validation loss improved."""
         t, s = self.config.train, self.state
-        improved = math.isfinite(row["valid_loss"]) and row["valid_loss"] < s.best_valid
+        valid = row[f"valid_{self.objective.monitor}"]  # the validation loss, or the objective's own measure (M2: the error)
+        improved = math.isfinite(valid) and valid < s.best_valid
         s.epoch, s.step_in_epoch, s.epoch_seconds = s.epoch + 1, 0, 0.0
         s.bad_epochs = 0 if improved else s.bad_epochs + 1
         s.lr_bad_epochs = 0 if improved else s.lr_bad_epochs + 1
         if improved:
-            s.best_valid, s.best_epoch = row["valid_loss"], s.epoch
+            s.best_valid, s.best_epoch = valid, s.epoch
         if t.lr_patience and s.lr_bad_epochs >= t.lr_patience:
             s.lr_bad_epochs = 0
             setup.cut_lr(self.optimizer, t.lr_factor, t.min_lr, t.lr_patience)

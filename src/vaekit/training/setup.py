@@ -4,6 +4,7 @@ compilation, and the loop's surroundings (progress bar, TensorBoard, the stop si
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
 import signal
@@ -14,14 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaekit.config import RunConfig
-from vaekit.data import DataSplits, load_data
+from vaekit.config import DataConfig, RunConfig
+from vaekit.data import DataSplits, keep_labels, load_data
 from vaekit.data.base import BINARY, UNIT
-from vaekit.data.batches import Batch, TrainingBatches
+from vaekit.data.batches import Batch, InputSteps, TrainingBatches
 from vaekit.errors import ConfigError, DataError, TrainingError
 from vaekit.evaluation import posterior_collapse_warning
-from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS
-from vaekit.objectives import Objective
+from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS, MODEL_KINDS
+from vaekit.objectives import ELBO, OBJECTIVES, Objective
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,48 @@ def resolved(config: RunConfig, data: DataSplits) -> RunConfig:
     model's context size, whether the data is read memory-mapped); the caller's config is left as
     it is. This copy is what the run saves, so a resumed run reads its data the same way."""
     config = copy.deepcopy(config)
+    if config.data.codes_of is not None:  # the codes' run's data settings, for the record (and --labelled's seed)
+        config.data = codes_data_config(config.data)
     config.model.input_shape = tuple(data.shape)
     config.data.memmap = data.streaming
+    kind = MODEL_KINDS[config.model.kind]
+    config.model = kind.resolved(config.model)  # the condition the kind always has (M2's class label)
+    if kind.objective is not None:  # a kind with an objective of its own trains with it
+        if config.train.objective not in (ELBO.name, kind.objective):
+            raise ConfigError(
+                f"--model {kind.name} trains with its own objective ({kind.objective}), not --objective {config.train.objective}"
+            )
+        config.train.objective = kind.objective
+    if kind.condition is not None and not data.info.get("num_classes"):
+        raise ConfigError(f"--model {kind.name} needs class labels (-1 marks an unlabelled example), and {config.data.source} has none")
     check_data(config, data)
     if config.model.condition != "none":
         config.model.context_dim = CONDITIONS[config.model.condition].context_dim(data, config.data.source)
+    OBJECTIVES[config.train.objective].resolve(config, data)
     return config
+
+
+def codes_data_config(d: DataConfig) -> DataConfig:
+    """``d`` with the source and split settings of the run whose codes are the data (``codes_of``)."""
+    from vaekit.runs import read_config
+
+    source = read_config(Path(d.codes_of)).data
+    return dataclasses.replace(
+        source, codes_of=str(Path(d.codes_of).resolve()), labelled=d.labelled, memmap=source.memmap, download=d.download
+    )
+
+
+def kept_labels(config: RunConfig, data: DataSplits) -> DataSplits:
+    """``data`` with all but ``config.data.labelled`` training labels hidden (``keep_labels``: class-balanced,
+    by the split seed), as the semi-supervised protocol trains; the data as it is when ``labelled`` is 0."""
+    n = config.data.labelled
+    if not n:
+        return data
+    classes = data.info.get("num_classes")
+    if data.train.y is None or not classes:
+        raise ConfigError(f"--labelled needs class labels, and {config.data.source} has none")
+    train = keep_labels(data.train, n, classes, config.data.split_seed)
+    return DataSplits(train, data.valid, data.test, {**data.info, "labelled": n})
 
 
 def check_data(config: RunConfig, data: DataSplits) -> None:
@@ -77,6 +114,11 @@ def warn_if_no_code_length(config: RunConfig, data: DataSplits) -> None:
 
 def load_splits(config: RunConfig) -> DataSplits:
     d = config.data
+    if d.codes_of is not None:  # M1+M2: the data is a trained VAE's codes of its own data
+        from vaekit.codes import codes_run, encoded_splits
+
+        m1 = codes_run(d.codes_of)
+        return encoded_splits(m1, m1.load_data())
     return load_data(
         d.source,
         data_dir=d.data_dir,
@@ -218,9 +260,7 @@ def training_batches(config: RunConfig, x, context, global_batch: int, device: t
         device=device,
         rank=world.rank,
         world=world.size,
-        binarize=config.data.dynamic_binarize,
-        noise=t.noise,
-        noise_level=t.noise_level,
+        steps=InputSteps(config.data.dynamic_binarize, t.noise, t.noise_level),
     )
 
 

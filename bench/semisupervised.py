@@ -1,0 +1,169 @@
+"""Semi-supervised MNIST (Kingma et al. 2014's table): test error of M2 with 100, 600, 1000 or 3000 labels.
+
+MNIST as the paper splits it: 50k training, 10k validation, 10k test; the labelled examples are a
+class-balanced subset of the training split chosen by the seed (``vaekit.data.keep_labels``), the
+rest of the training split is unlabelled; validation keeps its labels and picks the best epoch
+(lowest validation error). One command per cell, resumable: a cell whose run directory exists is
+resumed where it stopped, and a finished one is only evaluated again.
+
+    python bench/semisupervised.py m2 --labels 100 --seed 0        # train (or resume) and evaluate one cell
+    python bench/semisupervised.py baselines --labels 100 --seed 0 # scikit-learn's estimators on the same subset
+    python bench/semisupervised.py table                           # the table from bench/results/semisupervised.json
+
+Each cell's record (model, labels, seed, test error, epochs, seconds per epoch, wall time, command)
+goes into ``bench/results/semisupervised.json``; the table gives mean ± std over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "semisupervised.json"
+RUNS = ROOT / "bench" / "runs" / "semisupervised"
+DATA_DIR = ROOT.parent / "shared" / "data"
+VALID_FRACTION = "0.16666667"  # 10,000 of MNIST's 60,000 training images, as the paper holds out
+M2_RECIPE = [
+    "--model", "m2", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
+    "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000", "--patience", "60",
+]  # fmt: skip
+
+
+def data_args(labels: int, seed: int) -> list[str]:
+    return [
+        "--dataset", "mnist", "--data-dir", str(DATA_DIR), "--valid-fraction", VALID_FRACTION,
+        "--labelled", str(labels), "--split-seed", str(seed),
+    ]  # fmt: skip
+
+
+def read_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {"cells": {}}
+
+
+def save_cell(key: str, record: dict) -> None:
+    results = read_results()
+    results["cells"][key] = record
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{key}: {json.dumps(record)}")
+
+
+@torch.inference_mode()
+def test_error(run_dir: Path) -> float:
+    """The best checkpoint's classifier error (%) on the MNIST test split."""
+    from vaekit.runs import load
+
+    run = load(run_dir)
+    test = run.load_data().test
+    predicted = torch.cat([run.model.classify(test.x[i : i + 1000]).logits.argmax(-1) for i in range(0, len(test), 1000)])
+    return 100.0 * float((predicted != test.y).double().mean())
+
+
+def run_m2(args) -> None:
+    out = RUNS / f"m2-{args.labels}-s{args.seed}"
+    command = [sys.executable, "-m", "vaekit", "train"]
+    if (out / "config.json").exists():
+        command += ["--resume", str(out), "--threads", str(args.threads)]
+    else:
+        command += [
+            *data_args(args.labels, args.seed),
+            *M2_RECIPE,
+            "--seed",
+            str(args.seed),
+            "--threads",
+            str(args.threads),
+            "--out",
+            str(out),
+        ]
+    started = time.time()
+    if not args.evaluate_only:
+        subprocess.run(command, check=True)
+    from vaekit.runs import read_metrics
+
+    rows = read_metrics(out / "metrics.csv")
+    best = min(rows, key=lambda r: (r["valid_error"], r["epoch"]))
+    record = {
+        "model": "M2",
+        "labels": args.labels,
+        "seed": args.seed,
+        "test_error": test_error(out),
+        "best_epoch": int(best["epoch"]),
+        "valid_error": 100.0 * best["valid_error"],
+        "epochs": len(rows),
+        "seconds_per_epoch": statistics.median(r["train_seconds"] for r in rows),
+        "wall_seconds_this_call": round(time.time() - started, 1),
+        "command": " ".join(["vaekit", "train", *data_args(args.labels, args.seed), *M2_RECIPE, "--seed", str(args.seed)]),
+    }
+    save_cell(f"m2-{args.labels}-s{args.seed}", record)
+
+
+def run_baselines(args) -> None:
+    """scikit-learn's LabelSpreading and SelfTrainingClassifier(LogisticRegression), and the logistic
+    regression on the labelled examples alone, on the same labelled subset as the M2 cell."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
+
+    from vaekit.data import keep_labels, load_data
+
+    splits = load_data("mnist", data_dir=str(DATA_DIR), valid_fraction=float(VALID_FRACTION), seed=args.seed)
+    train = keep_labels(splits.train, args.labels, 10, args.seed)
+    x, y = train.x.flatten(1).numpy(), train.y.numpy()
+    xt, yt = splits.test.x.flatten(1).numpy(), splits.test.y.numpy()
+    estimators = {
+        "logistic regression (labelled only)": lambda: LogisticRegression(max_iter=2000).fit(x[y >= 0], y[y >= 0]),
+        "SelfTrainingClassifier(LogisticRegression)": lambda: SelfTrainingClassifier(LogisticRegression(max_iter=500)).fit(x, y),
+        "LabelSpreading (knn, 10)": lambda: LabelSpreading(kernel="knn", n_neighbors=10, max_iter=100).fit(x, y),
+    }
+    for name, fit in estimators.items():
+        started = time.time()
+        model = fit()
+        error = 100.0 * float(np.mean(model.predict(xt) != yt))
+        save_cell(
+            f"{name}-{args.labels}-s{args.seed}",
+            {"model": name, "labels": args.labels, "seed": args.seed, "test_error": error, "wall_seconds": round(time.time() - started, 1)},
+        )
+
+
+def table(_args) -> None:
+    cells = read_results()["cells"].values()
+    models = sorted({c["model"] for c in cells})
+    print("| labels | " + " | ".join(models) + " |\n|---|" + "---|" * len(models))
+    for labels in (100, 600, 1000, 3000):
+        row = []
+        for model in models:
+            errors = [c["test_error"] for c in cells if c["model"] == model and c["labels"] == labels]
+            if not errors:
+                row.append("")
+            elif len(errors) == 1:
+                row.append(f"{errors[0]:.2f} (1 seed)")
+            else:
+                row.append(f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f} ({len(errors)} seeds)")
+        print(f"| {labels} | " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    for name, fn in (("m2", run_m2), ("baselines", run_baselines)):
+        p = sub.add_parser(name)
+        p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=True)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--evaluate-only", action="store_true", help="evaluate the cell's run as it stands (no training)")
+        p.set_defaults(fn=fn)
+    sub.add_parser("table").set_defaults(fn=table)
+    args = parser.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The semi-supervised bound of Kingma, Rezende, Mohamed & Welling 2014 (M2), for partly labelled data.
+
+The model is p(y) p(z) p(x|y, z) with q(y|x) q(z|x, y) (``vaekit.models.kinds.SemiSupervised``), p(y)
+uniform over K classes. A labelled example (x, y) has the bound
+
+    L(x, y) = E_q(z|x,y)[log p(x|y, z)] − β·KL(q(z|x, y) ‖ p(z)) + log p(y)  ≤ log p(x, y),
+
+and an unlabelled one sums its label out exactly:
+
+    U(x) = Σ_y q(y|x) L(x, y) + H(q(y|x))  ≤ log p(x).
+
+Training minimises −U on unlabelled examples and −L + α·(−log q(y|x)) on labelled ones, so the
+classifier also learns from the labels directly. The K classes of an unlabelled example and the one
+class of a labelled example are one batch of (example, class) pairs through the encoder and decoder:
+one pass, no loop over classes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+
+from vaekit.config import RunConfig
+from vaekit.errors import ConfigError
+from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, Objective
+from vaekit.objectives.elbo import ELBOTerms, check_beta, check_samples
+from vaekit.objectives.estimate import chunks, closed_form_kl, sample_count, squared_error, weighted
+
+PAPER_ALPHA = 0.1  # α = 0.1·N in the paper's sum over the data: 0.1 × (examples / labelled examples) per labelled example
+
+
+@OBJECTIVES.register("m2")
+class SemiSupervisedBound(Objective):
+    """The M2 objective (see the module docstring), β and α as settings.
+
+    alpha: the weight of −log q(y|x) of a labelled example, against one example's bound (the paper's
+        α = 0.1·N is ``PAPER_ALPHA`` × training examples / labelled ones: ``resolve`` fills it in).
+    beta: the weight of the KL term (1: the bound).
+
+    Terms (B,): ``neg_elbo`` = −L(x, y) of a labelled example (a bound on −log p(x, y)), −U(x) of an
+    unlabelled one (on −log p(x)); ``reconstruction`` and ``kl`` its two parts (for an unlabelled
+    example averaged over q(y|x), with KL(q(y|x) ‖ p(y)) in ``kl``; for a labelled one −log p(y) in
+    ``kl``); ``classification`` = −log q(y|x) and ``error`` = [argmax q(y|x) ≠ y] of the labelled
+    examples, scaled by B / (labelled examples in the batch) so that a batch's mean is the labelled
+    examples' mean (0 for an unlabelled one). A batch without labels (``context`` None) is all unlabelled.
+    """
+
+    terms = (*ELBOTerms.names, "classification", "error")
+    monitor: ClassVar[str] = "error"  # validation error picks the best epoch and stops early
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0):
+        super().__init__()
+        check_beta(beta)
+        if not alpha >= 0:
+            raise ConfigError(f"alpha must be >= 0, got {alpha}")
+        self.alpha, self.beta = alpha, beta
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> SemiSupervisedBound:
+        from vaekit.models import MODEL_KINDS  # the models build on the objectives' interfaces
+
+        t = config.train
+        if MODEL_KINDS[config.model.kind].objective != cls.name:
+            raise ConfigError(f"the {cls.name} objective needs a semi-supervised model with a classifier (--model m2)")
+        check_samples(t.n_samples, 1)
+        return cls(alpha=1.0 if t.alpha is None else t.alpha, beta=t.beta)
+
+    @classmethod
+    def resolve(cls, config: RunConfig, data) -> None:
+        """Fill in the paper's α from the training split (``alpha`` None): 0.1 × examples / labelled ones."""
+        labelled = data.train.labelled
+        if labelled is None or not bool(labelled.any()):
+            raise ConfigError(f"--model m2 needs some labelled training examples, and {config.data.source} has none")
+        counts = torch.bincount(data.train.y[labelled], minlength=config.model.context_dim)
+        if bool((counts == 0).any()):
+            missing = ", ".join(str(c) for c in (counts == 0).nonzero().flatten().tolist())
+            raise ConfigError(f"--model m2 needs a labelled training example of every class, and class {missing} has none")
+        if config.train.alpha is None:
+            config.train.alpha = PAPER_ALPHA * len(data.train) / int(labelled.sum())
+
+    def forward(self, model, batch, *, beta: float | torch.Tensor | None = None, draws: Draws = FRESH) -> ELBOTerms:
+        beta = self.beta if beta is None else beta
+        qy = model.classify(batch.inputs)  # batch (B,), K classes
+        log_qy = qy.logits  # (B, K) normalised log-probabilities
+        y = batch.context if batch.context is not None else torch.full(log_qy.shape[:1], -1, device=log_qy.device)
+        known = batch.labelled if batch.labelled is not None else y >= 0  # (B,)
+        rows, classes, pairs_of = example_class_pairs(known, y, model.classes)  # (M,), (M,)
+        rec, kl, error_sq = pair_terms(model, batch, rows, classes, draws)  # (M,) each
+        kl = kl + math.log(model.classes)  # −log p(y), uniform p(y)
+        unlabelled = pairs_of.shape[0]
+        n_known = len(rows) - unlabelled * model.classes
+        rec_u = rec[n_known:].view(unlabelled, model.classes)  # (U, K)
+        kl_u = kl[n_known:].view(unlabelled, model.classes)
+        q_u = log_qy[~known].exp()  # (U, K)
+        entropy = -(q_u * log_qy[~known]).sum(-1)  # H(q(y|x)) (U,)
+        reconstruction = torch.empty_like(log_qy[:, 0])
+        kl_all = torch.empty_like(reconstruction)
+        reconstruction[known], kl_all[known] = rec[:n_known], kl[:n_known]
+        reconstruction[~known] = (q_u * rec_u).sum(-1)
+        kl_all[~known] = (q_u * kl_u).sum(-1) - entropy  # Σ_y q(y|x) [KL_z + log K] − H(q)
+        loss = weighted(kl_all, beta) - reconstruction
+        scale = len(known) / known.sum().clamp(min=1)  # a batch's mean over the labelled examples
+        nll = torch.where(known, -log_qy.gather(1, y.clamp(min=0)[:, None])[:, 0], torch.zeros_like(loss))  # −log q(y|x) (B,)
+        wrong = (log_qy.argmax(-1) != y) & known
+        extra = {"classification": nll * scale, "error": wrong.to(loss.dtype) * scale}
+        error = None if error_sq is None else scatter_mean(error_sq, known, n_known, q_u)
+        return ELBOTerms(loss=loss + self.alpha * nll, reconstruction=reconstruction, kl=kl_all, squared_error=error, extra=extra)
+
+
+def example_class_pairs(known: torch.Tensor, y: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (example, class) pairs whose bound L(x, y) is needed: each labelled example with its label,
+    then each unlabelled example with every class. Returns rows (M,) into the batch, classes (M,), and
+    the unlabelled examples' rows (U,)."""
+    labelled_rows = known.nonzero().flatten()  # (B_l,)
+    unlabelled_rows = (~known).nonzero().flatten()  # (U,)
+    every = torch.arange(classes, device=y.device)
+    rows = torch.cat([labelled_rows, unlabelled_rows.repeat_interleave(classes)])  # (B_l + U·K,)
+    labels = torch.cat([y[labelled_rows], every.repeat(len(unlabelled_rows))])
+    return rows, labels, unlabelled_rows
+
+
+def pair_terms(model, batch, rows: torch.Tensor, classes: torch.Tensor, draws: Draws):
+    """E_q[log p(x|y, z)] and KL(q(z|x, y) ‖ p(z)) (M,) of each (example, class) pair, one batched pass;
+    also E_q ||x − E[x|y, z]||² where the draws ask for it."""
+    inputs, target = batch.inputs[rows], batch.target[rows]  # (M, *shape)
+    q = model.encode(inputs, classes)
+    p = model.prior()
+    kl = closed_form_kl(q, p)  # the Gaussian posterior against N(0, I): closed form
+    total = sample_count(1, draws)
+    rec_sum = error_sum = 0.0
+    for _, z in chunks(q, total, draws):
+        px = model.decode(z, classes)  # batch (c, M)
+        rec_sum = rec_sum + px.log_prob(target).sum(0)
+        if draws.squared_error:
+            error_sum = error_sum + squared_error(px, target).sum(0)
+    return rec_sum / total, kl, (error_sum / total if draws.squared_error else None)
+
+
+def scatter_mean(values: torch.Tensor, known: torch.Tensor, n_known: int, q_u: torch.Tensor) -> torch.Tensor:
+    """Per-example values (B,) from per-pair ones (M,): a labelled example's own, an unlabelled one's mean under q(y|x)."""
+    out = torch.empty(known.shape, dtype=values.dtype, device=values.device)
+    out[known] = values[:n_known]
+    out[~known] = (q_u * values[n_known:].view(len(q_u), -1)).sum(-1)
+    return out
