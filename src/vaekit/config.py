@@ -22,6 +22,41 @@ from vaekit.errors import ConfigError
 CONFIG_VERSION = 2  # the layout of config.json; older layouts are migrated on read (MIGRATIONS)
 PRECISIONS = ("fp32", "bf16")  # TrainConfig.precision
 NONFINITE_POLICIES = ("stop", "skip")  # TrainConfig.nonfinite
+CONV_DEFAULT_CHANNELS = (32, 64)  # ModelConfig.hidden of a convolutional network when none is given (vaekit train --arch conv)
+
+
+def flag(
+    help: str,
+    *,
+    name: str | None = None,
+    metavar: str | tuple[str, ...] | None = None,
+    nargs: int | str | None = None,
+    choices: str | tuple[str, ...] | None = None,
+    names: str | None = None,
+    negatable: bool = False,
+    positive: bool = False,
+) -> dict[str, Any]:
+    """A settings field's flag of ``vaekit train``, as the field's metadata; ``vaekit.cli.settings_flags``
+    builds the flag from it and reads its value back into the field. Its default is always None: a flag
+    left out leaves the setting alone.
+
+    help: the flag's help; ``{default}`` in it becomes "default X" (the field's default) and ``{names}``
+        the names of ``choices`` or ``names``.
+    name: the flag without its dashes, where it is not the field's name with dashes (``dataset`` for ``source``).
+    metavar, nargs: as for ``argparse``; nargs defaults to the field's type (``+`` for a tuple of any
+        length, N for a tuple of N).
+    choices: the values allowed: a tuple, or the name of a registry the command line knows (``"priors"``:
+        this module cannot import the registries, which build on it).
+    names: like ``choices``, for a value that may also be something else (a dataset name or a path):
+        listed in the help, not enforced.
+    negatable: a switch (a bool field) with a ``--no-`` form; without it, a switch can only turn its setting on.
+    positive: an integer value must be at least 1 (checked as the flag is parsed).
+    """
+    spec = {"name": name, "help": help, "metavar": metavar, "nargs": nargs, "choices": choices, "names": names}
+    return {"flag": spec | {"negatable": negatable, "positive": positive}}
+
+
+NO_FLAG: dict[str, Any] = {"flag": None}  # the metadata of a field no flag sets (filled from the data, or by another field's flag)
 
 
 @dataclass
@@ -54,17 +89,58 @@ class DataConfig:
         test keep theirs.
     """
 
-    source: str = "digits"
-    data_dir: str | None = None
-    valid_fraction: float = 0.1
-    split_seed: int = 0
-    dynamic_binarize: bool = False
-    image_size: tuple[int, int] | None = None
-    download: bool = False
-    memmap: bool | None = None
-    context_columns: tuple[str, ...] = ()
-    codes_of: str | None = None
-    labelled: int = 0
+    source: str = field(
+        default="digits",
+        metadata=flag(
+            "a dataset name ({names}; digits is embedded) or a path (.npy/.npz/.csv/.amat/image folder) ({default})",
+            name="dataset",
+            names="datasets",
+        ),
+    )
+    data_dir: str | None = field(
+        default=None, metadata=flag("folder with downloaded datasets (default: $VAEKIT_DATA_DIR or ~/.cache/vaekit)")
+    )
+    valid_fraction: float = field(default=0.1, metadata=flag("share of training data held out for validation ({default})"))
+    split_seed: int = field(default=0, metadata=flag("seed of the train/validation split ({default})"))
+    dynamic_binarize: bool = field(
+        default=False, metadata=flag("dynamic binarization: a fresh Bernoulli draw of each batch", name="binarize")
+    )
+    image_size: tuple[int, int] | None = field(
+        default=None, metadata=flag("resize image folders to H x W", metavar=("H", "W"), positive=True)
+    )
+    download: bool = field(default=False, metadata=flag("download a missing MNIST-family dataset (checksums verified)"))
+    memmap: bool | None = field(
+        default=None,
+        metadata=flag(
+            "read a .npy file or a folder of .npy shards memory-mapped, batch by batch, in a shuffled order of contiguous blocks "
+            "(default: automatic: shard folders, and .npy files too big for memory)",
+            negatable=True,
+        ),
+    )
+    context_columns: tuple[str, ...] = field(
+        default=(),
+        metadata=flag(
+            "a CSV table's columns that condition the model instead of being modelled (implies --condition columns)", metavar="NAME"
+        ),
+    )
+    codes_of: str | None = field(
+        default=None,
+        metadata=flag(
+            "train on the posterior means of a trained VAE run (M1 of M1+M2, Kingma et al. 2014): that run's data, each example "
+            "encoded by it; the run is recorded in this one, and every command reads data through it",
+            name="on-codes",
+            metavar="RUN",
+        ),
+    )
+    labelled: int = field(
+        default=0,
+        metadata=flag(
+            "keep the labels of N training examples (class-balanced, chosen by --split-seed) and hide the rest, for "
+            "semi-supervised learning (--model m2); validation and test keep theirs (default: keep every label; -1 in the "
+            "data marks an unlabelled example)",
+            metavar="N",
+        ),
+    )
 
 
 @dataclass
@@ -106,26 +182,86 @@ class ModelConfig:
         ``gated``) zero each hidden unit in training (0: none); evaluation runs without it.
     """
 
-    kind: str = "vae"
-    arch: str = "mlp"
-    input_shape: tuple[int, ...] = (1, 8, 8)
-    latent_dim: int = 2
-    latent_layers: tuple[int, ...] = ()
-    hierarchy: str = "skip"
-    latent_hidden: tuple[int, ...] | None = None
-    hidden: tuple[int, ...] = (256, 128)
-    activation: str = "relu"
-    conv_dense: int = 0
-    likelihood: str = "bernoulli"
-    likelihood_scale: float = 1.0
-    prior: str = "normal"
-    prior_components: int = 10
-    flow: str = "none"
-    flow_steps: int = 4
-    condition: str = "none"
-    context_dim: int = 0
-    logvar_range: tuple[float, float] = (-16.0, 10.0)
-    dropout: tuple[float, float] = (0.0, 0.0)
+    kind: str = field(
+        default="vae",
+        metadata=flag(
+            "vae (a Gaussian posterior), ae (a point mass: a plain autoencoder) or m2 (semi-supervised: a classifier q(y|x) "
+            "beside q(z|x, y) and p(x|y, z), for partly labelled data): {names} ({default})",
+            name="model",
+            choices="model kinds",
+            metavar="KIND",
+        ),
+    )
+    arch: str = field(
+        default="mlp", metadata=flag("encoder and decoder network: {names} ({default})", choices="architectures", metavar="ARCH")
+    )
+    input_shape: tuple[int, ...] = field(default=(1, 8, 8), metadata=NO_FLAG)  # filled from the data
+    latent_dim: int = field(
+        default=2,
+        metadata=flag(
+            "size of z ({default}); several sizes make a hierarchical model, z_1 (nearest the data) first", nargs="+", metavar="L"
+        ),
+    )
+    latent_layers: tuple[int, ...] = field(default=(), metadata=NO_FLAG)  # set by --latent-dim L1 L2 ...
+    hierarchy: str = field(
+        default="skip",
+        metadata=flag(
+            "how a hierarchical model's layers connect: skip (Tomczak & Welling's HVAE), branched (the same with their code's "
+            "networks: a layer per input), or chain (IWAE's) ({default})",
+            choices="hierarchies",
+            metavar="NAME",
+        ),
+    )
+    latent_hidden: tuple[int, ...] | None = field(
+        default=None,
+        metadata=flag(
+            "hidden sizes of the networks between a hierarchical model's layers (default: two layers as wide as the encoder's output)",
+            metavar="H",
+        ),
+    )
+    hidden: tuple[int, ...] = field(
+        default=(256, 128),
+        metadata=flag(f"MLP hidden sizes or conv channels per stage ({{default}}; conv {' '.join(map(str, CONV_DEFAULT_CHANNELS))})"),
+    )
+    activation: str = field(default="relu", metadata=flag("{names} ({default})", choices="activations", metavar="NAME"))
+    conv_dense: int = field(default=0, metadata=flag("dense layer width between conv stack and latent, 0: none ({default})"))
+    likelihood: str = field(default="bernoulli", metadata=flag("p(x|z): {names} ({default})", choices="likelihoods", metavar="NAME"))
+    likelihood_scale: float = field(
+        default=1.0, metadata=flag("fixed standard deviation of the gaussian likelihood ({default})", name="sigma")
+    )
+    prior: str = field(default="normal", metadata=flag("p(z): {names} ({default})", choices="priors", metavar="NAME"))
+    prior_components: int = field(default=10, metadata=flag("mixture prior components or vampprior pseudo-inputs ({default})"))
+    flow: str = field(
+        default="none",
+        metadata=flag("flow steps on top of the Gaussian posterior: {names} ({default})", choices="flows", metavar="NAME"),
+    )
+    flow_steps: int = field(default=4, metadata=flag("number of flow steps ({default})"))
+    condition: str = field(
+        default="none",
+        metadata=flag(
+            "a conditional model: label feeds the class label to the encoder and the decoder (with --prior conditional also "
+            "p(z|y)), the dataset needs labels; columns feeds numbers per example (a table's --context-columns, an .npz's "
+            "context array) ({default})",
+            choices="conditions",
+            metavar="NAME",
+        ),
+    )
+    context_dim: int = field(default=0, metadata=NO_FLAG)  # filled from the data
+    logvar_range: tuple[float, float] = field(
+        default=(-16.0, 10.0),
+        metadata=flag(
+            "the range every Gaussian layer clamps its log-variance to; the VampPrior paper's: -6 2 ({default})", metavar=("MIN", "MAX")
+        ),
+    )
+    dropout: tuple[float, float] = field(
+        default=(0.0, 0.0),
+        metadata=flag(
+            "zero each hidden unit of the dense encoder and decoder (mlp, gated) with probability P in training; two values: "
+            "the encoder's, then the decoder's ({default})",
+            nargs="+",
+            metavar="P",
+        ),
+    )
 
 
 @dataclass
@@ -186,37 +322,106 @@ class TrainConfig:
         instructions (AVX512-BF16, AMX); slower than fp32 on CPUs without them.
     """
 
-    epochs: int = 30
-    batch_size: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    objective: str = "elbo"
-    beta: float = 1.0
-    warmup_epochs: int = 0
-    n_samples: int = 1
-    iw_groups: int = 1
-    iw_elbo_mix: float = 0.0
-    piwae: bool = False
-    alpha: float | None = None
-    stl: bool = False
-    noise: str = "none"
-    noise_level: float = 0.0
-    grad_clip: float = 0.0
-    normalize_grads: bool = False
-    ema: float = 0.0
-    patience: int = 0
-    lr_patience: int = 0
-    lr_factor: float = 0.5
-    min_lr: float = 1e-5
-    seed: int = 0
-    threads: int = 0
-    nonfinite: str = "stop"
-    checkpoint_every: int = 0
-    init_decoder_bias: bool = True
-    compile: bool = False
-    precision: str = "fp32"
+    epochs: int = field(default=30, metadata=flag("training epochs ({default})"))
+    batch_size: int = field(default=100, metadata=flag("examples per step and process ({default}); with N processes a step takes N x this"))
+    lr: float = field(default=1e-3, metadata=flag("Adam learning rate ({default})"))
+    weight_decay: float = field(default=0.0, metadata=flag("Adam weight decay ({default})"))
+    adam_betas: tuple[float, float] = field(
+        default=(0.9, 0.999), metadata=flag("Adam's moment decays β1 β2 ({default})", metavar=("B1", "B2"))
+    )
+    adam_eps: float = field(
+        default=1e-8, metadata=flag("Adam's ε, in units of the per-example mean loss's gradient ({default})", metavar="EPS")
+    )
+    objective: str = field(
+        default="elbo",
+        metadata=flag("what training minimises: {names} ({default}; --iw-samples K chooses iw)", choices="objectives", metavar="NAME"),
+    )
+    beta: float = field(default=1.0, metadata=flag("KL weight β ({default})"))
+    warmup_epochs: int = field(
+        default=0, metadata=flag("KL warm-up: β rises linearly from 0 over this many epochs ({default})", name="warmup")
+    )
+    n_samples: int = field(default=1, metadata=flag("latent samples per example ({default})", name="samples"))
+    iw_groups: int = field(
+        default=1,
+        metadata=flag("with --iw-samples: average the IW bounds of M groups of the samples (MIWAE; {default})", metavar="M"),
+    )
+    iw_elbo_mix: float = field(
+        default=0.0,
+        metadata=flag("with --iw-samples: train on C x ELBO + (1 - C) x IW bound (CIWAE; {default})", metavar="C"),
+    )
+    piwae: bool = field(
+        default=False,
+        metadata=flag("with --iw-samples and --iw-groups M: the decoder trains on the IW bound, the encoder on MIWAE (PIWAE)"),
+    )
+    alpha: float | None = field(
+        default=None,
+        metadata=flag(
+            "with --model m2: the weight of a labelled example's classification loss -log q(y|x) against one example's bound "
+            "(default: the paper's 0.1 x training examples / labelled examples)",
+            metavar="A",
+        ),
+    )
+    stl: bool = field(
+        default=False,
+        metadata=flag(
+            "the path-derivative ('sticking the landing') gradient: log q(z|x) in the KL with the posterior's parameters stopped"
+        ),
+    )
+    noise: str = field(
+        default="none",
+        metadata=flag("denoising: corrupt inputs, reconstruct clean targets: {names} ({default})", choices="corruptions", metavar="KIND"),
+    )
+    noise_level: float = field(default=0.0, metadata=flag("noise std (gaussian) or probability (mask, salt-pepper)"))
+    grad_clip: float = field(default=0.0, metadata=flag("clip the gradient norm, 0: off ({default})"))
+    normalize_grads: bool = field(
+        default=False,
+        metadata=flag(
+            "divide each parameter tensor's gradient by its norm before the Adam step (the VampPrior code's AdamNormGrad; default off)",
+            negatable=True,
+        ),
+    )
+    ema: float = field(
+        default=0.0,
+        metadata=flag(
+            "validate, checkpoint and keep an exponential moving average of the weights with this decay, e.g. 0.999 "
+            "(Polyak averaging; {default}: off)",
+            metavar="DECAY",
+        ),
+    )
+    patience: int = field(default=0, metadata=flag("early stopping after this many epochs without improvement, 0: off ({default})"))
+    lr_patience: int = field(
+        default=0,
+        metadata=flag(
+            "multiply the learning rate by --lr-factor after N epochs with no better validation loss, 0: off ({default})", metavar="N"
+        ),
+    )
+    lr_factor: float = field(default=0.5, metadata=flag("the learning-rate cut of --lr-patience ({default})", metavar="F"))
+    min_lr: float = field(default=1e-5, metadata=flag("the learning rate --lr-patience stops at ({default})", metavar="LR"))
+    seed: int = field(default=0, metadata=flag("random seed ({default})"))
+    threads: int = field(
+        default=0, metadata=flag("torch threads (default 1; 2 for a conv network on an idle machine: measured in bench/README.md)")
+    )
+    nonfinite: str = field(
+        default="stop", metadata=flag("on a NaN/Inf loss: stop or skip the step ({default})", choices=NONFINITE_POLICIES)
+    )
+    checkpoint_every: int = field(default=0, metadata=flag("also checkpoint every N steps, 0: each epoch ({default})"))
+    init_decoder_bias: bool = field(
+        default=True, metadata=flag("start the decoder's output bias at the training data's mean (default on)", negatable=True)
+    )
+    compile: bool = field(
+        default=False,
+        metadata=flag(
+            "compile the training loss with torch.compile: faster steps after a compile of ~10 s, for long runs (default off)",
+            negatable=True,
+        ),
+    )
+    precision: str = field(
+        default="fp32",
+        metadata=flag(
+            "bf16: matrix products in bfloat16 (autocast), the rest float32; for GPUs and CPUs with bf16 instructions ({default})",
+            choices=PRECISIONS,
+        ),
+    )
 
 
 @dataclass
@@ -373,7 +578,6 @@ def validate(config: RunConfig) -> None:
         ),
         (m.latent_hidden is None or all(h >= 1 for h in m.latent_hidden), f"latent hidden sizes must be positive, got {m.latent_hidden}"),
         (all(h >= 1 for h in m.hidden), f"hidden sizes must be positive, got {list(m.hidden)}"),
-        (m.arch == "mlp" or len(m.hidden) >= 1, "a conv model needs at least one channel stage (--hidden)"),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),
         (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
         (m.flow_steps >= 1, f"flow steps must be at least 1, got {m.flow_steps}"),
@@ -414,10 +618,6 @@ def validate(config: RunConfig) -> None:
         (d.labelled >= 0, f"labelled must be >= 0 (0: keep every label), got {d.labelled}"),
         (t.alpha is None or t.alpha >= 0, f"alpha must be >= 0, got {t.alpha}"),
         (d.image_size is None or all(s >= 1 for s in d.image_size), f"image size must be positive, got {d.image_size}"),
-        (
-            not d.context_columns or m.condition == "columns",
-            f"context columns are the context of --condition columns, not --condition {m.condition}",
-        ),
     ]
     for section in (d, m, t):
         for f in dataclasses.fields(section):
@@ -427,6 +627,25 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    from vaekit.objectives import objective_from_config  # the objective checks its own settings (it builds on this module)
+    # the parts and the objectives build on this module: their facts, and the objective's own checks, are read here
+    from vaekit.models import ENCODERS
+    from vaekit.models.condition import ColumnsCondition
+    from vaekit.objectives import objective_from_config
 
+    convolutional = m.arch in ENCODERS and ENCODERS[m.arch].needs_images  # an unknown name is check_parts' to name
+    check_part_settings(config, convolutional=convolutional, columns_condition=ColumnsCondition.name)
     objective_from_config(config)
+
+
+def check_part_settings(config: RunConfig, *, convolutional: bool, columns_condition: str) -> None:
+    """Raise ``ConfigError`` for a setting that does not fit the part a name picks, told the parts' facts
+    (this module cannot import their registries, which build on it).
+
+    convolutional: whether the networks ``config.model.arch`` names work on images (``Encoder.needs_images``).
+    columns_condition: the name of the condition whose context is a table's context columns.
+    """
+    m, d = config.model, config.data
+    if convolutional and not m.hidden:
+        raise ConfigError("a conv model needs at least one channel stage (--hidden)")
+    if d.context_columns and m.condition != columns_condition:
+        raise ConfigError(f"context columns are the context of --condition {columns_condition}, not --condition {m.condition}")
