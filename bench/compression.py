@@ -35,6 +35,7 @@ import vaekit
 from vaekit.compression import compress, decompress
 from vaekit.compression import format as vkz
 from vaekit.compression.lossy import compress_lossy
+from vaekit.data import Dataset
 from vaekit.evaluation import elbo_terms
 
 LITERATURE_8BIT = {"bz2 (BB-ANS paper)": 1.42, "BB-ANS": 1.41, "Bit-Swap": 1.29}
@@ -73,7 +74,7 @@ def codecs(images: np.ndarray, binary: bool) -> dict[str, float]:
 
 def lossless(model, x: torch.Tensor, label: str) -> dict:
     n, dims = len(x), math.prod(x.shape[1:])
-    neg_elbo = elbo_terms(model, x, seed=0).neg_elbo.double()  # nats (N,), one latent sample as evaluate
+    neg_elbo = elbo_terms(model, Dataset(x), seed=0).neg_elbo.double()  # nats (N,), one latent sample as evaluate
     start = time.perf_counter()
     data = compress(model, x)
     t_c = time.perf_counter() - start

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from vaekit.config import ModelConfig  # noqa: E402
+from vaekit.data import Dataset  # noqa: E402
 from vaekit.evaluation import example_scores, iw_log_likelihood  # noqa: E402
 from vaekit.models import build_model  # noqa: E402
 from vaekit.objectives import elbo  # noqa: E402
@@ -70,12 +71,12 @@ def check(name: str, config: ModelConfig, device: torch.device) -> tuple[bool, s
     gpu.load_state_dict(cpu.state_dict())
     errors = {}
     with torch.no_grad():
-        a = example_scores(cpu, x, samples=4, context=y)
-        b = example_scores(gpu, x, samples=4, context=None if y is None else y.to(device))
+        a = example_scores(cpu, Dataset(x, y), samples=4)  # a CVAE's examples each with its label
+        b = example_scores(gpu, Dataset(x, y), samples=4)
         errors["neg_elbo"] = relative(b.neg_elbo, a.neg_elbo)
         if not cpu.deterministic:
-            a = iw_log_likelihood(cpu, x, k=64, common_noise=True, context=y)
-            b = iw_log_likelihood(gpu, x, k=64, common_noise=True, context=None if y is None else y.to(device))
+            a = iw_log_likelihood(cpu, Dataset(x, y), k=64, common_noise=True)
+            b = iw_log_likelihood(gpu, Dataset(x, y), k=64, common_noise=True)
             errors["iw_nll"] = relative(b, a)
     gpu.train()
     with torch.autocast(device.type, dtype=torch.bfloat16):

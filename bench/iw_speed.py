@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import write_results  # noqa: E402
 
 from vaekit.config import ModelConfig  # noqa: E402
+from vaekit.data import Dataset  # noqa: E402
 from vaekit.evaluation import iw_log_likelihood  # noqa: E402
 from vaekit.models import build_model  # noqa: E402
 
@@ -53,7 +54,7 @@ def main() -> int:
         seconds = []
         for _ in range(2):
             start = time.perf_counter()
-            iw_log_likelihood(model, x, k=args.k)
+            iw_log_likelihood(model, Dataset(x), k=args.k)
             seconds.append(time.perf_counter() - start)
         rate = args.images / min(seconds)
         results["priors"][name] = {"images_per_second": rate, "test_set_minutes": 10_000 / rate / 60}

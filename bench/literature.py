@@ -36,7 +36,7 @@ from vaekit import runs  # noqa: E402
 from vaekit.anomaly import SCORES, VAEAnomalyDetector, anomaly_scores, detection_metrics  # noqa: E402
 from vaekit.baselines import compare_reconstruction  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from vaekit.data import DataSplits, load_data  # noqa: E402
+from vaekit.data import Dataset, DataSplits, SourceSettings, load_data  # noqa: E402
 from vaekit.errors import CheckpointError  # noqa: E402
 from vaekit.evaluation import elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood  # noqa: E402
 from vaekit.training import train  # noqa: E402
@@ -75,17 +75,17 @@ def trained(config: RunConfig, out: Path, data: DataSplits | None = None) -> tup
 def check_b1(args) -> dict:
     print("\n[1] binarized MNIST, B1: importance-weighted NLL vs K", flush=True)
     config = b1_config("binarized-mnist", args.data_dir, args.epochs)
-    data = load_data("binarized-mnist", data_dir=args.data_dir)
+    data = load_data("binarized-mnist", settings=SourceSettings(data_dir=args.data_dir))
     run, train_seconds = trained(config, Path(args.work) / "b1", data)
     model, x = run.model, data.test.x
     dims = math.prod(model.input_shape)
     start = time.perf_counter()
-    neg = summarize(elbo_terms(model, x, seed=0), dims)
+    neg = summarize(elbo_terms(model, Dataset(x), seed=0), dims)
     elbo_seconds = time.perf_counter() - start
     rows = []
     for k in args.ks:
         start = time.perf_counter()
-        log_px = iw_log_likelihood(model, x, k=k, seed=0)
+        log_px = iw_log_likelihood(model, Dataset(x), k=k, seed=0)
         seconds = time.perf_counter() - start
         rows.append({"k": k, **summarize_log_likelihood(log_px, dims), "seconds": seconds})
         r = rows[-1]
@@ -94,7 +94,7 @@ def check_b1(args) -> dict:
             flush=True,
         )
     nlls = [r["nll"] for r in rows]
-    diag = latent_diagnostics(model, x)
+    diag = latent_diagnostics(model, Dataset(x))
     return {
         "model": "B1: MLP 784-512-16 (ReLU), Bernoulli decoder, Adam 1e-3, batch 100",
         "epochs": config.train.epochs,
@@ -109,7 +109,7 @@ def check_b1(args) -> dict:
         "iw": rows,
         "active_units": diag.n_active,
         "latent_dim": len(diag.activity),
-        "pca": compare_reconstruction(model, data.train.x, x),
+        "pca": compare_reconstruction(model, data.train.x, Dataset(x)),
         "checks": {
             "iw_nll_at_max_k_below_neg_elbo": nlls[-1] <= neg["neg_elbo"],
             "iw_nll_decreases_with_k": all(b <= a for a, b in zip(nlls, nlls[1:])),
@@ -119,7 +119,7 @@ def check_b1(args) -> dict:
 
 def check_held_out(args) -> list[dict]:
     out = []
-    data = load_data("mnist", data_dir=args.data_dir)
+    data = load_data("mnist", settings=SourceSettings(data_dir=args.data_dir))
     for digit in args.held_out:
         print(f"\n[2] MNIST with digit {digit} held out of training: anomaly scores", flush=True)
         keep_train, keep_valid = data.train.y != digit, data.valid.y != digit
@@ -138,7 +138,7 @@ def check_held_out(args) -> list[dict]:
         }
         for score in SCORES:
             start = time.perf_counter()
-            s = anomaly_scores(run.model, data.test.x, score=score, samples=10, iw_samples=args.anomaly_iw, seed=0)
+            s = anomaly_scores(run.model, Dataset(data.test.x), score=score, samples=10, iw_samples=args.anomaly_iw, seed=0)
             metrics = detection_metrics(s, is_anomaly)
             row["scores"][score] = {
                 "roc_auc": metrics["roc_auc"],

@@ -25,7 +25,7 @@ from common import write_results
 from run import ROOT, PlainVAE, b1_config
 
 import vaekit
-from vaekit.data import load_data
+from vaekit.data import Dataset, SourceSettings, load_data
 from vaekit.evaluation import elbo_terms
 
 
@@ -82,7 +82,7 @@ def main() -> int:
     ap.add_argument("--skip-plain", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
-    data = load_data("binarized-mnist", data_dir=args.data_dir)
+    data = load_data("binarized-mnist", settings=SourceSettings(data_dir=args.data_dir))
     test = data.test.x
     rows = []
     for seed in args.seeds:
@@ -97,7 +97,7 @@ def main() -> int:
             seconds = time.perf_counter() - t0
             last = vaekit.load(run.path, which="last").model
             prefix = "vaekit" if variant == "fp32" else f"vaekit_{variant}"
-            row[f"{prefix}_neg_elbo"] = elbo_terms(last, test).neg_elbo.mean().item()
+            row[f"{prefix}_neg_elbo"] = elbo_terms(last, Dataset(test)).neg_elbo.mean().item()
             row[f"{prefix}_train_seconds"] = sum(r["train_seconds"] for r in run.metrics())
             row[f"{prefix}_total_seconds"] = seconds
             shutil.rmtree(run.path, ignore_errors=True)
@@ -105,7 +105,7 @@ def main() -> int:
             t0 = time.perf_counter()
             plain = plain_train(data.train.x, seed, args.epochs)
             row["plain_seconds"] = time.perf_counter() - t0
-            row["plain_neg_elbo"] = elbo_terms(as_vaekit(plain), test).neg_elbo.mean().item()
+            row["plain_neg_elbo"] = elbo_terms(as_vaekit(plain), Dataset(test)).neg_elbo.mean().item()
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {"epochs": args.epochs, "rows": rows}

@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vaekit
 from vaekit.config import RunConfig
-from vaekit.data import Dataset, DataSplits, load_data
+from vaekit.data import Dataset, DataSplits, SourceSettings, load_data
 from vaekit.evaluation import iw_log_likelihood
 from vaekit.training import Trainer
 
@@ -259,7 +259,7 @@ def plain_training(x: torch.Tensor, repeats: int, device: str) -> dict:
 # ----- importance-weighted evaluation --------------------------------------------------------
 def iw_throughput(model, x: torch.Tensor, k: int, repeats: int, device) -> dict:
     model = model.to(device)
-    s = timed(lambda: iw_log_likelihood(model, x.to(device), k=k), repeats, torch.device(device))
+    s = timed(lambda: iw_log_likelihood(model, Dataset(x.to(device)), k=k), repeats, torch.device(device))
     with FlopCounterMode(display=False) as counter:  # one chunk's decoder + log-densities, per (example, sample)
         with torch.inference_mode():
             z = torch.randn(1000, model.latent_dim, device=device)
@@ -287,7 +287,7 @@ model = vaekit.build_model(ModelConfig(hidden=(512,), latent_dim=16, likelihood=
 x = (torch.rand(100, 1, 28, 28) < 0.3).float()
 Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
 before = status("VmRSS")
-iw_log_likelihood(model, x, k=int(sys.argv[1]), batch_size=100)
+iw_log_likelihood(model, Dataset(x), k=int(sys.argv[1]), batch_size=100)
 print(before, status("VmHWM"))
 """
 
@@ -407,7 +407,7 @@ def main() -> int:
     if any("bf16" in p for p in parts):  # the same references in bfloat16
         res["gemm_bf16"] = gemm_reference(device, rep, 2048 if device.type == "cpu" else 8192, torch.bfloat16)
         res["b1_gemm_bound_bf16"] = gemm_bound(device, rep, B1_LAYERS, batch=100, steps=100 if args.quick else 300, dtype=torch.bfloat16)
-    bmnist = load_data("binarized-mnist", data_dir=args.data_dir)
+    bmnist = load_data("binarized-mnist", settings=SourceSettings(data_dir=args.data_dir))
     b1_parts(res, parts, bmnist, args, scratch)
     conv_parts(res, parts, args, scratch)
     if "table" in parts:
@@ -454,7 +454,7 @@ def conv_parts(res: dict, parts: set[str], args: argparse.Namespace, scratch: Pa
     conv_runs: dict[str, Workload] = {}
     for part, precision in [("conv", "fp32"), ("conv-bf16", "bf16")]:
         if part in parts:
-            mnist = load_data("mnist", data_dir=args.data_dir)
+            mnist = load_data("mnist", settings=SourceSettings(data_dir=args.data_dir))
             cfg = b1_config()
             cfg.data.source = "mnist"
             cfg.model.arch, cfg.model.hidden, cfg.train.precision = "conv", (32, 64), precision

@@ -7,6 +7,8 @@ rest of the training split is unlabelled; validation keeps its labels and picks 
 resumed where it stopped, and a finished one is only evaluated again.
 
     python bench/semisupervised.py m2 --labels 100 --seed 0        # train (or resume) and evaluate one cell
+    python bench/semisupervised.py m1 --seed 0                     # M1: a VAE on all 50k training images (labels unused)
+    python bench/semisupervised.py m1m2 --labels 100 --seed 0      # M2 on M1's codes (vaekit train --on-codes)
     python bench/semisupervised.py baselines --labels 100 --seed 0 # scikit-learn's estimators on the same subset
     python bench/semisupervised.py table                           # the table from bench/results/semisupervised.json
 
@@ -33,6 +35,16 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 VALID_FRACTION = "0.16666667"  # 10,000 of MNIST's 60,000 training images, as the paper holds out
 M2_RECIPE = [
     "--model", "m2", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
+    "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000", "--patience", "60",
+]  # fmt: skip
+
+
+M1_RECIPE = [
+    "--latent-dim", "50", "--hidden", "600", "600", "--activation", "silu",
+    "--batch-size", "100", "--lr", "1e-3", "--ema", "0.999", "--epochs", "300", "--patience", "30",
+]  # fmt: skip
+M1M2_RECIPE = [
+    "--model", "m2", "--likelihood", "gaussian-learned", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
     "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000", "--patience", "60",
 ]  # fmt: skip
 
@@ -67,31 +79,41 @@ def test_error(run_dir: Path) -> float:
     return 100.0 * float((predicted != test.y).double().mean())
 
 
-def run_m2(args) -> None:
-    out = RUNS / f"m2-{args.labels}-s{args.seed}"
+def train_or_resume(out: Path, args_new: list[str], threads: int) -> None:
+    """``vaekit train`` with ``args_new`` into ``out``, or ``--resume out`` where it has started."""
     command = [sys.executable, "-m", "vaekit", "train"]
     if (out / "config.json").exists():
-        command += ["--resume", str(out), "--threads", str(args.threads)]
+        command += ["--resume", str(out), "--threads", str(threads)]
     else:
-        command += [
-            *data_args(args.labels, args.seed),
-            *M2_RECIPE,
-            "--seed",
-            str(args.seed),
-            "--threads",
-            str(args.threads),
-            "--out",
-            str(out),
-        ]
+        command += [*args_new, "--threads", str(threads), "--out", str(out)]
+    subprocess.run(command, check=True)
+
+
+def run_m1(args) -> None:
+    out = RUNS / f"m1-s{args.seed}"
+    m1_data = ["--dataset", "mnist", "--data-dir", str(DATA_DIR), "--valid-fraction", VALID_FRACTION, "--split-seed", str(args.seed)]
+    if not args.evaluate_only:
+        train_or_resume(out, [*m1_data, *M1_RECIPE, "--seed", str(args.seed)], args.threads)
+
+
+def run_m2(args) -> None:
+    on_codes = args.what == "m1m2"
+    name = f"{args.what}-{args.labels}-s{args.seed}"
+    out = RUNS / name
+    if on_codes:
+        m1 = RUNS / f"m1-s{args.seed}"
+        recipe = ["--on-codes", str(m1), "--labelled", str(args.labels), *M1M2_RECIPE]
+    else:
+        recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
     started = time.time()
     if not args.evaluate_only:
-        subprocess.run(command, check=True)
+        train_or_resume(out, [*recipe, "--seed", str(args.seed)], args.threads)
     from vaekit.runs import read_metrics
 
     rows = read_metrics(out / "metrics.csv")
     best = min(rows, key=lambda r: (r["valid_error"], r["epoch"]))
     record = {
-        "model": "M2",
+        "model": "M1+M2" if on_codes else "M2",
         "labels": args.labels,
         "seed": args.seed,
         "test_error": test_error(out),
@@ -99,34 +121,71 @@ def run_m2(args) -> None:
         "valid_error": 100.0 * best["valid_error"],
         "epochs": len(rows),
         "seconds_per_epoch": statistics.median(r["train_seconds"] for r in rows),
+        "training_seconds": round(sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in rows), 1),
         "wall_seconds_this_call": round(time.time() - started, 1),
-        "command": " ".join(["vaekit", "train", *data_args(args.labels, args.seed), *M2_RECIPE, "--seed", str(args.seed)]),
+        "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
-    save_cell(f"m2-{args.labels}-s{args.seed}", record)
+    if on_codes:
+        record["m1_epochs"] = len(read_metrics(RUNS / f"m1-s{args.seed}" / "metrics.csv"))
+    save_cell(name, record)
+
+
+def classifier_alone(train, valid, seed: int):
+    """M2's classifier network (MLP 500, SiLU; ``Classifier``) trained on the labelled examples alone: Adam,
+    full batch, the epoch of lowest validation error kept. Returns a predict function."""
+    import copy
+
+    from vaekit.config import ModelConfig
+    from vaekit.models.classifier import Classifier
+
+    torch.manual_seed(seed)
+    net = Classifier.from_config(ModelConfig(input_shape=(1, 28, 28), hidden=(500,), activation="silu", context_dim=10))
+    known = train.y >= 0
+    x, y = train.x[known], train.y[known]
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    best, best_state = 2.0, None
+    for step in range(2000):
+        net.train()
+        optimizer.zero_grad()
+        (-net(x).log_prob(y).mean()).backward()
+        optimizer.step()
+        if step % 20 == 19:
+            with torch.inference_mode():
+                net.eval()
+                error = float((net(valid.x).logits.argmax(-1) != valid.y).double().mean())
+            if error < best:
+                best, best_state = error, copy.deepcopy(net.state_dict())
+    net.load_state_dict(best_state)
+    net.eval()
+    return lambda inputs: net(torch.as_tensor(inputs).view(-1, 1, 28, 28)).logits.argmax(-1).numpy()
 
 
 def run_baselines(args) -> None:
-    """scikit-learn's LabelSpreading and SelfTrainingClassifier(LogisticRegression), and the logistic
-    regression on the labelled examples alone, on the same labelled subset as the M2 cell."""
+    """scikit-learn's LabelSpreading and SelfTrainingClassifier(LogisticRegression), the logistic regression
+    and M2's classifier network on the labelled examples alone, on the same labelled subset as the M2 cell."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 
-    from vaekit.data import keep_labels, load_data
+    from vaekit.data import SourceSettings, keep_labels, load_data
 
-    splits = load_data("mnist", data_dir=str(DATA_DIR), valid_fraction=float(VALID_FRACTION), seed=args.seed)
+    torch.set_num_threads(args.threads)
+    splits = load_data("mnist", settings=SourceSettings(data_dir=str(DATA_DIR), valid_fraction=float(VALID_FRACTION), seed=args.seed))
     train = keep_labels(splits.train, args.labels, 10, args.seed)
     x, y = train.x.flatten(1).numpy(), train.y.numpy()
     xt, yt = splits.test.x.flatten(1).numpy(), splits.test.y.numpy()
     estimators = {
-        "logistic regression (labelled only)": lambda: LogisticRegression(max_iter=2000).fit(x[y >= 0], y[y >= 0]),
-        "SelfTrainingClassifier(LogisticRegression)": lambda: SelfTrainingClassifier(LogisticRegression(max_iter=500)).fit(x, y),
-        "LabelSpreading (knn, 10)": lambda: LabelSpreading(kernel="knn", n_neighbors=10, max_iter=100).fit(x, y),
+        "classifier alone (M2's network, labelled only)": lambda: classifier_alone(train, splits.valid, args.seed),
+        "logistic regression (labelled only)": lambda: LogisticRegression(max_iter=2000).fit(x[y >= 0], y[y >= 0]).predict,
+        "SelfTrainingClassifier(LogisticRegression)": lambda: SelfTrainingClassifier(LogisticRegression(max_iter=500)).fit(x, y).predict,
+        "LabelSpreading (knn, 10)": lambda: LabelSpreading(kernel="knn", n_neighbors=10, max_iter=100).fit(x, y).predict,
     }
     for name, fit in estimators.items():
+        if args.only and not any(word.lower() in name.lower() for word in args.only):
+            continue
         started = time.time()
-        model = fit()
-        error = 100.0 * float(np.mean(model.predict(xt) != yt))
+        predict = fit()
+        error = 100.0 * float(np.mean(predict(xt) != yt))
         save_cell(
             f"{name}-{args.labels}-s{args.seed}",
             {"model": name, "labels": args.labels, "seed": args.seed, "test_error": error, "wall_seconds": round(time.time() - started, 1)},
@@ -153,12 +212,13 @@ def table(_args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    for name, fn in (("m2", run_m2), ("baselines", run_baselines)):
+    for name, fn in (("m2", run_m2), ("m1m2", run_m2), ("m1", run_m1), ("baselines", run_baselines)):
         p = sub.add_parser(name)
-        p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=True)
+        p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=name != "m1")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--evaluate-only", action="store_true", help="evaluate the cell's run as it stands (no training)")
+        p.add_argument("--only", nargs="+", metavar="WORD", help="baselines: only the estimators whose names hold one of these words")
         p.set_defaults(fn=fn)
     sub.add_parser("table").set_defaults(fn=table)
     args = parser.parse_args()

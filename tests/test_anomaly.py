@@ -10,6 +10,7 @@ from PIL import Image
 
 from vaekit.anomaly import SCORES, anomaly_scores, contamination_threshold, detection_metrics, quantile_threshold, score_histogram
 from vaekit.cli import main
+from vaekit.data import Dataset
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import elbo_terms
 from vaekit.objectives import ELBO
@@ -34,28 +35,28 @@ def run(run_dir):
 @pytest.mark.parametrize("score", SCORES)
 def test_scores_are_deterministic_per_example_and_higher_off_distribution(run, score):
     x = run.load_data().test.x[:60]
-    s = anomaly_scores(run.model, x, score=score, samples=3, iw_samples=20, seed=0)
+    s = anomaly_scores(run.model, Dataset(x), score=score, samples=3, iw_samples=20, seed=0)
     assert s.shape == (60,) and torch.isfinite(s).all()
-    torch.testing.assert_close(s, anomaly_scores(run.model, x, score=score, samples=3, iw_samples=20, seed=0), rtol=0, atol=0)
+    torch.testing.assert_close(s, anomaly_scores(run.model, Dataset(x), score=score, samples=3, iw_samples=20, seed=0), rtol=0, atol=0)
     # an example's score does not depend on the batch or the rows scored with it
-    part = anomaly_scores(run.model, x[[7, 3, 41]], score=score, samples=3, iw_samples=20, seed=0, batch_size=2)
+    part = anomaly_scores(run.model, Dataset(x[[7, 3, 41]]), score=score, samples=3, iw_samples=20, seed=0, batch_size=2)
     torch.testing.assert_close(part, s[[7, 3, 41]], rtol=1e-5, atol=1e-5)
     noise = torch.rand(60, *x.shape[1:]).round()  # salt-and-pepper images are not digits
-    assert anomaly_scores(run.model, noise, score=score, samples=3, iw_samples=20).median() > s.median()
+    assert anomaly_scores(run.model, Dataset(noise), score=score, samples=3, iw_samples=20).median() > s.median()
 
 
 def test_neg_elbo_score_is_the_negative_elbo(run):
     x = run.load_data().test.x[:100]
-    at_mean = anomaly_scores(run.model, x, score="neg-elbo", samples=0)
-    averaged = anomaly_scores(run.model, x, score="neg-elbo", samples=400)
-    mc = elbo_terms(run.model, x, objective=ELBO(n_samples=400)).neg_elbo
+    at_mean = anomaly_scores(run.model, Dataset(x), score="neg-elbo", samples=0)
+    averaged = anomaly_scores(run.model, Dataset(x), score="neg-elbo", samples=400)
+    mc = elbo_terms(run.model, Dataset(x), objective=ELBO(n_samples=400)).neg_elbo
     assert (averaged - mc).abs().mean() < 0.2
     q = run.model.encode(x)  # samples=0: at the posterior mean
-    torch.testing.assert_close(at_mean, elbo_terms(run.model, x).kl - run.model.decode(q.mean).log_prob(x))
+    torch.testing.assert_close(at_mean, elbo_terms(run.model, Dataset(x)).kl - run.model.decode(q.mean).log_prob(x))
     with pytest.raises(ConfigError):
-        anomaly_scores(run.model, x, score="likelihood")
+        anomaly_scores(run.model, Dataset(x), score="likelihood")
     with pytest.raises(ConfigError):
-        anomaly_scores(run.model, x, samples=-1)
+        anomaly_scores(run.model, Dataset(x), samples=-1)
 
 
 def test_thresholds_and_metrics():

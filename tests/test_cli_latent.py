@@ -17,6 +17,7 @@ from test_latent import tiny_run
 
 from vaekit import latent
 from vaekit.cli import main
+from vaekit.data import Dataset
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_interpolate_writes_a_strip_with_the_originals_at_the_ends(vae2, digits,
     # t = 0 and t = 1 are the reconstructions of the two originals
     from vaekit.generation import reconstruct
 
-    rec = reconstruct(vae2.model, x[[0, 3]])
+    rec = reconstruct(vae2.model, Dataset(x[[0, 3]]))
     assert np.abs(cell(pic, (1, 7), 0, 1, 56, 2) - enlarged(rec[0], 56)).max() <= 1
     assert np.abs(cell(pic, (1, 7), 0, 5, 56, 2) - enlarged(rec[1], 56)).max() <= 1
     middle = [cell(pic, (1, 7), 0, c, 56, 2) for c in range(1, 6)]
@@ -107,8 +108,8 @@ def test_traverse_draws_one_row_per_dimension(tmp_path_factory, capsys):
     assert "z" in capsys.readouterr().out
     pic = png(out)
     data = run.load_data()
-    top = latent.rank_dims(run.model, data.test.x).dims[:2]
-    base = latent.encode(run.model, data.test.x[:1])[0]
+    top = latent.rank_dims(run.model, Dataset(data.test.x)).dims[:2]
+    base = latent.encode(run.model, Dataset(data.test.x[:1]))[0]
     values = latent.grid_values(latent.marginals(run.model.prior()), 5, "sigma")
     expected = latent.traverse(run.model, top, base, values)
     for r in range(2):
@@ -141,7 +142,7 @@ def test_embed_writes_codes_csv_and_a_scatter(vae2, digits, tmp_path, capsys):
     assert main(["embed", str(vae2.path)]) == 0
     fig = vae2.path / "figures"
     codes = np.load(fig / "embedding.npy")
-    expected = latent.encode(vae2.model, digits.test.x).numpy()
+    expected = latent.encode(vae2.model, Dataset(digits.test.x)).numpy()
     assert codes.shape == (len(digits.test), 2) and np.allclose(codes, expected)
     with open(fig / "embedding.csv", newline="") as f:
         rows = list(csv.reader(f))

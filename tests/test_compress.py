@@ -96,9 +96,9 @@ def test_exact_outputs_do_not_depend_on_batch_or_threads(trained, binary_digits)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        mu_all, lv_all = exact.posterior(x).gaussian(0, None)
+        mu_all, lv_all = exact.posterior_layers(x).gaussian(0, None)
         torch.set_num_threads(2)
-        mu_few, lv_few = exact.posterior(x[3:10]).gaussian(0, None)
+        mu_few, lv_few = exact.posterior_layers(x[3:10]).gaussian(0, None)
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(mu_all[3:10], mu_few) and np.array_equal(lv_all[3:10], lv_few)

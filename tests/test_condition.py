@@ -19,7 +19,7 @@ from torch.distributions import kl_divergence
 import vaekit
 from vaekit.cli import main
 from vaekit.config import ModelConfig, RunConfig
-from vaekit.data import load_data
+from vaekit.data import Dataset, SourceSettings, load_data
 from vaekit.data.batches import TrainingBatches
 from vaekit.data.streaming import side_path
 from vaekit.errors import ConfigError, DataError
@@ -148,7 +148,7 @@ def test_labels_travel_with_batches_in_memory_memory_mapped_and_in_each_process_
     assert sum(shares) == 2 * len(x)  # the two processes' shares cover every example
     np.save(tmp_path / "rows.npy", x)
     np.save(side_path(tmp_path / "rows.npy"), y)
-    splits = load_data(str(tmp_path / "rows.npy"), memmap=True)
+    splits = load_data(str(tmp_path / "rows.npy"), settings=SourceSettings(memmap=True))
     assert splits.streaming and splits.info["num_classes"] == 5
     for part in (splits.train, splits.valid):  # the validation blocks keep their labels too
         torch.testing.assert_close(part.x[torch.arange(len(part))][:, 0], part.y.float() / 10)
@@ -194,19 +194,19 @@ def test_two_processes_train_a_conditional_model_like_one(tmp_path, condition):
 def test_elbo_and_iw_nll_are_of_x_given_its_label(cvae):
     test = cvae.load_data().test
     x, y = test.x[:100], test.y[:100]
-    right = iw_log_likelihood(cvae.model, x, k=64, context=y)
-    wrong = iw_log_likelihood(cvae.model, x, k=64, context=(y + 1) % 10)
+    right = iw_log_likelihood(cvae.model, Dataset(x, y), k=64)
+    wrong = iw_log_likelihood(cvae.model, Dataset(x, (y + 1) % 10), k=64)
     assert right.mean() > wrong.mean() + 1.0  # the labels matter: log p(x|y) of the true class is higher
-    terms = elbo_terms(cvae.model, x, context=y, batch_size=30)  # batched rows keep their own labels
+    terms = elbo_terms(cvae.model, Dataset(x, y), batch_size=30)  # batched rows keep their own labels
     with torch.random.fork_rng():
         torch.manual_seed(0)
         whole = vaekit.elbo(cvae.model, x, context=y)
     torch.testing.assert_close(terms.kl, whole.kl)  # closed-form KL: independent of the draws and the batching
     assert (
-        right.mean() > -elbo_terms(cvae.model, x, context=y, objective=ELBO(n_samples=64)).neg_elbo.mean()
+        right.mean() > -elbo_terms(cvae.model, Dataset(x, y), objective=ELBO(n_samples=64)).neg_elbo.mean()
     )  # the IW bound lies above the ELBO
-    with pytest.raises(ConfigError, match="conditional"):
-        elbo_terms(cvae.model, x)
+    with pytest.raises(ConfigError, match="no labels, but the model is conditioned"):
+        elbo_terms(cvae.model, Dataset(x))
 
 
 def test_a_cvae_trained_on_digits_generates_the_class_asked_for(tmp_path):

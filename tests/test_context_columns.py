@@ -14,7 +14,7 @@ from test_condition import _digit_png, one_line_error, png
 
 import vaekit
 from vaekit.cli import main
-from vaekit.data import load_data
+from vaekit.data import SourceSettings, load_data
 from vaekit.data.batches import TrainingBatches
 from vaekit.data.streaming import CONTEXT_SUFFIX, side_path
 from vaekit.data.tables import context_vector, describe_context
@@ -97,7 +97,7 @@ def test_an_array_file_carries_context_arrays_for_every_split_or_none(tmp_path):
     rng = np.random.default_rng(0)
     x, c = rng.random((50, 4)).astype(np.float32), rng.normal(size=(50, 3))
     np.savez(tmp_path / "xc.npz", x=x, context=c)
-    data = load_data(str(tmp_path / "xc.npz"), valid_fraction=0.2)
+    data = load_data(str(tmp_path / "xc.npz"), settings=SourceSettings(valid_fraction=0.2))
     assert data.train.context.shape == (40, 3) and data.info["preprocessing"]["context_columns"] == [
         "context[0]",
         "context[1]",
@@ -124,7 +124,7 @@ def test_memory_mapped_shards_carry_context_files_and_a_model_trains_on_them(tmp
     raw = np.stack([x[:, 0] * 10 + 3, x[:, 1] * 5], 1)  # each row's context is a function of its own values
     np.save(tmp_path / "rows.npy", x)
     np.save(side_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw)
-    data = load_data(str(tmp_path / "rows.npy"), memmap=True)
+    data = load_data(str(tmp_path / "rows.npy"), settings=SourceSettings(memmap=True))
     stats = data.info["preprocessing"]["context_standardize"]
     assert data.streaming and data.info["context_dim"] == 2 and data.train.context.shape == (len(data.train), 2)
 
@@ -146,10 +146,10 @@ def test_memory_mapped_shards_carry_context_files_and_a_model_trains_on_them(tmp
     assert run.config.model.context_dim == 2 and run.load_data().streaming
     (tmp_path / "rows.context.npy").unlink()
     with pytest.raises(ConfigError, match="no context columns"):
-        RunViews(run, split="valid").context(run.load_data().valid)
+        RunViews(run, split="valid").examples(run.load_data().valid)
     np.save(side_path(tmp_path / "rows.npy", CONTEXT_SUFFIX), raw[:10])
     with pytest.raises(DataError, match=r"context of shape \(400, K\)"):
-        load_data(str(tmp_path / "rows.npy"), memmap=True)
+        load_data(str(tmp_path / "rows.npy"), settings=SourceSettings(memmap=True))
     capsys.readouterr()
 
 
@@ -162,7 +162,7 @@ def test_a_shard_folder_reads_its_side_files_as_side_files_not_shards(tmp_path):
         np.save(tmp_path / f"part{i}.npy", x)
         np.save(side_path(tmp_path / f"part{i}.npy"), (x[:, 0] > 0.5).astype(np.int64))
         np.save(side_path(tmp_path / f"part{i}.npy", CONTEXT_SUFFIX), x[:, :2] * 10)
-    data = load_data(str(tmp_path), memmap=True)
+    data = load_data(str(tmp_path), settings=SourceSettings(memmap=True))
     assert data.shape == (6,) and len(data.train) + len(data.valid) == 300
     assert data.info["context_dim"] == 2 and data.train.y is not None
     stats = data.info["preprocessing"]["context_standardize"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.data import BINARY, REAL, UNIT, load_data, load_examples
+from vaekit.data import BINARY, REAL, UNIT, SourceSettings, load_data, load_examples
 from vaekit.data.arrays import read_amat, read_npy
 from vaekit.errors import DataError
 
@@ -23,7 +23,7 @@ def save(tmp_path, name, array):
 
 
 def test_flat_float_array(tmp_path):
-    splits = load_data(save(tmp_path, "a.npy", rng.normal(size=(50, 6))), valid_fraction=0.2, seed=1)
+    splits = load_data(save(tmp_path, "a.npy", rng.normal(size=(50, 6))), settings=SourceSettings(valid_fraction=0.2, seed=1))
     assert splits.shape == (6,) and not splits.is_image
     assert (len(splits.train), len(splits.valid), splits.test) == (40, 10, None)
     assert splits.value_range == REAL and splits.train.y is None
@@ -88,7 +88,7 @@ def test_npz_with_splits_and_labels(tmp_path):
 def test_npz_x_y(tmp_path):
     path = tmp_path / "xy.npz"
     np.savez(path, X=rng.random((20, 3)), y=np.arange(20) % 2)
-    splits = load_data(str(path), valid_fraction=0.25)
+    splits = load_data(str(path), settings=SourceSettings(valid_fraction=0.25))
     assert len(splits.train) == 15 and splits.train.y is not None
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from vaekit.data import SourceSettings, load_data
 from vaekit.data import download as dl
-from vaekit.data import load_data
 from vaekit.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -63,7 +63,7 @@ def test_load_data_downloads_missing_files(mirror, tmp_path, monkeypatch):
     root = tmp_path / "root"
     (root / "mnist").mkdir(parents=True)
     shutil.copy(mirror / "train-labels-idx1-ubyte.gz", root / "mnist")  # one file already there
-    splits = load_data("mnist", data_dir=str(root), download=True)
+    splits = load_data("mnist", settings=SourceSettings(data_dir=str(root), download=True))
     assert len(splits.test) == 10000
     assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(dl.CHECKSUMS["mnist"])
 
@@ -74,7 +74,7 @@ def test_offline_says_what_to_place_where(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
     with pytest.raises(DataError) as err:
-        load_data("fashion-mnist", data_dir=str(tmp_path), download=True)
+        load_data("fashion-mnist", settings=SourceSettings(data_dir=str(tmp_path), download=True))
     message = str(err.value)
     assert "\n" not in message and "offline" in message
     assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "fashion-mnist") in message

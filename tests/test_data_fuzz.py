@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vaekit.data import DataSplits, load_data, read_idx
+from vaekit.data import DataSplits, SourceSettings, load_data, read_idx
 from vaekit.errors import DataError
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,7 +86,7 @@ def load_bytes(name: str, data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         target = write(Path(tmp), name, data)
         try:
-            result = load_data(str(target), valid_fraction=0.3)
+            result = load_data(str(target), settings=SourceSettings(valid_fraction=0.3))
         except DataError:
             return
         assert isinstance(result, DataSplits)
@@ -96,7 +96,7 @@ def load_bytes(name: str, data: bytes) -> None:
 
 def test_seeds_are_valid(tmp_path):
     for name, data in SEEDS.items():
-        splits = load_data(str(write(tmp_path / name.replace("/", "_"), name, data)), valid_fraction=0.3)
+        splits = load_data(str(write(tmp_path / name.replace("/", "_"), name, data)), settings=SourceSettings(valid_fraction=0.3))
         assert len(splits.train) >= 1
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaekit.data import load_data, read_idx
+from vaekit.data import SourceSettings, load_data, read_idx
 from vaekit.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -40,7 +40,7 @@ def test_idx_file_as_a_source(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(20, 5, 6), dtype=np.uint8)
     path = tmp_path / "x-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(images, 0x08)))
-    splits = load_data(str(path), valid_fraction=0.25)
+    splits = load_data(str(path), settings=SourceSettings(valid_fraction=0.25))
     assert splits.shape == (1, 5, 6) and len(splits.train) == 15
     assert splits.info["preprocessing"]["format"] == "idx"
 

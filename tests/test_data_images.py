@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaekit.data import BINARY, UNIT, load_data, load_examples
+from vaekit.data import BINARY, UNIT, SourceSettings, load_data, load_examples
 from vaekit.errors import DataError
 
 rng = np.random.default_rng(0)
@@ -28,7 +28,7 @@ def test_class_folders_give_labels(tmp_path):
     for cls in ("cat", "dog", "emu"):
         for i in range(4):
             save_image(tmp_path / cls / f"{i}.png")
-    splits = load_data(str(tmp_path), valid_fraction=0.25)
+    splits = load_data(str(tmp_path), settings=SourceSettings(valid_fraction=0.25))
     assert splits.shape == (1, 4, 6) and splits.value_range == UNIT  # (C, H, W) from 6 wide x 4 high
     assert (len(splits.train), len(splits.valid)) == (9, 3)
     record = splits.info["preprocessing"]
@@ -63,7 +63,7 @@ def test_mixed_sizes_need_image_size(tmp_path):
     save_image(tmp_path / "b.png", size=(8, 8))
     with pytest.raises(DataError, match="is 8x8 but a.png is 6x4; pass image_size"):
         load_data(str(tmp_path))
-    splits = load_data(str(tmp_path), image_size=(5, 7), valid_fraction=0.5)
+    splits = load_data(str(tmp_path), image_size=(5, 7), settings=SourceSettings(valid_fraction=0.5))
     assert splits.shape == (1, 5, 7) and splits.info["preprocessing"]["image_size"] == [5, 7]
 
 
@@ -71,15 +71,15 @@ def test_rgb_and_gray_auto_and_forced(tmp_path):
     save_image(tmp_path / "a.png", mode="L")
     save_image(tmp_path / "b.jpg", mode="RGB", fmt="JPEG")
     save_image(tmp_path / "c.png", mode="RGBA")
-    assert load_data(str(tmp_path), valid_fraction=0.34).shape == (3, 4, 6)
-    gray = load_data(str(tmp_path), valid_fraction=0.34, grayscale=True)
+    assert load_data(str(tmp_path), settings=SourceSettings(valid_fraction=0.34)).shape == (3, 4, 6)
+    gray = load_data(str(tmp_path), grayscale=True, settings=SourceSettings(valid_fraction=0.34))
     assert gray.shape == (1, 4, 6) and gray.info["preprocessing"]["channels"] == 1
 
 
 def test_black_and_white_images_are_binary(tmp_path):
     for i in range(4):
         Image.fromarray((rng.random((5, 5)) > 0.5).astype(np.uint8) * 255).save(tmp_path / f"{i}.png")
-    assert load_data(str(tmp_path), valid_fraction=0.25).value_range == BINARY
+    assert load_data(str(tmp_path), settings=SourceSettings(valid_fraction=0.25)).value_range == BINARY
 
 
 def test_sixteen_bit_gray(tmp_path):
@@ -95,7 +95,7 @@ def test_saved_preprocessing_resizes_new_images_and_maps_classes(tmp_path):
     for cls in ("a", "b"):
         for i in range(3):
             save_image(tmp_path / "train" / cls / f"{i}.png", size=(8, 8))
-    splits = load_data(str(tmp_path / "train"), valid_fraction=0.34)
+    splits = load_data(str(tmp_path / "train"), settings=SourceSettings(valid_fraction=0.34))
     saved = json.loads(json.dumps(splits.info["preprocessing"]))
     save_image(tmp_path / "new" / "b" / "x.png", size=(16, 12), mode="RGB")
     new = load_examples(str(tmp_path / "new"), preprocessing=saved, expected_shape=splits.info["shape"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.data import BINARY, UNIT, DataSplits, dataset_names, load_data, load_examples
+from vaekit.data import BINARY, UNIT, DataSplits, SourceSettings, dataset_names, load_data, load_examples
 from vaekit.data.mnist import ENV_VAR
 from vaekit.errors import DataError
 
@@ -19,7 +19,7 @@ needs_shared = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="share
 
 @pytest.fixture(scope="module")
 def mnist() -> DataSplits:
-    splits = load_data("mnist", data_dir=str(SHARED))  # its speed is measured by the bench, not asserted here
+    splits = load_data("mnist", settings=SourceSettings(data_dir=str(SHARED)))  # its speed is measured by the bench, not asserted here
     return splits
 
 
@@ -54,7 +54,11 @@ def test_digits():
 
 
 def test_digits_split_is_seeded_and_test_is_fixed():
-    a, b, c = load_data("digits", seed=0), load_data("digits", seed=0), load_data("digits", seed=1)
+    a, b, c = (
+        load_data("digits", settings=SourceSettings(seed=0)),
+        load_data("digits", settings=SourceSettings(seed=0)),
+        load_data("digits", settings=SourceSettings(seed=1)),
+    )
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.valid.y, b.valid.y)
     assert not torch.equal(a.valid.x, c.valid.x)
     assert torch.equal(a.test.x, c.test.x)  # the same test set for every run
@@ -91,7 +95,7 @@ def test_missing_path():
 
 def test_missing_mnist_files_say_what_to_place_where(tmp_path):
     with pytest.raises(DataError) as err:
-        load_data("mnist", data_dir=str(tmp_path))
+        load_data("mnist", settings=SourceSettings(data_dir=str(tmp_path)))
     message = str(err.value)
     assert "\n" not in message
     assert "train-images-idx3-ubyte.gz" in message and "t10k-labels-idx1-ubyte.gz" in message
@@ -111,7 +115,7 @@ def test_saved_preprocessing_for_another_format_keeps_the_steps_on_the_model_inp
 @needs_shared
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_mnist_family(name):
-    splits = load_data(name, data_dir=str(SHARED), valid_fraction=0.1, seed=3, binarize=True)
+    splits = load_data(name, binarize=True, settings=SourceSettings(data_dir=str(SHARED), valid_fraction=0.1, seed=3))
     info = check_info(splits)
     assert splits.shape == (1, 28, 28)
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (54000, 6000, 10000)
@@ -134,7 +138,7 @@ def test_mnist_from_env_var_and_raw_files(tmp_path, monkeypatch, mnist):
 
 @needs_shared
 def test_binarized_mnist_npz():
-    splits = load_data("binarized-mnist", data_dir=str(SHARED))
+    splits = load_data("binarized-mnist", settings=SourceSettings(data_dir=str(SHARED)))
     info = check_info(splits)
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (50000, 10000, 10000)
     assert splits.shape == (1, 28, 28) and splits.value_range == BINARY
@@ -152,8 +156,8 @@ def test_binarized_mnist_npz_and_amat_agree(tmp_path):
     amat_dir.mkdir(parents=True)
     for split in ("train", "valid", "test"):
         np.savetxt(amat_dir / f"binarized_mnist_{split}.amat", arrays[split], fmt="%d")
-    from_npz = load_data("binarized-mnist", data_dir=str(tmp_path / "npz"))
-    from_amat = load_data("binarized-mnist", data_dir=str(tmp_path / "amat"))
+    from_npz = load_data("binarized-mnist", settings=SourceSettings(data_dir=str(tmp_path / "npz")))
+    from_amat = load_data("binarized-mnist", settings=SourceSettings(data_dir=str(tmp_path / "amat")))
     for split in ("train", "valid", "test"):
         assert torch.equal(getattr(from_npz, split).x, getattr(from_amat, split).x)
     assert from_amat.value_range == BINARY and from_amat.test.y is None
@@ -161,12 +165,14 @@ def test_binarized_mnist_npz_and_amat_agree(tmp_path):
 
 def test_binarized_mnist_missing(tmp_path):
     with pytest.raises(DataError, match="binarized_mnist.npz or binarized_mnist_train.amat"):
-        load_data("binarized-mnist", data_dir=str(tmp_path))
+        load_data("binarized-mnist", settings=SourceSettings(data_dir=str(tmp_path)))
 
 
 @needs_shared
 def test_load_examples_named_dataset_test_split(mnist):
-    test = load_examples("mnist", data_dir=str(SHARED), preprocessing=mnist.info["preprocessing"], expected_shape=[1, 28, 28])
+    test = load_examples(
+        "mnist", preprocessing=mnist.info["preprocessing"], expected_shape=[1, 28, 28], settings=SourceSettings(data_dir=str(SHARED))
+    )
     assert torch.equal(test.x, mnist.test.x) and torch.equal(test.y, mnist.test.y)
     with pytest.raises(DataError, match=r"shape \(1, 8, 8\) but the model expects \(1, 28, 28\)"):
         load_examples("digits", expected_shape=[1, 28, 28])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.data import REAL, load_data, load_examples
+from vaekit.data import REAL, SourceSettings, load_data, load_examples
 from vaekit.errors import DataError
 
 
@@ -25,7 +25,7 @@ def table(n=40, seed=0):
 
 
 def test_standardised_on_the_training_split(tmp_path):
-    splits = load_data(write(tmp_path, table()), valid_fraction=0.25)
+    splits = load_data(write(tmp_path, table()), settings=SourceSettings(valid_fraction=0.25))
     assert splits.shape == (2,) and splits.value_range == REAL
     assert (len(splits.train), len(splits.valid)) == (30, 10)
     record = splits.info["preprocessing"]

@@ -13,7 +13,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal
 from vaekit.baselines import PCABaseline, compare_reconstruction
 from vaekit.cli import main
 from vaekit.config import ModelConfig
-from vaekit.data import load_data
+from vaekit.data import Dataset, load_data
 from vaekit.errors import ConfigError
 from vaekit.evaluation import (
     collapse_message,
@@ -25,7 +25,7 @@ from vaekit.evaluation import (
     summarize_log_likelihood,
 )
 from vaekit.latent import kl_per_dim
-from vaekit.models import build_model
+from vaekit.models import PosteriorHead, build_model
 from vaekit.objectives import ELBO, elbo
 from vaekit.runs import load
 
@@ -34,13 +34,12 @@ from helpers import SMALL_RUN_FLAGS
 D, L, SIGMA = 5, 2, 0.5
 
 
-class LinearGaussianHead(nn.Module):
+class LinearGaussianHead(PosteriorHead):
     """A posterior head set by hand: q(z|x) = N(gain h + bias, diag exp(logvar)), logvar fixed."""
-
-    deterministic = False
 
     def __init__(self, gain: torch.Tensor, bias: torch.Tensor, logvar: torch.Tensor):
         super().__init__()
+        self.sizes = (gain.shape[0],)
         self.mean = nn.Linear(gain.shape[1], gain.shape[0])
         with torch.no_grad():
             self.mean.weight.copy_(gain), self.mean.bias.copy_(bias)
@@ -75,18 +74,18 @@ def test_iw_estimate_is_exact_when_q_is_the_true_posterior():
     model, exact = linear_gaussian(exact_posterior=True)
     x = exact.sample((50,))
     for k in (1, 7):  # every importance weight equals p(x): no variance at all
-        torch.testing.assert_close(iw_log_likelihood(model, x, k=k), exact.log_prob(x), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(iw_log_likelihood(model, Dataset(x), k=k), exact.log_prob(x), atol=1e-4, rtol=1e-5)
 
 
 def test_iw_estimate_rises_with_k_towards_the_exact_log_likelihood():
     model, exact = linear_gaussian(exact_posterior=False)
     x = exact.sample((200,))
     truth = exact.log_prob(x).mean().item()
-    means = [iw_log_likelihood(model, x, k=k, seed=1).mean().item() for k in (1, 10, 100, 2000)]
+    means = [iw_log_likelihood(model, Dataset(x), k=k, seed=1).mean().item() for k in (1, 10, 100, 2000)]
     assert all(b > a for a, b in zip(means, means[1:])), means
     assert means[0] < truth - 0.5  # the ELBO is well below
     assert abs(means[-1] - truth) < 0.02 * abs(truth) + 0.05
-    elbo = -elbo_terms(model, x, seed=1).neg_elbo.mean().item()
+    elbo = -elbo_terms(model, Dataset(x), seed=1).neg_elbo.mean().item()
     assert means[0] == pytest.approx(elbo, abs=0.3)  # K = 1 is the single-sample ELBO (MC vs closed-form KL)
 
 
@@ -97,16 +96,16 @@ def test_iw_chunks_bound_decoder_rows_and_do_not_change_the_estimate():
     decode = model.decode
     model.decode = lambda z: (rows.append(z.shape[:-1].numel()), decode(z))[1]  # rows the decoder sees
     done = []
-    small = iw_log_likelihood(model, x, k=50, batch_size=8, max_rows=64, common_noise=True, progress=done.append)
+    small = iw_log_likelihood(model, Dataset(x), k=50, batch_size=8, max_rows=64, common_noise=True, progress=done.append)
     assert max(rows) <= 64
     assert done == [8, 16, 24, 32, 37]
     rows.clear()
-    whole = iw_log_likelihood(model, x, k=50, batch_size=37, max_rows=10_000, common_noise=True)
+    whole = iw_log_likelihood(model, Dataset(x), k=50, batch_size=37, max_rows=10_000, common_noise=True)
     assert rows == [37 * 50]
     torch.testing.assert_close(small, whole, atol=1e-5, rtol=1e-5)
     # independent draws: chunking changes the draws, not the estimate beyond Monte Carlo noise
-    a = iw_log_likelihood(model, x, k=200, max_rows=100, batch_size=10).mean()
-    b = iw_log_likelihood(model, x, k=200, max_rows=100_000).mean()
+    a = iw_log_likelihood(model, Dataset(x), k=200, max_rows=100, batch_size=10).mean()
+    b = iw_log_likelihood(model, Dataset(x), k=200, max_rows=100_000).mean()
     assert abs(a - b) < 0.05
 
 
@@ -114,13 +113,13 @@ def test_iw_is_reproducible_and_leaves_the_global_rng_alone():
     model, exact = linear_gaussian(exact_posterior=False)
     x = exact.sample((20,))
     state = torch.get_rng_state()
-    a = iw_log_likelihood(model, x, k=10, seed=3)
+    a = iw_log_likelihood(model, Dataset(x), k=10, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
-    torch.testing.assert_close(a, iw_log_likelihood(model, x, k=10, seed=3), rtol=0, atol=0)
-    assert not torch.equal(a, iw_log_likelihood(model, x, k=10, seed=4))
+    torch.testing.assert_close(a, iw_log_likelihood(model, Dataset(x), k=10, seed=3), rtol=0, atol=0)
+    assert not torch.equal(a, iw_log_likelihood(model, Dataset(x), k=10, seed=4))
     # common noise: an example's estimate does not depend on the rows scored with it
-    full = iw_log_likelihood(model, x, k=10, common_noise=True)
-    part = iw_log_likelihood(model, x[5:9], k=10, common_noise=True)
+    full = iw_log_likelihood(model, Dataset(x), k=10, common_noise=True)
+    part = iw_log_likelihood(model, Dataset(x[5:9]), k=10, common_noise=True)
     torch.testing.assert_close(full[5:9], part)
 
 
@@ -130,21 +129,23 @@ def test_iw_summary_and_refusals():
     assert s["bits_per_dim"] == pytest.approx(11 / (4 * math.log(2)))
     ae = build_model(ModelConfig(kind="ae", input_shape=(D,), latent_dim=L, hidden=(8,), likelihood="gaussian"))
     with pytest.raises(ConfigError, match="autoencoder"):
-        iw_log_likelihood(ae, torch.randn(3, D), k=5)
+        iw_log_likelihood(ae, Dataset(torch.randn(3, D)), k=5)
 
 
 def test_example_scores_at_the_mean_and_at_fixed_draws():
     model, exact = linear_gaussian(exact_posterior=False)
     x = exact.sample((30,))
-    at_mean = example_scores(model, x, samples=0)
+    at_mean = example_scores(model, Dataset(x), samples=0)
     q = model.encode(x)
     px = model.decode(q.mean)
     torch.testing.assert_close(at_mean.squared_error, (x - px.mean).pow(2).sum(1))
-    torch.testing.assert_close(at_mean.neg_elbo, elbo_terms(model, x).kl - px.log_prob(x))
-    drawn = example_scores(model, x, samples=500, seed=0)
-    mc = elbo_terms(model, x, objective=ELBO(n_samples=500), seed=0).neg_elbo
+    torch.testing.assert_close(at_mean.neg_elbo, elbo_terms(model, Dataset(x)).kl - px.log_prob(x))
+    drawn = example_scores(model, Dataset(x), samples=500, seed=0)
+    mc = elbo_terms(model, Dataset(x), objective=ELBO(n_samples=500), seed=0).neg_elbo
     assert (drawn.neg_elbo - mc).abs().mean() < 0.1
-    torch.testing.assert_close(example_scores(model, x[:7], samples=5).neg_elbo, example_scores(model, x, samples=5).neg_elbo[:7])
+    torch.testing.assert_close(
+        example_scores(model, Dataset(x[:7]), samples=5).neg_elbo, example_scores(model, Dataset(x), samples=5).neg_elbo[:7]
+    )
 
 
 # ----- latent diagnostics -----------------------------------------------------------------
@@ -158,30 +159,30 @@ def test_active_units_and_kl_per_dimension():
     mask = torch.tensor([1.0, 0.0, 1.0, 1.0])  # unit 1 ignores x: its posterior mean is constant
     model.posterior.register_forward_hook(lambda _, __, q: Independent(Normal(q.mean * mask, q.stddev), 1))
     x = torch.randn(500, 6) * 3
-    diag = latent_diagnostics(model, x, batch_size=128)
+    diag = latent_diagnostics(model, Dataset(x), batch_size=128)
     means = model.encode(x).mean.double()
     torch.testing.assert_close(diag.activity, means.var(0, unbiased=False))
     assert not diag.active[1] and diag.n_active == int((diag.activity > 0.01).sum())
-    torch.testing.assert_close(diag.kl_per_dim.sum(), elbo_terms(model, x).kl.double().mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(diag.kl_per_dim.sum(), elbo_terms(model, Dataset(x)).kl.double().mean(), rtol=1e-5, atol=1e-5)
     assert diag.to_dict()["active_units"] == diag.n_active
     mixture = small_vae(prior="mixture", prior_components=3)  # one definition of the KL per unit, also without a closed form
-    torch.testing.assert_close(latent_diagnostics(mixture, x).kl_per_dim, kl_per_dim(mixture, x).double())
+    torch.testing.assert_close(latent_diagnostics(mixture, Dataset(x)).kl_per_dim, kl_per_dim(mixture, Dataset(x)).double())
 
 
 def test_posterior_collapse_warning():
     model = small_vae()
     x = torch.randn(200, 6) * 3
-    assert posterior_collapse_warning(model, x) is None
+    assert posterior_collapse_warning(model, Dataset(x)) is None
     with torch.no_grad():  # q(z|x) = N(0, I) = p(z) for every x: the posterior has collapsed
         for p in model.posterior.parameters():
             p.zero_()
-    message = posterior_collapse_warning(model, x)
+    message = posterior_collapse_warning(model, Dataset(x))
     assert message.startswith("posterior collapse") and "none of the 4" in message
-    wide = latent_diagnostics(small_vae(), x)
+    wide = latent_diagnostics(small_vae(), Dataset(x))
     wide.activity = torch.tensor([0.5] + [0.0] * 19, dtype=torch.float64)  # 1 of 20 active
     assert "only 1 of 20" in collapse_message(wide)
     ae = build_model(ModelConfig(kind="ae", input_shape=(6,), latent_dim=2, hidden=(8,), likelihood="gaussian"))
-    assert posterior_collapse_warning(ae, x) is None
+    assert posterior_collapse_warning(ae, Dataset(x)) is None
 
 
 # ----- PCA baseline ----------------------------------------------------------------------------
@@ -228,10 +229,10 @@ def test_linear_autoencoder_trained_on_squared_error_reaches_pca(digits):
         return loss
 
     opt.step(closure)
-    on_train = compare_reconstruction(model, x, x)
+    on_train = compare_reconstruction(model, x, Dataset(x))
     assert on_train["components"] == 5
     assert 0.999 < on_train["ratio"] < 1.03, on_train  # PCA is optimal on its own training data
-    on_test = compare_reconstruction(model, x, digits.test.x)
+    on_test = compare_reconstruction(model, x, Dataset(digits.test.x))
     assert on_test["ratio"] < 1.05, on_test
 
 

@@ -10,7 +10,7 @@ from torch.distributions import Independent, Normal
 
 from vaekit import latent
 from vaekit.config import ModelConfig
-from vaekit.data import load_data
+from vaekit.data import Dataset, load_data
 from vaekit.errors import ConfigError
 from vaekit.evaluation import example_scores, iw_log_likelihood, latent_diagnostics
 from vaekit.models import FLOWS, FlowDistribution, build_model
@@ -116,16 +116,16 @@ def test_tiny_flow_model_trains_and_is_scored(tmp_path, name):
     rows = run.metrics()
     assert rows[-1]["valid_neg_elbo"] < rows[0]["valid_neg_elbo"]
     model, x = run.model, load_data("digits").test.x[:16]
-    log_px = iw_log_likelihood(model, x, k=20)
+    log_px = iw_log_likelihood(model, Dataset(x), k=20)
     assert log_px.shape == (16,) and bool(torch.isfinite(log_px).all())
-    scores = example_scores(model, x, samples=4)
+    scores = example_scores(model, Dataset(x), samples=4)
     assert scores.neg_elbo.shape == (16,) and bool(torch.isfinite(scores.neg_elbo).all())
     assert bool((-log_px <= scores.neg_elbo + 5.0).all())  # the IW bound is the tighter one (up to noise)
-    again = example_scores(model, x, samples=4)
+    again = example_scores(model, Dataset(x), samples=4)
     torch.testing.assert_close(again.neg_elbo, scores.neg_elbo)  # fixed draws: deterministic per example
-    diag = latent_diagnostics(model, x)
+    diag = latent_diagnostics(model, Dataset(x))
     assert diag.kl_per_dim is None and diag.activity.shape == (3,)
-    assert latent.rank_dims(model, x).measure == "variance"
+    assert latent.rank_dims(model, Dataset(x)).measure == "variance"
     with torch.no_grad():
         assert math.isfinite(float(elbo(model, x, n_samples=3, iw=True).loss.mean()))
 

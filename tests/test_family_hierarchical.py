@@ -13,6 +13,7 @@ from test_cli_latent import one_line_error
 from vaekit import latent
 from vaekit.cli import main
 from vaekit.config import ModelConfig
+from vaekit.data import Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluation import elbo_terms, iw_log_likelihood, latent_diagnostics
 from vaekit.generation import sample, tempered
@@ -135,13 +136,13 @@ def test_iw_estimate_is_exact_when_the_posterior_is_the_true_one():
     x = marginal.sample((6,)) * 1.5
     exact = marginal.log_prob(x)  # (6,)
     for k in (1, 50):
-        torch.testing.assert_close(iw_log_likelihood(model, x, k=k), exact, rtol=0, atol=1e-6)
+        torch.testing.assert_close(iw_log_likelihood(model, Dataset(x), k=k), exact, rtol=0, atol=1e-6)
     terms = elbo(model, x, n_samples=20)  # the ELBO is tight: KL(q || p(z|x)) = 0
     torch.testing.assert_close(-terms.neg_elbo, exact, rtol=0, atol=1e-6)
     with torch.no_grad():  # a wrong posterior gives a bound strictly below, and IW closer to log p(x) than the ELBO
         model.posterior.nets[1].params.bias[1] += 1.0
     loose = -elbo(model, x, n_samples=2000).neg_elbo
-    iw = iw_log_likelihood(model, x, k=2000)
+    iw = iw_log_likelihood(model, Dataset(x), k=2000)
     assert bool((loose < exact - 0.1).all()) and bool((iw > loose).all())
     assert float((iw - exact).abs().max()) < 0.05  # a consistent estimate: K = 2000 draws close the gap to within noise
 
@@ -230,9 +231,9 @@ def test_layer_diagnostics_add_up_to_the_models_kl(prior):
     torch.manual_seed(0)
     model = build_model(hvae_config(prior=prior, prior_components=3))
     x = torch.rand(64, 1, 8, 8).bernoulli()
-    diag = latent_diagnostics(model, x)
+    diag = latent_diagnostics(model, Dataset(x))
     assert [len(layer.activity) for layer in diag.layers] == [3, 2] and len(diag.activity) == 5
-    mc = float(elbo_terms(model, x, objective=ELBO(n_samples=4000), seed=1).kl.mean())
+    mc = float(elbo_terms(model, Dataset(x), objective=ELBO(n_samples=4000), seed=1).kl.mean())
     per_layer = [layer.kl for layer in diag.layers]
     assert abs(sum(per_layer) - mc) < 0.05 * mc + 0.02, (per_layer, mc)
     if prior == "normal":  # a factorised prior: the units' KLs add up to their layer's
@@ -253,8 +254,8 @@ def test_layer_views_decode_through_the_layers_below():
     z1 = model.prior_module.conditionals[0](z2).mean  # the layer below at its conditional mean
     expected = model.decode(torch.cat([z1, z2], -1)).mean
     torch.testing.assert_close(top.decode(z2).mean, expected)
-    assert latent.rank_dims(top, x).measure == "KL" and len(latent.kl_per_dim(bottom, x)) == 3
-    around = bottom.held_at(x[1])  # the layer above held at x's own code: the view decodes x's mean-pass reconstruction
+    assert latent.rank_dims(top, Dataset(x)).measure == "KL" and len(latent.kl_per_dim(bottom, Dataset(x))) == 3
+    around = bottom.held_at(Dataset(x[1:2]))  # the layer above held at x's own code: the view decodes x's mean-pass reconstruction
     torch.testing.assert_close(around.decode(around.encode(x[1:2]).mean).mean, model.decode(model.encode(x[1:2]).mean).mean)
     assert not torch.allclose(bottom.decode(bottom.encode(x[1:2]).mean).mean, model.decode(model.encode(x[1:2]).mean).mean)
     with pytest.raises(ConfigError, match="out of range"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vaekit.config import ModelConfig
+from vaekit.data import Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluation import elbo_terms, iw_log_likelihood
 from vaekit.models import DECODERS, ENCODERS, build_model
@@ -95,9 +96,11 @@ def test_dropout_acts_in_training_only_and_evaluation_sees_the_undropped_network
     model.eval()
     torch.testing.assert_close(model.encode(x).mean, plain.encode(x).mean)
     model.train()
-    torch.testing.assert_close(elbo_terms(model, x).loss, elbo_terms(plain, x).loss)  # evaluation switches dropout off ...
+    torch.testing.assert_close(
+        elbo_terms(model, Dataset(x)).loss, elbo_terms(plain, Dataset(x)).loss
+    )  # evaluation switches dropout off ...
     assert model.training  # ... and gives the training mode back
-    torch.testing.assert_close(iw_log_likelihood(model, x, k=8), iw_log_likelihood(plain, x, k=8))
+    torch.testing.assert_close(iw_log_likelihood(model, Dataset(x), k=8), iw_log_likelihood(plain, Dataset(x), k=8))
     assert model.training
 
 

@@ -12,7 +12,7 @@ import vaekit
 from vaekit import latent
 from vaekit.cli import main
 from vaekit.config import ModelConfig
-from vaekit.data import load_data
+from vaekit.data import Dataset, load_data
 from vaekit.errors import ConfigError
 from vaekit.evaluation import iw_log_likelihood
 from vaekit.generation import sample
@@ -95,7 +95,7 @@ def test_tiny_vampprior_model_trains_saves_loads_and_serves_the_latent_views(tmp
     x = digits.test.x[:20]
     with torch.no_grad():
         torch.testing.assert_close(again.model.prior().log_prob(torch.zeros(3)), run.model.prior().log_prob(torch.zeros(3)), rtol=0, atol=0)
-    log_px = iw_log_likelihood(again.model, x, k=50)
+    log_px = iw_log_likelihood(again.model, Dataset(x), k=50)
     terms = elbo(again.model, x, n_samples=50)
     assert bool((log_px >= -terms.neg_elbo - 1.0).all())  # the IW bound sits above the ELBO (up to noise)
 
@@ -103,7 +103,7 @@ def test_tiny_vampprior_model_trains_saves_loads_and_serves_the_latent_views(tmp
     assert marg.batch_shape == (3,)
     values = latent.grid_values(marg, 5)
     assert values.shape == (5, 3) and bool(torch.isfinite(values).all())
-    assert latent.kl_per_dim(again.model, x).shape == (3,)
+    assert latent.kl_per_dim(again.model, Dataset(x)).shape == (3,)
     assert sample(again.model, 4, temperature=0.5).shape == (4, 1, 8, 8)
 
     out = tmp_path / "pseudo.png"

@@ -18,6 +18,7 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Mul
 
 from vaekit import latent
 from vaekit.config import ModelConfig, RunConfig
+from vaekit.data import Dataset
 from vaekit.errors import ConfigError
 from vaekit.generation import denoise, psnr, reconstruct, sample, tempered
 from vaekit.models import build_model
@@ -107,13 +108,13 @@ def digits(vae2):
 
 def test_encode_gives_posterior_means_and_seeded_samples(vae2, digits):
     x = digits.test.x[:50]
-    means = latent.encode(vae2.model, x, batch_size=16)
+    means = latent.encode(vae2.model, Dataset(x), batch_size=16)
     with torch.no_grad():
         q = vae2.model.encode(x)
     torch.testing.assert_close(means, q.mean)
-    a = latent.encode(vae2.model, x, sample=True, seed=1)
-    b = latent.encode(vae2.model, x, sample=True, seed=1)
-    c = latent.encode(vae2.model, x, sample=True, seed=2)
+    a = latent.encode(vae2.model, Dataset(x), sample=True, seed=1)
+    b = latent.encode(vae2.model, Dataset(x), sample=True, seed=1)
+    c = latent.encode(vae2.model, Dataset(x), sample=True, seed=2)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
     # the samples scatter around the means by about the posterior's standard deviation
@@ -123,7 +124,7 @@ def test_encode_gives_posterior_means_and_seeded_samples(vae2, digits):
 
 def test_kl_per_dim_sums_to_the_model_kl(vae4, digits):
     x = digits.test.x[:200]
-    per_dim = latent.kl_per_dim(vae4.model, x, batch_size=64)
+    per_dim = latent.kl_per_dim(vae4.model, Dataset(x), batch_size=64)
     assert per_dim.shape == (4,) and (per_dim >= 0).all()
     with torch.no_grad():
         total = kl_divergence(vae4.model.encode(x), vae4.model.prior()).mean()
@@ -135,7 +136,7 @@ def test_kl_per_dim_for_a_mixture_prior_matches_the_closed_form_with_one_compone
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=3, hidden=(16,), prior="mixture", prior_components=1)).eval()
     x = torch.rand(64, 1, 8, 8)
-    mc = latent.kl_per_dim(model, x, n_samples=4000)
+    mc = latent.kl_per_dim(model, Dataset(x), n_samples=4000)
     comp = model.prior().component_distribution.base_dist
     with torch.no_grad():
         exact = kl_divergence(model.encode(x).base_dist, Normal(comp.loc[0], comp.scale[0])).mean(0)
@@ -144,16 +145,16 @@ def test_kl_per_dim_for_a_mixture_prior_matches_the_closed_form_with_one_compone
 
 def test_rank_dims_orders_by_kl_and_by_code_variance_for_an_autoencoder(vae4, ae2, digits):
     x = digits.test.x
-    r = latent.rank_dims(vae4.model, x)
+    r = latent.rank_dims(vae4.model, Dataset(x))
     assert r.measure == "KL" and sorted(r.dims.tolist()) == [0, 1, 2, 3]
     assert (r.score[:-1] >= r.score[1:]).all()
-    torch.testing.assert_close(r.score, latent.kl_per_dim(vae4.model, x)[r.dims])
+    torch.testing.assert_close(r.score, latent.kl_per_dim(vae4.model, Dataset(x))[r.dims])
     assert r.label(0).startswith(f"z{int(r.dims[0])}  KL ")
-    a = latent.rank_dims(ae2.model, x)
+    a = latent.rank_dims(ae2.model, Dataset(x))
     assert a.measure == "variance"
-    torch.testing.assert_close(a.score, latent.encode(ae2.model, x).var(0, unbiased=False)[a.dims])
+    torch.testing.assert_close(a.score, latent.encode(ae2.model, Dataset(x)).var(0, unbiased=False)[a.dims])
     with pytest.raises(ConfigError, match="no KL"):
-        latent.kl_per_dim(ae2.model, x)
+        latent.kl_per_dim(ae2.model, Dataset(x))
 
 
 # ----- marginals and quantiles ------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_interpolation_endpoints_decode_to_the_reconstructions(vae2, digits, met
     xa, xb = digits.test.x[0], digits.test.x[3]
     result = latent.interpolate(vae2.model, xa, xb, steps=8, method=method)
     assert result.images.shape == (8, 1, 8, 8) and result.z.shape == (8, 2)
-    rec = reconstruct(vae2.model, torch.stack([xa, xb]))
+    rec = reconstruct(vae2.model, Dataset(torch.stack([xa, xb])))
     torch.testing.assert_close(result.images[0], rec[0])
     torch.testing.assert_close(result.images[-1], rec[1])
     # the path moves: each step changes the image a little, never a jump as big as the whole change
@@ -257,9 +258,9 @@ def test_interpolation_endpoints_decode_to_the_reconstructions(vae2, digits, met
 
 def test_traversal_varies_only_the_traversed_dimension_and_the_images_follow(vae4, digits):
     model = vae4.model
-    base = latent.encode(model, digits.test.x[:1])[0]
+    base = latent.encode(model, Dataset(digits.test.x[:1]))[0]
     values = latent.grid_values(latent.marginals(model.prior()), 7)
-    ranking = latent.rank_dims(model, digits.test.x)
+    ranking = latent.rank_dims(model, Dataset(digits.test.x))
     result = latent.traverse(model, ranking.dims[:2], base, values)
     assert result.images.shape == (2, 7, 1, 8, 8) and result.values.shape == (2, 7)
     for row, d in enumerate(result.dims.tolist()):
@@ -361,7 +362,7 @@ def test_temperature_scales_the_prior_and_fitted_densities():
 
 def test_sample_uses_a_given_density_and_is_seeded(ae2, digits):
     model = ae2.model
-    codes = latent.encode(model, digits.train.x)
+    codes = latent.encode(model, Dataset(digits.train.x))
     density = latent.fit_code_density(codes, "gaussian")
     a = sample(model, 16, prior=density, seed=4)
     b = sample(model, 16, prior=density, seed=4)
@@ -379,11 +380,11 @@ def test_sample_uses_a_given_density_and_is_seeded(ae2, digits):
 def test_denoise_reports_mse_and_psnr_and_a_denoising_model_reduces_the_error(tmp_path_factory, digits):
     dae = tiny_run(tmp_path_factory, "dae")
     x = digits.test.x[:64]
-    r = denoise(dae.model, x, "gaussian", 0.3, seed=0)
-    again = denoise(dae.model, x, "gaussian", 0.3, seed=0)
+    r = denoise(dae.model, Dataset(x), "gaussian", 0.3, seed=0)
+    again = denoise(dae.model, Dataset(x), "gaussian", 0.3, seed=0)
     assert torch.equal(r.noisy, again.noisy)
     torch.testing.assert_close(r.mse_noisy, (r.noisy - x).pow(2).flatten(1).mean(1))
     torch.testing.assert_close(r.psnr_denoised, 10 * torch.log10(1 / r.mse_denoised))
-    torch.testing.assert_close(r.denoised, reconstruct(dae.model, r.noisy))
+    torch.testing.assert_close(r.denoised, reconstruct(dae.model, Dataset(r.noisy)))
     assert r.mse_denoised.mean() < 0.6 * r.mse_noisy.mean()
     assert psnr(torch.tensor(0.01)).item() == pytest.approx(20.0)

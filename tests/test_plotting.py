@@ -60,7 +60,8 @@ def test_a_title_wider_than_the_grid_is_drawn_whole():
 
 def test_labelled_grid_labels_a_column_subset_when_crowded_and_checks_counts():
     imgs = checker(20).view(1, 20, 1, 8, 8)
-    pic = plotting.labelled_grid(imgs, col_labels=[f"{v:.2f}" for v in np.linspace(-1.64, 1.64, 20)], min_cell=16, pad=0)
+    labels = [f"{v:.2f}" for v in np.linspace(-1.64, 1.64, 20)]
+    pic = plotting.labelled_grid(imgs, col_labels=labels, layout=plotting.GridLayout(min_cell=16, pad=0))
     assert pic.shape[1] == 20 * 16 and (pic[: pic.shape[0] - 16] < 128).any()
     with pytest.raises(ValueError):
         plotting.labelled_grid(imgs, row_labels=["a", "b"])

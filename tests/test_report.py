@@ -13,6 +13,7 @@ from PIL import Image
 from test_latent import tiny_run
 
 from vaekit import latent, plotting
+from vaekit.data import Dataset
 from vaekit.errors import ConfigError, DataError
 from vaekit.generation import reconstruct
 from vaekit.report import RunViews, write_report
@@ -73,7 +74,7 @@ def test_report_numbers_match_the_run(vae2, vae_report):
     _, page = vae_report
     found = sections(page)
     data = vae2.load_data()
-    s = summarize(elbo_terms(vae2.model, data.test.x, seed=0), 64)
+    s = summarize(elbo_terms(vae2.model, Dataset(data.test.x), seed=0), 64)
     assert f"{s['neg_elbo']:.3f} ± {s['neg_elbo_stderr']:.3f}" in found["metrics"]
     assert f"{s['kl']:.3f}" in found["metrics"] and f"{len(data.test)} examples" in found["metrics"]
     last = vae2.metrics()[-1]
@@ -93,7 +94,7 @@ def test_reconstruction_view_shows_originals_over_reconstructions(vae2):
     views = RunViews(vae2)
     view = views.reconstructions(5, cols=5)
     x = views.split.x[:5]
-    expected = plotting.image_grid(torch.cat([x, reconstruct(vae2.model, x)]), 5)
+    expected = plotting.image_grid(torch.cat([x, reconstruct(vae2.model, Dataset(x))]), 5)
     assert np.array_equal(view.picture, expected)
 
 
@@ -107,7 +108,7 @@ def test_interpolation_view_has_the_originals_at_the_ends(vae2):
     gh, gw = grid.shape[:2]
     assert np.array_equal(view.picture[-gh:, -gw:], np.repeat(grid, 3, axis=2))
     # the path starts and ends at the reconstructions of the originals
-    rec = reconstruct(vae2.model, x[[0, 4]])
+    rec = reconstruct(vae2.model, Dataset(x[[0, 4]]))
     for m in ("linear", "slerp"):
         torch.testing.assert_close(view.result[m].images[[0, -1]], rec)
 
@@ -160,7 +161,7 @@ def test_autoencoder_report_samples_fitted_densities_and_shows_denoising(tmp_pat
     view = views.denoising(4)
     assert view.result.mse_denoised.mean() < view.result.mse_noisy.mean()
     # the default density of an autoencoder's views is the Gaussian fitted to its training codes
-    codes = latent.encode(run.model, views.data.train.x)
+    codes = latent.encode(run.model, Dataset(views.data.train.x))
     torch.testing.assert_close(views.reference.mean, codes.mean(0), atol=1e-5, rtol=0)
 
 

@@ -12,7 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from vaekit.classification import VAEClassifier, classify
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.data import UNLABELLED, keep_labels, load_data
+from vaekit.data import UNLABELLED, SourceSettings, keep_labels, load_data
 from vaekit.data.base import Dataset
 from vaekit.data.batches import Batch, TrainingBatches
 from vaekit.errors import ConfigError, DataError
@@ -100,7 +100,7 @@ def test_partial_labels_load_from_arrays_and_csv_and_keep_labels_is_class_balanc
     y = np.tile(np.arange(3), 20)
     y[::4] = -1
     np.savez(tmp_path / "rows.npz", x=x, y=y)
-    splits = load_data(str(tmp_path / "rows.npz"), valid_fraction=0.2)
+    splits = load_data(str(tmp_path / "rows.npz"), settings=SourceSettings(valid_fraction=0.2))
     assert splits.info["num_classes"] == 3
     assert (splits.train.y == UNLABELLED).any() and splits.train.partly_labelled
     header = "a,b,c,d,label\n" + "".join(",".join(map(str, [*row, label])) + "\n" for row, label in zip(x, y))
@@ -139,7 +139,7 @@ def test_batches_of_partly_labelled_data_are_half_labelled_and_cover_the_unlabel
 
     np.save(side_path(tmp_path / "m.npy"), y.numpy())
     np.save(tmp_path / "m.npy", x.numpy())
-    mapped = load_data(str(tmp_path / "m.npy"), memmap=True, valid_fraction=0.1)
+    mapped = load_data(str(tmp_path / "m.npy"), settings=SourceSettings(memmap=True, valid_fraction=0.1))
     assert mapped.streaming and mapped.train.partly_labelled
     streamed = TrainingBatches(mapped.train.x, context=mapped.train.y, global_batch=20, seed=2, device=torch.device("cpu"))
     for _, b in streamed.epoch(0):
@@ -159,7 +159,7 @@ def test_m2_with_ten_labels_per_class_beats_its_classifier_trained_on_those_labe
     assert run.config.train.objective == "m2" and run.config.model.condition == "label"
     assert run.config.train.alpha == pytest.approx(0.1 * 1347 / 100)
     data = load_data("digits")
-    m2_error = classify(run.model, data.test.x, data.test.y).error
+    m2_error = classify(run.model, data.test).error
     kept = keep_labels(data.train, 100, 10, 0)
     known = kept.y >= 0
     torch.manual_seed(0)
@@ -253,16 +253,19 @@ def test_estimator_learns_from_partly_labelled_rows_and_keeps_the_callers_labels
 
 def test_m1_plus_m2_trains_on_a_vaes_codes_and_reads_every_split_through_it(tmp_path, capsys):
     m1, m12 = tmp_path / "m1", tmp_path / "m12"
-    run_cli("train", "--latent-dim", "6", "--epochs", "2", "--out", m1)
+    run_cli("train", "--latent-dim", "6", "--epochs", "10", "--out", m1)
     run_cli(
         "train", "--model", "m2", "--on-codes", m1, "--labelled", "30", "--likelihood", "gaussian-learned",
         "--latent-dim", "3", "--hidden", "32", "--epochs", "2", "--out", m12,
     )  # fmt: skip
     run = vaekit_load(m12)
-    assert run.config.data.codes_of == str(m1.resolve()) and run.model.input_shape == (6,)
+    units = run.data_info["codes"]["units"]  # the M1 run's active units, standardised
+    assert run.config.data.codes_of == str(m1.resolve()) and run.model.input_shape == (len(units),) and 0 < len(units) <= 6
     assert run.data_info["codes_of"] == str(m1.resolve()) and run.data_info["labelled"] == 30
     test = run.load_data().test
-    assert test.x.shape == (270, 6) and test.y is not None
+    assert test.x.shape == (270, len(units)) and test.y is not None
+    train = run.load_data().train.x
+    torch.testing.assert_close(train.mean(0), torch.zeros(len(units)), atol=1e-4, rtol=0)
     run_cli("classify", m12, "--data", "digits")
     assert "accuracy" in capsys.readouterr().out
     assert run_cli("train", "--model", "m2", "--on-codes", m12, "--epochs", "1", "--out", tmp_path / "x", expect=2)
@@ -294,3 +297,15 @@ def test_two_processes_train_m2_on_partly_labelled_data_as_one_does_within_noise
     assert one["step"] == two["step"]  # the same global batches, the labelled half included
     assert float(two["valid_neg_elbo"]) == pytest.approx(float(one["valid_neg_elbo"]), rel=0.05)
     assert abs(float(two["valid_error"]) - float(one["valid_error"])) < 0.08
+
+
+@pytest.mark.parametrize("arch", ["mlp", "gated", "conv"])
+def test_encoding_pairs_reads_each_example_once_and_equals_encoding_the_repeated_rows(arch):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="m2", arch=arch, input_shape=(1, 8, 8), latent_dim=3, hidden=(16, 8), context_dim=K)).double()
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64)
+    rows = torch.tensor([0, 1, 1, 1, 2, 3, 3])
+    classes = torch.tensor([2, 0, 1, 2, 1, 0, 2])
+    pairs, repeated = model.encode_pairs(x, rows, classes), model.encode(x[rows], classes)
+    torch.testing.assert_close(pairs.mean, repeated.mean)
+    torch.testing.assert_close(pairs.stddev, repeated.stddev)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vaekit.config import RunConfig
-from vaekit.data import load_data, load_examples, streaming
+from vaekit.data import Dataset, SourceSettings, load_data, load_examples, streaming
 from vaekit.data.streaming import MappedArray, block_order, use_memmap
 from vaekit.errors import DataError
 
@@ -27,15 +27,15 @@ def images(tmp_path_factory):
     """uint8 NHWC images (grayscale values) and the in-memory reading of the same file."""
     rng = np.random.default_rng(0)
     path = save(tmp_path_factory.mktemp("img") / "images.npy", rng.integers(0, 256, (300, 6, 5, 3), dtype=np.uint8))
-    return path, load_data(str(path), memmap=False)
+    return path, load_data(str(path), settings=SourceSettings(memmap=False))
 
 
 def test_mapped_rows_equal_the_in_memory_conversion(images):
     path, memory = images
     whole = torch.cat([memory.train.x, memory.valid.x])  # every row, in some order
-    x = load_examples(str(path), memmap=True).x
+    x = load_examples(str(path), settings=SourceSettings(memmap=True)).x
     assert isinstance(x, MappedArray) and x.shape == (300, 3, 6, 5) and len(x) == 300
-    reference = load_examples(str(path), memmap=False).x  # (300, 3, 6, 5) in file order
+    reference = load_examples(str(path), settings=SourceSettings(memmap=False)).x  # (300, 3, 6, 5) in file order
     assert torch.equal(x[0:300], reference)
     idx = torch.tensor([7, 3, 299, -1, 3, 150])
     assert torch.equal(x[idx], reference[idx])
@@ -54,7 +54,7 @@ def test_mapped_rows_equal_the_in_memory_conversion(images):
 
 def test_memmap_splits_match_the_record_of_the_in_memory_path(images):
     path, memory = images
-    mapped = load_data(str(path), memmap=True, seed=3)
+    mapped = load_data(str(path), settings=SourceSettings(memmap=True, seed=3))
     for key in ("shape", "value_range", "dynamic_binarization", "num_classes"):
         assert mapped.info[key] == memory.info[key], key
     record = mapped.info["preprocessing"]
@@ -65,12 +65,12 @@ def test_memmap_splits_match_the_record_of_the_in_memory_path(images):
     assert n_train + n_valid == 300 and n_valid >= 30 and mapped.info["sizes"] == {"train": n_train, "valid": n_valid, "test": None}
     rows = lambda x: {tuple(r.flatten().tolist()) for r in x[0 : len(x)]}  # noqa: E731
     assert not rows(mapped.train.x) & rows(mapped.valid.x)
-    again = load_data(str(path), memmap=True, seed=3)
+    again = load_data(str(path), settings=SourceSettings(memmap=True, seed=3))
     assert torch.equal(again.valid.x[0:n_valid], mapped.valid.x[0:n_valid])
-    other = load_data(str(path), memmap=True, seed=4)
+    other = load_data(str(path), settings=SourceSettings(memmap=True, seed=4))
     assert not torch.equal(other.valid.x[0 : len(other.valid)][:10], mapped.valid.x[0:n_valid][:10])
     # the saved record reads the same way again (how a run's evaluation loads its data)
-    reread = load_data(str(path), preprocessing=record, seed=3)
+    reread = load_data(str(path), preprocessing=record, settings=SourceSettings(seed=3))
     assert isinstance(reread.train.x, MappedArray) and len(reread.train) == n_train
 
 
@@ -111,11 +111,11 @@ def test_bad_shards_are_refused_with_a_reason(tmp_path, make, words):
 def test_whole_array_preprocessing_is_refused(tmp_path):
     path = save(tmp_path / "a.npy", np.zeros((50, 3), np.float32))
     with pytest.raises(DataError, match="standardize"):
-        load_data(str(path), memmap=True, preprocessing={"standardize": True})
+        load_data(str(path), preprocessing={"standardize": True}, settings=SourceSettings(memmap=True))
     table = tmp_path / "t.csv"
     table.write_text("a,b\n1,2\n3,4\n")
     with pytest.raises(DataError, match="memory-mapped"):
-        load_data(str(table), memmap=True)
+        load_data(str(table), settings=SourceSettings(memmap=True))
 
 
 def test_auto_mode_maps_shard_folders_and_npy_files_too_big_for_memory(tmp_path, monkeypatch):
@@ -130,7 +130,7 @@ def test_auto_mode_maps_shard_folders_and_npy_files_too_big_for_memory(tmp_path,
 
 
 def test_block_order_is_a_seeded_permutation_of_contiguous_blocks(tmp_path):
-    x = load_examples(str(save(tmp_path / "a.npy", np.zeros((1003, 2), np.float32))), memmap=True).x
+    x = load_examples(str(save(tmp_path / "a.npy", np.zeros((1003, 2), np.float32))), settings=SourceSettings(memmap=True)).x
     order = block_order(x, 80, seed=5, epoch=2)  # blocks of 80 // 8 = 10 rows
     full = order[0:1003]
     assert sorted(full.tolist()) == list(range(1003))
@@ -169,7 +169,7 @@ def test_reading_a_mapping_hands_its_pages_back(tmp_path, monkeypatch):
         release(shard)
 
     monkeypatch.setattr(streaming._Shard, "release", measured)
-    x = load_data(str(path), memmap=True).train.x  # one pass over every value, in chunks
+    x = load_data(str(path), settings=SourceSettings(memmap=True)).train.x  # one pass over every value, in chunks
     order = block_order(x, 256, seed=0, epoch=0)  # 4-row blocks: 64 runs per batch
     for start in range(0, 40 * 256, 256):
         assert x[order[start : start + 256]].shape == (256, width)
@@ -230,16 +230,16 @@ def test_evaluation_streams_over_mapped_data_with_the_in_memory_numbers(tmp_path
     from vaekit.training import train
 
     run = train(small_config(str(binary_npy), epochs=1), tmp_path / "run")
-    mapped = load_examples(str(binary_npy), memmap=True, preprocessing=run.data_info["preprocessing"]).x
-    memory = load_examples(str(binary_npy), memmap=False, preprocessing=run.data_info["preprocessing"]).x
+    mapped = load_examples(str(binary_npy), preprocessing=run.data_info["preprocessing"], settings=SourceSettings(memmap=True)).x
+    memory = load_examples(str(binary_npy), preprocessing=run.data_info["preprocessing"], settings=SourceSettings(memmap=False)).x
     assert isinstance(mapped, MappedArray) and torch.equal(mapped[0:600], memory)
     model = run.model
-    a, b = elbo_terms(model, mapped, batch_size=128, seed=1), elbo_terms(model, memory, batch_size=128, seed=1)
+    a, b = elbo_terms(model, Dataset(mapped), batch_size=128, seed=1), elbo_terms(model, Dataset(memory), batch_size=128, seed=1)
     assert torch.equal(a.neg_elbo, b.neg_elbo)
-    assert torch.equal(iw_log_likelihood(model, mapped, k=8, seed=2), iw_log_likelihood(model, memory, k=8, seed=2))
-    assert torch.equal(encode(model, mapped), encode(model, memory))
-    assert torch.equal(latent_diagnostics(model, mapped).activity, latent_diagnostics(model, memory).activity)
-    assert torch.equal(anomaly_scores(model, mapped, samples=2), anomaly_scores(model, memory, samples=2))
+    assert torch.equal(iw_log_likelihood(model, Dataset(mapped), k=8, seed=2), iw_log_likelihood(model, Dataset(memory), k=8, seed=2))
+    assert torch.equal(encode(model, Dataset(mapped)), encode(model, Dataset(memory)))
+    assert torch.equal(latent_diagnostics(model, Dataset(mapped)).activity, latent_diagnostics(model, Dataset(memory)).activity)
+    assert torch.equal(anomaly_scores(model, Dataset(mapped), samples=2), anomaly_scores(model, Dataset(memory), samples=2))
 
 
 def test_cli_trains_and_evaluates_a_shard_folder(tmp_path, binary_npy):

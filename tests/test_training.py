@@ -13,7 +13,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.config import RunConfig
 from vaekit.corruption import corrupt
-from vaekit.data import load_data
+from vaekit.data import Dataset, load_data
 from vaekit.data.batches import data_order
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from vaekit.evaluation import elbo_terms
@@ -32,7 +32,7 @@ def digits():
 def untrained_and_trained(config, out, data):
     """Validation neg ELBO of the model as initialised, and the run after training it."""
     trainer = Trainer(config, out, data=data)
-    before = elbo_terms(trainer.model, data.valid.x).neg_elbo.mean().item()
+    before = elbo_terms(trainer.model, Dataset(data.valid.x)).neg_elbo.mean().item()
     trainer.start_run()
     return before, trainer.fit()
 
@@ -278,7 +278,10 @@ def test_iwae_objective_trains_and_validates_on_its_own_bound(tmp_path, digits):
     # recomputed from the last weights with the same draws it is the same number, and it is tighter than the ELBO
     last = vaekit.load(tmp_path / "run", which="last").model
     bound = (
-        elbo_terms(last, digits.valid.x, batch_size=1000, seed=cfg.train.seed, objective=ImportanceWeighted(5)).loss.double().mean().item()
+        elbo_terms(last, Dataset(digits.valid.x), batch_size=1000, seed=cfg.train.seed, objective=ImportanceWeighted(5))
+        .loss.double()
+        .mean()
+        .item()
     )
     assert rows[-1]["valid_loss"] == pytest.approx(bound, rel=1e-5)
     assert all(r["valid_loss"] < r["valid_neg_elbo"] for r in rows)
@@ -377,7 +380,7 @@ def test_bad_settings_are_refused(tmp_path, digits):
 
 
 def test_bernoulli_refuses_data_outside_unit_interval(tmp_path, digits):
-    from vaekit.data import Dataset, DataSplits
+    from vaekit.data import DataSplits
 
     bad = DataSplits(Dataset(digits.train.x * 3 - 1), digits.valid, None, {**digits.info, "value_range": "real"})
     with pytest.raises(DataError, match=r"\[0, 1\]"):
@@ -445,7 +448,7 @@ def test_the_weight_average_is_the_moving_average_of_the_steps_and_what_the_run_
     rows, plain_rows = averaged.metrics(), plain._result().metrics()
     assert rows[0]["train_loss"] == plain_rows[0]["train_loss"] and rows[-1]["valid_loss"] != plain_rows[-1]["valid_loss"]
     cfg = small_config()
-    mine = elbo_terms(vaekit.load(tmp_path / "ema", which="last").model, digits.valid.x, batch_size=1000, seed=cfg.train.seed)
+    mine = elbo_terms(vaekit.load(tmp_path / "ema", which="last").model, Dataset(digits.valid.x), batch_size=1000, seed=cfg.train.seed)
     assert rows[-1]["valid_loss"] == pytest.approx(mine.loss.mean().item(), rel=1e-6)  # validated: the average
 
 

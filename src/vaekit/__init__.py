@@ -8,7 +8,7 @@ from vaekit.version import __version__
 _LAZY = {
     "vaekit.baselines": ["PCABaseline"],
     "vaekit.config": ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig"],
-    "vaekit.data": ["Dataset", "DataSplits", "load_data"],
+    "vaekit.data": ["Dataset", "DataSplits", "SourceSettings", "load_data"],
     "vaekit.evaluation": ["elbo_terms", "iw_log_likelihood", "latent_diagnostics", "posterior_collapse_warning", "summarize"],
     "vaekit.generation": ["reconstruct", "sample"],
     "vaekit.models": ["LatentVariableModel", "build_model"],
@@ -44,6 +44,7 @@ __all__ = [
     "TrainConfig",
     "Dataset",
     "DataSplits",
+    "SourceSettings",
     "load_data",
     "LatentVariableModel",
     "build_model",

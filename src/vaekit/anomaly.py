@@ -36,23 +36,22 @@ SCORE_LABELS = {
 
 def anomaly_scores(
     model,
-    x: torch.Tensor,
+    data: Dataset,
     *,
     score: str = "neg-elbo",
     samples: int = 10,
     iw_samples: int = 100,
     seed: int = 0,
     batch_size: int = 1000,
-    context: torch.Tensor | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Anomaly score per example (N,) of x (N, *shape); higher is more anomalous.
+    """Anomaly score per example (N,) of the examples of ``data``; higher is more anomalous. A conditional
+    model scores each example given its label or context (``vaekit.examples.for_model``).
 
     score: ``neg-elbo`` (KL - E_q log p(x|z)), ``iw-nll`` (-log p(x) estimated with ``iw_samples``
         importance samples; VAEs only) or ``reconstruction`` (||x - E[x|z]||² of the decoder mean).
     samples: for ``neg-elbo`` and ``reconstruction``, 0 scores at the posterior mean; S > 0
         averages over S fixed draws (the same for every example, from ``seed``).
-    context: a conditional model's labels (N,): the scores are then of x given its label.
     progress: called with the number of examples scored so far, after each batch.
     """
     if score not in SCORES:
@@ -61,17 +60,11 @@ def anomaly_scores(
         raise ConfigError(f"samples must be >= 0 (0: the posterior mean), got {samples}")
     if score == "iw-nll":
         return -iw_log_likelihood(
-            model, x, k=iw_samples, seed=seed, common_noise=True, batch_size=min(batch_size, 100), context=context, progress=progress
+            model, data, k=iw_samples, seed=seed, common_noise=True, batch_size=min(batch_size, 100), progress=progress
         )
-    parts = []
-    for start in range(0, len(x), batch_size):  # a batch at a time, for progress: each score depends on its example alone
-        stop = min(start + batch_size, len(x))
-        rows = context[start:stop] if isinstance(context, torch.Tensor) and context.dim() > 0 else context
-        s = example_scores(model, x[start:stop], samples=samples, seed=seed, batch_size=batch_size, context=rows)
-        parts.append(s.neg_elbo if score == "neg-elbo" else s.squared_error)
-        if progress is not None:
-            progress(stop)
-    return torch.cat(parts) if parts else torch.zeros(0)
+    # each score depends on its example alone, whatever batch it is in
+    s = example_scores(model, data, samples=samples, seed=seed, batch_size=batch_size, progress=progress)
+    return s.neg_elbo if score == "neg-elbo" else s.squared_error
 
 
 def quantile_threshold(scores, q: float) -> float:
@@ -292,7 +285,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _anomaly_scores(self, X: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(self._standardized(X).astype(np.float64))
-        scores = anomaly_scores(self.model_, x, score=self.anomaly_score, samples=self.samples, iw_samples=self.iw_samples, seed=self.seed_)
+        scores = anomaly_scores(
+            self.model_, Dataset(x), score=self.anomaly_score, samples=self.samples, iw_samples=self.iw_samples, seed=self.seed_
+        )
         return scores.cpu().numpy().astype(np.float64)
 
     def score_samples(self, X) -> np.ndarray:

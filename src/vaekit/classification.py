@@ -10,14 +10,15 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from vaekit.data.base import Dataset
 from vaekit.evaluation import in_eval_mode
 
 
 @torch.inference_mode()
 @in_eval_mode
-def class_probabilities(model, x, batch_size: int = 1000) -> torch.Tensor:
-    """q(y|x) (N, K) for examples ``x`` (N, *shape) (a tensor or a memory-mapped array), in batches."""
-    parts = [model.classify(x[i : i + batch_size].to(model.device)).probs.cpu() for i in range(0, len(x), batch_size)]
+def class_probabilities(model, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
+    """q(y|x) (N, K) for the examples of ``data`` (a tensor or a memory-mapped array), in batches."""
+    parts = [model.classify(batch.inputs).probs.cpu() for batch in data.batches(batch_size, model.device)]
     return torch.cat(parts) if parts else torch.zeros(0, model.classes)
 
 
@@ -51,10 +52,10 @@ class Classification:
         return torch.bincount(self.labels[known] * k + self.predicted[known], minlength=k * k).view(k, k)
 
 
-def classify(model, x, labels: torch.Tensor | None = None, batch_size: int = 1000) -> Classification:
-    """The classifier's view of ``x`` (N, *shape), compared with ``labels`` (N,) where given."""
-    probabilities = class_probabilities(model, x, batch_size)
-    return Classification(probabilities, probabilities.argmax(-1), labels)
+def classify(model, data: Dataset, batch_size: int = 1000) -> Classification:
+    """The classifier's view of the examples of ``data``, compared with its labels ``data.y`` (N,) where it has them."""
+    probabilities = class_probabilities(model, data, batch_size)
+    return Classification(probabilities, probabilities.argmax(-1), data.y)
 
 
 class VAEClassifier(ClassifierMixin, BaseEstimator):
@@ -112,7 +113,9 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         from vaekit.anomaly import _caller_rng_kept
         from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
         from vaekit.data.arrays import infer_value_range
-        from vaekit.data.base import Dataset, DataSplits
+        from vaekit.data.base import DataSplits
+        from vaekit.models.kinds import SemiSupervised
+        from vaekit.models.networks import MLPEncoder
         from vaekit.training import train
 
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=2)
@@ -135,8 +138,8 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         config = RunConfig(
             data=DataConfig(source="array", split_seed=self.seed_),
             model=ModelConfig(
-                kind="m2",
-                arch="mlp",
+                kind=SemiSupervised.name,
+                arch=MLPEncoder.name,
                 input_shape=(x.shape[1],),
                 latent_dim=self.latent_dim,
                 hidden=tuple(self.hidden),
@@ -159,7 +162,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         x = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
-        return class_probabilities(self.model_, x).double().numpy()
+        return class_probabilities(self.model_, Dataset(x)).double().numpy()
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (N,), one of ``classes_``."""

@@ -3,7 +3,8 @@ features from all the images and the semi-supervised M2 is trained on its codes.
 
 A run trained with ``DataConfig.codes_of`` = the M1 run's directory reads its examples through that
 run: the M1 run's own data (or a source given to a command), prepared as M1 was trained on it, then
-each example replaced by its posterior mean E_q[z|x] (L,). Labels, context and splits stay as they are.
+each example replaced by its code: the posterior mean E_q[z|x] of the active units, standardised with the
+training split's statistics (``code_steps``, saved in the run). Labels, context and splits stay as they are.
 """
 
 from __future__ import annotations
@@ -14,30 +15,51 @@ import torch
 
 from vaekit.data.base import REAL, Dataset, DataSplits
 from vaekit.errors import ConfigError
-from vaekit.evaluation import in_eval_mode
+from vaekit.evaluation import ACTIVITY_THRESHOLD, in_eval_mode
+from vaekit.examples import for_model
 
 
 @torch.inference_mode()
 @in_eval_mode
-def posterior_means(model, x, batch_size: int = 1000) -> torch.Tensor:
-    """E_q[z|x] (N, L) float32 of examples ``x`` (N, *shape) (a tensor or a memory-mapped array), in batches."""
-    parts = [model.encode(x[i : i + batch_size].to(model.device)).mean.float().cpu() for i in range(0, len(x), batch_size)]
+def posterior_means(model, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[z|x] (N, L) float32 of the examples of ``data`` (a tensor or a memory-mapped array), in batches."""
+    parts = [model.encode(b.inputs, b.context).mean.float().cpu() for b in for_model(model, data).batches(batch_size, model.device)]
     return torch.cat(parts) if parts else torch.zeros(0, model.latent_dim)
 
 
-def encoded(run, data: Dataset) -> Dataset:
-    """``data`` with each example replaced by its posterior mean under ``run``'s model (N, L)."""
-    return Dataset(posterior_means(run.model, data.x), data.y, data.context)
+def code_steps(train_means: torch.Tensor) -> dict:
+    """How codes become data, fitted on the training split's posterior means (N, L): the active units
+    (Cov_x E_q[z_u] above ``ACTIVITY_THRESHOLD``: an inactive unit's mean is the same for every example, a
+    dimension without spread that a learned-variance likelihood would collapse onto) standardised by their
+    training mean and standard deviation. JSON-serialisable; saved in the run's data record (``info["codes"]``)."""
+    variance = train_means.double().var(0)  # (L,)
+    units = (variance > ACTIVITY_THRESHOLD).nonzero().flatten()
+    if len(units) == 0:
+        raise ConfigError("--on-codes: none of the run's latent units is active (its posterior has collapsed); train it with --warmup")
+    kept = train_means[:, units].double()
+    return {"units": units.tolist(), "mean": kept.mean(0).tolist(), "std": kept.std(0).tolist()}
 
 
-def encoded_splits(run, splits: DataSplits) -> DataSplits:
-    """Every split of ``splits`` encoded by ``run`` (``encoded``); the record says whose codes they are."""
-    parts = [None if part is None else encoded(run, part) for part in (splits.train, splits.valid, splits.test)]
+def encoded(run, data: Dataset, steps: dict) -> Dataset:
+    """``data`` with each example replaced by its code: the posterior mean under ``run``'s model, its active
+    units standardised as ``steps`` (``code_steps``) say, (N, len(units))."""
+    means = posterior_means(run.model, data)[:, steps["units"]]
+    codes = (means.double() - torch.tensor(steps["mean"], dtype=torch.float64)) / torch.tensor(steps["std"], dtype=torch.float64)
+    return Dataset(codes.float(), data.y, data.context)
+
+
+def encoded_splits(run, splits: DataSplits, steps: dict | None = None) -> DataSplits:
+    """Every split of ``splits`` encoded by ``run`` (``encoded``; ``steps`` None: fitted on the training
+    split); the record says whose codes they are and keeps the steps (``info["codes"]``)."""
+    if steps is None:
+        steps = code_steps(posterior_means(run.model, splits.train))
+    parts = [None if part is None else encoded(run, part, steps) for part in (splits.train, splits.valid, splits.test)]
     info = {
         **splits.info,
         "source": f"codes of {run.path}",
         "codes_of": str(run.path),
-        "shape": [run.model.latent_dim],
+        "codes": steps,
+        "shape": [len(steps["units"])],
         "value_range": REAL,
         "dynamic_binarization": False,
     }

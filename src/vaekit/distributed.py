@@ -21,13 +21,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from vaekit.errors import ConfigError, VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.data.base import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +135,12 @@ def wrap(model: torch.nn.Module, device: torch.device, *, find_unused_parameters
 
 
 # ----- agreements and reductions (no-ops for a single process) ---------------------------------
-def share(world, x):
-    """This process's contiguous share of ``x`` (a tensor or a ``MappedArray``): all of it for one process."""
+def share(world, data: Dataset) -> Dataset:
+    """This process's contiguous share of the examples of ``data`` (a view): all of it for one process."""
     if not world.distributed:
-        return x
-    n, w, r = len(x), world.size, world.rank
-    return x.narrow(0, n * r // w, n * (r + 1) // w - n * r // w)
+        return data
+    n, w, r = len(data), world.size, world.rank
+    return data.rows(n * r // w, n * (r + 1) // w)
 
 
 def all_sum(t: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,9 @@
 """Evaluation under ``torch.inference_mode``: the same ``elbo`` as training over a whole split, the
-importance-weighted log-likelihood estimate, latent diagnostics and per-example scores at fixed draws."""
+importance-weighted log-likelihood estimate, latent diagnostics and per-example scores at fixed draws.
+
+Every function takes ``(model, data)``, ``data`` a ``Dataset`` (a split, or ``Dataset(x)`` for a tensor
+of examples), and reads it as the model does (``vaekit.examples.for_model``): a conditional model's
+examples each with their label or context, so its numbers are those of log p(x|y)."""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from vaekit.data.batches import Batch
+from vaekit.data.base import Dataset
 from vaekit.errors import ConfigError
+from vaekit.examples import for_model
 from vaekit.latent import kl_per_dim, posterior_factorises
 from vaekit.latent_layers import layer_statistics
-from vaekit.models.condition import batch_context
 from vaekit.models.hierarchy import is_hierarchical
 from vaekit.objectives import ELBO, Draws, ELBOTerms, ImportanceWeighted, Objective, Terms, concatenated
 
@@ -45,36 +49,15 @@ def _rng_devices(device: torch.device) -> list:
 
 @torch.inference_mode()
 @in_eval_mode
-def elbo_terms(
-    model,
-    x: torch.Tensor,
-    *,
-    objective: Objective | None = None,
-    target: torch.Tensor | None = None,
-    batch_size: int = 1000,
-    seed: int = 0,
-    context: torch.Tensor | int | None = None,
-) -> Terms:
-    """Per-example terms (N,) of ``objective`` (default: the ELBO, one draw) for all of ``x`` (N, *shape),
-    in batches, with a fixed seed for the latent samples (so the numbers are reproducible and the
-    caller's RNG is untouched). With a run's training objective, ``loss`` is its validation loss.
-    ``context``: a conditional model's context (labels (N,) or vectors (N, K), or one for all), so the terms are those of log p(x|y)."""
+def elbo_terms(model, data: Dataset, *, objective: Objective | None = None, batch_size: int = 1000, seed: int = 0) -> Terms:
+    """Per-example terms (N,) of ``objective`` (default: the ELBO, one draw) for all of ``data`` (N
+    examples), in batches, with a fixed seed for the latent samples (so the numbers are reproducible
+    and the caller's RNG is untouched). With a run's training objective, ``loss`` is its validation loss."""
     objective = ELBO() if objective is None else objective
     device = model.device
-    parts: list[Terms] = []
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].to(device, non_blocking=True)
-            tb = xb if target is None else target[start : start + batch_size].to(device, non_blocking=True)
-            parts.append(objective(model, Batch(xb, tb, context=_context_rows(context, start, start + batch_size, device))))
-    return concatenated(parts)
-
-
-def _context_rows(context, start: int, stop: int, device: torch.device):
-    """A batch's rows of a context (``batch_context``), on ``device``."""
-    c = batch_context(context, start, stop)
-    return c.to(device, non_blocking=True) if isinstance(c, torch.Tensor) else c
+        return concatenated([objective(model, batch) for batch in for_model(model, data).batches(batch_size, device)])
 
 
 def summarize(terms: ELBOTerms, dims: int) -> dict[str, float]:
@@ -121,30 +104,32 @@ class ExampleScores:
 @torch.inference_mode()
 @in_eval_mode
 def example_scores(
-    model, x: torch.Tensor, *, samples: int = 0, seed: int = 0, batch_size: int = 1000, context: torch.Tensor | int | None = None
+    model, data: Dataset, *, samples: int = 0, seed: int = 0, batch_size: int = 1000, progress: Callable[[int], None] | None = None
 ) -> ExampleScores:
-    """Negative ELBO and squared reconstruction error per example, deterministic per example.
+    """Negative ELBO and squared reconstruction error per example of ``data`` (N examples), deterministic per example.
 
-    x: (N, *shape); context: a conditional model's context (labels (N,) or vectors (N, K), or one for all).
     samples: 0 evaluates at the posterior mean z = E_q[z] (for a prior without a
     closed-form KL the KL is then log q(z) - log p(z) at that point); S > 0 averages over S fixed
     draws z_s = E_q[z] + std_q[z] · ε_s with ε from ``fixed_noise(model, S, seed)``.
+    progress: called with the number of examples done after each batch.
     """
     device = model.device
     noise = fixed_noise(model, samples, seed) if samples > 0 else torch.zeros(1, 1, model.latent_dim, device=device)  # (S, 1, L)
-    neg_elbo, sq = [], []
-    for start in range(0, len(x), batch_size):
-        yb = _context_rows(context, start, start + batch_size, device)
-        xb = x[start : start + batch_size].to(device)
-        terms = ELBO()(model, Batch(xb, xb, context=yb), draws=Draws(noise=noise, squared_error=True))
+    neg_elbo, sq, done = [], [], 0
+    for batch in for_model(model, data).batches(batch_size, device):
+        terms = ELBO()(model, batch, draws=Draws(noise=noise, squared_error=True))
         neg_elbo.append(terms.neg_elbo)
         sq.append(terms.squared_error)
-    return ExampleScores(torch.cat(neg_elbo), torch.cat(sq))
+        done += len(batch.inputs)
+        if progress is not None:
+            progress(done)
+    empty = torch.zeros(0, device=device)
+    return ExampleScores(torch.cat(neg_elbo) if neg_elbo else empty, torch.cat(sq) if sq else empty)
 
 
-def reconstruction_error(model, x: torch.Tensor, *, batch_size: int = 1000, context: torch.Tensor | int | None = None) -> torch.Tensor:
-    """||x - E[x | z = E_q[z]]||² per example (N,): the decoder mean at the posterior mean."""
-    return example_scores(model, x, samples=0, batch_size=batch_size, context=context).squared_error
+def reconstruction_error(model, data: Dataset, *, batch_size: int = 1000) -> torch.Tensor:
+    """||x - E[x | z = E_q[z]]||² per example (N,) of ``data``: the decoder mean at the posterior mean."""
+    return example_scores(model, data, samples=0, batch_size=batch_size).squared_error
 
 
 # ----- importance-weighted log-likelihood -----------------------------------------------------
@@ -161,7 +146,7 @@ def default_iw_rows(device: torch.device) -> int:
 @in_eval_mode
 def iw_log_likelihood(
     model,
-    x: torch.Tensor,
+    data: Dataset,
     *,
     k: int = 5000,
     batch_size: int = 100,
@@ -169,7 +154,6 @@ def iw_log_likelihood(
     seed: int = 0,
     common_noise: bool = False,
     progress: Callable[[int], None] | None = None,
-    context: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per example (N,) in nats (Burda et al. 2015):
 
@@ -182,13 +166,13 @@ def iw_log_likelihood(
     ``max_rows`` defaults to ``default_iw_rows(device)``: small chunks on a CPU, whose decoder
     outputs then stay in cache (measured in bench/README.md), large ones on a GPU.
 
-    x: (N, *shape). batch_size: examples encoded together (capped at ``max_rows``).
+    data: the N examples (a conditional model's estimate is then of log p(x|y)).
+    batch_size: examples encoded together (capped at ``max_rows``).
     seed: the draws are reproducible and the caller's RNG is untouched.
     common_noise: use the same K standard-normal draws for every example (``fixed_noise``), so an
         example's estimate does not depend on which batch it is in (for anomaly scores); by default
         every example gets independent draws.
     progress: called with the number of examples done after each batch.
-    context: a conditional model's context (labels (N,) or vectors (N, K), or one for all): the estimate is then of log p(x|y).
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no likelihood to estimate: importance weighting needs a VAE (a stochastic encoder)")
@@ -200,16 +184,15 @@ def iw_log_likelihood(
     chunk = max(1, min(k, max_rows // batch_size))  # samples per decoder call, fixed for every batch
     noise = fixed_noise(model, k, seed) if common_noise else None  # (K, 1, L)
     bound = ImportanceWeighted(k)
-    out = []
+    out, done = [], 0
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].to(device)  # (B, *shape)
-            batch = Batch(xb, xb, context=_context_rows(context, start, start + batch_size, device))
+        for batch in for_model(model, data).batches(batch_size, device):
             out.append(-bound(model, batch, draws=Draws(noise=noise, chunk=chunk)).loss)  # (B,)
+            done += len(batch.inputs)
             if progress is not None:
-                progress(min(start + len(xb), len(x)))
-    return torch.cat(out)
+                progress(done)
+    return torch.cat(out) if out else torch.zeros(0, device=device)
 
 
 def summarize_log_likelihood(log_px: torch.Tensor, dims: int) -> dict[str, float]:
@@ -271,25 +254,20 @@ class LatentDiagnostics:
 
 @torch.inference_mode()
 @in_eval_mode
-def latent_diagnostics(
-    model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000, context: torch.Tensor | int | None = None
-) -> LatentDiagnostics:
-    """KL per latent dimension and active units over the examples ``x`` (N, *shape) (with a conditional model's
-    ``context``); per layer too for a hierarchical model (``vaekit.latent_layers.layer_statistics``)."""
+def latent_diagnostics(model, data: Dataset, *, threshold: float = ACTIVITY_THRESHOLD, batch_size: int = 1000) -> LatentDiagnostics:
+    """KL per latent dimension and active units over the examples of ``data``; per layer too for a
+    hierarchical model (``vaekit.latent_layers.layer_statistics``)."""
+    data = for_model(model, data)
     if is_hierarchical(model.config):
-        stats = layer_statistics(model, x, batch_size=batch_size, context=context)
+        stats = layer_statistics(model, data, batch_size=batch_size)
         layers = [LatentDiagnostics(kl, act, threshold, kl=total) for kl, act, total in stats]
         cat = [torch.cat([getattr(layer, name) for layer in layers]) for name in ("kl_per_dim", "activity")]
         return LatentDiagnostics(kl_per_dim=cat[0], activity=cat[1], threshold=threshold, layers=layers)
-    device = model.device
-    means = [
-        model.encode(x[s : s + batch_size].to(device), _context_rows(context, s, s + batch_size, device)).mean.double()
-        for s in range(0, len(x), batch_size)
-    ]  # (B, L) each
+    means = [model.encode(b.inputs, b.context).mean.double() for b in data.batches(batch_size, model.device)]  # (B, L) each
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
-    factorises = not model.deterministic and posterior_factorises(model, x, context=context)
-    kl = kl_per_dim(model, x, batch_size=batch_size, context=context).double() if factorises else None
+    factorises = not model.deterministic and posterior_factorises(model, data)
+    kl = kl_per_dim(model, data, batch_size=batch_size).double() if factorises else None
     return LatentDiagnostics(kl_per_dim=kl, activity=activity.cpu(), threshold=threshold)
 
 
@@ -308,16 +286,11 @@ def collapse_message(diag: LatentDiagnostics, *, min_active_fraction: float = 0.
 
 
 def posterior_collapse_warning(
-    model,
-    x: torch.Tensor,
-    *,
-    threshold: float = ACTIVITY_THRESHOLD,
-    min_active_fraction: float = 0.1,
-    context: torch.Tensor | int | None = None,
+    model, data: Dataset, *, threshold: float = ACTIVITY_THRESHOLD, min_active_fraction: float = 0.1
 ) -> str | None:
-    """A one-line warning when the posterior has collapsed on ``x`` (N, *shape): no active unit, or
+    """A one-line warning when the posterior has collapsed on the examples of ``data``: no active unit, or
     fewer than ``min_active_fraction`` of the units active. None when it has not, and for a plain
     autoencoder (no posterior to collapse). For training logs and ``vaekit evaluate``."""
     if model.deterministic:
         return None
-    return collapse_message(latent_diagnostics(model, x, threshold=threshold, context=context), min_active_fraction=min_active_fraction)
+    return collapse_message(latent_diagnostics(model, data, threshold=threshold), min_active_fraction=min_active_fraction)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch.distributions import Distribution, Independent, MixtureSameFamily, MultivariateNormal, Normal
 
 from vaekit.corruption import corrupt
+from vaekit.data.base import Dataset
 from vaekit.errors import ConfigError
+from vaekit.examples import for_model
 from vaekit.models.distributions import LayeredGaussian
 
 
@@ -69,12 +72,11 @@ def sample(
 
 
 @torch.inference_mode()
-def reconstruct(model, x: torch.Tensor, context: torch.Tensor | int | None = None) -> torch.Tensor:
-    """Decoder mean at the posterior mean: x (B, *shape) -> (B, *shape) (``context``: a conditional
-    model's labels (B,) or vectors (B, K))."""
-    x = x.to(model.device)
-    context = context.to(model.device) if isinstance(context, torch.Tensor) else context
-    return model.decode(model.encode(x, context).mean, context).mean
+def reconstruct(model, data: Dataset) -> torch.Tensor:
+    """Decoder mean at the posterior mean of the B examples of ``data``, as one batch: (B, *shape) on
+    the model's device. A conditional model encodes and decodes each with its label or context."""
+    batch = for_model(model, data).batch(model.device)
+    return model.decode(model.encode(batch.inputs, batch.context).mean, batch.context).mean
 
 
 @dataclass
@@ -97,32 +99,30 @@ def psnr(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def denoise(
-    model, x: torch.Tensor, kind: str, level: float, *, seed: int = 0, peak: float = 1.0, context: torch.Tensor | int | None = None
-) -> Denoising:
-    """Corrupt clean x (B, *shape) with ``vaekit.corruption.corrupt(kind, level)`` (seeded) and
-    reconstruct it. Works for any model; a denoising autoencoder was trained for exactly this.
-    ``peak``: the largest possible value, for PSNR (1 for images in [0, 1]). ``context``: a conditional
-    model's labels (B,) or vectors (B, K)."""
+def denoise(model, data: Dataset, kind: str, level: float, *, seed: int = 0, peak: float = 1.0) -> Denoising:
+    """Corrupt the clean examples x (B, *shape) of ``data`` with ``vaekit.corruption.corrupt(kind, level)``
+    (seeded) and reconstruct them (a conditional model given each its label or context). Works for any
+    model; a denoising autoencoder was trained for exactly this. ``peak``: the largest possible value,
+    for PSNR (1 for images in [0, 1])."""
 
-    x = x.detach().cpu().float()
+    x = data.x[:].detach().cpu().float()  # (B, *shape)
     noisy = corrupt(x, kind, level, torch.Generator().manual_seed(seed))
-    denoised = reconstruct(model, noisy, context).cpu()
+    denoised = reconstruct(model, dataclasses.replace(data, x=noisy)).cpu()
     mse_noisy = (noisy - x).pow(2).flatten(1).mean(1)  # (B,)
     mse_denoised = (denoised - x).pow(2).flatten(1).mean(1)  # (B,)
     return Denoising(noisy, denoised, x, mse_noisy, mse_denoised, psnr(mse_noisy, peak), psnr(mse_denoised, peak))
 
 
 @torch.inference_mode()
-def analogies(model, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+def analogies(model, data: Dataset) -> torch.Tensor:
     """The analogies of Kingma et al. 2014: each example's style z (the posterior mean of q(z|x, y), y its
-    label (B,)) decoded as every class. x (B, *shape) -> decoder means (B, K, *shape): row b is example b's
-    style written as class 0, 1, ..., K - 1. For a model conditioned on class labels (a CVAE or M2)."""
-    k = model.condition.classes
+    label) decoded as every class. The B examples of ``data`` -> decoder means (B, K, *shape): row b is
+    example b's style written as class 0, 1, ..., K - 1. For a model conditioned on class labels (a CVAE or M2)."""
+    k = model.condition.classes if model.conditional else 0
     if not k:
         raise ConfigError("analogies need a model conditioned on class labels (--model m2, or --condition label)")
-    x, context = x.to(model.device), context.to(model.device)
-    z = model.encode(x, context).mean  # (B, L)
+    batch = for_model(model, data).batch(model.device)
+    z = model.encode(batch.inputs, batch.context).mean  # (B, L)
     classes = torch.arange(k, device=model.device)
-    decoded = model.decode(z.repeat_interleave(k, 0), classes.repeat(len(x))).mean  # (B·K, *shape)
-    return decoded.view(len(x), k, *decoded.shape[1:])
+    decoded = model.decode(z.repeat_interleave(k, 0), classes.repeat(len(z))).mean  # (B·K, *shape)
+    return decoded.view(len(z), k, *decoded.shape[1:])

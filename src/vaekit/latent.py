@@ -4,7 +4,8 @@ Shapes: x (N, *input_shape); z (N, L). The grids below are built from a distribu
 the prior p(z) for a VAE; for a plain autoencoder, whose codes were never asked to follow a
 prior, a density fitted to its training codes (``fit_code_density(encode(model, x_train))``).
 
-- ``encode``: posterior means (or seeded samples) of a dataset, in batches.
+- ``encode``: posterior means (or seeded samples) of a dataset (a ``Dataset``, read as the model does:
+  ``vaekit.examples.for_model``), in batches.
 - ``kl_per_dim`` / ``rank_dims``: how much each latent dimension is used (average KL to the
   prior per dimension; the variance of the codes for a deterministic encoder).
 - ``marginals`` (``vaekit.models.distributions``), ``quantiles``, ``sigma_values``: per-dimension views of a distribution over z.
@@ -32,8 +33,10 @@ from torch.distributions import (
     kl_divergence,
 )
 
+from vaekit.data.base import Dataset
 from vaekit.errors import ConfigError
-from vaekit.models.condition import Context, batch_context
+from vaekit.examples import for_model, with_context
+from vaekit.models.condition import Context
 from vaekit.models.distributions import marginals
 
 log = logging.getLogger(__name__)
@@ -45,35 +48,34 @@ DEFAULT_P_RANGE = (0.05, 0.95)  # probability range of the quantile grids (as in
 
 
 @torch.inference_mode()
-def encode(model, x: torch.Tensor, *, sample: bool = False, seed: int = 0, batch_size: int = 1000, context: Context = None) -> torch.Tensor:
-    """Codes of ``x`` (N, *shape) -> (N, L) on the CPU: posterior means, or one draw z ~ q(z|x) per
-    example when ``sample`` (seeded, so the same call gives the same codes). ``context``: a
-    conditional model's context: class labels (N,) or vectors (N, K), or one for all (``vaekit.models.condition``)."""
+def encode(model, data: Dataset, *, sample: bool = False, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+    """Codes of the N examples of ``data`` -> (N, L) on the CPU: posterior means, or one draw z ~ q(z|x)
+    per example when ``sample`` (seeded, so the same call gives the same codes); a conditional model
+    encodes each example with its context."""
     device = model.device
     parts = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            q = model.encode(x[start : start + batch_size].to(device), _rows(context, start, start + batch_size, device))
+        for batch in for_model(model, data).batches(batch_size, device):
+            q = model.encode(batch.inputs, batch.context)
             parts.append((q.sample() if sample else q.mean).cpu())  # (B, L)
     return torch.cat(parts) if parts else torch.zeros(0, model.latent_dim)
 
 
 @torch.inference_mode()
-def kl_per_dim(
-    model, x: torch.Tensor, *, batch_size: int = 1000, n_samples: int = 16, seed: int = 0, context: Context = None
-) -> torch.Tensor:
-    """Average over ``x`` of KL(q(z_d|x) || p(z_d)) for each latent dimension d: (L,) in nats.
+def kl_per_dim(model, data: Dataset, *, batch_size: int = 1000, n_samples: int = 16, seed: int = 0) -> torch.Tensor:
+    """Average over the examples of ``data`` of KL(q(z_d|x) || p(z_d)) for each latent dimension d: (L,) in nats.
 
     Closed form for a Gaussian posterior and a normal prior; a Monte Carlo mean over
     ``n_samples`` seeded draws against the prior's per-dimension marginal otherwise (a mixture
     prior). Summed over d this is the model's KL term for a factorised prior. Raises
-    ``ConfigError`` for a deterministic encoder (a plain autoencoder has no KL term).
-    ``context``: a conditional model's context (class labels (N,) or vectors (N, K)), for q(z|x, y) and p(z|y).
+    ``ConfigError`` for a deterministic encoder (a plain autoencoder has no KL term). A conditional
+    model's examples are read with their contexts, for q(z|x, y) and p(z|y).
     """
     if model.deterministic:
         raise ConfigError("a plain autoencoder has no KL term; rank its dimensions with rank_dims (code variance)")
-    if not posterior_factorises(model, x, context=context):
+    data = for_model(model, data)
+    if not posterior_factorises(model, data):
         raise ConfigError(
             "the posterior does not factorise over latent dimensions (a flow): no KL per dimension; "
             "rank its dimensions with rank_dims (code variance)"
@@ -84,11 +86,10 @@ def kl_per_dim(
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            yb = _rows(context, start, start + batch_size, device)
-            q = model.encode(x[start : start + batch_size].to(device), yb)
+        for batch in data.batches(batch_size, device):
+            q = model.encode(batch.inputs, batch.context)
             if conditional_prior:
-                p = marginals(model.prior(yb))  # batch (B, L) or (L,)
+                p = marginals(model.prior(batch.context))  # batch (B, L)
             qd = q.base_dist if isinstance(q, Independent) else q  # batch (B, L)
             try:
                 kl = kl_divergence(qd, p)  # (B, L)
@@ -96,14 +97,15 @@ def kl_per_dim(
                 z = qd.sample((n_samples,))  # (S, B, L)
                 kl = (qd.log_prob(z) - p.log_prob(z)).mean(0)  # (B, L)
             total += kl.double().sum(0).cpu()
-    return (total / max(len(x), 1)).float()
+    return (total / max(len(data), 1)).float()
 
 
 @torch.inference_mode()
-def posterior_factorises(model, x: torch.Tensor, *, context: Context = None) -> bool:
+def posterior_factorises(model, data: Dataset) -> bool:
     """Whether q(z|x) is a product of one-dimensional distributions (``Independent`` over z), so that
-    per-dimension KLs exist: true for a Gaussian posterior, false for a flow."""
-    q = model.encode(x[:1].to(model.device), _rows(context, 0, 1, model.device))
+    per-dimension KLs exist: true for a Gaussian posterior, false for a flow. Asks the first example of ``data``."""
+    batch = for_model(model, data).rows(0, 1).batch(model.device)
+    q = model.encode(batch.inputs, batch.context)
     return isinstance(q, Independent) and q.reinterpreted_batch_ndims == 1
 
 
@@ -126,14 +128,15 @@ class DimRanking:
         return f"z{int(self.dims[i])}  {unit} {float(self.score[i]):.2f}"
 
 
-def rank_dims(model, x: torch.Tensor, *, batch_size: int = 1000, context: Context = None) -> DimRanking:
-    """Rank latent dimensions by average KL to the prior over ``x`` (a VAE), or by the variance
-    of the posterior means over ``x`` (a plain autoencoder, or a flow posterior, which has no
-    per-dimension KL: the "active units" measure). ``context``: a conditional model's context (labels (N,) or vectors (N, K))."""
-    if model.deterministic or not posterior_factorises(model, x, context=context):
-        score, measure = encode(model, x, batch_size=batch_size, context=context).var(0, unbiased=False), "variance"
+def rank_dims(model, data: Dataset, *, batch_size: int = 1000) -> DimRanking:
+    """Rank latent dimensions by average KL to the prior over the examples of ``data`` (a VAE), or by
+    the variance of their posterior means (a plain autoencoder, or a flow posterior, which has no
+    per-dimension KL: the "active units" measure)."""
+    data = for_model(model, data)
+    if model.deterministic or not posterior_factorises(model, data):
+        score, measure = encode(model, data, batch_size=batch_size).var(0, unbiased=False), "variance"
     else:
-        score, measure = kl_per_dim(model, x, batch_size=batch_size, context=context), "KL"
+        score, measure = kl_per_dim(model, data, batch_size=batch_size), "KL"
     order = torch.argsort(score, descending=True, stable=True)
     return DimRanking(dims=order, score=score[order], measure=measure)
 
@@ -257,7 +260,7 @@ def interpolate(
     path with ``context`` (one class, e.g. to carry both inputs' style into it), or by default
     with the context vectors mixed as the path goes, (1 − t)·y_a + t·y_b."""
     ends = None if labels is None else torch.stack([torch.as_tensor(y) for y in labels])  # (2,) labels or (2, K) vectors
-    z = encode(model, torch.stack([x_a, x_b]), context=ends)  # (2, L)
+    z = encode(model, with_context(model, torch.stack([x_a, x_b]), ends))  # (2, L)
     path = latent_path(z[0], z[1], steps, method)  # (S, L)
     if context is None and model.conditional and ends is not None:
         y = model.condition(ends).cpu()  # (2, K)
@@ -269,19 +272,14 @@ def interpolate(
 @torch.inference_mode()
 def decode_mean(model, z: torch.Tensor, batch_size: int = 1000, *, context: Context = None) -> torch.Tensor:
     """Decoder means of z (N, L) -> (N, *input_shape) on the CPU; ``context``: a conditional
-    model's context, one for all (a label) or one per code ((N,) labels, (N, K) vectors)."""
+    model's context, one for all (a label, a vector (K,)) or one per code ((N,) labels, (N, K) vectors)."""
     device = model.device
+    vectors = model.condition(context, z.shape[:1]) if model.conditional else None  # (N, K): one context vector per code
     parts = [
-        model.decode(z[s : s + batch_size].to(device), _rows(context, s, s + batch_size, device)).mean.cpu()
+        model.decode(z[s : s + batch_size].to(device), None if vectors is None else vectors[s : s + batch_size]).mean.cpu()
         for s in range(0, len(z), batch_size)
     ]
     return torch.cat(parts) if parts else torch.zeros(0, *model.input_shape)
-
-
-def _rows(context: Context, start: int, stop: int, device: torch.device) -> Context:
-    """A batch's rows of a per-example context (``batch_context``), on ``device``."""
-    c = batch_context(context, start, stop)
-    return c.to(device) if isinstance(c, torch.Tensor) else c
 
 
 # ----- traversal and manifold -------------------------------------------------------------

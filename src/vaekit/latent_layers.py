@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
+from vaekit.data.base import Dataset
 from vaekit.errors import ConfigError
-from vaekit.models.condition import Context, batch_context
+from vaekit.examples import for_model
+from vaekit.models.contract import Context, LatentSpec, Model
 from vaekit.models.distributions import LayeredGaussian, marginals
 from vaekit.models.hierarchy import is_hierarchical, layer_sizes
 
@@ -25,10 +27,10 @@ if TYPE_CHECKING:
     from vaekit.models import LatentVariableModel
 
 
-class LayerView:
+class LayerView(Model):
     """Layer l of a hierarchical model seen as a one-layer model: ``encode``, ``decode`` and ``prior``
     over z_l (L_l,), for the latent views. A view of the model, not a module: it holds no parameters
-    and is not trained.
+    and is not trained. Its ``latent`` declares one layer: a diagonal Gaussian given the layers above.
 
     The layers above l are held at the prior's mean pass (the ``context``; none for the top layer),
     or at an input's codes (``held_at``).
@@ -38,7 +40,7 @@ class LayerView:
     """
 
     def __init__(self, model: LatentVariableModel, layer: int, held: dict[int, torch.Tensor] | None = None):
-        sizes = layer_sizes(model.config)
+        sizes = model.latent.layers
         if not -len(sizes) <= layer < len(sizes):
             raise ConfigError(f"layer {layer} is out of range: the model has {len(sizes)} stochastic layers (0 to {len(sizes) - 1})")
         self.model, self.layer, self.sizes, self.held = model, layer % len(sizes), sizes, held
@@ -49,8 +51,25 @@ class LayerView:
     device = property(lambda self: self.model.device)
     condition = property(lambda self: self.model.condition)
     conditional = property(lambda self: self.model.conditional)
+    classifier = property(lambda self: self.model.classifier)
     prior_module = property(lambda self: self.model.prior_module)
-    deterministic = False
+    deterministic = property(lambda self: self.latent.deterministic)
+
+    @property
+    def latent(self) -> LatentSpec:
+        """The model's declaration narrowed to this layer: q(z_l|·) is one of the hierarchy's Gaussian layers,
+        so it factorises; p(z_l|z_{l+1}) below the top is a Gaussian layer (closed-form KL), the top's
+        p(z_L) is the top prior, as it declares. The prior is unconditional (a hierarchy's is)."""
+        whole, top = self.model.latent, self.model.prior_module.top_prior()
+        gaussian, at_top = whole.gaussian_posterior, self.layer == len(self.sizes) - 1
+        return dataclasses.replace(
+            whole,
+            layers=(self.latent_dim,),
+            factorises=gaussian,
+            closed_form_kl=gaussian and (top.closed_form_kl if at_top else True),
+            gaussian_prior=top.gaussian if at_top else True,
+            conditional_prior=False,
+        )
 
     def context(self, p: LayeredGaussian | None = None) -> dict[int, torch.Tensor]:
         """The codes of the layers above this one, {k: (L_k,)}: the mean pass of the prior (``p``, or the
@@ -65,10 +84,11 @@ class LayerView:
         return {k: p.part(z, k) for k in range(self.layer + 1, len(self.sizes))}
 
     @torch.no_grad()
-    def held_at(self, x: torch.Tensor, context: Context = None) -> LayerView:
-        """This layer with the layers above held at the posterior mean pass of the input x (*input_shape,)
-        instead of the prior's: a traversal or manifold around x then decodes x's own upper codes."""
-        q = self.model.encode(x.unsqueeze(0).to(self.device), context)
+    def held_at(self, example: Dataset) -> LayerView:
+        """This layer with the layers above held at the posterior mean pass of the one input of ``example``
+        instead of the prior's: a traversal or manifold around it then decodes its own upper codes."""
+        batch = for_model(self.model, example).batch(self.device)
+        q = self.model.encode(batch.inputs, batch.context)
         z = q.mean_pass()[0]
         return LayerView(self.model, self.layer, {k: q.part(z, k) for k in range(self.layer + 1, len(self.sizes))})
 
@@ -95,7 +115,7 @@ class LayerView:
 def latent_view(model: LatentVariableModel, layer: int | None = None) -> LatentVariableModel | LayerView:
     """What the latent views work on: ``model`` itself for a one-layer model, else ``LayerView`` of
     ``layer`` (default: the top layer). ``ConfigError`` when a one-layer model is given a layer other than 0."""
-    if not is_hierarchical(model.config):
+    if not model.latent.hierarchical:
         if layer not in (None, 0, -1):
             raise ConfigError(f"layer {layer} is out of range: the model has one stochastic layer")
         return model
@@ -104,17 +124,17 @@ def latent_view(model: LatentVariableModel, layer: int | None = None) -> LatentV
 
 @torch.inference_mode()
 def layer_statistics(
-    model: LatentVariableModel, x: torch.Tensor, *, samples: int = 16, batch_size: int = 500, seed: int = 0, context: Context = None
+    model: LatentVariableModel, data: Dataset, *, samples: int = 16, batch_size: int = 500, seed: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-    """Per layer i of a hierarchical model over the examples x (N, *shape): (KL per unit (L_i,), the
+    """Per layer i of a hierarchical model over the examples of ``data``: (KL per unit (L_i,), the
     units' activity Cov_x(E_q[z_i,u]) (L_i,), the layer's KL term), from ``samples`` seeded draws z ~ q(z|x).
 
     The layer's KL term is E_q[log q(z_i|parent) − log p(z_i|z_{i+1})]; summed over the layers it is
     the model's KL. Per unit it is closed form given the draws of the layers a unit is conditioned
     on, and sums to the layer's term; against a top prior that does not factorise (a mixture or
     VampPrior) it is the Monte Carlo KL to the prior's per-unit marginals, which need not sum to
-    it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean. context: a conditional model's
-    context (labels (N,) or vectors (N, K), or one for all).
+    it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean. A conditional model reads each
+    example with its context.
     """
     sizes, device = layer_sizes(model.config), model.device
     kl = [torch.zeros(s, dtype=torch.float64) for s in sizes]
@@ -122,10 +142,8 @@ def layer_statistics(
     means: list[list[torch.Tensor]] = [[] for _ in sizes]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            rows = batch_context(context, start, start + batch_size)
-            given = () if rows is None else (rows.to(device) if isinstance(rows, torch.Tensor) else rows,)
-            q, p = model.encode(x[start : start + batch_size].to(device), *given), model.prior()
+        for batch in for_model(model, data).batches(batch_size, device):
+            q, p = model.encode(batch.inputs, batch.context), model.prior()
             z = q.sample((samples,))  # (S, B, Σ L)
             for i, (qi, pi) in enumerate(zip(q.layers(z), p.layers(z))):
                 zi, qd = q.part(z, i), qi.base_dist  # (S, B, L_i); per-unit Normal of batch (S or 1.., B, L_i)
@@ -136,8 +154,8 @@ def layer_statistics(
                 kl[i] += unit_kl.double().mean(0).sum(0).cpu()
                 layer_kl[i] += float((qi.log_prob(zi) - pi.log_prob(zi)).double().mean(0).sum())
                 means[i].append(qd.mean.expand_as(zi).double().mean(0).cpu())  # (B, L_i): E_q[z_i] per example
-    n = max(len(x), 1)
-    activity = [torch.cat(m).var(0, unbiased=False) if len(x) > 1 else torch.zeros_like(k) for k, m in zip(kl, means)]
+    n = max(len(data), 1)
+    activity = [torch.cat(m).var(0, unbiased=False) if len(data) > 1 else torch.zeros_like(k) for k, m in zip(kl, means)]
     return [(k / n, a, total / n) for k, a, total in zip(kl, activity, layer_kl)]
 
 
@@ -148,7 +166,7 @@ def describe_latent(config: ModelConfig) -> str:
     return f"latent layers {'+'.join(map(str, config.latent_layers))} ({config.hierarchy})"
 
 
-def view_at_input(view: LatentVariableModel | LayerView, x: torch.Tensor, context: Context = None) -> LatentVariableModel | LayerView:
-    """``view`` for views around the input x: a lower layer's ``LayerView`` with the layers above held
-    at x's codes (``LayerView.held_at``); any other view (a one-layer model, a top layer) as it is."""
-    return view.held_at(x, context) if isinstance(view, LayerView) and view.layer < len(view.sizes) - 1 else view
+def view_at_input(view: LatentVariableModel | LayerView, example: Dataset) -> LatentVariableModel | LayerView:
+    """``view`` for views around the one input of ``example``: a lower layer's ``LayerView`` with the layers
+    above held at its codes (``LayerView.held_at``); any other view (a one-layer model, a top layer) as it is."""
+    return view.held_at(example) if isinstance(view, LayerView) and view.layer < len(view.sizes) - 1 else view

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -96,6 +97,19 @@ def _text_size(text: str, size: int = FONT_SIZE) -> tuple[int, int]:
     return right - left, bottom - min(top, 0)
 
 
+@dataclass(frozen=True)
+class GridLayout:
+    """How ``labelled_grid`` lays a grid out: ``pad`` pixels of ``pad_value`` between cells, cells of at
+    least ``min_cell`` pixels (``image_grid``), text of ``font_size``, row labels aligned by ``row_align``
+    (``right``: against the grid; ``left``: at the picture's edge)."""
+
+    pad: int = 2
+    pad_value: float = 1.0
+    min_cell: int = MIN_CELL
+    font_size: int = FONT_SIZE
+    row_align: str = "right"
+
+
 def labelled_grid(
     images: torch.Tensor,
     *,
@@ -103,24 +117,21 @@ def labelled_grid(
     col_labels: Sequence[str] | None = None,
     title: str | None = None,
     corner: str | None = None,
-    row_align: str = "right",
-    pad: int = 2,
-    pad_value: float = 1.0,
-    min_cell: int = MIN_CELL,
-    font_size: int = FONT_SIZE,
+    layout: GridLayout = GridLayout(),
 ) -> np.ndarray:
     """Images (R, K, C, H, W) in [0, 1] as an R x K grid with text around it -> uint8 (H', W', 3).
 
-    row_labels: R strings (may hold newlines) left of each row, aligned by ``row_align`` (``right``: against
-        the grid; ``left``: at the picture's edge).
+    row_labels: R strings (may hold newlines) left of each row, aligned by ``layout.row_align``.
     col_labels: K strings centred above each column; when they do not fit side by side, every
         s-th one is drawn (first and last always).
     title: one line above everything. corner: a short line above the row labels (an axis name).
+    layout: spacing, cell size, font size and row-label alignment (``GridLayout``).
     The grid is exactly ``image_grid(images.flatten(0, 1), K, pad, pad_value, min_cell)`` and sits in the
     bottom-right corner.
     """
     from PIL import Image, ImageDraw
 
+    pad, pad_value, min_cell, font_size, row_align = layout.pad, layout.pad_value, layout.min_cell, layout.font_size, layout.row_align
     images = torch.as_tensor(images)
     rows, cols = images.shape[:2]
     if row_labels is not None and len(row_labels) != rows:

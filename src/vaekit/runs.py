@@ -38,7 +38,7 @@ import torch
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
 from vaekit.config import DataConfig, RunConfig, validate
-from vaekit.data import dataset_names, load_data, load_examples
+from vaekit.data import SourceSettings, dataset_names, load_data, load_examples
 from vaekit.data.download import DownloadFailed
 from vaekit.data.mnist import ENV_VAR
 from vaekit.errors import CheckpointError, ConfigError, DataNotFound, TrainingError
@@ -316,17 +316,14 @@ class Run:
             from vaekit.codes import codes_run, encoded_splits
 
             m1 = codes_run(d.codes_of)
-            return encoded_splits(m1, m1.load_data(source, data_dir=data_dir, download=download))
+            return encoded_splits(m1, m1.load_data(source, data_dir=data_dir, download=download), self.data_info.get("codes"))
         source, directory, env_applies = data_location(self.config.data, source, data_dir)
         with _pointing_at_data(env_applies):
             return load_data(
                 source,
-                data_dir=directory,
-                valid_fraction=d.valid_fraction,
-                seed=d.split_seed,
+                settings=_source_settings(d, directory, download),
                 image_size=d.image_size,
                 preprocessing=self.data_info.get("preprocessing"),
-                download=d.download if download is None else download,
                 expected_shape=self.model.input_shape,
             )
 
@@ -339,17 +336,14 @@ class Run:
             from vaekit.codes import codes_run, encoded
 
             m1 = codes_run(d.codes_of)
-            return encoded(m1, m1.load_examples(source, data_dir=data_dir, download=download))
+            return encoded(m1, m1.load_examples(source, data_dir=data_dir, download=download), self.data_info["codes"])
         source, directory, env_applies = data_location(self.config.data, source, data_dir)
         with _pointing_at_data(env_applies):
             return load_examples(
                 source,
                 preprocessing=self.data_info.get("preprocessing"),
                 expected_shape=self.model.input_shape,
-                data_dir=directory,
-                valid_fraction=d.valid_fraction,
-                seed=d.split_seed,
-                download=d.download if download is None else download,
+                settings=_source_settings(d, directory, download),
             )
 
     def metrics(self) -> list[dict[str, float]]:
@@ -357,6 +351,14 @@ class Run:
         if self.path is None:
             return list(self.rows or [])
         return read_metrics(self.path / METRICS)
+
+
+def _source_settings(d, directory: str | None, download: bool | None) -> SourceSettings:
+    """How a run's data is read again: from ``directory``, split as it was (``DataConfig`` ``d``), downloaded
+    where ``download`` (None: as the run was)."""
+    return SourceSettings(
+        data_dir=directory, download=d.download if download is None else download, valid_fraction=d.valid_fraction, seed=d.split_seed
+    )
 
 
 def data_location(d: DataConfig, source: str | None = None, data_dir: str | None = None) -> tuple[str, str | None, bool]:

@@ -18,7 +18,7 @@ from vaekit.cli.evaluate import check_data_shape, check_values
 from vaekit.data import dataset_names
 from vaekit.data.base import class_names
 from vaekit.errors import ConfigError, DataError, VaekitError
-from vaekit.models.condition import data_context
+from vaekit.examples import for_model
 
 SPLITS = ("test", "valid", "train", "all")
 
@@ -109,18 +109,17 @@ def run(args: argparse.Namespace) -> int:
 
     def score(data, where: str, desc: str) -> tuple[np.ndarray, float]:
         """The scores (N,) of ``data`` with a progress bar titled ``desc``, and the seconds they took."""
-        context = data_context(r.model, data, where)  # a conditional model scores x given its label or context
+        data = for_model(r.model, data, where)  # a conditional model scores x given its label or context
         started = time.perf_counter()
         with _progress(len(data), desc, args.quiet) as progress:
             out = anomaly_scores(
                 r.model,
-                data.x,
+                data,
                 score=args.score,
                 samples=args.samples,
                 iw_samples=args.iw_samples,
                 seed=args.seed,
                 batch_size=args.batch_size,
-                context=context,
                 progress=progress,
             )
         return out.double().cpu().numpy(), time.perf_counter() - started

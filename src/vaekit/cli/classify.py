@@ -69,7 +69,7 @@ def run_classify(args: argparse.Namespace) -> int:
     labels = examples.y
     if labels is not None and len(labels) and (int(labels.min()) < -1 or int(labels.max()) >= r.model.classes):
         raise ConfigError(f"the {split} examples have labels outside 0..{r.model.classes - 1} (and -1 for unlabelled), the model's classes")
-    result = classify(r.model, examples.x, labels)
+    result = classify(r.model, examples)
     names = class_names(r.data_info) or [str(i) for i in range(r.model.classes)]
     path = output_path(args, r.path, "predictions.csv") if args.output else r.path / f"predictions-{split}.csv"
     atomic_write_bytes(path, _predictions_csv(result, names).encode())

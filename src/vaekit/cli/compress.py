@@ -80,14 +80,14 @@ def run_compress(args: argparse.Namespace) -> int:
     from vaekit.cli.anomaly import _examples
     from vaekit.compression import check_model, compress
     from vaekit.compression.lossy import compress_lossy
-    from vaekit.models.condition import data_context
+    from vaekit.examples import for_model
 
     r = load_run(args)
     if not args.lossy:
         check_model(r.model)  # before reading the data: an unsupported model is the likelier mistake
     examples, _, split = _examples(r, args.source, args.split)
     x = examples.x
-    labels = None if args.lossy else data_context(r.model, examples, f"the {split} split")  # a CVAE's file carries them
+    labels = None if args.lossy else for_model(r.model, examples, f"the {split} split").model_context  # a CVAE's file carries them
     original = _original_form(args.source, split, x)  # the user's array, given back by decompress -o FILE.npy
     n, dims = len(x), math.prod(r.model.input_shape)
     progress = _Progress(args, n, "compressing")

@@ -18,9 +18,10 @@ from vaekit.baselines import compare_reconstruction
 from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int, resolve_device, split_of
 from vaekit.data import dataset_names
+from vaekit.data.base import COLUMNS, LABELS, Dataset
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
-from vaekit.models.condition import data_context
+from vaekit.examples import for_model
 from vaekit.objectives import ELBO
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.iw_samples and r.model.deterministic:
         raise ConfigError("--iw-samples needs a VAE: a plain autoencoder has no likelihood to estimate")
     data, split, split_name = _examples(r, args)
-    labels = data_context(r.model, split, f"the {split_name} split")  # a conditional model's labels or context: log p(x|y)
+    examples = for_model(r.model, split, f"the {split_name} split")  # a conditional model's: each with its label or context, log p(x|y)
     dims = math.prod(r.model.input_shape)
-    terms = elbo_terms(r.model, split.x, objective=ELBO(n_samples=args.samples), batch_size=args.batch_size, seed=args.seed, context=labels)
+    terms = elbo_terms(r.model, examples, objective=ELBO(n_samples=args.samples), batch_size=args.batch_size, seed=args.seed)
     result = {"run": str(r.path), "checkpoint": r.weights, "data": args.data or r.config.data.source, "split": split_name}
     result.update(summarize(terms, dims))
     from vaekit.compression.rate import code_length  # scipy and constriction: 0.3 s that every other command's start-up skips
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if not coded:
         result["bits_per_dim"] = None
     per_dim = f"{result['bits_per_dim']:.4f} bits/dim" if coded else "not a code length: see below"
-    given = "" if labels is None else f", each given its {'label' if r.model.condition.classes else 'context'} (a conditional model)"
+    what = {LABELS: "label", COLUMNS: "context"}.get(examples.conditioned_on)  # what a conditional model is given
+    given = "" if what is None else f", each given its {what} (a conditional model)"
     print(f"{result['split']} split, {result['examples']} examples ({result['data']}){given}:")
     print(f"  negative ELBO   {result['neg_elbo']:10.3f} ± {result['neg_elbo_stderr']:.3f} nats  ({per_dim})")
     print(f"  reconstruction  {result['reconstruction']:10.3f} nats")
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  code length            n/a ({code['note']})")
 
     if args.iw_samples:
-        result["iw"] = _iw(r, split.x, args, dims, labels)
+        result["iw"] = _iw(r, examples, args, dims)
         iw = result["iw"]
         if not coded:
             iw["bits_per_dim"] = None
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if r.model.classifier is not None:
         result["semi_supervised"] = _semi_supervised(r, split, split_name, args)
 
-    diag = latent_diagnostics(r.model, split.x, batch_size=args.batch_size, context=labels)
+    diag = latent_diagnostics(r.model, examples, batch_size=args.batch_size)
     result["latent"] = diag.to_dict()
     if not r.model.deterministic:
         print(f"  active units    {diag.n_active:6d} of {len(diag.activity)} (Cov_x E_q[z_u] > {diag.threshold:g})")
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.no_pca:
         train_x = (data or _run_training_data(r)).train.x
-        result["pca"] = pca = compare_reconstruction(r.model, train_x, split.x, batch_size=args.batch_size, context=labels)
+        result["pca"] = pca = compare_reconstruction(r.model, train_x, examples, batch_size=args.batch_size)
         print(
             f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
             f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})"
@@ -140,13 +142,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iw(r, x, args, dims: int, labels) -> dict:
+def _iw(r, examples: Dataset, args, dims: int) -> dict:
 
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(x), desc=f"IW estimate, K={args.iw_samples}", unit="ex", leave=False, disable=None, mininterval=1.0)
+        bar = tqdm(total=len(examples), desc=f"IW estimate, K={args.iw_samples}", unit="ex", leave=False, disable=None, mininterval=1.0)
     done = 0
 
     def progress(n: int) -> None:
@@ -157,7 +159,7 @@ def _iw(r, x, args, dims: int, labels) -> dict:
 
     start = time.perf_counter()
     try:
-        log_px = iw_log_likelihood(r.model, x, k=args.iw_samples, max_rows=args.iw_rows, seed=args.seed, progress=progress, context=labels)
+        log_px = iw_log_likelihood(r.model, examples, k=args.iw_samples, max_rows=args.iw_rows, seed=args.seed, progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -187,8 +189,9 @@ def _semi_supervised(r, split, split_name: str, args: argparse.Namespace) -> dic
     from vaekit.classification import classify
     from vaekit.objectives import SemiSupervisedBound
 
-    result = classify(r.model, split.x, split.y, batch_size=args.batch_size)
-    terms = elbo_terms(r.model, split.x, objective=SemiSupervisedBound(alpha=0.0), batch_size=args.batch_size, seed=args.seed)
+    result = classify(r.model, split, batch_size=args.batch_size)
+    unlabelled = for_model(r.model, Dataset(split.x), f"the {split_name} split", keep_unlabelled=True)  # every label -1: summed out
+    terms = elbo_terms(r.model, unlabelled, objective=SemiSupervisedBound(alpha=0.0), batch_size=args.batch_size, seed=args.seed)
     marginal = float(terms.neg_elbo.double().mean())
     out = {"error": result.error, "labelled": 0 if result.known is None else int(result.known.sum()), "neg_marginal_bound": marginal}
     if result.error is not None:

@@ -71,10 +71,10 @@ class BitsBackCoder:
         # the layers coded in their prior's frame: those whose prior parent q decodes before them, and a
         # conditional prior's p(z|y) (its label is known first)
         self.adapted = {i for i, p in enumerate(prior_parents) if p is not None and q_order.index(p) < q_order.index(i)}
-        if exact.model.prior_module.conditional:
+        if exact.latent.conditional_prior:
             self.adapted.add(0)
         # a label-conditional model codes each example's label, uniformly over its classes, after its z
-        self.classes = exact.model.condition.classes if exact.model.conditional else 0
+        self.classes = exact.latent.label_classes
         self.label_model = constriction.stream.model.Uniform(self.classes) if self.classes else None
 
     def _code(self, i: int, j: list, frames: dict, n: int, size: int) -> np.ndarray:
@@ -114,7 +114,7 @@ class BitsBackCoder:
         ans.encode_reverse(coarse, _CATEGORICAL, self.buckets.coarse_probs(mu, sigma))
 
     def _q(self, k: np.ndarray, y: np.ndarray | None) -> GaussianLayers:
-        return self.exact.posterior(self.likelihood.encoder_input(k, self.shape), y)
+        return self.exact.posterior_layers(self.likelihood.encoder_input(k, self.shape), y)
 
     def _pop_posterior(self, ans, k: np.ndarray, y: np.ndarray | None, prior: GaussianLayers) -> tuple[list, list, dict]:
         """Decode every layer's buckets from ``ans`` with q(z|x) for symbols k (n, D), in q's order ->
@@ -163,7 +163,7 @@ class BitsBackCoder:
     def _decode_bit_swap(self, ans, n: int, y: np.ndarray | None, prior: GaussianLayers) -> np.ndarray:
         """The inverse of ``_encode_bit_swap`` for a batch of n -> symbols (n, D)."""
         top = len(self.sizes) - 1
-        q_up = self.exact.posterior_above_x(n)  # q(z_i|z_{i-1}) for i >= 1 reads no x (checked for Bit-Swap)
+        q_up = self.exact.posterior_layers_above_x(n)  # q(z_i|z_{i-1}) for i >= 1 reads no x (checked for Bit-Swap)
         j: list = [None] * len(self.sizes)
         codes: list = [None] * len(self.sizes)
         j[top] = ans.decode(self.uniform, n * self.sizes[top]).astype(np.int64)
@@ -189,7 +189,7 @@ class BitsBackCoder:
             n = min(max_batch, n_total - i, max(1, ans.num_bits() // per_example))
             while True:  # decode z ~ q(z|x); if that would run the stack dry, try a smaller batch
                 k, y = symbols[i : i + n], None if labels is None else labels[i : i + n]
-                prior = self.exact.prior(y)
+                prior = self.exact.prior_layers(y)
                 trial = ans.clone()
                 if self.bit_swap:
                     if self._encode_bit_swap(trial, k, y, prior):
@@ -228,7 +228,7 @@ class BitsBackCoder:
         end = total
         for n in reversed(sizes):
             y = ans.decode(self.label_model, n).astype(np.int64) if self.classes else None
-            prior = self.exact.prior(y)
+            prior = self.exact.prior_layers(y)
             out[end - n : end] = self._decode_bit_swap(ans, n, y, prior) if self.bit_swap else self._decode_layers(ans, n, y, prior)
             if labels is not None:
                 labels[end - n : end] = y

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
 from vaekit.compression.errors import CompressionError
+from vaekit.models.contract import Context, LatentSpec, Model
+from vaekit.models.distributions import topological_order
 
 WEIGHT_BITS = 16
 ACTIVATION_BITS = 16
@@ -73,25 +76,26 @@ def _labels(labels: np.ndarray | None) -> torch.Tensor | None:
     return None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
-def _layers(dist, size: int) -> GaussianLayers:
-    """A one-layer Gaussian or a hierarchical model's ``LayeredGaussian`` as ``GaussianLayers``."""
+def _layers(dist: Distribution, sizes: tuple[int, ...], parents: tuple[int | None, ...]) -> GaussianLayers:
+    """q(z|x) or p(z) of the layers ``sizes`` wired by ``parents`` as ``GaussianLayers``: a one-layer
+    model's diagonal Gaussian, or the layers of a hierarchical model's ``LayeredGaussian``."""
+    layered = len(sizes) > 1
 
     def gaussian(i: int, parent: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             d = dist.layer(i, None if parent is None else torch.from_numpy(parent)) if layered else dist
             return d.mean.numpy().astype(np.float64), d.logvar.numpy().astype(np.float64)
 
-    layered = hasattr(dist, "layer")
-    if layered:
-        return GaussianLayers(dist.sizes, dist.parents, dist.order, gaussian)
-    return GaussianLayers((size,), (None,), (0,), gaussian)
+    return GaussianLayers(tuple(sizes), tuple(parents), topological_order(parents), gaussian)
 
 
-class ExactModel:
-    """A float64 copy of ``model`` with grid-rounded weights and layer inputs (see module docstring).
+class ExactModel(Model):
+    """A float64 copy of ``model`` with grid-rounded weights and layer inputs (see module docstring),
+    itself a ``Model`` (``encode``, ``decode``, ``prior`` of the copy; ``latent``: the model's).
 
-    posterior(x) -> q(z|x) as ``GaussianLayers``; prior() -> p(z) as ``GaussianLayers`` (its layers
-    without a parent are the standard normal); decoder_params(z) -> (B, k, *shape).
+    For the coder: posterior_layers(x) -> q(z|x) as ``GaussianLayers``; prior_layers() -> p(z) as
+    ``GaussianLayers`` (its layers without a parent are the standard normal, or a conditional prior's
+    p(z|y)); decoder_params(z) -> (B, k, *shape).
     """
 
     def __init__(self, model: nn.Module):
@@ -104,47 +108,66 @@ class ExactModel:
                 m.register_forward_pre_hook(_round_input)
                 m.register_forward_hook(_check_output)
 
-    @torch.inference_mode()
-    def posterior(self, x: torch.Tensor, labels: np.ndarray | None = None) -> GaussianLayers:
-        """q(z|x) (q(z|x, y) for a label-conditional model's ``labels`` (B,)) for x (B, *shape) float64: a
-        DiagonalNormal or a hierarchy's layers (check_model), whose log-variances are the heads' exact outputs."""
-        return _layers(self.model.encode(x, _labels(labels)), self.model.latent_dim)
+    # ----- the Model interface: the exact copy's distributions ---------------------------------------
+
+    @property
+    def latent(self) -> LatentSpec:
+        return self.model.latent
+
+    latent_dim = property(lambda self: self.model.latent_dim)
+    input_shape = property(lambda self: self.model.input_shape)
+    device = property(lambda self: self.model.device)
 
     @torch.inference_mode()
-    def posterior_above_x(self, n: int) -> GaussianLayers:
+    def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
+        """q(z|x) of the exact copy for x (B, *shape) float64."""
+        return self.model.encode(x, context)
+
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor, context: Context = None) -> Distribution:
+        """p(x|z) of the exact copy for z (*batch, L) float64."""
+        return self.model.decode(z, context)
+
+    @torch.inference_mode()
+    def prior(self, context: Context = None) -> Distribution:
+        """p(z) (p(z|y)) of the exact copy."""
+        return self.model.prior(context)
+
+    # ----- the coder's view: Gaussian layers as float64 arrays ----------------------------------------
+
+    @torch.inference_mode()
+    def posterior_layers(self, x: torch.Tensor, labels: np.ndarray | None = None) -> GaussianLayers:
+        """q(z|x) (q(z|x, y) for a label-conditional model's ``labels`` (B,)) for x (B, *shape) float64: a
+        DiagonalNormal or a hierarchy's layers (check_model), whose log-variances are the heads' exact outputs."""
+        return _layers(self.model.encode(x, _labels(labels)), self.latent.layers, self.posterior_wiring()[0])
+
+    @torch.inference_mode()
+    def posterior_layers_above_x(self, n: int) -> GaussianLayers:
         """q's layers for n examples without running the encoder: only the layers that read no x (nor
         the context, which enters with x) may be asked for, the layers Bit-Swap decodes before x is known."""
         features = torch.zeros(n, self.model.encoder.out_features, dtype=torch.float64)  # read by no layer asked for
-        return _layers(self.model.posterior(features), self.model.latent_dim)
+        return _layers(self.model.posterior(features), self.latent.layers, self.posterior_wiring()[0])
 
     def posterior_order(self) -> tuple[int, ...]:
         """The order q(z|x) decodes its layers in (parents first), known without data."""
-        from vaekit.models.distributions import topological_order
-
         return topological_order(self.posterior_wiring()[0])
 
     def posterior_wiring(self) -> tuple[tuple[int | None, ...], tuple[bool, ...], tuple[int, ...]]:
-        """q's structure, known without data: each layer's parent, whether its network reads x, and the
-        layers the decoder p(x|·) reads (one layer: ``((None,), (True,), (0,))``)."""
+        """q's structure, known without data, as the posterior head declares it: each layer's parent, whether
+        its network reads x, and the layers the decoder p(x|·) reads (one layer: ``((None,), (True,), (0,))``)."""
         head = self.model.posterior
-        if not hasattr(head, "parents"):
-            return (None,), (True,), (0,)
-        return head.parents, head.sees_x, head.decoder_layers()
+        return tuple(head.parents), tuple(head.sees_x), tuple(head.decoder_layers())
 
     def prior_wiring(self) -> tuple[tuple[int | None, ...], tuple[int, ...]]:
-        """p's structure, known without data: each layer's parent and each layer's size."""
-        module = self.model.prior_module
-        if hasattr(module, "conditionals"):  # a hierarchical prior: each layer on the one above
-            from vaekit.models.hierarchy import top_down
-
-            return top_down(len(module.sizes)), tuple(module.sizes)
-        return (None,), (self.model.latent_dim,)
+        """p's structure, known without data: each layer's parent (as the prior declares it) and each layer's size."""
+        return tuple(self.model.prior_module.parents), self.latent.layers
 
     @torch.inference_mode()
-    def prior(self, labels: np.ndarray | None = None) -> GaussianLayers:
+    def prior_layers(self, labels: np.ndarray | None = None) -> GaussianLayers:
         """p(z): one standard-normal layer, a hierarchy's standard-normal top and Gaussian conditionals below
         it, or a conditional prior's Gaussian p(z|y) at ``labels`` (B,)."""
-        return _layers(self.model.prior(_labels(labels) if self.model.prior_module.conditional else None), self.model.latent_dim)
+        p = self.model.prior(_labels(labels) if self.latent.conditional_prior else None)
+        return _layers(p, self.latent.layers, self.prior_wiring()[0])
 
     @torch.inference_mode()
     def decoder_params(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:

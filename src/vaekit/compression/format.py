@@ -230,7 +230,7 @@ def check_header(model, header: Header, where: str) -> None:
         or header.likelihood != model.config.likelihood
     ):
         raise FormatError(f"{where} does not match the model (shape, latent size or likelihood)")
-    classes = model.condition.classes if model.conditional else 0
+    classes = model.latent.label_classes
     if header.mode == "lossless" and header.classes != classes:
         raise FormatError(f"{where} does not match the model (it carries labels of {header.classes} classes, the model takes {classes})")
     if (header.weight_bits, header.activation_bits) != (WEIGHT_BITS, ACTIVATION_BITS):

@@ -19,6 +19,7 @@ import torch
 from vaekit.compression.errors import CompressionError
 from vaekit.compression.likelihoods import coder_names
 from vaekit.compression.support import check_model
+from vaekit.data.base import Dataset
 from vaekit.evaluation import elbo_terms
 from vaekit.models import LIKELIHOODS
 
@@ -57,7 +58,8 @@ def dequantized_neg_log_likelihood(model, x: torch.Tensor, *, batch_size: int = 
     g = torch.Generator().manual_seed(seed)
     dims = math.prod(x.shape[1:])
     parts = [
-        elbo_terms(model, dequantize(b.cpu(), g), batch_size=batch_size, seed=seed + i).neg_elbo.double() for i, b in enumerate(_blocks(x))
+        elbo_terms(model, Dataset(dequantize(b.cpu(), g)), batch_size=batch_size, seed=seed + i).neg_elbo.double()
+        for i, b in enumerate(_blocks(x))
     ]
     return torch.cat(parts) + dims * math.log(LEVELS)
 
@@ -71,10 +73,10 @@ def code_kind(model, x) -> tuple[str, str]:
     -log p(x), in bits is a code length), ``dequantized`` (a continuous likelihood on 8-bit data: only
     the dequantized negative ELBO of ``code_length`` is one), ``none`` (no code length). ``note``: why, in words.
     """
-    name = model.config.likelihood
-    if model.deterministic:
+    name, latent = model.config.likelihood, model.latent
+    if latent.deterministic:
         return "none", "a plain autoencoder has no likelihood to code with"
-    if model.conditional and not model.condition.classes:
+    if latent.conditional and not latent.label_classes:
         return "none", "a model of context columns: its negative ELBO is of x given the context, which no coder carries yet"
     if name in coder_names():
         binary = LIKELIHOODS[name].binary
@@ -104,7 +106,7 @@ def code_length(model, x: torch.Tensor, neg_elbo: torch.Tensor, *, batch_size: i
     if kind == "none":
         return {"kind": kind, "bits_per_dim": None, "note": note}
     if kind == "bits-back":
-        classes = model.condition.classes if model.conditional else 0
+        classes = model.latent.label_classes
         label_nats = math.log(classes) if classes else 0.0  # a CVAE's file carries each label, uniform over the classes
         bpd = (neg_elbo.double().mean().item() + label_nats) / (dims * math.log(2))
         try:

@@ -22,11 +22,12 @@ from vaekit.data.base import (
 from vaekit.data.download import download_dataset
 from vaekit.data.idx import read_idx
 from vaekit.data.mnist import data_root
-from vaekit.data.sources import load_data, load_examples
+from vaekit.data.sources import SourceSettings, load_data, load_examples
 
 __all__ = [
     "BINARY",
     "REAL",
+    "SourceSettings",
     "UNIT",
     "UNLABELLED",
     "DataSplits",

@@ -2,18 +2,23 @@
 
 A dataset is held as one tensor ``x`` of shape (N, *shape); a batch is an index slice
 ``x[idx]``, never a per-sample Python loop. Images are (N, C, H, W) float32 in [0, 1];
-tables and arrays are (N, D) float32.
+tables and arrays are (N, D) float32. ``Dataset.batches`` gives a split's examples in order as
+``Batch`` records, each with the context a conditional model is given (``vaekit.examples.for_model``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from vaekit.errors import DataError
+
+if TYPE_CHECKING:
+    from vaekit.data.batches import Batch
 
 # the most values vaekit reads into one tensor: larger declared sizes are refused before allocating
 MAX_VALUES = 2**31
@@ -25,23 +30,37 @@ REAL = "real"  # any finite value
 
 UNLABELLED = -1  # the label of an example without one (scikit-learn's convention)
 
+# what a conditional model is given with each example (``Dataset.conditioned_on``)
+LABELS = "labels"  # its class label y (N,)
+COLUMNS = "columns"  # its context vector (N, K)
+
 
 @dataclass
 class Dataset:
     """One split: examples ``x`` (N, *shape) (a tensor, or a ``MappedArray`` read batch by batch),
     optional integer labels ``y`` (N,) int64 (classes 0..K-1, and ``UNLABELLED`` (-1) for an example
     without one: partly labelled data) and optional context vectors ``context`` (N, K) float32 (a
-    table's context columns: what a ``--condition columns`` model is given)."""
+    table's context columns: what a ``--condition columns`` model is given).
+
+    conditioned_on: what a conditional model is given with each example, as ``batches`` carry it:
+        ``LABELS`` (its label y) or ``COLUMNS`` (its context vector); None: nothing (an unconditional
+        model, or a split no model has read yet). ``vaekit.examples.for_model`` decides it for a model.
+    """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     context: torch.Tensor | None = None
+    conditioned_on: Literal["labels", "columns"] | None = None
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
             raise DataError(f"{len(self.x)} examples but {len(self.y)} labels")
         if self.context is not None and (self.context.dim() != 2 or len(self.context) != len(self.x)):
             raise DataError(f"{len(self.x)} examples but context of shape {tuple(self.context.shape)}")
+        if self.conditioned_on not in (None, LABELS, COLUMNS):
+            raise DataError(f"a split is conditioned on {LABELS!r}, {COLUMNS!r} or nothing (None), not {self.conditioned_on!r}")
+        if self.conditioned_on is not None and self.model_context is None:
+            raise DataError(f"a split conditioned on its {self.conditioned_on} needs them, and this one has none")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -62,8 +81,42 @@ class Dataset:
         labelled = self.labelled
         return labelled is not None and bool(labelled.any()) and not bool(labelled.all())
 
+    @property
+    def model_context(self) -> torch.Tensor | None:
+        """What a conditional model is given with each example (``conditioned_on``): the labels y (N,),
+        the context vectors (N, K), or None."""
+        return self.y if self.conditioned_on == LABELS else self.context if self.conditioned_on == COLUMNS else None
+
     def subset(self, index: torch.Tensor) -> Dataset:
-        return Dataset(self.x[index], *(None if t is None else t[index] for t in (self.y, self.context)))
+        return Dataset(self.x[index], *(None if t is None else t[index] for t in (self.y, self.context)), self.conditioned_on)
+
+    def rows(self, start: int, stop: int) -> Dataset:
+        """Examples [start, stop) (clipped to the split), as a view: nothing is copied or read from disk."""
+        start, stop = min(max(start, 0), len(self)), min(max(stop, 0), len(self))
+        length = max(stop - start, 0)
+        part = (None if t is None else t.narrow(0, start, length) for t in (self.y, self.context))
+        return Dataset(self.x.narrow(0, start, length), *part, self.conditioned_on)
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The split with its tensors on ``device``; memory-mapped examples stay on disk."""
+        x = self.x.to(device) if isinstance(self.x, torch.Tensor) else self.x
+        return Dataset(x, *(None if t is None else t.to(device) for t in (self.y, self.context)), self.conditioned_on)
+
+    def batch(self, device: torch.device | str) -> Batch:
+        """All of the split's examples as one ``Batch`` on ``device``: inputs = target = the examples,
+        ``context`` = ``model_context`` and, for labels, ``labelled`` (-1: an example without one)."""
+        from vaekit.data.batches import Batch  # batches.py reads streaming.py, which reads this module
+
+        x = self.x[:].to(device, non_blocking=True)  # (B, *shape); a memory-mapped view is read here
+        context = self.model_context
+        context = None if context is None else context.to(device, non_blocking=True)  # (B,) or (B, K)
+        labelled = context != UNLABELLED if self.conditioned_on == LABELS else None  # (B,) bool
+        return Batch(x, x, context=context, labelled=labelled)
+
+    def batches(self, size: int, device: torch.device | str) -> Iterator[Batch]:
+        """The split's examples in order, ``size`` at a time, as ``Batch`` records on ``device`` (``batch``)."""
+        for start in range(0, len(self), size):
+            yield self.rows(start, start + size).batch(device)
 
 
 @dataclass
@@ -205,7 +258,7 @@ def keep_labels(data: Dataset, count: int, classes: int, seed: int) -> Dataset:
     y = torch.full_like(data.y, UNLABELLED)
     kept = torch.cat(keep)
     y[kept] = data.y[kept]
-    return Dataset(data.x, y, data.context)
+    return dataclasses.replace(data, y=y)
 
 
 def count_classes(labels: list[torch.Tensor | None]) -> int | None:

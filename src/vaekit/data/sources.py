@@ -10,6 +10,7 @@ the value range inferred from the data, and one ``info`` record.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,37 @@ from vaekit.errors import DataError
 SPLITS = ("train", "valid", "test")
 
 
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where a source's files are, how they are read and how its validation split is made
+    (``load_data``, ``load_examples``).
+
+    data_dir: where named datasets' files are; default ``$VAEKIT_DATA_DIR``, else ``~/.cache/vaekit``.
+    download: fetch missing MNIST / Fashion-MNIST files (checked against their MD5 sums).
+    valid_fraction: share split off the training data as validation, for sources without their own
+        validation split.
+    seed: seed of that split (recorded as ``info["split_seed"]``).
+    memmap: read a .npy file or a folder of .npy shards memory-mapped (``vaekit.data.streaming``):
+        each split's ``x`` is then a ``MappedArray`` read batch by batch, and a single file's
+        validation split is seeded random blocks. None: a saved ``preprocessing["memmap"]``, else
+        automatic (``streaming.use_memmap``: shard folders, and .npy files too big for memory).
+    """
+
+    data_dir: str | None = None
+    download: bool = False
+    valid_fraction: float = 0.1
+    seed: int = 0
+    memmap: bool | None = None
+
+
 def load_data(
     source: str = "digits",
     *,
-    data_dir: str | None = None,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
+    settings: SourceSettings = SourceSettings(),
     binarize: bool = False,
     image_size: tuple[int, int] | None = None,
     grayscale: bool | None = None,
     preprocessing: dict[str, Any] | None = None,
-    download: bool = False,
-    memmap: bool | None = None,
     expected_shape: tuple[int, ...] | list[int] | None = None,
 ) -> DataSplits:
     """Load a dataset as train, valid and (where the source has one) test splits.
@@ -56,11 +76,8 @@ def load_data(
     Args:
         source: a dataset name (see ``dataset_names()``; default "digits") or a path to an .npy/.npz/.amat/.csv
             file, an IDX file or a folder of images.
-        data_dir: where named datasets' files are; default ``$VAEKIT_DATA_DIR``, else
-            ``~/.cache/vaekit``.
-        valid_fraction: share split off the training data as validation, for sources without
-            their own validation split.
-        seed: seed of that split (recorded as ``info["split_seed"]``).
+        settings: where a named dataset's files are and whether to download them, the validation
+            split's share and seed, memory-mapped reading (``SourceSettings``).
         binarize: ask for dynamic binarization: the data stays in [0, 1] and
             ``info["dynamic_binarization"]`` tells the trainer to draw fresh Bernoulli samples
             per batch. Refused for real-valued data.
@@ -70,11 +87,6 @@ def load_data(
         preprocessing: a saved ``info["preprocessing"]`` to repeat exactly (saved statistics,
             columns, classes, sizes are reused), or a partial dict of options such as
             ``{"label_column": "species"}`` or ``{"standardize": False}``.
-        download: fetch missing MNIST / Fashion-MNIST files (checked against their MD5 sums).
-        memmap: read a .npy file or a folder of .npy shards memory-mapped (``vaekit.data.streaming``):
-            each split's ``x`` is then a ``MappedArray`` read batch by batch, and a single file's
-            validation split is seeded random blocks. None: a saved ``preprocessing["memmap"]``, else
-            automatic (``streaming.use_memmap``: shard folders, and .npy files too big for memory).
         expected_shape: a trained model's example shape, for data read to be given to it: rows of
             exactly its number of values are read as its one-channel images (``preprocess.fit_to_shape``).
 
@@ -87,20 +99,21 @@ def load_data(
 
     Raises ``DataError`` for anything wrong with the source or its data.
     """
+    s = settings
     options = for_source(_options(preprocessing, image_size, grayscale), source_format(source))
     if source in dataset_names():
         loader = get_loader(source)
-        splits = loader(data_dir=data_dir, valid_fraction=valid_fraction, seed=seed, preprocessing=options, download=download)
+        splits = loader(data_dir=s.data_dir, valid_fraction=s.valid_fraction, seed=s.seed, preprocessing=options, download=s.download)
         name = source
     else:
         path = resolve_path(source)
-        if use_memmap(path, memmap, options):
-            return load_mapped(path, options, valid_fraction=valid_fraction, seed=seed, binarize=binarize)
+        if use_memmap(path, s.memmap, options):
+            return load_mapped(path, options, valid_fraction=s.valid_fraction, seed=s.seed, binarize=binarize)
         options.pop("memmap", None)
         parts, record = read_path(path, options)
-        splits = split_parts(parts, valid_fraction, seed, {"preprocessing": record, "files": [str(path)]})
+        splits = split_parts(parts, s.valid_fraction, s.seed, {"preprocessing": record, "files": [str(path)]})
         name = str(path)
-    return _finish(splits, name, options, seed=seed, binarize=binarize, expected_shape=expected_shape)
+    return _finish(splits, name, options, seed=s.seed, binarize=binarize, expected_shape=expected_shape)
 
 
 def load_examples(
@@ -109,11 +122,7 @@ def load_examples(
     preprocessing: dict[str, Any] | None = None,
     split: str | None = None,
     expected_shape: tuple[int, ...] | list[int] | None = None,
-    data_dir: str | None = None,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
-    download: bool = False,
-    memmap: bool | None = None,
+    settings: SourceSettings = SourceSettings(),
 ) -> Dataset:
     """Examples to score with a trained model, prepared exactly as its training data was.
 
@@ -126,21 +135,12 @@ def load_examples(
             split of a named dataset.
         expected_shape: the model's example shape (``info["shape"]``); rows of exactly its number of
             values are read as its one-channel images (``preprocess.fit_to_shape``), other shapes are refused.
-        data_dir, valid_fraction, seed, download, memmap: as for ``load_data``.
+        settings: as for ``load_data`` (``SourceSettings``).
     """
     if split is not None and split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if split is not None or source in dataset_names():
-        splits = load_data(
-            source,
-            data_dir=data_dir,
-            valid_fraction=valid_fraction,
-            seed=seed,
-            preprocessing=preprocessing,
-            download=download,
-            memmap=memmap,
-            expected_shape=expected_shape,
-        )
+        splits = load_data(source, settings=settings, preprocessing=preprocessing, expected_shape=expected_shape)
         split = split or "test"
         data = getattr(splits, split)
         if data is None:
@@ -148,7 +148,7 @@ def load_examples(
     else:
         path = resolve_path(source)
         options = for_source(_options(preprocessing, None, None), source_format(path))
-        if use_memmap(path, memmap, options):
+        if use_memmap(path, settings.memmap, options):
             data = load_mapped_examples(path, options)
         else:
             options.pop("memmap", None)

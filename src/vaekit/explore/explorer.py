@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 import vaekit.latent as latent
-from vaekit.data.batches import Batch
+from vaekit.data.base import Dataset
 from vaekit.data.tables import context_names
+from vaekit.evaluation import elbo_terms
+from vaekit.examples import with_context
 from vaekit.generation import sample
-from vaekit.models.condition import batch_context
 from vaekit.objectives import ELBO
 from vaekit.report.context import RunContext
 
@@ -66,15 +67,15 @@ class Explorer:
         self.default_context = ctx.decode_context()  # a class (default 0), a context vector (K,) (default the mean), or None
         self.test = ctx.split  # the test split, or the validation split for data without one
         self.train = ctx.data.train
-        self.test_context = ctx.context(self.test)  # (N,) labels, (N, K) vectors, or None
-        self.train_context = ctx.context(self.train)
+        self.test_examples = ctx.examples(self.test)  # each with its label or context vector, for a conditional model
+        self.train_examples = ctx.examples(self.train)
         self._describe_columns()
         self.binary = ctx.data.value_range == "binary"
         self.is_image = ctx.is_image
         gen = torch.Generator().manual_seed(seed)
-        self.test_codes = latent.encode(model, self.test.x, context=self.test_context)  # (N, L)
-        self.train_codes = latent.encode(model, self.train.x, context=self.train_context)  # (M, L)
-        self.ranking = latent.rank_dims(model, self.test.x, context=self.test_context)
+        self.test_codes = latent.encode(model, self.test_examples)  # (N, L)
+        self.train_codes = latent.encode(model, self.train_examples)  # (M, L)
+        self.ranking = latent.rank_dims(model, self.test_examples)
         self.map_index = _subset(len(self.test), MAP_POINTS, gen)  # (P,) indices into the test split
         self._fit_map()
         if model.deterministic:  # a plain AE's codes follow no prior: sample and centre on a density fitted to them
@@ -85,7 +86,7 @@ class Explorer:
         self.center = self.code_density.mean.detach().float().cpu()  # (L,)
         self.spread = marg.stddev.detach().float().cpu()  # (L,)
         ref = _subset(len(self.test), REFERENCE_SIZE, gen)
-        self.reference = torch.sort(self.neg_elbo(self.test.x[ref], None if self.test_context is None else self.test_context[ref])).values
+        self.reference = torch.sort(self.neg_elbo(self.test_examples.subset(ref))).values
         if self.is_image:
             self.value_low, self.value_high = 0.0, 1.0
         else:  # the bar view's scale: the data's spread, both signs
@@ -130,29 +131,20 @@ class Explorer:
         out = self.model.decode(z.to(self.model.device), self._class(context)).mean.float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
-    @torch.inference_mode()
-    def neg_elbo(self, x: torch.Tensor, context: torch.Tensor | int | None = None, batch_size: int = 500) -> torch.Tensor:
-        """Negative ELBO of x (N, *shape) in nats: (N,), a seeded ``ELBO_SAMPLES``-sample estimate
-        (of x given its labels ``context`` (N,) or one class, for a conditional model)."""
-        parts = []
-        context = self._class(context) if context is None or isinstance(context, int) else context
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed)
-            for start in range(0, len(x), batch_size):
-                yb = batch_context(context, start, start + batch_size)
-                yb = yb.to(self.model.device) if isinstance(yb, torch.Tensor) else yb
-                xb = x[start : start + batch_size].to(self.model.device)
-                terms = ELBO(n_samples=ELBO_SAMPLES)(self.run.model, Batch(xb, xb, context=yb))
-                parts.append(terms.neg_elbo.float().cpu())
-        return torch.cat(parts) if parts else torch.zeros(0)
+    def neg_elbo(self, data: Dataset, batch_size: int = 500) -> torch.Tensor:
+        """Negative ELBO in nats (N,) of the examples of ``data`` (a conditional model's each given its label
+        or context): a seeded ``ELBO_SAMPLES``-sample estimate."""
+        terms = elbo_terms(self.run.model, data, objective=ELBO(n_samples=ELBO_SAMPLES), batch_size=batch_size, seed=self.seed)
+        return terms.neg_elbo.float().cpu()
 
     @torch.inference_mode()
     def score(self, x: torch.Tensor, context: int | None = None) -> Scored:
         """Encode, reconstruct and score inputs x (B, *shape) given in the model's input scale (as
         class ``context``, default ``default_context``, for a conditional model)."""
         y = self._class(context)
-        z = latent.encode(self.model, x, context=y)  # (B, L)
-        nelbo = self.neg_elbo(x, y)
+        inputs = with_context(self.model, x, y)
+        z = latent.encode(self.model, inputs)  # (B, L)
+        nelbo = self.neg_elbo(inputs)
         below = torch.searchsorted(self.reference, nelbo, right=True)  # (B,) reference values <= each
         pct = 100.0 * below.float() / max(len(self.reference), 1)
         return Scored(x=x, reconstruction=self.decode(z, y), z=z, xy=self.project(z), neg_elbo=nelbo, percentile=pct)
@@ -160,7 +152,8 @@ class Explorer:
     @torch.inference_mode()
     def example(self, index: int) -> Scored:
         """Test example ``index`` run through the model (batch of one), with its own label."""
-        context = None if self.test_context is None else self.test_context[index]
+        context = self.test_examples.model_context
+        context = None if context is None else context[index]
         return self.score(self.test.x[index : index + 1], int(context) if self.classes else context)
 
     def _class(self, context: int | torch.Tensor | None) -> int | torch.Tensor | None:
@@ -209,7 +202,7 @@ class Explorer:
         stats = record.get("context_standardize") or {"mean": [0.0] * k, "std": [1.0] * k}
         self.column_mean = torch.tensor(stats["mean"], dtype=torch.float32)
         self.column_std = torch.tensor(stats["std"], dtype=torch.float32)
-        raw = self.train_context.float() * self.column_std + self.column_mean  # (M, K) in the columns' units
+        raw = self.train_examples.context.float() * self.column_std + self.column_mean  # (M, K) in the columns' units
         low, high = torch.quantile(raw, torch.tensor([0.01, 0.99]), dim=0)  # (K,) each
         now = self.default_context.float() * self.column_std + self.column_mean
         for name, lo, hi, value in zip(context_names(record, k), low.tolist(), high.tolist(), now.tolist()):

@@ -12,12 +12,16 @@ a field of ``ModelConfig``:
 - the wiring of hierarchical latents: ``Hierarchy``, in ``HIERARCHIES`` (``hierarchy``);
 - the context of a conditional model: ``Condition``, in ``CONDITIONS`` (``condition``).
 
+``Model`` is the interface every model offers the tools (``encode``, ``decode``, ``prior`` and
+``latent``, the ``LatentSpec`` declaring its latent space), in ``vaekit.models.contract``.
+
 Modules that only add registered parts (``gated``, ``resnet``, ``vampprior``) are imported here once, so their names register.
 """
 
 from vaekit.models import discretized, gated, resnet  # noqa: F401 -- importing registers the discretised likelihoods and the gated and resnet networks
 from vaekit.models.classifier import Classifier
 from vaekit.models.condition import CONDITIONS, Condition, ConditionalPrior, LabelCondition
+from vaekit.models.contract import LatentSpec, Model
 from vaekit.models.distributions import (
     DiagonalGaussianMixture,
     DiagonalNormal,
@@ -37,6 +41,8 @@ from vaekit.models.priors import PRIORS, MixturePrior, Prior, StandardNormalPrio
 from vaekit.models.vampprior import VampPrior
 
 __all__ = [
+    "Model",
+    "LatentSpec",
     "LatentVariableModel",
     "build_model",
     "check_parts",

@@ -23,6 +23,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
+from vaekit.models.contract import Context
 from vaekit.models.distributions import DiagonalNormal
 from vaekit.models.posteriors import LOGVAR_MAX, LOGVAR_MIN
 from vaekit.models.priors import PRIORS, Prior
@@ -31,8 +32,6 @@ from vaekit.registry import Registry
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
     from vaekit.data.base import Dataset, DataSplits
-
-Context = torch.Tensor | int | None
 
 
 class Condition(nn.Module, ABC):
@@ -250,20 +249,14 @@ def chosen_context(model, value: int | torch.Tensor | None) -> int | torch.Tenso
     return model.condition.check(value)
 
 
-def batch_context(context: Context, start: int, stop: int) -> Context:
-    """The rows [start, stop) of per-example contexts: labels (N,) or vectors (N, K); one context
-    shared by all (an int, a 0-d label, a (K,) float vector) is returned as it is."""
-    if context is None or isinstance(context, int) or context.dim() == 0 or (context.is_floating_point() and context.dim() == 1):
-        return context
-    return context[start:stop]
-
-
 @PRIORS.register("conditional")
 class ConditionalPrior(Prior):
     """p(z|y) = N(μ(y), diag σ²(y)): (μ, log σ²) linear in the context vector, a learned Gaussian per
     class for one-hot labels; it starts at N(0, I). The KL from a Gaussian posterior is closed form."""
 
     conditional = True
+    closed_form_kl = True
+    gaussian = True
 
     def __init__(self, latent_dim: int, context_dim: int, logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX)):
         super().__init__()

@@ -53,16 +53,20 @@ FLOWS: Registry[type[FlowStep]] = Registry("flow")
 
 
 class FlowPosterior(PosteriorHead):
-    """A Gaussian posterior head followed by flow steps, all fed the same encoder features h."""
+    """A Gaussian posterior head followed by flow steps, all fed the same encoder features h: a density
+    that does not factorise over the units, whose KL to any prior is Monte Carlo."""
+
+    factorises = False
 
     def __init__(self, base: PosteriorHead, steps: list[FlowStep]):
         super().__init__()
         self.base, self.steps = base, nn.ModuleList(steps)
+        self.sizes = base.sizes
 
     @classmethod
     def from_config(cls, config: ModelConfig, features: int, base: PosteriorHead | None = None) -> FlowPosterior:
         """``base`` (the head ``config.kind`` names) followed by ``config.flow_steps`` steps of ``config.flow``."""
-        if base is None or base.deterministic:
+        if base is None or not base.density:
             raise ConfigError("a flow needs a stochastic posterior (--model vae)")
         step = FLOWS[config.flow]
         return cls(base, [step.build(features, config.latent_dim, i) for i in range(config.flow_steps)])

@@ -18,7 +18,8 @@ from torch.distributions import Categorical, Distribution
 from vaekit.config import ModelConfig, RunConfig, validate
 from vaekit.errors import ConfigError
 from vaekit.models.classifier import Classifier
-from vaekit.models.condition import CONDITIONS, Condition, Context
+from vaekit.models.condition import CONDITIONS, Condition
+from vaekit.models.contract import Context, LatentSpec, Model
 from vaekit.models.flows import FLOWS, FlowPosterior
 from vaekit.models.hierarchy import HIERARCHIES, HierarchicalPrior, is_hierarchical
 from vaekit.models.kinds import MODEL_KINDS
@@ -28,8 +29,8 @@ from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
 from vaekit.models.priors import PRIORS, Prior
 
 
-class LatentVariableModel(nn.Module):
-    """encode(x) -> q(z|x); decode(z) -> p(x|z); prior() -> p(z).
+class LatentVariableModel(nn.Module, Model):
+    """encode(x) -> q(z|x); decode(z) -> p(x|z); prior() -> p(z): the ``Model`` every kind builds.
 
     x: (B, *input_shape); z: (B, L). All three return ``torch.distributions`` objects with batch
     shape (B,) (or () for the prior) and event shapes (L,) and input_shape.
@@ -37,6 +38,10 @@ class LatentVariableModel(nn.Module):
     A conditional model (``condition`` not None) takes a context with each: q(z|x, y), p(x|z, y) and
     p(y) or p(z|y) (``vaekit.models.condition``); an unconditional model ignores a context.
     A semi-supervised model (``classifier`` not None) also gives q(y|x) (``classify``).
+
+    Its ``latent`` declaration is read from the parts: the posterior head (layers, density,
+    factorisation, Gaussian layers, closed-form family), the prior (closed-form KL, Gaussian, conditional)
+    and the condition (its classes).
     """
 
     def __init__(
@@ -72,9 +77,25 @@ class LatentVariableModel(nn.Module):
         return next(self.parameters()).device
 
     @property
+    def latent(self) -> LatentSpec:
+        head, prior = self.posterior, self.prior_module
+        return LatentSpec(
+            layers=head.sizes,
+            factorises=head.factorises,
+            density=head.density,
+            closed_form_kl=head.closed_form_kl and prior.closed_form_kl,
+            gaussian_posterior=head.gaussian,
+            gaussian_prior=prior.gaussian,
+            conditional=self.condition is not None,
+            conditional_prior=prior.conditional,
+            label_classes=0 if self.condition is None else self.condition.classes,
+        )
+
+    @property
     def deterministic(self) -> bool:
-        """True for a plain autoencoder (point-mass posterior, no KL term)."""
-        return self.posterior.deterministic
+        """True for a plain autoencoder (point-mass posterior, no KL term): ``latent.deterministic``, read
+        from the head alone (objectives ask it inside the compiled training step)."""
+        return not self.posterior.density
 
     @property
     def conditional(self) -> bool:
@@ -95,6 +116,15 @@ class LatentVariableModel(nn.Module):
     def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
         """q(z|x) (or q(z|x, y)): batch (B,), event (L,)."""
         return self.posterior(self.encoder(self._with_context(x, context)))
+
+    def encode_pairs(self, x: torch.Tensor, rows: torch.Tensor, context: torch.Tensor) -> Distribution:
+        """q(z|x, y) of (example, context) pairs: examples x (B, *shape), rows (M,) into them, a context per
+        pair (M,) or (M, K): batch (M,). The same as ``encode(x[rows], context)``; a flat encoder reads each
+        example once (``Encoder.with_extra_inputs``), so an example with each of K classes costs less than K examples."""
+        if self.condition is None or self.encoder.needs_images:
+            return self.encode(x[rows], context)
+        y = self.condition(context, rows.shape).to(x.dtype)  # (M, K)
+        return self.posterior(self.encoder.with_extra_inputs(x.flatten(1), rows, y))
 
     def encode_top(self, x: torch.Tensor, context: Context = None) -> Distribution:
         """q(z_top|x): the posterior of the layer the prior's top p(z_L) is over (a VampPrior's

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from vaekit.errors import ConfigError
 from vaekit.registry import Registry
@@ -51,6 +52,12 @@ class Encoder(nn.Module, ABC):
     @abstractmethod
     def from_config(cls, config: ModelConfig) -> Encoder:
         """The encoder ``config`` describes (its ``input_shape``, ``hidden``, ``activation``, ...)."""
+
+    def with_extra_inputs(self, x: torch.Tensor, rows: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Features (M, F) of the inputs [x[rows], extra] of a flat encoder built for D + K inputs: x (B, D),
+        rows (M,) into x, extra (M, K) (a context per row: the same example with each class). An encoder whose
+        first layer is linear computes that layer's x part once per example, not once per row."""
+        return self(torch.cat([x[rows], extra], 1))
 
 
 class DecoderNetwork(nn.Module, ABC):
@@ -110,6 +117,13 @@ class MLPEncoder(Encoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))  # (B, F)
+
+    def with_extra_inputs(self, x: torch.Tensor, rows: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        first, d = self.net[0], x.shape[1]
+        if not isinstance(first, nn.Linear):  # no hidden layer: the generic join
+            return super().with_extra_inputs(x, rows, extra)
+        h = F.linear(x, first.weight[:, :d], first.bias)[rows] + extra @ first.weight[:, d:].T  # W [x; y] + b = W_x x + W_y y + b (M, H)
+        return self.net[1:](h)  # (M, F)
 
 
 @DECODERS.register("mlp")

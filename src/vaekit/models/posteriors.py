@@ -31,10 +31,23 @@ def full_precision(t: torch.Tensor) -> torch.Tensor:
 class PosteriorHead(nn.Module, ABC):
     """Interface: encoder features h (B, F) -> q(z|x), batch (B,), event (L,).
 
-    deterministic: the head is a point mass (a plain autoencoder: no KL term, no sampling).
+    What each head declares of its q(z|x) (read into the model's ``LatentSpec``):
+    sizes: the stochastic layers' sizes, ``(L,)`` for one layer (set by ``__init__``).
+    density: q has a density (False: a point mass, the plain autoencoder: no KL term, no sampling).
+    factorises: q is a product of one-dimensional distributions over the units.
+    gaussian: every layer of q is a diagonal Gaussian (``DiagonalNormal``) given its parent layer's code.
+    closed_form_kl: q's family has a closed-form KL registered to the priors that declare one.
+    parents, sees_x: each layer's parent in q (None: none) and whether its network reads x; one
+    layer: ``(None,)`` and ``(True,)``. ``decoder_layers()``: the layers p(x|·) reads.
     """
 
-    deterministic: ClassVar[bool] = False
+    sizes: tuple[int, ...]
+    density: ClassVar[bool] = True
+    factorises: ClassVar[bool] = True
+    gaussian: ClassVar[bool] = False
+    closed_form_kl: ClassVar[bool] = False
+    parents: tuple[int | None, ...] = (None,)
+    sees_x: tuple[bool, ...] = (True,)
 
     @classmethod
     def from_config(cls, config: ModelConfig, features: int) -> PosteriorHead:
@@ -49,6 +62,10 @@ class PosteriorHead(nn.Module, ABC):
         """q(z_top|x), the posterior of the layer the prior's top is over: q(z|x) for one layer."""
         return self(h)
 
+    def decoder_layers(self) -> tuple[int, ...]:
+        """The layers whose codes p(x|·) reads: the one layer of a one-layer model."""
+        return (0,)
+
 
 POSTERIORS: Registry[type[PosteriorHead]] = Registry("model kind")
 
@@ -58,8 +75,12 @@ class GaussianPosterior(PosteriorHead):
     """q(z|x) = N(μ(x), diag σ²(x)): one linear layer gives the mean and the log-variance
     (one (F, 2L) matrix product rather than two thin ones), the latter clamped to ``logvar_range``."""
 
+    gaussian = True
+    closed_form_kl = True
+
     def __init__(self, features: int, latent_dim: int, logvar_range: tuple[float, float] = (LOGVAR_MIN, LOGVAR_MAX)):
         super().__init__()
+        self.sizes = (latent_dim,)
         self.params = nn.Linear(features, 2 * latent_dim)
         self.logvar_range = tuple(logvar_range)
 
@@ -74,12 +95,14 @@ class GaussianPosterior(PosteriorHead):
 
 @POSTERIORS.register("ae")
 class DeterministicPosterior(PosteriorHead):
-    """The bottleneck of a plain autoencoder: z = W h + b, returned as a ``PointMass``."""
+    """The bottleneck of a plain autoencoder: z = W h + b, returned as a ``PointMass`` (a product of
+    point masses: it factorises, without a density)."""
 
-    deterministic = True
+    density = False
 
     def __init__(self, features: int, latent_dim: int):
         super().__init__()
+        self.sizes = (latent_dim,)
         self.mean = nn.Linear(features, latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:

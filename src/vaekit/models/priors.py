@@ -24,13 +24,19 @@ if TYPE_CHECKING:
 class Prior(nn.Module, ABC):
     """Interface: ``prior(model)`` -> p(z), batch shape (), event shape (L,).
 
+    What each prior declares (read into the model's ``LatentSpec``):
     conditional: the prior is p(z|y), called ``prior(model, context)`` with context vectors (*batch, K)
     and returning batch shape ``batch`` (``vaekit.models.condition``). has_components: the prior is a
-    mixture of ``prior_components`` components.
+    mixture of ``prior_components`` components. closed_form_kl: the KL from a diagonal Gaussian
+    posterior to it is registered in closed form. gaussian: every layer of p(z) is a diagonal Gaussian
+    given its parent layer. parents: each layer's parent in p (``(None,)`` for one layer).
     """
 
     conditional: ClassVar[bool] = False
     has_components: ClassVar[bool] = False
+    closed_form_kl: ClassVar[bool] = False
+    gaussian: ClassVar[bool] = False
+    parents: tuple[int | None, ...] = (None,)
 
     @classmethod
     @abstractmethod
@@ -41,6 +47,10 @@ class Prior(nn.Module, ABC):
     def forward(self, model: nn.Module) -> Distribution:
         """p(z); ``model`` is the ``LatentVariableModel`` this prior belongs to."""
 
+    def top_prior(self) -> Prior:
+        """The prior over the top layer (the one without a parent): this prior itself for one layer."""
+        return self
+
 
 PRIORS: Registry[type[Prior]] = Registry("prior")
 
@@ -48,6 +58,9 @@ PRIORS: Registry[type[Prior]] = Registry("prior")
 @PRIORS.register("normal")
 class StandardNormalPrior(Prior):
     """p(z) = N(0, I); the KL from a diagonal Gaussian posterior has a closed form."""
+
+    closed_form_kl = True
+    gaussian = True
 
     def __init__(self, latent_dim: int):
         super().__init__()

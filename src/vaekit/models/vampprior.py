@@ -19,8 +19,9 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
-from vaekit.models.distributions import DiagonalGaussianMixture, DiagonalNormal
+from vaekit.models.distributions import DiagonalGaussianMixture
 from vaekit.models.hierarchy import HIERARCHIES, is_hierarchical
+from vaekit.models.kinds import MODEL_KINDS
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.posteriors import POSTERIORS
 from vaekit.models.priors import PRIORS, Prior
@@ -51,7 +52,7 @@ class VampPrior(Prior):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> VampPrior:
-        if POSTERIORS[config.kind].deterministic or config.flow != "none":
+        if not POSTERIORS[MODEL_KINDS[config.kind].posterior].gaussian or config.flow != "none":
             raise ConfigError("the vampprior's components are the model's Gaussian posteriors: it needs --model vae without a flow")
         if is_hierarchical(config) and not HIERARCHIES[config.hierarchy].top_sees_x_alone(len(config.latent_layers)):
             raise ConfigError(
@@ -69,17 +70,16 @@ class VampPrior(Prior):
         u = self.pseudo_inputs()
         # a conditional model: u_k gets contexts(K)[k] (class k mod C, or the mean context)
         context = None if model.condition is None else model.condition.contexts(len(u))
-        q = model.encode_top(u, context)  # batch (K,), event (L,): for a hierarchical model, q(z_L|u)
-        if not isinstance(q, DiagonalNormal):
-            raise ConfigError(f"the vampprior needs a diagonal Gaussian posterior, got {type(q).__name__}")
+        if not model.posterior.gaussian:  # the head's declared fact (a class attribute: cheap in the compiled step)
+            raise ConfigError("the vampprior needs a diagonal Gaussian posterior (no flow, not a point mass)")
+        q = model.encode_top(u, context)  # a DiagonalNormal, batch (K,), event (L,): for a hierarchical model, q(z_L|u)
         return DiagonalGaussianMixture(q.mean, q.logvar)
 
 
 def vampprior_of(model) -> VampPrior:
     """The VampPrior of ``model`` (over z, or over a hierarchical model's top layer); a one-line
     ``ConfigError`` for a model with another prior."""
-    module = model.prior_module
-    top = getattr(module, "top", module)
+    top = model.prior_module.top_prior()
     if not isinstance(top, VampPrior):
         raise ConfigError(f"this model has no pseudo-inputs: its prior is {model.config.prior!r}, not the vampprior")
     return top

@@ -124,8 +124,8 @@ def example_class_pairs(known: torch.Tensor, y: torch.Tensor, classes: int) -> t
 def pair_terms(model, batch, rows: torch.Tensor, classes: torch.Tensor, draws: Draws):
     """E_q[log p(x|y, z)] and KL(q(z|x, y) ‖ p(z)) (M,) of each (example, class) pair, one batched pass;
     also E_q ||x − E[x|y, z]||² where the draws ask for it."""
-    inputs, target = batch.inputs[rows], batch.target[rows]  # (M, *shape)
-    q = model.encode(inputs, classes)
+    target = batch.target[rows]  # (M, *shape)
+    q = model.encode_pairs(batch.inputs, rows, classes)  # each example read once by the encoder's first layer
     p = model.prior()
     kl = closed_form_kl(q, p)  # the Gaussian posterior against N(0, I): closed form
     total = sample_count(1, draws)

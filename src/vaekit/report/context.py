@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-from vaekit.data.base import class_names, label_name
+from vaekit.data.base import Dataset, class_names, label_name
 from vaekit.data.tables import describe_context
 from vaekit.errors import ConfigError, DataError
+from vaekit.examples import for_model, with_context
 from vaekit.latent_layers import latent_view
-from vaekit.models.condition import chosen_context, data_context
+from vaekit.models.condition import chosen_context
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,10 @@ class RunContext:
         """The chosen split (``Dataset``)."""
         return getattr(self.data, self.split_name)
 
-    def context(self, data) -> torch.Tensor | None:
-        """The context (labels (N,) or vectors (N, K)) of a ``Dataset`` for a conditional model (its inputs
-        are encoded with it), else None."""
-        return data_context(self.model, data, f"the {self.split_name if data is self.split else 'training'} split")
+    def examples(self, data: Dataset) -> Dataset:
+        """A split as the model reads it (``vaekit.examples.for_model``): a conditional model's inputs are
+        encoded with their labels or context (``model_context``: labels (N,) or vectors (N, K))."""
+        return for_model(self.model, data, f"the {self.split_name if data is self.split else 'training'} split")
 
     # ----- what the data are ----------------------------------------------------------------------
     @property
@@ -169,5 +170,10 @@ class RunContext:
                 flag = "--class" if self.classes else "--context"
                 raise ConfigError(f"a conditional model encodes an input with its context: give {flag} for an input file")
             return self.chosen_context
-        y = self.context(self.split)[int(spec) % len(self.split)]
+        y = self.examples(self.split).model_context[int(spec) % len(self.split)]
         return int(y) if self.classes else y
+
+    def input(self, spec: int | torch.Tensor | tuple[torch.Tensor, str]) -> Dataset:
+        """The input ``spec`` (as for ``example``) as a one-example ``Dataset`` the model reads: with its
+        ``example_context`` for a conditional model."""
+        return with_context(self.model, self.example(spec)[0].unsqueeze(0), self.example_context(spec))

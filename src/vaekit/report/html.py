@@ -88,9 +88,9 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     report.add("curves", "Training curves", views.curves, image=False)
     report.add("reconstructions", "Reconstructions", lambda: views.reconstructions(32))
     if model.classifier is not None:
-        report.add("confusion", "Classification", views.confusion, image=False, half=True)
+        report.add("confusion", "Classification", views.confusion, image=False)
     if views.classes:
-        report.add("analogies", "Analogies", lambda: views.analogies(10), half=model.classifier is not None)
+        report.add("analogies", "Analogies", lambda: views.analogies(10))
         report.add("class-samples", "Samples by class", lambda: views.class_samples(10))
     elif model.conditional:
         report.add("context-samples", "Samples across the context", lambda: views.context_samples())
@@ -169,7 +169,7 @@ def _evaluation_html(run, views: RunViews) -> list[str]:
 
     out = []
     try:
-        terms = elbo_terms(run.model, views.split.x, seed=views.seed)
+        terms = elbo_terms(run.model, views.examples(views.split), seed=views.seed)  # a conditional model's: of x given y
         s = summarize(terms, math.prod(run.model.input_shape))
         kind, why = code_kind(run.model, views.split.x)  # bits/dim only where the negative ELBO is a code length
         per_dim = f"{s['bits_per_dim']:.4f}" if kind == "bits-back" else "—"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from vaekit.data.base import Dataset
 from vaekit.report.context import RunContext
 from vaekit.report.views import classes as class_views
 from vaekit.report.views import curves as curve_views
@@ -91,8 +92,8 @@ class RunViews:
     def require_images(self, what: str) -> None:
         self.ctx.require_images(what)
 
-    def context(self, data) -> torch.Tensor | None:
-        return self.ctx.context(data)
+    def examples(self, data: Dataset) -> Dataset:
+        return self.ctx.examples(data)
 
     def example(self, spec) -> tuple[torch.Tensor, str]:
         return self.ctx.example(spec)

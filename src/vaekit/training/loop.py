@@ -24,6 +24,7 @@ from vaekit.data import DataSplits
 from vaekit.data.batches import Batch, TrainingBatches
 from vaekit.errors import CheckpointError, TrainingError
 from vaekit.evaluation import elbo_terms
+from vaekit.examples import for_model
 from vaekit.models import build_model, check_parts
 from vaekit.models.condition import data_context
 from vaekit.objectives import NamedTerms, StepContext, objective_from_config
@@ -88,9 +89,7 @@ class Trainer:
         self.step_context = StepContext(self._loss, self.model, self.optimizers, self.health, self._prepare, self._after_model_step)
         self.state = TrainState(global_batch=t.batch_size * self.world.size)
         self.batches = self._batches()
-        self.x_valid = self.data.valid.x if self.data.streaming else self.data.valid.x.to(self.device)
-        context = data_context(self.model, self.data.valid, "the validation split")  # a conditional model's: (N,) or (N, K)
-        self.context_valid = None if context is None else context.to(self.device)
+        self.valid = for_model(self.model, self.data.valid, "the validation split").to(self.device)  # memory-mapped x stays on disk
         self.sums = RunningSums(self.objective.terms, self.device)
         self.out = None if out is None else Path(out)
         fields = metric_fields(self.objective.terms)
@@ -196,20 +195,18 @@ class Trainer:
         """The training objective (final β) on the validation split, of the averaged weights with
         ``ema``; each process validates a share and the sums are added."""
         started = time.perf_counter()
-        x = distributed.share(self.world, self.x_valid)
-        context = None if self.context_valid is None else distributed.share(self.world, self.context_valid)
+        valid = distributed.share(self.world, self.valid)
         with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
             terms = elbo_terms(
                 self.model,
-                x,
+                valid,
                 objective=self.objective,
-                context=context,
                 batch_size=max(self.config.train.batch_size, 1000),
                 seed=self.config.train.seed,
             )
         reported = terms.reported()
         sums = torch.stack([v.sum() for v in reported.values()])
-        means = (distributed.all_sum(sums.double()) / len(self.x_valid)).tolist()
+        means = (distributed.all_sum(sums.double()) / len(self.valid)).tolist()
         return {f"valid_{name}": v for name, v in zip(reported, means)} | {"valid_seconds": time.perf_counter() - started}
 
     # ----- one step's pieces (the objective's step calls them through its StepContext) -------
@@ -322,7 +319,7 @@ class Trainer:
         """The trained run with its best weights (loaded from the run directory, or kept in memory)."""
         if self.world.is_main:
             with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
-                setup.warn_if_collapsed(self.model, self.x_valid, self.context_valid)
+                setup.warn_if_collapsed(self.model, self.valid)
         if self.out is not None:
             return load(self.out)
         if self.best_weights is not None:

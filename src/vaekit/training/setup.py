@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from vaekit.config import DataConfig, RunConfig
-from vaekit.data import DataSplits, keep_labels, load_data
-from vaekit.data.base import BINARY, UNIT
+from vaekit.data import DataSplits, SourceSettings, keep_labels, load_data
+from vaekit.data.base import BINARY, UNIT, Dataset
 from vaekit.data.batches import Batch, InputSteps, TrainingBatches
 from vaekit.errors import ConfigError, DataError, TrainingError
 from vaekit.evaluation import posterior_collapse_warning
@@ -121,13 +121,11 @@ def load_splits(config: RunConfig) -> DataSplits:
         return encoded_splits(m1, m1.load_data())
     return load_data(
         d.source,
-        data_dir=d.data_dir,
-        valid_fraction=d.valid_fraction,
-        seed=d.split_seed,
+        settings=SourceSettings(
+            data_dir=d.data_dir, download=d.download, valid_fraction=d.valid_fraction, seed=d.split_seed, memmap=d.memmap
+        ),
         binarize=d.dynamic_binarize,
         image_size=d.image_size,
-        download=d.download,
-        memmap=d.memmap,
         preprocessing={"context_columns": list(d.context_columns)} if d.context_columns else None,
     )
 
@@ -269,9 +267,8 @@ def warn_if_slow_precision(precision: str, device: torch.device) -> None:
         log.warning("this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX): --precision bf16 will be slower than fp32")
 
 
-def warn_if_collapsed(model, x_valid, context_valid) -> None:
+def warn_if_collapsed(model, valid: Dataset) -> None:
     """Log the posterior-collapse warning of the trained model on the first validation examples, if any."""
-    context = None if context_valid is None else context_valid[:COLLAPSE_CHECK_EXAMPLES]
-    collapse = posterior_collapse_warning(model, x_valid[:COLLAPSE_CHECK_EXAMPLES], context=context)
+    collapse = posterior_collapse_warning(model, valid.rows(0, COLLAPSE_CHECK_EXAMPLES))
     if collapse:
         log.warning("%s", collapse)

@@ -48,10 +48,13 @@ class Hierarchy(PosteriorHead):
     network also takes h. decoder_layers: the layers p(x|·) is given. branched: whether each
     network passes each of its inputs through a layer of its own (``BranchedNet``) and the encoder
     is x itself, its hidden layers moved into q(z_L|x)'s network (``encoder_config``).
+
+    q is a density whose layers are diagonal Gaussians given their parents; together they do not
+    factorise over the units, and the KL to p(z) is Monte Carlo.
     """
 
-    parents: tuple[int | None, ...]
-    sees_x: tuple[bool, ...]
+    factorises = False
+    gaussian = True
     branched: ClassVar[bool] = False
 
     def __init__(

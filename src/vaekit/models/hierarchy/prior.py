@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 class HierarchicalPrior(Prior):
     """p(z) = p(z_L) Π_{l<L} p(z_l|z_{l+1}): ``top`` is a registered prior over z_L (normal, mixture,
-    vampprior), each conditional a ``LayerNet`` on the layer above."""
+    vampprior), each conditional a ``LayerNet`` on the layer above. The KL from q has no closed form;
+    p is Gaussian layer by layer where its top is."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class HierarchicalPrior(Prior):
     ):
         super().__init__()
         self.top, self.sizes = top, tuple(sizes)
+        self.parents = top_down(len(self.sizes))
         self.conditionals = nn.ModuleList(
             LayerNet((sizes[i + 1],), hidden, sizes[i], arch, act, logvar_range) for i in range(len(sizes) - 1)
         )
@@ -42,10 +44,18 @@ class HierarchicalPrior(Prior):
         top = PRIORS[config.prior].from_config(dataclasses.replace(config, latent_dim=sizes[-1]))  # over z_L
         return cls(top, sizes, bridge_hidden(config), config.arch, config.activation, config.logvar_range)
 
+    @property
+    def gaussian(self) -> bool:
+        """The conditionals are Gaussian: p is, where its top prior is."""
+        return self.top.gaussian
+
+    def top_prior(self) -> Prior:
+        return self.top
+
     def forward(self, model: nn.Module) -> LayeredGaussian:
         top = self.top(model)
 
         def layer(i: int, parent: torch.Tensor | None) -> Distribution:
             return top if parent is None else self.conditionals[i](parent)
 
-        return LayeredGaussian(self.sizes, top_down(len(self.sizes)), layer, torch.Size())
+        return LayeredGaussian(self.sizes, self.parents, layer, torch.Size())

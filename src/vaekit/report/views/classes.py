@@ -19,10 +19,12 @@ def analogies(ctx: RunContext, n: int = 10) -> View:
     ctx.require_images("the analogies figure")
     if not ctx.classes:
         raise ConfigError("analogies need a model conditioned on class labels (--model m2, or --condition label)")
-    labels = ctx.context(ctx.split)  # its labels, or the classes the classifier finds for unlabelled examples
+    examples = ctx.examples(ctx.split)  # its labels, or the classes the classifier finds for unlabelled examples
+    labels = examples.model_context
     rows = one_per_class(labels, n)
-    x = ctx.split.x[rows].float()
-    images = analogy_images(ctx.model, x, labels[rows]).cpu()  # (n, K, *shape)
+    chosen = examples.subset(rows)
+    x = chosen.x.float()
+    images = analogy_images(ctx.model, chosen).cpu()  # (n, K, *shape)
     picture = plotting.labelled_grid(
         torch.cat([x.unsqueeze(1), images], 1),
         row_labels=[f"#{int(i)} ({ctx.class_name(int(labels[i]))})" for i in rows],
@@ -47,7 +49,7 @@ def confusion(ctx: RunContext) -> View:
     model = ctx.model
     if model.classifier is None:
         raise ConfigError("a confusion matrix needs a classifier q(y|x) (--model m2)")
-    result = classify(model, ctx.split.x, ctx.split.y)
+    result = classify(model, ctx.split)
     if result.error is None:
         raise ConfigError(f"the {ctx.split_name} split has no labels to compare the classifier's predictions with")
     names = [ctx.class_name(c) for c in range(model.classes)]

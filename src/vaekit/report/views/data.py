@@ -15,9 +15,9 @@ from vaekit.report.views.base import View, paired_rows
 def reconstructions(ctx: RunContext, n: int = 16, cols: int = 16) -> View:
     """The first ``n`` examples of the split (odd rows) above their reconstructions (even rows)."""
     ctx.require_images("reconstruction")
-    x = ctx.split.x[:n]  # (n, *shape)
-    y = ctx.context(ctx.split)
-    rec = reconstruct(ctx.model, x, None if y is None else y[:n]).cpu()  # (n, *shape)
+    examples = ctx.examples(ctx.split).rows(0, n)
+    x = examples.x[:]  # (n, *shape)
+    rec = reconstruct(ctx.model, examples).cpu()  # (n, *shape)
     return View(
         paired_rows(x, rec, cols),
         f"{len(x)} {ctx.split_name} examples (odd rows) and their reconstructions (even rows): decoder mean at the posterior mean.",
@@ -45,18 +45,17 @@ def denoising(ctx: RunContext, n: int = 8, *, noise: str | None = None, level: f
     for the first ``n`` examples of the split. noise / level default to what the run was trained with."""
     ctx.require_images("denoising")
     noise, level = _noise_setting(ctx, noise, level)
-    x = ctx.split.x[:n]  # (n, *shape)
+    examples = ctx.examples(ctx.split).rows(0, n)
+    x = examples.x[:]  # (n, *shape)
     peak = 1.0 if ctx.data.value_range in ("unit", "binary") else float(x.max() - x.min())
-    y = ctx.context(ctx.split)
-    y = None if y is None else y[:n]
-    result = denoise(ctx.model, x, noise, level, seed=ctx.seed, peak=peak, context=y)
+    result = denoise(ctx.model, examples, noise, level, seed=ctx.seed, peak=peak)
     columns = [result.noisy, result.denoised]
     names = ["corrupted", "denoised"]
     other = None
     if compare is not None:
         if tuple(compare.model.input_shape) != tuple(ctx.model.input_shape):
             raise DataError(f"{compare.path} models shape {tuple(compare.model.input_shape)}, this run {tuple(ctx.model.input_shape)}")
-        other = denoise(compare.model, x, noise, level, seed=ctx.seed, peak=peak, context=y if compare.model.conditional else None)
+        other = denoise(compare.model, examples, noise, level, seed=ctx.seed, peak=peak)
         columns.append(other.denoised)
         names = ["corrupted", ctx.run.path.name[:14], compare.path.name[:14]]
     columns.append(result.clean)
@@ -75,8 +74,7 @@ def denoising(ctx: RunContext, n: int = 8, *, noise: str | None = None, level: f
         row_labels=labels,
         col_labels=names,
         corner="PSNR and MSE",
-        row_align="left",
-        min_cell=80,
+        layout=plotting.GridLayout(min_cell=80, row_align="left"),
         title=f"{noise} noise, level {level:g}",
     )
     caption = (

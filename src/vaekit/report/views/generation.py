@@ -9,6 +9,7 @@ import vaekit.latent as latent
 import vaekit.plotting as plotting
 from vaekit.data.tables import context_names, raw_context
 from vaekit.errors import ConfigError
+from vaekit.examples import with_context
 from vaekit.generation import reconstruct, sample, tempered
 from vaekit.models.vampprior import vampprior_of
 from vaekit.report.context import RunContext
@@ -75,7 +76,7 @@ def context_samples(ctx: RunContext, rows: int = 4, values: int = 7, *, columns:
     base = ctx.decode_context().float()  # (K,)
     record = ctx.preprocessing
     names = context_names(record, len(base))
-    train = ctx.context(ctx.data.train)  # (N, K)
+    train = ctx.examples(ctx.data.train).context  # (N, K)
     with torch.random.fork_rng():
         torch.manual_seed(ctx.seed)
         z = tempered(ctx.model.prior(base), temperature).sample((rows,))  # (rows, L)
@@ -134,7 +135,7 @@ def pseudo_inputs(ctx: RunContext, n: int = 32, cols: int = 16) -> View:
         u = prior.pseudo_inputs()  # (K, *shape)
         context = None if ctx.model.condition is None else ctx.model.condition.contexts(len(u))[:n]
         u = u[:n].detach().float().cpu()  # (n, *shape)
-    rec = reconstruct(ctx.model, u, context).cpu()
+    rec = reconstruct(ctx.model, with_context(ctx.model, u, context)).cpu()
     return View(
         paired_rows(u, rec, cols),
         f"The first {len(u)} of the VampPrior's {len(prior.pseudo_weight)} learned pseudo-inputs (odd rows) and the decoder "

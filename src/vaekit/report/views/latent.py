@@ -147,9 +147,7 @@ def manifold(
         + ("" if latent_dim == 2 else f"; the other dimensions at {base_name}")
         + ("" if y is None else f"; {ctx.class_name(y)}"),
         corner=f"z{j} \\ z{i}",
-        pad=1,
-        pad_value=0.4,
-        min_cell=min_cell or min(56, max(28, 960 // n)),
+        layout=plotting.GridLayout(pad=1, pad_value=0.4, min_cell=min_cell or min(56, max(28, 960 // n))),
     )
     caption = (
         f"The learned manifold: decoder means over a {n} x {n} grid of z{i} and z{j} at the quantiles "
@@ -162,7 +160,7 @@ def manifold(
 def embedding(ctx: RunContext, *, sample_codes: bool = False, method: str = "auto", size: tuple[float, float] = (6.4, 5.4)) -> View:
     """Codes (N, L) of the split (posterior means, or seeded samples) and their 2-D scatter coloured by label
     (``size`` in inches at 100 dpi); any data, not only images. The result: an ``Embedding``."""
-    codes = latent.encode(ctx.latent_model, ctx.split.x, sample=sample_codes, seed=ctx.seed, context=ctx.context(ctx.split))
+    codes = latent.encode(ctx.latent_model, ctx.examples(ctx.split), sample=sample_codes, seed=ctx.seed)
     projection = latent.project_2d(codes, method, seed=ctx.seed)
     labels = None if ctx.split.y is None else ctx.split.y.numpy()
     what = "samples z ~ q(z|x)" if sample_codes else "posterior means"

@@ -29,14 +29,12 @@ class LatentSpace:
     def ranking(self) -> latent.DimRanking:
         """The latent dimensions ranked on the first ``RANK_SAMPLE`` examples of the split."""
         ctx = self.ctx
-        y = ctx.context(ctx.split)
-        return latent.rank_dims(ctx.latent_model, ctx.split.x[:RANK_SAMPLE], context=None if y is None else y[:RANK_SAMPLE])
+        return latent.rank_dims(ctx.latent_model, ctx.examples(ctx.split).rows(0, RANK_SAMPLE))
 
     @cached_property
     def train_codes(self) -> torch.Tensor:
         """The posterior means (N, L) of the training split."""
-        train = self.ctx.data.train
-        return latent.encode(self.ctx.model, train.x, context=self.ctx.context(train))
+        return latent.encode(self.ctx.model, self.ctx.examples(self.ctx.data.train))
 
     def density(self, kind: str = "prior", components: int = 10):
         """What to draw z from: ``prior`` (p(z), or p(z|y) at ``decode_context()``), or ``gaussian`` / ``gmm``
@@ -66,10 +64,9 @@ class LatentSpace:
         if at == "mean":
             return self.reference.mean.detach().cpu().float(), f"the mean of {self.reference_name}"
         if at == "input":
-            x, name = self.ctx.example(index)
-            y = self.ctx.example_context(index)
+            name = self.ctx.example(index)[1]
             view = self.view_at(at, index) if view is None else view
-            return latent.encode(view, x.unsqueeze(0), context=y)[0], f"the posterior mean of {name}"
+            return latent.encode(view, self.ctx.input(index))[0], f"the posterior mean of {name}"
         raise ConfigError(f"'at' must be 'input' or 'mean', got {at!r}")
 
     def view_at(self, at: str, index: int = 0):
@@ -77,4 +74,4 @@ class LatentSpace:
         ``input``), a lower layer of a hierarchical model has the layers above held at that input's codes."""
         if at != "input":
             return self.ctx.latent_model
-        return view_at_input(self.ctx.latent_model, self.ctx.example(index)[0], self.ctx.example_context(index))
+        return view_at_input(self.ctx.latent_model, self.ctx.input(index))
