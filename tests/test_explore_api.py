@@ -165,6 +165,33 @@ def test_an_inverted_upload_matches_the_plain_one(explorers):
     np.testing.assert_allclose(plain["z"], inverted["z"], atol=1e-4)
 
 
+def test_a_semisupervised_upload_is_encoded_as_its_predicted_class(tmp_path):
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaekit.training import train
+
+    config = RunConfig(
+        data=DataConfig(source="digits", labelled=50),
+        model=ModelConfig(kind="m2", latent_dim=2, hidden=(32,)),
+        train=TrainConfig(epochs=2, threads=1),
+    )
+    run = train(config, tmp_path / "m2")
+    ex, model = Explorer(run, run.load_data()), run.model
+    x = ex.test.x[:16].float()  # (B, 1, 8, 8)
+    with torch.inference_mode():
+        predicted = model.classify(x).logits.argmax(-1)  # (B,)
+        style = model.encode(x, predicted).mean  # (B, L)
+        as_zero = model.encode(x, torch.zeros_like(predicted)).mean
+    assert bool((predicted != 0).any())  # some inputs are encoded differently from class 0
+    torch.testing.assert_close(ex.score(x).z, style)
+    assert not torch.allclose(ex.score(x).z, as_zero)
+    torch.testing.assert_close(ex.score(x, 0).z, as_zero)  # a class given is still the class encoded with
+    torch.testing.assert_close(ex.decode(style[:1], 3), model.decode(style[:1], 3).mean.clamp(0, 1))  # decoded as asked
+    c = client(ex)  # the page's selector (?context=) decodes; it does not change how an upload is encoded
+    img = png_bytes((x[1, 0].numpy() * 255).round().astype(np.uint8))
+    zs = [c.post(f"/api/encode?context={k}", content=img, headers={"content-type": "image/png"}).json()["z"] for k in (0, 5)]
+    assert zs[0] == zs[1]
+
+
 def test_an_upload_of_another_size_and_mode_is_converted(explorers):
     c = client(explorers("vae2"))
     rgba = np.zeros((40, 30, 4), np.uint8)

@@ -71,6 +71,7 @@ def codes_run(path: str | Path):
     from vaekit.runs import load
 
     run = load(path)
-    if run.model.deterministic or run.model.conditional or run.model.config.latent_layers:
+    latent = run.model.latent
+    if latent.deterministic or latent.conditional or latent.hierarchical:
         raise ConfigError(f"--on-codes {path}: the codes come from an unconditional one-layer VAE (--model vae), which this run is not")
     return run

@@ -18,9 +18,8 @@ import torch
 from vaekit.data.base import Dataset
 from vaekit.errors import ConfigError
 from vaekit.examples import for_model
-from vaekit.latent import kl_per_dim, posterior_factorises
+from vaekit.latent import kl_per_dim
 from vaekit.latent_layers import layer_statistics
-from vaekit.models.hierarchy import is_hierarchical
 from vaekit.objectives import ELBO, Draws, ELBOTerms, ImportanceWeighted, Objective, Terms, concatenated
 
 log = logging.getLogger(__name__)
@@ -174,7 +173,7 @@ def iw_log_likelihood(
         every example gets independent draws.
     progress: called with the number of examples done after each batch.
     """
-    if model.deterministic:
+    if model.latent.deterministic:
         raise ConfigError("a plain autoencoder has no likelihood to estimate: importance weighting needs a VAE (a stochastic encoder)")
     if k < 1:
         raise ConfigError(f"the number of importance samples must be at least 1, got {k}")
@@ -258,7 +257,7 @@ def latent_diagnostics(model, data: Dataset, *, threshold: float = ACTIVITY_THRE
     """KL per latent dimension and active units over the examples of ``data``; per layer too for a
     hierarchical model (``vaekit.latent_layers.layer_statistics``)."""
     data = for_model(model, data)
-    if is_hierarchical(model.config):
+    if model.latent.hierarchical:
         stats = layer_statistics(model, data, batch_size=batch_size)
         layers = [LatentDiagnostics(kl, act, threshold, kl=total) for kl, act, total in stats]
         cat = [torch.cat([getattr(layer, name) for layer in layers]) for name in ("kl_per_dim", "activity")]
@@ -266,8 +265,7 @@ def latent_diagnostics(model, data: Dataset, *, threshold: float = ACTIVITY_THRE
     means = [model.encode(b.inputs, b.context).mean.double() for b in data.batches(batch_size, model.device)]  # (B, L) each
     mu = torch.cat(means)  # (N, L)
     activity = mu.var(0, unbiased=False) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype, device=mu.device)
-    factorises = not model.deterministic and posterior_factorises(model, data)
-    kl = kl_per_dim(model, data, batch_size=batch_size).double() if factorises else None
+    kl = kl_per_dim(model, data, batch_size=batch_size).double() if model.latent.unit_kl else None
     return LatentDiagnostics(kl_per_dim=kl, activity=activity.cpu(), threshold=threshold)
 
 
@@ -291,6 +289,6 @@ def posterior_collapse_warning(
     """A one-line warning when the posterior has collapsed on the examples of ``data``: no active unit, or
     fewer than ``min_active_fraction`` of the units active. None when it has not, and for a plain
     autoencoder (no posterior to collapse). For training logs and ``vaekit evaluate``."""
-    if model.deterministic:
+    if model.latent.deterministic:
         return None
     return collapse_message(latent_diagnostics(model, data, threshold=threshold), min_active_fraction=min_active_fraction)

@@ -17,8 +17,9 @@ import dataclasses
 import torch
 
 from vaekit.data.base import COLUMNS, LABELS, Dataset
+from vaekit.data.context import context_of, labels_of
 from vaekit.errors import ConfigError
-from vaekit.models.condition import data_context
+from vaekit.models.condition import predicted_labels
 
 
 def for_model(model, data: Dataset, where: str = "the data", *, keep_unlabelled: bool = False) -> Dataset:
@@ -30,9 +31,9 @@ def for_model(model, data: Dataset, where: str = "the data", *, keep_unlabelled:
     example without a label (-1, or a split without labels) is given the class q(y|x) finds most
     probable, unless ``keep_unlabelled`` (its label stays -1: the semi-supervised bound sums it out).
     A split already read for this model is returned as it is, so every tool can call this."""
-    if not model.conditional:
+    if not model.latent.conditional:
         return data if data.conditioned_on is None else dataclasses.replace(data, conditioned_on=None)
-    given = LABELS if model.condition.classes else COLUMNS
+    given = LABELS if model.latent.label_classes else COLUMNS
     if data.conditioned_on == given:
         return data
     context = data_context(model, data, where, keep_unlabelled=keep_unlabelled)  # (N,) labels or (N, K) vectors
@@ -41,15 +42,36 @@ def for_model(model, data: Dataset, where: str = "the data", *, keep_unlabelled:
     return dataclasses.replace(data, context=context, conditioned_on=COLUMNS)
 
 
+def data_context(model, data: Dataset, where: str, *, keep_unlabelled: bool = False) -> torch.Tensor | None:
+    """The context of ``data`` for ``model``: for a conditional model its labels (N,) or context vectors
+    (N, K), read and checked against the model's condition (``vaekit.data.context``); None for an
+    unconditional one.
+
+    A semi-supervised model (one with a classifier q(y|x)) takes partly labelled or unlabelled data:
+    an example without a label (-1, or a split without labels) gets the class q(y|x) finds most
+    probable, unless ``keep_unlabelled`` (training: the objective sums the label out)."""
+    if not model.conditional:
+        return None
+    if model.classifier is None:
+        return context_of(data, model.condition.reads, model.condition.size, where)
+    y = labels_of(data, model.classes, where, unlabelled=True)
+    if keep_unlabelled or bool((y >= 0).all()):
+        return y
+    y = y.clone()
+    missing = (y < 0).nonzero().flatten()
+    y[missing] = predicted_labels(model, data.x, missing)
+    return y
+
+
 def with_context(model, x: torch.Tensor, context: torch.Tensor | int | None) -> Dataset:
     """Inputs ``x`` (N, *shape) given ``context`` by the caller, as ``model`` reads them: one context
     for all (a class, a context vector (K,)) or one each (labels (N,), vectors (N, K)). An
     unconditional model reads no context (``context`` is then ignored); a conditional one needs it."""
-    if not model.conditional:
+    if not model.latent.conditional:
         return Dataset(x)
     if context is None:
         raise ConfigError("this model is conditional: give a context (--class, or the data's labels)")
     context = torch.as_tensor(context)
-    if model.condition.classes:
+    if model.latent.label_classes:
         return Dataset(x, context.expand(len(x)), conditioned_on=LABELS)  # (N,)
     return Dataset(x, context=context.expand(len(x), model.condition.size), conditioned_on=COLUMNS)  # (N, K)

@@ -118,7 +118,7 @@ def analogies(model, data: Dataset) -> torch.Tensor:
     """The analogies of Kingma et al. 2014: each example's style z (the posterior mean of q(z|x, y), y its
     label) decoded as every class. The B examples of ``data`` -> decoder means (B, K, *shape): row b is
     example b's style written as class 0, 1, ..., K - 1. For a model conditioned on class labels (a CVAE or M2)."""
-    k = model.condition.classes if model.conditional else 0
+    k = model.latent.label_classes
     if not k:
         raise ConfigError("analogies need a model conditioned on class labels (--model m2, or --condition label)")
     batch = for_model(model, data).batch(model.device)

@@ -26,7 +26,6 @@ import torch
 from torch.distributions import (
     Categorical,
     Distribution,
-    Independent,
     MixtureSameFamily,
     MultivariateNormal,
     Normal,
@@ -72,16 +71,17 @@ def kl_per_dim(model, data: Dataset, *, batch_size: int = 1000, n_samples: int =
     ``ConfigError`` for a deterministic encoder (a plain autoencoder has no KL term). A conditional
     model's examples are read with their contexts, for q(z|x, y) and p(z|y).
     """
-    if model.deterministic:
+    latent = model.latent
+    if latent.deterministic:
         raise ConfigError("a plain autoencoder has no KL term; rank its dimensions with rank_dims (code variance)")
-    data = for_model(model, data)
-    if not posterior_factorises(model, data):
+    if not latent.unit_kl:
         raise ConfigError(
             "the posterior does not factorise over latent dimensions (a flow): no KL per dimension; "
             "rank its dimensions with rank_dims (code variance)"
         )
+    data = for_model(model, data)
     device = model.device
-    conditional_prior = model.prior_module.conditional
+    conditional_prior = latent.conditional_prior
     p = None if conditional_prior else marginals(model.prior())  # batch (L,)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -90,7 +90,7 @@ def kl_per_dim(model, data: Dataset, *, batch_size: int = 1000, n_samples: int =
             q = model.encode(batch.inputs, batch.context)
             if conditional_prior:
                 p = marginals(model.prior(batch.context))  # batch (B, L)
-            qd = q.base_dist if isinstance(q, Independent) else q  # batch (B, L)
+            qd = q.base_dist  # batch (B, L): q factorises, Independent over z
             try:
                 kl = kl_divergence(qd, p)  # (B, L)
             except NotImplementedError:
@@ -98,15 +98,6 @@ def kl_per_dim(model, data: Dataset, *, batch_size: int = 1000, n_samples: int =
                 kl = (qd.log_prob(z) - p.log_prob(z)).mean(0)  # (B, L)
             total += kl.double().sum(0).cpu()
     return (total / max(len(data), 1)).float()
-
-
-@torch.inference_mode()
-def posterior_factorises(model, data: Dataset) -> bool:
-    """Whether q(z|x) is a product of one-dimensional distributions (``Independent`` over z), so that
-    per-dimension KLs exist: true for a Gaussian posterior, false for a flow. Asks the first example of ``data``."""
-    batch = for_model(model, data).rows(0, 1).batch(model.device)
-    q = model.encode(batch.inputs, batch.context)
-    return isinstance(q, Independent) and q.reinterpreted_batch_ndims == 1
 
 
 @dataclass
@@ -133,7 +124,7 @@ def rank_dims(model, data: Dataset, *, batch_size: int = 1000) -> DimRanking:
     the variance of their posterior means (a plain autoencoder, or a flow posterior, which has no
     per-dimension KL: the "active units" measure)."""
     data = for_model(model, data)
-    if model.deterministic or not posterior_factorises(model, data):
+    if not model.latent.unit_kl:
         score, measure = encode(model, data, batch_size=batch_size).var(0, unbiased=False), "variance"
     else:
         score, measure = kl_per_dim(model, data, batch_size=batch_size), "KL"
@@ -262,7 +253,7 @@ def interpolate(
     ends = None if labels is None else torch.stack([torch.as_tensor(y) for y in labels])  # (2,) labels or (2, K) vectors
     z = encode(model, with_context(model, torch.stack([x_a, x_b]), ends))  # (2, L)
     path = latent_path(z[0], z[1], steps, method)  # (S, L)
-    if context is None and model.conditional and ends is not None:
+    if context is None and model.latent.conditional and ends is not None:
         y = model.condition(ends).cpu()  # (2, K)
         t = torch.linspace(0, 1, steps).unsqueeze(1)  # (S, 1)
         context = (1 - t) * y[0] + t * y[1]  # (S, K)
@@ -274,7 +265,7 @@ def decode_mean(model, z: torch.Tensor, batch_size: int = 1000, *, context: Cont
     """Decoder means of z (N, L) -> (N, *input_shape) on the CPU; ``context``: a conditional
     model's context, one for all (a label, a vector (K,)) or one per code ((N,) labels, (N, K) vectors)."""
     device = model.device
-    vectors = model.condition(context, z.shape[:1]) if model.conditional else None  # (N, K): one context vector per code
+    vectors = model.condition(context, z.shape[:1]) if model.latent.conditional else None  # (N, K): one context vector per code
     parts = [
         model.decode(z[s : s + batch_size].to(device), None if vectors is None else vectors[s : s + batch_size]).mean.cpu()
         for s in range(0, len(z), batch_size)

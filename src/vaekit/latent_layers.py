@@ -13,17 +13,15 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Distribution, kl_divergence
 
 from vaekit.data.base import Dataset
 from vaekit.errors import ConfigError
 from vaekit.examples import for_model
 from vaekit.models.contract import Context, LatentSpec, Model
 from vaekit.models.distributions import LayeredGaussian, marginals
-from vaekit.models.hierarchy import is_hierarchical, layer_sizes
 
 if TYPE_CHECKING:
-    from vaekit.config import ModelConfig
     from vaekit.models import LatentVariableModel
 
 
@@ -136,7 +134,8 @@ def layer_statistics(
     it. E_q[z_i] is the mean over the draws of q(z_i|parent)'s mean. A conditional model reads each
     example with its context.
     """
-    sizes, device = layer_sizes(model.config), model.device
+    sizes, device = model.latent.layers, model.device
+    gaussian = [LayerView(model, i).latent.gaussian_prior for i in range(len(sizes))]  # p(z_i|·) diagonal Gaussian: closed-form KL per unit
     kl = [torch.zeros(s, dtype=torch.float64) for s in sizes]
     layer_kl = [0.0 for _ in sizes]
     means: list[list[torch.Tensor]] = [[] for _ in sizes]
@@ -147,7 +146,7 @@ def layer_statistics(
             z = q.sample((samples,))  # (S, B, Σ L)
             for i, (qi, pi) in enumerate(zip(q.layers(z), p.layers(z))):
                 zi, qd = q.part(z, i), qi.base_dist  # (S, B, L_i); per-unit Normal of batch (S or 1.., B, L_i)
-                if isinstance(pi, Independent) and isinstance(pi.base_dist, Normal):
+                if gaussian[i]:
                     unit_kl = kl_divergence(qd, pi.base_dist).expand_as(zi)
                 else:  # a mixture over the top layer: Monte Carlo per unit against its marginals
                     unit_kl = qd.log_prob(zi) - marginals(pi).log_prob(zi)
@@ -159,11 +158,12 @@ def layer_statistics(
     return [(k / n, a, total / n) for k, a, total in zip(kl, activity, layer_kl)]
 
 
-def describe_latent(config: ModelConfig) -> str:
-    """'latent dim 16', or 'latent layers 40+40 (skip)' for a hierarchical model."""
-    if not is_hierarchical(config):
-        return f"latent dim {config.latent_dim}"
-    return f"latent layers {'+'.join(map(str, config.latent_layers))} ({config.hierarchy})"
+def describe_latent(model: LatentVariableModel) -> str:
+    """'latent dim 16', or 'latent layers 40+40 (skip)' for a hierarchical model (its wiring in brackets)."""
+    latent = model.latent
+    if not latent.hierarchical:
+        return f"latent dim {latent.dim}"
+    return f"latent layers {'+'.join(map(str, latent.layers))} ({model.config.hierarchy})"
 
 
 def view_at_input(view: LatentVariableModel | LayerView, example: Dataset) -> LatentVariableModel | LayerView:

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if scores_path is not None and scores_path.suffix.lower() not in (".csv", ".npy"):
         raise ConfigError(f"--scores must end in .csv or .npy, got {scores_path.name}")
     r = load_run(args)
-    if args.score == "iw-nll" and r.model.deterministic:
+    if args.score == "iw-nll" and r.model.latent.deterministic:
         raise ConfigError("--score iw-nll needs a VAE: a plain autoencoder has no likelihood; use neg-elbo or reconstruction")
     examples, info, split_name = _examples(r, args.data, args.split)
     labels = _labels(args, examples, info)

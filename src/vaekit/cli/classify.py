@@ -103,7 +103,7 @@ def run_analogies(args: argparse.Namespace) -> int:
     from vaekit.report import RunViews
 
     r = load_run(args)
-    if not r.model.conditional or not r.model.condition.classes:
+    if not r.model.latent.label_classes:
         raise ConfigError("analogies need a model conditioned on class labels (--model m2, or --condition label)")
     view = RunViews(r, source=args.data, split=args.split or "test").analogies(args.n)
     path = save_png(view.picture, output_path(args, r.path, "analogies.png"))

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     r = load_run(args, map_location=resolve_device(args.device))
-    if args.iw_samples and r.model.deterministic:
+    if args.iw_samples and r.model.latent.deterministic:
         raise ConfigError("--iw-samples needs a VAE: a plain autoencoder has no likelihood to estimate")
     data, split, split_name = _examples(r, args)
     examples = for_model(r.model, split, f"the {split_name} split")  # a conditional model's: each with its label or context, log p(x|y)
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     diag = latent_diagnostics(r.model, examples, batch_size=args.batch_size)
     result["latent"] = diag.to_dict()
-    if not r.model.deterministic:
+    if not r.model.latent.deterministic:
         print(f"  active units    {diag.n_active:6d} of {len(diag.activity)} (Cov_x E_q[z_u] > {diag.threshold:g})")
         for i, layer in enumerate(diag.layers or []):
             print(f"  layer z{i + 1:<2d}       {layer.n_active:6d} of {len(layer.activity)} active, KL {layer.kl:.3f} nats")

@@ -75,7 +75,7 @@ def run_sample(args: argparse.Namespace) -> int:
         view = views.sample_comparison(args.n, temperature=args.temperature, components=args.components)
         what = "prior, Gaussian-fit and mixture-fit samples side by side"
     else:
-        density = args.density or ("gaussian" if r.model.deterministic else "prior")
+        density = args.density or ("gaussian" if r.model.latent.deterministic else "prior")
         view = views.samples(args.n, temperature=args.temperature, density=density, components=args.components, draw=args.draw)
         per_class = views.classes and views.chosen_context is None
         what = (

@@ -24,7 +24,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import torch
 
-from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset
+from vaekit.data.base import BINARY, MAX_VALUES, REAL, SPLITS, UNIT, Dataset
 from vaekit.data.files import open_file, parsing
 from vaekit.data.idx import read_idx
 from vaekit.data.preprocess import check_options
@@ -33,8 +33,8 @@ from vaekit.errors import DataError
 DEFLATE_MAX_RATIO = 1032  # deflate expands data at most ~1032x; a bigger claim is a corrupt archive
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
+SPLIT_NAMES = SPLITS  # the splits an .npz may hold (an older name of ``base.SPLITS``, read by cli/compress.py)
 # names under which an .npz holds its splits and their labels
-SPLIT_NAMES = ("train", "valid", "test")
 _SPLIT_KEYS = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
 
 
@@ -167,7 +167,7 @@ def npz_parts(archive: NpzArchive) -> dict[str, tuple[np.ndarray, np.ndarray | N
 
     if "train" in archive:
         parts = {}
-        for split in SPLIT_NAMES:
+        for split in SPLITS:
             key = first(_SPLIT_KEYS[split])
             if key is not None:
                 label_key = first((f"{key}_labels", f"y_{key}", f"{key}_y"))
@@ -192,7 +192,7 @@ def npz_contexts(archive: NpzArchive) -> dict[str, np.ndarray]:
     as {split: array (N, K) or (N,)}: ``<split>_context`` beside ``train``/``valid``/``test``, or
     ``context`` beside ``x``."""
     if "train" in archive:
-        found = {split: next((f"{k}_context" for k in _SPLIT_KEYS[split] if f"{k}_context" in archive), None) for split in SPLIT_NAMES}
+        found = {split: next((f"{k}_context" for k in _SPLIT_KEYS[split] if f"{k}_context" in archive), None) for split in SPLITS}
         return {split: archive[key] for split, key in found.items() if key is not None}
     return {"train": archive["context"]} if "context" in archive and ("x" in archive or "X" in archive) else {}
 
@@ -434,7 +434,7 @@ def read_array_file(path: Path, options: dict) -> tuple[dict[str, Dataset], dict
         read = {"npy": read_npy, "amat": read_amat, "idx": read_idx}[fmt]
         arrays = {"train": (read(path), None)}
     parts, steps = {}, dict(options)
-    for split in ("train", "valid", "test"):
+    for split in SPLITS:
         if split in arrays:
             x, y = arrays[split]
             where = f"{path} [{split}]" if fmt == "npz" else str(path)

@@ -30,6 +30,8 @@ REAL = "real"  # any finite value
 
 UNLABELLED = -1  # the label of an example without one (scikit-learn's convention)
 
+SPLITS = ("train", "valid", "test")  # the splits a source may have, train first
+
 # what a conditional model is given with each example (``Dataset.conditioned_on``)
 LABELS = "labels"  # its class label y (N,)
 COLUMNS = "columns"  # its context vector (N, K)
@@ -261,6 +263,12 @@ def keep_labels(data: Dataset, count: int, classes: int, seed: int) -> Dataset:
     return dataclasses.replace(data, y=y)
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of epoch ``epoch``'s example order (``batches.data_order``, ``streaming.BlockOrder``):
+    a function of (seed, epoch) alone, so a resumed run sees the same order whatever happened before."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 def count_classes(labels: list[torch.Tensor | None]) -> int | None:
     """K = the largest label + 1 over the splits' labels (-1, unlabelled, is no class); None without any label."""
     found = [y[y != UNLABELLED] for y in labels if y is not None]
@@ -272,3 +280,48 @@ def check_partial_labels(y: torch.Tensor | None, where: str) -> None:
     """Labels are classes 0, 1, ... or ``UNLABELLED`` (-1); anything below -1 is a one-line ``DataError``."""
     if y is not None and len(y) and int(y.min()) < UNLABELLED:
         raise DataError(f"{where}: labels must be classes 0, 1, ... or -1 for an unlabelled example, found {int(y.min())}")
+
+
+def describe(
+    source: str,
+    seed: int,
+    datasets: dict[str, Dataset | None],
+    *,
+    loader_info: dict[str, Any],
+    value_range: str,
+    binarize: bool,
+    preprocessing: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``info`` record of loaded splits (``DataSplits.info``, saved in a run as data.json), the
+    one place its keys are made, for data in memory and memory-mapped alike.
+
+    Args:
+        source: the dataset name or the resolved path (``info["source"]``).
+        seed: the seed of the validation split (``info["split_seed"]``).
+        datasets: the splits by name ("train", "valid", maybe "test"; a missing or None split has size None).
+        loader_info: what the loader recorded (``files``, ``valid_fraction``, a named dataset's
+            ``class_names``, ...), kept after ``split_seed`` and before the keys made here.
+        value_range: ``BINARY``, ``UNIT`` or ``REAL`` (``info["value_range"]``).
+        binarize: dynamic binarization was asked for (``info["dynamic_binarization"]``).
+        preprocessing: how the examples were prepared (``info["preprocessing"]``); its ``classes``,
+            where it names them, give the class count and names.
+
+    ``num_classes`` is the number of named classes, else ``count_classes`` over the splits' labels;
+    ``class_names`` is ``class_names`` of the record; ``context_dim`` is the width of the training
+    split's context vectors (None without any).
+    """
+    train = datasets["train"]
+    classes = preprocessing.get("classes")
+    return {
+        "source": source,
+        "split_seed": seed,
+        **loader_info,
+        "sizes": {name: None if datasets.get(name) is None else len(datasets[name]) for name in SPLITS},
+        "shape": list(train.shape),
+        "value_range": value_range,
+        "dynamic_binarization": bool(binarize),
+        "num_classes": len(classes) if isinstance(classes, list) else count_classes([d.y for d in datasets.values() if d is not None]),
+        "class_names": class_names({"class_names": loader_info.get("class_names"), "preprocessing": preprocessing}),
+        "context_dim": None if train.context is None else int(train.context.shape[1]),
+        "preprocessing": preprocessing,
+    }

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import torch
 
 from vaekit.corruption import corrupt
+from vaekit.data.base import epoch_generator
 from vaekit.data.streaming import MappedArray, block_order
 
 
 def data_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of epoch ``epoch``: a function of (seed, epoch) alone, so a resumed run sees
-    the same order whatever happened before."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+    """The permutation of epoch ``epoch``: a function of (seed, epoch) alone (``base.epoch_generator``),
+    so a resumed run sees the same order whatever happened before."""
+    return torch.randperm(n, generator=epoch_generator(seed, epoch))
 
 
 @dataclass

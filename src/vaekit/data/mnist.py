@@ -15,7 +15,7 @@ import numpy as np
 
 import vaekit.data.download as dl
 from vaekit.data.arrays import make_dataset, npz_parts, open_npz, read_amat
-from vaekit.data.base import Dataset, DataSplits, register_dataset, split_parts
+from vaekit.data.base import SPLITS, Dataset, DataSplits, register_dataset, split_parts
 from vaekit.data.idx import read_idx
 from vaekit.data.preprocess import check_options
 from vaekit.errors import DataError, DataNotFound
@@ -24,7 +24,7 @@ ENV_VAR = "VAEKIT_DATA_DIR"
 DEFAULT_ROOT = Path("~/.cache/vaekit")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 BINARIZED_NPZ = "binarized_mnist.npz"
-BINARIZED_AMAT = tuple(f"binarized_mnist_{split}.amat" for split in ("train", "valid", "test"))
+BINARIZED_AMAT = tuple(f"binarized_mnist_{split}.amat" for split in SPLITS)
 DIGITS = [str(d) for d in range(10)]
 CLASS_NAMES = {  # label i's name, recorded in the data info (a run's data.json)
     "mnist": DIGITS,
@@ -135,13 +135,13 @@ def load_binarized_mnist(
         if npz.is_file():
             with open_npz(npz) as archive:
                 arrays = npz_parts(archive)
-            missing = [split for split in ("train", "valid", "test") if split not in arrays]
+            missing = [split for split in SPLITS if split not in arrays]
             if missing:
                 raise DataError(f"{npz}: missing array(s) {', '.join(missing)}")
             sources = {split: npz for split in arrays}
             break
         if all((directory / name).is_file() for name in BINARIZED_AMAT):
-            sources = {split: directory / name for split, name in zip(("train", "valid", "test"), BINARIZED_AMAT)}
+            sources = {split: directory / name for split, name in zip(SPLITS, BINARIZED_AMAT)}
             arrays = {split: (read_amat(f), None) for split, f in sources.items()}
             break
     else:

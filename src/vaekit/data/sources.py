@@ -19,13 +19,13 @@ import torch
 from vaekit.data.arrays import array_format, check_finite, infer_value_range, read_array_file
 from vaekit.data.base import (
     REAL,
+    SPLITS,
     Dataset,
     DataSplits,
     check_partial_labels,
-    class_names,
-    count_classes,
     dataset_format,
     dataset_names,
+    describe,
     get_loader,
     split_parts,
 )
@@ -34,8 +34,6 @@ from vaekit.data.preprocess import apply_steps, fit_to_shape, for_source, image_
 from vaekit.data.streaming import load_mapped, load_mapped_examples, shard_folder_splits, use_memmap
 from vaekit.data.tables import read_csv
 from vaekit.errors import DataError
-
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,8 @@ def load_data(
 
     Returns ``DataSplits`` whose ``info`` (JSON-serialisable) records source, split_seed,
     valid_fraction (when a split was made), sizes, shape, value_range, dynamic_binarization,
-    num_classes, class_names (label i's name, or None: ``base.class_names``), files and preprocessing.
+    num_classes, class_names (label i's name, or None: ``base.class_names``), files and preprocessing
+    (``base.describe``).
 
     Raises ``DataError`` for anything wrong with the source or its data.
     """
@@ -236,27 +235,8 @@ def _finish(
     value_range = infer_value_range(*(data.x for data in datasets.values()))
     if binarize and value_range == REAL:
         raise DataError(f"{source}: binarize needs values in [0, 1], but this data is real-valued")
-    train = datasets["train"]
-    info = {
-        "source": source,
-        "split_seed": seed,
-        **info,
-        "sizes": {name: len(datasets[name]) if name in datasets else None for name in SPLITS},
-        "shape": list(train.shape),
-        "value_range": value_range,
-        "dynamic_binarization": bool(binarize),
-        "num_classes": _num_classes(datasets.values(), record),
-        "class_names": class_names({"class_names": info.get("class_names"), "preprocessing": record}),
-        "context_dim": None if train.context is None else int(train.context.shape[1]),
-        "preprocessing": record,
-    }
-    return DataSplits(train, datasets["valid"], datasets.get("test"), info)
-
-
-def _num_classes(datasets: Any, record: dict[str, Any]) -> int | None:
-    if isinstance(record.get("classes"), list):
-        return len(record["classes"])
-    return count_classes([data.y for data in datasets])
+    info = describe(source, seed, datasets, loader_info=info, value_range=value_range, binarize=binarize, preprocessing=record)
+    return DataSplits(datasets["train"], datasets["valid"], datasets.get("test"), info)
 
 
 def _concat(parts: list[Dataset]) -> Dataset:

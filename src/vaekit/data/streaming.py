@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, context_to_tensor, labels_to_tensor, read_npy_header, to_tensor
-from vaekit.data.base import BINARY, MAX_VALUES, REAL, UNIT, Dataset, DataSplits, check_partial_labels, count_classes
+from vaekit.data.base import BINARY, MAX_VALUES, REAL, SPLITS, UNIT, Dataset, DataSplits, check_partial_labels, describe, epoch_generator
 from vaekit.data.files import open_file
 from vaekit.data.preprocess import apply_standardize, check_options, check_stats, fit_standardize
 from vaekit.errors import DataError
@@ -54,7 +54,6 @@ BLOCK_BYTES = 32 * 1024  # target size of one contiguous read
 RUNS_PER_RELEASE = 16  # contiguous runs a read copies before handing the mapped pages back
 SCAN_BYTES = 16 * 2**20  # chunk of the one pass that checks values at open
 AUTO_MEMORY_FRACTION = 0.25  # auto mode maps a .npy file whose data as float32 exceeds this share of RAM
-SPLITS = ("train", "valid", "test")
 LABELS_SUFFIX = ".labels.npy"  # a shard's labels: DATA.npy -> DATA.labels.npy
 CONTEXT_SUFFIX = ".context.npy"  # a shard's context vectors: DATA.npy -> DATA.context.npy
 SIDE_SUFFIXES = (LABELS_SUFFIX, CONTEXT_SUFFIX)  # files that travel beside a shard, not shards themselves
@@ -242,7 +241,7 @@ class BlockOrder:
     Holds one entry per block, not per example."""
 
     def __init__(self, n: int, block: int, seed: int, epoch: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = epoch_generator(seed, epoch)
         n_blocks = -(-n // block)
         self._starts = torch.randperm(n_blocks, generator=g) * block  # (nb,)
         lengths = (n - self._starts).clamp(max=block)
@@ -506,22 +505,9 @@ def load_mapped(path: Path, options: dict[str, Any], *, valid_fraction: float, s
     datasets = {"train": train_x, "valid": valid_x, "test": test_x}
     contexts, context_record = _contexts(sources, datasets, options, where)
     record = {"format": fmt, "memmap": True, **sources["train"].steps, **context_record}
-    info = {
-        "source": where,
-        "split_seed": seed,
-        **info,
-        "sizes": {name: None if x is None else len(x) for name, x in datasets.items()},
-        "shape": list(train_x.shape[1:]),
-        "value_range": value_range,
-        "dynamic_binarization": bool(binarize),
-        "num_classes": count_classes(list(datasets_y.values())),
-        "context_dim": None if contexts["train"] is None else int(contexts["train"].shape[1]),
-        "preprocessing": record,
-    }
-    test = None if test_x is None else Dataset(test_x, datasets_y["test"], contexts["test"])
-    return DataSplits(
-        Dataset(train_x, datasets_y["train"], contexts["train"]), Dataset(valid_x, datasets_y["valid"], contexts["valid"]), test, info
-    )
+    splits = {name: None if x is None else Dataset(x, datasets_y[name], contexts[name]) for name, x in datasets.items()}
+    info = describe(where, seed, splits, loader_info=info, value_range=value_range, binarize=binarize, preprocessing=record)
+    return DataSplits(splits["train"], splits["valid"], splits["test"], info)
 
 
 def load_mapped_examples(path: Path, options: dict[str, Any]) -> Dataset:

@@ -132,9 +132,13 @@ def request_context(explorer: Explorer, value) -> int | torch.Tensor | None:
 
 async def uploaded_example(request: Request, explorer: Explorer) -> tuple[torch.Tensor, int | torch.Tensor | None]:
     """The example sent to /api/encode and its context: a JSON ``{"x": row, "context": ...}``, or an
-    image file as the body (``?context=`` and ``?invert=1`` in the query string)."""
+    image file as the body (``?context=`` and ``?invert=1`` in the query string). The query's context is
+    the page's selector: for a semi-supervised model it only decodes (``/api/decode``), and the example,
+    given no context, is encoded as the class its classifier predicts (``Explorer.input_class``)."""
     kind = media_type(request)
     y = request_context(explorer, request.query_params.get("context"))
+    if explorer.run.model.classifier is not None:
+        y = None
     input_shape = explorer.model.input_shape
     if kind == "application/json":
         obj = rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES))

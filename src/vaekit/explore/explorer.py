@@ -20,7 +20,7 @@ import vaekit.latent as latent
 from vaekit.data.base import Dataset
 from vaekit.data.tables import context_names
 from vaekit.evaluation import elbo_terms
-from vaekit.examples import with_context
+from vaekit.examples import for_model, with_context
 from vaekit.generation import sample
 from vaekit.objectives import ELBO
 from vaekit.report.context import RunContext
@@ -78,7 +78,7 @@ class Explorer:
         self.ranking = latent.rank_dims(model, self.test_examples)
         self.map_index = _subset(len(self.test), MAP_POINTS, gen)  # (P,) indices into the test split
         self._fit_map()
-        if model.deterministic:  # a plain AE's codes follow no prior: sample and centre on a density fitted to them
+        if model.latent.deterministic:  # a plain AE's codes follow no prior: sample and centre on a density fitted to them
             self.code_density = latent.fit_code_density(self.train_codes)
         else:
             self.code_density = model.prior(self.default_context)
@@ -140,8 +140,8 @@ class Explorer:
     @torch.inference_mode()
     def score(self, x: torch.Tensor, context: int | None = None) -> Scored:
         """Encode, reconstruct and score inputs x (B, *shape) given in the model's input scale (as
-        class ``context``, default ``default_context``, for a conditional model)."""
-        y = self._class(context)
+        class ``context`` for a conditional model; see ``input_class`` for an input given none)."""
+        y = self.input_class(x, context)
         inputs = with_context(self.model, x, y)
         z = latent.encode(self.model, inputs)  # (B, L)
         nelbo = self.neg_elbo(inputs)
@@ -156,9 +156,18 @@ class Explorer:
         context = None if context is None else context[index]
         return self.score(self.test.x[index : index + 1], int(context) if self.classes else context)
 
+    def input_class(self, x: torch.Tensor, context: int | torch.Tensor | None = None) -> int | torch.Tensor | None:
+        """The class or context vector inputs x (B, *shape) are encoded with: ``context``; for inputs given
+        none (an upload), a semi-supervised model's classifier's most probable class for each, argmax q(y|x)
+        (B,), so the code holds the input's style, not a class forced on it; else ``default_context``.
+        ``decode`` still decodes as the class it is asked for."""
+        if context is None and self.run.model.classifier is not None:
+            return for_model(self.run.model, Dataset(x), "the input").y  # (B,): no label, so q(y|x)'s argmax
+        return self._class(context)
+
     def _class(self, context: int | torch.Tensor | None) -> int | torch.Tensor | None:
         """The class or context vector to use: ``context``, else ``default_context`` (None for an unconditional model)."""
-        return None if not self.model.conditional else self.default_context if context is None else context
+        return None if not self.model.latent.conditional else self.default_context if context is None else context
 
     @torch.inference_mode()
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int, context: int | None = None) -> dict[str, torch.Tensor]:
@@ -179,7 +188,7 @@ class Explorer:
 
     def samples(self, n: int, temperature: float, seed: int, context: int | None = None) -> torch.Tensor:
         """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``)."""
-        prior = self.code_density if self.model.deterministic else None
+        prior = self.code_density if self.model.latent.deterministic else None
         out = sample(self.model, n, temperature=temperature, seed=seed, prior=prior, context=self._class(context)).float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
@@ -195,7 +204,7 @@ class Explorer:
         ``column_std`` (K,), to read a request's values in the columns' own units) and the ranges of the
         page's sliders (the training 1st to 99th percentiles); ``columns`` is empty for other models."""
         self.columns: list[dict] = []
-        if not self.model.conditional or self.classes:
+        if not self.model.latent.conditional or self.classes:
             return
         record = self.ctx.preprocessing
         k = self.model.condition.size
@@ -224,7 +233,7 @@ class Explorer:
                 "prior": cfg.prior,
                 "latent_dim": model.latent_dim,
                 "input_shape": shape,
-                "deterministic": bool(model.deterministic),
+                "deterministic": bool(model.latent.deterministic),
                 "conditional": bool(self.classes),
                 "classes": self.classes,
                 "class_names": [self.ctx.label_name(c) for c in range(self.classes)],

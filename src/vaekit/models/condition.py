@@ -16,7 +16,7 @@ or context vectors (B, K) / (K,) (e.g. a mix of two one-hot vectors, or standard
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -31,15 +31,18 @@ from vaekit.registry import Registry
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
-    from vaekit.data.base import Dataset, DataSplits
 
 
 class Condition(nn.Module, ABC):
     """Interface: a context -> context vectors (*batch, ``size``).
 
+    ``reads``: what the condition reads from a dataset, a declaration the data layer acts on
+    (``vaekit.data.context``): "labels" (class labels) or "columns" (context vectors), the values of
+    ``vaekit.data.base.LABELS`` and ``COLUMNS``.
     ``classes``: the number of classes of a label condition (views then show a row per class); 0 for
     a continuous context."""
 
+    reads: ClassVar[str]
     size: int
     device: torch.device
     classes: int = 0
@@ -48,15 +51,6 @@ class Condition(nn.Module, ABC):
     @abstractmethod
     def from_config(cls, config: ModelConfig) -> Condition:
         """The condition ``config`` describes (``context_dim``)."""
-
-    @classmethod
-    @abstractmethod
-    def context_dim(cls, data: DataSplits, source: str) -> int:
-        """K for a model of this condition trained on ``data``; a one-line ``ConfigError`` when the data has no such context."""
-
-    @abstractmethod
-    def of(self, data: Dataset, where: str) -> torch.Tensor:
-        """The context of every example of ``data`` (labels (N,) or vectors (N, K)), checked against this condition."""
 
     @abstractmethod
     def default(self) -> torch.Tensor:
@@ -90,6 +84,8 @@ CONDITIONS: Registry[type[Condition]] = Registry("condition")
 class LabelCondition(Condition):
     """Class labels 0 .. K-1 as one-hot vectors (K = the dataset's number of classes)."""
 
+    reads = "labels"
+
     def __init__(self, classes: int):
         super().__init__()
         self.size = self.classes = classes
@@ -100,17 +96,6 @@ class LabelCondition(Condition):
         if config.context_dim < 1:
             raise ConfigError("--condition label needs labelled data with at least one class")
         return cls(config.context_dim)
-
-    @classmethod
-    def context_dim(cls, data: DataSplits, source: str) -> int:
-        classes = data.info.get("num_classes")
-        if not classes or data.train.y is None or data.valid.y is None:
-            raise ConfigError(f"--condition label needs class labels 0, 1, ... in every split, and {source} has none")
-        return int(classes)
-
-    def of(self, data: Dataset, where: str) -> torch.Tensor:
-        check_labels(data.y, self.size, where)
-        return data.y
 
     def default(self) -> torch.Tensor:
         return torch.tensor(0, device=self.device)
@@ -142,6 +127,8 @@ class ColumnsCondition(Condition):
     """Context vectors of K numbers, as they are: a table's context columns (``--context-columns``),
     standardised with the training split's mean and std, so 0 is the mean context."""
 
+    reads = "columns"
+
     def __init__(self, size: int):
         super().__init__()
         self.size = size
@@ -153,24 +140,9 @@ class ColumnsCondition(Condition):
             raise ConfigError("--condition columns needs data with context columns (--context-columns NAME,...)")
         return cls(config.context_dim)
 
-    @classmethod
-    def context_dim(cls, data: DataSplits, source: str) -> int:
-        if data.train.context is None or data.valid.context is None:
-            raise ConfigError(
-                f"--condition columns needs context columns in the data; name them with --context-columns ({source} has none)"
-            )
-        return int(data.train.context.shape[1])
-
     @property
     def device(self) -> torch.device:
         return self.zero.device
-
-    def of(self, data: Dataset, where: str) -> torch.Tensor:
-        if data.context is None:
-            raise ConfigError(f"{where} has no context columns, but the model is conditioned on them")
-        if data.context.shape[1] != self.size:
-            raise ConfigError(f"{where} has {data.context.shape[1]} context columns, the model was trained on {self.size}")
-        return data.context
 
     def default(self) -> torch.Tensor:
         return self.zero
@@ -189,38 +161,6 @@ class ColumnsCondition(Condition):
         if value.shape != (self.size,):
             raise ConfigError(f"this model's context is {self.size} numbers (its context columns), got shape {tuple(value.shape)}")
         return value.float().cpu()
-
-
-def check_labels(labels: torch.Tensor | None, classes: int, where: str, *, unlabelled: bool = False) -> None:
-    """Raise a one-line ``ConfigError`` unless ``labels`` are all classes 0 .. ``classes`` - 1 (or -1,
-    an unlabelled example, where ``unlabelled`` allows it)."""
-    if labels is None:
-        raise ConfigError(f"{where} has no labels, but the model is conditioned on them")
-    low = -1 if unlabelled else 0
-    if len(labels) and (int(labels.min()) < low or int(labels.max()) >= classes):
-        allowed = f"0..{classes - 1}" + (" (or -1 for unlabelled)" if unlabelled else "")
-        raise ConfigError(f"{where} has labels outside {allowed}, the classes the model was trained on")
-
-
-def data_context(model, data, where: str, *, keep_unlabelled: bool = False) -> torch.Tensor | None:
-    """The context of ``data`` (a ``Dataset``) for ``model``: for a conditional model its labels (N,) or
-    context vectors (N, K), checked against the model's condition; None for an unconditional one.
-
-    A semi-supervised model (one with a classifier q(y|x)) takes partly labelled or unlabelled data:
-    an example without a label (-1, or a split without labels) gets the class q(y|x) finds most
-    probable, unless ``keep_unlabelled`` (training: the objective sums the label out)."""
-    if not model.conditional:
-        return None
-    if model.classifier is None:
-        return model.condition.of(data, where)
-    y = data.y if data.y is not None else torch.full((len(data),), -1, dtype=torch.long)
-    check_labels(y, model.classes, where, unlabelled=True)
-    if keep_unlabelled or bool((y >= 0).all()):
-        return y
-    y = y.clone()
-    missing = (y < 0).nonzero().flatten()
-    y[missing] = predicted_labels(model, data.x, missing)
-    return y
 
 
 @torch.inference_mode()

@@ -120,12 +120,12 @@ class RunContext:
     @property
     def classes(self) -> int:
         """The conditional model's number of classes (0 for an unconditional model or a context of columns)."""
-        return self.model.condition.classes if self.model.conditional else 0
+        return self.model.latent.label_classes
 
     def decode_context(self, default: int | torch.Tensor | None = None) -> int | torch.Tensor | None:
         """The context a conditional model's view decodes with: ``chosen_context``, else ``default``, else the
         condition's default (class 0, or the mean context (K,)); None when unconditional."""
-        if not self.model.conditional:
+        if not self.model.latent.conditional:
             return None
         if self.chosen_context is not None:
             return self.chosen_context
@@ -163,7 +163,7 @@ class RunContext:
         """The context a conditional model encodes the input ``spec`` (as for ``example``) with: an
         example's own label or context vector (K,), or ``chosen_context`` for an input given as a tensor or file;
         None when unconditional."""
-        if not self.model.conditional:
+        if not self.model.latent.conditional:
             return None
         if isinstance(spec, (tuple, torch.Tensor)):
             if self.chosen_context is None:

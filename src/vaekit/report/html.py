@@ -92,7 +92,7 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     if views.classes:
         report.add("analogies", "Analogies", lambda: views.analogies(10))
         report.add("class-samples", "Samples by class", lambda: views.class_samples(10))
-    elif model.conditional:
+    elif model.latent.conditional:
         report.add("context-samples", "Samples across the context", lambda: views.context_samples())
     report.add("samples", "Samples", lambda: views.sample_comparison(25))
     if _has_pseudo_inputs(model) and views.is_image:
@@ -111,7 +111,7 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
         raise ConfigError(f"cannot create {path.parent}: {exc.strerror}") from None
     title = f"vaekit report: {run.path.name}"
     summary = (
-        f"{model.config.kind.upper()} ({model.config.arch}, {describe_latent(model.config)}, {model.config.likelihood} likelihood, "
+        f"{model.config.kind.upper()} ({model.config.arch}, {describe_latent(model)}, {model.config.likelihood} likelihood, "
         f"{model.config.prior} prior{_condition_phrase(run, views)}) on {run.config.data.source}, "
         f"data shape {tuple(model.input_shape)}"
     )
@@ -263,7 +263,7 @@ def _page(title: str, summary: str, run, sections: list[Section]) -> str:
 
 def _condition_phrase(run, views: RunViews) -> str:
     """``, conditioned on the class label`` / ``, conditioned on age, income``, or nothing for an unconditional model."""
-    if not run.model.conditional:
+    if not run.model.latent.conditional:
         return ""
     if views.classes:
         return ", conditioned on the class label"

@@ -24,9 +24,8 @@ from vaekit.data import DataSplits
 from vaekit.data.batches import Batch, TrainingBatches
 from vaekit.errors import CheckpointError, TrainingError
 from vaekit.evaluation import elbo_terms
-from vaekit.examples import for_model
+from vaekit.examples import data_context, for_model
 from vaekit.models import build_model, check_parts
-from vaekit.models.condition import data_context
 from vaekit.objectives import NamedTerms, StepContext, objective_from_config
 from vaekit.runs import Run, RunWriter, TrainState, load, metric_fields
 from vaekit.threads import use_threads

@@ -19,6 +19,7 @@ from vaekit.config import DataConfig, RunConfig
 from vaekit.data import DataSplits, SourceSettings, keep_labels, load_data
 from vaekit.data.base import BINARY, UNIT, Dataset
 from vaekit.data.batches import Batch, InputSteps, TrainingBatches
+from vaekit.data.context import context_count
 from vaekit.errors import ConfigError, DataError, TrainingError
 from vaekit.evaluation import posterior_collapse_warning
 from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS, MODEL_KINDS
@@ -51,7 +52,7 @@ def resolved(config: RunConfig, data: DataSplits) -> RunConfig:
         raise ConfigError(f"--model {kind.name} needs class labels (-1 marks an unlabelled example), and {config.data.source} has none")
     check_data(config, data)
     if config.model.condition != "none":
-        config.model.context_dim = CONDITIONS[config.model.condition].context_dim(data, config.data.source)
+        config.model.context_dim = context_count(data, CONDITIONS[config.model.condition].reads, config.data.source)
     OBJECTIVES[config.train.objective].resolve(config, data)
     return config
 
@@ -91,7 +92,7 @@ def check_data(config: RunConfig, data: DataSplits) -> None:
     if ENCODERS[config.model.arch].needs_images and not data.is_image:
         raise ConfigError(f"a {config.model.arch} model needs image data, {config.data.source} has shape {data.shape}; use --arch mlp")
     if config.model.condition != "none":
-        k = CONDITIONS[config.model.condition].context_dim(data, config.data.source)
+        k = context_count(data, CONDITIONS[config.model.condition].reads, config.data.source)
         if config.model.context_dim not in (0, k):
             raise ConfigError(f"the model was built for a context of {config.model.context_dim}, but {config.data.source} gives {k}")
     if config.train.batch_size > len(data.train):

@@ -16,6 +16,6 @@ def curves(ctx: RunContext) -> View:
         raise ConfigError(f"{run.path} has no training metrics yet")
     title = f"{run.path.name}: {run.config.model.kind.upper()}, {len(rows)} epochs"
     caption = "Per-epoch negative ELBO, reconstruction and KL (nats per example; solid train, dashed validation) and the KL weight β." + (
-        " A plain autoencoder has no KL term: its KL and β are 0." if ctx.model.deterministic else ""
+        " A plain autoencoder has no KL term: its KL and β are 0." if ctx.model.latent.deterministic else ""
     )
     return View(plotting.training_curves(rows, title=title), caption, rows)

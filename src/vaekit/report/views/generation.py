@@ -71,7 +71,7 @@ def context_samples(ctx: RunContext, rows: int = 4, values: int = 7, *, columns:
     percentile (``values`` steps), the other columns held at ``decode_context()`` (the mean context by default).
     The result: {column name: (rows, values, *shape)}."""
     ctx.require_images("sampling")
-    if not ctx.model.conditional or ctx.classes:
+    if not ctx.model.latent.conditional or ctx.classes:
         raise ConfigError("context sweeps need a model conditioned on context columns (trained with --context-columns)")
     base = ctx.decode_context().float()  # (K,)
     record = ctx.preprocessing
@@ -112,7 +112,7 @@ def sample_comparison(space: LatentSpace, n: int = 36, *, temperature: float = 1
         pictures.append(plotting.image_grid(images, plotting.grid_columns(n)))
         titles.append(density_name(kind, components))
         results[kind] = images
-    if ctx.model.deterministic:
+    if ctx.model.latent.deterministic:
         why = (
             "A plain autoencoder's codes were never fitted to the prior, so prior draws can land where no code lies; "
             "densities fitted to its codes are the usual remedy."
@@ -133,7 +133,7 @@ def pseudo_inputs(ctx: RunContext, n: int = 32, cols: int = 16) -> View:
     prior = vampprior_of(ctx.model)
     with torch.no_grad():
         u = prior.pseudo_inputs()  # (K, *shape)
-        context = None if ctx.model.condition is None else ctx.model.condition.contexts(len(u))[:n]
+        context = None if not ctx.model.latent.conditional else ctx.model.condition.contexts(len(u))[:n]
         u = u[:n].detach().float().cpu()  # (n, *shape)
     rec = reconstruct(ctx.model, with_context(ctx.model, u, context)).cpu()
     return View(

@@ -31,7 +31,7 @@ def interpolation(ctx: RunContext, a, b, *, steps: int = 10, methods: tuple[str,
     one row per method. The result: {method: ``latent.Interpolation``, its images (steps, *shape)}."""
     ctx.require_images("interpolation")
     (xa, name_a), (xb, name_b) = ctx.example(a), ctx.example(b)
-    ends = None if not ctx.model.conditional else (ctx.example_context(a), ctx.example_context(b))
+    ends = None if not ctx.model.latent.conditional else (ctx.example_context(a), ctx.example_context(b))
     results = {m: latent.interpolate(ctx.latent_model, xa, xb, steps, m, labels=ends, context=ctx.chosen_context) for m in methods}
     rows = torch.stack([torch.cat([xa.unsqueeze(0), results[m].images, xb.unsqueeze(0)]) for m in methods])  # (R, S+2, *shape)
     cols = (

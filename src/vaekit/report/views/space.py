@@ -52,11 +52,11 @@ class LatentSpace:
         ctx = self.ctx
         if ctx.latent_model is not ctx.model:
             return ctx.latent_model.prior()
-        return self.density("prior") if not ctx.model.deterministic else self.density("gaussian")
+        return self.density("prior") if not ctx.model.latent.deterministic else self.density("gaussian")
 
     @property
     def reference_name(self) -> str:
-        return "the prior" if not self.ctx.model.deterministic else "a Gaussian fitted to the training codes"
+        return "the prior" if not self.ctx.model.latent.deterministic else "a Gaussian fitted to the training codes"
 
     def base_point(self, at: str, index: int = 0, view=None) -> tuple[torch.Tensor, str]:
         """z (L,) the other dimensions are held at: ``input`` (the posterior mean of example ``index``,
