@@ -26,6 +26,10 @@ def _iw(c: RunConfig) -> bool:
     return c.train.objective == ImportanceWeighted.name
 
 
+def _semi_supervised(c: RunConfig) -> bool:
+    return c.train.objective == SemiSupervisedBound.name or MODEL_KINDS[c.model.kind].objective == SemiSupervisedBound.name
+
+
 def _plateau(c: RunConfig) -> bool:
     return c.train.lr_patience > 0
 
@@ -48,10 +52,8 @@ TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
     ("train", "warmup_epochs"): (_stochastic, "--model vae (a plain autoencoder has no KL term)"),
     ("model", "logvar_range"): (_stochastic, "--model vae (a plain autoencoder has no variance)"),
     ("model", "context_dim"): (lambda c: c.model.condition != "none" or MODEL_KINDS[c.model.kind].condition is not None, "--condition"),
-    ("train", "alpha"): (
-        lambda c: c.train.objective == SemiSupervisedBound.name or MODEL_KINDS[c.model.kind].objective == SemiSupervisedBound.name,
-        "--model m2",
-    ),
+    ("train", "alpha"): (_semi_supervised, "--model m2"),
+    ("data", "labelled"): (_semi_supervised, "--model m2 (a model that learns from partly labelled data)"),
     ("data", "context_columns"): (lambda c: c.model.condition != "none", "--condition columns"),
 }
 

@@ -9,6 +9,9 @@ Conversion rules (``to_tensor``): (N, D) stays flat; (N, H, W) becomes (N, 1, H,
 is NHWC when its last axis has at most 4 entries, else NCHW when its second does, and comes out
 NCHW. uint8 is divided by 255 (unless it only holds 0 and 1); other dtypes keep their values.
 The result is float32.
+
+Token sequences (an .npz with a ``tokens`` array, ``token_dataset``) take the other path: integers
+(N, T) kept as int64, with their optional ``lengths``; nothing is scaled, cast or ranged.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import torch
 
-from vaekit.data.base import BINARY, MAX_VALUES, REAL, SPLITS, UNIT, Dataset
+from vaekit.data.base import BINARY, MAX_VALUES, REAL, SPLITS, TOKENS, UNIT, Dataset, check_lengths
 from vaekit.data.files import open_file, parsing
 from vaekit.data.idx import read_idx
 from vaekit.data.preprocess import check_options
@@ -384,7 +387,10 @@ def check_finite(x: torch.Tensor, where: str) -> None:
 
 
 def infer_value_range(*xs: torch.Tensor) -> str:
-    """BINARY if every value is 0 or 1, UNIT if all lie in [0, 1], else REAL."""
+    """TOKENS for integer examples (token ids: never ranged), else BINARY if every value is 0 or 1,
+    UNIT if all lie in [0, 1], else REAL."""
+    if any(not x.is_floating_point() for x in xs):
+        return TOKENS
     if all(bool(((x == 0) | (x == 1)).all()) for x in xs):
         return BINARY
     if all(bool((x >= 0).all() and (x <= 1).all()) for x in xs):
@@ -397,6 +403,28 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, where: str, *, saved: dict
     tensor, steps = to_tensor(x, where, saved=saved)
     labels = None if y is None else labels_to_tensor(y, len(tensor), f"{where} labels")
     return Dataset(tensor, labels), steps
+
+
+def token_dataset(tokens: np.ndarray, lengths: np.ndarray | None, y: np.ndarray | None, where: str) -> Dataset:
+    """Token sequences as one split: ``tokens`` (N, T) non-negative integers, kept as int64 (no float
+    cast, no scaling), ``lengths`` (N,) each in 1..T (``base.check_lengths``), labels as ``labels_to_tensor``."""
+    tokens = np.asarray(tokens)
+    if tokens.dtype.kind not in "iu":
+        raise DataError(f"{where}: tokens must be integers, got dtype {tokens.dtype}")
+    if tokens.ndim != 2 or 0 in tokens.shape:
+        raise DataError(f"{where}: expected tokens of shape (N, T) with N, T > 0, got {tokens.shape}")
+    if tokens.min() < 0 or (tokens.dtype.kind == "u" and tokens.max() > np.iinfo(np.int64).max):
+        raise DataError(f"{where}: tokens must be ids 0, 1, ..., found {tokens.min()}..{tokens.max()}")
+    x = torch.from_numpy(tokens.astype(np.int64))  # (N, T)
+    n = len(x)
+    if lengths is not None:
+        lengths = np.asarray(lengths)
+        if lengths.dtype.kind not in "iu":
+            raise DataError(f"{where} lengths: lengths must be integers, got dtype {lengths.dtype}")
+        lengths = torch.from_numpy(lengths.astype(np.int64))
+        check_lengths(lengths, x, f"{where} lengths")
+    labels = None if y is None else labels_to_tensor(y, n, f"{where} labels")
+    return Dataset(x, labels, lengths=lengths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,9 +450,15 @@ def read_array_file(path: Path, options: dict) -> tuple[dict[str, Dataset], dict
     An .npz may carry train/valid/test splits, labels (see ``npz_parts``) and context vectors
     (``npz_contexts``); other files are
     one "train" array. Every split is converted by the training split's rule (``to_tensor``).
+    An .npz with a ``tokens`` array (+ ``lengths``, ``y``/``labels``) is token sequences instead
+    (``token_dataset``): one "train" split of int64 ids.
     """
     fmt = array_format(path)
     check_options(options, fmt, ARRAY_OPTIONS + ("context_columns",))
+    if fmt == "npz":
+        with open_npz(path) as archive:
+            if "tokens" in archive:
+                return _read_tokens(archive, options)
     contexts = {}
     if fmt == "npz":
         with open_npz(path) as archive:
@@ -455,3 +489,16 @@ def read_array_file(path: Path, options: dict) -> tuple[dict[str, Dataset], dict
             "--context-columns names a CSV table's columns"
         )
     return parts, record
+
+
+def _read_tokens(archive: NpzArchive, options: dict) -> tuple[dict[str, Dataset], dict]:
+    """The token sequences of an .npz (``tokens``, maybe ``lengths`` and ``y``/``labels``) and their record."""
+    where = f"{archive.path} [tokens]"
+    tokens = archive["tokens"]
+    label_key = next((k for k in ("y", "Y", "labels") if k in archive), None)
+    lengths = archive["lengths"] if "lengths" in archive else None
+    data = token_dataset(tokens, lengths, None if label_key is None else archive[label_key], where)
+    record = {"format": "npz", "input_dtype": str(tokens.dtype), "divide_by": 1.0, "layout": None}
+    if options.get("divide_by", 1.0) != 1.0 or options.get("context_columns") is not None:
+        raise DataError(f"{where}: token sequences are read as they are; the saved scaling or context columns do not apply")
+    return {"train": data}, record

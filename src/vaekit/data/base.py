@@ -2,8 +2,9 @@
 
 A dataset is held as one tensor ``x`` of shape (N, *shape); a batch is an index slice
 ``x[idx]``, never a per-sample Python loop. Images are (N, C, H, W) float32 in [0, 1];
-tables and arrays are (N, D) float32. ``Dataset.batches`` gives a split's examples in order as
-``Batch`` records, each with the context a conditional model is given (``vaekit.examples.for_model``).
+tables and arrays are (N, D) float32; token sequences are (N, T) int64, with their ``lengths``.
+``Dataset.batches`` gives a split's examples in order as ``Batch`` records, each
+with the context a conditional model is given (``vaekit.examples.for_model``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MAX_VALUES = 2**31
 BINARY = "binary"  # values in {0, 1}
 UNIT = "unit"  # values in [0, 1]
 REAL = "real"  # any finite value
+TOKENS = "tokens"  # integer token ids 0..V-1 (int64 sequences, no value range: nothing is scaled or cast)
 
 UNLABELLED = -1  # the label of an example without one (scikit-learn's convention)
 
@@ -44,6 +46,9 @@ class Dataset:
     without one: partly labelled data) and optional context vectors ``context`` (N, K) float32 (a
     table's context columns: what a ``--condition columns`` model is given).
 
+    lengths: optional (N,) int64 sequence lengths of examples padded to a common length T
+        (token sequences: example i is ``x[i, :lengths[i]]``), each in 1..T; None for fixed-size examples.
+
     conditioned_on: what a conditional model is given with each example, as ``batches`` carry it:
         ``LABELS`` (its label y) or ``COLUMNS`` (its context vector); None: nothing (an unconditional
         model, or a split no model has read yet). ``vaekit.examples.for_model`` decides it for a model.
@@ -53,6 +58,7 @@ class Dataset:
     y: torch.Tensor | None = None
     context: torch.Tensor | None = None
     conditioned_on: Literal["labels", "columns"] | None = None
+    lengths: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
@@ -63,6 +69,8 @@ class Dataset:
             raise DataError(f"a split is conditioned on {LABELS!r}, {COLUMNS!r} or nothing (None), not {self.conditioned_on!r}")
         if self.conditioned_on is not None and self.model_context is None:
             raise DataError(f"a split conditioned on its {self.conditioned_on} needs them, and this one has none")
+        if self.lengths is not None:
+            check_lengths(self.lengths, self.x)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -89,31 +97,36 @@ class Dataset:
         the context vectors (N, K), or None."""
         return self.y if self.conditioned_on == LABELS else self.context if self.conditioned_on == COLUMNS else None
 
+    def _with(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Dataset:
+        """The split with examples ``x`` and ``fn`` applied to each per-example field it has (y, context, lengths)."""
+        y, context, lengths = (None if t is None else fn(t) for t in (self.y, self.context, self.lengths))
+        return Dataset(x, y, context, self.conditioned_on, lengths)
+
     def subset(self, index: torch.Tensor) -> Dataset:
-        return Dataset(self.x[index], *(None if t is None else t[index] for t in (self.y, self.context)), self.conditioned_on)
+        return self._with(self.x[index], lambda t: t[index])
 
     def rows(self, start: int, stop: int) -> Dataset:
         """Examples [start, stop) (clipped to the split), as a view: nothing is copied or read from disk."""
         start, stop = min(max(start, 0), len(self)), min(max(stop, 0), len(self))
         length = max(stop - start, 0)
-        part = (None if t is None else t.narrow(0, start, length) for t in (self.y, self.context))
-        return Dataset(self.x.narrow(0, start, length), *part, self.conditioned_on)
+        return self._with(self.x.narrow(0, start, length), lambda t: t.narrow(0, start, length))
 
     def to(self, device: torch.device | str) -> Dataset:
         """The split with its tensors on ``device``; memory-mapped examples stay on disk."""
         x = self.x.to(device) if isinstance(self.x, torch.Tensor) else self.x
-        return Dataset(x, *(None if t is None else t.to(device) for t in (self.y, self.context)), self.conditioned_on)
+        return self._with(x, lambda t: t.to(device))
 
     def batch(self, device: torch.device | str) -> Batch:
         """All of the split's examples as one ``Batch`` on ``device``: inputs = target = the examples,
-        ``context`` = ``model_context`` and, for labels, ``labelled`` (-1: an example without one)."""
+        ``context`` = ``model_context``, for labels ``labelled`` (-1: an example without one), and ``lengths``."""
         from vaekit.data.batches import Batch  # batches.py reads streaming.py, which reads this module
 
         x = self.x[:].to(device, non_blocking=True)  # (B, *shape); a memory-mapped view is read here
         context = self.model_context
         context = None if context is None else context.to(device, non_blocking=True)  # (B,) or (B, K)
         labelled = context != UNLABELLED if self.conditioned_on == LABELS else None  # (B,) bool
-        return Batch(x, x, context=context, labelled=labelled)
+        lengths = None if self.lengths is None else self.lengths.to(device, non_blocking=True)  # (B,)
+        return Batch(x, x, context=context, labelled=labelled, lengths=lengths)
 
     def batches(self, size: int, device: torch.device | str) -> Iterator[Batch]:
         """The split's examples in order, ``size`` at a time, as ``Batch`` records on ``device`` (``batch``)."""
@@ -282,6 +295,20 @@ def check_partial_labels(y: torch.Tensor | None, where: str) -> None:
         raise DataError(f"{where}: labels must be classes 0, 1, ... or -1 for an unlabelled example, found {int(y.min())}")
 
 
+def check_lengths(lengths: torch.Tensor, x: Any, where: str = "lengths") -> None:
+    """Sequence lengths are (N,) integers, one per example of ``x`` (N, T), each in 1..T; else a one-line ``DataError``."""
+    if lengths.dim() != 1 or len(lengths) != len(x):
+        raise DataError(f"{where}: {len(x)} examples but lengths of shape {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise DataError(f"{where}: lengths must be integers, got {lengths.dtype}")
+    if len(x.shape) != 2:
+        raise DataError(f"{where}: lengths go with sequences of shape (N, T), not examples of shape {tuple(x.shape[1:])}")
+    if len(lengths) and (int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
+        raise DataError(
+            f"{where}: each length must be in 1..{x.shape[1]} (the padded length), found {int(lengths.min())}..{int(lengths.max())}"
+        )
+
+
 def describe(
     source: str,
     seed: int,
@@ -301,14 +328,15 @@ def describe(
         datasets: the splits by name ("train", "valid", maybe "test"; a missing or None split has size None).
         loader_info: what the loader recorded (``files``, ``valid_fraction``, a named dataset's
             ``class_names``, ...), kept after ``split_seed`` and before the keys made here.
-        value_range: ``BINARY``, ``UNIT`` or ``REAL`` (``info["value_range"]``).
+        value_range: ``BINARY``, ``UNIT``, ``REAL`` or ``TOKENS`` (``info["value_range"]``).
         binarize: dynamic binarization was asked for (``info["dynamic_binarization"]``).
         preprocessing: how the examples were prepared (``info["preprocessing"]``); its ``classes``,
             where it names them, give the class count and names.
 
     ``num_classes`` is the number of named classes, else ``count_classes`` over the splits' labels;
     ``class_names`` is ``class_names`` of the record; ``context_dim`` is the width of the training
-    split's context vectors (None without any).
+    split's context vectors (None without any); ``vocabulary_size`` is the largest token + 1 over the
+    splits for ``TOKENS`` data (None otherwise); ``lengths`` says whether the examples carry sequence lengths.
     """
     train = datasets["train"]
     classes = preprocessing.get("classes")
@@ -323,5 +351,7 @@ def describe(
         "num_classes": len(classes) if isinstance(classes, list) else count_classes([d.y for d in datasets.values() if d is not None]),
         "class_names": class_names({"class_names": loader_info.get("class_names"), "preprocessing": preprocessing}),
         "context_dim": None if train.context is None else int(train.context.shape[1]),
+        "vocabulary_size": max(int(d.x.max()) for d in datasets.values() if d is not None) + 1 if value_range == TOKENS else None,
+        "lengths": train.lengths is not None,
         "preprocessing": preprocessing,
     }

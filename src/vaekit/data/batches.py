@@ -59,10 +59,11 @@ class InputSteps:
     noise: str = "none"
     noise_level: float = 0.0
 
-    def __call__(self, x: torch.Tensor, context, weight: float) -> Batch:
+    def __call__(self, x: torch.Tensor, context, weight: float, lengths: torch.Tensor | None = None) -> Batch:
         target = torch.bernoulli(x) if self.binarize else x
         labelled = context >= 0 if context is not None and not context.is_floating_point() else None  # (B,) bool: -1 is unlabelled
-        return Batch(corrupt(target, self.noise, self.noise_level), target, context=context, labelled=labelled, weight=weight)
+        inputs = corrupt(target, self.noise, self.noise_level)
+        return Batch(inputs, target, context=context, labelled=labelled, lengths=lengths, weight=weight)
 
 
 class TrainingBatches:
@@ -76,6 +77,7 @@ class TrainingBatches:
         per epoch, and half labelled ones, cycling through the few labelled examples in seeded orders
         of their own (the semi-supervised protocol: every step sees labels, however few there are);
         an epoch is then one pass over the unlabelled examples.
+    lengths: (N,) sequence lengths to carry with the examples (``Batch.lengths``), or None.
     steps: binarization and input corruption (``InputSteps``).
     """
 
@@ -84,6 +86,7 @@ class TrainingBatches:
         x: torch.Tensor | MappedArray,
         *,
         context: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
         global_batch: int,
         seed: int,
         device: torch.device,
@@ -94,6 +97,7 @@ class TrainingBatches:
         self.streaming = isinstance(x, MappedArray)  # read from disk batch by batch
         self.x = x if self.streaming else x.to(device)
         self.context = None if context is None else context.to(device)
+        self.lengths = None if lengths is None else lengths.to(device)
         self.global_batch, self.seed, self.device = global_batch, seed, device
         self.rank, self.world, self.steps = rank, world, steps
         self.labelled_pool = self.unlabelled_pool = None
@@ -148,4 +152,5 @@ class TrainingBatches:
         else:
             x = self.x.index_select(0, idx)  # (B, *shape)
         context = None if self.context is None else self.context.index_select(0, idx.to(self.context.device))  # (B,) or (B, K)
-        return self.steps(x, context, weight)
+        lengths = None if self.lengths is None else self.lengths.index_select(0, idx.to(self.lengths.device))  # (B,)
+        return self.steps(x, context, weight, lengths)

@@ -20,6 +20,7 @@ Generic keys:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -147,6 +148,8 @@ def apply_steps(
             raise DataError(f"{where}: image_size and grayscale apply to images; this data is flat {tuple(x.shape[1:])}")
         if standardize in (False, None):
             record["standardize"] = False
+        elif not x.is_floating_point():
+            raise DataError(f"{where}: standardize applies to real values, not integer tokens")
         else:
             stats = fit_standardize(x) if standardize is True else check_stats(standardize, x.shape[1], where)
             datasets = {k: _map(ds, lambda t: apply_standardize(t, stats)) for k, ds in datasets.items()}
@@ -155,13 +158,13 @@ def apply_steps(
     if context is not None:
         saved = options.get("context_standardize")
         stats = fit_standardize(context) if saved in (None, True) else check_stats(saved, context.shape[1], where, "context_standardize")
-        datasets = {k: Dataset(ds.x, ds.y, apply_standardize(ds.context, stats)) for k, ds in datasets.items()}
+        datasets = {k: dataclasses.replace(ds, context=apply_standardize(ds.context, stats)) for k, ds in datasets.items()}
         record["context_standardize"] = stats
     return datasets, record
 
 
 def _map(ds: Dataset, fn: Any) -> Dataset:
-    return Dataset(fn(ds.x), ds.y, ds.context)
+    return dataclasses.replace(ds, x=fn(ds.x))
 
 
 def convert_channels(x: torch.Tensor, channels: int, where: str) -> torch.Tensor:

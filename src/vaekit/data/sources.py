@@ -20,6 +20,7 @@ from vaekit.data.arrays import array_format, check_finite, infer_value_range, re
 from vaekit.data.base import (
     REAL,
     SPLITS,
+    TOKENS,
     Dataset,
     DataSplits,
     check_partial_labels,
@@ -233,8 +234,10 @@ def _finish(
         check_finite(data.x, f"{source} ({name} split)")
         check_partial_labels(data.y, f"{source} ({name} split)")
     value_range = infer_value_range(*(data.x for data in datasets.values()))
-    if binarize and value_range == REAL:
-        raise DataError(f"{source}: binarize needs values in [0, 1], but this data is real-valued")
+    if binarize and value_range in (REAL, TOKENS):
+        raise DataError(
+            f"{source}: binarize needs values in [0, 1], but this data is {'real-valued' if value_range == REAL else 'integer tokens'}"
+        )
     info = describe(source, seed, datasets, loader_info=info, value_range=value_range, binarize=binarize, preprocessing=record)
     return DataSplits(datasets["train"], datasets["valid"], datasets.get("test"), info)
 
@@ -243,6 +246,10 @@ def _concat(parts: list[Dataset]) -> Dataset:
     x = torch.cat([p.x for p in parts])
     labelled = all(p.y is not None for p in parts)
     with_context = all(p.context is not None for p in parts)
+    with_lengths = all(p.lengths is not None for p in parts)
     return Dataset(
-        x, torch.cat([p.y for p in parts]) if labelled else None, torch.cat([p.context for p in parts]) if with_context else None
+        x,
+        torch.cat([p.y for p in parts]) if labelled else None,
+        torch.cat([p.context for p in parts]) if with_context else None,
+        lengths=torch.cat([p.lengths for p in parts]) if with_lengths else None,
     )

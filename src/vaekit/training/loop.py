@@ -104,7 +104,9 @@ class Trainer:
 
     def _batches(self) -> TrainingBatches:
         context = data_context(self.model, self.data.train, "the training split", keep_unlabelled=True)  # -1: the objective sums y out
-        return setup.training_batches(self.config, self.data.train.x, context, self.state.global_batch, self.device, self.world)
+        return setup.training_batches(
+            self.config, self.data.train.x, context, self.state.global_batch, self.device, self.world, self.data.train.lengths
+        )
 
     # ----- the loop -------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> Run:

@@ -17,7 +17,7 @@ from torch import nn
 
 from vaekit.config import DataConfig, RunConfig
 from vaekit.data import DataSplits, SourceSettings, keep_labels, load_data
-from vaekit.data.base import BINARY, UNIT, Dataset
+from vaekit.data.base import BINARY, TOKENS, UNIT, Dataset
 from vaekit.data.batches import Batch, InputSteps, TrainingBatches
 from vaekit.data.context import context_count
 from vaekit.errors import ConfigError, DataError, TrainingError
@@ -82,6 +82,8 @@ def kept_labels(config: RunConfig, data: DataSplits) -> DataSplits:
 
 def check_data(config: RunConfig, data: DataSplits) -> None:
     """Refuse data that the model or likelihood cannot explain, with a one-line reason."""
+    if data.value_range == TOKENS:
+        raise DataError(f"{config.data.source} holds integer token sequences: no model kind reads them yet")
     if LIKELIHOODS[config.model.likelihood].support == "unit" and data.value_range not in (BINARY, UNIT):
         raise DataError(
             f"the {config.model.likelihood} likelihood needs data in [0, 1], but {config.data.source} has values outside it; "
@@ -248,12 +250,15 @@ def cut_lr(optimizer: torch.optim.Optimizer, factor: float, min_lr: float, patie
         log.info("no better validation loss for %d epochs: learning rate %.3g -> %.3g", patience, old, new)
 
 
-def training_batches(config: RunConfig, x, context, global_batch: int, device: torch.device, world) -> TrainingBatches:
-    """The run's training batches of ``x`` (with a conditional model's ``context``), this process's share."""
+def training_batches(
+    config: RunConfig, x, context, global_batch: int, device: torch.device, world, lengths: torch.Tensor | None = None
+) -> TrainingBatches:
+    """The run's training batches of ``x`` (with a conditional model's ``context`` and sequence ``lengths``), this process's share."""
     t = config.train
     return TrainingBatches(
         x,
         context=context,
+        lengths=lengths,
         global_batch=global_batch,
         seed=t.seed,
         device=device,
