@@ -44,7 +44,7 @@ M1_RECIPE = [
     "--batch-size", "100", "--lr", "1e-3", "--ema", "0.999", "--epochs", "300", "--patience", "30",
 ]  # fmt: skip
 M1M2_RECIPE = [
-    "--model", "m2", "--likelihood", "gaussian-learned", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
+    "--model", "m2", "--likelihood", "gaussian", "--sigma", "0.5", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
     "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000", "--patience", "60",
 ]  # fmt: skip
 
@@ -126,7 +126,9 @@ def run_m2(args) -> None:
         "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
     if on_codes:
-        record["m1_epochs"] = len(read_metrics(RUNS / f"m1-s{args.seed}" / "metrics.csv"))
+        m1_rows = read_metrics(RUNS / f"m1-s{args.seed}" / "metrics.csv")
+        record["m1_epochs"] = len(m1_rows)
+        record["m1_training_seconds"] = round(sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in m1_rows), 1)
     save_cell(name, record)
 
 
