@@ -71,12 +71,11 @@ def save_cell(key: str, record: dict) -> None:
 @torch.inference_mode()
 def test_error(run_dir: Path) -> float:
     """The best checkpoint's classifier error (%) on the MNIST test split."""
+    from vaekit.classification import classify
     from vaekit.runs import load
 
     run = load(run_dir)
-    test = run.load_data().test
-    predicted = torch.cat([run.model.classify(test.x[i : i + 1000]).logits.argmax(-1) for i in range(0, len(test), 1000)])
-    return 100.0 * float((predicted != test.y).double().mean())
+    return 100.0 * classify(run.model, run.load_data().test).error
 
 
 def train_or_resume(out: Path, args_new: list[str], threads: int) -> None:

@@ -40,20 +40,26 @@ def code_steps(train_means: torch.Tensor) -> dict:
     return {"units": units.tolist(), "mean": kept.mean(0).tolist(), "std": kept.std(0).tolist()}
 
 
-def encoded(run, data: Dataset, steps: dict) -> Dataset:
-    """``data`` with each example replaced by its code: the posterior mean under ``run``'s model, its active
-    units standardised as ``steps`` (``code_steps``) say, (N, len(units))."""
-    means = posterior_means(run.model, data)[:, steps["units"]]
-    codes = (means.double() - torch.tensor(steps["mean"], dtype=torch.float64)) / torch.tensor(steps["std"], dtype=torch.float64)
+def coded(data: Dataset, means: torch.Tensor, steps: dict) -> Dataset:
+    """``data`` with each example replaced by its code: its posterior means (N, L), the active units
+    standardised as ``steps`` (``code_steps``) say, (N, len(units))."""
+    kept = means[:, steps["units"]].double()
+    codes = (kept - torch.tensor(steps["mean"], dtype=torch.float64)) / torch.tensor(steps["std"], dtype=torch.float64)
     return Dataset(codes.float(), data.y, data.context)
 
 
+def encoded(run, data: Dataset, steps: dict) -> Dataset:
+    """``data`` encoded by ``run``'s model into codes (``coded``)."""
+    return coded(data, posterior_means(run.model, data), steps)
+
+
 def encoded_splits(run, splits: DataSplits, steps: dict | None = None) -> DataSplits:
-    """Every split of ``splits`` encoded by ``run`` (``encoded``; ``steps`` None: fitted on the training
-    split); the record says whose codes they are and keeps the steps (``info["codes"]``)."""
-    if steps is None:
-        steps = code_steps(posterior_means(run.model, splits.train))
-    parts = [None if part is None else encoded(run, part, steps) for part in (splits.train, splits.valid, splits.test)]
+    """Every split of ``splits`` encoded by ``run`` (each encoded once; ``steps`` None: fitted on the
+    training split's means); the record says whose codes they are and keeps the steps (``info["codes"]``)."""
+    splits_in = (splits.train, splits.valid, splits.test)
+    means = [None if part is None else posterior_means(run.model, part) for part in splits_in]
+    steps = code_steps(means[0]) if steps is None else steps
+    parts = [None if part is None else coded(part, m, steps) for part, m in zip(splits_in, means)]
     info = {
         **splits.info,
         "source": f"codes of {run.path}",

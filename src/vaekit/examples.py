@@ -19,7 +19,6 @@ import torch
 from vaekit.data.base import COLUMNS, LABELS, Dataset
 from vaekit.data.context import context_of, labels_of
 from vaekit.errors import ConfigError
-from vaekit.models.condition import predicted_labels
 
 
 def for_model(model, data: Dataset, where: str = "the data", *, keep_unlabelled: bool = False) -> Dataset:
@@ -57,9 +56,11 @@ def data_context(model, data: Dataset, where: str, *, keep_unlabelled: bool = Fa
     y = labels_of(data, model.classes, where, unlabelled=True)
     if keep_unlabelled or bool((y >= 0).all()):
         return y
+    from vaekit.classification import class_probabilities  # it reads datasets through this module
+
     y = y.clone()
     missing = (y < 0).nonzero().flatten()
-    y[missing] = predicted_labels(model, data.x, missing)
+    y[missing] = class_probabilities(model, Dataset(data.x[missing])).argmax(-1)  # argmax_y q(y|x)
     return y
 
 

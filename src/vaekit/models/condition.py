@@ -163,20 +163,6 @@ class ColumnsCondition(Condition):
         return value.float().cpu()
 
 
-@torch.inference_mode()
-def predicted_labels(model, x, rows: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """argmax_y q(y|x) (k,) of the examples ``rows`` (k,) of ``x`` (N, *shape) (a tensor or a memory-mapped array)."""
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [
-            model.classify(x[rows[i : i + batch_size]].to(model.device)).logits.argmax(-1).cpu() for i in range(0, len(rows), batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-
-
 def chosen_context(model, value: int | torch.Tensor | None) -> int | torch.Tensor | None:
     """The context a view of ``model`` was asked to decode with (``--class C``: a class; ``--context``:
     a standardised context vector (K,)), checked; None (nothing asked) stays None. A one-line
