@@ -266,7 +266,7 @@ def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
     from vaekit.errors import ConfigError
     from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, POSTERIORS, PRIORS
 
-    assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet"] and POSTERIORS.names() == ["ae", "vae"]
+    assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet", "study-conv"] and POSTERIORS.names() == ["ae", "vae"]
     assert PRIORS.names() == ["conditional", "mixture", "normal", "vampprior"] and CONDITIONS.names() == ["columns", "label"]
     assert "identity" in ACTIVATIONS.names()
     for field, words in (

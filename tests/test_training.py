@@ -480,3 +480,22 @@ def test_dropout_is_on_in_every_training_step_and_off_in_validation(tmp_path, di
         seen = [training for e, training in modes if e == epoch]
         assert seen.count(True) == 2 * steps and seen.count(False) > 0  # two Dropout modules a step; validation without
     assert not trainer.model.training  # the trained model is handed back for evaluation
+
+
+def test_epoch_steps_make_an_epoch_a_step_budget_drawn_from_a_fresh_order(tmp_path):
+    from vaekit.data.batches import TrainingBatches
+
+    x = torch.arange(1000.0).unsqueeze(1)  # (N, 1): each example its own row number
+    batches = TrainingBatches(x, global_batch=64, seed=0, device=torch.device("cpu"), epoch_steps=3)
+    assert batches.steps_per_epoch == 3 and len(batches) == 3 * 64
+    first, second = ([b.inputs.flatten() for _, b in batches.epoch(e)] for e in (0, 1))
+    assert len(first) == 3 and all(len(b) == 64 for b in first)
+    assert len(set(torch.cat(first).tolist())) == 192  # without replacement within an epoch
+    assert not torch.equal(torch.cat(first), torch.cat(second))  # each epoch its own order
+    whole = TrainingBatches(x, global_batch=64, seed=0, device=torch.device("cpu"), epoch_steps=100)
+    assert whole.steps_per_epoch == 16 and len(whole) == 1000  # a cap above one pass changes nothing
+
+    run = train(small_config(epochs=2, epoch_steps=4), out=tmp_path / "run", data=load_data("digits"), progress=False)
+    assert [row["step"] for row in run.metrics()] == [4, 8]
+    with pytest.raises(ConfigError, match="epoch steps must be >= 0"):
+        train(small_config(epoch_steps=-1), data=load_data("digits"), progress=False)

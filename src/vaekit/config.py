@@ -22,6 +22,7 @@ from vaekit.errors import ConfigError
 CONFIG_VERSION = 2  # the layout of config.json; older layouts are migrated on read (MIGRATIONS)
 PRECISIONS = ("fp32", "bf16")  # TrainConfig.precision
 NONFINITE_POLICIES = ("stop", "skip")  # TrainConfig.nonfinite
+TC_ESTIMATORS = ("mws", "mss")  # TrainConfig.tc_estimator: minibatch-weighted or minibatch-stratified sampling
 CONV_DEFAULT_CHANNELS = (32, 64)  # ModelConfig.hidden of a convolutional network when none is given (vaekit train --arch conv)
 
 
@@ -269,6 +270,9 @@ class TrainConfig:
     """How to train.
 
     epochs, batch_size, lr, weight_decay: Adam settings and length.
+    epoch_steps: end each epoch (validation, checkpoint, early stopping) after this many steps, drawn
+        from a fresh seeded order of the training split each epoch: a step budget for datasets of
+        hundreds of thousands of examples (dSprites: 11,520 steps of 64 a pass); 0: an epoch is one pass.
     adam_betas, adam_eps: Adam's moment decays (β1, β2) and the ε added to the root of the second
         moment. ε is in the units of the gradient of the per-example mean loss; a larger one damps the
         steps of parameters whose gradients are tiny (the IWAE paper's code: β1 0.99, ε 1e-4 on a
@@ -276,7 +280,8 @@ class TrainConfig:
     objective: what training minimises, a name of ``vaekit.objectives.OBJECTIVES`` (``elbo``: the
         ELBO averaged over ``n_samples``; ``iw``: the importance-weighted bound over ``n_samples``
         (IWAE) and its variants below). Each objective reads the settings it uses and checks them.
-    beta: weight of the KL term (β-VAE); ignored by an ``ae``.
+    beta: weight of the KL term (β-VAE); ignored by an ``ae``; with ``beta-tcvae`` the weight of the
+        total correlation alone, the KL's other parts weighted by ``mi_weight`` and ``dimkl_weight``.
     warmup_epochs: β rises linearly from 0 to ``beta`` over this many epochs (0: off).
     n_samples: latent samples per example in the objective.
     iw_groups: with ``iw``, split the samples into this many groups and average their IW bounds
@@ -292,6 +297,28 @@ class TrainConfig:
         encoder: log q(z|x) in the KL is taken with the posterior's parameters stopped (the Monte
         Carlo KL, same values, lower-variance gradient). A Gaussian posterior (one or several
         layers, no flow) trained on the averaged ELBO.
+    tc_estimator: with ``beta-tcvae`` (β-TCVAE of Chen et al. 2018), how log q(z) and log q(z_j) of the
+        aggregate posterior are estimated over the minibatch: ``mss`` (minibatch-stratified sampling, the
+        default: its weights add up to one, so the reported terms read as nats) or ``mws``
+        (minibatch-weighted sampling, the paper's and disentanglement_lib's: the same gradients, but
+        the reported terms are offset by multiples of log N; ``vaekit.objectives.tcvae``). There ``beta`` weighs the total
+        correlation alone.
+    mi_weight, dimkl_weight: with ``beta-tcvae``, α and γ: the weights of the index-code mutual
+        information and of the dimension-wise KL (1 and 1, with β = 1: the ELBO).
+    tc_dataset_size: with ``beta-tcvae``, N, the examples the aggregate posterior q(z) is over; None:
+        the training examples, resolved from the data when training starts.
+    factor_gamma: with ``factor-vae`` (FactorVAE of Kim & Mnih 2018), γ: the weight of the
+        discriminator's density-ratio estimate of the total correlation, added to the ELBO's loss.
+    discriminator_hidden, discriminator_lr, discriminator_betas: with ``factor-vae``, the discriminator
+        (an MLP with leaky ReLUs and two logits: the study's is 6 layers of 1000) and its Adam's
+        learning rate and moment decays (the study's: 1e-4, (0.5, 0.9)); the rest of its Adam is the run's.
+    dip_lambda_od, dip_lambda_d: with ``dip-vae-i`` and ``dip-vae-ii`` (Kumar et al. 2018), λ_od and
+        λ_d: the weights of the squared off-diagonal entries of the covariance of the posterior means
+        (I) or of the aggregate posterior (II) and of its squared diagonal's distance to 1; λ_d None:
+        10·λ_od for I, λ_od for II (the study's).
+    capacity_gamma, capacity_max, capacity_steps: with ``annealed-vae`` (Burgess et al. 2018), the loss
+        −E_q log p(x|z) + γ·|KL − C|, the capacity C rising linearly from 0 to ``capacity_max`` nats
+        over ``capacity_steps`` training steps (0: at once); the study's γ = 1000, C_max 5 or 25, 100,000 steps.
     noise, noise_level: input corruption for denoising training, a name of ``vaekit.corruption.CORRUPTIONS``
         (the level is a std or a probability); the target stays clean.
     grad_clip: clip the gradient norm to this (0: off).
@@ -323,6 +350,9 @@ class TrainConfig:
     """
 
     epochs: int = field(default=30, metadata=flag("training epochs ({default})"))
+    epoch_steps: int = field(
+        default=0, metadata=flag("end each epoch after this many steps, drawn from a fresh order of the data (0: one pass; {default})")
+    )
     batch_size: int = field(default=100, metadata=flag("examples per step and process ({default}); with N processes a step takes N x this"))
     lr: float = field(default=1e-3, metadata=flag("Adam learning rate ({default})"))
     weight_decay: float = field(default=0.0, metadata=flag("Adam weight decay ({default})"))
@@ -336,7 +366,10 @@ class TrainConfig:
         default="elbo",
         metadata=flag("what training minimises: {names} ({default}; --iw-samples K chooses iw)", choices="objectives", metavar="NAME"),
     )
-    beta: float = field(default=1.0, metadata=flag("KL weight β ({default})"))
+    beta: float = field(
+        default=1.0,
+        metadata=flag("KL weight β ({default}); with --objective beta-tcvae, the weight of the total correlation alone"),
+    )
     warmup_epochs: int = field(
         default=0, metadata=flag("KL warm-up: β rises linearly from 0 over this many epochs ({default})", name="warmup")
     )
@@ -366,6 +399,75 @@ class TrainConfig:
         metadata=flag(
             "the path-derivative ('sticking the landing') gradient: log q(z|x) in the KL with the posterior's parameters stopped"
         ),
+    )
+    tc_estimator: str = field(
+        default="mss",
+        metadata=flag(
+            "with --objective beta-tcvae: how log q(z) is estimated over the minibatch: mss (minibatch-stratified sampling) "
+            "or mws (minibatch-weighted sampling, the paper's; its reported terms are offset by multiples of log N) ({default})",
+            choices=TC_ESTIMATORS,
+        ),
+    )
+    mi_weight: float = field(
+        default=1.0,
+        metadata=flag(
+            "with --objective beta-tcvae: α, the weight of the index-code mutual information ({default}; --beta weighs the "
+            "total correlation)",
+            metavar="A",
+        ),
+    )
+    dimkl_weight: float = field(
+        default=1.0, metadata=flag("with --objective beta-tcvae: γ, the weight of the dimension-wise KL ({default})", metavar="G")
+    )
+    tc_dataset_size: int | None = field(
+        default=None,
+        metadata=flag(
+            "with --objective beta-tcvae: N, the examples the aggregate posterior q(z) is over (default: the training examples)",
+            metavar="N",
+        ),
+    )
+    factor_gamma: float = field(
+        default=10.0,
+        metadata=flag(
+            "with --objective factor-vae: γ, the weight of the discriminator's estimate of the total correlation ({default})",
+            metavar="G",
+        ),
+    )
+    discriminator_hidden: tuple[int, ...] = field(
+        default=(1000,) * 6,
+        metadata=flag("with --objective factor-vae: the discriminator's hidden sizes (default 6 layers of 1000)", metavar="H"),
+    )
+    discriminator_lr: float = field(
+        default=1e-4, metadata=flag("with --objective factor-vae: the discriminator's Adam learning rate ({default})", metavar="LR")
+    )
+    discriminator_betas: tuple[float, float] = field(
+        default=(0.5, 0.9),
+        metadata=flag("with --objective factor-vae: the discriminator's Adam moment decays ({default})", metavar=("B1", "B2")),
+    )
+    dip_lambda_od: float = field(
+        default=10.0,
+        metadata=flag(
+            "with --objective dip-vae-i or dip-vae-ii: λ_od, the weight of the covariance's squared off-diagonal entries ({default})",
+            metavar="L",
+        ),
+    )
+    dip_lambda_d: float | None = field(
+        default=None,
+        metadata=flag(
+            "with --objective dip-vae-i or dip-vae-ii: λ_d, the weight of the covariance's squared diagonal distance to 1 "
+            "(default: 10 x λ_od for dip-vae-i, λ_od for dip-vae-ii)",
+            metavar="L",
+        ),
+    )
+    capacity_gamma: float = field(
+        default=1000.0, metadata=flag("with --objective annealed-vae: γ, the weight of |KL - C| ({default})", metavar="G")
+    )
+    capacity_max: float = field(
+        default=25.0, metadata=flag("with --objective annealed-vae: the capacity C's final value in nats ({default})", metavar="C")
+    )
+    capacity_steps: int = field(
+        default=100_000,
+        metadata=flag("with --objective annealed-vae: the training steps over which C rises from 0 ({default}; 0: at once)", metavar="N"),
     )
     noise: str = field(
         default="none",
@@ -592,6 +694,7 @@ def validate(config: RunConfig) -> None:
             f"dropout must be one or two probabilities (encoder, decoder) in [0, 1), got {' '.join(map(str, m.dropout))}",
         ),
         (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
+        (t.epoch_steps >= 0, f"epoch steps must be >= 0 (0: one pass over the data), got {t.epoch_steps}"),
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
         (t.lr > 0, f"learning rate must be positive, got {t.lr}"),
         (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),

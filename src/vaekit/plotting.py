@@ -330,24 +330,47 @@ def _zoom(ax, values: list[float]) -> None:
         ax.set_ylim(lo - 0.05 * (top - lo), top)
 
 
-def confusion_matrix(counts: np.ndarray, names: Sequence[str], *, title: str = "") -> np.ndarray:
-    """A confusion matrix (K, K) of counts (row: true class, column: predicted) as a heat map with each
-    cell's count written in it -> uint8 (H, W, 3)."""
-    counts = np.asarray(counts)
-    k = len(counts)
-    side = max(4.0, 0.45 * k + 2.0)
-    fig = _figure(side + 0.8, side)
+def heatmap(
+    shares: np.ndarray,
+    *,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    axes: tuple[str, str],
+    cells: np.ndarray | None = None,
+    scale: str = "",
+    title: str = "",
+) -> np.ndarray:
+    """A matrix (R, K) of values in [0, 1] as a heat map -> uint8 (H, W, 3).
+
+    rows, columns: the names along the y and x axes; axes: their titles (y, x).
+    cells: the text written in each cell (R, K) (empty strings for none; default: the values, 2 decimals).
+    scale: the colour bar's label.
+    """
+    shares = np.asarray(shares, dtype=float)
+    r, k = shares.shape
+    cells = np.vectorize(lambda v: f"{v:.2f}")(shares) if cells is None else np.asarray(cells)
+    fig = _figure(max(4.0, 0.5 * k + 2.6), max(3.0, 0.4 * r + 1.8))
     ax = fig.add_subplot()
-    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)  # each true class's row as shares
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, label="share of the true class", shrink=0.8)
-    for (i, j), n in np.ndenumerate(counts):
-        if n:
-            ax.text(j, i, str(int(n)), ha="center", va="center", fontsize=8, color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_xticks(range(k), labels=list(names), rotation=90 if max(map(len, names)) > 3 else 0)
-    ax.set_yticks(range(k), labels=list(names))
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    fig.colorbar(image, ax=ax, label=scale, shrink=0.8)
+    for (i, j), text in np.ndenumerate(cells):
+        if text:
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), labels=list(columns), rotation=90 if max(map(len, columns)) > 3 and k > 6 else 0)
+    ax.set_yticks(range(r), labels=list(rows))
+    ax.set_ylabel(axes[0])
+    ax.set_xlabel(axes[1])
     if title:
         ax.set_title(title, fontsize=11)
     return figure_array(fig)
+
+
+def confusion_matrix(counts: np.ndarray, names: Sequence[str], *, title: str = "") -> np.ndarray:
+    """A confusion matrix (K, K) of counts (row: true class, column: predicted) as a heat map of each
+    true class's shares with each cell's count written in it -> uint8 (H, W, 3)."""
+    counts = np.asarray(counts)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)  # each true class's row as shares
+    cells = np.where(counts > 0, counts.astype(int).astype(str), "")
+    return heatmap(
+        shares, rows=names, columns=names, axes=("true class", "predicted class"), cells=cells, scale="share of the true class", title=title
+    )

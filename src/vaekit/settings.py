@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from vaekit.config import RunConfig
 from vaekit.models import ENCODERS, LIKELIHOODS, MODEL_KINDS, PRIORS
-from vaekit.objectives import ImportanceWeighted, SemiSupervisedBound
+from vaekit.objectives import DIPVAEI, DIPVAEII, AnnealedVAE, BetaTCVAE, FactorVAE, ImportanceWeighted, SemiSupervisedBound
 
 
 def _stochastic(c: RunConfig) -> bool:
@@ -30,9 +30,22 @@ def _semi_supervised(c: RunConfig) -> bool:
     return c.train.objective == SemiSupervisedBound.name or MODEL_KINDS[c.model.kind].objective == SemiSupervisedBound.name
 
 
+def _kl_weighted(c: RunConfig) -> bool:
+    return _stochastic(c) and c.train.objective != AnnealedVAE.name
+
+
+def _objective(*objectives: type) -> Callable[[RunConfig], bool]:
+    """Whether the run trains with one of ``objectives``."""
+    names = {o.name for o in objectives}
+    return lambda c: c.train.objective in names
+
+
 def _plateau(c: RunConfig) -> bool:
     return c.train.lr_patience > 0
 
+
+_TCVAE, _FACTOR, _DIP, _ANNEALED = _objective(BetaTCVAE), _objective(FactorVAE), _objective(DIPVAEI, DIPVAEII), _objective(AnnealedVAE)
+_KL_WEIGHT = f"--model vae (a plain autoencoder has no KL term) and an objective with a KL weight (not --objective {AnnealedVAE.name})"
 
 # (section, field) -> (whether the config uses it, what it needs, in the CLI's words)
 TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
@@ -47,9 +60,22 @@ TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
     ("model", "likelihood_scale"): (lambda c: LIKELIHOODS[c.model.likelihood].takes_scale, "--likelihood gaussian or gaussian-shared"),
     ("model", "hierarchy"): (_layered, "several latent layers (--latent-dim L1 L2 ...)"),
     ("model", "latent_hidden"): (_layered, "several latent layers (--latent-dim L1 L2 ...)"),
-    ("model", "conv_dense"): (lambda c: ENCODERS[c.model.arch].needs_images, "a convolutional network (--arch conv or resnet)"),
-    ("train", "beta"): (_stochastic, "--model vae (a plain autoencoder has no KL term)"),
-    ("train", "warmup_epochs"): (_stochastic, "--model vae (a plain autoencoder has no KL term)"),
+    ("model", "conv_dense"): (
+        lambda c: ENCODERS[c.model.arch].needs_images and not ENCODERS[c.model.arch].fixed_layout,
+        "a convolutional network (--arch conv or resnet)",
+    ),
+    ("train", "beta"): (_kl_weighted, _KL_WEIGHT),
+    ("train", "warmup_epochs"): (_kl_weighted, _KL_WEIGHT),
+    **{
+        ("train", name): (_TCVAE, f"--objective {BetaTCVAE.name}")
+        for name in ("tc_estimator", "mi_weight", "dimkl_weight", "tc_dataset_size")
+    },
+    **{
+        ("train", name): (_FACTOR, f"--objective {FactorVAE.name}")
+        for name in ("factor_gamma", "discriminator_hidden", "discriminator_lr", "discriminator_betas")
+    },
+    **{("train", name): (_DIP, f"--objective {DIPVAEI.name} or {DIPVAEII.name}") for name in ("dip_lambda_od", "dip_lambda_d")},
+    **{("train", name): (_ANNEALED, f"--objective {AnnealedVAE.name}") for name in ("capacity_gamma", "capacity_max", "capacity_steps")},
     ("model", "logvar_range"): (_stochastic, "--model vae (a plain autoencoder has no variance)"),
     ("model", "context_dim"): (lambda c: c.model.condition != "none" or MODEL_KINDS[c.model.kind].condition is not None, "--condition"),
     ("train", "alpha"): (_semi_supervised, "--model m2"),

@@ -1,10 +1,12 @@
 """Datasets as tensors: ``load_data(source)`` gives train/valid/test splits and a record of how they were made.
 
-Sources: "digits" (embedded, the default), "mnist", "fashion-mnist", "binarized-mnist", or a
-path to an .npy/.npz/.amat/.csv/IDX file or a folder of images. See ``load_data``.
+Sources: "digits" (embedded, the default), "mnist", "fashion-mnist", "binarized-mnist", "dsprites"
+(and "color-dsprites", "noisy-dsprites": generated, or the original file), or a path to an
+.npy/.npz/.amat/.csv/IDX file or a folder of images. See ``load_data``. Data made from known factors
+of variation (dsprites) carries them (``Dataset.factors``) and is read by factor through a ``FactorSpace``.
 """
 
-from vaekit.data import digits, mnist  # noqa: F401  (importing them registers their datasets)
+from vaekit.data import digits, dsprites, mnist  # noqa: F401  (importing them registers their datasets)
 from vaekit.data.base import (
     BINARY,
     REAL,
@@ -20,6 +22,8 @@ from vaekit.data.base import (
     split_parts,
 )
 from vaekit.data.download import download_dataset
+from vaekit.data.dsprites import factor_space
+from vaekit.data.factors import Factor, FactorSpace
 from vaekit.data.idx import read_idx
 from vaekit.data.mnist import data_root
 from vaekit.data.sources import SourceSettings, load_data, load_examples
@@ -32,9 +36,12 @@ __all__ = [
     "UNLABELLED",
     "DataSplits",
     "Dataset",
+    "Factor",
+    "FactorSpace",
     "data_root",
     "dataset_names",
     "download_dataset",
+    "factor_space",
     "get_loader",
     "keep_labels",
     "load_data",

@@ -49,6 +49,11 @@ class Dataset:
     lengths: optional (N,) int64 sequence lengths of examples padded to a common length T
         (token sequences: example i is ``x[i, :lengths[i]]``), each in 1..T; None for fixed-size examples.
 
+    factors: optional (N, F) int64 classes of each example's F factors of variation (a dataset made
+        from known factors, such as dsprites: its shape, scale, ... class); the record's
+        ``info["factors"]`` describes them (``vaekit.data.factors``). Not labels: ``y`` stays what a
+        classifier is trained on, and is None for such data unless it has labels too.
+
     conditioned_on: what a conditional model is given with each example, as ``batches`` carry it:
         ``LABELS`` (its label y) or ``COLUMNS`` (its context vector); None: nothing (an unconditional
         model, or a split no model has read yet). ``vaekit.examples.for_model`` decides it for a model.
@@ -59,6 +64,7 @@ class Dataset:
     context: torch.Tensor | None = None
     conditioned_on: Literal["labels", "columns"] | None = None
     lengths: torch.Tensor | None = None
+    factors: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
@@ -71,6 +77,10 @@ class Dataset:
             raise DataError(f"a split conditioned on its {self.conditioned_on} needs them, and this one has none")
         if self.lengths is not None:
             check_lengths(self.lengths, self.x)
+        if self.factors is not None and (self.factors.dim() != 2 or len(self.factors) != len(self.x)):
+            raise DataError(f"{len(self.x)} examples but factors of shape {tuple(self.factors.shape)}")
+        if self.factors is not None and (self.factors.is_floating_point() or self.factors.dtype == torch.bool):
+            raise DataError(f"factors must be integer classes, got {self.factors.dtype}")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -98,9 +108,9 @@ class Dataset:
         return self.y if self.conditioned_on == LABELS else self.context if self.conditioned_on == COLUMNS else None
 
     def _with(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Dataset:
-        """The split with examples ``x`` and ``fn`` applied to each per-example field it has (y, context, lengths)."""
-        y, context, lengths = (None if t is None else fn(t) for t in (self.y, self.context, self.lengths))
-        return Dataset(x, y, context, self.conditioned_on, lengths)
+        """The split with examples ``x`` and ``fn`` applied to each per-example field it has (y, context, lengths, factors)."""
+        y, context, lengths, factors = (None if t is None else fn(t) for t in (self.y, self.context, self.lengths, self.factors))
+        return Dataset(x, y, context, self.conditioned_on, lengths, factors)
 
     def subset(self, index: torch.Tensor) -> Dataset:
         return self._with(self.x[index], lambda t: t[index])
@@ -327,7 +337,9 @@ def describe(
         seed: the seed of the validation split (``info["split_seed"]``).
         datasets: the splits by name ("train", "valid", maybe "test"; a missing or None split has size None).
         loader_info: what the loader recorded (``files``, ``valid_fraction``, a named dataset's
-            ``class_names``, ...), kept after ``split_seed`` and before the keys made here.
+            ``class_names``, the ``factors`` of data made from known factors of variation (one
+            ``{"name", "values", "classes"}`` per column of ``Dataset.factors``: ``factors.Factor.record``),
+            ...), kept after ``split_seed`` and before the keys made here.
         value_range: ``BINARY``, ``UNIT``, ``REAL`` or ``TOKENS`` (``info["value_range"]``).
         binarize: dynamic binarization was asked for (``info["dynamic_binarization"]``).
         preprocessing: how the examples were prepared (``info["preprocessing"]``); its ``classes``,

@@ -79,6 +79,8 @@ class TrainingBatches:
         an epoch is then one pass over the unlabelled examples.
     lengths: (N,) sequence lengths to carry with the examples (``Batch.lengths``), or None.
     steps: binarization and input corruption (``InputSteps``).
+    epoch_steps: end each epoch after this many steps, its batches the first of that epoch's seeded
+        order (a large dataset then validates and checkpoints more often); 0: one pass over the data.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class TrainingBatches:
         rank: int = 0,
         world: int = 1,
         steps: InputSteps = InputSteps(),
+        epoch_steps: int = 0,
     ):
         self.streaming = isinstance(x, MappedArray)  # read from disk batch by batch
         self.x = x if self.streaming else x.to(device)
@@ -106,13 +109,13 @@ class TrainingBatches:
             if bool(known.any()) and not bool(known.all()):  # partly labelled: half of each batch labelled
                 self.labelled_pool, self.unlabelled_pool = known.nonzero().flatten(), (~known).nonzero().flatten()
         if self.labelled_pool is None:
-            self.steps_per_epoch = math.ceil(len(x) / global_batch)
-            self.rows = len(x)
+            self.steps_per_epoch = _capped(math.ceil(len(x) / global_batch), epoch_steps)
+            self.rows = min(len(x), self.steps_per_epoch * global_batch)
         else:
             self.labelled_rows = max(1, global_batch // 2)
             unlabelled_rows = max(1, global_batch - self.labelled_rows)
-            self.steps_per_epoch = math.ceil(len(self.unlabelled_pool) / unlabelled_rows)
-            self.rows = len(self.unlabelled_pool) + self.steps_per_epoch * self.labelled_rows
+            self.steps_per_epoch = _capped(math.ceil(len(self.unlabelled_pool) / unlabelled_rows), epoch_steps)
+            self.rows = min(len(self.unlabelled_pool), self.steps_per_epoch * unlabelled_rows) + self.steps_per_epoch * self.labelled_rows
 
     def __len__(self) -> int:
         """The examples of one epoch (over all processes; labelled ones counted each time they are drawn)."""
@@ -154,3 +157,8 @@ class TrainingBatches:
         context = None if self.context is None else self.context.index_select(0, idx.to(self.context.device))  # (B,) or (B, K)
         lengths = None if self.lengths is None else self.lengths.index_select(0, idx.to(self.lengths.device))  # (B,)
         return self.steps(x, context, weight, lengths)
+
+
+def _capped(steps: int, epoch_steps: int) -> int:
+    """An epoch's steps: a pass over the data (``steps``), or ``epoch_steps`` where that is fewer (0: no cap)."""
+    return min(steps, epoch_steps) if epoch_steps else steps

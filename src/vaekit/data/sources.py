@@ -104,6 +104,8 @@ def load_data(
     if source in dataset_names():
         loader = get_loader(source)
         splits = loader(data_dir=s.data_dir, valid_fraction=s.valid_fraction, seed=s.seed, preprocessing=options, download=s.download)
+        if splits.streaming:  # memory-mapped by its loader (dsprites), which checked the values and made the record
+            return DataSplits(splits.train, splits.valid, splits.test, {**splits.info, "dynamic_binarization": bool(binarize)})
         name = source
     else:
         path = resolve_path(source)

@@ -39,7 +39,7 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -107,16 +107,30 @@ def _example_shape(raw: tuple[int, ...], layout: str | None) -> tuple[int, ...]:
     return (raw[2], raw[0], raw[1]) if layout == "nhwc" else raw
 
 
-class _Source:
-    """Shards concatenated along the example axis, with the conversion steps they share."""
+class RowTransform(Protocol):
+    """A change made to every example as it is read (``map_npy``): ``transform(x, rows)`` takes the
+    converted examples x (k, *shape) float32 and their source row numbers rows (k,) int64 (so a change
+    that differs per example is a function of the row alone) and returns (k, *out_shape(shape))."""
 
-    def __init__(self, shards: list[_Shard], steps: dict[str, Any], where: str):
+    def __call__(self, x: torch.Tensor, rows: np.ndarray) -> torch.Tensor: ...
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]: ...
+
+
+class _Source:
+    """Shards concatenated along the example axis, with the conversion steps they share
+    (and, from ``map_npy``, a ``RowTransform`` applied after them)."""
+
+    def __init__(self, shards: list[_Shard], steps: dict[str, Any], where: str, transform: RowTransform | None = None):
         self.shards = shards
         self.steps = steps  # to_tensor's input_dtype, divide_by, layout
         self.where = where
+        self.transform = transform
         self.starts = np.cumsum([0] + [len(s.array) for s in shards])  # (S+1,) first row of each shard
         self.raw_shape = shards[0].array.shape[1:]
         self.example_shape = _example_shape(self.raw_shape, steps.get("layout"))
+        if transform is not None:
+            self.example_shape = transform.out_shape(self.example_shape)
         self.row_bytes = shards[0].array.dtype.itemsize * math.prod(self.raw_shape)
 
     def __len__(self) -> int:
@@ -209,9 +223,9 @@ class MappedArray:
                 raise IndexError(f"index out of range for {n} examples")
         if len(positions) == 0:
             return torch.empty((0, *self.shape[1:]))
-        raw = self._source.read(self._rows(positions))
-        x, _ = to_tensor(raw, self._source.where, saved=self._source.steps)
-        return x  # (k, *shape)
+        rows = self._rows(positions)
+        x, _ = to_tensor(self._source.read(rows), self._source.where, saved=self._source.steps)
+        return x if self._source.transform is None else self._source.transform(x, rows)  # (k, *shape)
 
     def labels_of(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """This view's rows of ``labels`` (one per source row), or None."""
@@ -347,6 +361,14 @@ def use_memmap(path: Path, memmap: bool | None, options: dict[str, Any]) -> bool
     if not memmap and is_folder:
         raise DataError(f"{path}: a folder of .npy shards is always read memory-mapped")
     return bool(memmap)
+
+
+def map_npy(path: Path, steps: dict[str, Any], transform: RowTransform | None = None) -> MappedArray:
+    """One C-ordered ``.npy`` file memory-mapped as a ``MappedArray``, converted by known ``steps``
+    (``to_tensor``'s input_dtype, divide_by, layout) and then ``transform`` (None: nothing), without
+    the pass over the values that ``load_mapped`` makes: for files whose values are known (a cache
+    vaekit wrote and checked itself, as ``vaekit.data.dsprites`` does)."""
+    return MappedArray(_Source([_open_shard(path)], steps, str(path), transform))
 
 
 def _open_source(files: list[Path], options: dict[str, Any], where: str) -> tuple[_Source, str]:

@@ -43,9 +43,12 @@ class Encoder(nn.Module, ABC):
     """Interface: x (B, *input_shape) -> features (B, ``out_features``).
 
     needs_images: the network only works on (C, H, W) data.
+    fixed_layout: its layers are a paper's, fixed: it reads none of the size settings (``hidden``,
+        ``activation``, ``conv_dense``, ``dropout``).
     """
 
     needs_images: ClassVar[bool] = False
+    fixed_layout: ClassVar[bool] = False
     out_features: int
 
     @classmethod
@@ -241,6 +244,88 @@ class ConvDecoder(Decoder):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)  # (B, k*C, H, W), channels-last in memory
+        return out.reshape(len(z), self.k, *self.output_shape)  # (B, k, C, H, W)
+
+    @torch.no_grad()
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """Set the last layer's per-channel bias to the spatial mean of ``params`` (k, C, H, W)."""
+        self.net[-1].bias.copy_(params.mean((-2, -1)).flatten())
+
+
+STUDY_CHANNELS = (32, 32, 64, 64)  # the study network's conv channels, nearest the data first
+STUDY_DENSE = 256  # its dense layer between the convolutions and the latent
+STUDY_STRIDE = 2 ** len(STUDY_CHANNELS)  # H and W must be multiples of this (16)
+
+
+def check_study_shape(cls: type, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) of images whose sides the four stride-2 stages halve exactly; a ``ConfigError`` otherwise."""
+    check_image_shape(cls, shape)
+    c, h, w = shape
+    if h % STUDY_STRIDE or w % STUDY_STRIDE:
+        raise ConfigError(
+            f"the {cls.name} network needs images whose height and width are multiples of {STUDY_STRIDE} (64 x 64 in the study), "
+            f"got {h} x {w}; resize them with --image-size"
+        )
+    return c, h, w
+
+
+@ENCODERS.register("study-conv")
+class StudyConvEncoder(Encoder):
+    """The encoder of Locatello et al. 2019's study (disentanglement_lib's ``conv_encoder``), for 64 x 64
+    images (any H, W divisible by 16): x (B, C, H, W) -> Conv2d 4x4 stride 2 with 32, 32, 64, 64
+    channels, each with a ReLU -> flatten -> Linear 256 -> ReLU -> features (B, 256). Its layers are
+    fixed: ``hidden``, ``activation``, ``conv_dense`` and ``dropout`` do not apply."""
+
+    needs_images = True
+    fixed_layout = True
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for out in STUDY_CHANNELS:
+            layers += [nn.Conv2d(c, out, kernel_size=4, stride=2, padding=1), nn.ReLU()]  # halves H and W
+            c = out
+        grid = c * (h // STUDY_STRIDE) * (w // STUDY_STRIDE)
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(grid, STUDY_DENSE), nn.ReLU())
+        self.out_features = STUDY_DENSE
+        self.to(memory_format=torch.channels_last)  # as in ConvEncoder
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> StudyConvEncoder:
+        return cls(check_study_shape(cls, tuple(config.input_shape)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 256)
+
+
+@DECODERS.register("study-conv")
+class StudyConvDecoder(Decoder):
+    """The decoder of Locatello et al. 2019's study (disentanglement_lib's ``deconv_decoder``): z (B, L)
+    -> Linear 256 -> ReLU -> Linear 64·(H/16)·(W/16) -> ReLU -> (B, 64, H/16, W/16) -> ConvTranspose2d
+    4x4 stride 2 with 64, 32, 32 channels (ReLU after each), then to k·C -> (B, k, C, H, W) (the
+    likelihood's parameters: Bernoulli logits in the study)."""
+
+    needs_images = True
+
+    def __init__(self, latent_dim: int, output_shape: tuple[int, int, int], k: int):
+        super().__init__()
+        c_out, h, w = output_shape
+        self.output_shape, self.k = output_shape, k
+        rev = list(reversed(STUDY_CHANNELS))  # 64, 64, 32, 32
+        grid = (rev[0], h // STUDY_STRIDE, w // STUDY_STRIDE)
+        layers = latent_to_grid(latent_dim, STUDY_DENSE, "relu", grid, activate=True)
+        for c, nxt in zip(rev, [*rev[1:], k * c_out]):
+            layers += [nn.ConvTranspose2d(c, nxt, kernel_size=4, stride=2, padding=1), nn.ReLU()]  # doubles H and W
+        self.net = nn.Sequential(*layers[:-1])  # no ReLU after the last
+        self.to(memory_format=torch.channels_last)  # as in ConvEncoder
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, params_per_output: int) -> StudyConvDecoder:
+        return cls(config.latent_dim, check_study_shape(cls, tuple(config.input_shape)), params_per_output)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.net(z)  # (B, k*C, H, W)
         return out.reshape(len(z), self.k, *self.output_shape)  # (B, k, C, H, W)
 
     @torch.no_grad()

@@ -3,8 +3,10 @@
 ``base`` holds the interface (``Objective``, ``OBJECTIVES``, ``Terms``, ``Draws``, the default
 training step); ``elbo`` the ELBO family (VAE, β-VAE, several samples, STL, the plain AE);
 ``importance`` the importance-weighted family (IWAE, MIWAE, CIWAE, PIWAE); ``semisupervised`` the
-M2 bound for partly labelled data; ``estimate`` the pieces
-they share. A new objective is one file with one registered class (docs/contributing.md).
+M2 bound for partly labelled data; ``tcvae``, ``factorvae``, ``dipvae`` and ``capacity`` the
+disentangling objectives of Locatello et al. 2019's study (β-TCVAE, FactorVAE, DIP-VAE-I and -II,
+AnnealedVAE), on the pieces of ``regularised``; ``estimate`` the pieces the bounds share. A new
+objective is one file with one registered class (docs/contributing.md).
 """
 
 from __future__ import annotations
@@ -14,17 +16,27 @@ import torch
 from vaekit.data.batches import Batch
 from vaekit.errors import ConfigError
 from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, NamedTerms, Objective, StepContext, Terms, concatenated, objective_from_config
+from vaekit.objectives.capacity import AnnealedVAE
+from vaekit.objectives.dipvae import DIPVAE, DIPVAEI, DIPVAEII
 from vaekit.objectives.elbo import ELBO, ELBOTerms
 from vaekit.objectives.estimate import PathDerivative, StandardNormalDraws, closed_form_kl, kl_to_prior
+from vaekit.objectives.factorvae import FactorVAE
 from vaekit.objectives.importance import ImportanceWeighted
 from vaekit.objectives.semisupervised import SemiSupervisedBound
+from vaekit.objectives.tcvae import BetaTCVAE
 
 __all__ = [
+    "DIPVAE",
+    "DIPVAEI",
+    "DIPVAEII",
     "ELBO",
     "FRESH",
     "OBJECTIVES",
+    "AnnealedVAE",
+    "BetaTCVAE",
     "Draws",
     "ELBOTerms",
+    "FactorVAE",
     "ImportanceWeighted",
     "NamedTerms",
     "Objective",

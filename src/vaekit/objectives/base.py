@@ -96,6 +96,8 @@ class StepContext:
         when the run clips); False means the step is not applied. after_model_step: called once the
         model's optimizer has stepped (the weight average's update).
     prepare: applied to the model's gradients before its optimizer steps (gradient normalisation).
+    step: the training steps applied before this one (the run's global step, restored on ``--resume``),
+        for an objective that follows a schedule of its own (AnnealedVAE's capacity).
     """
 
     loss: Callable[[Batch, float | torch.Tensor], Terms]
@@ -104,6 +106,7 @@ class StepContext:
     healthy: Callable[[torch.Tensor, list[nn.Parameter]], bool]
     prepare: Callable[[], None]
     after_model_step: Callable[[], None]
+    step: int = 0
 
 
 class Objective(nn.Module, ABC):

@@ -158,6 +158,7 @@ class Trainer:
         for i, batch in self.batches.epoch(epoch, start=self.state.step_in_epoch):
             beta = beta_at(self.config, self.state.step, self.batches.steps_per_epoch)
             self.health.check = check_every_step or (i + 1) % refresh == 0
+            self.step_context.step = self.state.step
             terms = self.objective.step(self.step_context, batch, torch.tensor(beta) if t.compile else beta)
             if terms is None:
                 self._nonfinite(epoch, i)

@@ -265,6 +265,7 @@ def training_batches(
         rank=world.rank,
         world=world.size,
         steps=InputSteps(config.data.dynamic_binarize, t.noise, t.noise_level),
+        epoch_steps=t.epoch_steps,
     )
 
 
