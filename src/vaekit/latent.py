@@ -47,15 +47,23 @@ DEFAULT_P_RANGE = (0.05, 0.95)  # probability range of the quantile grids (as in
 
 
 @torch.inference_mode()
-def encode(model, data: Dataset, *, sample: bool = False, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+def encode(
+    model, data: Dataset, *, sample: bool = False, seed: int = 0, batch_size: int = 1000, index: torch.Tensor | None = None
+) -> torch.Tensor:
     """Codes of the N examples of ``data`` -> (N, L) on the CPU: posterior means, or one draw z ~ q(z|x)
     per example when ``sample`` (seeded, so the same call gives the same codes); a conditional model
-    encodes each example with its context."""
+    encodes each example with its context. index: (N,) encode only these examples, read a batch at a
+    time (a sample of a memory-mapped split is never held in memory whole)."""
     device = model.device
+    data = for_model(model, data)
+    if index is None:
+        batches = data.batches(batch_size, device)
+    else:
+        batches = (data.subset(index[s : s + batch_size]).batch(device) for s in range(0, len(index), batch_size))
     parts = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for batch in for_model(model, data).batches(batch_size, device):
+        for batch in batches:
             q = model.encode(batch.inputs, batch.context)
             parts.append((q.sample() if sample else q.mean).cpu())  # (B, L)
     return torch.cat(parts) if parts else torch.zeros(0, model.latent_dim)

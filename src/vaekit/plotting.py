@@ -82,12 +82,13 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 @lru_cache(maxsize=8)
 def _font(size: int):
+    from matplotlib import font_manager
     from PIL import ImageFont
 
-    try:
-        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType
-    except TypeError:  # pragma: no cover - very old Pillow
-        return ImageFont.load_default()
+    try:  # matplotlib's own DejaVu Sans: the same on every machine, with Greek letters (σ) that Pillow's default font lacks
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), size)
+    except (ValueError, OSError):  # pragma: no cover - a matplotlib without its fonts
+        return ImageFont.load_default(size=size)
 
 
 def _text_size(text: str, size: int = FONT_SIZE) -> tuple[int, int]:
@@ -356,7 +357,8 @@ def heatmap(
     for (i, j), text in np.ndenumerate(cells):
         if text:
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_xticks(range(k), labels=list(columns), rotation=90 if max(map(len, columns)) > 3 and k > 6 else 0)
+    crowded = sum(map(len, columns)) > 5 * k  # names too long to sit side by side
+    ax.set_xticks(range(k), labels=list(columns), rotation=30 if crowded else 0, ha="right" if crowded else "center")
     ax.set_yticks(range(r), labels=list(rows))
     ax.set_ylabel(axes[0])
     ax.set_xlabel(axes[1])

@@ -37,6 +37,7 @@ COMMANDS = {
     "report": ("latent", "one self-contained HTML report of a run"),
     "classify": ("classify", "a semi-supervised run's class predictions (CSV), accuracy and confusion matrix"),
     "analogies": ("classify", "each example's style z decoded as every class (PNG grid)"),
+    "disentanglement": ("disentanglement", "metrics of how a run's latent units separate known factors of variation (MIG, DCI, ...)"),
     "anomaly": ("anomaly", "anomaly scores per example, a threshold, a histogram, ROC AUC with labels"),
     "explore": ("explore", "interactive latent-space explorer in the browser (local web app)"),
     "compress": ("compress", "compress data with a trained VAE (lossless bits-back ANS, or --lossy latent codes)"),

@@ -209,7 +209,7 @@ def run_metrics(
         result["settings"] = {**resolved[name], **result["settings"], "seed": seed}
         result["reference"] = METRICS[name].reference
         result["seconds"] = time.perf_counter() - start
-        log.info("%s: %s (%.1f s)", name, result["scores"], result["seconds"])
+        log.debug("%s: %s (%.1f s)", name, result["scores"], result["seconds"])
         out["metrics"][name] = result
     return out
 

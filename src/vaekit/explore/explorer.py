@@ -27,6 +27,7 @@ from vaekit.report.context import RunContext
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
 ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
+NEIGHBOUR_POOL = 20_000  # the most training codes searched for neighbours (a seeded subset beyond that, as of MNIST's 50,000)
 REFERENCE_SIZE = 2_000  # test examples in the anomaly reference (a seeded subset beyond that)
 
 
@@ -74,8 +75,10 @@ class Explorer:
         self.is_image = ctx.is_image
         gen = torch.Generator().manual_seed(seed)
         self.test_codes = latent.encode(model, self.test_examples)  # (N, L)
-        self.train_codes = latent.encode(model, self.train_examples)  # (M, L)
+        self.train_index = _subset(len(self.train), NEIGHBOUR_POOL, torch.Generator().manual_seed(seed))  # (M,) into the training split
+        self.train_codes = latent.encode(model, self.train_examples, index=self.train_index)  # (M, L)
         self.ranking = latent.rank_dims(model, self.test_examples)
+        self.unit_factors = _unit_factors(model, ctx.data, seed)
         self.map_index = _subset(len(self.test), MAP_POINTS, gen)  # (P,) indices into the test split
         self._fit_map()
         if model.latent.deterministic:  # a plain AE's codes follow no prior: sample and centre on a density fitted to them
@@ -179,12 +182,12 @@ class Explorer:
 
     @torch.inference_mode()
     def neighbours(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k training examples whose codes lie nearest to z (L,) (Euclidean):
+        """The k training examples (of at most ``NEIGHBOUR_POOL``) whose codes lie nearest to z (L,) (Euclidean):
         (indices (k,) into the training split, distances (k,)), nearest first."""
         d = torch.cdist(z.reshape(1, -1).float(), self.train_codes.float())[0]  # (M,)
         k = min(k, len(d))
         dist, idx = torch.topk(d, k, largest=False)
-        return idx, dist
+        return self.train_index[idx], dist
 
     def samples(self, n: int, temperature: float, seed: int, context: int | None = None) -> torch.Tensor:
         """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``)."""
@@ -258,11 +261,22 @@ class Explorer:
                 "order": order,
                 "score": _rounded(self.ranking.score),
                 "measure": self.ranking.measure,
+                "factors": self.unit_factors,  # per unit, the factor of the data it captures ("shape 0.62"), or None
                 "center": self.center.tolist(),
                 "spread": self.spread.tolist(),
             },
             "sizes": {"test": len(self.test), "train": len(self.train), "reference": len(self.reference)},
         }
+
+
+def _unit_factors(model, data, seed: int) -> list[str | None] | None:
+    """For data made from known factors, each unit's ``UnitInformation.captured`` (the sliders' labels); else None."""
+    if not data.info.get("factors"):
+        return None
+    from vaekit.disentanglement.runs import factor_space_of, unit_information  # scikit-learn: imported when used
+
+    info = unit_information(model, factor_space_of(data), seed=seed)
+    return [info.captured(d) for d in range(model.latent_dim)]
 
 
 def _subset(n: int, most: int, gen: torch.Generator) -> torch.Tensor:

@@ -73,7 +73,9 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     Sections: configuration, metrics (evaluation of ``split`` and the training summary), training
     curves, reconstructions, a semi-supervised model's confusion matrix, a class-conditional model's
     analogies and samples by class, samples (prior vs fitted code densities), interpolation, traversal,
-    manifold, latent embedding, and denoising for a run trained with input noise. Images are
+    for data made from known factors every unit's traversal labelled by the factor it captures and the
+    units' information about the factors, manifold, latent embedding, and denoising for a run trained
+    with input noise. Images are
     embedded as data URIs, so the file opens offline. layer: the stochastic layer of a hierarchical
     model the latent views vary (default: the top).
     """
@@ -100,6 +102,9 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     a, b = _pair(views) if views.is_image else (0, 1)
     report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=10))
     report.add("traversal", "Latent traversal", lambda: views.traversal(8, steps=11, at="input", index=a))
+    if views.data.info.get("factors"):
+        report.add("factor-traversal", "Units and factors", lambda: views.factor_traversal(index=a))
+        report.add("factor-information", "What each unit knows", views.factor_information, image=False)
     report.add("manifold", "Manifold", lambda: views.manifold(min_cell=28), half=True)  # the grid `vaekit manifold` draws
     report.add("embedding", "Latent embedding", lambda: views.embedding(size=(5.4, 4.6)), image=False, half=True)
     if run.config.train.noise != "none":

@@ -18,6 +18,7 @@ from vaekit.report.context import RunContext
 from vaekit.report.views import classes as class_views
 from vaekit.report.views import curves as curve_views
 from vaekit.report.views import data as data_views
+from vaekit.report.views import factors as factor_views
 from vaekit.report.views import generation as generation_views
 from vaekit.report.views import latent as latent_views
 from vaekit.report.views.base import View
@@ -113,3 +114,5 @@ class RunViews:
     curves = _on_context(curve_views.curves)
     analogies = _on_context(class_views.analogies)
     confusion = _on_context(class_views.confusion)
+    factor_traversal = _on_space(factor_views.factor_traversal)
+    factor_information = _on_space(factor_views.factor_information)

@@ -259,14 +259,15 @@ function onMapUp(event) {
 // ----- the current code: sliders, decode, neighbours ---------------------------------------------
 
 function setupSliders() {
-  const { order, score, measure, center, spread } = info.dims;
+  const { order, score, measure, center, spread, factors } = info.dims;
   $("dims-measure").textContent = measure === "KL" ? "ordered by KL to the prior (nats)" : "ordered by code variance";
   const rows = order.map((d, rank) => {
     const row = document.createElement("div");
-    row.className = "slider";
+    row.className = factors ? "slider factors" : "slider";
     row.hidden = rank >= SLIDERS_SHOWN;
     const name = document.createElement("span");
     name.textContent = `z${d}  ${measure === "KL" ? "KL" : "var"} ${score[rank].toFixed(2)}`;
+    if (factors && factors[d]) name.textContent += `  ${factors[d]}`;  // the factor of the data this unit captures
     const input = document.createElement("input");
     Object.assign(input, { type: "range", min: center[d] - 4 * spread[d], max: center[d] + 4 * spread[d], step: spread[d] / 100 });
     input.dataset.dim = d;

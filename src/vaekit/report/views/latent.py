@@ -3,6 +3,7 @@ decoded manifold over two dimensions, and the 2-D embedding of the split's codes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,9 +82,11 @@ def traversal(
     width: float = 3.0,
     at: str = "input",
     index: int = 0,
+    annotate: Callable[[int], str] | None = None,
 ) -> View:
     """One row per dimension (the ``k`` most informative, or ``dims``), varied alone over the reference's
     quantiles (``span="quantile"``) or ±``width``σ (``span="sigma"``), the others at ``base_point(at, index)``.
+    ``annotate``: a last line for a dimension's row label (the factor a unit captures, say).
     The result: a ``latent.Traversal``, its images (D, steps, *shape)."""
     ctx = space.ctx
     ctx.require_images("traversal")
@@ -98,7 +101,9 @@ def traversal(
     values = latent.grid_values(latent.marginals(space.reference), steps, span, width=width)  # (S, L)
     result = latent.traverse(view, chosen, base, values, context=y)
     rank = {int(d): i for i, d in enumerate(space.ranking.dims)}
-    row_labels = [space.ranking.label(rank[int(d)]).replace("  ", "\n") for d in result.dims]
+    row_labels = [
+        space.ranking.label(rank[int(d)]).replace("  ", "\n") + ("" if annotate is None else "\n" + annotate(int(d))) for d in result.dims
+    ]
     cols = _traversal_columns(result.values, span, width, steps)
     what = "quantiles" if span == "quantile" else f"±{width:g}σ"
     title = f"each row: one dimension over {what} of {space.reference_name}; the others at {base_name}" + (

@@ -15,6 +15,7 @@ from vaekit.latent_layers import view_at_input
 from vaekit.report.context import RunContext
 
 RANK_SAMPLE = 2000  # examples the dimensions are ranked on
+DENSITY_SAMPLE = 10_000  # the most training examples whose codes the code densities are fitted to (a seeded subset beyond)
 
 
 class LatentSpace:
@@ -32,9 +33,21 @@ class LatentSpace:
         return latent.rank_dims(ctx.latent_model, ctx.examples(ctx.split).rows(0, RANK_SAMPLE))
 
     @cached_property
+    def unit_information(self):
+        """What each latent unit says about each factor of the data (``vaekit.disentanglement.runs.UnitInformation``);
+        a one-line ``DataError`` for data not made from known factors."""
+        from vaekit.disentanglement.runs import factor_space_of, unit_information  # scikit-learn: imported when used
+
+        return unit_information(self.ctx.latent_model, factor_space_of(self.ctx.data), seed=self.ctx.seed)
+
+    @cached_property
     def train_codes(self) -> torch.Tensor:
-        """The posterior means (N, L) of the training split."""
-        return latent.encode(self.ctx.model, self.ctx.examples(self.ctx.data.train))
+        """The posterior means (N, L) of the training split (of a seeded ``DENSITY_SAMPLE`` of its examples, where it has more)."""
+        train = self.ctx.examples(self.ctx.data.train)
+        index = None
+        if len(train) > DENSITY_SAMPLE:
+            index = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.ctx.seed))[:DENSITY_SAMPLE].sort().values
+        return latent.encode(self.ctx.model, train, index=index)
 
     def density(self, kind: str = "prior", components: int = 10):
         """What to draw z from: ``prior`` (p(z), or p(z|y) at ``decode_context()``), or ``gaussian`` / ``gmm``

@@ -1,0 +1,115 @@
+"""A trained run as the metrics and views read it: the factor space of its data and its representation.
+
+``score(run)`` is what ``vaekit disentanglement RUN`` prints: every metric of ``evaluate`` on the
+run's factor space, with the model's posterior means (or one draw per image) as the codes.
+``unit_information`` measures how much each latent unit says about each factor, for the traversal
+labelled by factor and the heat map of the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.data.base import Dataset
+from vaekit.data.dsprites import VARIANTS, factor_space
+from vaekit.disentanglement.base import VaryingFactors, discretize, draw_codes
+from vaekit.disentanglement.information import entropies, mutual_info_matrix
+from vaekit.disentanglement.metrics import evaluate
+from vaekit.errors import ConfigError, DataError
+from vaekit.latent import encode
+
+CODES = ("mean", "sample")  # what a run's representation of an image is: its posterior mean, or one draw z ~ q(z|x)
+INFORMATION_SAMPLE = 10_000  # images the units' information about the factors is measured on (MIG's count)
+BINS = 20  # each unit's histogram bins for it (MIG's)
+CAPTURES = 0.1  # a unit "captures" a factor when it holds at least this share of the factor's entropy
+
+
+def factor_space_of(data):
+    """The ``FactorSpace`` of loaded data (``DataSplits``); a one-line ``DataError`` for data not made
+    from known factors of variation."""
+    if not data.info.get("factors"):
+        name = data.info.get("source")
+        raise DataError(
+            f"{name} has no known factors of variation: the disentanglement metrics and views need data made from them "
+            f"({', '.join(VARIANTS)})"
+        )
+    return factor_space(data)
+
+
+def representation(model, codes: str = "mean", seed: int = 0, batch_size: int = 1000) -> Callable[[torch.Tensor], np.ndarray]:
+    """images (n, *shape) -> codes (n, L): the posterior means, or one seeded draw z ~ q(z|x) (``codes="sample"``)."""
+    if codes not in CODES:
+        raise ConfigError(f"codes must be one of {', '.join(CODES)}, got {codes!r}")
+    if codes == "sample" and model.latent.deterministic:
+        raise ConfigError("a plain autoencoder has no posterior to draw codes from: score its codes (--codes mean)")
+    draws = 0
+
+    def encode_images(images: torch.Tensor) -> np.ndarray:
+        nonlocal draws
+        draws += 1  # each call its own seed: the same images in another call get other draws
+        out = encode(model, Dataset(images), sample=codes == "sample", seed=seed + draws, batch_size=batch_size)
+        return out.double().numpy()  # (n, L)
+
+    return encode_images
+
+
+def score(
+    run,
+    metrics: Sequence[str] | None = None,
+    *,
+    codes: str = "mean",
+    source: str | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    **settings: Any,
+) -> dict[str, Any]:
+    """The disentanglement metrics (``vaekit.disentanglement.evaluate``) of a loaded run on its factor space.
+
+    codes: the representation scored, ``mean`` (posterior means, as Locatello et al. 2019) or ``sample``.
+    source: another dataset made from the same factors (``color-dsprites`` for a dsprites run, say).
+    seed, threads, settings: as ``evaluate`` (``num_train=2000``, ``dci={"estimator": "sklearn-default"}``, ...).
+    Returns ``evaluate``'s record with the run's directory, the data and the representation added.
+    """
+    encode = representation(run.model, codes, seed)  # a representation the model cannot give is refused before the data are read
+    result = evaluate(factor_space_of(run.load_data(source)), encode, metrics, seed=seed, threads=threads, **settings)
+    return {"run": str(run.path), "data": source or run.data_info.get("source"), "codes": codes, **result}
+
+
+@dataclass
+class UnitInformation:
+    """What each latent unit says about each factor, on a sample of images drawn from the factor space.
+
+    mutual_info: (L, F) nats between each unit's binned posterior means and each factor.
+    normalized: (L, F) the same divided by each factor's entropy (1: the unit determines the factor).
+    factors: the F factor names (those with two classes or more). images: the sample's size.
+    """
+
+    mutual_info: np.ndarray
+    normalized: np.ndarray
+    factors: tuple[str, ...]
+    images: int
+
+    def best(self, unit: int) -> tuple[str, float]:
+        """The factor unit ``unit`` says most about, and its normalised information."""
+        f = int(np.argmax(self.normalized[unit]))
+        return self.factors[f], float(self.normalized[unit, f])
+
+    def captured(self, unit: int) -> str | None:
+        """``"shape 0.62"``: the factor unit ``unit`` says most about and the share of its entropy,
+        or None where that share is under ``CAPTURES`` (the unit captures no factor)."""
+        name, share = self.best(unit)
+        return f"{name} {share:.2f}" if share >= CAPTURES else None
+
+
+def unit_information(model, space, n: int = INFORMATION_SAMPLE, seed: int = 0, bins: int = BINS) -> UnitInformation:
+    """The mutual information between each latent unit and each factor (``UnitInformation``), measured as
+    MIG measures it: ``n`` uniformly drawn images, their posterior means binned into ``bins`` per unit."""
+    varying = VaryingFactors(space)
+    sample = draw_codes(varying, representation(model, "mean", seed), n, 0, seed)
+    mi = mutual_info_matrix(discretize(sample.train_codes, bins), sample.train_factors)  # (L, F)
+    return UnitInformation(mi, mi / entropies(sample.train_factors), varying.names, n)
