@@ -112,10 +112,14 @@ def run_cell(model: str, setting: str, seed: int, args) -> None:
 
 
 def run(args) -> None:
-    for model in args.models:
-        for setting in MODELS[model]:
-            for seed in args.seeds:
-                run_cell(model, setting, seed, args)
+    """Seed by seed, each model's first setting, then each model's second, ...: every model early on."""
+    rounds = max(len(MODELS[m]) for m in args.models)
+    for seed in args.seeds:
+        for i in range(rounds):
+            for model in args.models:
+                settings = list(MODELS[model])
+                if i < len(settings):
+                    run_cell(model, settings[i], seed, args)
 
 
 def _spread(values: list[float]) -> str:

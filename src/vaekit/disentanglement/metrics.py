@@ -62,6 +62,13 @@ class Metric:
     defaults: Mapping[str, Any]
     compute: Callable[..., MetricResult]
     reference: str
+    draws: Callable[[Mapping[str, Any]], int] | None = None  # a "space" metric's images drawn at these settings
+
+    def images(self, settings: Mapping[str, Any]) -> int:
+        """The images it encodes at ``settings``: its own draws, or its part of the shared sample."""
+        if self.draws is not None:
+            return self.draws(settings)
+        return sum(self.sample_counts(settings))
 
     def sample_counts(self, settings: Mapping[str, Any]) -> tuple[int, int]:
         """The (train, test) examples it reads from the shared sample (0, 0 if it draws its own)."""
@@ -73,11 +80,12 @@ class Metric:
 METRICS: Registry[Metric] = Registry("disentanglement metric")
 
 
-def register(name: str, needs: Literal["codes", "space"], reference: str, **defaults: Any):
-    """Decorator: register ``compute(source, **settings)`` as the metric ``name`` with these defaults."""
+def register(name: str, needs: Literal["codes", "space"], reference: str, draws=None, **defaults: Any):
+    """Decorator: register ``compute(source, **settings)`` as the metric ``name`` with these defaults
+    (``draws(settings)``: the images a "space" metric draws)."""
 
     def wrap(compute: Callable[..., MetricResult]) -> Callable[..., MetricResult]:
-        METRICS.add(name, Metric(name, needs, defaults, compute, reference))
+        METRICS.add(name, Metric(name, needs, defaults, compute, reference, draws))
         return compute
 
     return wrap
@@ -96,14 +104,30 @@ def needs_space(source: Source, name: str, why: str) -> tuple[FactorSpaceLike, E
     return source.space, source.encode
 
 
-@register("beta_vae", "space", "Higgins et al. 2017", num_train=10_000, num_eval=5_000, batch_size=64)
+@register(
+    "beta_vae",
+    "space",
+    "Higgins et al. 2017",
+    draws=lambda s: 2 * s["batch_size"] * (s["num_train"] + s["num_eval"]),  # a pair of images per batch row
+    num_train=10_000,
+    num_eval=5_000,
+    batch_size=64,
+)
 def _beta_vae(source: Source, **settings: Any) -> MetricResult:
     space, encode = needs_space(source, "beta_vae", "draws pairs with a shared factor")
     return beta_vae_score(space, encode, seed=source.seed, threads=source.threads, chunk=source.chunk, **settings)
 
 
 @register(
-    "factor_vae", "space", "Kim & Mnih 2018", num_train=10_000, num_eval=5_000, num_variance=10_000, batch_size=64, prune_threshold=0.05
+    "factor_vae",
+    "space",
+    "Kim & Mnih 2018",
+    draws=lambda s: s["batch_size"] * (s["num_train"] + s["num_eval"]) + s["num_variance"],
+    num_train=10_000,
+    num_eval=5_000,
+    num_variance=10_000,
+    batch_size=64,
+    prune_threshold=0.05,
 )
 def _factor_vae(source: Source, **settings: Any) -> MetricResult:
     space, encode = needs_space(source, "factor_vae", "draws batches with one factor fixed")
