@@ -207,8 +207,27 @@ def latent_to_grid(latent_dim: int, dense: int, act: str, grid: tuple[int, int, 
     return [*layers, nn.Unflatten(1, grid)]
 
 
+class ImageDecoder(Decoder):
+    """A decoder whose ``net`` maps z (B, L) to images of parameters (B, k*C, H, W) (channels-last in
+    memory): the image decoders' shared output, reshaped to (B, k, C, H, W), with a per-channel output bias.
+    A subclass sets ``net``, ``k`` and ``output_shape`` (C, H, W)."""
+
+    net: nn.Module
+    k: int
+    output_shape: tuple[int, ...]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.net(z)  # (B, k*C, H, W)
+        return out.reshape(len(z), self.k, *self.output_shape)  # (B, k, C, H, W)
+
+    @torch.no_grad()
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """Set the last layer's per-channel bias to the spatial mean of ``params`` (k, C, H, W)."""
+        self.net[-1].bias.copy_(params.mean((-2, -1)).flatten())
+
+
 @DECODERS.register("conv")
-class ConvDecoder(Decoder):
+class ConvDecoder(ImageDecoder):
     """z (B, L) [-> Linear dense] -> Linear -> (B, C_last, h, w) -> ConvTranspose2d stages -> (B, k, C, H, W).
 
     Mirrors ``ConvEncoder`` exactly: each transposed convolution's ``output_padding`` is chosen
@@ -241,15 +260,6 @@ class ConvDecoder(Decoder):
         check_image_shape(cls, tuple(config.input_shape))
         shape = tuple(config.input_shape)
         return cls(config.latent_dim, tuple(config.hidden), config.activation, shape, params_per_output, config.conv_dense)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.net(z)  # (B, k*C, H, W), channels-last in memory
-        return out.reshape(len(z), self.k, *self.output_shape)  # (B, k, C, H, W)
-
-    @torch.no_grad()
-    def set_output_bias(self, params: torch.Tensor) -> None:
-        """Set the last layer's per-channel bias to the spatial mean of ``params`` (k, C, H, W)."""
-        self.net[-1].bias.copy_(params.mean((-2, -1)).flatten())
 
 
 STUDY_CHANNELS = (32, 32, 64, 64)  # the study network's conv channels, nearest the data first
@@ -300,7 +310,7 @@ class StudyConvEncoder(Encoder):
 
 
 @DECODERS.register("study-conv")
-class StudyConvDecoder(Decoder):
+class StudyConvDecoder(ImageDecoder):
     """The decoder of Locatello et al. 2019's study (disentanglement_lib's ``deconv_decoder``): z (B, L)
     -> Linear 256 -> ReLU -> Linear 64·(H/16)·(W/16) -> ReLU -> (B, 64, H/16, W/16) -> ConvTranspose2d
     4x4 stride 2 with 64, 32, 32 channels (ReLU after each), then to k·C -> (B, k, C, H, W) (the
@@ -323,12 +333,3 @@ class StudyConvDecoder(Decoder):
     @classmethod
     def from_config(cls, config: ModelConfig, params_per_output: int) -> StudyConvDecoder:
         return cls(config.latent_dim, check_study_shape(cls, tuple(config.input_shape)), params_per_output)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.net(z)  # (B, k*C, H, W)
-        return out.reshape(len(z), self.k, *self.output_shape)  # (B, k, C, H, W)
-
-    @torch.no_grad()
-    def set_output_bias(self, params: torch.Tensor) -> None:
-        """Set the last layer's per-channel bias to the spatial mean of ``params`` (k, C, H, W)."""
-        self.net[-1].bias.copy_(params.mean((-2, -1)).flatten())

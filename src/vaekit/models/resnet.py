@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from vaekit.models.networks import DECODERS, ENCODERS, Decoder, Encoder, _conv_sizes, activation, check_image_shape, latent_to_grid
+from vaekit.models.networks import DECODERS, ENCODERS, Encoder, ImageDecoder, _conv_sizes, activation, check_image_shape, latent_to_grid
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
@@ -74,7 +74,7 @@ class ResNetEncoder(Encoder):
 
 
 @DECODERS.register("resnet")
-class ResNetDecoder(Decoder):
+class ResNetDecoder(ImageDecoder):
     """z (B, L) [-> Linear dense] -> Linear -> (B, C_last, h, w) -> per stage: upsample to the encoder's
     size there, residual block -> act -> conv3x3 -> (B, k, C, H, W)."""
 
@@ -100,12 +100,3 @@ class ResNetDecoder(Decoder):
         return cls(
             config.latent_dim, tuple(config.hidden), config.activation, tuple(config.input_shape), params_per_output, config.conv_dense
         )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.net(z)  # (B, k*C, H, W)
-        return out.reshape(len(z), self.k, *self.output_shape)  # (B, k, C, H, W)
-
-    @torch.no_grad()
-    def set_output_bias(self, params: torch.Tensor) -> None:
-        """Set the last convolution's per-channel bias to the spatial mean of ``params`` (k, C, H, W)."""
-        self.net[-1].bias.copy_(params.mean((-2, -1)).flatten())
