@@ -135,11 +135,12 @@ class BitsBackCoder:
         for i in reversed(q.order):
             self._push_gaussian(ans, j[i], *self._in_frame(i, frames, *self._gaussian(q, i, codes, len(k))))
 
-    def _likelihood(self, codes: list, y: np.ndarray | None):
-        """p(x|z) at the layers' codes [z_1, ..., z_L] (n, Σ L_i); a layer not yet known (None: one the decoder does not read) as zeros."""
+    def _likelihood(self, codes: list, y: np.ndarray | None) -> np.ndarray:
+        """p(x|z)'s decoder outputs at the layers' codes [z_1, ..., z_L] (n, Σ L_i); a layer not yet known
+        (None: one the decoder does not read) as zeros."""
         n = next(len(c) for c in codes if c is not None)
         full = [np.zeros((n, size)) if c is None else c for c, size in zip(codes, self.sizes)]
-        return self.likelihood.model(self.exact.decoder_params(np.concatenate(full, 1), y))
+        return self.exact.decoder_params(np.concatenate(full, 1), y)
 
     def _encode_bit_swap(self, ans, k: np.ndarray, y: np.ndarray | None, prior: GaussianLayers):
         """One batch in Bit-Swap order (module docstring) on ``ans``; False (``ans`` then spoilt) when a
@@ -153,8 +154,7 @@ class BitsBackCoder:
                 return False
             codes[i] = self._code(i, j, {}, n, self.sizes[i])
             if i == 0:
-                family, params = self._likelihood(codes, y)
-                ans.encode_reverse(k.reshape(-1), family, *params)  # x with p(x|z_1)
+                self.likelihood.push(ans, k.reshape(-1), self._likelihood(codes, y))  # x with p(x|z_1)
             else:
                 self._push_gaussian(ans, j[i - 1], *self._gaussian(prior, i - 1, codes, n))  # z_{i-1} with p(z_{i-1}|z_i)
         ans.encode_reverse(j[top].astype(np.int32), self.uniform)  # the top with N(0, 1)
@@ -172,8 +172,7 @@ class BitsBackCoder:
             j[i - 1] = self._pop_gaussian(ans, *self._gaussian(prior, i - 1, codes, n))
             codes[i - 1] = self._code(i - 1, j, {}, n, self.sizes[i - 1])
             self._push_gaussian(ans, j[i], *self._gaussian(q_up, i, codes, n))
-        family, params = self._likelihood([codes[0]] + [None] * top, y)
-        k = ans.decode(family, *params).reshape(n, -1)
+        k = self.likelihood.pop(ans, self._likelihood([codes[0]] + [None] * top, y)).reshape(n, -1)
         q = self._q(k, y)
         self._push_gaussian(ans, j[0], *self._gaussian(q, 0, codes, n))
         return k
@@ -201,8 +200,7 @@ class BitsBackCoder:
                 n = max(1, n // 2)
             ans = trial
             if not self.bit_swap:
-                family, params = self._likelihood(codes, y)
-                ans.encode_reverse(k.reshape(-1), family, *params)
+                self.likelihood.push(ans, k.reshape(-1), self._likelihood(codes, y))
                 for layer in reversed(prior.order):  # p(z), children first: decompression decodes the top first
                     if prior.parents[layer] is None or layer in frames:  # N(0, 1), or its own prior's frame: P bits a unit
                         ans.encode_reverse(j[layer].astype(np.int32), self.uniform)
@@ -251,7 +249,6 @@ class BitsBackCoder:
             else:
                 j[layer] = self._pop_gaussian(ans, *self._gaussian(prior, layer, codes, n))
             codes[layer] = self._code(layer, j, frames, n, prior.sizes[layer])
-        family, params = self._likelihood(codes, y)
-        k = ans.decode(family, *params).reshape(n, -1)
+        k = self.likelihood.pop(ans, self._likelihood(codes, y)).reshape(n, -1)
         self._push_posterior(ans, k, y, j, codes, frames)
         return k

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +24,22 @@ DEFAULT_LATENT_BITS = 12
 
 
 def default_batch(levels: int, dims: int) -> int:
-    """Examples per batch: 1000 for binary data; for 256 levels, as many as keep the (n·D, 256) tables near 32 MiB."""
-    return 1000 if levels == 2 else max(1, 2**22 // (dims * levels))
+    """Examples per batch: 1000 for binary data; for 256 levels, at most 1000 and 2^19 values (the (n·D, 16)
+    group tables near 32 MiB)."""
+    return 1000 if levels == 2 else max(1, min(1000, 2**19 // dims))
+
+
+@contextmanager
+def one_thread():
+    """Torch on one thread while coding: a batch's networks are small and the coding itself is serial, so
+    more threads only wait on each other, and on a busy machine far longer than they help (the outputs
+    are the same bits on any number of threads: ``exact``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -33,10 +48,11 @@ class _Parts:
     coder: BitsBackCoder
 
 
-def _parts(model, latent_bits: int) -> _Parts:
+def _parts(model, latent_bits: int, version: int = vkz.VERSION) -> _Parts:
+    """The coder for ``model``, for streams of .vkz format ``version`` (a file's own when decoding)."""
     check_model(model)
     exact = ExactModel(model)
-    lik = build_coder(model.config.likelihood)
+    lik = build_coder(model.config.likelihood, version)
     return _Parts(exact, BitsBackCoder(exact, lik, LatentBuckets(latent_bits), tuple(model.input_shape), model.latent_dim))
 
 
@@ -77,7 +93,8 @@ def compress(
     y = _check_labels(labels, len(x), parts.coder.classes)
     symbols = parts.coder.likelihood.symbols(x)
     batch = batch_size or default_batch(parts.coder.likelihood.levels, math.prod(shape))
-    words, sizes = parts.coder.encode(symbols, batch, progress, y)
+    with one_thread():
+        words, sizes = parts.coder.encode(symbols, batch, progress, y)
     return write_file(
         "lossless",
         model,
@@ -90,6 +107,7 @@ def compress(
         initial_bits=32 * len(initial_words(parts.coder.initial_dims)),
         classes=parts.coder.classes,
         original=original,
+        version=parts.coder.likelihood.format_version,
     )
 
 
@@ -123,9 +141,10 @@ def decompress(model, data: bytes, *, where: str = "the data", progress: Callabl
         return (x, None) if with_labels else x
     if not 2 <= header.latent_bits <= 16:
         raise FormatError(f"{where} is corrupted (header field latent_bits = {header.latent_bits})")
-    parts = _parts(model, header.latent_bits)
+    parts = _parts(model, header.latent_bits, header.version)
     try:
-        symbols, labels, clean_end = parts.coder.decode(words, header.batches, progress)
+        with one_thread():
+            symbols, labels, clean_end = parts.coder.decode(words, header.batches, progress)
     except (ValueError, RuntimeError, OverflowError) as exc:  # the coder refusing a damaged stream
         raise FormatError(f"{where} is corrupted (the coded stream does not decode: {exc})") from None
     x = parts.coder.likelihood.values(symbols, DTYPES[header.dtype]).reshape(header.count, *header.shape)

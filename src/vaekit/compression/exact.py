@@ -35,7 +35,7 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.Co
 def to_grid(t: torch.Tensor, bits: int) -> torch.Tensor:
     """``t`` rounded to the nearest multiple of 2^-bits (exact in float64: power-of-two scaling)."""
     scale = float(2**bits)
-    return torch.round(t * scale) / scale
+    return torch.round_(t * scale).div_(scale)  # one new tensor, not three: it runs on every layer's input
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -53,8 +53,10 @@ def _round_input(module: nn.Module, args: tuple) -> tuple:
 
 
 def _check_output(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-    if out.numel() and not bool(out.abs().max() < _EXACT_LIMIT):
-        raise CompressionError(f"a layer's outputs reach {out.abs().max().item():.3g}, beyond the range of exact arithmetic")
+    if out.numel():
+        lo, hi = torch.aminmax(out)  # one pass; a NaN fails both comparisons
+        if not (bool(hi < _EXACT_LIMIT) and bool(lo > -_EXACT_LIMIT)):
+            raise CompressionError(f"a layer's outputs reach {out.abs().max().item():.3g}, beyond the range of exact arithmetic")
 
 
 @dataclass(frozen=True)

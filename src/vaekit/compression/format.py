@@ -1,7 +1,9 @@
 """The ``.vkz`` file: a fixed preamble, a JSON header, the coded stream and a CRC-32.
 
     offset 0   8 bytes  magic b"\\x89VKZ\\r\\n\\x1a\\n" (a binary file; text-mode damage shows)
-           8   2 bytes  format version, little-endian (1)
+           8   2 bytes  format version, little-endian: 1, or 2 for a lossless file of an 8-bit likelihood
+                        (each level coded as two symbols of 16; ``likelihoods``); a file says the oldest
+                        version its stream needs, so files that did not change read in older vaekits
           10   4 bytes  header length H, little-endian (at most 1 MiB)
           14   H bytes  header: UTF-8 JSON object (``Header``'s fields)
       14 + H   4 W      the ANS stack, W = header["words"] 32-bit little-endian words
@@ -29,7 +31,7 @@ from vaekit.compression.errors import FormatError
 from vaekit.compression.exact import ACTIVATION_BITS, WEIGHT_BITS, weights_sha256
 
 MAGIC = b"\x89VKZ\r\n\x1a\n"
-VERSION = 1
+VERSION = 2  # the newest format version: this vaekit reads versions 1 to VERSION
 MAX_HEADER = 2**20
 MAX_VALUES = 2**31  # the most values one file may describe
 _PREAMBLE = struct.Struct("<8sHI")
@@ -57,6 +59,7 @@ class Header:
     classes: int = 0  # a label-conditional model's classes: the examples' labels are in the stream, uniform over them
     coder: str = "constriction.stream.stack.AnsCoder (32-bit words, 24-bit probabilities)"
     original: dict | None = None  # the user's array's form (``compression.original``), given back on decoding; None: the model's
+    version: int = 1  # the preamble's format version (not in the JSON): the coding the stream uses
 
 
 def write(header: Header, words: np.ndarray) -> bytes:
@@ -65,8 +68,9 @@ def write(header: Header, words: np.ndarray) -> bytes:
         del fields_["classes"]
     if fields_["original"] is None:  # written only for data read from another form, so other files read as before
         del fields_["original"]
+    version = fields_.pop("version")
     body = json.dumps(fields_, separators=(",", ":")).encode()
-    out = _PREAMBLE.pack(MAGIC, VERSION, len(body)) + body + words.astype("<u4").tobytes()
+    out = _PREAMBLE.pack(MAGIC, version, len(body)) + body + words.astype("<u4").tobytes()
     return out + struct.pack("<I", zlib.crc32(out))
 
 
@@ -80,8 +84,8 @@ def read(data: bytes, where: str = "the data") -> tuple[Header, np.ndarray]:
             raise FormatError(f"{where} is truncated (only {len(data)} bytes)")
         raise FormatError(f"{where} is not a vaekit compressed file (bad magic)")
     _, version, size = _PREAMBLE.unpack_from(data)
-    if version != VERSION:
-        raise FormatError(f"{where} has format version {version}; this vaekit reads version {VERSION}")
+    if not 1 <= version <= VERSION:
+        raise FormatError(f"{where} has format version {version}; this vaekit reads versions 1 to {VERSION}")
     if size > MAX_HEADER:
         raise FormatError(f"{where} is corrupted (header length {size})")
     if len(data) < _PREAMBLE.size + size + 4:
@@ -100,6 +104,7 @@ def read(data: bytes, where: str = "the data") -> tuple[Header, np.ndarray]:
     except (ValueError, UnicodeDecodeError):
         raise FormatError(f"{where} is corrupted (unreadable header)") from None
     header = _with_original(_header(raw, where), where)
+    header.version = version
     start, end = _PREAMBLE.size + size, len(data) - 4
     if end - start != 4 * header.words:
         raise FormatError(f"{where} is corrupted: the header announces {header.words} words, the file holds {(end - start) / 4:g}")
@@ -107,7 +112,7 @@ def read(data: bytes, where: str = "the data") -> tuple[Header, np.ndarray]:
 
 
 def _header(raw, where: str) -> Header:
-    names = {f.name for f in fields(Header)}
+    names = {f.name for f in fields(Header)} - {"version"}  # the version is the preamble's
     if not isinstance(raw, dict) or not set(raw) <= names:
         raise FormatError(f"{where} is corrupted (unexpected header fields)")
     try:
