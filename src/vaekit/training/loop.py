@@ -212,13 +212,13 @@ class Trainer:
         return {f"valid_{name}": v for name, v in zip(reported, means)} | {"valid_seconds": time.perf_counter() - started}
 
     # ----- one step's pieces (the objective's step calls them through its StepContext) -------
-    def _reported(self, beta, inputs, target, context=None, labelled=None, lengths=None) -> dict[str, torch.Tensor]:
+    def _reported(self, beta, batch: Batch) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
-            return self.forward(beta, inputs, target, context, labelled, lengths)
+            return self.forward(beta, batch)
 
     def _loss(self, batch: Batch, beta: float | torch.Tensor) -> NamedTerms:
         """The objective's terms on ``batch`` (compiled and under autocast as the run asks)."""
-        reported = dict(self._terms(beta, batch.inputs, batch.target, batch.context, batch.labelled, batch.lengths))
+        reported = dict(self._terms(beta, batch))
         return NamedTerms(reported.pop("loss"), reported)
 
     def _prepare(self) -> None:

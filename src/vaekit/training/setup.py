@@ -234,8 +234,7 @@ class Forward(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, beta, inputs, target, context=None, labelled=None, lengths=None) -> dict[str, torch.Tensor]:
-        batch = Batch(inputs, target, context=context, labelled=labelled, lengths=lengths)
+    def forward(self, beta, batch: Batch) -> dict[str, torch.Tensor]:
         return self.objective(self.model, batch, beta=beta).reported()
 
 
