@@ -12,3 +12,17 @@ def write_results(path: str | Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten to {path}")
+
+
+def read_cells(path: Path) -> dict:
+    """A cell-by-cell results file ({"cells": {key: record}}), or an empty one."""
+    return json.loads(path.read_text()) if path.exists() else {"cells": {}}
+
+
+def save_cell(path: Path, key: str, record: dict) -> None:
+    """Put one cell's record into the results file ``path`` (the others kept) and print it."""
+    results = read_cells(path)
+    results["cells"][key] = record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{key}: {json.dumps(record)}")

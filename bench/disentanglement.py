@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from common import read_cells
+from common import save_cell as write_cell
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "disentanglement.json"
 RUNS = ROOT / "bench" / "runs" / "disentanglement"
@@ -54,14 +57,11 @@ HEADLINE = [  # (metric, score) columns of the table
 
 
 def read_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {"cells": {}}
+    return read_cells(RESULTS)
 
 
 def save_cell(key: str, record: dict) -> None:
-    results = read_results()
-    results["cells"][key] = record
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_cell(RESULTS, key, record)
 
 
 def cell_flags(model: str, setting: str, steps: int, seed: int) -> list[str]:

@@ -19,7 +19,6 @@ goes into ``bench/results/semisupervised.json``; the table gives mean ± std ove
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import torch
+from common import read_cells
+from common import save_cell as write_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "semisupervised.json"
@@ -57,15 +58,11 @@ def data_args(labels: int, seed: int) -> list[str]:
 
 
 def read_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {"cells": {}}
+    return read_cells(RESULTS)
 
 
 def save_cell(key: str, record: dict) -> None:
-    results = read_results()
-    results["cells"][key] = record
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{key}: {json.dumps(record)}")
+    write_cell(RESULTS, key, record)
 
 
 @torch.inference_mode()
