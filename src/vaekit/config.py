@@ -88,6 +88,14 @@ class DataConfig:
         ``split_seed``, and hide the rest (``vaekit.data.keep_labels``: the semi-supervised protocol);
         0 keeps the labels as they are (-1 in the data marks an unlabelled example). Validation and
         test keep theirs.
+    tokenizer: how strings (a .smi/.txt file, a CSV column, MOSES) become token sequences, a name of
+        ``vaekit.data.TOKENIZERS`` (``char``, ``smiles``, ``selfies``); None: ``smiles`` for .smi/.csv files
+        and MOSES, ``char`` for .txt files (``vaekit.data.sequences``).
+    max_length: the most tokens of a string; a longer one is refused in one line naming its line, or cut
+        with ``truncate``. None: the longest string's (recorded).
+    truncate: cut strings longer than ``max_length`` to it (counted and logged) instead of refusing them.
+    skip_invalid: skip the lines RDKit cannot parse as SMILES (``smiles``/``selfies`` tokenizers; counted
+        and logged) instead of refusing the file on the first.
     """
 
     source: str = field(
@@ -141,6 +149,22 @@ class DataConfig:
             "data marks an unlabelled example)",
             metavar="N",
         ),
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata=flag(
+            "read strings (.smi/.txt, a CSV column, moses) as token sequences with this tokenizer ({names}; default: smiles, "
+            "char for .txt)",
+            choices=("char", "smiles", "selfies"),
+        ),
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata=flag("the most tokens of a string: longer ones are refused, or cut with --truncate (default: the longest)", positive=True),
+    )
+    truncate: bool = field(default=False, metadata=flag("cut strings longer than --max-length to it (counted and logged)"))
+    skip_invalid: bool = field(
+        default=False, metadata=flag("skip lines that are not valid SMILES (counted and logged) instead of refusing the file")
     )
 
 

@@ -1,4 +1,4 @@
-"""Downloading MNIST and Fashion-MNIST from their public mirrors, checked against the official MD5 sums.
+"""Downloading MNIST, Fashion-MNIST and MOSES from their public mirrors, checked against the official MD5 sums.
 
 A file is streamed into a temporary file next to its destination and renamed into place only
 after its checksum matched, so an interrupted or tampered download never leaves a file that
@@ -36,6 +36,11 @@ CHECKSUMS: dict[str, dict[str, str]] = {
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
+    "moses": {  # the files inside the molsets 0.3.1 package (moses/dataset/data/)
+        "train.csv.gz": "712ffb13b3c0e4c24ab3faab75f5eb9e",
+        "test.csv.gz": "67c1f90c86ff795e47485b2d615dc1c8",
+        "test_scaffolds.csv.gz": "463b155c93d85d6806c6d448dcd476b7",
+    },
 }
 
 # dataset -> base URLs tried in order (a file's URL is base + file name)
@@ -48,6 +53,10 @@ MIRRORS: dict[str, list[str]] = {
     "fashion-mnist": [
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ],
+    "moses": [  # the package's gzipped files in the MOSES repository (Git LFS, then the plain raw path)
+        "https://media.githubusercontent.com/media/molecularsets/moses/master/moses/dataset/data/",
+        "https://raw.githubusercontent.com/molecularsets/moses/master/moses/dataset/data/",
     ],
 }
 
@@ -131,7 +140,7 @@ def download_dataset(
     timeout: float = TIMEOUT_S,
     opener: Opener | None = None,
 ) -> list[Path]:
-    """Download the checksummed files of dataset ``name`` ("mnist" or "fashion-mnist") into ``directory``.
+    """Download the checksummed files of dataset ``name`` ("mnist", "fashion-mnist" or "moses") into ``directory``.
 
     Args:
         name: a key of ``CHECKSUMS``.

@@ -1,8 +1,10 @@
 """``load_data``: a dataset name or a path in, train/valid/test tensors and a record of how they were made out.
 
-A source is a registered dataset name ("digits", "mnist", "fashion-mnist", "binarized-mnist",
+A source is a registered dataset name ("digits", "mnist", "fashion-mnist", "binarized-mnist", "moses",
 or any other ``register_dataset`` added), else a path: ``.npy``, ``.npz``, ``.amat``, an IDX
-file, ``.csv``, or a folder of PNG/JPEG images. Every source then goes through the same steps:
+file, ``.csv``, a folder of PNG/JPEG images, or strings to read as token sequences
+(``vaekit.data.sequences``: ``.smi``/``.txt`` files, and a ``.csv``/``.csv.gz`` column given a
+``tokenizer``). Every source then goes through the same steps:
 the generic preprocessing (``vaekit.data.preprocess``), checks (no empty split, finite values),
 the value range inferred from the data, and one ``info`` record.
 """
@@ -31,7 +33,9 @@ from vaekit.data.base import (
     split_parts,
 )
 from vaekit.data.images import read_image_folder
-from vaekit.data.preprocess import apply_steps, fit_to_shape, for_source, image_size_option
+from vaekit.data.preprocess import apply_steps, fit_to_shape, image_size_option
+from vaekit.data.preprocess import for_source as _for_format
+from vaekit.data.sequences import SEQUENCES, is_csv_file, is_text_file, read_sequence_file
 from vaekit.data.streaming import load_mapped, load_mapped_examples, shard_folder_splits, use_memmap
 from vaekit.data.tables import read_csv
 from vaekit.errors import DataError
@@ -112,8 +116,8 @@ def load_data(
         if use_memmap(path, s.memmap, options):
             return load_mapped(path, options, valid_fraction=s.valid_fraction, seed=s.seed, binarize=binarize)
         options.pop("memmap", None)
-        parts, record = read_path(path, options)
-        splits = split_parts(parts, s.valid_fraction, s.seed, {"preprocessing": record, "files": [str(path)]})
+        parts, record, counts = _read_path(path, options)
+        splits = split_parts(parts, s.valid_fraction, s.seed, {"preprocessing": record, "files": [str(path)], **counts})
         name = str(path)
     return _finish(splits, name, options, seed=s.seed, binarize=binarize, expected_shape=expected_shape)
 
@@ -183,11 +187,37 @@ def source_format(source: str | os.PathLike) -> str | None:
     path = Path(source).expanduser()
     if path.is_dir():
         return "npy-shards" if shard_folder_splits(path) is not None else "images"
-    return "csv" if path.suffix.lower() == ".csv" else array_format(path)
+    if is_text_file(path):
+        return SEQUENCES
+    return "csv" if is_csv_file(path) else array_format(path)
+
+
+def for_source(saved: dict[str, Any], fmt: str | None) -> dict[str, Any]:
+    """``preprocess.for_source``, but a sequence record stays whole (its tokenizer, vocabulary and length are
+    what gives strings the model's ids, from a .smi file, a CSV column or MOSES alike)."""
+    return saved if saved.get("format") == SEQUENCES else _for_format(saved, fmt)
+
+
+def reads_sequences(path: Path, options: dict[str, Any]) -> bool:
+    """Whether ``path`` is read as strings of tokens: a .smi/.txt file, or a CSV file given a tokenizer or a sequence record."""
+    sequence_options = options.get("format") == SEQUENCES or options.get("tokenizer") is not None
+    return is_text_file(path) or (is_csv_file(path) and sequence_options)
 
 
 def read_path(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], dict[str, Any]]:
     """Read a file or image folder into its splits ("train", maybe "valid"/"test") and its preprocessing record."""
+    parts, record, _ = _read_path(path, options)
+    return parts, record
+
+
+def _read_path(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], dict[str, Any], dict[str, Any]]:
+    """``read_path``, and what the reader records besides the preprocessing (for the ``info`` record)."""
+    if reads_sequences(path, options):
+        return read_sequence_file(path, options)
+    return *_read_other(path, options), {}
+
+
+def _read_other(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], dict[str, Any]]:
     if path.is_dir():
         return read_image_folder(path, options)
     if path.suffix.lower() == ".csv":
@@ -196,7 +226,7 @@ def read_path(path: Path, options: dict[str, Any]) -> tuple[dict[str, Dataset], 
         return read_array_file(path, options)
     raise DataError(
         f"{path}: unsupported file type {path.suffix or path.name!r}; "
-        "give a .npy, .npz, .amat, .csv or IDX file, or a folder of PNG/JPEG images"
+        "give a .npy, .npz, .amat, .csv or IDX file, a folder of PNG/JPEG images, or strings (.smi, .txt; .csv.gz with a tokenizer)"
     )
 
 

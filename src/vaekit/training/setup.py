@@ -129,8 +129,21 @@ def load_splits(config: RunConfig) -> DataSplits:
         ),
         binarize=d.dynamic_binarize,
         image_size=d.image_size,
-        preprocessing={"context_columns": list(d.context_columns)} if d.context_columns else None,
+        preprocessing=reading_options(d) or None,
     )
+
+
+def reading_options(d) -> dict:
+    """The preprocessing options a run's data settings ask of the loader: context columns, and for
+    strings read as token sequences the tokenizer, maximum length, truncation and skipping of invalid lines."""
+    options = {
+        "context_columns": list(d.context_columns) or None,
+        "tokenizer": d.tokenizer,
+        "max_length": d.max_length,
+        "truncate": d.truncate or None,
+        "skip_invalid": d.skip_invalid or None,
+    }
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def init_sample(n: int, seed: int) -> torch.Tensor:
