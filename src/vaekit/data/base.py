@@ -347,7 +347,8 @@ def describe(
 
     ``num_classes`` is the number of named classes, else ``count_classes`` over the splits' labels;
     ``class_names`` is ``class_names`` of the record; ``context_dim`` is the width of the training
-    split's context vectors (None without any); ``vocabulary_size`` is the largest token + 1 over the
+    split's context vectors (None without any); ``vocabulary_size`` is the size of the strings' vocabulary
+    (``preprocessing["vocabulary"]``), else the largest token + 1 over the
     splits for ``TOKENS`` data (None otherwise); ``lengths`` says whether the examples carry sequence lengths.
     """
     train = datasets["train"]
@@ -363,7 +364,16 @@ def describe(
         "num_classes": len(classes) if isinstance(classes, list) else count_classes([d.y for d in datasets.values() if d is not None]),
         "class_names": class_names({"class_names": loader_info.get("class_names"), "preprocessing": preprocessing}),
         "context_dim": None if train.context is None else int(train.context.shape[1]),
-        "vocabulary_size": max(int(d.x.max()) for d in datasets.values() if d is not None) + 1 if value_range == TOKENS else None,
+        "vocabulary_size": _vocabulary_size(datasets, preprocessing) if value_range == TOKENS else None,
         "lengths": train.lengths is not None,
         "preprocessing": preprocessing,
     }
+
+
+def _vocabulary_size(datasets: dict[str, Dataset | None], preprocessing: dict[str, Any]) -> int:
+    """The token ids' range: the strings' vocabulary where they were read with one (it may hold tokens a
+    small file does not use), else the largest id + 1 over the splits (token arrays)."""
+    vocabulary = preprocessing.get("vocabulary")
+    if vocabulary:
+        return len(vocabulary["tokens"])
+    return max(int(d.x.max()) for d in datasets.values() if d is not None) + 1
