@@ -249,6 +249,7 @@ class Explorer:
             "map": {
                 "method": self.map_method,
                 "axes": list(self.map_labels),
+                "split": self.ctx.split_name,  # the split it shows: test, or valid for data without a test split
                 "x": _rounded(xy[:, 0]),
                 "y": _rounded(xy[:, 1]),
                 "index": self.map_index.tolist(),

@@ -470,7 +470,7 @@ async function start() {
   const m = info.model;
   $("model-line").textContent = `${info.run}: ${m.deterministic ? "autoencoder" : m.kind.toUpperCase()}, ${m.arch}, ` +
     `${m.likelihood} likelihood, ${m.latent_dim}-D latent, input ${m.input_shape.join("×")}; ` +
-    `map of ${info.map.x.length} test codes`;
+    `map of ${info.map.x.length} ${info.map.split === "valid" ? "validation" : "test"} codes`;
   if (info.view === "bars") {
     $("decoded").width = 360; $("decoded").height = 200;
     $("decoded").className = "bars";
