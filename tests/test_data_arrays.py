@@ -236,9 +236,9 @@ def test_binarize_refused_for_real_data(tmp_path):
 
 
 def test_unsupported_suffix(tmp_path):
-    (tmp_path / "x.txt").write_text("1 2 3")
-    with pytest.raises(DataError, match="unsupported file type '.txt'"):
-        load_data(str(tmp_path / "x.txt"))
+    (tmp_path / "x.xyz").write_text("1 2 3")  # (.txt is a file of strings, one a line: tests/test_sequences.py)
+    with pytest.raises(DataError, match="unsupported file type '.xyz'"):
+        load_data(str(tmp_path / "x.xyz"))
 
 
 def test_image_options_need_images_and_standardize_needs_flat(tmp_path):
