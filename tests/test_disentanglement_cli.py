@@ -137,8 +137,10 @@ def test_an_encoded_grid_gives_the_scores_of_encoding_every_draw():
     few = {"num_train": 300, "num_eval": 100, "num_variance": 300, "batch_size": 8}
     direct = evaluate(space, encode, ["beta_vae", "factor_vae", "mig"], **few)
     drawn, calls[:] = sum(calls), []
-    grid = EncodedGrid.of(space, encode, chunk=50)
+    seen = []
+    grid = EncodedGrid.of(space, encode, chunk=50, progress=lambda done, total: seen.append((done, total)))
     assert sum(calls) == len(space) == 360 < drawn
+    assert seen[0] == (50, 360) and seen[-1] == (360, 360) and len(seen) == 8  # progress after each chunk
     looked_up = evaluate(grid, grid.encode, ["beta_vae", "factor_vae", "mig"], **few)
     assert {k: m["scores"] for k, m in looked_up["metrics"].items()} == {k: m["scores"] for k, m in direct["metrics"].items()}
 

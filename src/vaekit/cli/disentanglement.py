@@ -4,6 +4,7 @@ JSON file) and, with ``--figures``, its latent units labelled by the factor each
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -80,19 +81,41 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join([line(header), *map(line, rows), "settings:", *settings])
 
 
+@contextlib.contextmanager
+def _progress_bar():
+    """A progress callback (done, total) drawing a bar on a terminal, opened at its first call."""
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="encoding every image", unit="img", leave=False, disable=None, mininterval=1.0)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def run_disentanglement(args: argparse.Namespace) -> int:
     from vaekit.disentanglement.runs import score
 
     r = load_run(args)
-    result = score(
-        r,
-        args.metrics,
-        codes=args.codes,
-        source=args.data,
-        seed=args.seed,
-        threads=args.estimator_threads,
-        **parse_settings(args.set),
-    )
+    with _progress_bar() as progress:
+        result = score(
+            r,
+            args.metrics,
+            codes=args.codes,
+            source=args.data,
+            seed=args.seed,
+            threads=args.estimator_threads,
+            progress=progress,
+            **parse_settings(args.set),
+        )
     what = "posterior means" if args.codes == "mean" else "one draw z ~ q(z|x) per image"
     print(f"{r.path.name} on {result['data']} ({', '.join(result['factors'])}); codes: {what}; seed {args.seed}")
     print(table(result))

@@ -74,6 +74,7 @@ def score(
     source: str | None = None,
     seed: int = 0,
     threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """The disentanglement metrics (``vaekit.disentanglement.evaluate``) of a loaded run on its factor space.
@@ -81,6 +82,7 @@ def score(
     codes: the representation scored, ``mean`` (posterior means, as Locatello et al. 2019) or ``sample``.
     source: another dataset made from the same factors (``color-dsprites`` for a dsprites run, say).
     seed, threads, settings: as ``evaluate`` (``num_train=2000``, ``dci={"estimator": "sklearn-default"}``, ...).
+    progress: called as (images encoded, of how many) while the whole grid is encoded (``EncodedGrid``).
     Returns ``evaluate``'s record with the run's directory, the data and the representation added.
     """
     encode = representation(run.model, codes, seed)  # a representation the model cannot give is refused before the data are read
@@ -92,7 +94,7 @@ def score(
     drawn = sum(METRICS[name].images(resolved[name]) for name in names)
     if codes == "mean" and drawn > len(space):
         log.info("encoding every one of the %d images once (the metrics draw %d)", len(space), drawn)
-        space = EncodedGrid.of(space, encode)
+        space = EncodedGrid.of(space, encode, progress=progress)
         encode = space.encode
     result = evaluate(space, encode, metrics, seed=seed, threads=threads, **settings)
     return {"run": str(run.path), "data": source or run.data_info.get("source"), "codes": codes, **result}
@@ -107,9 +109,14 @@ class EncodedGrid:
     codes: np.ndarray
 
     @classmethod
-    def of(cls, space, encode: Callable[[torch.Tensor], np.ndarray], chunk: int = 4096) -> EncodedGrid:
-        """Encode the N examples of ``space`` (a ``FactorSpace``) in row order, ``chunk`` at a time (sequential reads)."""
-        codes = [np.asarray(encode(space.x[start : start + chunk])) for start in range(0, len(space), chunk)]
+    def of(cls, space, encode: Callable[[torch.Tensor], np.ndarray], chunk: int = 4096, progress=None) -> EncodedGrid:
+        """Encode the N examples of ``space`` (a ``FactorSpace``) in row order, ``chunk`` at a time (sequential
+        reads); ``progress(done, N)`` after each chunk."""
+        codes = []
+        for start in range(0, len(space), chunk):
+            codes.append(np.asarray(encode(space.x[start : start + chunk])))  # (chunk, L)
+            if progress is not None:
+                progress(min(start + chunk, len(space)), len(space))
         return cls(space, np.concatenate(codes))
 
     names = property(lambda self: self.space.names)
