@@ -107,9 +107,10 @@ def test_likelihood_log_prob_matches_torch_distributions(name):
 
 def test_all_registered_likelihoods_are_tested():
     """The continuous heads are checked above against torch.distributions; the discretised ones, whose
-    probabilities are what the compressor codes with, in tests/test_compress.py."""
+    probabilities are what the compressor codes with, in tests/test_compress.py; the categorical one over
+    token sequences against a hand-written masked sum in tests/test_sequence_model.py."""
     continuous = {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-shared"}
-    assert set(LIKELIHOODS.names()) == continuous | {"beta-binomial", "discretized-logistic"}
+    assert set(LIKELIHOODS.names()) == continuous | {"beta-binomial", "discretized-logistic", "categorical"}
 
 
 @pytest.mark.parametrize(
@@ -266,7 +267,7 @@ def test_registries_name_every_part_and_refuse_unknown_names_with_the_choices():
     from vaekit.errors import ConfigError
     from vaekit.models import ACTIVATIONS, CONDITIONS, ENCODERS, POSTERIORS, PRIORS
 
-    assert ENCODERS.names() == ["conv", "gated", "mlp", "resnet", "study-conv"] and POSTERIORS.names() == ["ae", "vae"]
+    assert ENCODERS.names() == ["conv", "gated", "gru", "mlp", "resnet", "study-conv"] and POSTERIORS.names() == ["ae", "vae"]
     assert PRIORS.names() == ["conditional", "mixture", "normal", "vampprior"] and CONDITIONS.names() == ["columns", "label"]
     assert "identity" in ACTIVATIONS.names()
     for field, words in (

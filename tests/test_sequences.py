@@ -226,4 +226,4 @@ def test_the_train_command_reads_strings_with_its_flags(tmp_path, capsys):
     assert main(["train", "--dataset", str(path), "--tokenizer", "smiles", "--max-length", "3", "--out", str(tmp_path / "run")]) == 2
     assert "line 2: 8 tokens, more than max_length 3" in capsys.readouterr().err
     assert main(["train", "--dataset", str(path), "--tokenizer", "smiles", "--out", str(tmp_path / "run")]) == 2
-    assert "token sequences: no model kind reads them yet" in capsys.readouterr().err  # read whole, until a sequence model exists
+    assert "train them with --arch gru --likelihood categorical" in capsys.readouterr().err  # read whole, refused by the image networks

@@ -94,4 +94,8 @@ def test_training_on_tokens_is_refused_in_one_line(tmp_path, capsys):
     path, _ = token_file(tmp_path)
     assert main(["train", "--dataset", str(path), "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "integer token sequences: no model kind reads them yet" in err and "\n" not in err and "Traceback" not in err
+    assert "token sequences: train them with --arch gru" in err and "\n" not in err and "Traceback" not in err
+    sequence_model = ["--arch", "gru", "--likelihood", "categorical"]
+    assert main(["train", "--dataset", str(path), *sequence_model, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "token ids without a vocabulary" in err and "\n" not in err

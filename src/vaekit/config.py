@@ -204,7 +204,11 @@ class ModelConfig:
     logvar_range: (min, max) that every Gaussian layer (posterior layers, p(z_l|z_{l+1}), the
         conditional prior p(z|y)) clamps its log-variance to; the VampPrior paper's models use (-6, 2), which keeps each σ above 0.05.
     dropout: (encoder, decoder): the probability with which the dense encoder and decoder (``mlp``,
-        ``gated``) zero each hidden unit in training (0: none); evaluation runs without it.
+        ``gated``) zero each hidden unit in training (0: none); evaluation runs without it. For ``gru``:
+        dropout on the encoder's features, and word dropout (Bowman et al. 2016: each token the decoder
+        reads is blanked).
+    vocabulary_size: V, the tokens of token data (with ``<pad>``, ``<start>``, ``<end>``). Filled from the data.
+    embedding_dim: the width of the sequence networks' (``gru``) token embeddings.
     """
 
     kind: str = field(
@@ -272,6 +276,10 @@ class ModelConfig:
         ),
     )
     context_dim: int = field(default=0, metadata=NO_FLAG)  # filled from the data
+    vocabulary_size: int = field(default=0, metadata=NO_FLAG)  # filled from token data
+    embedding_dim: int = field(
+        default=64, metadata=flag("width of the token embeddings of the sequence networks (gru) ({default})", positive=True)
+    )
     logvar_range: tuple[float, float] = field(
         default=(-16.0, 10.0),
         metadata=flag(
@@ -282,7 +290,8 @@ class ModelConfig:
         default=(0.0, 0.0),
         metadata=flag(
             "zero each hidden unit of the dense encoder and decoder (mlp, gated) with probability P in training; two values: "
-            "the encoder's, then the decoder's ({default})",
+            "the encoder's, then the decoder's; for gru, the encoder's features and word dropout: each token the decoder "
+            "reads blanked ({default})",
             nargs="+",
             metavar="P",
         ),

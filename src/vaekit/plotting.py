@@ -376,3 +376,18 @@ def confusion_matrix(counts: np.ndarray, names: Sequence[str], *, title: str = "
     return heatmap(
         shares, rows=names, columns=names, axes=("true class", "predicted class"), cells=cells, scale="share of the true class", title=title
     )
+
+
+def text_lines(lines: Sequence[str], font_size: int = FONT_SIZE, pad: int = 8) -> np.ndarray:
+    """Lines of text, one under another on white -> uint8 (H, W, 3) (strings a sequence model wrote)."""
+    from PIL import Image, ImageDraw
+
+    lines = list(lines) or [""]
+    font = _font(font_size)
+    sizes = [_text_size(line, font_size) for line in lines]
+    step = max(h for _, h in sizes) + 4
+    image = Image.new("RGB", (max(w for w, _ in sizes) + 2 * pad, step * len(lines) + 2 * pad), "white")
+    pen = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        pen.text((pad, pad + i * step), line, fill=TEXT, font=font)
+    return np.asarray(image, dtype=np.uint8)

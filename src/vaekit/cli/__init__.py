@@ -38,6 +38,8 @@ COMMANDS = {
     "classify": ("classify", "a semi-supervised run's class predictions (CSV), accuracy and confusion matrix"),
     "analogies": ("classify", "each example's style z decoded as every class (PNG grid)"),
     "disentanglement": ("disentanglement", "metrics of how a run's latent units separate known factors of variation (MIG, DCI, ...)"),
+    "molecules": ("molecules", "sample molecules from a SMILES/SELFIES model and score them with the MOSES metrics"),
+    "optimize": ("optimize", "search a molecule model's latent space for molecules with a high QED, logP or penalized logP"),
     "anomaly": ("anomaly", "anomaly scores per example, a threshold, a histogram, ROC AUC with labels"),
     "explore": ("explore", "interactive latent-space explorer in the browser (local web app)"),
     "compress": ("compress", "compress data with a trained VAE (lossless bits-back ANS, or --lossy latent codes)"),

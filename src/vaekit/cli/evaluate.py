@@ -19,12 +19,15 @@ from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int, resolve_device, split_of
 from vaekit.data import dataset_names
 from vaekit.data.base import COLUMNS, LABELS, Dataset
+from vaekit.data.sequences import vocabulary_of
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation import collapse_message, elbo_terms, iw_log_likelihood, latent_diagnostics, summarize, summarize_log_likelihood
 from vaekit.examples import for_model
 from vaekit.objectives import ELBO
 
 log = logging.getLogger(__name__)
+
+EXACT_MATCH_EXAMPLES = 1000  # sequences whose greedy reconstructions ``vaekit evaluate`` compares
 
 
 def register(sub) -> None:
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     if r.model.classifier is not None:
         result["semi_supervised"] = _semi_supervised(r, split, split_name, args)
+    _by_data_kind(r, data, split, examples, args, result)
 
     diag = latent_diagnostics(r.model, examples, batch_size=args.batch_size)
     result["latent"] = diag.to_dict()
@@ -126,20 +130,51 @@ def run(args: argparse.Namespace) -> int:
         if warning:
             log.warning("warning: %s", warning)
 
-    if not args.no_pca:
-        train_x = (data or _run_training_data(r)).train.x
-        result["pca"] = pca = compare_reconstruction(r.model, train_x, examples, batch_size=args.batch_size)
-        print(
-            f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
-            f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})"
-        )
-
     result["seconds"] = time.perf_counter() - started
     out = Path(args.json) if args.json else r.path / f"eval-{split_name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written to {out}")
     return 0
+
+
+def _by_data_kind(r, data, split: Dataset, examples: Dataset, args, result: dict) -> None:
+    """A sequence model's figures per token and exact matches (``sequences``); PCA's error beside the model's
+    (``pca``) for the others, unless ``--no-pca``."""
+    if vocabulary_of(r.data_info) is not None:
+        result["sequences"] = _sequences(r, split, result)
+    elif not args.no_pca:
+        result["pca"] = _pca(r, data, examples, args)
+
+
+def _pca(r, data, examples: Dataset, args) -> dict:
+    """PCA's squared reconstruction error beside the model's (fitted on the training split), printed and returned."""
+    train_x = (data or _run_training_data(r)).train.x
+    pca = compare_reconstruction(r.model, train_x, examples, batch_size=args.batch_size)
+    print(
+        f"  squared reconstruction error per example: model {pca['model_squared_error']:.4g}, "
+        f"PCA with {pca['components']} components {pca['pca_squared_error']:.4g} (ratio {pca['ratio']:.3f})"
+    )
+    return pca
+
+
+def _sequences(r, split: Dataset, result: dict) -> dict:
+    """Per token (the stored tokens a sequence's likelihood scores: its tokens and ``<end>``) and the exact-match
+    rate of greedy reconstructions at the posterior mean (of the first ``EXACT_MATCH_EXAMPLES``), printed and returned."""
+    from vaekit.strings import StringCodec, reconstruct_strings
+
+    x = split.x[:]
+    tokens = float((x[:, 1:] != 0).sum()) / len(x)  # scored tokens per sequence
+    out = {"tokens_per_sequence": tokens, "neg_elbo_per_token": result["neg_elbo"] / tokens}
+    print(f"  per token       {out['neg_elbo_per_token']:10.4f} nats ({tokens:.1f} tokens a sequence, <end> included)")
+    if "iw" in result:
+        out["iw_nll_per_token"] = result["iw"]["nll"] / tokens
+        print(f"  IW-NLL per token {out['iw_nll_per_token']:9.4f} nats")
+    shown = x[:EXACT_MATCH_EXAMPLES]
+    rec = reconstruct_strings(r.model, StringCodec.of_run(r), shown)
+    out.update(exact_match=rec.exact_match, exact_match_examples=len(shown))
+    print(f"  exact match     {rec.exact_match:10.4f} (greedy decoding at the posterior mean, {len(shown)} sequences)")
+    return out
 
 
 def _iw(r, examples: Dataset, args, dims: int) -> dict:

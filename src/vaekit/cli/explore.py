@@ -59,6 +59,7 @@ def run_explore(args: argparse.Namespace) -> int:
     from vaekit.explore.explorer import Explorer
 
     run = load_run(args)
+    Explorer.check(run)
     loopback = is_loopback(args.host)
     sock = bind(args.host, args.port)  # before the slow part: a busy port fails at once
     try:

@@ -24,7 +24,12 @@ def register(sub) -> None:
     p = sub.add_parser("sample", help="a PNG grid of decoded prior samples", description="Decode draws from the prior into a PNG grid.")
     add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior draws (default 1)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="scale of the prior draws (default 1); a sequence model: the decoder's sampling temperature (0: greedy)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing the decoder mean")
     p.add_argument(
@@ -66,10 +71,15 @@ def register(sub) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
 
-    if args.temperature <= 0:
-        raise ConfigError(f"temperature must be positive, got {args.temperature}")
     r = load_run(args)
     views = RunViews(r, seed=args.seed, context=view_context(r, args))
+    if views.is_sequences:  # strings: decoded at --temperature from z ~ p(z)
+        view = views.samples(args.n, temperature=args.temperature)
+        print("\n".join(view.result))
+        print(f"wrote {args.n} samples to {save_png(view.picture, output_path(args, r.path, 'samples.png'))}")
+        return 0
+    if args.temperature <= 0:
+        raise ConfigError(f"temperature must be positive, got {args.temperature}")
     views.require_images("sampling")
     if args.compare:
         view = views.sample_comparison(args.n, temperature=args.temperature, components=args.components)
@@ -103,5 +113,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     views = RunViews(r, source=args.data, split=args.split)
     view = views.reconstructions(args.n)
     path = save_png(view.picture, output_path(args, r.path, "reconstructions.png"))
+    if views.is_sequences:
+        rec = view.result
+        print("\n".join(f"{'=' if same else 'x'} {a}  ->  {b}" for a, b, same in zip(rec.originals, rec.decoded, rec.exact.tolist())))
+        print(f"{int(rec.exact.sum())} of {len(rec.exact)} decoded exactly; wrote the pairs to {path}")
+        return 0
     print(f"wrote {len(view.result)} originals (odd rows) and reconstructions (even rows) to {path}")
     return 0

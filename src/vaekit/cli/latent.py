@@ -90,7 +90,7 @@ def register(sub) -> None:
         nargs=2,
         metavar=("A", "B"),
         required=True,
-        help="two inputs: indices into --split, or image files of the model's input size",
+        help="two inputs: indices into --split, or image files of the model's input size (a sequence model: strings, e.g. SMILES)",
     )
     p.add_argument("--steps", type=_steps, default=10, help="points on the path, both ends included (default 10)")
     p.add_argument(
@@ -280,6 +280,11 @@ def _input_spec(text: str, shape: tuple[int, ...]):
 
 def run_interpolate(args: argparse.Namespace) -> int:
     views = _views(args)
+    if views.is_sequences:  # A and B: indices or strings; the strings decoded along the line
+        view = views.interpolation(*args.between, steps=args.steps)
+        print("\n".join(f"{t:5.2f}  {s}" for t, s in zip(torch.linspace(0, 1, args.steps).tolist(), view.result)))
+        print(f"wrote the interpolation ({args.steps} steps) to {_save(view, args, views, 'interpolation.png')}")
+        return 0
     views.require_images("interpolation")
     a, b = (_input_spec(t, views.model.input_shape) for t in args.between)
     methods = ("linear", "slerp") if args.method == "both" else (args.method,)

@@ -78,6 +78,11 @@ def code_kind(model, x) -> tuple[str, str]:
         return "none", "a plain autoencoder has no likelihood to code with"
     if latent.conditional and not latent.label_classes:
         return "none", "a model of context columns: its negative ELBO is of x given the context, which no coder carries yet"
+    if LIKELIHOODS[name].support == "tokens":
+        return "none", (
+            "token sequences: the negative ELBO is a bits-back code length per sequence, "
+            "but 'vaekit compress' codes images and arrays, not sequences"
+        )
     if name in coder_names():
         binary = LIKELIHOODS[name].binary
         if not (is_binary(x) if binary else is_8bit(x)):

@@ -18,7 +18,9 @@ import torch
 
 import vaekit.latent as latent
 from vaekit.data.base import Dataset
+from vaekit.data.sequences import vocabulary_of
 from vaekit.data.tables import context_names
+from vaekit.errors import ConfigError
 from vaekit.evaluation import elbo_terms
 from vaekit.examples import for_model, with_context
 from vaekit.generation import sample
@@ -58,9 +60,19 @@ class Explorer:
     explore (default: the top).
     """
 
+    @staticmethod
+    def check(run) -> None:
+        """A one-line ``ConfigError`` for a run the explorer cannot show (a model of token sequences)."""
+        if vocabulary_of(run.data_info) is not None:
+            raise ConfigError(
+                "the explorer shows images and numbers, not token sequences yet: look into a sequence model with "
+                "vaekit sample, reconstruct, interpolate, molecules and report"
+            )
+
     def __init__(self, run, data, *, seed: int = 0, context: int | torch.Tensor | None = None, layer: int | None = None):
         self.run, self.seed = run, seed
         # the split shown, the context decoded with where a request names none, images or not: the report's policy
+        self.check(run)
         self.ctx = ctx = RunContext(run, data=data, seed=seed, context=context, layer=layer)
         self.model = ctx.latent_model  # the codes explored: the model's, or one layer's of a hierarchical model
         model = self.model

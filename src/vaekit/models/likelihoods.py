@@ -59,6 +59,12 @@ class LikelihoodHead(nn.Module, ABC):
         (and ``std``): a starting bias for the decoder's last layer. None: no such start."""
         return None
 
+    def initial_params(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The decoder outputs at which p(x|z) fits the examples x (N, *shape) on average (``output_params``
+        of their per-dimension mean and spread): a starting bias for the decoder's last layer. None: no such start."""
+        x = x.float()
+        return self.output_params(x.mean(0), x.std(0) if len(x) > 1 else torch.ones_like(x[0]))
+
     def param(self, params: torch.Tensor, i: int) -> torch.Tensor:
         """The i-th parameter map (*batch, *shape) of decoder output (*batch, k, *shape)."""
         return params.select(-1 - self.event_dims, i)

@@ -27,6 +27,7 @@ from vaekit.models.likelihoods import LIKELIHOODS, LikelihoodHead
 from vaekit.models.networks import ACTIVATIONS, DECODERS, ENCODERS, DecoderNetwork, Encoder
 from vaekit.models.posteriors import POSTERIORS, PosteriorHead, full_precision
 from vaekit.models.priors import PRIORS, Prior
+from vaekit.models.sequence import TokenSequence
 
 
 class LatentVariableModel(nn.Module, Model):
@@ -144,6 +145,8 @@ class LatentVariableModel(nn.Module, Model):
         """p(x|z) (or p(x|z, y)) for z (*batch, L): batch shape ``batch``, so samples (S, B, L) decode to (S, B)."""
         if self.condition is not None:
             z = torch.cat([z, self.condition(context, z.shape[:-1]).to(z.dtype)], -1)  # (*batch, L + K)
+        if self.decoder.autoregressive:  # p(x|z) = Π_t p(x_t | x_<t, z): the decoder reads the sequence it explains
+            return TokenSequence(self.decoder, self.likelihood, z, self.input_shape[0])
         if z.dim() == 2:
             return self.likelihood(full_precision(self.decoder(z)))
         params = full_precision(self.decoder(z.reshape(-1, z.shape[-1])))  # (prod(batch), k, *shape)
@@ -151,11 +154,10 @@ class LatentVariableModel(nn.Module, Model):
 
     def init_output_bias(self, x: torch.Tensor) -> None:
         """Start the decoder at the data: its last bias is set so that p(x|z) has the per-dimension
-        mean (and spread) of ``x`` (N, *shape) wherever its last pre-activation is zero; saves the
-        first epochs the work of learning the average image. A no-op where the likelihood has no
-        such start (the continuous Bernoulli)."""
-        x = x.float()
-        params = self.likelihood.output_params(x.mean(0), x.std(0) if len(x) > 1 else torch.ones_like(x[0]))
+        mean (and spread) of ``x`` (N, *shape) wherever its last pre-activation is zero (a token
+        decoder: at the tokens' frequencies); saves the first epochs the work of learning the average
+        example. A no-op where the likelihood has no such start (the continuous Bernoulli)."""
+        params = self.likelihood.initial_params(x)
         if params is not None:
             self.decoder.set_output_bias(params.to(next(self.parameters())))
 
@@ -178,6 +180,7 @@ def check_parts(config: ModelConfig) -> None:
         (PRIORS, config.prior),
     ):
         registry.check(name)
+    check_token_parts(config)
     if any(config.dropout) and ENCODERS[config.arch].needs_images:
         raise ConfigError(f"--dropout is for the dense networks (--arch mlp or gated); the {config.arch} network has none")
     if config.flow != "none":
@@ -190,6 +193,26 @@ def check_parts(config: ModelConfig) -> None:
             raise ConfigError("a hierarchical model (several --latent-dim sizes) has Gaussian layers: it needs --model vae without a flow")
         if PRIORS[config.prior].conditional:
             raise ConfigError(f"a hierarchical model's top prior is unconditional; --prior {config.prior} needs one latent layer")
+
+
+def check_token_parts(config: ModelConfig) -> None:
+    """Token networks (``gru``) with the categorical likelihood, each only with the other, and none of
+    the parts that read or make continuous inputs (a condition, the VampPrior's pseudo-inputs, a hierarchy)."""
+    tokens = ENCODERS[config.arch].reads_tokens
+    if tokens != (LIKELIHOODS[config.likelihood].support == "tokens"):
+        raise ConfigError(
+            f"the {config.arch} network needs the categorical likelihood"
+            if tokens
+            else "the categorical likelihood is for token sequences (--arch gru)"
+        )
+    if not tokens:
+        return
+    if config.condition != "none" or MODEL_KINDS[config.kind].condition is not None:
+        raise ConfigError(f"a {config.arch} model of token sequences is not conditional (no --condition, no --model m2) yet")
+    if is_hierarchical(config):
+        raise ConfigError(f"a {config.arch} model of token sequences has one latent layer (one --latent-dim)")
+    if PRIORS[config.prior].name == "vampprior":
+        raise ConfigError("the vampprior's pseudo-inputs are continuous, and token sequences are not: use --prior normal or mixture")
 
 
 def build_model(config: ModelConfig) -> LatentVariableModel:

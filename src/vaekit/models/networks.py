@@ -43,11 +43,13 @@ class Encoder(nn.Module, ABC):
     """Interface: x (B, *input_shape) -> features (B, ``out_features``).
 
     needs_images: the network only works on (C, H, W) data.
+    reads_tokens: the network reads token sequences (N, T) of int64 ids (and only those).
     fixed_layout: its layers are a paper's, fixed: it reads none of the size settings (``hidden``,
         ``activation``, ``conv_dense``, ``dropout``).
     """
 
     needs_images: ClassVar[bool] = False
+    reads_tokens: ClassVar[bool] = False
     fixed_layout: ClassVar[bool] = False
     out_features: int
 
@@ -64,7 +66,13 @@ class Encoder(nn.Module, ABC):
 
 
 class DecoderNetwork(nn.Module, ABC):
-    """Interface (what the model calls): z (B, L) -> likelihood parameters (B, k, *output_shape)."""
+    """Interface (what the model calls): z (B, L) -> likelihood parameters (B, k, *output_shape).
+
+    autoregressive: the network reads the sequence it explains, x_<t, to give p(x_t | x_<t, z)
+        (``vaekit.models.sequence``): the model hands it and z to a ``TokenSequence`` instead of calling it on z.
+    """
+
+    autoregressive: ClassVar[bool] = False
 
     @abstractmethod
     def set_output_bias(self, params: torch.Tensor) -> None:
@@ -75,6 +83,7 @@ class Decoder(DecoderNetwork):
     """Interface of a registered decoder (``--arch``): a ``DecoderNetwork`` built from the config."""
 
     needs_images: ClassVar[bool] = False
+    reads_tokens: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from vaekit.data.base import Dataset, class_names, label_name
+from vaekit.data.sequences import vocabulary_of
 from vaekit.data.tables import describe_context
 from vaekit.errors import ConfigError, DataError
 from vaekit.examples import for_model, with_context
@@ -97,6 +98,11 @@ class RunContext:
     @property
     def is_image(self) -> bool:
         return is_image_shape(tuple(self.model.input_shape))
+
+    @property
+    def is_sequences(self) -> bool:
+        """The run models token sequences (strings read with a tokenizer): its views are strings."""
+        return vocabulary_of(self.run.data_info) is not None
 
     def require_images(self, what: str) -> None:
         """A one-line ``ConfigError`` saying ``what`` needs images, unless the run models them."""

@@ -72,7 +72,8 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
 
     Sections: configuration, metrics (evaluation of ``split`` and the training summary), training
     curves, reconstructions, a semi-supervised model's confusion matrix, a class-conditional model's
-    analogies and samples by class, samples (prior vs fitted code densities), interpolation, traversal,
+    analogies and samples by class, samples (prior vs fitted code densities; a sequence model's strings or
+    molecules, and the neighbourhood of one), interpolation, traversal,
     for data made from known factors every unit's traversal labelled by the factor it captures and the
     units' information about the factors, manifold, latent embedding, and denoising for a run trained
     with input noise. Images are
@@ -88,7 +89,8 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
     report.sections.append(Section("config", "Configuration", body=config_html(run)))
     report.sections.append(Section("metrics", "Metrics", body=metrics_html(run, views)))
     report.add("curves", "Training curves", views.curves, image=False)
-    report.add("reconstructions", "Reconstructions", lambda: views.reconstructions(32))
+    drawn = not views.is_sequences  # pictures of pixels (shown pixelated), or of molecules and strings
+    report.add("reconstructions", "Reconstructions", lambda: views.reconstructions(8 if views.is_sequences else 32), image=drawn)
     if model.classifier is not None:
         report.add("confusion", "Classification", views.confusion, image=False)
     if views.classes:
@@ -96,11 +98,15 @@ def write_report(run, path: str | Path | None = None, *, split: str = "test", se
         report.add("class-samples", "Samples by class", lambda: views.class_samples(10))
     elif model.latent.conditional:
         report.add("context-samples", "Samples across the context", lambda: views.context_samples())
-    report.add("samples", "Samples", lambda: views.sample_comparison(25))
+    if views.is_sequences:
+        report.add("samples", "Samples", lambda: views.samples(16), image=False)
+        report.add("neighbourhood", "Around an example", lambda: views.neighbourhood(0, 11), image=False)
+    else:
+        report.add("samples", "Samples", lambda: views.sample_comparison(25))
     if _has_pseudo_inputs(model) and views.is_image:
         report.add("pseudo-inputs", "VampPrior pseudo-inputs", lambda: views.pseudo_inputs(32))
     a, b = _pair(views) if views.is_image else (0, 1)
-    report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=10))
+    report.add("interpolation", "Interpolation", lambda: views.interpolation(a, b, steps=8 if views.is_sequences else 10), image=drawn)
     report.add("traversal", "Latent traversal", lambda: views.traversal(8, steps=11, at="input", index=a))
     if views.data.info.get("factors"):
         report.add("factor-traversal", "Units and factors", lambda: views.factor_traversal(index=a))

@@ -21,6 +21,7 @@ from vaekit.report.views import data as data_views
 from vaekit.report.views import factors as factor_views
 from vaekit.report.views import generation as generation_views
 from vaekit.report.views import latent as latent_views
+from vaekit.report.views import sequences as sequence_views
 from vaekit.report.views.base import View
 from vaekit.report.views.space import LatentSpace
 
@@ -85,6 +86,7 @@ class RunViews:
     split = property(lambda self: self.ctx.split)
     split_name = property(lambda self: self.ctx.split_name)
     is_image = property(lambda self: self.ctx.is_image)
+    is_sequences = property(lambda self: self.ctx.is_sequences)
     classes = property(lambda self: self.ctx.classes)
     chosen_context = property(lambda self: self.ctx.chosen_context)
     ranking = property(lambda self: self.space.ranking)
@@ -116,3 +118,4 @@ class RunViews:
     confusion = _on_context(class_views.confusion)
     factor_traversal = _on_space(factor_views.factor_traversal)
     factor_information = _on_space(factor_views.factor_information)
+    neighbourhood = _on_context(sequence_views.neighbourhood)

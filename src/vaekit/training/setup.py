@@ -20,6 +20,7 @@ from vaekit.data import DataSplits, SourceSettings, keep_labels, load_data
 from vaekit.data.base import BINARY, TOKENS, UNIT, Dataset
 from vaekit.data.batches import Batch, InputSteps, TrainingBatches
 from vaekit.data.context import context_count
+from vaekit.data.sequences import vocabulary_of
 from vaekit.errors import ConfigError, DataError, TrainingError
 from vaekit.evaluation import posterior_collapse_warning
 from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS, MODEL_KINDS
@@ -39,6 +40,7 @@ def resolved(config: RunConfig, data: DataSplits) -> RunConfig:
     if config.data.codes_of is not None:  # the codes' run's data settings, for the record (and --labelled's seed)
         config.data = codes_data_config(config.data)
     config.model.input_shape = tuple(data.shape)
+    config.model.vocabulary_size = data.info.get("vocabulary_size") or 0
     config.data.memmap = data.streaming
     kind = MODEL_KINDS[config.model.kind]
     config.model = kind.resolved(config.model)  # the condition the kind always has (M2's class label)
@@ -82,8 +84,17 @@ def kept_labels(config: RunConfig, data: DataSplits) -> DataSplits:
 
 def check_data(config: RunConfig, data: DataSplits) -> None:
     """Refuse data that the model or likelihood cannot explain, with a one-line reason."""
-    if data.value_range == TOKENS:
-        raise DataError(f"{config.data.source} holds integer token sequences: no model kind reads them yet")
+    if (data.value_range == TOKENS) != ENCODERS[config.model.arch].reads_tokens:
+        if data.value_range == TOKENS:
+            raise ConfigError(f"{config.data.source} holds token sequences: train them with --arch gru --likelihood categorical")
+        raise ConfigError(
+            f"the {config.model.arch} network reads token sequences, and {config.data.source} holds numbers of shape {data.shape}"
+        )
+    if data.value_range == TOKENS and vocabulary_of(data.info) is None:
+        raise ConfigError(
+            f"{config.data.source} holds token ids without a vocabulary: a sequence model reads strings "
+            "(.smi/.txt files, a CSV column with --tokenizer, --dataset moses), stored <start> tokens <end> and padded"
+        )
     if LIKELIHOODS[config.model.likelihood].support == "unit" and data.value_range not in (BINARY, UNIT):
         raise DataError(
             f"the {config.model.likelihood} likelihood needs data in [0, 1], but {config.data.source} has values outside it; "

@@ -9,11 +9,15 @@ from vaekit.corruption import UNIT_LEVEL
 from vaekit.errors import ConfigError, DataError
 from vaekit.generation import denoise, reconstruct
 from vaekit.report.context import RunContext
+from vaekit.report.views import sequences as sequence_views
 from vaekit.report.views.base import View, paired_rows
 
 
 def reconstructions(ctx: RunContext, n: int = 16, cols: int = 16) -> View:
-    """The first ``n`` examples of the split (odd rows) above their reconstructions (even rows)."""
+    """The first ``n`` examples of the split (odd rows) above their reconstructions (even rows); for a
+    sequence model, strings beside their greedy decodings (``sequences.reconstructions``)."""
+    if ctx.is_sequences:
+        return sequence_views.reconstructions(ctx, n)
     ctx.require_images("reconstruction")
     examples = ctx.examples(ctx.split).rows(0, n)
     x = examples.x[:]  # (n, *shape)

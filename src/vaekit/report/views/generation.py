@@ -13,6 +13,7 @@ from vaekit.examples import with_context
 from vaekit.generation import reconstruct, sample, tempered
 from vaekit.models.vampprior import vampprior_of
 from vaekit.report.context import RunContext
+from vaekit.report.views import sequences as sequence_views
 from vaekit.report.views.base import View, paired_rows
 from vaekit.report.views.space import LatentSpace
 
@@ -29,6 +30,8 @@ def samples(
     means, or draws from p(x|z) with ``draw``). A conditional model with no ``chosen_context``: a row per
     class, n // classes samples each (at least one)."""
     ctx = space.ctx
+    if ctx.is_sequences:
+        return sequence_views.samples(ctx, n, temperature=temperature)
     ctx.require_images("sampling")
     if ctx.classes and ctx.chosen_context is None:
         per_class = max(1, n // ctx.classes)

@@ -12,6 +12,7 @@ import vaekit.latent as latent
 import vaekit.plotting as plotting
 from vaekit.errors import ConfigError
 from vaekit.report.context import RunContext
+from vaekit.report.views import sequences as sequence_views
 from vaekit.report.views.base import View
 from vaekit.report.views.space import RANK_SAMPLE, LatentSpace
 
@@ -29,7 +30,10 @@ class Embedding:
 
 def interpolation(ctx: RunContext, a, b, *, steps: int = 10, methods: tuple[str, ...] = ("linear", "slerp")) -> View:
     """Rows of [A, decoded path, B] between the posterior means of A and B (each as for ``RunContext.example``),
-    one row per method. The result: {method: ``latent.Interpolation``, its images (steps, *shape)}."""
+    one row per method. The result: {method: ``latent.Interpolation``, its images (steps, *shape)}. For a
+    sequence model (A and B may then be strings too), the strings decoded along the line (``sequences.interpolation``)."""
+    if ctx.is_sequences:
+        return sequence_views.interpolation(ctx, a, b, steps=steps)
     ctx.require_images("interpolation")
     (xa, name_a), (xb, name_b) = ctx.example(a), ctx.example(b)
     ends = None if not ctx.model.latent.conditional else (ctx.example_context(a), ctx.example_context(b))

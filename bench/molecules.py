@@ -1,0 +1,240 @@
+"""Molecules (MOSES, Polykovskiy et al. 2020): vaekit's SMILES VAE beside the MOSES paper's baselines, and its training speed.
+
+The CPU recipe trains a GRU VAE (bidirectional GRU encoder of 256, GRU decoder of 256, z of 64, KL weight
+rising to 0.05 as MOSES's VAE does) on MOSES's training set, in "epochs" of 200 steps of 256 molecules
+drawn afresh (``--epoch-steps``), so that a run of any length sees a fresh sample of the 1.58M molecules
+and checkpoints every few minutes; 1% of the training file is held out for validation. One command per
+step, resumable: a run directory that exists is resumed.
+
+    python bench/molecules.py train --minutes 100      # train (or resume) the SMILES model for this long, then stop
+    python bench/molecules.py score                    # vaekit molecules on the best checkpoint: MOSES's metrics
+    python bench/molecules.py speed                    # tokens per second: vaekit's training step against a plain PyTorch loop
+    python bench/molecules.py table                    # the table from bench/results/molecules.json
+
+Each record goes into ``bench/results/molecules.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import read_cells
+from common import save_cell as write_cell
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "molecules.json"
+RUNS = ROOT / "bench" / "runs" / "molecules"
+DATA_DIR = ROOT.parent / "shared" / "data"
+SMILES_RECIPE = [
+    "--dataset", "moses", "--data-dir", str(DATA_DIR), "--valid-fraction", "0.01",
+    "--arch", "gru", "--likelihood", "categorical", "--latent-dim", "64", "--hidden", "256", "256", "--embedding-dim", "64",
+    "--batch-size", "256", "--lr", "1e-3", "--beta", "0.05", "--warmup", "2", "--epoch-steps", "200", "--epochs", "1000",
+    "--grad-clip", "50", "--ema", "0.999",
+]  # fmt: skip
+
+# The MOSES paper's Table (its baselines, metrics against the test set; the VAE row is the anchor of issue 35).
+MOSES_ROWS = {
+    "MOSES VAE": {"valid": 0.977, "unique@10000": 0.998, "FCD/Test": 0.099, "SNN/Test": 0.626, "Frag/Test": 0.999, "Scaf/Test": 0.939,
+                  "IntDiv": 0.856, "Filters": 0.997, "Novelty": 0.695},
+    "MOSES CharRNN": {"valid": 0.975, "FCD/Test": 0.073},
+    "MOSES JT-VAE": {"valid": 1.0, "FCD/Test": 0.395},
+}  # fmt: skip
+COLUMNS = (
+    "valid",
+    "unique@1000",
+    "unique@10000",
+    "FCD/Test",
+    "SNN/Test",
+    "Frag/Test",
+    "Scaf/Test",
+    "IntDiv",
+    "IntDiv2",
+    "Filters",
+    "Novelty",
+)
+
+
+def save_cell(key: str, record: dict) -> None:
+    write_cell(RESULTS, key, record)
+
+
+def run_train(args) -> None:
+    """Train (or resume) for ``--minutes``, then stop it the way Ctrl-C does (the run saves and can resume)."""
+    out = RUNS / f"smiles-s{args.seed}"
+    command = [sys.executable, "-m", "vaekit", "train"]
+    if (out / "config.json").exists():
+        command += ["--resume", str(out), "--threads", str(args.threads)]
+    else:
+        command += [*SMILES_RECIPE, "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(out)]
+    proc = subprocess.Popen(command)
+    try:
+        proc.wait(timeout=args.minutes * 60)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait()
+
+
+def run_score(args) -> None:
+    """``vaekit molecules`` on the run's best checkpoint, recorded with the run's training figures."""
+    from vaekit.runs import read_metrics
+
+    out = RUNS / f"smiles-s{args.seed}"
+    command = [sys.executable, "-m", "vaekit", "molecules", str(out), "-n", str(args.n), "--reference-size", str(args.reference_size)]
+    command += ["--jobs", str(args.jobs), "--json", str(out / "molecules.json"), "--threads", str(args.threads)]
+    command += ["--no-fcd"] if args.no_fcd else []
+    subprocess.run(command, check=True)
+    import json
+
+    scored = json.loads((out / "molecules.json").read_text())
+    rows = read_metrics(out / "metrics.csv")
+    train_seconds = sum(r["train_seconds"] for r in rows)
+    molecules = len(rows) * 200 * 256
+    record = {
+        "model": f"vaekit SMILES VAE (CPU recipe, seed {args.seed})",
+        "metrics": scored["metrics"],
+        "sizes": scored["sizes"],
+        "references": scored["references"],
+        "epochs_of_200_steps": len(rows),
+        "molecules_seen": molecules,
+        "passes_over_moses_train": molecules / 1_568_815,
+        "training_seconds": round(train_seconds, 1),
+        "molecules_per_second": molecules / train_seconds,
+        "best_valid_neg_elbo": min(r["valid_neg_elbo"] for r in rows),
+        "sampling_molecules_per_second": scored["molecules_per_second"],
+        "scoring_seconds": scored["seconds"],
+        "command": " ".join(["vaekit", "train", *SMILES_RECIPE, "--seed", str(args.seed)]),
+    }
+    save_cell(f"smiles-s{args.seed}", record)
+
+
+class PlainGRUVAE(torch.nn.Module):
+    """The peer: the same networks written directly in PyTorch (embedding, bidirectional GRU encoder, Gaussian
+    q(z|x), GRU decoder with z beside each token, cross-entropy with padding ignored), trained by a bare loop."""
+
+    def __init__(self, vocabulary: int, embedding: int, hidden: int, latent: int):
+        super().__init__()
+        nn = torch.nn
+        self.embed_q, self.embed_p = nn.Embedding(vocabulary, embedding, padding_idx=0), nn.Embedding(vocabulary, embedding)
+        self.encoder = nn.GRU(embedding, hidden, batch_first=True, bidirectional=True)
+        self.q = nn.Linear(2 * hidden, 2 * latent)
+        self.initial = nn.Linear(latent, hidden)
+        self.decoder = nn.GRU(embedding + latent, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, vocabulary)
+
+    def loss(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+        lengths = (x != 0).sum(1).cpu()
+        packed = torch.nn.utils.rnn.pack_padded_sequence(self.embed_q(x), lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.encoder(packed)
+        mu, logvar = self.q(torch.cat([h[0], h[1]], -1)).chunk(2, -1)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        inputs = x[:, :-1]
+        zs = z.unsqueeze(1).expand(-1, inputs.shape[1], -1)
+        out, _ = self.decoder(torch.cat([self.embed_p(inputs), zs], -1), torch.tanh(self.initial(z)).unsqueeze(0))
+        logits = self.out(out)
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), ignore_index=0, reduction="none"
+        )
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        return (nll.view(len(x), -1).sum(1) + beta * kl).mean()
+
+
+def run_speed(args) -> None:
+    """Scored tokens per second of vaekit's training step (``Trainer``'s objective and step, through the model
+    it builds) and of the plain loop, on the same batches of MOSES molecules, alternating rounds."""
+    from vaekit.config import ModelConfig
+    from vaekit.data import SourceSettings, load_data
+    from vaekit.data.batches import Batch
+    from vaekit.models import build_model
+    from vaekit.objectives import ELBO
+
+    torch.set_num_threads(args.threads)
+    data = load_data("moses", settings=SourceSettings(data_dir=str(DATA_DIR), valid_fraction=0.01), preprocessing={"max_examples": 20_000})
+    x = data.train.x
+    vocabulary, length = data.info["vocabulary_size"], x.shape[1]
+    config = ModelConfig(
+        arch="gru",
+        likelihood="categorical",
+        input_shape=(length,),
+        vocabulary_size=vocabulary,
+        latent_dim=64,
+        hidden=(256, 256),
+        embedding_dim=64,
+    )
+    torch.manual_seed(0)
+    ours, peer = build_model(config), PlainGRUVAE(vocabulary, 64, 256, 64)
+    objective = ELBO(beta=0.05)
+    steps = {
+        "vaekit": (ours, lambda b: objective(ours, Batch(b, b)).loss.mean()),
+        "plain PyTorch": (peer, lambda b: peer.loss(b, 0.05)),
+    }
+    optimizers = {name: torch.optim.Adam(m.parameters(), 1e-3) for name, (m, _) in steps.items()}
+    g = torch.Generator().manual_seed(0)
+    batches = [x[torch.randint(len(x), (256,), generator=g)] for _ in range(args.steps)]
+    tokens = sum(int((b[:, 1:] != 0).sum()) for b in batches)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, (_, loss_of) in steps.items():
+            loss_of(batches[0]).backward()  # warm-up
+            start = time.perf_counter()
+            for b in batches:
+                optimizers[name].zero_grad(set_to_none=True)
+                loss_of(b).backward()
+                optimizers[name].step()
+            times[name].append(time.perf_counter() - start)
+    rates = {name: tokens / statistics.median(t) for name, t in times.items()}
+    for name, rate in rates.items():
+        print(f"{name:14s} {rate:10.0f} scored tokens/s ({rate * 256 * args.steps / tokens:.0f} molecules/s)")
+    ratio = rates["vaekit"] / rates["plain PyTorch"]
+    print(f"vaekit / plain: {ratio:.3f}")
+    save_cell(
+        f"speed-threads{args.threads}",
+        {"tokens_per_second": rates, "ratio": ratio, "steps": args.steps, "rounds": args.rounds, "batch": 256, "threads": args.threads},
+    )
+
+
+def table(_args) -> None:
+    cells = read_cells(RESULTS)["cells"]
+    rows = {**{k: v["metrics"] for k, v in cells.items() if "metrics" in v}, **MOSES_ROWS}
+    print("| model | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for name, metrics in rows.items():
+        cells_text = [("" if metrics.get(c) is None else f"{metrics[c]:.3f}") for c in COLUMNS]
+        print(f"| {name} | " + " | ".join(cells_text) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--minutes", type=float, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(handler=run_train)
+    p = sub.add_parser("score")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=int, default=30_000)
+    p.add_argument("--reference-size", type=int, default=20_000)
+    p.add_argument("--no-fcd", action="store_true")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(handler=run_score)
+    p = sub.add_parser("speed")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(handler=run_speed)
+    sub.add_parser("table").set_defaults(handler=table)
+    args = parser.parse_args()
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Pictures of molecules: a grid of 2-D depictions drawn by RDKit, one cell per SMILES, with a caption each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vaekit.molecules import chem
+
+
+def molecule_grid(smiles: Sequence[str], legends: Sequence[str] | None = None, *, cols: int = 4, cell: int = 220) -> np.ndarray:
+    """uint8 (H, W, 3): the molecules of ``smiles`` drawn ``cols`` to a row, each ``cell`` pixels square,
+    with its legend beneath (default: the SMILES); a string RDKit cannot read is an empty cell captioned "invalid"."""
+    chem.require_rdkit()
+    from PIL import ImageDraw, ImageFont
+    from rdkit import Chem
+    from rdkit.Chem import Draw
+
+    mols, captions = [], []
+    for i, s in enumerate(smiles):
+        mol = chem.parse(s)
+        legend = legends[i] if legends is not None else s
+        mols.append(mol if mol is not None else Chem.Mol())
+        captions.append(legend if mol is not None else f"invalid: {legend}")
+    captions = [c if len(c) <= 34 else c[:31] + "..." for c in captions]
+    per_row = max(1, min(cols, len(mols)))
+    image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(cell, cell), legends=captions).convert("RGB")
+    pen = ImageDraw.Draw(image)  # RDKit leaves an empty molecule's cell blank, its legend too: write it
+    for i, mol in enumerate(mols):
+        if mol.GetNumAtoms() == 0:
+            x, y = (i % per_row) * cell, (i // per_row) * cell
+            pen.text((x + cell // 2, y + cell // 2), captions[i], fill=(180, 0, 0), anchor="mm", font=ImageFont.load_default(13))
+    return np.asarray(image, dtype=np.uint8)
