@@ -13,7 +13,12 @@ from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, check
 from vaekit.errors import ConfigError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-NO_FLAG = {("model", "input_shape"), ("model", "latent_layers"), ("model", "context_dim"), ("model", "vocabulary_size")}  # filled from the data, or by --latent-dim
+NO_FLAG = {
+    ("model", "input_shape"),
+    ("model", "latent_layers"),
+    ("model", "context_dim"),
+    ("model", "vocabulary_size"),
+}  # filled from the data, or by --latent-dim
 
 
 def parse(*argv: str):

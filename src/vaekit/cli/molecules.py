@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from vaekit.molecules import chem
     from vaekit.molecules.draw import molecule_grid
     from vaekit.molecules.metrics import Reference, evaluate
-    from vaekit.report.views.sequences import MOLECULE_TOKENIZERS, as_smiles
+    from vaekit.report.views.sequences import MOLECULE_TOKENIZERS
     from vaekit.strings import StringCodec, sample_strings
 
     chem.require_rdkit()
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = codec.vocabulary.tokenizer
     if tokenizer not in MOLECULE_TOKENIZERS:
         raise ConfigError(f"{r.path} models {tokenizer} tokens, not molecules: train it on SMILES (--tokenizer smiles or selfies)")
-    refs = _references(r, args, codec, tokenizer)
+    refs = _references(r, args, codec)
     t0 = time.perf_counter()
-    generated = as_smiles(sample_strings(r.model, codec, args.n, temperature=args.temperature, seed=args.seed), tokenizer)
+    generated = sample_strings(r.model, codec, args.n, temperature=args.temperature, seed=args.seed)  # SMILES
     sampling_seconds = time.perf_counter() - t0
     out = Path(args.out) if args.out else r.path / "molecules.smi"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,11 +118,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _references(r, args: argparse.Namespace, codec, tokenizer: str) -> dict:
+def _references(r, args: argparse.Namespace, codec) -> dict:
     """{"test", "test_scaffolds" (or None), "train" (or None): SMILES lists; "described": where each came from}."""
     from vaekit.data.mnist import data_root
     from vaekit.data.sequences import find_moses_files
-    from vaekit.report.views.sequences import as_smiles
 
     files: dict[str, Path | None] = {"test": args.test, "test_scaffolds": args.test_scaffolds, "train": args.train}
     refs, described = {"filters": None}, {}
@@ -141,7 +140,7 @@ def _references(r, args: argparse.Namespace, codec, tokenizer: str) -> dict:
         else:  # the run's own strings: its test split (its validation split where there is none), its training split
             own = own or r.load_data(data_dir=getattr(args, "data_dir", None))
             split = own.train if name == "train" else (own.test if own.test is not None else own.valid)
-            refs[name] = as_smiles(codec.strings(split.x[:]), tokenizer)
+            refs[name] = codec.strings(split.x[:])
             described[name] = f"the run's {'training' if name == 'train' else 'test' if own.test is not None else 'validation'} split"
     if args.reference_size:
         rng = np.random.default_rng(args.seed)

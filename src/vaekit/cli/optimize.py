@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from vaekit.molecules.design import fit_predictor, optimise
     from vaekit.molecules.draw import molecule_grid
     from vaekit.molecules.properties import property_of
-    from vaekit.report.views.sequences import MOLECULE_TOKENIZERS, as_smiles
+    from vaekit.report.views.sequences import MOLECULE_TOKENIZERS
     from vaekit.strings import StringCodec, codes_of, decode_codes
 
     chem.require_rdkit()
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     train = r.load_data(data_dir=getattr(args, "data_dir", None)).train.x
     g = torch.Generator().manual_seed(args.seed)
     rows = torch.randperm(len(train), generator=g)[: args.fit_molecules]
-    strings = as_smiles(codec.strings(train[rows]), tokenizer)
+    strings = codec.strings(train[rows])  # SMILES (a SELFIES model's decoded)
     values = [property_of(args.objective, s) for s in strings]
     valid = [i for i, v in enumerate(values) if v is not None]
     codes = codes_of(r.model, train[rows][valid])
@@ -74,17 +74,15 @@ def run(args: argparse.Namespace) -> int:
         start = codes_of(r.model, codec.ids([args.seed_molecule]))
         starts = start + 0.1 * torch.randn(args.starts, start.shape[1], generator=g)
         starts[0] = start[0]
-        where = (
-            f"around {args.seed_molecule} ({args.objective} {property_of(args.objective, as_smiles([args.seed_molecule], 'smiles')[0])})"
-        )
+        where = f"around {args.seed_molecule} ({args.objective} {property_of(args.objective, args.seed_molecule)})"
     else:
         best = y.argsort(descending=True)[: args.starts]
         starts = codes[best]
         where = f"from the {len(best)} best of {len(y)} training molecules (best {float(y[best[0]]):.3f})"
-    training = {chem.canonical(s) or s for s in as_smiles(codec.strings(train), tokenizer)} if len(train) <= 200_000 else _canonical_set(r)
+    training = {chem.canonical(s) or s for s in codec.strings(train)} if len(train) <= 200_000 else _canonical_set(r)
 
     def decode(z: torch.Tensor) -> list[str]:
-        return as_smiles(codec.strings(decode_codes(r.model, z)), tokenizer)
+        return codec.strings(decode_codes(r.model, z))
 
     design = optimise(
         decode,

@@ -17,20 +17,11 @@ from vaekit.errors import ConfigError
 from vaekit.report.context import RunContext
 from vaekit.report.views.base import View
 
-MOLECULE_TOKENIZERS = ("smiles", "selfies")
+MOLECULE_TOKENIZERS = ("smiles", "selfies")  # their strings are SMILES (the SELFIES tokenizer encodes and decodes SMILES)
 
 
 def codec(ctx: RunContext) -> strings.StringCodec:
     return strings.StringCodec.of_run(ctx.run)
-
-
-def as_smiles(texts: Sequence[str], tokenizer: str) -> list[str]:
-    """SMILES of strings written by a model of ``tokenizer``'s tokens (SELFIES decoded; others as they are)."""
-    if tokenizer != "selfies":
-        return list(texts)
-    import selfies
-
-    return [selfies.decoder(t) or "" for t in texts]
 
 
 def picture(ctx: RunContext, texts: Sequence[str], legends: Sequence[str] | None = None, *, cols: int = 4) -> np.ndarray:
@@ -40,7 +31,7 @@ def picture(ctx: RunContext, texts: Sequence[str], legends: Sequence[str] | None
         try:
             from vaekit.molecules.draw import molecule_grid
 
-            return molecule_grid(as_smiles(texts, tokenizer), legends, cols=cols)
+            return molecule_grid(texts, legends, cols=cols)  # (a SELFIES model's strings are decoded to SMILES already)
         except ConfigError:  # no RDKit: the strings themselves
             pass
     lines = [t if legends is None else f"{legend}: {t}" for t, legend in zip(texts, legends or texts)]
