@@ -59,20 +59,29 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def load_molecule_run(args: argparse.Namespace, **kwargs):
+    """(the run, its ``StringCodec``) of a model of SMILES or SELFIES; a one-line ``ConfigError`` without RDKit
+    or for another run. kwargs: as for ``load_run``."""
     from vaekit.molecules import chem
-    from vaekit.molecules.draw import molecule_grid
-    from vaekit.molecules.metrics import Reference, evaluate
     from vaekit.report.views.sequences import MOLECULE_TOKENIZERS
-    from vaekit.strings import StringCodec, sample_strings
+    from vaekit.strings import StringCodec
 
     chem.require_rdkit()
-    started = time.perf_counter()
-    r = load_run(args, map_location=resolve_device(args.device))
+    r = load_run(args, **kwargs)
     codec = StringCodec.of_run(r)
     tokenizer = codec.vocabulary.tokenizer
     if tokenizer not in MOLECULE_TOKENIZERS:
         raise ConfigError(f"{r.path} models {tokenizer} tokens, not molecules: train it on SMILES (--tokenizer smiles or selfies)")
+    return r, codec
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaekit.molecules.draw import molecule_grid
+    from vaekit.molecules.metrics import Reference, evaluate
+    from vaekit.strings import sample_strings
+
+    started = time.perf_counter()
+    r, codec = load_molecule_run(args, map_location=resolve_device(args.device))
     refs = _references(r, args, codec)
     t0 = time.perf_counter()
     generated = sample_strings(r.model, codec, args.n, temperature=args.temperature, seed=args.seed)  # SMILES

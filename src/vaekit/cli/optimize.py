@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vaekit.checkpoint import atomic_write_json
-from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int
+from vaekit.cli.common import add_data_dir_argument, add_run_argument, positive_int
 from vaekit.errors import ConfigError
 from vaekit.plotting import save_png
 
@@ -47,20 +47,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaekit.cli.molecules import load_molecule_run
     from vaekit.molecules import chem
     from vaekit.molecules.design import fit_predictor, optimise
     from vaekit.molecules.draw import molecule_grid
     from vaekit.molecules.properties import property_of
-    from vaekit.report.views.sequences import MOLECULE_TOKENIZERS
-    from vaekit.strings import StringCodec, codes_of, decode_codes
+    from vaekit.strings import codes_of, decode_codes
 
-    chem.require_rdkit()
     started = time.perf_counter()
-    r = load_run(args)
-    codec = StringCodec.of_run(r)
-    tokenizer = codec.vocabulary.tokenizer
-    if tokenizer not in MOLECULE_TOKENIZERS:
-        raise ConfigError(f"{r.path} models {tokenizer} tokens, not molecules: train it on SMILES (--tokenizer smiles or selfies)")
+    r, codec = load_molecule_run(args)
     train = r.load_data(data_dir=getattr(args, "data_dir", None)).train.x
     g = torch.Generator().manual_seed(args.seed)
     rows = torch.randperm(len(train), generator=g)[: args.fit_molecules]
