@@ -25,6 +25,7 @@ pytest.importorskip("starlette", reason="the explore extra is not installed (pip
 
 from test_context_columns import ink_npz, ink_run  # noqa: F401 (fixtures)
 from test_latent import tiny_run
+from test_sequence_cli import smiles_run  # noqa: F401 (fixture)
 
 from vaekit.explore.app import bind, create_app, make_server
 from vaekit.explore.explorer import Explorer
@@ -299,3 +300,22 @@ def test_without_a_browser_ci_fails_and_a_local_run_skips(monkeypatch):
             m.setenv(name, value)
             with pytest.raises(pytest.fail.Exception, match="must run the browser tests"):
                 no_browser("no Chromium found")
+
+
+def test_a_molecule_model_draws_molecules_and_encodes_a_typed_smiles(browser, smiles_run, tmp_path):  # noqa: F811 (the imported fixture)
+    pytest.importorskip("rdkit")
+    from vaekit.runs import load
+
+    run = load(smiles_run / "run")
+    with served_page(browser, Explorer(run, run.load_data())) as pg:
+        assert pg.locator("#smiles-input").is_visible() and not pg.locator("#image-input").is_visible()
+        pg.wait_for_function("() => document.querySelector('#decoded-text').textContent.length > 0", timeout=10_000)
+        assert pg.locator("#samples .figure .smiles").count() == 16
+        pg.fill("#smiles", "CC(=O)Nc1ccc(O)cc1")
+        pg.click("#smiles-encode")
+        pg.wait_for_selector("#input-result .card canvas", timeout=10_000)
+        assert pg.locator("#input-result .card .smiles").first.text_content() == "CC(=O)Nc1ccc(O)cc1"
+        shot = np.asarray(Image.open(io.BytesIO(pg.locator("#input-result .card canvas").first.screenshot())).convert("L"))
+        assert (shot < 100).mean() > 0.005 and (shot > 200).mean() > 0.5  # dark bonds on white: the molecule is drawn
+        pg.screenshot(path=str(tmp_path / "explore-molecules.png"), full_page=True)
+        assert not pg.errors

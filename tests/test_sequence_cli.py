@@ -102,7 +102,7 @@ def test_molecules_scores_samples_with_the_moses_metrics(smiles_run, capsys):
     drawn(smiles_run / "m.png")
 
 
-def test_a_model_of_text_draws_its_strings_and_is_refused_by_molecules(tmp_path, capsys):
+def test_a_model_of_text_draws_its_strings_and_is_refused_by_molecules_and_the_explorer(tmp_path, capsys):
     path = tmp_path / "words.txt"
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"] * 25
     path.write_text("\n".join(words) + "\n")
@@ -116,6 +116,8 @@ def test_a_model_of_text_draws_its_strings_and_is_refused_by_molecules(tmp_path,
     drawn(tmp_path / "s.png")
     code, _, err = run_in_process(capsys, "molecules", tmp_path / "run", "-n", "10")
     assert_one_line_error(code, err, "char tokens, not molecules")
+    code, _, err = run_in_process(capsys, "explore", tmp_path / "run", "--port", "0")
+    assert_one_line_error(code, err, "not char tokens")
 
 
 def test_token_data_needs_the_sequence_networks(tmp_path, capsys):
@@ -143,11 +145,6 @@ def test_optimize_climbs_a_property_and_reports_its_evaluations(smiles_run, caps
     assert_one_line_error(code, err, "unknown token")
 
 
-def test_the_explorer_refuses_a_sequence_model_in_one_line(smiles_run, capsys):
-    code, _, err = run_in_process(capsys, "explore", smiles_run / "run", "--port", "0")
-    assert_one_line_error(code, err, "not token sequences yet")
-
-
 def test_training_machinery_works_unchanged_bf16_ema_warmup_and_resume(tmp_path, capsys):
     path = tmp_path / "words.txt"
     path.write_text("\n".join(["alpha", "beta", "gamma", "delta"] * 30) + "\n")
@@ -172,3 +169,30 @@ def test_a_selfies_model_writes_only_valid_molecules(smiles_run, tmp_path, capsy
     written = sample_strings(run.model, StringCodec.of_run(run), 100, temperature=1.0, seed=0)
     smiles = written  # SMILES: the SELFIES symbols drawn, decoded by the tokenizer
     assert sum(chem.parse(s) is not None for s in smiles if s) == sum(1 for s in smiles if s) >= 90  # every non-empty one parses
+
+
+def test_the_explorer_draws_molecules_and_encodes_a_typed_smiles(smiles_run):
+    import base64
+
+    from starlette.testclient import TestClient
+
+    from vaekit.explore.app import create_app
+    from vaekit.explore.explorer import Explorer
+    from vaekit.runs import load
+
+    run = load(smiles_run / "run")
+    explorer = Explorer(run, run.load_data())
+    client = TestClient(create_app(explorer), base_url="http://127.0.0.1:8765")
+    info = client.get("/api/info").json()
+    assert info["view"] == "molecule"
+    found = client.post("/api/encode", json={"smiles": "CC(=O)Nc1ccc(O)cc1"}).json()
+    assert found["x"]["text"] == ["CC(=O)Nc1ccc(O)cc1"] and len(found["z"]) == 8 and found["neg_elbo"] > 0
+    pixels = np.frombuffer(base64.b64decode(found["x"]["pixels"]), dtype=np.uint8).reshape(1, 160, 160, 3)
+    assert (pixels < 100).mean() > 0.005  # the molecule is drawn
+    samples = client.post("/api/sample", json={"n": 5, "temperature": 0.8}).json()
+    assert samples["n"] == 5 and len(samples["text"]) == 5 and samples["shape"] == [3, 160, 160]
+    strips = client.post("/api/interpolate", json={"a": found["z"], "b": [0.0] * 8, "steps": 4}).json()
+    assert len(strips["linear"]["text"]) == 4
+    assert client.post("/api/neighbours", json={"z": found["z"], "k": 3}).json()["images"]["n"] == 3
+    bad = client.post("/api/encode", json={"smiles": "CC[Xe]"})
+    assert bad.status_code == 400 and "unknown token '[Xe]'" in bad.json()["error"]

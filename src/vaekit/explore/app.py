@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, DataError
 from vaekit.explore import requests as rq
 from vaekit.explore.explorer import Explorer
 
@@ -65,9 +65,14 @@ SECURITY_HEADERS = [
 # ----- converting tensors for the page ---------------------------------------------------------
 
 
-def items(t: torch.Tensor, view: str) -> dict:
+def items(t: torch.Tensor, view: str, explorer: Explorer | None = None) -> dict:
     """Decoded outputs (N, *shape) as JSON: images as base64 uint8 pixels in (N, H, W, C) order;
-    table rows as lists of numbers."""
+    table rows as lists of numbers; a molecule model's sequences (N, T) as pictures the same way, with
+    their SMILES in ``text``."""
+    if view == "molecule":
+        pictures, texts = explorer.pictures(t)  # (N, S, S, 3)
+        n, h, w, c = pictures.shape
+        return {"n": n, "shape": [c, h, w], "pixels": base64.b64encode(pictures.tobytes()).decode("ascii"), "text": texts}
     if view == "image":
         n, c, h, w = t.shape
         pixels = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
@@ -79,13 +84,13 @@ def _vector(t: torch.Tensor) -> list[float]:
     return np.round(t.detach().double().numpy(), 5).tolist()
 
 
-def scored(s, index: int, view: str, label: int | None = None) -> dict:
-    """One row of an ``Explorer.score`` result as JSON."""
+def scored(s, index: int, show, label: int | None = None) -> dict:
+    """One row of an ``Explorer.score`` result as JSON; ``show``: outputs -> JSON (``items`` for the explorer's view)."""
     return {
         "index": index,
         "label": label,
-        "x": items(s.x[index : index + 1], view),
-        "reconstruction": items(s.reconstruction[index : index + 1], view),
+        "x": show(s.x[index : index + 1]),
+        "reconstruction": show(s.reconstruction[index : index + 1]),
         "z": _vector(s.z[index]),
         "xy": _vector(s.xy[index]),
         "neg_elbo": round(float(s.neg_elbo[index]), 3),
@@ -140,6 +145,15 @@ async def uploaded_example(request: Request, explorer: Explorer) -> tuple[torch.
     if explorer.run.model.classifier is not None:
         y = None
     input_shape = explorer.model.input_shape
+    if explorer.codec is not None:  # a molecule model: {"smiles": "..."}
+        obj = rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES)) if kind == "application/json" else {}
+        smiles = obj.get("smiles")
+        if not isinstance(smiles, str) or not smiles.strip():
+            raise rq.BadRequest('send a molecule as JSON: {"smiles": "CCO"}', 415 if kind != "application/json" else 400)
+        try:
+            return explorer.codec.ids([smiles]), y
+        except DataError as exc:
+            raise rq.BadRequest(str(exc).replace("string 1", "the SMILES", 1)) from None
     if kind == "application/json":
         obj = rq.parse_json(await read_body(request, rq.MAX_JSON_BYTES))
         x = rq.row(obj.get("x"), input_shape)
@@ -156,7 +170,11 @@ async def uploaded_example(request: Request, explorer: Explorer) -> tuple[torch.
 def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> Guard:
     """The ASGI app for ``explorer``. token: required on every request when given (serve beyond
     loopback only with one). allowed_hosts: the Host header names accepted (None: any)."""
-    view = "image" if explorer.is_image else "bars"
+    view = explorer.view
+
+    def show(t: torch.Tensor) -> dict:
+        return items(t, view, explorer)
+
     L = explorer.model.latent_dim
     info = explorer.describe()
     static = {
@@ -176,12 +194,12 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
         obj = await json_body(request)
         y = request_context(explorer, obj.get("context"))
         z = rq.codes(obj.get("z"), L)  # (B, L)
-        return JSONResponse(items(explorer.decode(z, y), view))
+        return JSONResponse(show(explorer.decode(z, y)))
 
     async def example(request: Request) -> Response:
         index = rq.integer(request.path_params["index"], "index", 0, len(explorer.test) - 1)
         label = None if test_labels is None else int(test_labels[index])
-        return JSONResponse(scored(explorer.example(index), 0, view, label) | {"index": index})
+        return JSONResponse(scored(explorer.example(index), 0, show, label) | {"index": index})
 
     async def interpolate(request: Request) -> Response:
         obj = await json_body(request)
@@ -189,7 +207,7 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
         a, b = rq.code(obj.get("a"), L, "a"), rq.code(obj.get("b"), L, "b")
         steps = rq.integer(obj.get("steps", 10), "steps", 2, rq.MAX_STEPS)
         strips = explorer.interpolate(a, b, steps, y)
-        return JSONResponse({name: items(images, view) for name, images in strips.items()})
+        return JSONResponse({name: show(images) for name, images in strips.items()})
 
     async def neighbours(request: Request) -> Response:
         obj = await json_body(request)
@@ -201,13 +219,13 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
                 "index": idx.tolist(),
                 "distance": _vector(dist),
                 "label": None if train_labels is None else train_labels[idx].tolist(),
-                "images": items(explorer.train.x[idx], view),
+                "images": show(explorer.train.x[idx]),
             }
         )
 
     async def encode(request: Request) -> Response:
         x, y = await uploaded_example(request, explorer)
-        return JSONResponse(scored(explorer.score(x, y), 0, view))
+        return JSONResponse(scored(explorer.score(x, y), 0, show))
 
     async def sample(request: Request) -> Response:
         obj = await json_body(request)
@@ -215,7 +233,7 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
         n = rq.integer(obj.get("n", 16), "n", 1, rq.MAX_SAMPLES)
         temperature = rq.real(obj.get("temperature", 1.0), "temperature", 0.05, 3.0)
         seed = rq.integer(obj.get("seed", 0), "seed", 0, 2**31 - 1)
-        return JSONResponse(items(explorer.samples(n, temperature, seed, y), view))
+        return JSONResponse(show(explorer.samples(n, temperature, seed, y)))
 
     async def bad_request(request: Request, exc: rq.BadRequest) -> Response:
         return JSONResponse({"error": exc.message}, status_code=exc.status)

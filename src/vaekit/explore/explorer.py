@@ -24,8 +24,11 @@ from vaekit.errors import ConfigError
 from vaekit.evaluation import elbo_terms
 from vaekit.examples import for_model, with_context
 from vaekit.generation import sample
+from vaekit.molecules import chem
 from vaekit.objectives import ELBO
 from vaekit.report.context import RunContext
+from vaekit.report.views.sequences import MOLECULE_TOKENIZERS
+from vaekit.strings import StringCodec, decode_codes
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
 ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
@@ -62,12 +65,16 @@ class Explorer:
 
     @staticmethod
     def check(run) -> None:
-        """A one-line ``ConfigError`` for a run the explorer cannot show (a model of token sequences)."""
-        if vocabulary_of(run.data_info) is not None:
+        """A one-line ``ConfigError`` for a run the explorer cannot show: a model of token sequences other than
+        molecules (SMILES or SELFIES, drawn by RDKit)."""
+        vocabulary = vocabulary_of(run.data_info)
+        if vocabulary is not None and vocabulary.tokenizer not in MOLECULE_TOKENIZERS:
             raise ConfigError(
-                "the explorer shows images and numbers, not token sequences yet: look into a sequence model with "
-                "vaekit sample, reconstruct, interpolate, molecules and report"
+                f"the explorer draws images, numbers and molecules, not {vocabulary.tokenizer} tokens: look into this model with "
+                "vaekit sample, reconstruct, interpolate and report"
             )
+        if vocabulary is not None:
+            chem.require_rdkit()
 
     def __init__(self, run, data, *, seed: int = 0, context: int | torch.Tensor | None = None, layer: int | None = None):
         self.run, self.seed = run, seed
@@ -85,6 +92,8 @@ class Explorer:
         self._describe_columns()
         self.binary = ctx.data.value_range == "binary"
         self.is_image = ctx.is_image
+        self.codec = StringCodec.of_run(run) if ctx.is_sequences else None  # a molecule model's strings
+        self.view = "molecule" if self.codec else "image" if self.is_image else "bars"  # how the page draws an example
         gen = torch.Generator().manual_seed(seed)
         self.test_codes = latent.encode(model, self.test_examples)  # (N, L)
         self.train_index = _subset(len(self.train), NEIGHBOUR_POOL, torch.Generator().manual_seed(seed))  # (M,) into the training split
@@ -141,8 +150,10 @@ class Explorer:
 
     @torch.inference_mode()
     def decode(self, z: torch.Tensor, context: int | None = None) -> torch.Tensor:
-        """Decoder means of codes z (N, L): (N, *input_shape), clamped to [0, 1] for images; a
-        conditional model decodes as class ``context`` (default ``default_context``)."""
+        """Decoder means of codes z (N, L): (N, *input_shape), clamped to [0, 1] for images (a molecule model:
+        greedy decodings, token ids (N, T)); a conditional model decodes as class ``context`` (default ``default_context``)."""
+        if self.codec is not None:  # a molecule model: the greedy decodings (N, T), token ids
+            return decode_codes(self.model, z)
         out = self.model.decode(z.to(self.model.device), self._class(context)).mean.float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
@@ -204,8 +215,20 @@ class Explorer:
     def samples(self, n: int, temperature: float, seed: int, context: int | None = None) -> torch.Tensor:
         """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``)."""
         prior = self.code_density if self.model.latent.deterministic else None
+        if self.codec is not None:  # molecules: z ~ p(z), then each token drawn at the temperature
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                z = self.model.prior().sample((n,))
+            return decode_codes(self.model, z, temperature=temperature, seed=seed)
         out = sample(self.model, n, temperature=temperature, seed=seed, prior=prior, context=self._class(context)).float().cpu()
         return out.clamp(0, 1) if self.is_image else out
+
+    def pictures(self, ids: torch.Tensor, size: int = 160) -> tuple[np.ndarray, list[str]]:
+        """A molecule model's sequences ids (N, T): their drawings uint8 (N, size, size, 3) and SMILES strings."""
+        from vaekit.molecules.draw import molecule_pictures
+
+        texts = self.codec.strings(ids)
+        return molecule_pictures(texts, size), texts
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """A user's input (1, *shape) in [0, 1] (an image) as the model's data looks: thresholded at
@@ -255,7 +278,7 @@ class Explorer:
                 "default_class": self.default_context if self.classes else None,
                 "context_columns": self.columns,  # a model conditioned on context columns: the page's sliders
             },
-            "view": "image" if self.is_image else "bars",
+            "view": self.view,
             "value_range": [self.value_low, self.value_high],
             "binary": self.binary,
             "map": {

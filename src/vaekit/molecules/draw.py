@@ -32,3 +32,22 @@ def molecule_grid(smiles: Sequence[str], legends: Sequence[str] | None = None, *
             x, y = (i % per_row) * cell, (i // per_row) * cell
             pen.text((x + cell // 2, y + cell // 2), captions[i], fill=(180, 0, 0), anchor="mm", font=ImageFont.load_default(13))
     return np.asarray(image, dtype=np.uint8)
+
+
+def molecule_pictures(smiles: Sequence[str], size: int = 160) -> np.ndarray:
+    """uint8 (N, size, size, 3): each molecule drawn alone on white (no caption); a string RDKit cannot read
+    is a white cell saying "invalid"."""
+    chem.require_rdkit()
+    from PIL import Image, ImageDraw, ImageFont
+    from rdkit.Chem import Draw
+
+    out = np.full((len(smiles), size, size, 3), 255, dtype=np.uint8)
+    for i, s in enumerate(smiles):
+        mol = chem.parse(s)
+        if mol is not None:
+            out[i] = np.asarray(Draw.MolToImage(mol, size=(size, size)).convert("RGB"), dtype=np.uint8)
+        else:
+            cell = Image.new("RGB", (size, size), "white")
+            ImageDraw.Draw(cell).text((size // 2, size // 2), "invalid", fill=(180, 0, 0), anchor="mm", font=ImageFont.load_default(14))
+            out[i] = np.asarray(cell, dtype=np.uint8)
+    return out

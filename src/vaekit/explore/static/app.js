@@ -58,6 +58,7 @@ async function pumpDecode() {
     try {
       const out = await api("/api/decode", { z: [z], context: currentContext });
       drawItem($("decoded"), out, 0);
+      $("decoded-text").textContent = out.text ? out.text[0] : "";
     } catch (err) { status(err.message); }
   }
   decoder.busy = false;
@@ -85,7 +86,7 @@ function drawItem(canvas, out, i) {
   small.width = w; small.height = h;
   small.getContext("2d").putImageData(image, 0, 0);
   const ctx = canvas.getContext("2d");
-  ctx.imageSmoothingEnabled = false;
+  ctx.imageSmoothingEnabled = info.view === "molecule";  // pixels stay pixels; drawings of molecules are smoothed
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
 }
@@ -108,16 +109,18 @@ function figure(out, i, caption, size) {  // a small canvas with a caption, for 
   const box = document.createElement("div");
   box.className = "figure";
   const canvas = document.createElement("canvas");
-  canvas.width = canvas.height = size || 56;
+  canvas.width = canvas.height = info.view === "molecule" ? 160 : size || 56;  // a molecule's drawing at its own size
   if (info.view === "bars") canvas.className = "bars";
   drawItem(canvas, out, i);
   box.append(canvas);
-  if (caption !== undefined) {
+  for (const [line, kind] of [[caption, "caption"], [out.text ? out.text[i] : undefined, "caption smiles"]]) {
+    if (line === undefined) continue;
     const text = document.createElement("div");
-    text.className = "caption";
-    text.textContent = caption;
+    text.className = kind;
+    text.textContent = line;
     box.append(text);
   }
+  if (out.text) box.title = out.text[i];
   return box;
 }
 
@@ -373,6 +376,14 @@ async function encodeInput(body, type) {
 }
 
 function setupInput() {
+  if (info.view === "molecule") {  // a molecule model's input: a SMILES typed in
+    $("image-input").hidden = true;
+    $("smiles-input").hidden = false;
+    $("smiles-encode").addEventListener("click", guarded(async () => {
+      await encodeInput(JSON.stringify({ smiles: $("smiles").value.trim() }), "application/json");
+    }));
+    return;
+  }
   if (info.view === "bars") {
     $("image-input").hidden = true;
     $("row-input").hidden = false;
@@ -467,6 +478,7 @@ function setupContextColumns() {
 
 async function start() {
   info = await api("/api/info");
+  document.body.dataset.view = info.view;  // the stylesheet draws molecules unpixelated, larger
   const m = info.model;
   $("model-line").textContent = `${info.run}: ${m.deterministic ? "autoencoder" : m.kind.toUpperCase()}, ${m.arch}, ` +
     `${m.likelihood} likelihood, ${m.latent_dim}-D latent, input ${m.input_shape.join("×")}; ` +
