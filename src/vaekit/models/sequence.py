@@ -18,6 +18,7 @@ Word dropout (Bowman et al. 2016): in training, each token the decoder reads is 
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -40,6 +41,12 @@ PAD, START, END = 0, 1, 2  # the ids ``vaekit.data.sequences.Vocabulary`` gives 
 def stored_lengths(x: torch.Tensor) -> torch.Tensor:
     """(*batch,) the stored tokens of sequences x (*batch, T): ``<start>`` to ``<end>``, padding not counted."""
     return (x != PAD).sum(-1)
+
+
+def recurrent_precision(device: torch.device):
+    """Where the GRUs run: under the run's autocast on a GPU, in float32 on a CPU, where PyTorch's bfloat16
+    GRU is about ten times slower than its float32 one (a training step of the MOSES recipe: 34 s against 3.3 s)."""
+    return torch.autocast("cpu", enabled=False) if device.type == "cpu" else contextlib.nullcontext()
 
 
 def check_vocabulary(cls: type, config: ModelConfig) -> int:
@@ -74,8 +81,9 @@ class GRUEncoder(Encoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lengths = stored_lengths(x).clamp_min(1).cpu()  # (B,): packing needs them on the CPU
-        packed = pack_padded_sequence(self.embed(x), lengths, batch_first=True, enforce_sorted=False)
-        _, h = self.rnn(packed)  # (2, B, H): each direction's state after the sequence's last stored token
+        packed = pack_padded_sequence(self.embed(x).float(), lengths, batch_first=True, enforce_sorted=False)
+        with recurrent_precision(x.device):
+            _, h = self.rnn(packed)  # (2, B, H): each direction's state after the sequence's last stored token
         return self.dropout(torch.cat([h[0], h[1]], -1))  # (B, 2H)
 
 
@@ -121,7 +129,8 @@ class GRUDecoder(Decoder):
             keep = torch.rand(inputs.shape, device=inputs.device) >= self.word_dropout
             e = e * (keep | (inputs == START)).unsqueeze(-1).to(e.dtype)
         z_each = z.unsqueeze(1).expand(-1, inputs.shape[1], -1).to(e.dtype)  # (N, T', L)
-        out, _ = self.rnn(torch.cat([e, z_each], -1), self.initial_state(z).to(e.dtype))  # (N, T', H)
+        with recurrent_precision(z.device):
+            out, _ = self.rnn(torch.cat([e, z_each], -1).float(), self.initial_state(z).float())  # (N, T', H)
         return self.out(out)
 
     @torch.no_grad()
