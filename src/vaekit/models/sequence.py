@@ -81,7 +81,7 @@ class GRUEncoder(Encoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lengths = stored_lengths(x).clamp_min(1).cpu()  # (B,): packing needs them on the CPU
-        packed = pack_padded_sequence(self.embed(x).float(), lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(full_precision(self.embed(x)), lengths, batch_first=True, enforce_sorted=False)
         with recurrent_precision(x.device):
             _, h = self.rnn(packed)  # (2, B, H): each direction's state after the sequence's last stored token
         return self.dropout(torch.cat([h[0], h[1]], -1))  # (B, 2H)
@@ -130,7 +130,7 @@ class GRUDecoder(Decoder):
             e = e * (keep | (inputs == START)).unsqueeze(-1).to(e.dtype)
         z_each = z.unsqueeze(1).expand(-1, inputs.shape[1], -1).to(e.dtype)  # (N, T', L)
         with recurrent_precision(z.device):
-            out, _ = self.rnn(torch.cat([e, z_each], -1).float(), self.initial_state(z).float())  # (N, T', H)
+            out, _ = self.rnn(full_precision(torch.cat([e, z_each], -1)), full_precision(self.initial_state(z)))  # (N, T', H)
         return self.out(out)
 
     @torch.no_grad()
