@@ -196,3 +196,19 @@ def test_the_explorer_draws_molecules_and_encodes_a_typed_smiles(smiles_run):
     assert client.post("/api/neighbours", json={"z": found["z"], "k": 3}).json()["images"]["n"] == 3
     bad = client.post("/api/encode", json={"smiles": "CC[Xe]"})
     assert bad.status_code == 400 and "unknown token '[Xe]'" in bad.json()["error"]
+
+
+def test_anomaly_scores_sequences_by_their_bound_and_refuses_a_squared_error(smiles_run, capsys):
+    code, out, _ = run_in_process(
+        capsys, "anomaly", smiles_run / "run", "--json", smiles_run / "anomaly.json", "--out", smiles_run / "a.csv"
+    )
+    assert code == 0, out
+    result = json.loads((smiles_run / "anomaly.json").read_text())
+    assert result["score"] == "neg-elbo" and result["flagged"] >= 1
+    code, _, err = run_in_process(capsys, "anomaly", smiles_run / "run", "--score", "reconstruction")
+    assert_one_line_error(code, err, "has no mean")
+    for command in ("traverse", "manifold", "pseudo-inputs"):
+        code, _, err = run_in_process(capsys, command, smiles_run / "run")
+        assert_one_line_error(code, err, "needs 1- or 3-channel images")
+    code, _, err = run_in_process(capsys, "compress", smiles_run / "run", smiles_run / "mols.smi", "-o", smiles_run / "x.vkz")
+    assert_one_line_error(code, err, "'categorical'")

@@ -23,7 +23,7 @@ from vaekit.checkpoint import atomic_write_bytes
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data.base import REAL, Dataset, DataSplits, split_off
 from vaekit.errors import ConfigError, DataError
-from vaekit.evaluation import example_scores, iw_log_likelihood
+from vaekit.evaluation import example_scores, has_decoder_mean, iw_log_likelihood
 from vaekit.training import train
 
 SCORES = ("neg-elbo", "iw-nll", "reconstruction")
@@ -58,6 +58,11 @@ def anomaly_scores(
         raise ConfigError(f"unknown anomaly score {score!r}; choose one of {', '.join(SCORES)}")
     if samples < 0:
         raise ConfigError(f"samples must be >= 0 (0: the posterior mean), got {samples}")
+    if score == "reconstruction" and not has_decoder_mean(model):
+        raise ConfigError(
+            "the reconstruction score is the decoder mean's squared error, and p(x|z) over token sequences has no mean: "
+            "use neg-elbo or iw-nll"
+        )
     if score == "iw-nll":
         return -iw_log_likelihood(
             model, data, k=iw_samples, seed=seed, common_noise=True, batch_size=min(batch_size, 100), progress=progress

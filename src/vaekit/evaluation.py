@@ -93,11 +93,17 @@ class ExampleScores:
     """Per-example values (N,) at fixed latent draws.
 
     neg_elbo: KL(q||p) - mean_s log p(x|z_s) (nats; the KL is closed form where registered).
-    squared_error: mean_s ||x - E[x|z_s]||², the squared reconstruction error of the decoder mean.
+    squared_error: mean_s ||x - E[x|z_s]||², the squared reconstruction error of the decoder mean (NaN for a
+        model of token sequences, whose p(x|z) has no mean).
     """
 
     neg_elbo: torch.Tensor
     squared_error: torch.Tensor
+
+
+def has_decoder_mean(model) -> bool:
+    """Whether p(x|z) has a mean E[x|z] to measure a squared error with: not a distribution over token sequences."""
+    return not getattr(getattr(model, "decoder", None), "autoregressive", False)
 
 
 @torch.inference_mode()
@@ -114,11 +120,12 @@ def example_scores(
     """
     device = model.device
     noise = fixed_noise(model, samples, seed) if samples > 0 else torch.zeros(1, 1, model.latent_dim, device=device)  # (S, 1, L)
+    measured = has_decoder_mean(model)
     neg_elbo, sq, done = [], [], 0
     for batch in for_model(model, data).batches(batch_size, device):
-        terms = ELBO()(model, batch, draws=Draws(noise=noise, squared_error=True))
+        terms = ELBO()(model, batch, draws=Draws(noise=noise, squared_error=measured))
         neg_elbo.append(terms.neg_elbo)
-        sq.append(terms.squared_error)
+        sq.append(terms.squared_error if measured else torch.full_like(terms.neg_elbo, torch.nan))
         done += len(batch.inputs)
         if progress is not None:
             progress(done)
