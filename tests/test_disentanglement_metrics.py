@@ -347,3 +347,14 @@ def test_registry_declares_needs_and_defaults():
     assert {name for name in METRICS.names() if METRICS[name].needs == "space"} == {"beta_vae", "factor_vae"}
     assert METRICS["dci"].defaults["num_train"] == 10_000 and METRICS["dci"].defaults["num_test"] == 5_000
     assert METRICS["factor_vae"].defaults["prune_threshold"] == 0.05
+
+
+def test_the_images_drawn_count_the_shared_sample_once():
+    from vaekit.disentanglement.metrics import METRICS, images_drawn, resolve_settings
+
+    names = ["mig", "dci", "sap"]
+    resolved = resolve_settings(names, {"dci": {"num_train": 2000}})
+    assert images_drawn(names, resolved) == 10_000 + 5_000  # the largest train and test requests, not their sum
+    both = ["beta_vae", "mig"]
+    resolved = resolve_settings(both, {})
+    assert images_drawn(both, resolved) == METRICS["beta_vae"].draws(resolved["beta_vae"]) + 10_000

@@ -64,12 +64,6 @@ class Metric:
     reference: str
     draws: Callable[[Mapping[str, Any]], int] | None = None  # a "space" metric's images drawn at these settings
 
-    def images(self, settings: Mapping[str, Any]) -> int:
-        """The images it encodes at ``settings``: its own draws, or its part of the shared sample."""
-        if self.draws is not None:
-            return self.draws(settings)
-        return sum(self.sample_counts(settings))
-
     def sample_counts(self, settings: Mapping[str, Any]) -> tuple[int, int]:
         """The (train, test) examples it reads from the shared sample (0, 0 if it draws its own)."""
         if self.needs != "codes" or settings.get("num_train") == "all":
@@ -211,6 +205,14 @@ def _check_counts(name: str, values: Mapping[str, Any]) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < (2 if key in ("batch_size", "bins") else 1):
             raise ConfigError(f"{name}: {key} must be a positive integer (batch_size, bins at least 2), got {value!r}")
+
+
+def images_drawn(names: Sequence[str], resolved: Mapping[str, Mapping[str, Any]]) -> int:
+    """The images the metrics ``names`` encode at their ``resolved`` settings: each one's own draws, plus the
+    shared sample once, as large as the largest request (``run_metrics`` draws it so)."""
+    own = sum(METRICS[name].draws(resolved[name]) for name in names if METRICS[name].draws is not None)
+    counts = [METRICS[name].sample_counts(resolved[name]) for name in names]
+    return own + max((c[0] for c in counts), default=0) + max((c[1] for c in counts), default=0)
 
 
 def run_metrics(

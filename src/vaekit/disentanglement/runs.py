@@ -25,7 +25,7 @@ from vaekit.data.base import Dataset
 from vaekit.data.dsprites import VARIANTS, factor_space
 from vaekit.disentanglement.base import VaryingFactors, discretize, draw_codes
 from vaekit.disentanglement.information import entropies, mutual_info_matrix
-from vaekit.disentanglement.metrics import METRICS, evaluate, resolve_settings
+from vaekit.disentanglement.metrics import METRICS, evaluate, images_drawn, resolve_settings
 from vaekit.errors import ConfigError, DataError
 from vaekit.latent import encode
 
@@ -91,7 +91,7 @@ def score(
     for name in names:
         METRICS.check(name)
     resolved = resolve_settings(names, settings)
-    drawn = sum(METRICS[name].images(resolved[name]) for name in names)
+    drawn = images_drawn(names, resolved)
     if codes == "mean" and drawn > len(space):
         log.info("encoding every one of the %d images once (the metrics draw %d)", len(space), drawn)
         space = EncodedGrid.of(space, encode, progress=progress)
