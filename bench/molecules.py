@@ -7,7 +7,8 @@ and checkpoints every few minutes; 1% of the training file is held out for valid
 step, resumable: a run directory that exists is resumed.
 
     python bench/molecules.py train --minutes 100      # train (or resume) the SMILES model for this long, then stop
-    python bench/molecules.py score                    # vaekit molecules on the best checkpoint: MOSES's metrics
+    python bench/molecules.py train --tokenizer selfies --minutes 60   # the same model on SELFIES
+    python bench/molecules.py score [--tokenizer selfies]              # vaekit molecules on the best checkpoint: MOSES's metrics
     python bench/molecules.py speed                    # tokens per second: vaekit's training step against a plain PyTorch loop
     python bench/molecules.py table                    # the table from bench/results/molecules.json
 
@@ -66,14 +67,19 @@ def save_cell(key: str, record: dict) -> None:
     write_cell(RESULTS, key, record)
 
 
+def recipe(tokenizer: str) -> list[str]:
+    """The CPU recipe for MOSES read with ``tokenizer`` (smiles or selfies)."""
+    return [*SMILES_RECIPE, "--tokenizer", tokenizer] if tokenizer != "smiles" else SMILES_RECIPE
+
+
 def run_train(args) -> None:
     """Train (or resume) for ``--minutes``, then stop it the way Ctrl-C does (the run saves and can resume)."""
-    out = RUNS / f"smiles-s{args.seed}"
+    out = RUNS / f"{args.tokenizer}-s{args.seed}"
     command = [sys.executable, "-m", "vaekit", "train"]
     if (out / "config.json").exists():
         command += ["--resume", str(out), "--threads", str(args.threads)]
     else:
-        command += [*SMILES_RECIPE, "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(out)]
+        command += [*recipe(args.tokenizer), "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(out)]
     proc = subprocess.Popen(command)
     try:
         proc.wait(timeout=args.minutes * 60)
@@ -86,7 +92,7 @@ def run_score(args) -> None:
     """``vaekit molecules`` on the run's best checkpoint, recorded with the run's training figures."""
     from vaekit.runs import read_metrics
 
-    out = RUNS / f"smiles-s{args.seed}"
+    out = RUNS / f"{args.tokenizer}-s{args.seed}"
     command = [sys.executable, "-m", "vaekit", "molecules", str(out), "-n", str(args.n), "--reference-size", str(args.reference_size)]
     command += ["--jobs", str(args.jobs), "--json", str(out / "molecules.json"), "--threads", str(args.threads)]
     command += ["--no-fcd"] if args.no_fcd else []
@@ -98,7 +104,7 @@ def run_score(args) -> None:
     train_seconds = sum(r["train_seconds"] for r in rows)
     molecules = len(rows) * 200 * 256
     record = {
-        "model": f"vaekit SMILES VAE (CPU recipe, seed {args.seed})",
+        "model": f"vaekit {args.tokenizer.upper()} VAE (CPU recipe, seed {args.seed})",
         "metrics": scored["metrics"],
         "sizes": scored["sizes"],
         "references": scored["references"],
@@ -110,9 +116,9 @@ def run_score(args) -> None:
         "best_valid_neg_elbo": min(r["valid_neg_elbo"] for r in rows),
         "sampling_molecules_per_second": scored["molecules_per_second"],
         "scoring_seconds": scored["seconds"],
-        "command": " ".join(["vaekit", "train", *SMILES_RECIPE, "--seed", str(args.seed)]),
+        "command": " ".join(["vaekit", "train", *recipe(args.tokenizer), "--seed", str(args.seed)]),
     }
-    save_cell(f"smiles-s{args.seed}", record)
+    save_cell(f"{args.tokenizer}-s{args.seed}", record)
 
 
 class PlainGRUVAE(torch.nn.Module):
@@ -214,11 +220,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("train")
+    p.add_argument("--tokenizer", choices=["smiles", "selfies"], default="smiles")
     p.add_argument("--minutes", type=float, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(handler=run_train)
     p = sub.add_parser("score")
+    p.add_argument("--tokenizer", choices=["smiles", "selfies"], default="smiles")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-n", type=int, default=30_000)
     p.add_argument("--reference-size", type=int, default=20_000)
