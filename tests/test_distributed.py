@@ -189,22 +189,7 @@ def test_the_launcher_forwards_every_flag_but_nproc():
 def test_a_sequence_model_trains_the_same_in_two_processes(tmp_path):
     path = tmp_path / "words.txt"
     path.write_text("\n".join(["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"] * 30) + "\n")
-    model = [
-        "--dataset",
-        path,
-        "--arch",
-        "gru",
-        "--likelihood",
-        "categorical",
-        "--model",
-        "ae",
-        "--latent-dim",
-        "3",
-        "--hidden",
-        "16",
-        "16",
-    ]
-    common = [*model, "--epochs", "2", "--threads", "1", "--quiet"]
+    common = flags(path, "--arch", "gru", "--likelihood", "categorical", "--epochs", 2)
     vaekit_cli("train", *common, "--batch-size", 48, "--out", tmp_path / "one")
     vaekit_cli("train", *common, "--batch-size", 24, "--nproc", 2, "--out", tmp_path / "two")
     assert_same_weights(vaekit.load(tmp_path / "one", "last"), vaekit.load(tmp_path / "two", "last"))
