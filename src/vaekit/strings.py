@@ -81,12 +81,17 @@ def decode_codes(model, z: torch.Tensor, *, temperature: float = 0.0, seed: int 
 
 
 @torch.inference_mode()
-def sample_strings(model, codec: StringCodec, n: int, *, temperature: float = 1.0, seed: int = 0) -> list[str]:
-    """``n`` strings: z ~ p(z), then x ~ p(x|z) at ``temperature`` (0: the greedy decoding of each z)."""
+def sample_sequences(model, n: int, *, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """(n, T) sequences: z ~ p(z) (seeded), then x ~ p(x|z) at ``temperature`` (0: the greedy decoding of each z)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         z = model.prior().sample((n,))  # (n, L)
-    return codec.strings(decode_codes(model, z, temperature=temperature, seed=seed))
+    return decode_codes(model, z, temperature=temperature, seed=seed)
+
+
+def sample_strings(model, codec: StringCodec, n: int, *, temperature: float = 1.0, seed: int = 0) -> list[str]:
+    """``n`` strings of ``sample_sequences``."""
+    return codec.strings(sample_sequences(model, n, temperature=temperature, seed=seed))
 
 
 @torch.inference_mode()

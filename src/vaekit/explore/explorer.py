@@ -28,7 +28,7 @@ from vaekit.molecules import chem
 from vaekit.objectives import ELBO
 from vaekit.report.context import RunContext
 from vaekit.report.views.sequences import MOLECULE_TOKENIZERS
-from vaekit.strings import StringCodec, decode_codes
+from vaekit.strings import StringCodec, decode_codes, sample_sequences
 
 MAP_POINTS = 10_000  # the most test codes drawn on the map (a seeded subset beyond that)
 ELBO_SAMPLES = 8  # latent samples per negative-ELBO estimate (examples, uploads and the reference alike)
@@ -216,10 +216,7 @@ class Explorer:
         """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``)."""
         prior = self.code_density if self.model.latent.deterministic else None
         if self.codec is not None:  # molecules: z ~ p(z), then each token drawn at the temperature
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                z = self.model.prior().sample((n,))
-            return decode_codes(self.model, z, temperature=temperature, seed=seed)
+            return sample_sequences(self.model, n, temperature=temperature, seed=seed)
         out = sample(self.model, n, temperature=temperature, seed=seed, prior=prior, context=self._class(context)).float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
