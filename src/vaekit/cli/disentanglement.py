@@ -35,7 +35,11 @@ def register(sub) -> None:
         help="a metric setting: num_train=2000 (every metric that has it), or dci.estimator=sklearn-default (one metric's)",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds every draw and estimator (default 0)")
-    p.add_argument("--estimator-threads", type=positive_int, default=1, help="threads scikit-learn's estimators use (default 1)")
+    p.add_argument(
+        "--estimator-threads",
+        type=positive_int,
+        help="threads scikit-learn's estimators use (default: the command's --threads; the scores do not depend on it)",
+    )
     p.add_argument("--data", metavar="SOURCE", help="another dataset made from the same factors (default: the run's own)")
     add_data_dir_argument(p)
     p.add_argument("-o", "--output", metavar="PATH", help="where to write the JSON (default: RUN/disentanglement.json)")
@@ -102,9 +106,11 @@ def _progress_bar():
 
 
 def run_disentanglement(args: argparse.Namespace) -> int:
+    import torch
+
     from vaekit.disentanglement.runs import score
 
-    r = load_run(args)
+    r = load_run(args)  # sets torch's threads (--threads, or vaekit's default for the run's network)
     with _progress_bar() as progress:
         result = score(
             r,
@@ -112,7 +118,7 @@ def run_disentanglement(args: argparse.Namespace) -> int:
             codes=args.codes,
             source=args.data,
             seed=args.seed,
-            threads=args.estimator_threads,
+            threads=args.estimator_threads or torch.get_num_threads(),
             progress=progress,
             **parse_settings(args.set),
         )

@@ -35,6 +35,10 @@ CODES = ("mean", "sample")  # what a run's representation of an image is: its po
 INFORMATION_SAMPLE = 10_000  # images the units' information about the factors is measured on (MIG's count)
 BINS = 20  # each unit's histogram bins for it (MIG's)
 CAPTURES = 0.1  # a unit "captures" a factor when it holds at least this share of the factor's entropy
+# images per forward pass on a CPU: a conv net's activations for 64 images stay in the caches, so the
+# study's network encodes 2x faster than 1,000 at a time (7,917 against 3,990 images/s, 2 threads, the
+# best of four); a GPU is fed larger batches
+CPU_BATCH, GPU_BATCH = 64, 4096
 
 
 def factor_space_of(data):
@@ -49,13 +53,16 @@ def factor_space_of(data):
     return factor_space(data)
 
 
-def representation(model, codes: str = "mean", seed: int = 0, batch_size: int = 1000) -> Callable[[torch.Tensor], np.ndarray]:
-    """images (n, *shape) -> codes (n, L): the posterior means, or one seeded draw z ~ q(z|x) (``codes="sample"``)."""
+def representation(model, codes: str = "mean", seed: int = 0, batch_size: int | None = None) -> Callable[[torch.Tensor], np.ndarray]:
+    """images (n, *shape) -> codes (n, L): the posterior means, or one seeded draw z ~ q(z|x) (``codes="sample"``),
+    ``batch_size`` images at a time (default: ``CPU_BATCH`` or ``GPU_BATCH`` by the model's device)."""
     if codes not in CODES:
         raise ConfigError(f"codes must be one of {', '.join(CODES)}, got {codes!r}")
     if codes == "sample" and model.latent.deterministic:
         raise ConfigError("a plain autoencoder has no posterior to draw codes from: score its codes (--codes mean)")
     draws = 0
+    if batch_size is None:
+        batch_size = GPU_BATCH if model.device.type == "cuda" else CPU_BATCH
 
     def encode_images(images: torch.Tensor) -> np.ndarray:
         nonlocal draws
