@@ -108,6 +108,50 @@ def test_selfies_refusal_names_the_line(tmp_path, monkeypatch):
         load_data(write(tmp_path / "s.smi", "CCO\nCCN\n"), preprocessing={"tokenizer": "selfies"})
 
 
+def test_many_selfies_are_encoded_by_a_pool_once_then_read_from_the_cache(sample, tmp_path, monkeypatch):
+    import selfies
+
+    import vaekit.data.tokenizers as tk
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("VAEKIT_DATA_DIR", raising=False)
+    monkeypatch.setattr(tk, "SELFIES_POOL_MIN", 100)
+    monkeypatch.setattr(tk, "SELFIES_CHUNK", 150)  # 2,008 strings: 14 tasks over two processes
+    tokenizer = TOKENIZERS["selfies"]()
+    lines = sample + HAND_MADE
+    codes = tokenizer.split(lines)
+    assert codes.counts.tolist() == [len(tokenizer.tokens(s)) for s in lines]  # the symbols split_selfies cuts, in order
+    assert [codes.token(int(c)) for c in codes.codes] == [t for s in lines for t in tokenizer.tokens(s)]
+    (kept,) = (tmp_path / "vaekit" / "selfies").iterdir()
+    assert kept.name.endswith(f"-selfies-{selfies.__version__}.npz") and not list(kept.parent.glob("*.partial"))
+
+    def refuse(text, strict=True):
+        raise AssertionError("encoded again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(selfies, "encoder", refuse)  # the same strings: read back, none encoded
+        again = tokenizer.split(lines)
+    assert np.array_equal(again.counts, codes.counts)
+    assert [again.token(int(c)) for c in again.codes] == [codes.token(int(c)) for c in codes.codes]
+    kept.write_bytes(b"damaged")  # a cache that cannot be read is encoded afresh and written again
+    fresh = tokenizer.split(lines)
+    assert fresh.counts.tolist() == codes.counts.tolist() and tk._read_codes(kept, len(lines)) is not None
+    assert tk.selfies_strings(lines, processes=2) == tk.selfies_strings(lines)
+
+
+def test_the_pool_names_the_first_refused_string_by_its_place_in_the_whole_list(sample, tmp_path, monkeypatch):
+    import vaekit.data.tokenizers as tk
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("VAEKIT_DATA_DIR", raising=False)
+    monkeypatch.setattr(tk, "SELFIES_POOL_MIN", 100)
+    monkeypatch.setattr(tk, "SELFIES_CHUNK", 100)
+    lines = sample[:700] + ["C1CC"] + sample[700:900] + ["C1CC"]
+    with pytest.raises(tk.TokenizeError, match=r"SELFIES cannot encode 'C1CC'") as e:
+        tk.selfies_codes(lines)  # in a pool of a process per core
+    assert e.value.index == 700 and not (tmp_path / "vaekit" / "selfies").exists()  # nothing kept
+
+
 def test_skip_invalid_drops_bad_smiles_and_reports_the_count(tmp_path):
     lines = ["CCO", "C1CC", "c1ccccc1", "xx", "CCN", "CC(=O)O"] * 4
     data = load_data(write(tmp_path / "m.smi", "\n".join(lines) + "\n"), preprocessing={"skip_invalid": True})

@@ -61,7 +61,7 @@ from vaekit.data.arrays import NpzArchive, read_npy_header
 from vaekit.data.base import BINARY, UNIT, Dataset, DataSplits, describe, register_dataset
 from vaekit.data.factors import Factor, FactorSpace, grid_classes
 from vaekit.data.files import open_file, parsing
-from vaekit.data.mnist import ENV_VAR, data_root
+from vaekit.data.mnist import cache_root
 from vaekit.data.preprocess import check_options, image_size_option
 from vaekit.data.streaming import MappedArray, RowTransform, map_npy, split_blocks
 from vaekit.errors import DataError
@@ -162,13 +162,6 @@ def generate() -> Iterator[np.ndarray]:
 
 
 # ----- caches ---------------------------------------------------------------------------------
-def cache_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data root: ``data_dir``, else ``$VAEKIT_DATA_DIR``, else ``$XDG_CACHE_HOME/vaekit``, else ``~/.cache/vaekit``."""
-    if data_dir or os.environ.get(ENV_VAR) or not os.environ.get("XDG_CACHE_HOME"):
-        return data_root(data_dir)
-    return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "vaekit"
-
-
 def write_npy(path: Path, shape: tuple[int, ...], blocks: Iterable[np.ndarray], *, sha256: str | None = None) -> str:
     """Write uint8 ``blocks`` (rows of ``shape``, in order) as the ``.npy`` file ``path``, atomically:
     into ``path.<pid>.partial`` first, renamed to ``path`` only once complete (and, with ``sha256``,

@@ -38,6 +38,14 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser()
 
 
+def cache_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where vaekit keeps what it makes once (generated data, encodings): ``data_dir``, else
+    ``$VAEKIT_DATA_DIR``, else ``$XDG_CACHE_HOME/vaekit``, else ``~/.cache/vaekit``."""
+    if data_dir or os.environ.get(ENV_VAR) or not os.environ.get("XDG_CACHE_HOME"):
+        return data_root(data_dir)
+    return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "vaekit"
+
+
 @register_dataset("mnist", format="idx")
 def load_mnist(**kwargs: Any) -> DataSplits:
     """MNIST digits, (1, 28, 28) in [0, 1]: 60k train split into train/valid, 10k test."""
