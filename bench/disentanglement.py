@@ -86,13 +86,16 @@ def run_cell(model: str, setting: str, seed: int, args) -> None:
     flags = cell_flags(model, setting, args.steps, seed)
     started = time.time()
     train_or_resume(out, flags, args.threads)
+    import torch
+
     import vaekit
     from vaekit.disentanglement.runs import score
     from vaekit.runs import read_metrics
 
+    torch.set_num_threads(args.threads)
     run = vaekit.load(out, which="last")  # the study scores the trained model, not a validation-picked one
     scored = time.time()
-    result = score(run, seed=seed)
+    result = score(run, seed=seed, threads=args.threads)
     rows = read_metrics(out / "metrics.csv")
     record = {
         "model": model,
