@@ -19,6 +19,7 @@ goes into ``bench/results/semisupervised.json``; the table gives mean ± std ove
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def run_m1(args) -> None:
 
 def run_m2(args) -> None:
     on_codes = args.what == "m1m2"
-    name = f"{args.what}-{args.labels}-s{args.seed}"
+    name = args.run_name or f"{args.what}-{args.labels}-s{args.seed}"
     out = RUNS / name
     if on_codes:
         m1 = RUNS / f"m1-s{args.seed}"
@@ -108,8 +109,12 @@ def run_m2(args) -> None:
 
     rows = read_metrics(out / "metrics.csv")
     best = min(rows, key=lambda r: (r["valid_error"], r["epoch"]))
+    model = "M2"
+    if on_codes:  # runs before codes were drawn z1 ~ q(z1|x) at every step trained on the posterior means
+        drawn = json.loads((out / "data.json").read_text())["codes"].get("draw", False)
+        model = "M1+M2" if drawn else "M1+M2 (M2 on M1's posterior means)"
     record = {
-        "model": "M1+M2" if on_codes else "M2",
+        "model": model,
         "labels": args.labels,
         "seed": args.seed,
         "test_error": test_error(out),
@@ -216,6 +221,7 @@ def main() -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--evaluate-only", action="store_true", help="evaluate the cell's run as it stands (no training)")
+        p.add_argument("--run-name", help="the cell's run directory and key, where not the default (m1m2-means-100-s0: M2 on M1's means)")
         p.add_argument("--only", nargs="+", metavar="WORD", help="baselines: only the estimators whose names hold one of these words")
         p.set_defaults(fn=fn)
     sub.add_parser("table").set_defaults(fn=table)

@@ -146,6 +146,28 @@ def test_batches_of_partly_labelled_data_are_half_labelled_and_cover_the_unlabel
         assert torch.equal(b.labelled, y[b.inputs[:, 0].long()] >= 0)  # each row's label travelled with it
 
 
+def test_uncertain_examples_are_drawn_afresh_in_every_batch_around_their_means():
+    from vaekit.data.base import Dataset
+    from vaekit.data.batches import data_order
+
+    g = torch.Generator().manual_seed(0)
+    n = 500
+    x, spread = torch.randn(n, 3, generator=g) * 10, torch.rand(n, 3, generator=g) + 0.5  # spreads 0.5 .. 1.5
+    batches = TrainingBatches(x, spread=spread, global_batch=n, seed=0, device=torch.device("cpu"))
+    torch.manual_seed(0)
+    residuals = []
+    for epoch in range(40):
+        ((_, batch),) = batches.epoch(epoch)
+        order = data_order(n, 0, epoch)
+        assert torch.equal(batch.inputs, batch.target)  # the draw is the example: the encoder and the likelihood see it
+        residuals.append((batch.inputs - x[order]) / spread[order])
+    z = torch.stack(residuals)  # (40, n, 3): standard normal when each row is drawn with its own spread
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.var()) - 1) < 0.03  # 5 standard errors (60,000 draws)
+    assert float((z[0] - z[1]).abs().min()) > 0  # every pass draws anew
+    assert torch.equal(Dataset(x, spread=spread).batch("cpu").inputs, x)  # evaluation reads the means
+    assert torch.equal(Dataset(x, spread=spread).subset(torch.tensor([3, 1])).spread, spread[[3, 1]])
+
+
 def digits_config(**train):
     return RunConfig(
         data=DataConfig(source="digits", labelled=100),
@@ -264,8 +286,14 @@ def test_m1_plus_m2_trains_on_a_vaes_codes_and_reads_every_split_through_it(tmp_
     assert run.data_info["codes_of"] == str(m1.resolve()) and run.data_info["labelled"] == 30
     test = run.load_data().test
     assert test.x.shape == (270, len(units)) and test.y is not None
-    train = run.load_data().train.x
-    torch.testing.assert_close(train.mean(0), torch.zeros(len(units)), atol=1e-4, rtol=0)
+    train = run.load_data().train
+    torch.testing.assert_close(train.x.mean(0), torch.zeros(len(units)), atol=1e-4, rtol=0)
+    from vaekit.codes import posterior_moments
+
+    m1_run = vaekit_load(m1)
+    _, stds = posterior_moments(m1_run.model, m1_run.load_data().train)  # q(z|x)'s deviations, on the codes' scale
+    torch.testing.assert_close(train.spread, stds[:, units] / torch.tensor(run.data_info["codes"]["std"]), atol=1e-5, rtol=1e-4)
+    assert run.data_info["codes"]["draw"] and (train.spread > 0).all()
     run_cli("classify", m12, "--data", "digits")
     assert "accuracy" in capsys.readouterr().out
     assert run_cli("train", "--model", "m2", "--on-codes", m12, "--epochs", "1", "--out", tmp_path / "x", expect=2)

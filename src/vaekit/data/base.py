@@ -54,6 +54,10 @@ class Dataset:
         ``info["factors"]`` describes them (``vaekit.data.factors``). Not labels: ``y`` stays what a
         classifier is trained on, and is None for such data unless it has labels too.
 
+    spread: optional (N, *shape) float32 standard deviations of uncertain examples: a training batch
+        draws each of its examples x ~ N(x, spread²) afresh (the codes of an M1 VAE: z1 ~ q(z1|x) at every
+        step, as Kingma et al. 2014 train M2 on them); evaluation reads ``x`` (the means) itself.
+
     conditioned_on: what a conditional model is given with each example, as ``batches`` carry it:
         ``LABELS`` (its label y) or ``COLUMNS`` (its context vector); None: nothing (an unconditional
         model, or a split no model has read yet). ``vaekit.examples.for_model`` decides it for a model.
@@ -65,6 +69,7 @@ class Dataset:
     conditioned_on: Literal["labels", "columns"] | None = None
     lengths: torch.Tensor | None = None
     factors: torch.Tensor | None = None
+    spread: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
@@ -81,6 +86,8 @@ class Dataset:
             raise DataError(f"{len(self.x)} examples but factors of shape {tuple(self.factors.shape)}")
         if self.factors is not None and (self.factors.is_floating_point() or self.factors.dtype == torch.bool):
             raise DataError(f"factors must be integer classes, got {self.factors.dtype}")
+        if self.spread is not None and tuple(self.spread.shape) != tuple(self.x.shape):
+            raise DataError(f"examples of shape {tuple(self.x.shape)} but spreads of shape {tuple(self.spread.shape)}")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -108,9 +115,10 @@ class Dataset:
         return self.y if self.conditioned_on == LABELS else self.context if self.conditioned_on == COLUMNS else None
 
     def _with(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Dataset:
-        """The split with examples ``x`` and ``fn`` applied to each per-example field it has (y, context, lengths, factors)."""
-        y, context, lengths, factors = (None if t is None else fn(t) for t in (self.y, self.context, self.lengths, self.factors))
-        return Dataset(x, y, context, self.conditioned_on, lengths, factors)
+        """The split with examples ``x`` and ``fn`` applied to each per-example field it has (y, context, lengths, factors, spread)."""
+        fields = (self.y, self.context, self.lengths, self.factors, self.spread)
+        y, context, lengths, factors, spread = (None if t is None else fn(t) for t in fields)
+        return Dataset(x, y, context, self.conditioned_on, lengths, factors, spread)
 
     def subset(self, index: torch.Tensor) -> Dataset:
         return self._with(self.x[index], lambda t: t[index])

@@ -51,15 +51,20 @@ class Batch:
 
 @dataclass(frozen=True)
 class InputSteps:
-    """What happens to a batch's examples on their way to the model: ``binarize`` draws the target
-    x ~ Bernoulli(x) afresh (dynamic binarization); ``noise`` at ``noise_level`` corrupts the inputs
-    (``vaekit.corruption``, denoising), while the target stays clean."""
+    """What happens to a batch's examples on their way to the model: uncertain examples (a ``spread``)
+    are drawn x ~ N(x, spread²) afresh; ``binarize`` draws the target x ~ Bernoulli(x) afresh (dynamic
+    binarization); ``noise`` at ``noise_level`` corrupts the inputs (``vaekit.corruption``, denoising),
+    while the target stays clean."""
 
     binarize: bool = False
     noise: str = "none"
     noise_level: float = 0.0
 
-    def __call__(self, x: torch.Tensor, context, weight: float, lengths: torch.Tensor | None = None) -> Batch:
+    def __call__(
+        self, x: torch.Tensor, context, weight: float, lengths: torch.Tensor | None = None, spread: torch.Tensor | None = None
+    ) -> Batch:
+        if spread is not None:
+            x = torch.addcmul(x, spread, torch.randn_like(x))  # (B, *shape): x + spread * eps
         target = torch.bernoulli(x) if self.binarize else x
         labelled = context >= 0 if context is not None and not context.is_floating_point() else None  # (B,) bool: -1 is unlabelled
         inputs = corrupt(target, self.noise, self.noise_level)
@@ -78,6 +83,7 @@ class TrainingBatches:
         of their own (the semi-supervised protocol: every step sees labels, however few there are);
         an epoch is then one pass over the unlabelled examples.
     lengths: (N,) sequence lengths to carry with the examples (``Batch.lengths``), or None.
+    spread: (N, *shape) standard deviations of uncertain examples, each drawn afresh in every batch (``InputSteps``), or None.
     steps: binarization and input corruption (``InputSteps``).
     epoch_steps: end each epoch after this many steps, its batches the first of that epoch's seeded
         order (a large dataset then validates and checkpoints more often); 0: one pass over the data.
@@ -89,6 +95,7 @@ class TrainingBatches:
         *,
         context: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
+        spread: torch.Tensor | None = None,
         global_batch: int,
         seed: int,
         device: torch.device,
@@ -101,6 +108,7 @@ class TrainingBatches:
         self.x = x if self.streaming else x.to(device)
         self.context = None if context is None else context.to(device)
         self.lengths = None if lengths is None else lengths.to(device)
+        self.spread = None if spread is None else spread.to(device)
         self.global_batch, self.seed, self.device = global_batch, seed, device
         self.rank, self.world, self.steps = rank, world, steps
         self.labelled_pool = self.unlabelled_pool = None
@@ -156,7 +164,8 @@ class TrainingBatches:
             x = self.x.index_select(0, idx)  # (B, *shape)
         context = None if self.context is None else self.context.index_select(0, idx.to(self.context.device))  # (B,) or (B, K)
         lengths = None if self.lengths is None else self.lengths.index_select(0, idx.to(self.lengths.device))  # (B,)
-        return self.steps(x, context, weight, lengths)
+        spread = None if self.spread is None else self.spread.index_select(0, idx)  # (B, *shape)
+        return self.steps(x, context, weight, lengths, spread)
 
 
 def _capped(steps: int, epoch_steps: int) -> int:

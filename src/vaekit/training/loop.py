@@ -104,9 +104,7 @@ class Trainer:
 
     def _batches(self) -> TrainingBatches:
         context = data_context(self.model, self.data.train, "the training split", keep_unlabelled=True)  # -1: the objective sums y out
-        return setup.training_batches(
-            self.config, self.data.train.x, context, self.state.global_batch, self.device, self.world, self.data.train.lengths
-        )
+        return setup.training_batches(self.config, self.data.train, context, self.state.global_batch, self.device, self.world)
 
     # ----- the loop -------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> Run:

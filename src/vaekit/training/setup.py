@@ -273,15 +273,15 @@ def cut_lr(optimizer: torch.optim.Optimizer, factor: float, min_lr: float, patie
         log.info("no better validation loss for %d epochs: learning rate %.3g -> %.3g", patience, old, new)
 
 
-def training_batches(
-    config: RunConfig, x, context, global_batch: int, device: torch.device, world, lengths: torch.Tensor | None = None
-) -> TrainingBatches:
-    """The run's training batches of ``x`` (with a conditional model's ``context`` and sequence ``lengths``), this process's share."""
+def training_batches(config: RunConfig, train: Dataset, context, global_batch: int, device: torch.device, world) -> TrainingBatches:
+    """The run's training batches of the ``train`` split (with a conditional model's ``context``, and the
+    split's sequence lengths and spreads), this process's share."""
     t = config.train
     return TrainingBatches(
-        x,
+        train.x,
         context=context,
-        lengths=lengths,
+        lengths=train.lengths,
+        spread=train.spread,
         global_batch=global_batch,
         seed=t.seed,
         device=device,
