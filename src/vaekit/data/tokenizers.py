@@ -205,6 +205,7 @@ def selfies_strings(lines: list[str], processes: int = 1) -> list[str]:
     The first string the encoder refuses raises ``TokenizeError`` with its index in ``lines``."""
     starts = range(0, len(lines), SELFIES_CHUNK)
     chunks = [lines[s : s + SELFIES_CHUNK] for s in starts]
+    # the platform's default start method: the workers run the selfies library alone, nothing of torch's
     with ProcessPoolExecutor(processes) if processes > 1 else contextlib.nullcontext() as pool:
         out: list[str] = []
         for start, (part, refused) in zip(starts, pool.map(_selfies_chunk, chunks) if pool else map(_selfies_chunk, chunks)):
