@@ -164,7 +164,7 @@ class TrainingBatches:
             x = self.x.index_select(0, idx)  # (B, *shape)
         context = None if self.context is None else self.context.index_select(0, idx.to(self.context.device))  # (B,) or (B, K)
         lengths = None if self.lengths is None else self.lengths.index_select(0, idx.to(self.lengths.device))  # (B,)
-        spread = None if self.spread is None else self.spread.index_select(0, idx)  # (B, *shape)
+        spread = None if self.spread is None else self.spread.index_select(0, idx.to(self.spread.device))  # (B, *shape)
         return self.steps(x, context, weight, lengths, spread)
 
 
