@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import vaekit
 from vaekit.cli import main
@@ -103,6 +104,8 @@ def test_bad_requests_get_one_line(tmp_path, capsys, dsprites_run):
     assert "unknown disentanglement metric" in one_line_error(capsys, ["disentanglement", str(dsprites_run), "--metrics", "nope"])
     assert "KEY=VALUE" in one_line_error(capsys, ["disentanglement", str(dsprites_run), "--set", "num_train"])
     assert "unknown setting" in one_line_error(capsys, ["disentanglement", str(dsprites_run), "--set", "colour=3"])
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in one_line_error(capsys, ["disentanglement", str(dsprites_run), "--device", "cuda"])
 
 
 def test_settings_are_read_as_numbers_or_words():

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.checkpoint import atomic_write_json
-from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int
+from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int, resolve_device
 from vaekit.errors import ConfigError
 
 
@@ -41,6 +41,9 @@ def register(sub) -> None:
         help="threads scikit-learn's estimators use (default: the command's --threads; the scores do not depend on it)",
     )
     p.add_argument("--data", metavar="SOURCE", help="another dataset made from the same factors (default: the run's own)")
+    p.add_argument(
+        "--device", default="auto", help="where the images are encoded: cpu, cuda, or auto: a GPU where there is one (default auto)"
+    )
     add_data_dir_argument(p)
     p.add_argument("-o", "--output", metavar="PATH", help="where to write the JSON (default: RUN/disentanglement.json)")
     p.add_argument(
@@ -110,7 +113,7 @@ def run_disentanglement(args: argparse.Namespace) -> int:
 
     from vaekit.disentanglement.runs import score
 
-    r = load_run(args)  # sets torch's threads (--threads, or vaekit's default for the run's network)
+    r = load_run(args, map_location=resolve_device(args.device))  # sets torch's threads: --threads, or the run's default
     with _progress_bar() as progress:
         result = score(
             r,
