@@ -381,6 +381,51 @@ def test_infinite_gradient_with_finite_loss_is_caught(tmp_path, digits, policy):
         assert all(torch.isfinite(p).all() for p in run.model.parameters())
 
 
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_checks_on_the_device_apply_exactly_the_steps_host_checks_apply(tmp_path, digits, monkeypatch, policy):
+    """A GPU checks each step on the device and reads the checks every few steps (here every 4th): the
+    same steps must be applied, the same one named, and the weight average and the sums the same."""
+    import vaekit.training.loop as loop
+
+    finals = {}
+    for where in ("host", "device"):
+        monkeypatch.setattr(loop, "checks_on_device", lambda device, where=where: where == "device")
+        trainer = Trainer(small_config(epochs=1, batch_size=16, ema=0.9, nonfinite=policy), None, data=digits)
+        assert (trainer.health.checks is not None) == (where == "device") and trainer.batches.steps_per_epoch // 20 == 4
+        _inf_gradient_at(trainer.model, 5)  # step 5 of 85: the device's reads come after steps 4 and 8
+        if policy == "stop":
+            with pytest.raises(TrainingError, match="non-finite loss or gradient at epoch 1, step 5; training stopped"):
+                trainer.fit(progress=False)
+        else:
+            trainer.fit(progress=False)
+            assert trainer.state.skipped_steps == 1 and trainer.rows[-1]["skipped_steps"] == 1
+        finals[where] = {
+            "weights": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+            "average": [a.clone() for a in trainer.average.average],
+            "adam steps": {float(s["step"]) for s in trainer.optimizer.state.values()},
+            "sums": trainer.sums.values.clone() if policy == "stop" else torch.tensor(list(trainer.rows[-1].values())[:8]),
+        }
+    host, device = finals["host"], finals["device"]
+    assert all(torch.equal(host["weights"][k], device["weights"][k]) for k in host["weights"])  # steps 6-8 not applied either
+    assert all(torch.equal(a, b) for a, b in zip(host["average"], device["average"]))
+    assert host["adam steps"] == device["adam steps"] == ({4.0} if policy == "stop" else {84.0})  # 85 steps, one skipped
+    torch.testing.assert_close(host["sums"], device["sums"], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("objective", ["elbo", "factor-vae"])
+def test_checks_on_the_device_change_nothing_when_every_step_is_finite(digits, monkeypatch, objective):
+    import vaekit.training.loop as loop
+
+    weights = []
+    for on_device in (False, True):
+        monkeypatch.setattr(loop, "checks_on_device", lambda device, on_device=on_device: on_device)
+        trainer = Trainer(small_config(epochs=1, ema=0.99, grad_clip=5.0, objective=objective), None, data=digits)
+        trainer.fit(progress=False)
+        weights.append([t.clone() for t in (*trainer.model.state_dict().values(), *trainer.objective.state_dict().values())])
+        rows = trainer.rows
+    assert all(torch.equal(a, b) for a, b in zip(*weights)) and rows[-1]["skipped_steps"] == 0
+
+
 def test_non_finite_weights_never_become_the_best_checkpoint(tmp_path, digits):
     trainer = Trainer(small_config(), tmp_path / "run", data=digits)
     trainer.start_run()

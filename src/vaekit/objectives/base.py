@@ -10,6 +10,7 @@ objective's ``step``; an objective that trains a module of its own (a discrimina
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -96,6 +97,8 @@ class StepContext:
         when the run clips); False means the step is not applied. after_model_step: called once the
         model's optimizer has stepped (the weight average's update).
     prepare: applied to the model's gradients before its optimizer steps (gradient normalisation).
+    guarded: (optimizer) -> the block every ``optimizer.step()`` runs in: where the finite check is made
+        on the device (a GPU), the step is applied there only if ``healthy`` found it finite.
     step: the training steps applied before this one (the run's global step, restored on ``--resume``),
         for an objective that follows a schedule of its own (AnnealedVAE's capacity).
     """
@@ -106,6 +109,7 @@ class StepContext:
     healthy: Callable[[torch.Tensor, list[nn.Parameter]], bool]
     prepare: Callable[[], None]
     after_model_step: Callable[[], None]
+    guarded: Callable[[torch.optim.Optimizer], contextlib.AbstractContextManager] = lambda optimizer: contextlib.nullcontext()
     step: int = 0
 
 
@@ -153,7 +157,8 @@ class Objective(nn.Module, ABC):
             optimizer.zero_grad(set_to_none=True)
             return None
         ctx.prepare()
-        optimizer.step()
+        with ctx.guarded(optimizer):
+            optimizer.step()
         ctx.after_model_step()
         return terms
 

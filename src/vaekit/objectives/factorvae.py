@@ -147,5 +147,6 @@ class FactorVAE(LatentBound):
         if terms is None:
             optimizer.zero_grad(set_to_none=True)
             return None
-        optimizer.step()
+        with ctx.guarded(optimizer):
+            optimizer.step()
         return terms

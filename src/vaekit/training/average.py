@@ -19,10 +19,16 @@ class WeightAverage:
         self.average = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
-    def update(self, step: int) -> None:
-        """Fold in the parameters after optimizer step ``step`` (0 for the first)."""
+    def update(self, step: int, applied: torch.Tensor | None = None) -> None:
+        """Fold in the parameters after optimizer step ``step`` (0 for the first); ``applied`` (0-d bool
+        on the device): fold them in only where the step was applied (``DeviceChecks``)."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
+        params = [p.detach() for p in self.params]
+        if applied is None:
+            torch._foreach_lerp_(self.average, params, 1.0 - decay)
+        else:
+            weight = applied.to(self.average[0].dtype) * (1.0 - decay)  # 0 for a step not applied
+            torch._foreach_lerp_(self.average, params, [weight] * len(params))
 
     def state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """``module.state_dict()`` with the averaged parameters in place of the raw ones."""

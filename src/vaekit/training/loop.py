@@ -31,7 +31,7 @@ from vaekit.runs import Run, RunWriter, TrainState, load, metric_fields
 from vaekit.threads import use_threads
 from vaekit.training import setup, snapshot
 from vaekit.training.average import WeightAverage
-from vaekit.training.health import GradientHealth, normalize_gradients
+from vaekit.training.health import DeviceChecks, GradientHealth, checks_on_device, normalize_gradients
 from vaekit.training.sums import RunningSums
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,11 @@ class Trainer:
         trained = {snapshot.MODEL: self.model, **self.modules}
         self.optimizers = {name: torch.optim.Adam(m.parameters(), **adam) for name, m in trained.items()}
         self.average = WeightAverage(self.model, t.ema) if t.ema else None
-        self.health = GradientHealth(t.grad_clip)
-        self.step_context = StepContext(self._loss, self.model, self.optimizers, self.health, self._prepare, self._after_model_step)
+        checks = DeviceChecks(self.device, sticky=t.nonfinite == "stop") if checks_on_device(self.device) else None
+        self.health = GradientHealth(t.grad_clip, checks)
+        self.step_context = StepContext(
+            self._loss, self.model, self.optimizers, self.health, self._prepare, self._after_model_step, guarded=self.health.guarded
+        )
         self.state = TrainState(global_batch=t.batch_size * self.world.size)
         self.batches = self._batches()
         self.valid = for_model(self.model, self.data.valid, "the validation split").to(self.device)  # memory-mapped x stays on disk
@@ -151,19 +154,22 @@ class Trainer:
         bar = setup.progress_bar(self.batches.steps_per_epoch, f"epoch {epoch + 1}/{t.epochs}", progress, initial=self.state.step_in_epoch)
         refresh = max(1, self.batches.steps_per_epoch // 20)
         started = time.perf_counter() - self.state.epoch_seconds
-        check_every_step = self.device.type == "cpu" or t.nonfinite == "skip"  # a check is a host sync on a GPU
+        check_every_step = self.device.type == "cpu" or t.nonfinite == "skip"  # host checks: a check is a host sync on a GPU
+        checks = self.health.checks  # device checks: read every `refresh` steps
+        self._checked_to = self.state.step_in_epoch
         vote = distributed.StopVote() if self.world.distributed else None  # all processes stop at the same step
         for i, batch in self.batches.epoch(epoch, start=self.state.step_in_epoch):
             beta = beta_at(self.config, self.state.step, self.batches.steps_per_epoch)
             self.health.check = check_every_step or (i + 1) % refresh == 0
             self.step_context.step = self.state.step
-            terms = self.objective.step(self.step_context, batch, torch.tensor(beta) if t.compile else beta)
-            if terms is None:
+            terms = self._step(batch, torch.tensor(beta) if t.compile else beta)
+            if terms is None:  # a host check found it not finite: skipped (its batch used up), or training stops
                 self._nonfinite(epoch, i)
-                continue
-            if batch.weight:
-                self.sums.add(terms.reported())
+            elif batch.weight:
+                self.sums.add(terms.reported(), None if checks is None else checks.applied)
             self.state.step, self.state.step_in_epoch = self.state.step + 1, i + 1
+            if checks is not None and (i + 1) % refresh == 0:
+                self._read_checks(epoch, i + 1)
             if bar is not None and (i + 1) % refresh == 0:
                 means = self.sums.means((i + 1) * self.state.global_batch / self.world.size)
                 bar.set_postfix({name: f"{v:.2f}" for name, v in means.items()}, refresh=False)
@@ -171,12 +177,14 @@ class Trainer:
             if self.state.step_in_epoch < self.batches.steps_per_epoch:  # the epoch's end checkpoints anyway
                 stop = vote.poll(self._stop.requested) if vote is not None else self._stop.requested
                 if (t.checkpoint_every and self.state.step % t.checkpoint_every == 0) or stop:
+                    self._read_checks(epoch, i + 1)  # never a checkpoint past a step that was not finite
                     self.state.epoch_seconds = time.perf_counter() - started
                     self.checkpoint()
                 if stop:
                     if bar is not None:
                         bar.close()
                     raise self._interrupted()
+        self._read_checks(epoch, self.state.step_in_epoch)
         seconds = time.perf_counter() - started
         if bar is not None:
             bar.close()
@@ -210,6 +218,16 @@ class Trainer:
         return {f"valid_{name}": v for name, v in zip(reported, means)} | {"valid_seconds": time.perf_counter() - started}
 
     # ----- one step's pieces (the objective's step calls them through its StepContext) -------
+    def _step(self, batch: Batch, beta: float | torch.Tensor):
+        """The objective's training step on ``batch``, bracketed by the device checks where the run has them."""
+        checks = self.health.checks
+        if checks is not None:
+            checks.begin()
+        terms = self.objective.step(self.step_context, batch, beta)
+        if checks is not None:
+            checks.end()
+        return terms
+
     def _reported(self, beta, batch: Batch) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
             return self.forward(beta, batch)
@@ -225,7 +243,8 @@ class Trainer:
 
     def _after_model_step(self) -> None:
         if self.average is not None:
-            self.average.update(self.state.step)
+            checks = self.health.checks
+            self.average.update(self.state.step, None if checks is None else checks.applied)
 
     # ----- the epoch's end ------------------------------------------------------------------
     def _end_epoch(self, row: dict[str, Any]) -> bool:
@@ -334,14 +353,35 @@ class Trainer:
         )
 
     def _nonfinite(self, epoch: int, i: int) -> None:
+        """Step ``i`` of epoch ``epoch`` was not finite (a host check): skipped, or training stops."""
         if self.config.train.nonfinite == "skip":
             self.state.skipped_steps += 1
             log.warning(
                 "non-finite loss or gradient at epoch %d step %d: step skipped (%d so far)", epoch + 1, i + 1, self.state.skipped_steps
             )
             return
+        raise self._nonfinite_error(epoch, i)
+
+    def _read_checks(self, epoch: int, done: int) -> None:
+        """Read the device checks of the epoch's steps since the last read, up to step ``done``: the
+        skipped ones counted, or training stopped at the first that was not finite (none of it applied)."""
+        checks = self.health.checks
+        if checks is None:
+            return
+        first_bad, skipped = checks.read()
+        if first_bad >= 0 and self.config.train.nonfinite == "stop":
+            raise self._nonfinite_error(epoch, self._checked_to + first_bad)
+        if skipped:
+            self.state.skipped_steps += skipped
+            log.warning(
+                "non-finite loss or gradient in %d of steps %d-%d of epoch %d: skipped (%d so far)",
+                skipped, self._checked_to + 1, done, epoch + 1, self.state.skipped_steps,
+            )  # fmt: skip
+        self._checked_to = done
+
+    def _nonfinite_error(self, epoch: int, i: int) -> TrainingError:
         kept = f"the last good checkpoint is kept in {self.out}" if self.out is not None else "no checkpoint is written in memory"
-        raise TrainingError(
+        return TrainingError(
             f"non-finite loss or gradient at epoch {epoch + 1}, step {i + 1}; training stopped, {kept} "
             "(try a lower --lr, --grad-clip, or --nonfinite skip)"
         )

@@ -17,10 +17,11 @@ class RunningSums:
         self.names = tuple(names)
         self.values = torch.zeros(len(self.names), dtype=torch.float64, device=device)
 
-    def add(self, reported: dict[str, torch.Tensor]) -> None:
-        """Fold in one step's terms {name: (B,)}."""
+    def add(self, reported: dict[str, torch.Tensor], applied: torch.Tensor | None = None) -> None:
+        """Fold in one step's terms {name: (B,)}; ``applied`` (0-d bool on the device): only where the step was applied."""
         with torch.no_grad():
-            self.values += torch.stack([reported[n] for n in self.names]).sum(1, dtype=torch.float64)
+            step = torch.stack([reported[n] for n in self.names]).sum(1, dtype=torch.float64)  # (T,)
+            self.values += step if applied is None else torch.where(applied, step, 0.0)
 
     def means(self, count: float) -> dict[str, float]:
         """{name: sum / count} (one host read)."""
