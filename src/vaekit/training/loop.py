@@ -80,6 +80,7 @@ class Trainer:
                 setup.seed_rank(t.seed, self.world.rank, 0)
         setup.warn_if_slow_precision(t.precision, self.device)
         self._terms = setup.compiled(self._reported) if t.compile else self._reported
+        self._beta = torch.zeros((), device=self.device)  # the compiled step's β, set in place (no host-to-device copy)
         adam = dict(lr=t.lr, betas=t.adam_betas, eps=t.adam_eps, weight_decay=t.weight_decay, fused=True)
         trained = {snapshot.MODEL: self.model, **self.modules}
         self.optimizers = {name: torch.optim.Adam(m.parameters(), **adam) for name, m in trained.items()}
@@ -162,7 +163,7 @@ class Trainer:
             beta = beta_at(self.config, self.state.step, self.batches.steps_per_epoch)
             self.health.check = check_every_step or (i + 1) % refresh == 0
             self.step_context.step = self.state.step
-            terms = self._step(batch, torch.tensor(beta) if t.compile else beta)
+            terms = self._step(batch, self._beta.fill_(beta) if t.compile else beta)  # compiled: a device tensor, one graph for every β
             if terms is None:  # a host check found it not finite: skipped (its batch used up), or training stops
                 self._nonfinite(epoch, i)
             elif batch.weight:
