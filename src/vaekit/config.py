@@ -81,9 +81,10 @@ class DataConfig:
         file that as float32 would exceed a quarter of physical memory); a run saves the resolved choice.
     context_columns: a CSV table's columns that are a conditional model's context, not features
         (``ModelConfig.condition`` ``columns``).
-    codes_of: a trained VAE run (M1 of Kingma et al. 2014's M1+M2) whose posterior means are the data:
-        that run's data (its source and split settings, copied here when training starts), each example
-        replaced by E_q[z|x] (``vaekit.codes``); None: the examples themselves.
+    codes_of: a trained VAE run (M1 of Kingma et al. 2014's M1+M2) whose codes are the data: that run's
+        data (its source and split settings, copied here when training starts), each example replaced by
+        E_q[z|x], with a fresh draw z ~ q(z|x) in every training batch (``vaekit.codes``); None: the
+        examples themselves.
     labelled: keep the labels of this many training examples, class-balanced and chosen by
         ``split_seed``, and hide the rest (``vaekit.data.keep_labels``: the semi-supervised protocol);
         0 keeps the labels as they are (-1 in the data marks an unlabelled example). Validation and
@@ -135,8 +136,9 @@ class DataConfig:
     codes_of: str | None = field(
         default=None,
         metadata=flag(
-            "train on the posterior means of a trained VAE run (M1 of M1+M2, Kingma et al. 2014): that run's data, each example "
-            "encoded by it; the run is recorded in this one, and every command reads data through it",
+            "train on the codes of a trained VAE run (M1 of M1+M2, Kingma et al. 2014): that run's data, each example encoded "
+            "by it (a fresh draw z ~ q(z|x) in every training batch, the posterior means elsewhere); the run is recorded in this "
+            "one, and every command reads data through it",
             name="on-codes",
             metavar="RUN",
         ),
