@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -257,19 +258,18 @@ def _read_codes(path: Path, count: int) -> TokenCodes | None:
 
 def _keep_codes(path: Path, codes: TokenCodes) -> None:
     """Keep ``codes`` in ``path`` (the distinct symbols, each token's index among them, the counts),
-    written whole or not at all (a temporary file renamed); a cache that cannot be written is only logged."""
+    written whole or not at all (``atomic_write_bytes``); a cache that cannot be written is only logged."""
+    from vaekit.checkpoint import atomic_write_bytes
+
     distinct, ids = np.unique(codes.codes, return_inverse=True)
     symbols = np.array([codes.token(int(c)) for c in distinct], dtype=str)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    buffer = io.BytesIO()
+    np.savez(buffer, symbols=symbols, ids=ids.astype(np.uint16 if len(distinct) <= 1 << 16 else np.uint32), counts=codes.counts)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, symbols=symbols, ids=ids.astype(np.uint16 if len(distinct) <= 1 << 16 else np.uint32), counts=codes.counts)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buffer.getvalue())
     except OSError as e:
         log.warning("could not keep the SELFIES encodings in %s: %s", path, e.strerror or e)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def get_tokenizer(name: str) -> Tokenizer:
