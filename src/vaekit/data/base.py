@@ -201,13 +201,38 @@ def label_name(info: dict[str, Any], label: int) -> str:
     return names[label] if names and 0 <= label < len(names) else str(label)
 
 
-Loader = Callable[..., DataSplits]
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where a source's files are, how they are read and how its validation split is made
+    (``load_data``, ``load_examples``).
+
+    data_dir: where named datasets' files are; default ``$VAEKIT_DATA_DIR``, else ``~/.cache/vaekit``.
+    download: fetch missing MNIST / Fashion-MNIST files (checked against their MD5 sums).
+    valid_fraction: share split off the training data as validation, for sources without their own
+        validation split.
+    seed: seed of that split (recorded as ``info["split_seed"]``).
+    memmap: read a .npy file or a folder of .npy shards memory-mapped (``vaekit.data.streaming``):
+        each split's ``x`` is then a ``MappedArray`` read batch by batch, and a single file's
+        validation split is seeded random blocks. None: a saved ``preprocessing["memmap"]``, else
+        automatic (``streaming.use_memmap``: shard folders, and .npy files too big for memory).
+    """
+
+    data_dir: str | None = None
+    download: bool = False
+    valid_fraction: float = 0.1
+    seed: int = 0
+    memmap: bool | None = None
+
+
+Loader = Callable[[SourceSettings, dict[str, Any]], DataSplits]  # (settings, preprocessing options) -> splits
 _DATASETS: dict[str, Loader] = {}
 _FORMATS: dict[str, str] = {}  # dataset name -> the ``format`` its preprocessing record names
 
 
 def register_dataset(*names: str, format: str | None = None) -> Callable[[Loader], Loader]:
-    """Register a loader ``fn(data_dir=..., valid_fraction=..., seed=..., **options) -> DataSplits``.
+    """Register a loader ``fn(settings, options) -> DataSplits``: ``settings`` the ``SourceSettings``
+    (where the files are, whether to download them, the validation split's share and seed), ``options``
+    the preprocessing options asked for (a dict, possibly empty: a saved ``info["preprocessing"]`` to repeat).
 
     format: the ``format`` its ``info["preprocessing"]`` names (``dataset_format``), so that the
         preprocessing saved for another format is given to it as the model's input steps only.

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from vaekit.data.arrays import NpzArchive, read_npy_header
-from vaekit.data.base import BINARY, UNIT, Dataset, DataSplits, describe, register_dataset
+from vaekit.data.base import BINARY, UNIT, Dataset, DataSplits, SourceSettings, describe, register_dataset
 from vaekit.data.factors import Factor, FactorSpace, grid_classes
 from vaekit.data.files import open_file, parsing
 from vaekit.data.mnist import cache_root
@@ -375,35 +375,26 @@ VARIANTS = {
 
 # ----- loading --------------------------------------------------------------------------------
 @register_dataset("dsprites", format="dsprites")
-def load_dsprites(**kwargs: Any) -> DataSplits:
+def load_dsprites(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """dSprites, (1, 64, 64) in {0, 1}, with its factor classes (``Dataset.factors``); see the module docstring."""
-    return _load(VARIANTS["dsprites"], **kwargs)
+    return _load(VARIANTS["dsprites"], settings, options)
 
 
 @register_dataset("color-dsprites", format="color-dsprites")
-def load_color_dsprites(**kwargs: Any) -> DataSplits:
+def load_color_dsprites(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """dSprites with each sprite in a random colour per example, (3, 64, 64) in [0, 1]."""
-    return _load(VARIANTS["color-dsprites"], **kwargs)
+    return _load(VARIANTS["color-dsprites"], settings, options)
 
 
 @register_dataset("noisy-dsprites", format="noisy-dsprites")
-def load_noisy_dsprites(**kwargs: Any) -> DataSplits:
+def load_noisy_dsprites(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """dSprites on a background of uniform noise per example, (3, 64, 64) in [0, 1]."""
-    return _load(VARIANTS["noisy-dsprites"], **kwargs)
+    return _load(VARIANTS["noisy-dsprites"], settings, options)
 
 
-def _load(
-    variant: Variant,
-    *,
-    data_dir: str | None = None,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
-    preprocessing: dict[str, Any] | None = None,
-    download: bool = False,
-) -> DataSplits:
+def _load(variant: Variant, settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """The variant's train and valid splits, memory-mapped. ``download`` is not used: the images are
     generated here when the original file is not in the data root."""
-    options = preprocessing or {}
     check_options(options, variant.name, ("memmap", *STEPS))
     size = image_size_option(options.get("image_size"))
     if size not in (None, (IMAGE, IMAGE)) or options.get("channels") not in (None, variant.channels):
@@ -411,9 +402,9 @@ def _load(
         raise DataError(f"{variant.name}: its {shape} images are read memory-mapped and cannot be resized or recoloured")
     if options.get("standardize") not in (None, False):
         raise DataError(f"{variant.name}: standardize applies to flat (N, D) data, not images")
-    path, origin = cache_file(data_dir)
+    path, origin = cache_file(settings.data_dir)
     x = open_images(path, origin, variant.transform)
-    return make_splits(variant, x, path, origin, valid_fraction=valid_fraction, seed=seed)
+    return make_splits(variant, x, path, origin, valid_fraction=settings.valid_fraction, seed=settings.seed)
 
 
 def make_splits(variant: Variant, x: MappedArray, path: Path, origin: str, *, valid_fraction: float, seed: int) -> DataSplits:

@@ -15,7 +15,7 @@ import numpy as np
 
 import vaekit.data.download as dl
 from vaekit.data.arrays import make_dataset, npz_parts, open_npz, read_amat
-from vaekit.data.base import SPLITS, Dataset, DataSplits, register_dataset, split_parts
+from vaekit.data.base import SPLITS, Dataset, DataSplits, SourceSettings, register_dataset, split_parts
 from vaekit.data.idx import read_idx
 from vaekit.data.preprocess import check_options
 from vaekit.errors import DataError, DataNotFound
@@ -47,30 +47,21 @@ def cache_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 @register_dataset("mnist", format="idx")
-def load_mnist(**kwargs: Any) -> DataSplits:
+def load_mnist(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """MNIST digits, (1, 28, 28) in [0, 1]: 60k train split into train/valid, 10k test."""
-    return _load_idx_dataset("mnist", **kwargs)
+    return _load_idx_dataset("mnist", settings, options)
 
 
 @register_dataset("fashion-mnist", format="idx")
-def load_fashion_mnist(**kwargs: Any) -> DataSplits:
+def load_fashion_mnist(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """Fashion-MNIST clothing images, (1, 28, 28) in [0, 1]: 60k train split into train/valid, 10k test."""
-    return _load_idx_dataset("fashion-mnist", **kwargs)
+    return _load_idx_dataset("fashion-mnist", settings, options)
 
 
-def _load_idx_dataset(
-    name: str,
-    *,
-    data_dir: str | None = None,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
-    preprocessing: dict[str, Any] | None = None,
-    download: bool = False,
-) -> DataSplits:
-    options = preprocessing or {}
+def _load_idx_dataset(name: str, settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     check_options(options, "idx", ("input_dtype", "divide_by", "layout"))
-    root = data_root(data_dir)
-    files = _find_idx_files(name, root, download)
+    root = data_root(settings.data_dir)
+    files = _find_idx_files(name, root, settings.download)
     arrays = {key: read_idx(path) for key, path in files.items()}
     parts, steps = {}, {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -82,7 +73,7 @@ def _load_idx_dataset(
             raise DataError(f"{files[f'{prefix}-labels-idx1-ubyte']}: expected {len(images)} labels, got {labels.shape}")
         parts[split], steps = make_dataset(images, labels, where, saved=steps or options)  # test follows train
     info = {"preprocessing": {"format": "idx", **steps}, "files": [str(p) for p in files.values()], "class_names": CLASS_NAMES[name]}
-    return split_parts(parts, valid_fraction, seed, info)
+    return split_parts(parts, settings.valid_fraction, settings.seed, info)
 
 
 def _find_idx_files(name: str, root: Path, download: bool) -> dict[str, Path]:
@@ -122,22 +113,15 @@ def not_found(where: str, *, downloadable: bool) -> DataNotFound:
 
 
 @register_dataset("binarized-mnist", format="binarized-mnist")
-def load_binarized_mnist(
-    *,
-    data_dir: str | None = None,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
-    preprocessing: dict[str, Any] | None = None,
-    download: bool = False,
-) -> DataSplits:
+def load_binarized_mnist(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """Statically binarized MNIST, (1, 28, 28) in {0, 1}, with its own 50k/10k/10k train/valid/test split.
 
     Read from ``binarized_mnist.npz`` (keys train, valid, test, test_labels) or from the three
-    ``binarized_mnist_{train,valid,test}.amat`` files. ``valid_fraction`` and ``seed`` are unused:
+    ``binarized_mnist_{train,valid,test}.amat`` files. The settings' ``valid_fraction`` and ``seed`` are unused:
     the validation split is the published one.
     """
-    check_options(preprocessing or {}, "binarized-mnist")
-    root = data_root(data_dir)
+    check_options(options, "binarized-mnist")
+    root = data_root(settings.data_dir)
     for directory in (root / "binarized_mnist", root / "binarized-mnist", root):
         npz = directory / BINARIZED_NPZ
         if npz.is_file():
@@ -153,7 +137,7 @@ def load_binarized_mnist(
             arrays = {split: (read_amat(f), None) for split, f in sources.items()}
             break
     else:
-        no_download = " (there is no checksummed download for it)" if download else ""
+        no_download = " (there is no checksummed download for it)" if settings.download else ""
         raise not_found(
             f"binarized-mnist files not found: place {BINARIZED_NPZ} or {', '.join(BINARIZED_AMAT)} "
             f"in {root / 'binarized_mnist'}{no_download}",
@@ -161,7 +145,7 @@ def load_binarized_mnist(
         )
     parts = {split: _binary_images(x, y, f"{sources[split]} [{split}]") for split, (x, y) in arrays.items()}
     info = {"preprocessing": {"format": "binarized-mnist"}, "files": sorted({str(f) for f in sources.values()}), "class_names": DIGITS}
-    return split_parts(parts, valid_fraction, seed, info)
+    return split_parts(parts, settings.valid_fraction, settings.seed, info)
 
 
 def _binary_images(x: np.ndarray, y: np.ndarray | None, where: str) -> Dataset:

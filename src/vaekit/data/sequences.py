@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 import vaekit.data.download as dl
-from vaekit.data.base import MAX_VALUES, Dataset, DataSplits, register_dataset, split_parts
+from vaekit.data.base import MAX_VALUES, Dataset, DataSplits, SourceSettings, register_dataset, split_parts
 from vaekit.data.files import open_file, parsing
 from vaekit.data.mnist import data_root, not_found
 from vaekit.data.preprocess import check_options
@@ -387,32 +387,24 @@ def read_sequence_file(path: Path, options: dict[str, Any]) -> tuple[dict[str, D
 
 
 @register_dataset("moses", format=SEQUENCES)
-def load_moses(**kwargs: Any) -> DataSplits:
+def load_moses(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """MOSES (Polykovskiy et al. 2020): 1,584,663 training SMILES (a validation share split off by the
     seed), and its 176,074 test SMILES as the test split. Tokenized with ``smiles`` by default."""
-    return _load_moses("test", **kwargs)
+    return _load_moses("test", settings, options)
 
 
 @register_dataset("moses-scaffolds", format=SEQUENCES)
-def load_moses_scaffolds(**kwargs: Any) -> DataSplits:
+def load_moses_scaffolds(settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
     """MOSES with its scaffold test set (176,225 molecules whose Bemis-Murcko scaffolds are not in the
     training set) as the test split; training and validation splits as ``moses``."""
-    return _load_moses("test_scaffolds", **kwargs)
+    return _load_moses("test_scaffolds", settings, options)
 
 
-def _load_moses(
-    test: str,
-    *,
-    data_dir: str | None = None,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
-    preprocessing: dict[str, Any] | None = None,
-    download: bool = False,
-) -> DataSplits:
-    found = find_moses_files(data_root(data_dir), ("train", test), download)
-    parts, record, counts = read_sequences({"train": found["train"], "test": found[test]}, preprocessing or {}, validate=False)
+def _load_moses(test: str, settings: SourceSettings, options: dict[str, Any]) -> DataSplits:
+    found = find_moses_files(data_root(settings.data_dir), ("train", test), settings.download)
+    parts, record, counts = read_sequences({"train": found["train"], "test": found[test]}, options, validate=False)
     info = {"preprocessing": record, "files": [str(p) for p in found.values()], **counts}
-    return split_parts(parts, valid_fraction, seed, info)
+    return split_parts(parts, settings.valid_fraction, settings.seed, info)
 
 
 def find_moses_files(root: Path, splits: Sequence[str], download: bool) -> dict[str, Path]:

@@ -12,7 +12,6 @@ the value range inferred from the data, and one ``info`` record.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from vaekit.data.base import (
     TOKENS,
     Dataset,
     DataSplits,
+    SourceSettings,
     check_partial_labels,
     dataset_format,
     dataset_names,
@@ -39,29 +39,6 @@ from vaekit.data.sequences import SEQUENCES, is_csv_file, is_text_file, read_seq
 from vaekit.data.streaming import load_mapped, load_mapped_examples, shard_folder_splits, use_memmap
 from vaekit.data.tables import read_csv
 from vaekit.errors import DataError
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    """Where a source's files are, how they are read and how its validation split is made
-    (``load_data``, ``load_examples``).
-
-    data_dir: where named datasets' files are; default ``$VAEKIT_DATA_DIR``, else ``~/.cache/vaekit``.
-    download: fetch missing MNIST / Fashion-MNIST files (checked against their MD5 sums).
-    valid_fraction: share split off the training data as validation, for sources without their own
-        validation split.
-    seed: seed of that split (recorded as ``info["split_seed"]``).
-    memmap: read a .npy file or a folder of .npy shards memory-mapped (``vaekit.data.streaming``):
-        each split's ``x`` is then a ``MappedArray`` read batch by batch, and a single file's
-        validation split is seeded random blocks. None: a saved ``preprocessing["memmap"]``, else
-        automatic (``streaming.use_memmap``: shard folders, and .npy files too big for memory).
-    """
-
-    data_dir: str | None = None
-    download: bool = False
-    valid_fraction: float = 0.1
-    seed: int = 0
-    memmap: bool | None = None
 
 
 def load_data(
@@ -107,7 +84,7 @@ def load_data(
     options = for_source(_options(preprocessing, image_size, grayscale), source_format(source))
     if source in dataset_names():
         loader = get_loader(source)
-        splits = loader(data_dir=s.data_dir, valid_fraction=s.valid_fraction, seed=s.seed, preprocessing=options, download=s.download)
+        splits = loader(s, options)
         if splits.streaming:  # memory-mapped by its loader (dsprites), which checked the values and made the record
             return DataSplits(splits.train, splits.valid, splits.test, {**splits.info, "dynamic_binarization": bool(binarize)})
         name = source
