@@ -42,6 +42,26 @@ def test_names_registered():
     assert {"digits", "mnist", "fashion-mnist", "binarized-mnist"} <= set(dataset_names())
 
 
+def test_a_registered_loader_is_given_the_settings_and_the_options(monkeypatch):
+    """The extension point: ``register_dataset`` names a function of (SourceSettings, options); load_data
+    hands it the caller's settings and preprocessing options, and finishes its splits like any source's."""
+    from vaekit.data import base, register_dataset
+
+    monkeypatch.setattr(base, "_DATASETS", dict(base._DATASETS))
+    seen = {}
+
+    @register_dataset("ramp")
+    def load_ramp(settings: SourceSettings, options: dict) -> DataSplits:
+        seen.update(settings=settings, options=options)
+        x = torch.linspace(0, 1, 40 * 3).reshape(40, 3)
+        return base.split_parts({"train": base.Dataset(x)}, settings.valid_fraction, settings.seed, {"preprocessing": {"format": "ramp"}})
+
+    settings = SourceSettings(data_dir="/nowhere", valid_fraction=0.25, seed=3)
+    splits = load_data("ramp", settings=settings, preprocessing={"standardize": False})
+    assert seen["settings"] == settings and seen["options"].get("standardize") is False
+    assert (len(splits.train), len(splits.valid)) == (30, 10) and splits.info["split_seed"] == 3
+
+
 def test_digits():
     splits = load_data("digits")
     info = check_info(splits)
