@@ -45,8 +45,9 @@ M1_RECIPE = [
     "--latent-dim", "50", "--hidden", "600", "600", "--activation", "silu",
     "--batch-size", "100", "--lr", "1e-3", "--ema", "0.999", "--epochs", "300", "--patience", "30",
 ]  # fmt: skip
+M1M2_SIGMA = 0.5  # p(z1|y, z2)'s fixed scale, on the standardised codes
 M1M2_RECIPE = [
-    "--model", "m2", "--likelihood", "gaussian", "--sigma", "0.5", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
+    "--model", "m2", "--likelihood", "gaussian", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
     "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000", "--patience", "60",
 ]  # fmt: skip
 
@@ -99,7 +100,8 @@ def run_m2(args) -> None:
     out = RUNS / name
     if on_codes:
         m1 = RUNS / f"m1-s{args.seed}"
-        recipe = ["--on-codes", str(m1), "--labelled", str(args.labels), *M1M2_RECIPE]
+        recipe = ["--on-codes", str(m1), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{args.sigma:g}"]
+        recipe += [] if args.alpha is None else ["--alpha", f"{args.alpha:g}"]
     else:
         recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
     started = time.time()
@@ -113,6 +115,9 @@ def run_m2(args) -> None:
     if on_codes:  # runs before codes were drawn z1 ~ q(z1|x) at every step trained on the posterior means
         drawn = json.loads((out / "data.json").read_text())["codes"].get("draw", False)
         model = "M1+M2" if drawn else "M1+M2 (M2 on M1's posterior means)"
+        variant = [] if args.sigma == M1M2_SIGMA else [f"σ {args.sigma:g}"]
+        variant += [] if args.alpha is None else [f"α {args.alpha:g}"]
+        model += f" ({', '.join(variant)})" if variant else ""
     record = {
         "model": model,
         "labels": args.labels,
@@ -128,6 +133,7 @@ def run_m2(args) -> None:
     }
     if on_codes:
         m1_rows = read_metrics(RUNS / f"m1-s{args.seed}" / "metrics.csv")
+        record["sigma"], record["alpha"] = args.sigma, args.alpha
         record["m1_epochs"] = len(m1_rows)
         record["m1_training_seconds"] = round(sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in m1_rows), 1)
     save_cell(name, record)
@@ -222,6 +228,8 @@ def main() -> None:
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--evaluate-only", action="store_true", help="evaluate the cell's run as it stands (no training)")
         p.add_argument("--run-name", help="the cell's run directory and key, where not the default (m1m2-means-100-s0: M2 on M1's means)")
+        p.add_argument("--sigma", type=float, default=M1M2_SIGMA, help=f"m1m2: p(z1|y, z2)'s scale (default {M1M2_SIGMA:g})")
+        p.add_argument("--alpha", type=float, help="m1m2: the labelled examples' classification weight (default: vaekit's)")
         p.add_argument("--only", nargs="+", metavar="WORD", help="baselines: only the estimators whose names hold one of these words")
         p.set_defaults(fn=fn)
     sub.add_parser("table").set_defaults(fn=table)

@@ -36,7 +36,9 @@ class SemiSupervisedBound(Objective):
     """The M2 objective (see the module docstring), β and α as settings.
 
     alpha: the weight of −log q(y|x) of a labelled example, against one example's bound (the paper's
-        α = 0.1·N is ``PAPER_ALPHA`` × training examples / labelled ones: ``resolve`` fills it in).
+        α = 0.1·N is ``PAPER_ALPHA`` × training examples / labelled ones: ``resolve`` fills it in). Per
+        draw: with labelled examples filling half of every training batch, the paper's balance of the
+        two is α = 0.2 (``RunConfig.train.alpha``'s docstring).
     beta: the weight of the KL term (1: the bound).
 
     Terms (B,): ``neg_elbo`` = −L(x, y) of a labelled example (a bound on −log p(x, y)), −U(x) of an
