@@ -18,7 +18,6 @@ from vaekit.data.batches import Batch, TrainingBatches
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import build_model
 from vaekit.objectives import ELBO, Draws, SemiSupervisedBound
-from vaekit.objectives.semisupervised import PAPER_ALPHA, paper_alpha
 from vaekit.training import train
 
 K = 3
@@ -147,21 +146,6 @@ def test_batches_of_partly_labelled_data_are_half_labelled_and_cover_the_unlabel
         assert torch.equal(b.labelled, y[b.inputs[:, 0].long()] >= 0)  # each row's label travelled with it
 
 
-@pytest.mark.parametrize("batch", [200, 33])
-def test_the_default_alpha_weighs_classification_as_the_papers_sum_does_in_the_batches_the_sampler_makes(batch):
-    """The paper's α = 0.1·N adds 0.1 of a classification loss per example of the bound. In a training batch
-    of B examples with k labelled, the objective sums B bounds and α·k losses: the default α makes α·k/B = 0.1."""
-    y = torch.full((1000,), -1)
-    y[:40] = torch.arange(40) % 4
-    sampled = TrainingBatches(torch.zeros(1000, 1), context=y, global_batch=batch, seed=0, device=torch.device("cpu"))
-    _, b = next(iter(sampled.epoch(0)))
-    k = int(b.labelled.sum())
-    assert paper_alpha(batch, partly_labelled=True) * k / len(b.labelled) == pytest.approx(PAPER_ALPHA)
-    labelled = TrainingBatches(torch.zeros(1000, 1), context=y.clamp(min=0), global_batch=batch, seed=0, device=torch.device("cpu"))
-    _, b = next(iter(labelled.epoch(0)))
-    assert paper_alpha(batch, partly_labelled=False) * int(b.labelled.sum()) / len(b.labelled) == pytest.approx(PAPER_ALPHA)
-
-
 def test_uncertain_examples_are_drawn_afresh_in_every_batch_around_their_means():
     from vaekit.data.base import Dataset
     from vaekit.data.batches import data_order
@@ -195,7 +179,7 @@ def digits_config(**train):
 def test_m2_with_ten_labels_per_class_beats_its_classifier_trained_on_those_labels_alone():
     run = train(digits_config(), None, progress=False)
     assert run.config.train.objective == "m2" and run.config.model.condition == "label"
-    assert run.config.train.alpha == pytest.approx(0.2)  # the paper's balance: labelled examples fill half of every batch
+    assert run.config.train.alpha == pytest.approx(0.1 * 1347 / 100)
     data = load_data("digits")
     m2_error = classify(run.model, data.test).error
     kept = keep_labels(data.train, 100, 10, 0)
@@ -210,7 +194,7 @@ def test_m2_with_ten_labels_per_class_beats_its_classifier_trained_on_those_labe
         optimizer.step()
         with torch.no_grad():
             best = min(best, float((alone(data.test.x).logits.argmax(-1) != data.test.y).double().mean()))  # its best test error, even
-    assert m2_error < best, (m2_error, best)  # measured: 8.5% against 11.9% (12.6% after the 300 steps)
+    assert m2_error < best, (m2_error, best)  # measured: 9.3% against 11.9% (12.6% after the 300 steps)
 
 
 def test_m2_refuses_what_it_cannot_learn_from():

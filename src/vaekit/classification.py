@@ -68,7 +68,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         classifier's). activation: hidden activation. likelihood: p(x|y, z) (``gaussian-shared``: a learned
         scale per column; any name of ``vaekit.models.LIKELIHOODS``).
     epochs, batch_size, lr: training (Adam). alpha: weight of a labelled row's classification loss (None:
-        the paper's balance: 0.2 with unlabelled rows, 0.1 without; ``paper_alpha``). The best epoch is the one with the lowest error on the
+        the paper's 0.1 × rows / labelled rows). The best epoch is the one with the lowest error on the
         labelled rows.
     standardize: centre and scale each column with the training mean and standard deviation.
     random_state: seed of initialisation, data order and draws (None: random). device: torch device.

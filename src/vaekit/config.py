@@ -322,12 +322,12 @@ class TrainConfig:
     iw_groups: with ``iw``, split the samples into this many groups and average their IW bounds
         (MIWAE of Rainforth et al. 2018; 1: IWAE). Must divide ``n_samples``.
     alpha: with the semi-supervised objective (``m2``), the weight of a labelled example's
-        classification loss −log q(y|x) in a batch, against one example's bound; None: the paper's
-        balance, resolved when training starts (``objectives.semisupervised.paper_alpha``): its
-        α = 0.1·N makes the classification loss count 0.1 of the bound, example for example, which
-        is α = 0.2 here for partly labelled data (labelled examples fill half of every batch), 0.1
-        for fully labelled data. (The default used to be 0.1 × examples / labelled ones per
-        labelled example: 50 with 100 labels of 50,000, 250 times the paper's balance.)
+        classification loss −log q(y|x) against one example's bound, each time it is drawn; None: the
+        paper's α = 0.1·N spread over the labelled examples, 0.1 × (training examples / labelled ones),
+        resolved from the data when training starts. Labelled examples fill half of every batch
+        (``TrainingBatches``), so the classification loss weighs more against the bound than in the
+        paper's sum, in which every example counts once: that balance (0.1 × the bound per example)
+        is α = 0.2 here (0.1 × batch / labelled rows), 250 times less than the default at 100 of 50,000.
     iw_elbo_mix: with ``iw``, train on c·ELBO + (1 − c)·IW bound over the same samples (CIWAE of
         Rainforth et al. 2018; 0: the IW bound).
     piwae: with ``iw`` and ``iw_groups`` = M, PIWAE of Rainforth et al. 2018: the decoder is trained on
@@ -428,9 +428,9 @@ class TrainConfig:
     alpha: float | None = field(
         default=None,
         metadata=flag(
-            "with --model m2: the weight of a labelled example's classification loss -log q(y|x) in a batch, against one "
-            "example's bound (default: the paper's balance, alpha = 0.1 N: 0.2 for partly labelled data, which fill half "
-            "of every batch with labelled examples; 0.1 when all are labelled)",
+            "with --model m2: the weight of a labelled example's classification loss -log q(y|x) against one example's bound, "
+            "each time it is drawn (default: the paper's 0.1 x training examples / labelled examples; labelled examples fill "
+            "half of every batch, so the paper's balance of the two is 0.2)",
             metavar="A",
         ),
     )

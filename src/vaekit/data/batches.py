@@ -120,7 +120,7 @@ class TrainingBatches:
             self.steps_per_epoch = _capped(math.ceil(len(x) / global_batch), epoch_steps)
             self.rows = min(len(x), self.steps_per_epoch * global_batch)
         else:
-            self.labelled_rows = labelled_rows(global_batch)
+            self.labelled_rows = max(1, global_batch // 2)
             unlabelled_rows = max(1, global_batch - self.labelled_rows)
             self.steps_per_epoch = _capped(math.ceil(len(self.unlabelled_pool) / unlabelled_rows), epoch_steps)
             self.rows = min(len(self.unlabelled_pool), self.steps_per_epoch * unlabelled_rows) + self.steps_per_epoch * self.labelled_rows
@@ -166,11 +166,6 @@ class TrainingBatches:
         lengths = None if self.lengths is None else self.lengths.index_select(0, idx.to(self.lengths.device))  # (B,)
         spread = None if self.spread is None else self.spread.index_select(0, idx.to(self.spread.device))  # (B, *shape)
         return self.steps(x, context, weight, lengths, spread)
-
-
-def labelled_rows(global_batch: int) -> int:
-    """The labelled examples in each training batch of partly labelled data (``TrainingBatches``): half of it."""
-    return max(1, global_batch // 2)
 
 
 def _capped(steps: int, epoch_steps: int) -> int:

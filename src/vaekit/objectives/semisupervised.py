@@ -23,21 +23,22 @@ from typing import ClassVar
 import torch
 
 from vaekit.config import RunConfig
-from vaekit.data.batches import labelled_rows
 from vaekit.errors import ConfigError
 from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, Objective
 from vaekit.objectives.elbo import ELBOTerms, check_beta, check_samples
 from vaekit.objectives.estimate import chunks, closed_form_kl, sample_count, squared_error, weighted
 
-PAPER_ALPHA = 0.1  # the paper's α = 0.1·N: the classification loss weighs 0.1 of the bound, example for example
+PAPER_ALPHA = 0.1  # α = 0.1·N in the paper's sum over the data: 0.1 × (examples / labelled examples) per labelled example
 
 
 @OBJECTIVES.register("m2")
 class SemiSupervisedBound(Objective):
     """The M2 objective (see the module docstring), β and α as settings.
 
-    alpha: the weight of −log q(y|x) of a labelled example in a batch, against one example's bound
-        (``resolve`` fills in the paper's balance: ``paper_alpha``).
+    alpha: the weight of −log q(y|x) of a labelled example, against one example's bound (the paper's
+        α = 0.1·N is ``PAPER_ALPHA`` × training examples / labelled ones: ``resolve`` fills it in). Per
+        draw: with labelled examples filling half of every training batch, the paper's balance of the
+        two is α = 0.2 (``RunConfig.train.alpha``'s docstring).
     beta: the weight of the KL term (1: the bound).
 
     Terms (B,): ``neg_elbo`` = −L(x, y) of a labelled example (a bound on −log p(x, y)), −U(x) of an
@@ -70,7 +71,7 @@ class SemiSupervisedBound(Objective):
 
     @classmethod
     def resolve(cls, config: RunConfig, data) -> None:
-        """Fill in the paper's balance (``alpha`` None: ``paper_alpha``) for the training split's batches."""
+        """Fill in the paper's α from the training split (``alpha`` None): 0.1 × examples / labelled ones."""
         labelled = data.train.labelled
         if labelled is None or not bool(labelled.any()):
             raise ConfigError(f"--model m2 needs some labelled training examples, and {config.data.source} has none")
@@ -79,7 +80,7 @@ class SemiSupervisedBound(Objective):
             missing = ", ".join(str(c) for c in (counts == 0).nonzero().flatten().tolist())
             raise ConfigError(f"--model m2 needs a labelled training example of every class, and class {missing} has none")
         if config.train.alpha is None:
-            config.train.alpha = paper_alpha(config.train.batch_size, partly_labelled=not bool(labelled.all()))
+            config.train.alpha = PAPER_ALPHA * len(data.train) / int(labelled.sum())
 
     def forward(self, model, batch, *, beta: float | torch.Tensor | None = None, draws: Draws = FRESH) -> ELBOTerms:
         beta = self.beta if beta is None else beta
@@ -108,19 +109,6 @@ class SemiSupervisedBound(Objective):
         extra = {"classification": nll * scale, "error": wrong.to(loss.dtype) * scale}
         error = None if error_sq is None else scatter_mean(error_sq, known, n_known, q_u)
         return ELBOTerms(loss=loss + self.alpha * nll, reconstruction=reconstruction, kl=kl_all, squared_error=error, extra=extra)
-
-
-def paper_alpha(batch_size: int, *, partly_labelled: bool) -> float:
-    """The α per labelled example in a batch that weighs the classification loss as the paper's α = 0.1·N does.
-
-    The paper adds α·E[−log q(y|x)] over the labelled examples to the bound summed over all N examples:
-    the classification loss counts 0.1 of the bound, example for example, however few are labelled. A
-    batch of B examples of which k are labelled (half, for partly labelled data: ``labelled_rows``)
-    sums B bounds and α·k classification losses, so that balance is α = 0.1·B/k: 0.2 for partly
-    labelled data, 0.1 when every example is labelled.
-    """
-    k = labelled_rows(batch_size) if partly_labelled else batch_size
-    return PAPER_ALPHA * batch_size / k
 
 
 def example_class_pairs(known: torch.Tensor, y: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
