@@ -330,7 +330,7 @@ class TrainConfig:
         is α = 0.2 here (0.1 × batch / labelled rows), 250 times less than the default at 100 of 50,000.
         Measured on MNIST with 100 labels (bench/README.md): the default is the better for M2 on the
         pixels (validation error 10.5 % against 11.3 % at epoch 36), the balance for M2 on a VAE's
-        codes, M1+M2 (test error 3.61 % against 4.92 %, with σ 0.3 against 0.5).
+        codes, M1+M2 (test error 3.35 % against 4.92 %, with σ 0.3 against 0.5).
     iw_elbo_mix: with ``iw``, train on c·ELBO + (1 − c)·IW bound over the same samples (CIWAE of
         Rainforth et al. 2018; 0: the IW bound).
     piwae: with ``iw`` and ``iw_groups`` = M, PIWAE of Rainforth et al. 2018: the decoder is trained on
