@@ -142,7 +142,7 @@ def run_m2(args) -> None:
     recipe = cell_recipe(args, sigma, None if vaekit_default else alpha)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
     wanted = recipe_alpha(args.what)
-    if vaekit_default != (wanted is None) or (wanted is not None and not math.isclose(alpha, wanted)):
+    if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
         variant.append(alpha_name(alpha, vaekit_default))  # an α other than the recipe's
     model = "M2"
     if on_codes:  # runs before codes were drawn z1 ~ q(z1|x) at every step trained on the posterior means
