@@ -67,19 +67,34 @@ def save_cell(key: str, record: dict) -> None:
     write_cell(RESULTS, key, record)
 
 
-def recipe(tokenizer: str) -> list[str]:
-    """The CPU recipe for MOSES read with ``tokenizer`` (smiles or selfies)."""
-    return [*SMILES_RECIPE, "--tokenizer", tokenizer] if tokenizer != "smiles" else SMILES_RECIPE
+MOSES_BETA, RECIPE_WARMUP = 0.05, 2  # the recipe's KL weight (MOSES's VAE's) and the epochs it rises over
+
+
+def recipe(tokenizer: str, beta: float = MOSES_BETA, warmup: int = RECIPE_WARMUP) -> list[str]:
+    """The CPU recipe for MOSES read with ``tokenizer`` (smiles or selfies), with KL weight ``beta``
+    reached over ``warmup`` epochs."""
+    command = [*SMILES_RECIPE, "--tokenizer", tokenizer] if tokenizer != "smiles" else list(SMILES_RECIPE)
+    command[command.index("--beta") + 1] = f"{beta:g}"
+    command[command.index("--warmup") + 1] = str(warmup)
+    return command
+
+
+def run_name(args) -> str:
+    """The run's folder: the tokenizer, what differs from the recipe, the seed (``smiles-beta1-s0``)."""
+    differs = f"-beta{args.beta:g}" if args.beta != MOSES_BETA else ""
+    differs += f"-warmup{args.warmup}" if args.warmup != RECIPE_WARMUP else ""
+    return f"{args.tokenizer}{differs}-s{args.seed}"
 
 
 def run_train(args) -> None:
     """Train (or resume) for ``--minutes``, then stop it the way Ctrl-C does (the run saves and can resume)."""
-    out = RUNS / f"{args.tokenizer}-s{args.seed}"
+    out = RUNS / run_name(args)
     command = [sys.executable, "-m", "vaekit", "train"]
     if (out / "config.json").exists():
         command += ["--resume", str(out), "--threads", str(args.threads)]
     else:
-        command += [*recipe(args.tokenizer), "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(out)]
+        command += [*recipe(args.tokenizer, args.beta, args.warmup), "--seed", str(args.seed), "--threads", str(args.threads)]
+        command += ["--out", str(out)]
     proc = subprocess.Popen(command)
     try:
         proc.wait(timeout=args.minutes * 60)
@@ -92,7 +107,7 @@ def run_score(args) -> None:
     """``vaekit molecules`` on the run's best checkpoint, recorded with the run's training figures."""
     from vaekit.runs import read_metrics
 
-    out = RUNS / f"{args.tokenizer}-s{args.seed}"
+    out = RUNS / run_name(args)
     command = [sys.executable, "-m", "vaekit", "molecules", str(out), "-n", str(args.n), "--reference-size", str(args.reference_size)]
     command += ["--jobs", str(args.jobs), "--json", str(out / "molecules.json"), "--threads", str(args.threads)]
     command += ["--no-fcd"] if args.no_fcd else []
@@ -100,11 +115,12 @@ def run_score(args) -> None:
     import json
 
     scored = json.loads((out / "molecules.json").read_text())
+    beta = f", β {args.beta:g}" if args.beta != MOSES_BETA else ""
     rows = read_metrics(out / "metrics.csv")
     train_seconds = sum(r["train_seconds"] for r in rows)
     molecules = len(rows) * 200 * 256
     record = {
-        "model": f"vaekit {args.tokenizer.upper()} VAE (CPU recipe, seed {args.seed})",
+        "model": f"vaekit {args.tokenizer.upper()} VAE (CPU recipe{beta}, seed {args.seed})",
         "metrics": scored["metrics"],
         "sizes": scored["sizes"],
         "references": scored["references"],
@@ -116,9 +132,10 @@ def run_score(args) -> None:
         "best_valid_neg_elbo": min(r["valid_neg_elbo"] for r in rows),
         "sampling_molecules_per_second": scored["molecules_per_second"],
         "scoring_seconds": scored["seconds"],
-        "command": " ".join(["vaekit", "train", *recipe(args.tokenizer), "--seed", str(args.seed)]),
+        "final_valid_kl": rows[-1]["valid_kl"],
+        "command": " ".join(["vaekit", "train", *recipe(args.tokenizer, args.beta, args.warmup), "--seed", str(args.seed)]),
     }
-    save_cell(f"{args.tokenizer}-s{args.seed}", record)
+    save_cell(run_name(args), record)
 
 
 class PlainGRUVAE(torch.nn.Module):
@@ -216,17 +233,24 @@ def table(_args) -> None:
         print(f"| {name} | " + " | ".join(cells_text) + " |")
 
 
+def add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beta", type=float, default=MOSES_BETA, help=f"the KL weight (the recipe's: {MOSES_BETA}, MOSES's VAE's)")
+    p.add_argument("--warmup", type=int, default=RECIPE_WARMUP, help="the epochs of 200 steps the KL weight rises over")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("train")
     p.add_argument("--tokenizer", choices=["smiles", "selfies"], default="smiles")
+    add_recipe_flags(p)
     p.add_argument("--minutes", type=float, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(handler=run_train)
     p = sub.add_parser("score")
     p.add_argument("--tokenizer", choices=["smiles", "selfies"], default="smiles")
+    add_recipe_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-n", type=int, default=30_000)
     p.add_argument("--reference-size", type=int, default=20_000)

@@ -7,15 +7,18 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from vaekit.config import ModelConfig
 from vaekit.data.base import Dataset
 from vaekit.data.batches import Batch
 from vaekit.errors import ConfigError
+from vaekit.layouts import migrate_weights
 from vaekit.evaluation import iw_log_likelihood
 from vaekit.models import build_model
-from vaekit.models.sequence import END, PAD, START, TokenSequence
+from vaekit.models.sequence import END, PAD, START, TokenSequence, stored_lengths
 from vaekit.objectives import ELBO, Draws
 
 V = 7  # <pad> <start> <end> and four tokens
@@ -79,6 +82,20 @@ def test_padding_never_changes_a_sequence_bound_or_its_code():
     noise = torch.zeros(1, 1, m.latent_dim)  # the posterior mean: the whole bound, KL included
     terms = [ELBO()(m, Batch(x, x), draws=Draws(noise=noise)) for x in (alone, padded)]
     torch.testing.assert_close(terms[0].neg_elbo, terms[1].neg_elbo[:1])
+
+
+def test_the_encoder_is_a_packed_bidirectional_gru_and_reads_the_weights_of_one():
+    """Runs saved when the encoder held one bidirectional GRU (``rnn.*``) load, and give the same codes."""
+    m = model()
+    torch.manual_seed(1)
+    gru = nn.GRU(5, 8, batch_first=True, bidirectional=True)
+    earlier = {k: v for k, v in m.state_dict().items() if not k.startswith(("encoder.forward_rnn.", "encoder.backward_rnn."))}
+    earlier |= {f"encoder.rnn.{k}": v for k, v in gru.state_dict().items()}
+    m.load_state_dict(migrate_weights(earlier), strict=True)
+    x = stored([3, 4, 5], [6], [3, 3, 4, 4, 5, 6, 6], width=12)
+    packed = pack_padded_sequence(m.encoder.embed(x), stored_lengths(x), batch_first=True, enforce_sorted=False)
+    _, h = gru(packed)  # (2, B, H): each direction's state after the sequence's last stored token
+    torch.testing.assert_close(m.encoder(x), torch.cat([h[0], h[1]], -1))
 
 
 def test_many_samples_of_z_broadcast_against_the_sequences():

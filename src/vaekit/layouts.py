@@ -52,7 +52,46 @@ class MergedLinear:
         return [name]
 
 
-WEIGHT_MIGRATIONS = (MergedLinear("posterior.params", ("posterior.mean", "posterior.logvar")),)
+@dataclass(frozen=True)
+class SplitBidirectionalGRU:
+    """A bidirectional ``nn.GRU`` (``rnn``, its backward direction's parameters named ``*_reverse``) that a
+    later release made two GRUs, ``forward_rnn`` and ``backward_rnn``, with the same parameters in the
+    same order (the sequence encoder's, which reads each direction's state at a sequence's last token)."""
+
+    def applies(self, weights: dict[str, torch.Tensor]) -> bool:
+        return any(k.endswith(".rnn.weight_ih_l0_reverse") for k in weights)
+
+    def _old_name(self, name: str) -> str:
+        for direction, suffix in (("forward_rnn.", ""), ("backward_rnn.", "_reverse")):
+            head, found, leaf = name.rpartition("." + direction)
+            if found:
+                return f"{head}.rnn.{leaf}{suffix}"
+        return name
+
+    def weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        bidirectional = {k.removesuffix("weight_ih_l0_reverse") for k in weights if k.endswith(".rnn.weight_ih_l0_reverse")}
+        out = {}
+        for key, value in weights.items():
+            prefix, _, leaf = key.rpartition(".")
+            prefix += "."
+            if prefix in bidirectional:
+                direction = "backward_rnn." if leaf.endswith("_reverse") else "forward_rnn."
+                key = prefix.removesuffix("rnn.") + direction + leaf.removesuffix("_reverse")
+            out[key] = value
+        return out
+
+    def old_names(self, names: list[str]) -> list[str]:
+        """The older model's parameter order: today's, each under its older name."""
+        return [self._old_name(n) for n in names]
+
+    def merge_of(self, name: str) -> list[str]:
+        return [self._old_name(name)]
+
+
+WEIGHT_MIGRATIONS = (
+    MergedLinear("posterior.params", ("posterior.mean", "posterior.logvar")),
+    SplitBidirectionalGRU(),
+)
 
 
 def migrate_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
