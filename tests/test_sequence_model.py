@@ -15,8 +15,8 @@ from vaekit.config import ModelConfig
 from vaekit.data.base import Dataset
 from vaekit.data.batches import Batch
 from vaekit.errors import ConfigError
-from vaekit.layouts import migrate_weights
 from vaekit.evaluation import iw_log_likelihood
+from vaekit.layouts import migrate_weights
 from vaekit.models import build_model
 from vaekit.models.sequence import END, PAD, START, TokenSequence, stored_lengths
 from vaekit.objectives import ELBO, Draws
