@@ -168,3 +168,32 @@ def test_user_errors(monkeypatch, tmp_path):
     monkeypatch.setattr(chem, "Chem", None)
     with pytest.raises(ConfigError, match=r"install vaekit\[molecules\] \(rdkit, selfies, fcd\)"):
         fraction_valid(["CCO"])
+
+
+def test_a_large_reference_is_kept_on_disk_and_read_back_whole(monkeypatch, tmp_path):
+    from vaekit.molecules import metrics
+
+    monkeypatch.setenv("VAEKIT_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(metrics, "KEPT_MIN", 4)
+    smiles = ALIPHATIC + AROMATIC + INVALID[:2]
+    built = Reference.kept(smiles, fcd=True)
+    (path,) = (tmp_path / "references").glob("*.npz")
+    monkeypatch.setattr(Reference, "build", lambda *a, **k: pytest.fail("built again instead of read"))
+    read = Reference.kept(smiles, fcd=True)
+    assert (read.n_given, read.canonical) == (built.n_given, built.canonical) and read.n_given == 14
+    assert read.n_valid == 12
+    np.testing.assert_array_equal(read.fingerprints, built.fingerprints)
+    assert read.fragments == built.fragments and read.scaffolds == built.scaffolds and read.scaffolds
+    np.testing.assert_array_equal(read.fcd_cov, built.fcd_cov)
+    assert fcd(read, built) == pytest.approx(0.0, abs=1e-4) and snn(read, built) == pytest.approx(1.0)
+
+    monkeypatch.undo()
+    monkeypatch.setenv("VAEKIT_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(metrics, "KEPT_MIN", 4)
+    assert Reference.kept(smiles, fcd=False).fcd_mean is None  # kept apart from the one with FCD
+    assert len(list((tmp_path / "references").glob("*.npz"))) == 2
+    path.write_bytes(path.read_bytes()[:100])  # cut short: built again, and kept whole
+    again = Reference.kept(smiles, fcd=True)
+    assert again.canonical == built.canonical and np.load(path, allow_pickle=False)["fcd_cov"].shape == (512, 512)
+    assert Reference.kept(smiles[:3], fcd=True).n_given == 3  # a small reference is built, not kept
+    assert len(list((tmp_path / "references").glob("*.npz"))) == 2

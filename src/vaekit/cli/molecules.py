@@ -41,8 +41,8 @@ def register(sub) -> None:
         "--reference-size",
         type=positive_int,
         metavar="N",
-        help="score against N molecules drawn from each reference (seeded) instead of all "
-        "(MOSES's test sets hold 176k: minutes of RDKit and ChemNet)",
+        help="score against N molecules drawn from each reference (seeded) instead of all (MOSES's test sets hold 176k: "
+        "minutes of RDKit and ChemNet the first time, then read from the cache folder)",
     )
     p.add_argument(
         "--filters",
@@ -91,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_bytes(out, ("\n".join(generated) + "\n").encode())
     device = None if args.device == "auto" else args.device
     fcd = not args.no_fcd
-    test = Reference.build(refs["test"], fcd=fcd, n_jobs=args.jobs, device=device)
-    scaffolds = (
-        None if refs["test_scaffolds"] is None else Reference.build(refs["test_scaffolds"], fcd=fcd, n_jobs=args.jobs, device=device)
-    )
+    test = Reference.kept(refs["test"], fcd=fcd, n_jobs=args.jobs, device=device)
+    scaffolds = None if refs["test_scaffolds"] is None else Reference.kept(refs["test_scaffolds"], fcd=fcd, n_jobs=args.jobs, device=device)
     result = evaluate(
         generated,
         train=refs["train"],

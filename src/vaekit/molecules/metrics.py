@@ -4,7 +4,8 @@
 sizes as a JSON-ready dict. Each metric is also a function. The statistics of a set of molecules
 (ChemNet mean and covariance, Morgan bits, BRICS fragment and scaffold counts) are a ``Reference``,
 built once from SMILES and reused: build the 176k-molecule MOSES test sets once, pass them to every
-call. The generated set is summarised the same way, so each metric compares two ``Reference``s.
+call (``Reference.kept`` also keeps a large one on disk for the next process). The generated set is
+summarised the same way, so each metric compares two ``Reference``s.
 
 Invalid strings count against validity and are left out of every other metric; duplicates stay in
 (as in MOSES), except in unique@k and novelty, which count distinct canonical SMILES.
@@ -12,10 +13,13 @@ Invalid strings count against validity and are left out of every other metric; d
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import math
 import os
 import warnings
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 UNIQUE_AT = (1000, 10000)
 TANIMOTO_BLOCK = 4096  # rows per block of a similarity matrix: 4096 x 4096 float32 is 64 MiB
+KEPT_MIN = 20_000  # references of at least this many strings are kept on disk by ``Reference.kept``
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,86 @@ class Reference:
         if fcd and len(canonical) >= 2:
             mean, cov = _chemnet_stats(list(canonical), device)
         return cls(len(smiles), canonical, fps, fragments, scaffolds, mean, cov)
+
+    @classmethod
+    def kept(cls, smiles: Sequence[str], *, fcd: bool = True, n_jobs: int = 1, device: str | None = None) -> Reference:
+        """``build``, with the statistics of a large reference (``KEPT_MIN`` strings or more: minutes of RDKit
+        and ChemNet for MOSES's 176k) kept in ``cache_root()/references``, named by the digest of the
+        strings, whether FCD is in, and RDKit's and fcd's versions: the next call for the same strings
+        reads them in seconds. Read as arrays only (never unpickled); a file that does not read back
+        whole is built again."""
+        if len(smiles) < KEPT_MIN:
+            return cls.build(smiles, fcd=fcd, n_jobs=n_jobs, device=device)
+        path = _kept_path(smiles, fcd)
+        kept = _read_reference(path, len(smiles), fcd)
+        if kept is not None:
+            return kept
+        reference = cls.build(smiles, fcd=fcd, n_jobs=n_jobs, device=device)
+        _keep_reference(path, reference)
+        return reference
+
+
+def _kept_path(smiles: Sequence[str], fcd: bool):
+    from vaekit.data.mnist import cache_root
+
+    versions = f"rdkit-{chem.rdBase.rdkitVersion}" + (f"-fcd-{_fcd_version()}" if fcd else "")
+    digest = hashlib.sha256("\n".join(smiles).encode()).hexdigest()[:32]
+    return cache_root() / "references" / f"{digest}-{versions}.npz"
+
+
+def _fcd_version() -> str:
+    from importlib.metadata import version
+
+    return version("fcd")
+
+
+def _keep_reference(path, reference: Reference) -> None:
+    """Write ``reference`` to ``path`` whole or not at all; a cache that cannot be written is only logged."""
+    from vaekit.checkpoint import atomic_write_bytes
+
+    arrays = {
+        "n_given": np.array(reference.n_given),
+        "canonical": np.array(reference.canonical, dtype=str),
+        "fingerprints": np.packbits(reference.fingerprints, axis=1),
+        "fragments": np.array(list(reference.fragments), dtype=str),
+        "fragment_counts": np.array(list(reference.fragments.values()), dtype=np.int64),
+        "scaffolds": np.array(list(reference.scaffolds), dtype=str),
+        "scaffold_counts": np.array(list(reference.scaffolds.values()), dtype=np.int64),
+    }
+    if reference.fcd_mean is not None:
+        arrays |= {"fcd_mean": reference.fcd_mean, "fcd_cov": reference.fcd_cov}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as e:
+        logger.warning("could not keep the reference statistics in %s: %s", path, e.strerror or e)
+
+
+def _read_reference(path, n_given: int, fcd: bool) -> Reference | None:
+    """The ``Reference`` kept in ``path``, or None where it is missing, unreadable or not of ``n_given`` strings."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            arrays = {name: kept[name] for name in kept.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    names = {"n_given", "canonical", "fingerprints", "fragments", "fragment_counts", "scaffolds", "scaffold_counts"}
+    if not names <= arrays.keys() or int(arrays["n_given"]) != n_given or (fcd and "fcd_mean" not in arrays):
+        return None
+    canonical = tuple(str(c) for c in arrays["canonical"])
+    fingerprints = np.unpackbits(arrays["fingerprints"], axis=1, count=chem.FP_BITS)
+    if len(fingerprints) != len(canonical):
+        return None
+    return Reference(
+        n_given,
+        canonical,
+        fingerprints,
+        Counter(dict(zip(arrays["fragments"].tolist(), arrays["fragment_counts"].tolist(), strict=True))),
+        Counter(dict(zip(arrays["scaffolds"].tolist(), arrays["scaffold_counts"].tolist(), strict=True))),
+        arrays.get("fcd_mean"),
+        arrays.get("fcd_cov"),
+    )
 
 
 def _describe(smiles: Any) -> tuple[str, np.ndarray, list[str], str | None] | None:
