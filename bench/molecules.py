@@ -7,8 +7,9 @@ and checkpoints every few minutes; 1% of the training file is held out for valid
 step, resumable: a run directory that exists is resumed.
 
     python bench/molecules.py train --minutes 100      # train (or resume) the SMILES model for this long, then stop
+    python bench/molecules.py train --beta 1 --warmup 5 --minutes 100   # the recipe with another KL weight and warm-up
     python bench/molecules.py train --tokenizer selfies --minutes 60   # the same model on SELFIES
-    python bench/molecules.py score [--tokenizer selfies]              # vaekit molecules on the best checkpoint: MOSES's metrics
+    python bench/molecules.py score [--tokenizer selfies] [--beta 1 --warmup 5]   # vaekit molecules on the best checkpoint: MOSES's metrics
     python bench/molecules.py speed                    # tokens per second: vaekit's training step against a plain PyTorch loop
     python bench/molecules.py table                    # the table from bench/results/molecules.json
 
@@ -70,19 +71,24 @@ def save_cell(key: str, record: dict) -> None:
 MOSES_BETA, RECIPE_WARMUP = 0.05, 2  # the recipe's KL weight (MOSES's VAE's) and the epochs it rises over
 
 
-def recipe(tokenizer: str, beta: float = MOSES_BETA, warmup: int = RECIPE_WARMUP) -> list[str]:
+def recipe(tokenizer: str, beta: float = MOSES_BETA, warmup: int = RECIPE_WARMUP, free_bits: float = 0.0) -> list[str]:
     """The CPU recipe for MOSES read with ``tokenizer`` (smiles or selfies), with KL weight ``beta``
-    reached over ``warmup`` epochs."""
+    reached over ``warmup`` epochs, and ``free_bits`` nats per latent dimension (0: none)."""
     command = [*SMILES_RECIPE, "--tokenizer", tokenizer] if tokenizer != "smiles" else list(SMILES_RECIPE)
     command[command.index("--beta") + 1] = f"{beta:g}"
     command[command.index("--warmup") + 1] = str(warmup)
-    return command
+    return command + (["--free-bits", f"{free_bits:g}"] if free_bits else [])
+
+
+def cell_recipe(args) -> list[str]:
+    return recipe(args.tokenizer, args.beta, args.warmup, args.free_bits)
 
 
 def run_name(args) -> str:
     """The run's folder: the tokenizer, what differs from the recipe, the seed (``smiles-beta1-s0``)."""
     differs = f"-beta{args.beta:g}" if args.beta != MOSES_BETA else ""
     differs += f"-warmup{args.warmup}" if args.warmup != RECIPE_WARMUP else ""
+    differs += f"-freebits{args.free_bits:g}" if args.free_bits else ""
     return f"{args.tokenizer}{differs}-s{args.seed}"
 
 
@@ -93,7 +99,7 @@ def run_train(args) -> None:
     if (out / "config.json").exists():
         command += ["--resume", str(out), "--threads", str(args.threads)]
     else:
-        command += [*recipe(args.tokenizer, args.beta, args.warmup), "--seed", str(args.seed), "--threads", str(args.threads)]
+        command += [*cell_recipe(args), "--seed", str(args.seed), "--threads", str(args.threads)]
         command += ["--out", str(out)]
     proc = subprocess.Popen(command)
     try:
@@ -108,7 +114,8 @@ def run_score(args) -> None:
     from vaekit.runs import read_metrics
 
     out = RUNS / run_name(args)
-    command = [sys.executable, "-m", "vaekit", "molecules", str(out), "-n", str(args.n), "--reference-size", str(args.reference_size)]
+    command = [sys.executable, "-m", "vaekit", "molecules", str(out), "-n", str(args.n)]
+    command += ["--reference-size", str(args.reference_size)] if args.reference_size else []
     command += ["--jobs", str(args.jobs), "--json", str(out / "molecules.json"), "--threads", str(args.threads)]
     command += ["--no-fcd"] if args.no_fcd else []
     subprocess.run(command, check=True)
@@ -116,6 +123,7 @@ def run_score(args) -> None:
 
     scored = json.loads((out / "molecules.json").read_text())
     beta = f", β {args.beta:g}" if args.beta != MOSES_BETA else ""
+    beta += f", free bits {args.free_bits:g}" if args.free_bits else ""
     rows = read_metrics(out / "metrics.csv")
     train_seconds = sum(r["train_seconds"] for r in rows)
     molecules = len(rows) * 200 * 256
@@ -133,7 +141,7 @@ def run_score(args) -> None:
         "sampling_molecules_per_second": scored["molecules_per_second"],
         "scoring_seconds": scored["seconds"],
         "final_valid_kl": rows[-1]["valid_kl"],
-        "command": " ".join(["vaekit", "train", *recipe(args.tokenizer, args.beta, args.warmup), "--seed", str(args.seed)]),
+        "command": " ".join(["vaekit", "train", *cell_recipe(args), "--seed", str(args.seed)]),
     }
     save_cell(run_name(args), record)
 
@@ -236,6 +244,7 @@ def table(_args) -> None:
 def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=MOSES_BETA, help=f"the KL weight (the recipe's: {MOSES_BETA}, MOSES's VAE's)")
     p.add_argument("--warmup", type=int, default=RECIPE_WARMUP, help="the epochs of 200 steps the KL weight rises over")
+    p.add_argument("--free-bits", type=float, default=0.0, help="nats of KL per latent dimension that cost nothing (default 0: none)")
 
 
 def main() -> None:
@@ -253,7 +262,7 @@ def main() -> None:
     add_recipe_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-n", type=int, default=30_000)
-    p.add_argument("--reference-size", type=int, default=20_000)
+    p.add_argument("--reference-size", type=int, help="score against this many molecules of each test set (default: all, as MOSES)")
     p.add_argument("--no-fcd", action="store_true")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)

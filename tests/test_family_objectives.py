@@ -14,6 +14,7 @@ from vaekit.data import load_data
 from vaekit.errors import ConfigError
 from vaekit.models import build_model
 from vaekit.objectives import elbo
+from vaekit.objectives.estimate import free_bits_kl
 from vaekit.runs import load
 from vaekit.training import train
 
@@ -164,3 +165,50 @@ def test_stl_trains_from_the_command_line_and_needs_a_gaussian_elbo(model_and_x,
     model, x = model_and_x
     with pytest.raises(ValueError, match="stl"):
         elbo(model, x, iw=True, n_samples=2, stl=True)
+
+
+def test_free_bits_count_each_dimension_as_at_least_its_nats_and_push_only_the_others():
+    torch.manual_seed(0)
+    model, x = build_model(ModelConfig(latent_dim=4, hidden=(8,))), torch.rand(16, 1, 8, 8).round()
+    with torch.no_grad():
+        q = model.encode(x)
+    by_hand = 0.5 * (q.mean**2 + q.variance - 1 - q.variance.log())  # (B, L): KL(N(μ, σ²) ‖ N(0, 1)) per dimension
+    means = by_hand.mean(0)  # (L,)
+    nats = float(means.sort().values[1:3].mean())  # two dimensions below it, two above
+
+    def terms(free_bits, **draws):
+        torch.manual_seed(1)  # the same fresh draw for both
+        return elbo(model, x, free_bits=free_bits, **draws)
+
+    for draws in ({}, {"noise": torch.randn(2, 16, 4)}):  # the training step's one fresh draw, and fixed draws
+        plain, freed = terms(0.0, **draws), terms(nats, **draws)
+        torch.testing.assert_close(freed.kl, plain.kl)  # the reported KL and bound stay the true ones
+        torch.testing.assert_close(freed.reconstruction, plain.reconstruction)
+        penalty = (freed.loss + freed.reconstruction).mean()
+        torch.testing.assert_close(penalty, means.clamp_min(nats).sum())  # Σ_j max(nats, mean_b KL_bj)
+    # the dimensions below the floor get no gradient from the KL; the others the plain one
+    mu = q.mean.detach().requires_grad_()
+    per_dimension = 0.5 * (mu**2 + q.variance.detach() - 1 - q.variance.detach().log())
+    (grad,) = torch.autograd.grad(free_bits_kl(per_dimension, nats).sum(), mu)
+    below = means < nats
+    assert int(below.sum()) == 2
+    assert float(grad[:, below].abs().max()) == 0.0
+    torch.testing.assert_close(grad[:, ~below], q.mean[:, ~below])  # d/dμ of μ²/2
+
+
+def test_free_bits_train_from_the_command_line_and_need_a_gaussian_elbo(tmp_path, capsys):
+    out = tmp_path / "free-bits"
+    assert main(["train", *SMALL_RUN_FLAGS, "--free-bits", "0.5", "--out", str(out)]) == 0
+    run = load(out)
+    assert run.config.train.free_bits == 0.5
+    rows = run.metrics()
+    assert float(rows[-1]["valid_loss"]) < float(rows[0]["valid_loss"])
+    for wrong, words in (
+        (["--flow", "iaf"], ["free-bits", "flow"]),
+        (["--prior", "vampprior"], ["free-bits", "prior"]),
+        (["--stl"], ["free-bits", "stl"]),
+        (["--model", "ae"], ["free-bits", "no effect"]),
+        (["--iw-samples", "4"], ["free-bits", "no effect"]),
+    ):
+        one_line_error(capsys, main(["train", *SMALL_RUN_FLAGS, "--free-bits", "0.5", *wrong, "--out", str(tmp_path / "x")]), *words)
+    one_line_error(capsys, main(["train", *SMALL_RUN_FLAGS, "--free-bits", "-1", "--out", str(tmp_path / "x")]), "free bits")

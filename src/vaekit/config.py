@@ -318,6 +318,11 @@ class TrainConfig:
     beta: weight of the KL term (β-VAE); ignored by an ``ae``; with ``beta-tcvae`` the weight of the
         total correlation alone, the KL's other parts weighted by ``mi_weight`` and ``dimkl_weight``.
     warmup_epochs: β rises linearly from 0 to ``beta`` over this many epochs (0: off).
+    free_bits: with ``elbo``, free bits (Kingma et al. 2016): each latent dimension's KL, averaged over
+        the batch, counts in the loss as at least this many nats, so a dimension below it gets no push
+        towards the prior (against posterior collapse under a strong decoder, e.g. a GRU over tokens);
+        the reported KL and bound are the true ones. 0: off. A Gaussian posterior and the standard
+        normal prior (one layer, no flow).
     n_samples: latent samples per example in the objective.
     iw_groups: with ``iw``, split the samples into this many groups and average their IW bounds
         (MIWAE of Rainforth et al. 2018; 1: IWAE). Must divide ``n_samples``.
@@ -414,6 +419,14 @@ class TrainConfig:
     )
     warmup_epochs: int = field(
         default=0, metadata=flag("KL warm-up: β rises linearly from 0 over this many epochs ({default})", name="warmup")
+    )
+    free_bits: float = field(
+        default=0.0,
+        metadata=flag(
+            "free bits: each latent dimension's KL, averaged over the batch, counts as at least this many nats in the loss "
+            "(Kingma et al. 2016; against posterior collapse; {default}: off)",
+            metavar="NATS",
+        ),
     )
     n_samples: int = field(default=1, metadata=flag("latent samples per example ({default})", name="samples"))
     iw_groups: int = field(
@@ -747,6 +760,7 @@ def validate(config: RunConfig) -> None:
         ),
         (t.adam_eps > 0, f"adam eps must be positive, got {t.adam_eps}"),
         (t.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {t.warmup_epochs}"),
+        (t.free_bits >= 0, f"free bits must be >= 0 nats, got {t.free_bits}"),
         (t.noise in CORRUPTIONS, f"unknown noise {t.noise!r}; choose one of {', '.join(CORRUPTIONS.names())}"),
         (t.noise_level >= 0, f"noise level must be >= 0, got {t.noise_level}"),
         (t.noise not in UNIT_LEVEL or t.noise_level <= 1, f"noise level for {t.noise} must be in [0, 1], got {t.noise_level}"),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from vaekit.config import RunConfig
 from vaekit.models import ENCODERS, LIKELIHOODS, MODEL_KINDS, PRIORS
-from vaekit.objectives import DIPVAEI, DIPVAEII, AnnealedVAE, BetaTCVAE, FactorVAE, ImportanceWeighted, SemiSupervisedBound
+from vaekit.objectives import DIPVAEI, DIPVAEII, ELBO, AnnealedVAE, BetaTCVAE, FactorVAE, ImportanceWeighted, SemiSupervisedBound
 
 
 def _stochastic(c: RunConfig) -> bool:
@@ -32,6 +32,10 @@ def _semi_supervised(c: RunConfig) -> bool:
 
 def _kl_weighted(c: RunConfig) -> bool:
     return _stochastic(c) and c.train.objective != AnnealedVAE.name
+
+
+def _elbo(c: RunConfig) -> bool:
+    return _stochastic(c) and c.train.objective == ELBO.name and MODEL_KINDS[c.model.kind].objective in (None, ELBO.name)
 
 
 def _objective(*objectives: type) -> Callable[[RunConfig], bool]:
@@ -66,6 +70,7 @@ TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
     ),
     ("train", "beta"): (_kl_weighted, _KL_WEIGHT),
     ("train", "warmup_epochs"): (_kl_weighted, _KL_WEIGHT),
+    ("train", "free_bits"): (_elbo, "--model vae and the ELBO (--objective elbo)"),
     **{
         ("train", name): (_TCVAE, f"--objective {BetaTCVAE.name}")
         for name in ("tc_estimator", "mi_weight", "dimkl_weight", "tc_dataset_size")

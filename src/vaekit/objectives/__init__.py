@@ -58,7 +58,7 @@ def elbo(model, x: torch.Tensor, target: torch.Tensor | None = None, *, context=
 
     target: what the decoder explains (default ``x``; the clean data for a denoising model).
     context: a conditional model's context (labels (B,) or one label, vectors (B, K)).
-    settings: the objective's keyword arguments (``ELBO``: ``beta``, ``n_samples``, ``stl``; with
+    settings: the objective's keyword arguments (``ELBO``: ``beta``, ``n_samples``, ``stl``, ``free_bits``; with
         ``iw=True``, ``ImportanceWeighted``'s, with ``iw_groups``, ``iw_elbo_mix``, ``piwae`` for its
         ``groups``, ``elbo_mix``, ``partial``) and the ``Draws``' (``noise``, ``chunk``, ``squared_error``).
     """

@@ -18,6 +18,8 @@ from vaekit.objectives.estimate import (
     chunks,
     closed_form_kl,
     encode,
+    free_bits_kl,
+    kl_per_dimension,
     kl_to_prior,
     parameters_stopped,
     sample_count,
@@ -106,15 +108,19 @@ class ELBO(LatentBound):
     stl: the path-derivative ("sticking the landing") gradient of Roeder et al. 2017: the KL is the
         Monte Carlo mean of log q(z|x) − log p(z) with log q taken with the posterior's parameters
         stopped (``PathDerivative``); same values, the encoder's gradient loses the zero-mean score term.
+    free_bits: nats; in the loss, each latent dimension's KL averaged over the batch counts as at least
+        this (Kingma et al. 2016, ``free_bits_kl``); the reported KL is the true one. 0: off.
     """
 
     terms = ELBOTerms.names
 
-    def __init__(self, beta: float = 1.0, n_samples: int = 1, stl: bool = False):
+    def __init__(self, beta: float = 1.0, n_samples: int = 1, stl: bool = False, free_bits: float = 0.0):
         super().__init__()
         check_beta(beta)
         check_samples(n_samples)
-        self.beta, self.n_samples, self.stl = beta, n_samples, stl
+        if not free_bits >= 0:
+            raise ConfigError(f"free bits must be >= 0 nats, got {free_bits}")
+        self.beta, self.n_samples, self.stl, self.free_bits = beta, n_samples, stl, free_bits
 
     @classmethod
     def from_config(cls, config: RunConfig) -> ELBO:
@@ -127,10 +133,15 @@ class ELBO(LatentBound):
                 "--stl (the path-derivative gradient) needs a Gaussian posterior without a flow (--model vae, no --flow) "
                 "and the ELBO, not --iw-samples"
             )
+        if t.free_bits and (t.stl or m.flow != "none" or m.latent_layers or m.prior not in ("normal", "conditional")):
+            raise ConfigError(
+                "--free-bits weighs the closed-form KL of each latent dimension: it needs a diagonal Gaussian posterior and a "
+                "Gaussian prior (one latent layer, no --flow, --prior normal) and no --stl"
+            )
         if t.piwae:
             raise ConfigError("piwae trains on the IW bound: it needs --iw-samples and no --iw-elbo-mix")
         check_groups(t.n_samples, t.iw_groups)  # (the CLI says a flag that takes no effect here is one)
-        return cls(beta=t.beta, n_samples=t.n_samples, stl=t.stl)
+        return cls(beta=t.beta, n_samples=t.n_samples, stl=t.stl, free_bits=t.free_bits)
 
     def estimate(self, model, batch, posterior: Posterior, beta: float | torch.Tensor, draws: Draws) -> ELBOTerms:
         q, p, given = posterior.q, posterior.p, posterior.given
@@ -140,7 +151,7 @@ class ELBO(LatentBound):
             z = q.rsample((1,))  # (1, B, L): the same tensor reaches the KL, so a flow's log q(z) reuses its forward pass
             rec = model.decode(z[0], *given).log_prob(batch.target)  # (B,)
             kl = kl_to_prior(q_log, p, z, closed_form=not stl)
-            return ELBOTerms(loss=weighted(kl, beta) - rec, reconstruction=rec, kl=kl)
+            return ELBOTerms(loss=weighted(self.penalty(kl, q, p), beta) - rec, reconstruction=rec, kl=kl)
         total = sample_count(self.n_samples, draws)
         closed = None if stl else closed_form_kl(q, p)
         rec_sum = log_ratio_sum = error_sum = 0.0
@@ -155,4 +166,13 @@ class ELBO(LatentBound):
         rec = rec_sum / total
         kl = closed if closed is not None else -log_ratio_sum / total
         error = error_sum / total if draws.squared_error else None
-        return ELBOTerms(loss=weighted(kl, beta) - rec, reconstruction=rec, kl=kl, squared_error=error)
+        return ELBOTerms(loss=weighted(self.penalty(kl, q, p), beta) - rec, reconstruction=rec, kl=kl, squared_error=error)
+
+    def penalty(self, kl: torch.Tensor, q, p) -> torch.Tensor:
+        """(B,) what the loss weighs by β: the KL (B,), or with free bits each dimension's at least ``free_bits``."""
+        if not self.free_bits:
+            return kl
+        per_dimension = kl_per_dimension(q, p)
+        if per_dimension is None:
+            raise ConfigError("--free-bits needs a diagonal Gaussian posterior and the standard normal prior (one latent layer, no flow)")
+        return free_bits_kl(per_dimension, self.free_bits)

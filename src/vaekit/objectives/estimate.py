@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
 from vaekit.objectives.base import Draws
 
@@ -52,6 +52,28 @@ def kl_to_prior(q: Distribution, p: Distribution, z: torch.Tensor | None = None,
     if z is None:
         z = q.rsample((1,))
     return (q.log_prob(z) - p.log_prob(z)).mean(0)
+
+
+def kl_per_dimension(q: Distribution, p: Distribution) -> torch.Tensor | None:
+    """(B, L) KL(q_j ‖ p_j) of each latent dimension, for q and p independent over the dimensions of
+    a closed-form pair (a diagonal Gaussian and the standard normal); None for any other pair."""
+    if not (isinstance(q, Independent) and isinstance(p, Independent)) or (q.reinterpreted_batch_ndims, p.reinterpreted_batch_ndims) != (
+        1,
+        1,
+    ):
+        return None
+    try:
+        return kl_divergence(q.base_dist, p.base_dist).expand(q.base_dist.batch_shape)
+    except NotImplementedError:
+        return None
+
+
+def free_bits_kl(per_dimension: torch.Tensor, nats: float) -> torch.Tensor:
+    """(B,) each example's KL with free bits (Kingma et al. 2016): a dimension whose KL averaged over the
+    batch is below ``nats`` counts as ``nats``, a constant (no gradient), the others as they are; so the
+    batch mean is Σ_j max(nats, mean_b KL_bj). per_dimension: (B, L) from ``kl_per_dimension``."""
+    active = per_dimension.mean(0) > nats  # (L,)
+    return torch.where(active, per_dimension, torch.full_like(per_dimension, nats)).sum(-1)
 
 
 def parameters_stopped(q: Distribution) -> Distribution:
