@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 
@@ -20,9 +22,17 @@ def read_cells(path: Path) -> dict:
 
 
 def save_cell(path: Path, key: str, record: dict) -> None:
-    """Put one cell's record into the results file ``path`` (the others kept) and print it."""
-    results = read_cells(path)
-    results["cells"][key] = record
+    """Put one cell's record into the results file ``path`` (the others kept) and print it.
+
+    Several bench processes may fill one file (cells run side by side): the read, update and write
+    happen under an exclusive lock on a sibling ``.lock`` file, and the new text replaces the old
+    in one rename, so no cell is lost and no reader sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = read_cells(path)
+        results["cells"][key] = record
+        staged = path.with_name(path.name + ".tmp")
+        staged.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(staged, path)
     print(f"{key}: {json.dumps(record)}")
