@@ -8,30 +8,41 @@ import numpy as np
 
 from vaekit.molecules import chem
 
+CAPTION_FONT = 12  # one caption size for every cell (RDKit's own legends shrink to fit each string)
+CAPTION_HEIGHT = 22
+
 
 def molecule_grid(smiles: Sequence[str], legends: Sequence[str] | None = None, *, cols: int = 4, cell: int = 220) -> np.ndarray:
     """uint8 (H, W, 3): the molecules of ``smiles`` drawn ``cols`` to a row, each ``cell`` pixels square,
-    with its legend beneath (default: the SMILES); a string RDKit cannot read is an empty cell captioned "invalid"."""
-    chem.require_rdkit()
-    from PIL import ImageDraw, ImageFont
-    from rdkit import Chem
-    from rdkit.Chem import Draw
+    with its legend beneath (default: the SMILES) in one font size, cut with "..." where wider than the
+    cell; a string RDKit cannot read is a cell saying "invalid", captioned in red."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    mols, captions = [], []
+    pictures = molecule_pictures(smiles, size=cell)
+    font = ImageFont.load_default(CAPTION_FONT)
+    per_row = max(1, min(cols, len(smiles)))
+    rows = -(-len(smiles) // per_row)
+    canvas = Image.new("RGB", (per_row * cell, rows * (cell + CAPTION_HEIGHT)), "white")
+    pen = ImageDraw.Draw(canvas)
     for i, s in enumerate(smiles):
-        mol = chem.parse(s)
+        x, y = (i % per_row) * cell, (i // per_row) * (cell + CAPTION_HEIGHT)
+        canvas.paste(Image.fromarray(pictures[i]), (x, y))
         legend = legends[i] if legends is not None else s
-        mols.append(mol if mol is not None else Chem.Mol())
-        captions.append(legend if mol is not None else f"invalid: {legend}")
-    captions = [c if len(c) <= 34 else c[:31] + "..." for c in captions]
-    per_row = max(1, min(cols, len(mols)))
-    image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(cell, cell), legends=captions).convert("RGB")
-    pen = ImageDraw.Draw(image)  # RDKit leaves an empty molecule's cell blank, its legend too: write it
-    for i, mol in enumerate(mols):
-        if mol.GetNumAtoms() == 0:
-            x, y = (i % per_row) * cell, (i // per_row) * cell
-            pen.text((x + cell // 2, y + cell // 2), captions[i], fill=(180, 0, 0), anchor="mm", font=ImageFont.load_default(13))
-    return np.asarray(image, dtype=np.uint8)
+        valid = chem.parse(s) is not None
+        caption = fitted(legend if valid else f"invalid: {legend}", font, cell - 8)
+        pen.text((x + cell // 2, y + cell + CAPTION_HEIGHT // 2), caption, fill=(0, 0, 0) if valid else (180, 0, 0), anchor="mm", font=font)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def fitted(text: str, font, width: float) -> str:
+    """``text``, or its longest beginning followed by "..." that is at most ``width`` pixels wide in ``font``."""
+    if font.getlength(text) <= width:
+        return text
+    lo, hi = 0, len(text)  # the longest cut that fits lies in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if font.getlength(text[:mid] + "...") <= width else (lo, mid)
+    return text[:lo] + "..."
 
 
 def molecule_pictures(smiles: Sequence[str], size: int = 160) -> np.ndarray:
