@@ -8,6 +8,7 @@ resumed where it stopped, and a finished one is only evaluated again.
 
     python bench/semisupervised.py m2 --labels 100 --seed 0        # train (or resume) and evaluate one cell
     python bench/semisupervised.py m1 --seed 0                     # M1: a VAE on all 50k training images (labels unused)
+    python bench/semisupervised.py ceiling --seed 0                # M2's classifier on M1's codes with all 50k labels
     python bench/semisupervised.py m1m2 --labels 100 --seed 0      # M2 on M1's codes (vaekit train --on-codes)
     python bench/semisupervised.py baselines --labels 100 --seed 0 # scikit-learn's estimators on the same subset
     python bench/semisupervised.py table                           # the table from bench/results/semisupervised.json
@@ -89,11 +90,71 @@ def train_or_resume(out: Path, args_new: list[str], threads: int) -> None:
     subprocess.run(command, check=True)
 
 
+def m1_name(args) -> str:
+    """The M1 run's folder: ``--m1`` where given, else the recipe's (``m1-s0``) or its β variant (``m1-beta0.5-s0``)."""
+    if getattr(args, "m1", None):
+        return args.m1
+    return f"m1-s{args.seed}" if args.beta == 1 else f"m1-beta{args.beta:g}-s{args.seed}"
+
+
 def run_m1(args) -> None:
-    out = RUNS / f"m1-s{args.seed}"
+    out = RUNS / m1_name(args)
     m1_data = ["--dataset", "mnist", "--data-dir", str(DATA_DIR), "--valid-fraction", VALID_FRACTION, "--split-seed", str(args.seed)]
+    beta = [] if args.beta == 1 else ["--beta", f"{args.beta:g}"]
     if not args.evaluate_only:
-        train_or_resume(out, [*m1_data, *M1_RECIPE, "--seed", str(args.seed)], args.threads)
+        train_or_resume(out, [*m1_data, *M1_RECIPE, *beta, "--seed", str(args.seed)], args.threads)
+
+
+def run_ceiling(args) -> None:
+    """What M1's codes allow: M2's classifier network (MLP 500, SiLU) trained on the codes of all 50,000
+    training images with their labels (draws z1 ~ q(z1|x) as M2 sees them; Adam 1e-3, batches of 200, the
+    epoch of lowest validation error kept), scored on the test codes. M1+M2 cannot be expected below it."""
+    import copy
+
+    from vaekit.codes import codes_run, encoded_splits
+    from vaekit.config import ModelConfig
+    from vaekit.models.classifier import Classifier
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    name = m1_name(args)
+    run = codes_run(RUNS / name)
+    splits = encoded_splits(run, run.load_data())
+    train, valid, test = splits.train, splits.valid, splits.test
+    net = Classifier.from_config(ModelConfig(input_shape=tuple(train.x.shape[1:]), hidden=(500,), activation="silu", context_dim=10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    @torch.inference_mode()
+    def error(part) -> float:
+        net.eval()
+        return 100.0 * float((net(part.x).logits.argmax(-1) != part.y).double().mean())
+
+    started, best, best_state, since, epochs = time.time(), math.inf, None, 0, 0
+    while since < 10 and epochs < 200:  # stopped 10 epochs past the best
+        epochs += 1
+        net.train()
+        for batch in torch.randperm(len(train.x)).split(200):
+            x = train.x[batch]
+            if train.spread is not None:
+                x = x + train.spread[batch] * torch.randn_like(x)
+            optimizer.zero_grad()
+            (-net(x).log_prob(train.y[batch]).mean()).backward()
+            optimizer.step()
+        valid_error = error(valid)
+        best, best_state, since = (valid_error, copy.deepcopy(net.state_dict()), 0) if valid_error < best else (best, best_state, since + 1)
+    net.load_state_dict(best_state)
+    record = {
+        "model": "M2's classifier on M1's codes, every training label",
+        "m1": name,
+        "units": len(splits.info["codes"]["units"]),
+        "labels": len(train.x),
+        "seed": args.seed,
+        "test_error": error(test),
+        "valid_error": best,
+        "epochs": epochs,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    save_cell(f"ceiling-{name}", record)
 
 
 PAPERS_BALANCE = 0.2  # the α that weighs classification against the bound as the paper's sum does, in half-labelled batches
@@ -117,7 +178,7 @@ def cell_recipe(args, sigma: float, alpha: float | None) -> list[str]:
     """``vaekit train``'s flags for the cell (M2 on the pixels, or on M1's codes with p(z1|y, z2)'s scale
     ``sigma``), with ``--alpha`` where it is not vaekit's default (None)."""
     if args.what == "m1m2":
-        recipe = ["--on-codes", str(RUNS / f"m1-s{args.seed}"), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{sigma:g}"]
+        recipe = ["--on-codes", str(RUNS / m1_name(args)), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{sigma:g}"]
     else:
         recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
     return recipe + ([] if alpha is None else ["--alpha", f"{alpha:.10g}"])
@@ -125,7 +186,10 @@ def cell_recipe(args, sigma: float, alpha: float | None) -> list[str]:
 
 def run_m2(args) -> None:
     on_codes = args.what == "m1m2"
+    on_other_m1 = args.what == "m1m2" and m1_name(args) != f"m1-s{args.seed}"
     name = args.run_name or f"{args.what}-{args.labels}-s{args.seed}"
+    if on_other_m1 and not args.run_name:
+        name = f"m1m2-on-{m1_name(args)}-{args.labels}-s{args.seed}"
     out = RUNS / name
     recipe = cell_recipe(args, args.sigma, recipe_alpha(args.what) if args.alpha is None else args.alpha)
     started = time.time()
@@ -141,6 +205,7 @@ def run_m2(args) -> None:
     vaekit_default = math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels)
     recipe = cell_recipe(args, sigma, None if vaekit_default else alpha)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
+    variant += [f"on {m1_name(args)}"] if on_other_m1 else []
     wanted = recipe_alpha(args.what)
     if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
         variant.append(alpha_name(alpha, vaekit_default))  # an α other than the recipe's
@@ -164,7 +229,8 @@ def run_m2(args) -> None:
         "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
     if on_codes:
-        m1_rows = read_metrics(RUNS / f"m1-s{args.seed}" / "metrics.csv")
+        m1_rows = read_metrics(RUNS / m1_name(args) / "metrics.csv")
+        record["m1"] = m1_name(args)
         record["sigma"] = sigma
         record["m1_epochs"] = len(m1_rows)
         record["m1_training_seconds"] = round(sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in m1_rows), 1)
@@ -253,9 +319,11 @@ def table(_args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    for name, fn in (("m2", run_m2), ("m1m2", run_m2), ("m1", run_m1), ("baselines", run_baselines)):
+    for name, fn in (("m2", run_m2), ("m1m2", run_m2), ("m1", run_m1), ("ceiling", run_ceiling), ("baselines", run_baselines)):
         p = sub.add_parser(name)
-        p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=name != "m1")
+        p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=name not in ("m1", "ceiling"))
+        p.add_argument("--beta", type=float, default=1.0, help="m1: the KL weight of M1 (a run m1-beta<B>-s<seed> where not 1)")
+        p.add_argument("--m1", help="m1m2, ceiling: the M1 run's folder under bench/runs/semisupervised (default m1-s<seed>)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--evaluate-only", action="store_true", help="evaluate the cell's run as it stands (no training)")
