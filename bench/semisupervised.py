@@ -91,18 +91,20 @@ def train_or_resume(out: Path, args_new: list[str], threads: int) -> None:
 
 
 def m1_name(args) -> str:
-    """The M1 run's folder: ``--m1`` where given, else the recipe's (``m1-s0``) or its β variant (``m1-beta0.5-s0``)."""
+    """The M1 run's folder: ``--m1`` where given, else the recipe's (``m1-s0``) or its variant's
+    (``m1-beta0.5-s0``, ``m1-binarize-s0``)."""
     if getattr(args, "m1", None):
         return args.m1
-    return f"m1-s{args.seed}" if args.beta == 1 else f"m1-beta{args.beta:g}-s{args.seed}"
+    variant = ("" if args.beta == 1 else f"-beta{args.beta:g}") + ("-binarize" if args.binarize else "")
+    return f"m1{variant}-s{args.seed}"
 
 
 def run_m1(args) -> None:
     out = RUNS / m1_name(args)
     m1_data = ["--dataset", "mnist", "--data-dir", str(DATA_DIR), "--valid-fraction", VALID_FRACTION, "--split-seed", str(args.seed)]
-    beta = [] if args.beta == 1 else ["--beta", f"{args.beta:g}"]
+    variant = ([] if args.beta == 1 else ["--beta", f"{args.beta:g}"]) + (["--binarize"] if args.binarize else [])
     if not args.evaluate_only:
-        train_or_resume(out, [*m1_data, *M1_RECIPE, *beta, "--seed", str(args.seed)], args.threads)
+        train_or_resume(out, [*m1_data, *M1_RECIPE, *variant, "--seed", str(args.seed)], args.threads)
 
 
 def run_ceiling(args) -> None:
@@ -114,6 +116,7 @@ def run_ceiling(args) -> None:
     from vaekit.codes import codes_run, encoded_splits
     from vaekit.config import ModelConfig
     from vaekit.models.classifier import Classifier
+    from vaekit.runs import read_metrics
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -147,6 +150,7 @@ def run_ceiling(args) -> None:
         "model": "M2's classifier on M1's codes, every training label",
         "m1": name,
         "units": len(splits.info["codes"]["units"]),
+        "m1_epochs": len(read_metrics(RUNS / name / "metrics.csv")),
         "labels": len(train.x),
         "seed": args.seed,
         "test_error": error(test),
@@ -323,6 +327,7 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=name not in ("m1", "ceiling"))
         p.add_argument("--beta", type=float, default=1.0, help="m1: the KL weight of M1 (a run m1-beta<B>-s<seed> where not 1)")
+        p.add_argument("--binarize", action="store_true", help="m1: dynamic binarization, as the paper's M1 (a run m1-binarize-s<seed>)")
         p.add_argument("--m1", help="m1m2, ceiling: the M1 run's folder under bench/runs/semisupervised (default m1-s<seed>)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=1)
