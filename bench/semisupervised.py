@@ -124,7 +124,8 @@ def run_ceiling(args) -> None:
     run = codes_run(RUNS / name)
     splits = encoded_splits(run, run.load_data())
     train, valid, test = splits.train, splits.valid, splits.test
-    net = Classifier.from_config(ModelConfig(input_shape=tuple(train.x.shape[1:]), hidden=(500,), activation="silu", context_dim=10))
+    hidden = tuple(args.hidden)
+    net = Classifier.from_config(ModelConfig(input_shape=tuple(train.x.shape[1:]), hidden=hidden, activation="silu", context_dim=10))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     @torch.inference_mode()
@@ -148,6 +149,7 @@ def run_ceiling(args) -> None:
     net.load_state_dict(best_state)
     record = {
         "model": "M2's classifier on M1's codes, every training label",
+        "hidden": list(hidden),
         "m1": name,
         "units": len(splits.info["codes"]["units"]),
         "m1_epochs": len(read_metrics(RUNS / name / "metrics.csv")),
@@ -158,7 +160,7 @@ def run_ceiling(args) -> None:
         "epochs": epochs,
         "wall_seconds": round(time.time() - started, 1),
     }
-    save_cell(f"ceiling-{name}", record)
+    save_cell(f"ceiling-{name}" + ("" if hidden == (500,) else "-" + "-".join(map(str, hidden))), record)
 
 
 PAPERS_BALANCE = 0.2  # the α that weighs classification against the bound as the paper's sum does, in half-labelled batches
@@ -327,6 +329,7 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=name not in ("m1", "ceiling"))
         p.add_argument("--beta", type=float, default=1.0, help="m1: the KL weight of M1 (a run m1-beta<B>-s<seed> where not 1)")
+        p.add_argument("--hidden", type=int, nargs="+", default=[500], help="ceiling: the classifier's hidden layers (default 500, M2's)")
         p.add_argument("--binarize", action="store_true", help="m1: dynamic binarization, as the paper's M1 (a run m1-binarize-s<seed>)")
         p.add_argument("--m1", help="m1m2, ceiling: the M1 run's folder under bench/runs/semisupervised (default m1-s<seed>)")
         p.add_argument("--seed", type=int, default=0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import vaekit
 from vaekit.classification import VAEClassifier, classify
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -210,6 +211,25 @@ def test_m2_refuses_what_it_cannot_learn_from():
     missing.train.y[missing.train.y == 4] = -1  # class 4 has no labelled example
     with pytest.raises(ConfigError, match="class 4"):
         train(RunConfig(model=ModelConfig(kind="m2"), train=TrainConfig(epochs=1)), None, data=missing)
+
+
+def test_the_classifier_takes_its_own_hidden_sizes_and_only_in_m2(tmp_path, capsys):
+    def widths(network):
+        return [m.out_features for m in network.modules() if isinstance(m, torch.nn.Linear)]
+
+    config = ModelConfig(kind="m2", input_shape=(5,), latent_dim=2, hidden=(16,), context_dim=K)
+    assert widths(build_model(config).classifier) == [16, K]  # by default, the encoder's sizes
+    deeper = build_model(ModelConfig(**{**vars(config), "classifier_hidden": (24, 12)}))
+    assert widths(deeper.classifier) == [24, 12, K] and widths(deeper.encoder)[0] == 16
+    run_cli("train", "--model", "m2", "--classifier-hidden", "8", "8", "--hidden", "4", "--latent-dim", "2", "--epochs", "1",
+            "--labelled", "100", "--out", tmp_path / "m2")  # fmt: skip
+    assert widths(vaekit.load(tmp_path / "m2").model.classifier) == [8, 8, 10]
+    capsys.readouterr()
+    run_cli("train", "--classifier-hidden", "8", "--epochs", "1", "--out", tmp_path / "vae", expect=2)
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--classifier-hidden has no effect without --model m2" in err
+    with pytest.raises(ConfigError, match="classifier hidden sizes must be positive"):
+        train(RunConfig(model=ModelConfig(kind="m2", classifier_hidden=(0,))), None)
 
 
 def _unlabelled_digits():

@@ -191,6 +191,9 @@ class ModelConfig:
     latent_hidden: hidden sizes of the networks between stochastic layers (None: two layers as wide
         as the encoder's output).
     hidden: MLP hidden sizes, or conv channels per stride-2 stage.
+    classifier_hidden: the hidden sizes of an ``m2`` model's classifier q(y|x) (None: ``hidden``, as the
+        encoder's); the classifier runs once per example where the bound runs once per (example, class),
+        so a deeper classifier costs little.
     activation: a name of ``ACTIVATIONS`` (``identity``: a linear model).
     conv_dense: width of the dense layer between the conv stack and the latent (0: none).
     likelihood: p(x|z), a name of ``LIKELIHOODS``.
@@ -253,6 +256,10 @@ class ModelConfig:
     hidden: tuple[int, ...] = field(
         default=(256, 128),
         metadata=flag(f"MLP hidden sizes or conv channels per stage ({{default}}; conv {' '.join(map(str, CONV_DEFAULT_CHANNELS))})"),
+    )
+    classifier_hidden: tuple[int, ...] | None = field(
+        default=None,
+        metadata=flag("hidden sizes of the m2 classifier q(y|x) (default: --hidden)", metavar="H"),
     )
     activation: str = field(default="relu", metadata=flag("{names} ({default})", choices="activations", metavar="NAME"))
     conv_dense: int = field(default=0, metadata=flag("dense layer width between conv stack and latent, 0: none ({default})"))
@@ -736,6 +743,10 @@ def validate(config: RunConfig) -> None:
         ),
         (m.latent_hidden is None or all(h >= 1 for h in m.latent_hidden), f"latent hidden sizes must be positive, got {m.latent_hidden}"),
         (all(h >= 1 for h in m.hidden), f"hidden sizes must be positive, got {list(m.hidden)}"),
+        (
+            m.classifier_hidden is None or all(h >= 1 for h in m.classifier_hidden),
+            f"classifier hidden sizes must be positive, got {m.classifier_hidden}",
+        ),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),
         (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
         (m.flow_steps >= 1, f"flow steps must be at least 1, got {m.flow_steps}"),

@@ -4,6 +4,7 @@ linear layer to K class logits; its call returns ``Categorical(logits)``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,7 +28,10 @@ class Classifier(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Classifier:
-        """The ``arch`` network on the model's input (not widened by the context) and K = ``context_dim`` classes."""
+        """The ``arch`` network (of ``classifier_hidden`` where set, else ``hidden``) on the model's input (not
+        widened by the context) and K = ``context_dim`` classes."""
+        if config.classifier_hidden is not None:
+            config = replace(config, hidden=tuple(config.classifier_hidden))
         network = ENCODERS[config.arch].from_config(config)
         return cls(network, network.out_features, config.context_dim)
 
