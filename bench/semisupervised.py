@@ -108,7 +108,7 @@ def run_m1(args) -> None:
 
 
 def run_ceiling(args) -> None:
-    """What M1's codes allow: M2's classifier network (MLP 500, SiLU) trained on the codes of all 50,000
+    """What M1's codes allow: M2's classifier network (MLP ``--hidden``, default 500, SiLU) trained on the codes of all 50,000
     training images with their labels (draws z1 ~ q(z1|x) as M2 sees them; Adam 1e-3, batches of 200, the
     epoch of lowest validation error kept), scored on the test codes. M1+M2 cannot be expected below it."""
     import copy
@@ -180,24 +180,27 @@ def alpha_name(alpha: float, vaekit_default: bool) -> str:
     return "α 0.2, the paper's balance" if math.isclose(alpha, PAPERS_BALANCE) else f"α {alpha:g}"
 
 
-def cell_recipe(args, sigma: float, alpha: float | None) -> list[str]:
+def cell_recipe(args, sigma: float, alpha: float | None, classifier: list[int] | None) -> list[str]:
     """``vaekit train``'s flags for the cell (M2 on the pixels, or on M1's codes with p(z1|y, z2)'s scale
-    ``sigma``), with ``--alpha`` where it is not vaekit's default (None)."""
+    ``sigma``), with ``--alpha`` where it is not vaekit's default (None) and ``--classifier-hidden`` where
+    the classifier is not the encoder's size (None)."""
     if args.what == "m1m2":
         recipe = ["--on-codes", str(RUNS / m1_name(args)), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{sigma:g}"]
     else:
         recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
+    recipe += [] if classifier is None else ["--classifier-hidden", *map(str, classifier)]
     return recipe + ([] if alpha is None else ["--alpha", f"{alpha:.10g}"])
 
 
 def run_m2(args) -> None:
     on_codes = args.what == "m1m2"
     on_other_m1 = args.what == "m1m2" and m1_name(args) != f"m1-s{args.seed}"
-    name = args.run_name or f"{args.what}-{args.labels}-s{args.seed}"
-    if on_other_m1 and not args.run_name:
-        name = f"m1m2-on-{m1_name(args)}-{args.labels}-s{args.seed}"
+    variant_name = (f"-on-{m1_name(args)}" if on_other_m1 else "") + (
+        f"-classifier{'x'.join(map(str, args.classifier_hidden))}" if args.classifier_hidden else ""
+    )
+    name = args.run_name or f"{args.what}{variant_name}-{args.labels}-s{args.seed}"
     out = RUNS / name
-    recipe = cell_recipe(args, args.sigma, recipe_alpha(args.what) if args.alpha is None else args.alpha)
+    recipe = cell_recipe(args, args.sigma, recipe_alpha(args.what) if args.alpha is None else args.alpha, args.classifier_hidden)
     started = time.time()
     if not args.evaluate_only:
         train_or_resume(out, [*recipe, "--seed", str(args.seed)], args.threads)
@@ -209,9 +212,11 @@ def run_m2(args) -> None:
     config = json.loads((out / "config.json").read_text())
     alpha, sigma = config["train"]["alpha"], config["model"]["likelihood_scale"]
     vaekit_default = math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels)
-    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha)
+    classifier = config["model"].get("classifier_hidden")
+    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
     variant += [f"on {m1_name(args)}"] if on_other_m1 else []
+    variant += [] if classifier is None else [f"classifier {'-'.join(map(str, classifier))}"]
     wanted = recipe_alpha(args.what)
     if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
         variant.append(alpha_name(alpha, vaekit_default))  # an α other than the recipe's
@@ -329,6 +334,7 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--labels", type=int, choices=(100, 600, 1000, 3000), required=name not in ("m1", "ceiling"))
         p.add_argument("--beta", type=float, default=1.0, help="m1: the KL weight of M1 (a run m1-beta<B>-s<seed> where not 1)")
+        p.add_argument("--classifier-hidden", type=int, nargs="+", help="m2, m1m2: the classifier's hidden sizes (default: M2's)")
         p.add_argument("--hidden", type=int, nargs="+", default=[500], help="ceiling: the classifier's hidden layers (default 500, M2's)")
         p.add_argument("--binarize", action="store_true", help="m1: dynamic binarization, as the paper's M1 (a run m1-binarize-s<seed>)")
         p.add_argument("--m1", help="m1m2, ceiling: the M1 run's folder under bench/runs/semisupervised (default m1-s<seed>)")

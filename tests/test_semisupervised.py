@@ -291,6 +291,9 @@ def test_estimator_learns_from_partly_labelled_rows_and_keeps_the_callers_labels
     assert clf.score(X, y) > 0.95
     proba = clf.predict_proba(X)
     assert proba.shape == (300, 3) and np.allclose(proba.sum(1), 1)
+    deeper = VAEClassifier(epochs=1, classifier_hidden=(32, 16), random_state=0).fit(X, partial)
+    linear = [m.out_features for m in deeper.model_.classifier.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear == [32, 16, 3]
 
 
 def test_m1_plus_m2_trains_on_a_vaes_codes_and_reads_every_split_through_it(tmp_path, capsys):

@@ -64,9 +64,9 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
     convention, as ``sklearn.semi_supervised``). The unlabelled rows teach the generative model p(x|y, z),
     and through it the classifier q(y|x); ``predict_proba`` is q(y|x).
 
-    latent_dim: size of the style z. hidden: MLP hidden sizes (the encoder's, the decoder's and the
-        classifier's). activation: hidden activation. likelihood: p(x|y, z) (``gaussian-shared``: a learned
-        scale per column; any name of ``vaekit.models.LIKELIHOODS``).
+    latent_dim: size of the style z. hidden: MLP hidden sizes (the encoder's, the decoder's and, unless
+        ``classifier_hidden`` is given, the classifier's). activation: hidden activation. likelihood:
+        p(x|y, z) (``gaussian-shared``: a learned scale per column; any name of ``vaekit.models.LIKELIHOODS``).
     epochs, batch_size, lr: training (Adam). alpha: weight of a labelled row's classification loss (None:
         the paper's 0.1 × rows / labelled rows). The best epoch is the one with the lowest error on the
         labelled rows.
@@ -82,6 +82,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         *,
         latent_dim: int = 8,
         hidden: tuple[int, ...] = (64,),
+        classifier_hidden: tuple[int, ...] | None = None,
         activation: str = "relu",
         likelihood: str = "gaussian-shared",
         epochs: int = 50,
@@ -94,6 +95,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.latent_dim = latent_dim
         self.hidden = hidden
+        self.classifier_hidden = classifier_hidden
         self.activation = activation
         self.likelihood = likelihood
         self.epochs = epochs
@@ -143,6 +145,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
                 input_shape=(x.shape[1],),
                 latent_dim=self.latent_dim,
                 hidden=tuple(self.hidden),
+                classifier_hidden=None if self.classifier_hidden is None else tuple(self.classifier_hidden),
                 activation=self.activation,
                 likelihood=self.likelihood,
             ),  # fmt: skip
