@@ -18,7 +18,8 @@ def molecule_grid(smiles: Sequence[str], legends: Sequence[str] | None = None, *
     cell; a string RDKit cannot read is a cell saying "invalid", captioned in red."""
     from PIL import Image, ImageDraw, ImageFont
 
-    pictures = molecule_pictures(smiles, size=cell)
+    mols = parsed(smiles)
+    pictures = drawn(mols, size=cell)
     font = ImageFont.load_default(CAPTION_FONT)
     per_row = max(1, min(cols, len(smiles)))
     rows = -(-len(smiles) // per_row)
@@ -28,7 +29,7 @@ def molecule_grid(smiles: Sequence[str], legends: Sequence[str] | None = None, *
         x, y = (i % per_row) * cell, (i // per_row) * (cell + CAPTION_HEIGHT)
         canvas.paste(Image.fromarray(pictures[i]), (x, y))
         legend = legends[i] if legends is not None else s
-        valid = chem.parse(s) is not None
+        valid = mols[i] is not None
         caption = fitted(legend if valid else f"invalid: {legend}", font, cell - 8)
         pen.text((x + cell // 2, y + cell + CAPTION_HEIGHT // 2), caption, fill=(0, 0, 0) if valid else (180, 0, 0), anchor="mm", font=font)
     return np.asarray(canvas, dtype=np.uint8)
@@ -48,13 +49,22 @@ def fitted(text: str, font, width: float) -> str:
 def molecule_pictures(smiles: Sequence[str], size: int = 160) -> np.ndarray:
     """uint8 (N, size, size, 3): each molecule drawn alone on white (no caption); a string RDKit cannot read
     is a white cell saying "invalid"."""
+    return drawn(parsed(smiles), size)
+
+
+def parsed(smiles: Sequence[str]) -> list:
+    """RDKit's molecule of each string (None where it cannot read one)."""
     chem.require_rdkit()
+    return [chem.parse(s) for s in smiles]
+
+
+def drawn(mols: Sequence, size: int) -> np.ndarray:
+    """uint8 (N, size, size, 3): each molecule of ``mols`` drawn alone on white; None a cell saying "invalid"."""
     from PIL import Image, ImageDraw, ImageFont
     from rdkit.Chem import Draw
 
-    out = np.full((len(smiles), size, size, 3), 255, dtype=np.uint8)
-    for i, s in enumerate(smiles):
-        mol = chem.parse(s)
+    out = np.full((len(mols), size, size, 3), 255, dtype=np.uint8)
+    for i, mol in enumerate(mols):
         if mol is not None:
             out[i] = np.asarray(Draw.MolToImage(mol, size=(size, size)).convert("RGB"), dtype=np.uint8)
         else:
