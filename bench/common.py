@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -36,3 +38,20 @@ def save_cell(path: Path, key: str, record: dict) -> None:
         staged.write_text(json.dumps(results, indent=2) + "\n")
         os.replace(staged, path)
     print(f"{key}: {json.dumps(record)}")
+
+
+def train_for(command: list[str], seconds: float | None) -> bool:
+    """Run a ``vaekit train`` command; after ``seconds`` (None: no limit) stop it as Ctrl-C does, so
+    the run saves its checkpoint and resumes later. True when the limit stopped it."""
+    if seconds is not None and seconds <= 0:
+        return True
+    proc = subprocess.Popen(command)
+    try:
+        code = proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait()
+        return True
+    if code:
+        raise subprocess.CalledProcessError(code, command)
+    return False

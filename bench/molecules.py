@@ -19,8 +19,6 @@ Each record goes into ``bench/results/molecules.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import read_cells
+from common import read_cells, train_for
 from common import save_cell as write_cell
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,12 +99,7 @@ def run_train(args) -> None:
     else:
         command += [*cell_recipe(args), "--seed", str(args.seed), "--threads", str(args.threads)]
         command += ["--out", str(out)]
-    proc = subprocess.Popen(command)
-    try:
-        proc.wait(timeout=args.minutes * 60)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGINT)
-        proc.wait()
+    train_for(command, args.minutes * 60)
 
 
 def run_score(args) -> None:

@@ -23,13 +23,12 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import read_cells
+from common import read_cells, train_for
 from common import save_cell as write_cell
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,14 +79,25 @@ def test_error(run_dir: Path) -> float:
     return 100.0 * classify(run.model, run.load_data().test).error
 
 
-def train_or_resume(out: Path, args_new: list[str], threads: int) -> None:
-    """``vaekit train`` with ``args_new`` into ``out``, or ``--resume out`` where it has started."""
+def trained_seconds(out: Path) -> float:
+    """The training and validation seconds of every epoch the run in ``out`` has finished (0 if none)."""
+    from vaekit.runs import read_metrics
+
+    if not (out / "metrics.csv").exists():
+        return 0.0
+    return sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in read_metrics(out / "metrics.csv"))
+
+
+def train_or_resume(out: Path, args_new: list[str], threads: int, minutes: float | None = None) -> bool:
+    """``vaekit train`` with ``args_new`` into ``out``, or ``--resume out`` where it has started, until
+    its epochs come to ``minutes`` of training in all (None: no limit; a resumed run counts what it
+    has done). True when the budget stopped it."""
     command = [sys.executable, "-m", "vaekit", "train"]
     if (out / "config.json").exists():
         command += ["--resume", str(out), "--threads", str(threads)]
     else:
         command += [*args_new, "--threads", str(threads), "--out", str(out)]
-    subprocess.run(command, check=True)
+    return train_for(command, None if minutes is None else minutes * 60 - trained_seconds(out))
 
 
 def m1_name(args) -> str:
@@ -104,7 +114,7 @@ def run_m1(args) -> None:
     m1_data = ["--dataset", "mnist", "--data-dir", str(DATA_DIR), "--valid-fraction", VALID_FRACTION, "--split-seed", str(args.seed)]
     variant = ([] if args.beta == 1 else ["--beta", f"{args.beta:g}"]) + (["--binarize"] if args.binarize else [])
     if not args.evaluate_only:
-        train_or_resume(out, [*m1_data, *M1_RECIPE, *variant, "--seed", str(args.seed)], args.threads)
+        train_or_resume(out, [*m1_data, *M1_RECIPE, *variant, "--seed", str(args.seed)], args.threads, args.minutes)
 
 
 def run_ceiling(args) -> None:
@@ -202,11 +212,15 @@ def run_m2(args) -> None:
     out = RUNS / name
     recipe = cell_recipe(args, args.sigma, recipe_alpha(args.what) if args.alpha is None else args.alpha, args.classifier_hidden)
     started = time.time()
+    budget_stopped = None
     if not args.evaluate_only:
-        train_or_resume(out, [*recipe, "--seed", str(args.seed)], args.threads)
+        budget_stopped = train_or_resume(out, [*recipe, "--seed", str(args.seed)], args.threads, args.minutes)
     from vaekit.runs import read_metrics
 
-    rows = read_metrics(out / "metrics.csv")
+    rows = read_metrics(out / "metrics.csv") if (out / "metrics.csv").exists() else []
+    if not rows:
+        print(f"{name}: no epoch has finished yet; nothing to evaluate")
+        return
     best = min(rows, key=lambda r: (r["valid_error"], r["epoch"]))
     # the cell as its run trained, whatever this call's flags say
     config = json.loads((out / "config.json").read_text())
@@ -235,16 +249,17 @@ def run_m2(args) -> None:
         "valid_error": 100.0 * best["valid_error"],
         "epochs": len(rows),
         "seconds_per_epoch": statistics.median(r["train_seconds"] for r in rows),
-        "training_seconds": round(sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in rows), 1),
+        "training_seconds": round(trained_seconds(out), 1),
         "wall_seconds_this_call": round(time.time() - started, 1),
         "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
+    if budget_stopped is not None:
+        record["stopped_by_budget"] = budget_stopped  # else early stopping or --epochs ended it
     if on_codes:
-        m1_rows = read_metrics(RUNS / m1_name(args) / "metrics.csv")
         record["m1"] = m1_name(args)
         record["sigma"] = sigma
-        record["m1_epochs"] = len(m1_rows)
-        record["m1_training_seconds"] = round(sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in m1_rows), 1)
+        record["m1_epochs"] = len(read_metrics(RUNS / m1_name(args) / "metrics.csv"))
+        record["m1_training_seconds"] = round(trained_seconds(RUNS / m1_name(args)), 1)
     save_cell(name, record)
 
 
@@ -340,6 +355,11 @@ def main() -> None:
         p.add_argument("--m1", help="m1m2, ceiling: the M1 run's folder under bench/runs/semisupervised (default m1-s<seed>)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--threads", type=int, default=1)
+        p.add_argument(
+            "--minutes", type=float, default=None if name in ("m1", "ceiling") else 120.0,
+            help="m2, m1m2: stop the cell's training at this many minutes of epochs in all, resumes included "
+            "(default 120, the issue's budget; the run saves and resumes); m1: no limit unless given",
+        )  # fmt: skip
         p.add_argument("--evaluate-only", action="store_true", help="evaluate the cell's run as it stands (no training)")
         p.add_argument("--run-name", help="the cell's run directory and key, where not the default (m1m2-means-100-s0: M2 on M1's means)")
         p.add_argument("--sigma", type=float, default=M1M2_SIGMA, help=f"m1m2: p(z1|y, z2)'s scale (default {M1M2_SIGMA:g})")
