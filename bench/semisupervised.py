@@ -117,46 +117,61 @@ def run_m1(args) -> None:
         train_or_resume(out, [*m1_data, *M1_RECIPE, *variant, "--seed", str(args.seed)], args.threads, args.minutes)
 
 
+def fit_classifier(input_shape: tuple, hidden: tuple, rounds, valid, seed: int, max_rounds: int, patience: float):
+    """M2's classifier network (``Classifier``: MLP ``hidden``, SiLU) trained with Adam 1e-3, one round at a
+    time (``rounds()`` yields a round's (x, y) batches), keeping the state of lowest validation error and
+    stopping ``patience`` rounds past it. Returns the network (eval mode), its validation error (%) and the rounds run."""
+    import copy
+
+    from vaekit.config import ModelConfig
+    from vaekit.models.classifier import Classifier
+
+    torch.manual_seed(seed)
+    net = Classifier.from_config(ModelConfig(input_shape=input_shape, hidden=hidden, activation="silu", context_dim=10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    best, best_state, since, done = math.inf, None, 0, 0
+    while since < patience and done < max_rounds:
+        done += 1
+        net.train()
+        for x, y in rounds():
+            optimizer.zero_grad()
+            (-net(x).log_prob(y).mean()).backward()
+            optimizer.step()
+        error = classifier_error(net, valid.x, valid.y)
+        best, best_state, since = (error, copy.deepcopy(net.state_dict()), 0) if error < best else (best, best_state, since + 1)
+    net.load_state_dict(best_state)
+    return net.eval(), best, done
+
+
+@torch.inference_mode()
+def classifier_error(net, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The error (%) of ``net``'s most probable class on (x, y)."""
+    net.eval()
+    return 100.0 * float((net(x).logits.argmax(-1) != y).double().mean())
+
+
 def run_ceiling(args) -> None:
     """What M1's codes allow: M2's classifier network (MLP ``--hidden``, default 500, SiLU) trained on the codes of all 50,000
     training images with their labels (draws z1 ~ q(z1|x) as M2 sees them; Adam 1e-3, batches of 200, the
-    epoch of lowest validation error kept), scored on the test codes. M1+M2 cannot be expected below it."""
-    import copy
-
+    epoch of lowest validation error kept, stopped 10 epochs past it), scored on the test codes. M1+M2
+    cannot be expected below it."""
     from vaekit.codes import codes_run, encoded_splits
-    from vaekit.config import ModelConfig
-    from vaekit.models.classifier import Classifier
     from vaekit.runs import read_metrics
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     name = m1_name(args)
     run = codes_run(RUNS / name)
     splits = encoded_splits(run, run.load_data())
     train, valid, test = splits.train, splits.valid, splits.test
     hidden = tuple(args.hidden)
-    net = Classifier.from_config(ModelConfig(input_shape=tuple(train.x.shape[1:]), hidden=hidden, activation="silu", context_dim=10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
 
-    @torch.inference_mode()
-    def error(part) -> float:
-        net.eval()
-        return 100.0 * float((net(part.x).logits.argmax(-1) != part.y).double().mean())
-
-    started, best, best_state, since, epochs = time.time(), math.inf, None, 0, 0
-    while since < 10 and epochs < 200:  # stopped 10 epochs past the best
-        epochs += 1
-        net.train()
+    def epoch():
         for batch in torch.randperm(len(train.x)).split(200):
             x = train.x[batch]
-            if train.spread is not None:
-                x = x + train.spread[batch] * torch.randn_like(x)
-            optimizer.zero_grad()
-            (-net(x).log_prob(train.y[batch]).mean()).backward()
-            optimizer.step()
-        valid_error = error(valid)
-        best, best_state, since = (valid_error, copy.deepcopy(net.state_dict()), 0) if valid_error < best else (best, best_state, since + 1)
-    net.load_state_dict(best_state)
+            yield (x if train.spread is None else x + train.spread[batch] * torch.randn_like(x)), train.y[batch]
+
+    started = time.time()
+    net, valid_error, epochs = fit_classifier(tuple(train.x.shape[1:]), hidden, epoch, valid, args.seed, 200, 10)
     record = {
         "model": "M2's classifier on M1's codes, every training label",
         "hidden": list(hidden),
@@ -165,8 +180,8 @@ def run_ceiling(args) -> None:
         "m1_epochs": len(read_metrics(RUNS / name / "metrics.csv")),
         "labels": len(train.x),
         "seed": args.seed,
-        "test_error": error(test),
-        "valid_error": best,
+        "test_error": classifier_error(net, test.x, test.y),
+        "valid_error": valid_error,
         "epochs": epochs,
         "wall_seconds": round(time.time() - started, 1),
     }
@@ -264,32 +279,11 @@ def run_m2(args) -> None:
 
 
 def classifier_alone(train, valid, seed: int):
-    """M2's classifier network (MLP 500, SiLU; ``Classifier``) trained on the labelled examples alone: Adam,
-    full batch, the epoch of lowest validation error kept. Returns a predict function."""
-    import copy
-
-    from vaekit.config import ModelConfig
-    from vaekit.models.classifier import Classifier
-
-    torch.manual_seed(seed)
-    net = Classifier.from_config(ModelConfig(input_shape=(1, 28, 28), hidden=(500,), activation="silu", context_dim=10))
+    """M2's classifier network (MLP 500, SiLU) trained on the labelled examples alone: 2,000 full-batch
+    Adam steps, the state of lowest validation error (checked every 20 steps) kept. Returns a predict function."""
     known = train.y >= 0
     x, y = train.x[known], train.y[known]
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    best, best_state = 2.0, None
-    for step in range(2000):
-        net.train()
-        optimizer.zero_grad()
-        (-net(x).log_prob(y).mean()).backward()
-        optimizer.step()
-        if step % 20 == 19:
-            with torch.inference_mode():
-                net.eval()
-                error = float((net(valid.x).logits.argmax(-1) != valid.y).double().mean())
-            if error < best:
-                best, best_state = error, copy.deepcopy(net.state_dict())
-    net.load_state_dict(best_state)
-    net.eval()
+    net, _, _ = fit_classifier((1, 28, 28), (500,), lambda: [(x, y)] * 20, valid, seed, 100, math.inf)
     return lambda inputs: net(torch.as_tensor(inputs).view(-1, 1, 28, 28)).logits.argmax(-1).numpy()
 
 
