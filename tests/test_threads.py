@@ -9,7 +9,7 @@ import torch
 from vaekit.cli import COMMANDS, build_parser, main
 from vaekit.config import ModelConfig
 from vaekit.data import load_data
-from vaekit.threads import default_threads, use_threads
+from vaekit.threads import default_threads, use_cpu
 from vaekit.training import Trainer
 
 from helpers import SMALL_RUN_FLAGS, small_config
@@ -22,6 +22,16 @@ def keep_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+def test_subnormals_are_flushed_to_zero_where_the_cpu_can():
+    torch.set_flush_denormal(False)
+    subnormal = torch.tensor([1e-39, 1e-30])  # the first below float32's smallest normal, 1.18e-38
+    assert float((subnormal * 1.0)[0]) > 0
+    use_cpu(1, ModelConfig())
+    after = (subnormal * 1.0).tolist()
+    if torch.set_flush_denormal(True):  # this CPU can flush (x86 with SSE3)
+        assert after == [0.0, pytest.approx(1e-30)]  # the normal number is kept
 
 
 @pytest.mark.parametrize("command", COMPUTING)
@@ -38,8 +48,8 @@ def test_the_default_is_one_thread_and_two_for_conv_on_an_idle_machine(monkeypat
     assert default_threads(ModelConfig(arch="conv", hidden=(8,))) == 2  # a core to spare
     monkeypatch.setattr("os.getloadavg", lambda: (1.4, 1.0, 1.0))
     assert default_threads(ModelConfig(arch="conv", hidden=(8,))) == 1  # a busy neighbour: 2 threads would be 2x slower
-    assert use_threads(None, ModelConfig()) == 1 and torch.get_num_threads() == 1
-    assert use_threads(2, ModelConfig()) == 2 and torch.get_num_threads() == 2  # asked for: as asked
+    assert use_cpu(None, ModelConfig()) == 1 and torch.get_num_threads() == 1
+    assert use_cpu(2, ModelConfig()) == 2 and torch.get_num_threads() == 2  # asked for: as asked
 
 
 def test_training_and_the_commands_use_it(tmp_path, capsys):
