@@ -7,8 +7,9 @@ slows it down 2x to 6x, since each step waits for a thread the neighbour holds. 
 one thread, and two only for a convolutional network on a machine that has a core to spare when the
 command starts (its load average below the core count minus one).
 
-Subnormal floats (below 1.2e-38) are flushed to zero on the CPU: arithmetic on them is some hundred
-times slower there, and they arise in training: M2's unlabelled bound weighs each (example, class)
+Subnormal floats (below 1.2e-38) are flushed to zero on the CPU while vaekit trains or runs a command
+(``subnormals_flushed``; the setting is the process's, so it is left as it was after): arithmetic on
+them is far slower there, and they arise in training: M2's unlabelled bound weighs each (example, class)
 pair's gradient by q(y|x), which a confident classifier takes below 1e-38 for the wrong classes:
 an M2 step on MNIST from a run's 21st epoch took 338 ms against 88 ms flushed (3.8x; its epochs had
 grown from 28 s to 125 s), and 29x longer where every wrong class is subnormal
@@ -18,6 +19,8 @@ grown from 28 s to 125 s), and 29x longer where every wrong class is subnormal
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -34,10 +37,27 @@ def default_threads(model: ModelConfig) -> int:
     return 2 if os.getloadavg()[0] < cores - 1 else 1
 
 
-def use_cpu(requested: int | None, model: ModelConfig) -> int:
-    """Set torch's intra-op thread count to ``requested`` (0 or None: ``default_threads``) and flush
-    subnormal floats to zero (every thread); returns the thread count."""
+def use_threads(requested: int | None, model: ModelConfig) -> int:
+    """Set torch's intra-op thread count to ``requested`` (0 or None: ``default_threads``); returns it."""
     threads = requested or default_threads(model)
     torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)  # False where the CPU cannot (not x86 with SSE3): nothing to do then
     return threads
+
+
+def flushing_subnormals() -> bool:
+    """Whether the CPU is flushing subnormal floats to zero now."""
+    return float(torch.tensor([1e-39]) * 1.0) == 0.0  # 1e-39 is below float32's smallest normal
+
+
+@contextmanager
+def subnormals_flushed() -> Iterator[bool]:
+    """Flush subnormal floats to zero on the CPU (every thread) inside the block, and leave the setting
+    as it was after: it is the process's floating-point state, which the caller's own code shares.
+    Yields whether this CPU can flush (x86 with SSE3)."""
+    before = flushing_subnormals()
+    able = torch.set_flush_denormal(True)
+    try:
+        yield able
+    finally:
+        if able and not before:
+            torch.set_flush_denormal(False)

@@ -95,8 +95,11 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its one-time font-cache note is not ours to show
 
+    from vaekit.threads import subnormals_flushed  # imports torch: after parsing, so --help stays quick
+
     try:
-        return args.handler(args) or 0
+        with subnormals_flushed():
+            return args.handler(args) or 0
     except VaekitError as exc:
         training = sys.modules.get("vaekit.training")  # only the commands that train (and so import it) can be interrupted
         if training is not None and isinstance(exc, training.TrainingInterrupted):

@@ -52,9 +52,9 @@ def load_run(args: argparse.Namespace, **kwargs):
     from vaekit.runs import load
 
     run = load(args.run, **kwargs)
-    from vaekit.threads import use_cpu
+    from vaekit.threads import use_threads
 
-    use_cpu(getattr(args, "threads", None), run.config.model)
+    use_threads(getattr(args, "threads", None), run.config.model)
     data_dir = getattr(args, "data_dir", None)
     if data_dir is not None:
         if not Path(data_dir).expanduser().is_dir():

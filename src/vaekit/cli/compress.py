@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int
-from vaekit.threads import use_cpu
+from vaekit.threads import use_threads
 
 
 def register(sub) -> None:
@@ -130,7 +130,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise DataError(f"no such file: {path}" if not path.exists() else f"{path} is not a regular file")
     r = load(args.run)
-    use_cpu(args.threads, r.config.model)
+    use_threads(args.threads, r.config.model)
     data = path.read_bytes()
     header, _ = read(data, str(path))
     check_header(r.model, header, str(path))  # a file from another model is refused before any work

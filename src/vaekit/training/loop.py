@@ -28,7 +28,7 @@ from vaekit.examples import data_context, for_model
 from vaekit.models import build_model, check_parts
 from vaekit.objectives import NamedTerms, StepContext, objective_from_config
 from vaekit.runs import Run, RunWriter, TrainState, load, metric_fields
-from vaekit.threads import use_cpu
+from vaekit.threads import subnormals_flushed, use_threads
 from vaekit.training import setup, snapshot
 from vaekit.training.average import WeightAverage
 from vaekit.training.health import DeviceChecks, GradientHealth, checks_on_device, normalize_gradients
@@ -62,7 +62,7 @@ class Trainer:
         check_parts(config.model)
         self.world = distributed.init(device)  # one process, unless started by torchrun
         self.device = distributed.local_device(device, self.world)
-        use_cpu(config.train.threads, config.model)  # 0: vaekit's measured default (vaekit.threads)
+        use_threads(config.train.threads, config.model)  # 0: vaekit's measured default (vaekit.threads)
         self.data = setup.kept_labels(config, data if data is not None else setup.load_splits(config))
         self.config = config = setup.resolved(config, self.data)
         t = config.train
@@ -113,7 +113,12 @@ class Trainer:
     # ----- the loop -------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> Run:
         """Train until ``epochs`` (or early stopping); Ctrl-C stops cleanly after the current step
-        with a checkpoint, then raises ``TrainingInterrupted`` saying how to resume."""
+        with a checkpoint, then raises ``TrainingInterrupted`` saying how to resume. Subnormal floats
+        are flushed to zero meanwhile (``vaekit.threads``)."""
+        with subnormals_flushed():
+            return self._fit(progress)
+
+    def _fit(self, progress: bool) -> Run:
         t = self.config.train
         if t.warmup_epochs > t.epochs:
             log.warning(
