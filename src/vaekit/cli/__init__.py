@@ -8,6 +8,7 @@ output has gone (``vaekit presets | head -1``)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -90,15 +91,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _computing(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """What a command runs inside: a command that computes (one that takes ``--threads``) with subnormal
+    floats flushed to zero (``vaekit.threads``); a light one (``presets``) as it is, never importing torch."""
+    if not hasattr(args, "threads"):
+        return contextlib.nullcontext()
+    from vaekit.threads import subnormals_flushed
+
+    return subnormals_flushed()
+
+
 def _main(argv: list[str]) -> int:
     args = build_parser(full=_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its one-time font-cache note is not ours to show
 
-    from vaekit.threads import subnormals_flushed  # imports torch: after parsing, so --help stays quick
-
     try:
-        with subnormals_flushed():
+        with _computing(args):
             return args.handler(args) or 0
     except VaekitError as exc:
         training = sys.modules.get("vaekit.training")  # only the commands that train (and so import it) can be interrupted
