@@ -79,13 +79,16 @@ def test_error(run_dir: Path) -> float:
     return 100.0 * classify(run.model, run.load_data().test).error
 
 
-def trained_seconds(out: Path) -> float:
-    """The training and validation seconds of every epoch the run in ``out`` has finished (0 if none)."""
+def epochs_of(out: Path) -> list[dict]:
+    """The rows of ``metrics.csv`` of the run in ``out``, one per finished epoch (none before the first)."""
     from vaekit.runs import read_metrics
 
-    if not (out / "metrics.csv").exists():
-        return 0.0
-    return sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in read_metrics(out / "metrics.csv"))
+    return read_metrics(out / "metrics.csv") if (out / "metrics.csv").exists() else []
+
+
+def seconds_of(rows: list[dict]) -> float:
+    """The training and validation seconds of these epochs."""
+    return sum(r["train_seconds"] + r.get("valid_seconds", 0.0) for r in rows)
 
 
 def train_or_resume(out: Path, args_new: list[str], threads: int, minutes: float | None = None) -> bool:
@@ -97,7 +100,7 @@ def train_or_resume(out: Path, args_new: list[str], threads: int, minutes: float
         command += ["--resume", str(out), "--threads", str(threads)]
     else:
         command += [*args_new, "--threads", str(threads), "--out", str(out)]
-    return train_for(command, None if minutes is None else minutes * 60 - trained_seconds(out))
+    return train_for(command, None if minutes is None else minutes * 60 - seconds_of(epochs_of(out)))
 
 
 def m1_name(args) -> str:
@@ -156,7 +159,6 @@ def run_ceiling(args) -> None:
     epoch of lowest validation error kept, stopped 10 epochs past it), scored on the test codes. M1+M2
     cannot be expected below it."""
     from vaekit.codes import codes_run, encoded_splits
-    from vaekit.runs import read_metrics
 
     torch.set_num_threads(args.threads)
     name = m1_name(args)
@@ -177,7 +179,7 @@ def run_ceiling(args) -> None:
         "hidden": list(hidden),
         "m1": name,
         "units": len(splits.info["codes"]["units"]),
-        "m1_epochs": len(read_metrics(RUNS / name / "metrics.csv")),
+        "m1_epochs": len(epochs_of(RUNS / name)),
         "labels": len(train.x),
         "seed": args.seed,
         "test_error": classifier_error(net, test.x, test.y),
@@ -230,9 +232,8 @@ def run_m2(args) -> None:
     budget_stopped = None
     if not args.evaluate_only:
         budget_stopped = train_or_resume(out, [*recipe, "--seed", str(args.seed)], args.threads, args.minutes)
-    from vaekit.runs import read_metrics
 
-    rows = read_metrics(out / "metrics.csv") if (out / "metrics.csv").exists() else []
+    rows = epochs_of(out)
     if not rows:
         print(f"{name}: no epoch has finished yet; nothing to evaluate")
         return
@@ -264,7 +265,7 @@ def run_m2(args) -> None:
         "valid_error": 100.0 * best["valid_error"],
         "epochs": len(rows),
         "seconds_per_epoch": statistics.median(r["train_seconds"] for r in rows),
-        "training_seconds": round(trained_seconds(out), 1),
+        "training_seconds": round(seconds_of(rows), 1),
         "wall_seconds_this_call": round(time.time() - started, 1),
         "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
@@ -273,8 +274,9 @@ def run_m2(args) -> None:
     if on_codes:
         record["m1"] = m1_name(args)
         record["sigma"] = sigma
-        record["m1_epochs"] = len(read_metrics(RUNS / m1_name(args) / "metrics.csv"))
-        record["m1_training_seconds"] = round(trained_seconds(RUNS / m1_name(args)), 1)
+        m1_rows = epochs_of(RUNS / m1_name(args))
+        record["m1_epochs"] = len(m1_rows)
+        record["m1_training_seconds"] = round(seconds_of(m1_rows), 1)
     save_cell(name, record)
 
 
