@@ -110,7 +110,7 @@ def train_or_resume(out: Path, args_new: list[str], threads: int, minutes: float
 
 def m1_name(args) -> str:
     """The M1 run's folder: ``--m1`` where given, else the recipe's (``m1-s0``) or its variant's
-    (``m1-beta0.5-s0``, ``m1-binarize-s0``)."""
+    (``m1-conv-s0``, ``m1-beta0.5-s0``, ``m1-binarize-s0``)."""
     if getattr(args, "m1", None):
         return args.m1
     arch = getattr(args, "arch", "mlp")
