@@ -113,8 +113,7 @@ def m1_name(args) -> str:
     (``m1-conv-s0``, ``m1-beta0.5-s0``, ``m1-binarize-s0``)."""
     if getattr(args, "m1", None):
         return args.m1
-    arch = getattr(args, "arch", "mlp")
-    variant = "" if arch == "mlp" else f"-{arch}"
+    variant = "" if args.arch == "mlp" else f"-{args.arch}"
     variant += ("" if args.beta == 1 else f"-beta{args.beta:g}") + ("-binarize" if args.binarize else "")
     return f"m1{variant}-s{args.seed}"
 
