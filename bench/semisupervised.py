@@ -237,7 +237,10 @@ def run_m2(args) -> None:
     recipe = cell_recipe(args, args.sigma, recipe_alpha(args.what) if args.alpha is None else args.alpha, args.classifier_hidden)
     started = time.time()
     budget_stopped = None
-    if not args.evaluate_only:
+    trained = read_results()["cells"].get(name, {})  # the record of the call that trained it, if any
+    if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's
+        budget_stopped = trained.get("stopped_by_budget")
+    else:
         budget_stopped = train_or_resume(out, [*recipe, "--seed", str(args.seed)], args.threads, args.minutes)
 
     rows = epochs_of(out)
@@ -273,7 +276,7 @@ def run_m2(args) -> None:
         "epochs": len(rows),
         "seconds_per_epoch": statistics.median(r["train_seconds"] for r in rows),
         "training_seconds": round(seconds_of(rows), 1),
-        "wall_seconds_this_call": round(time.time() - started, 1),
+        "wall_seconds_this_call": trained.get("wall_seconds_this_call") if args.evaluate_only else round(time.time() - started, 1),
         "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
     if budget_stopped is not None:
