@@ -111,11 +111,17 @@ def train_or_resume(out: Path, args_new: list[str], threads: int, minutes: float
 def m1_name(args) -> str:
     """The M1 run's folder: ``--m1`` where given, else the recipe's (``m1-s0``) or its variant's
     (``m1-conv-s0``, ``m1-beta0.5-s0``, ``m1-binarize-s0``)."""
-    if getattr(args, "m1", None):
+    if args.m1:
         return args.m1
     variant = "" if args.arch == "mlp" else f"-{args.arch}"
     variant += ("" if args.beta == 1 else f"-beta{args.beta:g}") + ("-binarize" if args.binarize else "")
     return f"m1{variant}-s{args.seed}"
+
+
+def m1_kind(args) -> str:
+    """The M1 a model's name gives: its run's name without the seed (``m1-conv``), so that each seed's
+    M1+M2 on its own M1 falls in one row of the table; a ``--m1`` name as given."""
+    return args.m1 or m1_name(args).removesuffix(f"-s{args.seed}")
 
 
 def run_m1(args) -> None:
@@ -255,7 +261,7 @@ def run_m2(args) -> None:
     classifier = config["model"].get("classifier_hidden")
     recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
-    variant += [f"on {m1_name(args)}"] if on_other_m1 else []
+    variant += [f"on {m1_kind(args)}"] if on_other_m1 else []
     variant += [] if classifier is None else [f"classifier {'-'.join(map(str, classifier))}"]
     wanted = recipe_alpha(args.what)
     if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
