@@ -242,9 +242,8 @@ def run_m2(args) -> None:
     out = RUNS / name
     recipe = cell_recipe(args, args.sigma, recipe_alpha(args.what) if args.alpha is None else args.alpha, args.classifier_hidden)
     started = time.time()
-    budget_stopped = None
-    trained = read_results()["cells"].get(name, {})  # the record of the call that trained it, if any
-    if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's
+    if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's record's
+        trained = read_results()["cells"].get(name, {})
         budget_stopped = trained.get("stopped_by_budget")
     else:
         budget_stopped = train_or_resume(out, [*recipe, "--seed", str(args.seed)], args.threads, args.minutes)
