@@ -220,15 +220,16 @@ def alpha_name(alpha: float, vaekit_default: bool) -> str:
     return "α 0.2, the paper's balance" if math.isclose(alpha, PAPERS_BALANCE) else f"α {alpha:g}"
 
 
-def cell_recipe(args, sigma: float, alpha: float | None, classifier: list[int] | None) -> list[str]:
+def cell_recipe(args, sigma: float, alpha: float | None, classifier: list[int] | None, balance: float = 0.0) -> list[str]:
     """``vaekit train``'s flags for the cell (M2 on the pixels, or on M1's codes with p(z1|y, z2)'s scale
-    ``sigma``), with ``--alpha`` where it is not vaekit's default (None) and ``--classifier-hidden`` where
-    the classifier is not the encoder's size (None)."""
+    ``sigma``), with ``--alpha`` where it is not vaekit's default (None), ``--classifier-hidden`` where
+    the classifier is not the encoder's size (None) and ``--class-balance`` where it is on."""
     if args.what == "m1m2":
         recipe = ["--on-codes", str(RUNS / m1_name(args)), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{sigma:g}"]
     else:
         recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
     recipe += [] if classifier is None else ["--classifier-hidden", *map(str, classifier)]
+    recipe += ["--class-balance", f"{balance:g}"] if balance else []
     return recipe + ([] if alpha is None else ["--alpha", f"{alpha:.10g}"])
 
 
@@ -238,9 +239,11 @@ def run_m2(args) -> None:
     variant_name = (f"-on-{m1_name(args)}" if on_other_m1 else "") + (
         f"-classifier{'x'.join(map(str, args.classifier_hidden))}" if args.classifier_hidden else ""
     )
+    variant_name += f"-balance{args.class_balance:g}" if args.class_balance else ""
     name = args.run_name or f"{args.what}{variant_name}-{args.labels}-s{args.seed}"
     out = RUNS / name
-    recipe = cell_recipe(args, args.sigma, recipe_alpha(args.what) if args.alpha is None else args.alpha, args.classifier_hidden)
+    alpha = recipe_alpha(args.what) if args.alpha is None else args.alpha
+    recipe = cell_recipe(args, args.sigma, alpha, args.classifier_hidden, args.class_balance)
     started = time.time()
     if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's record's
         trained = read_results()["cells"].get(name, {})
@@ -257,11 +260,12 @@ def run_m2(args) -> None:
     config = json.loads((out / "config.json").read_text())
     alpha, sigma = config["train"]["alpha"], config["model"]["likelihood_scale"]
     vaekit_default = math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels)
-    classifier = config["model"].get("classifier_hidden")
-    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier)
+    classifier, balance = config["model"].get("classifier_hidden"), config["train"].get("class_balance", 0.0)
+    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier, balance)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
     variant += [f"on {m1_kind(args)}"] if on_other_m1 else []
     variant += [] if classifier is None else [f"classifier {'-'.join(map(str, classifier))}"]
+    variant += [f"class balance {balance:g}"] if balance else []
     wanted = recipe_alpha(args.what)
     if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
         variant.append(alpha_name(alpha, vaekit_default))  # an α other than the recipe's
@@ -284,6 +288,8 @@ def run_m2(args) -> None:
         "wall_seconds_this_call": trained.get("wall_seconds_this_call") if args.evaluate_only else round(time.time() - started, 1),
         "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
+    if balance:
+        record["class_balance"] = balance
     if budget_stopped is not None:
         record["stopped_by_budget"] = budget_stopped  # else early stopping or --epochs ended it
     if on_codes:
@@ -379,6 +385,7 @@ def main() -> None:
         p.add_argument("--run-name", help="the cell's run directory and key, where not the default (m1m2-means-100-s0: M2 on M1's means)")
         p.add_argument("--sigma", type=float, default=M1M2_SIGMA, help=f"m1m2: p(z1|y, z2)'s scale (default {M1M2_SIGMA:g})")
         p.add_argument("--alpha", type=float, help="the labelled examples' classification weight (default: the recipe's, recipe_alpha)")
+        p.add_argument("--class-balance", type=float, default=0.0, help="m2, m1m2: γ of KL(q̄(y) ‖ p(y)) (vaekit train --class-balance; 0: off)")
         p.add_argument("--only", nargs="+", metavar="WORD", help="baselines: only the estimators whose names hold one of these words")
         p.set_defaults(fn=fn)
     sub.add_parser("table").set_defaults(fn=table)

@@ -96,6 +96,40 @@ def test_gradients_reach_the_classifier_from_unlabelled_examples_alone():
     assert model.classifier.logits.weight.grad.abs().sum() > 0
 
 
+def test_class_balance_adds_the_kl_of_the_unlabelled_examples_mean_class_probabilities_and_pulls_it_to_the_prior():
+    model = small_m2()
+    x = torch.rand(6, 5, dtype=torch.float64)
+    y = torch.tensor([0, -1, -1, 2, -1, -1])
+    zeros = Draws(noise=torch.zeros(1, 1, 2, dtype=torch.float64))
+    with torch.no_grad():  # a classifier that favours class 0 for every example
+        model.classifier.logits.bias.copy_(torch.tensor([2.0, 0.0, 0.0]))
+    plain = SemiSupervisedBound(alpha=0.5)(model, Batch(x, x, context=y), draws=zeros)
+    balanced = SemiSupervisedBound(alpha=0.5, balance=2.0)(model, Batch(x, x, context=y), draws=zeros)
+    mean = model.classify(x[y < 0]).probs.mean(0)  # q̄(y) over the four unlabelled examples (K,)
+    by_hand = (mean * (mean / (1 / K)).log()).sum()  # KL(q̄ ‖ uniform p(y))
+    assert by_hand > 0.05
+    torch.testing.assert_close(balanced.loss.mean() - plain.loss.mean(), 2.0 * by_hand)
+    torch.testing.assert_close(balanced.loss[y >= 0], plain.loss[y >= 0])  # the labelled rows carry none of it
+    torch.testing.assert_close(balanced.neg_elbo, plain.neg_elbo)  # the bound it reports is the bound
+    (balanced.loss.mean() - plain.loss.mean()).backward()
+    pull = model.classifier.logits.bias.grad
+    assert pull[0] > 0 and (pull[1:] < 0).all()  # gradient descent lowers the favoured class, raises the others
+    labelled = Batch(x, x, context=torch.tensor([0, 1, 2, 0, 1, 2]))
+    torch.testing.assert_close(  # a batch without unlabelled examples: no term
+        SemiSupervisedBound(balance=2.0)(model, labelled, draws=zeros).loss, SemiSupervisedBound()(model, labelled, draws=zeros).loss
+    )
+
+
+def test_class_balance_comes_from_the_settings_and_only_with_m2(tmp_path, capsys):
+    config = RunConfig(model=ModelConfig(kind="m2"), train=TrainConfig(class_balance=1.5))
+    assert SemiSupervisedBound.from_config(config).balance == 1.5
+    with pytest.raises(ConfigError, match="class balance must be >= 0"):
+        train(RunConfig(model=ModelConfig(kind="m2"), train=TrainConfig(class_balance=-1.0)), None)
+    run_cli("train", "--class-balance", "1", "--epochs", "1", "--out", tmp_path / "vae", expect=2)
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--class-balance has no effect without --model m2" in err
+
+
 def test_partial_labels_load_from_arrays_and_csv_and_keep_labels_is_class_balanced(tmp_path):
     x = np.random.default_rng(0).random((60, 4)).astype(np.float32)
     y = np.tile(np.arange(3), 20)

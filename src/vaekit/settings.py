@@ -84,6 +84,7 @@ TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
     ("model", "logvar_range"): (_stochastic, "--model vae (a plain autoencoder has no variance)"),
     ("model", "context_dim"): (lambda c: c.model.condition != "none" or MODEL_KINDS[c.model.kind].condition is not None, "--condition"),
     ("train", "alpha"): (_semi_supervised, "--model m2"),
+    ("train", "class_balance"): (_semi_supervised, "--model m2"),
     ("model", "classifier_hidden"): (_semi_supervised, "--model m2"),
     ("data", "labelled"): (_semi_supervised, "--model m2 (a model that learns from partly labelled data)"),
     ("data", "context_columns"): (lambda c: c.model.condition != "none", "--condition columns"),
