@@ -385,7 +385,7 @@ def main() -> None:
         p.add_argument("--run-name", help="the cell's run directory and key, where not the default (m1m2-means-100-s0: M2 on M1's means)")
         p.add_argument("--sigma", type=float, default=M1M2_SIGMA, help=f"m1m2: p(z1|y, z2)'s scale (default {M1M2_SIGMA:g})")
         p.add_argument("--alpha", type=float, help="the labelled examples' classification weight (default: the recipe's, recipe_alpha)")
-        p.add_argument("--class-balance", type=float, default=0.0, help="m2, m1m2: γ of KL(q̄(y) ‖ p(y)) (vaekit train --class-balance; 0: off)")
+        p.add_argument("--class-balance", type=float, default=0.0, help="m2, m1m2: γ of KL(q̄(y) ‖ p(y)) (train --class-balance; 0: off)")
         p.add_argument("--only", nargs="+", metavar="WORD", help="baselines: only the estimators whose names hold one of these words")
         p.set_defaults(fn=fn)
     sub.add_parser("table").set_defaults(fn=table)
