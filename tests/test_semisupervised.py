@@ -328,6 +328,9 @@ def test_estimator_learns_from_partly_labelled_rows_and_keeps_the_callers_labels
     deeper = VAEClassifier(epochs=1, classifier_hidden=(32, 16), random_state=0).fit(X, partial)
     linear = [m.out_features for m in deeper.model_.classifier.modules() if isinstance(m, torch.nn.Linear)]
     assert linear == [32, 16, 3]
+    plain = VAEClassifier(epochs=1, random_state=0).fit(X, partial).predict_proba(X)
+    balanced = VAEClassifier(epochs=1, class_balance=5.0, random_state=0).fit(X, partial).predict_proba(X)
+    assert np.abs(balanced - plain).max() > 1e-3  # the term reaches training
 
 
 def test_m1_plus_m2_trains_on_a_vaes_codes_and_reads_every_split_through_it(tmp_path, capsys):

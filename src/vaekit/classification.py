@@ -68,8 +68,9 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         ``classifier_hidden`` is given, the classifier's). activation: hidden activation. likelihood:
         p(x|y, z) (``gaussian-shared``: a learned scale per column; any name of ``vaekit.models.LIKELIHOODS``).
     epochs, batch_size, lr: training (Adam). alpha: weight of a labelled row's classification loss (None:
-        the paper's 0.1 × rows / labelled rows). The best epoch is the one with the lowest error on the
-        labelled rows.
+        the paper's 0.1 × rows / labelled rows). class_balance: γ of KL(mean q(y|x) ‖ p(y)) over each
+        batch's unlabelled rows (0: off; ``TrainConfig.class_balance``). The best epoch is the one with
+        the lowest error on the labelled rows.
     standardize: centre and scale each column with the training mean and standard deviation.
     random_state: seed of initialisation, data order and draws (None: random). device: torch device.
 
@@ -89,6 +90,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         batch_size: int = 64,
         lr: float = 1e-3,
         alpha: float | None = None,
+        class_balance: float = 0.0,
         standardize: bool = True,
         random_state: int | None = None,
         device: str = "cpu",
@@ -102,6 +104,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.alpha = alpha
+        self.class_balance = class_balance
         self.standardize = standardize
         self.random_state = random_state
         self.device = device
@@ -150,7 +153,12 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
                 likelihood=self.likelihood,
             ),  # fmt: skip
             train=TrainConfig(
-                epochs=self.epochs, batch_size=max(2, min(self.batch_size, len(rows))), lr=self.lr, alpha=self.alpha, seed=self.seed_
+                epochs=self.epochs,
+                batch_size=max(2, min(self.batch_size, len(rows))),
+                lr=self.lr,
+                alpha=self.alpha,
+                class_balance=self.class_balance,
+                seed=self.seed_,
             ),
         )
         with _caller_rng_kept():
