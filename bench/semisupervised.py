@@ -291,7 +291,8 @@ def run_m2(args) -> None:
     if balance:
         record["class_balance"] = balance
     if budget_stopped is not None:
-        record["stopped_by_budget"] = budget_stopped  # else early stopping or --epochs ended it
+        record["stopped_by_budget"] = budget_stopped  # else early stopping, --epochs or a Ctrl-C ended it
+    record["early_stopped"] = len(rows) - record["best_epoch"] >= config["train"]["patience"]  # False: stopped before
     if on_codes:
         record["m1"] = m1_name(args)
         record["sigma"] = sigma
