@@ -242,8 +242,8 @@ def run_m2(args) -> None:
     variant_name += f"-balance{args.class_balance:g}" if args.class_balance else ""
     name = args.run_name or f"{args.what}{variant_name}-{args.labels}-s{args.seed}"
     out = RUNS / name
-    alpha = recipe_alpha(args.what) if args.alpha is None else args.alpha
-    recipe = cell_recipe(args, args.sigma, alpha, args.classifier_hidden, args.class_balance)
+    asked_alpha = recipe_alpha(args.what) if args.alpha is None else args.alpha
+    recipe = cell_recipe(args, args.sigma, asked_alpha, args.classifier_hidden, args.class_balance)
     started = time.time()
     if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's record's
         trained = read_results()["cells"].get(name, {})
