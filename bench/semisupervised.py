@@ -220,16 +220,20 @@ def alpha_name(alpha: float, vaekit_default: bool) -> str:
     return "α 0.2, the paper's balance" if math.isclose(alpha, PAPERS_BALANCE) else f"α {alpha:g}"
 
 
-def cell_recipe(args, sigma: float, alpha: float | None, classifier: list[int] | None, balance: float = 0.0) -> list[str]:
+def cell_recipe(
+    args, sigma: float, alpha: float | None, classifier: list[int] | None, balance: float = 0.0, auxiliary: int = 0
+) -> list[str]:
     """``vaekit train``'s flags for the cell (M2 on the pixels, or on M1's codes with p(z1|y, z2)'s scale
     ``sigma``), with ``--alpha`` where it is not vaekit's default (None), ``--classifier-hidden`` where
-    the classifier is not the encoder's size (None) and ``--class-balance`` where it is on."""
+    the classifier is not the encoder's size (None), ``--class-balance`` where it is on and
+    ``--auxiliary-dim`` where the model has an auxiliary variable (the ADGM)."""
     if args.what == "m1m2":
         recipe = ["--on-codes", str(RUNS / m1_name(args)), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{sigma:g}"]
     else:
         recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
     recipe += [] if classifier is None else ["--classifier-hidden", *map(str, classifier)]
     recipe += ["--class-balance", f"{balance:g}"] if balance else []
+    recipe += ["--auxiliary-dim", str(auxiliary)] if auxiliary else []
     return recipe + ([] if alpha is None else ["--alpha", f"{alpha:.10g}"])
 
 
@@ -240,10 +244,11 @@ def run_m2(args) -> None:
         f"-classifier{'x'.join(map(str, args.classifier_hidden))}" if args.classifier_hidden else ""
     )
     variant_name += f"-balance{args.class_balance:g}" if args.class_balance else ""
+    variant_name += f"-auxiliary{args.auxiliary_dim}" if args.auxiliary_dim else ""
     name = args.run_name or f"{args.what}{variant_name}-{args.labels}-s{args.seed}"
     out = RUNS / name
     asked_alpha = recipe_alpha(args.what) if args.alpha is None else args.alpha
-    recipe = cell_recipe(args, args.sigma, asked_alpha, args.classifier_hidden, args.class_balance)
+    recipe = cell_recipe(args, args.sigma, asked_alpha, args.classifier_hidden, args.class_balance, args.auxiliary_dim)
     started = time.time()
     if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's record's
         trained = read_results()["cells"].get(name, {})
@@ -261,7 +266,8 @@ def run_m2(args) -> None:
     alpha, sigma = config["train"]["alpha"], config["model"]["likelihood_scale"]
     vaekit_default = math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels)
     classifier, balance = config["model"].get("classifier_hidden"), config["train"].get("class_balance", 0.0)
-    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier, balance)
+    auxiliary = config["model"].get("auxiliary_dim", 0)
+    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier, balance, auxiliary)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
     variant += [f"on {m1_kind(args)}"] if on_other_m1 else []
     variant += [] if classifier is None else [f"classifier {'-'.join(map(str, classifier))}"]
@@ -269,10 +275,11 @@ def run_m2(args) -> None:
     wanted = recipe_alpha(args.what)
     if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
         variant.append(alpha_name(alpha, vaekit_default))  # an α other than the recipe's
-    model = "M2"
+    variant += [f"a of {auxiliary}"] if auxiliary else []
+    model = "ADGM" if auxiliary else "M2"
     if on_codes:  # runs before codes were drawn z1 ~ q(z1|x) at every step trained on the posterior means
         drawn = json.loads((out / "data.json").read_text())["codes"].get("draw", False)
-        model = "M1+M2" if drawn else "M1+M2 on M1's posterior means"
+        model = f"M1+{model}" + ("" if drawn else " on M1's posterior means")
     model += f" ({', '.join(variant)})" if variant else ""
     record = {
         "model": model,
@@ -290,6 +297,8 @@ def run_m2(args) -> None:
     }
     if balance:
         record["class_balance"] = balance
+    if auxiliary:
+        record["auxiliary_dim"] = auxiliary
     if budget_stopped is not None:
         record["stopped_by_budget"] = budget_stopped  # else early stopping, --epochs or a Ctrl-C ended it
     record["early_stopped"] = len(rows) - record["best_epoch"] >= config["train"]["patience"]  # False: stopped before
@@ -387,6 +396,10 @@ def main() -> None:
         p.add_argument("--sigma", type=float, default=M1M2_SIGMA, help=f"m1m2: p(z1|y, z2)'s scale (default {M1M2_SIGMA:g})")
         p.add_argument("--alpha", type=float, help="the labelled examples' classification weight (default: the recipe's, recipe_alpha)")
         p.add_argument("--class-balance", type=float, default=0.0, help="m2, m1m2: γ of KL(q̄(y) ‖ p(y)) (train --class-balance; 0: off)")
+        p.add_argument(
+            "--auxiliary-dim", type=int, default=0,
+            help="m2, m1m2: an auxiliary variable a of this size, Maaløe et al. 2016's ADGM (train --auxiliary-dim; 0: M2)",
+        )  # fmt: skip
         p.add_argument("--only", nargs="+", metavar="WORD", help="baselines: only the estimators whose names hold one of these words")
         p.set_defaults(fn=fn)
     sub.add_parser("table").set_defaults(fn=table)

@@ -397,3 +397,99 @@ def test_encoding_pairs_reads_each_example_once_and_equals_encoding_the_repeated
     pairs, repeated = model.encode_pairs(x, rows, classes), model.encode(x[rows], classes)
     torch.testing.assert_close(pairs.mean, repeated.mean)
     torch.testing.assert_close(pairs.stddev, repeated.stddev)
+
+
+# The auxiliary variable (Maaløe et al. 2016's ADGM): q(a|x) and p(a|x, y, z), the classifier and the encoder reading a.
+
+
+def small_adgm(d=5, latent=2, auxiliary=3, seed=0):
+    torch.manual_seed(seed)
+    config = ModelConfig(kind="m2", input_shape=(d,), latent_dim=latent, hidden=(16,), context_dim=K, auxiliary_dim=auxiliary)
+    return build_model(config).double().eval()
+
+
+def test_auxiliary_bound_is_the_sum_over_classes_of_its_terms_written_by_hand():
+    model = small_adgm()
+    x = torch.rand(4, 5, dtype=torch.float64)
+    zeros = Draws(noise=torch.zeros(1, 1, 2, dtype=torch.float64))  # z at q(z|a, x, y)'s mean; a one draw
+    torch.manual_seed(7)
+    terms = SemiSupervisedBound(alpha=0.0)(model, Batch(x, x), draws=zeros)
+    torch.manual_seed(7)
+    qa = model.encode_auxiliary(x)
+    a = qa.rsample()  # (B, A): the objective's draw
+    q = model.classify(x, a).probs  # q(y|a, x) (B, K)
+    bounds = []
+    for k in range(K):
+        y = torch.full((4,), k)
+        qz = model.encode(x, y, a)
+        z = qz.mean
+        one_hot = torch.nn.functional.one_hot(y, K).double()
+        pa = model.auxiliary.prior(model.auxiliary.prior_network(torch.cat([x, one_hot, z], 1)))  # p(a|x, y, z)
+        kl_z = torch.distributions.kl_divergence(qz, model.prior())
+        bounds.append(model.decode(z, y).log_prob(x) - kl_z - math.log(K) + pa.log_prob(a) - qa.log_prob(a))
+    by_hand = (q * torch.stack(bounds, 1)).sum(1) - (q * q.log()).sum(1)  # Σ_y q(y|a, x) L(x, y, a) + H(q(y|a, x))
+    torch.testing.assert_close(-terms.neg_elbo, by_hand)
+    labelled = SemiSupervisedBound(alpha=0.0)(model, Batch(x, x, context=torch.full((4,), 1)), draws=zeros)
+    assert not torch.allclose(labelled.neg_elbo, -bounds[1])  # a fresh draw of a: the labelled bound at another a
+    torch.manual_seed(7)
+    again = SemiSupervisedBound(alpha=0.0)(model, Batch(x, x, context=torch.full((4,), 1)), draws=zeros)
+    torch.testing.assert_close(again.neg_elbo, -bounds[1])  # L(x, y, a) itself at the same draw
+
+
+def test_auxiliary_bound_is_below_log_p_x_and_a_changes_neither_p_x_nor_the_decoder():
+    """p(a|x, y, z) integrates to one, so log p(x) is M2's: quadrature over a 1-d z; the bound's mean over
+    draws of a and z stays below it."""
+    model = small_adgm(d=3, latent=1, seed=1)
+    x = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    z = torch.linspace(-8, 8, 4001, dtype=torch.float64)[:, None]
+    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z[:, 0])
+    per_class = []
+    for k in range(K):
+        px = model.decode(z, torch.full((len(z),), k))
+        log_joint = torch.stack([px.log_prob(row.expand(len(z), -1)) for row in x]) + log_pz
+        per_class.append(torch.logsumexp(log_joint, 1) + math.log(z[1, 0] - z[0, 0]) - math.log(K))
+    log_px = torch.logsumexp(torch.stack(per_class, 1), 1)  # (B,)
+    repeats = x.repeat_interleave(4000, 0)  # a drawn 4000 times per example
+    noise = torch.randn(16, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.manual_seed(0)
+    terms = SemiSupervisedBound(alpha=0.0)(model, Batch(repeats, repeats), draws=Draws(noise=noise))
+    bound = -terms.neg_elbo.view(2, -1).mean(1)
+    stderr = terms.neg_elbo.view(2, -1).std(1) / math.sqrt(4000)
+    assert (bound + 3 * stderr < log_px).all() and (log_px - bound < 20).all()
+
+
+def test_auxiliary_variable_reaches_training_and_only_an_m2_model_on_flat_inputs_has_one(tmp_path, capsys):
+    model = small_adgm().train()
+    x = torch.rand(4, 5, dtype=torch.float64)
+    SemiSupervisedBound()(model, Batch(x, x, context=torch.tensor([0, -1, 2, -1]))).loss.sum().backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.auxiliary.parameters())  # q(a|x) and p(a|x, y, z) both learn
+    model.eval()
+    with torch.no_grad():  # the views read E_q[a|x]: deterministic
+        torch.testing.assert_close(model.classify(x).probs, model.classify(x, model.encode_auxiliary(x).mean).probs)
+        y, mean = torch.zeros(4, dtype=torch.long), model.encode_auxiliary(x).mean
+        torch.testing.assert_close(model.encode(x, y).mean, model.encode(x, y, mean).mean)
+        assert not torch.allclose(model.encode(x, y).mean, model.encode(x, y, mean + 1).mean)  # the encoder reads a
+    with pytest.raises(ConfigError, match="flat network"):
+        build_model(ModelConfig(kind="m2", input_shape=(1, 8, 8), arch="conv", hidden=(4,), context_dim=K, auxiliary_dim=3))
+    assert run_cli("train", "--auxiliary-dim", "4", "--out", tmp_path / "vae", expect=2)
+    assert "--model m2" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="no auxiliary variable"):
+        small_m2().encode_auxiliary(x)
+
+
+def test_adgm_trains_saves_and_every_command_reads_its_auxiliary_variable(tmp_path, capsys):
+    out = tmp_path / "adgm"
+    run_cli("train", "--model", "m2", "--auxiliary-dim", "8", "--labelled", "50", "--epochs", "2", "--latent-dim", "4", "--hidden", "64",
+            "--out", out)  # fmt: skip
+    run = vaekit.load(out)
+    assert run.model.auxiliary is not None and run.model.auxiliary.size == 8
+    run_cli("classify", out)
+    assert "accuracy" in capsys.readouterr().out
+    run_cli("evaluate", out, "--no-pca")
+    printed = capsys.readouterr().out
+    assert "test error" in printed and "labels summed out" in printed
+    run_cli("analogies", out, "-n", "3")
+    clf = VAEClassifier(epochs=1, auxiliary_dim=4, random_state=0).fit(
+        np.random.default_rng(0).normal(size=(60, 5)), np.tile([0, 1, -1], 20)
+    )
+    assert clf.model_.auxiliary.size == 4 and clf.predict_proba(np.zeros((2, 5))).shape == (2, 2)

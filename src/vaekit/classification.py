@@ -65,8 +65,10 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
     and through it the classifier q(y|x); ``predict_proba`` is q(y|x).
 
     latent_dim: size of the style z. hidden: MLP hidden sizes (the encoder's, the decoder's and, unless
-        ``classifier_hidden`` is given, the classifier's). activation: hidden activation. likelihood:
-        p(x|y, z) (``gaussian-shared``: a learned scale per column; any name of ``vaekit.models.LIKELIHOODS``).
+        ``classifier_hidden`` is given, the classifier's). auxiliary_dim: size of an auxiliary variable a
+        (Maaløe et al. 2016's ADGM; 0: none, M2 itself); ``predict_proba`` is then q(y|a, x) at E[a|x].
+        activation: hidden activation. likelihood: p(x|y, z) (``gaussian-shared``: a learned scale per
+        column; any name of ``vaekit.models.LIKELIHOODS``).
     epochs, batch_size, lr: training (Adam). alpha: weight of a labelled row's classification loss (None:
         the paper's 0.1 × rows / labelled rows). class_balance: γ of KL(mean q(y|x) ‖ p(y)) over each
         batch's unlabelled rows (0: off; ``TrainConfig.class_balance``). The best epoch is the one with
@@ -84,6 +86,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         latent_dim: int = 8,
         hidden: tuple[int, ...] = (64,),
         classifier_hidden: tuple[int, ...] | None = None,
+        auxiliary_dim: int = 0,
         activation: str = "relu",
         likelihood: str = "gaussian-shared",
         epochs: int = 50,
@@ -98,6 +101,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.classifier_hidden = classifier_hidden
+        self.auxiliary_dim = auxiliary_dim
         self.activation = activation
         self.likelihood = likelihood
         self.epochs = epochs
@@ -149,6 +153,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
                 latent_dim=self.latent_dim,
                 hidden=tuple(self.hidden),
                 classifier_hidden=None if self.classifier_hidden is None else tuple(self.classifier_hidden),
+                auxiliary_dim=self.auxiliary_dim,
                 activation=self.activation,
                 likelihood=self.likelihood,
             ),  # fmt: skip

@@ -194,6 +194,8 @@ class ModelConfig:
     classifier_hidden: the hidden sizes of an ``m2`` model's classifier q(y|x) (None: ``hidden``, as the
         encoder's); the classifier runs once per example where the bound runs once per (example, class),
         so a deeper classifier costs little.
+    auxiliary_dim: the size of an ``m2`` model's auxiliary variable a (Maaløe et al. 2016's ADGM:
+        q(a|x) and p(a|x, y, z), the classifier and the encoder reading a beside x); 0: none, M2 itself.
     activation: a name of ``ACTIVATIONS`` (``identity``: a linear model).
     conv_dense: width of the dense layer between the conv stack and the latent (0: none).
     likelihood: p(x|z), a name of ``LIKELIHOODS``.
@@ -260,6 +262,12 @@ class ModelConfig:
     classifier_hidden: tuple[int, ...] | None = field(
         default=None,
         metadata=flag("hidden sizes of the m2 classifier q(y|x) (default: --hidden)", metavar="H"),
+    )
+    auxiliary_dim: int = field(
+        default=0,
+        metadata=flag(
+            "size of the m2 model's auxiliary variable a: Maaløe et al. 2016's ADGM (0: none, M2 itself) ({default})", metavar="A"
+        ),
     )
     activation: str = field(default="relu", metadata=flag("{names} ({default})", choices="activations", metavar="NAME"))
     conv_dense: int = field(default=0, metadata=flag("dense layer width between conv stack and latent, 0: none ({default})"))
@@ -758,6 +766,7 @@ def validate(config: RunConfig) -> None:
             m.classifier_hidden is None or all(h >= 1 for h in m.classifier_hidden),
             f"classifier hidden sizes must be positive, got {m.classifier_hidden}",
         ),
+        (m.auxiliary_dim >= 0, f"auxiliary dim must be >= 0, got {m.auxiliary_dim}"),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),
         (m.prior_components >= 1, f"prior components must be at least 1, got {m.prior_components}"),
         (m.flow_steps >= 1, f"flow steps must be at least 1, got {m.flow_steps}"),

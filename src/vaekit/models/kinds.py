@@ -10,11 +10,14 @@ autoencoder; ``m2`` is the semi-supervised VAE of Kingma et al. 2014. A new kind
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 from vaekit.errors import ConfigError
+from vaekit.models.auxiliary import AuxiliaryVariable
 from vaekit.models.classifier import Classifier
 from vaekit.models.condition import LabelCondition
+from vaekit.models.networks import ENCODERS
 from vaekit.models.posteriors import DeterministicPosterior, GaussianPosterior
 from vaekit.models.priors import PRIORS, StandardNormalPrior
 from vaekit.registry import Registry
@@ -80,7 +83,10 @@ class SemiSupervised(ModelKind):
     labelled data (-1 marks an unlabelled example) by the ``m2`` objective, which sums y out of the
     unlabelled examples' bound. The model is the conditional VAE on the class label (one-hot y beside
     x in the encoder and beside z in the decoder) with a classifier q(y|x) (``Classifier``: the
-    ``arch`` network and K logits) and the standard normal prior on z; p(y) is uniform."""
+    ``arch`` network and K logits) and the standard normal prior on z; p(y) is uniform.
+
+    With ``auxiliary_dim`` A > 0 it is Maaløe et al. 2016's ADGM (``vaekit.models.auxiliary``): q(a|x)
+    and p(a|x, y, z) are added, and the classifier and the encoder read a draw of a beside x."""
 
     posterior = GaussianPosterior.name
     condition = LabelCondition.name
@@ -94,7 +100,19 @@ class SemiSupervised(ModelKind):
             raise ConfigError(f"--model m2 has the standard normal prior p(z); it cannot take --prior {config.prior}")
         if config.flow != "none" or config.latent_layers:
             raise ConfigError("--model m2 has one Gaussian latent layer: no --flow, one --latent-dim")
+        network = ENCODERS[config.arch]
+        if config.auxiliary_dim and (network.needs_images or network.reads_tokens):
+            raise ConfigError(
+                f"--auxiliary-dim needs a flat network (--arch mlp or gated); the {config.arch} network's inputs are not a vector"
+            )
 
     @classmethod
     def parts(cls, config: ModelConfig) -> dict[str, nn.Module]:
-        return {"classifier": Classifier.from_config(config)}
+        """The classifier q(y|x) (on [x, a] with an auxiliary variable) and the auxiliary variable's parts."""
+        if not config.auxiliary_dim:
+            return {"classifier": Classifier.from_config(config)}
+        wider = (math.prod(config.input_shape) + config.auxiliary_dim,)
+        return {
+            "classifier": Classifier.from_config(dataclasses.replace(config, input_shape=wider)),
+            "auxiliary": AuxiliaryVariable.from_config(config),
+        }

@@ -17,6 +17,7 @@ from torch.distributions import Categorical, Distribution
 
 from vaekit.config import ModelConfig, RunConfig, validate
 from vaekit.errors import ConfigError
+from vaekit.models.auxiliary import AuxiliaryVariable
 from vaekit.models.classifier import Classifier
 from vaekit.models.condition import CONDITIONS, Condition
 from vaekit.models.contract import Context, LatentSpec, Model
@@ -38,7 +39,9 @@ class LatentVariableModel(nn.Module, Model):
 
     A conditional model (``condition`` not None) takes a context with each: q(z|x, y), p(x|z, y) and
     p(y) or p(z|y) (``vaekit.models.condition``); an unconditional model ignores a context.
-    A semi-supervised model (``classifier`` not None) also gives q(y|x) (``classify``).
+    A semi-supervised model (``classifier`` not None) also gives q(y|x) (``classify``); with an auxiliary
+    variable a (``auxiliary`` not None, the ADGM) the classifier and the encoder read a beside x: a draw
+    a ~ q(a|x) where one is given, else its mean, so every view and command reads a deterministic a.
 
     Its ``latent`` declaration is read from the parts: the posterior head (layers, density,
     factorisation, Gaussian layers, closed-form family), the prior (closed-form KL, Gaussian, conditional)
@@ -55,6 +58,7 @@ class LatentVariableModel(nn.Module, Model):
         config: ModelConfig,
         condition: Condition | None = None,
         classifier: Classifier | None = None,
+        auxiliary: AuxiliaryVariable | None = None,
     ):
         super().__init__()
         self.encoder, self.posterior = encoder, posterior
@@ -63,6 +67,7 @@ class LatentVariableModel(nn.Module, Model):
         self.config = config
         self.condition = condition
         self.classifier = classifier
+        self.auxiliary = auxiliary
 
     @property
     def latent_dim(self) -> int:
@@ -108,29 +113,50 @@ class LatentVariableModel(nn.Module, Model):
         """K, the classes of a semi-supervised model's classifier; 0 for a model without one."""
         return 0 if self.classifier is None else self.classifier.classes
 
-    def classify(self, x: torch.Tensor) -> Categorical:
-        """q(y|x): batch (B,) over the ``classes`` classes (a semi-supervised model's)."""
+    def classify(self, x: torch.Tensor, a: torch.Tensor | None = None) -> Categorical:
+        """q(y|x) (with an auxiliary variable, q(y|a, x) at ``a`` (B, A), by default E_q[a|x]): batch (B,)
+        over the ``classes`` classes (a semi-supervised model's)."""
         if self.classifier is None:
             raise ConfigError("this model has no classifier q(y|x); train one with --model m2")
-        return self.classifier(x)
+        if self.auxiliary is None:
+            return self.classifier(x)
+        return self.classifier(torch.cat([x.flatten(1), self._auxiliary(x, a)], 1))
 
-    def encode(self, x: torch.Tensor, context: Context = None) -> Distribution:
-        """q(z|x) (or q(z|x, y)): batch (B,), event (L,)."""
-        return self.posterior(self.encoder(self._with_context(x, context)))
+    def encode_auxiliary(self, x: torch.Tensor) -> Distribution:
+        """q(a|x) of a model with an auxiliary variable: batch (B,), event (A,)."""
+        if self.auxiliary is None:
+            raise ConfigError("this model has no auxiliary variable; train one with --model m2 --auxiliary-dim A")
+        return self.auxiliary.encode(x)
 
-    def encode_pairs(self, x: torch.Tensor, rows: torch.Tensor, context: torch.Tensor) -> Distribution:
-        """q(z|x, y) of (example, context) pairs: examples x (B, *shape), rows (M,) into them, a context per
-        pair (M,) or (M, K): batch (M,). The same as ``encode(x[rows], context)``; a flat encoder reads each
-        example once (``Encoder.with_extra_inputs``), so an example with each of K classes costs less than K examples."""
+    def _auxiliary(self, x: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
+        """``a`` (B, A), or E_q[a|x] where it is None."""
+        return self.auxiliary.encode(x).mean if a is None else a
+
+    def encode(self, x: torch.Tensor, context: Context = None, a: torch.Tensor | None = None) -> Distribution:
+        """q(z|x) (or q(z|x, y), or q(z|a, x, y) at ``a`` (B, A), by default E_q[a|x]): batch (B,), event (L,)."""
+        return self.posterior(self.encoder(self._encoder_input(x, context, a)))
+
+    def encode_pairs(self, x: torch.Tensor, rows: torch.Tensor, context: torch.Tensor, a: torch.Tensor | None = None) -> Distribution:
+        """q(z|x, y) (or q(z|a, x, y), ``a`` (B, A) as in ``encode``) of (example, context) pairs: examples x
+        (B, *shape), rows (M,) into them, a context per pair (M,) or (M, K): batch (M,). The same as
+        ``encode(x[rows], context, a[rows])``; a flat encoder reads each example once (``Encoder.with_extra_inputs``),
+        so an example with each of K classes costs less than K examples."""
         if self.condition is None or self.encoder.needs_images:
-            return self.encode(x[rows], context)
-        y = self.condition(context, rows.shape).to(x.dtype)  # (M, K)
-        return self.posterior(self.encoder.with_extra_inputs(x.flatten(1), rows, y))
+            return self.encode(x[rows], context, None if a is None else a[rows])
+        extra = self.condition(context, rows.shape).to(x.dtype)  # (M, K)
+        if self.auxiliary is not None:
+            extra = torch.cat([extra, self._auxiliary(x, a)[rows]], 1)  # (M, K + A)
+        return self.posterior(self.encoder.with_extra_inputs(x.flatten(1), rows, extra))
 
     def encode_top(self, x: torch.Tensor, context: Context = None) -> Distribution:
         """q(z_top|x): the posterior of the layer the prior's top p(z_L) is over (a VampPrior's
         components); q(z|x) itself for a one-layer model."""
-        return self.posterior.top(self.encoder(self._with_context(x, context)))
+        return self.posterior.top(self.encoder(self._encoder_input(x, context)))
+
+    def _encoder_input(self, x: torch.Tensor, context: Context, a: torch.Tensor | None = None) -> torch.Tensor:
+        """x with the context beside it (``_with_context``), and with an auxiliary variable ``a`` or E_q[a|x] (B, D + K + A)."""
+        h = self._with_context(x, context)
+        return h if self.auxiliary is None else torch.cat([h, self._auxiliary(x, a)], 1)
 
     def _with_context(self, x: torch.Tensor, context: Context) -> torch.Tensor:
         """The encoder's input: x, or for a conditional model x with the context y (B, K) beside it."""
@@ -237,11 +263,15 @@ def build_model(config: ModelConfig) -> LatentVariableModel:
         decoder = posterior.build_decoder(config, likelihood.params_per_output, extra=k)
         prior = HierarchicalPrior.from_config(config)
         return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition)
-    classifier = kind.parts(config).get("classifier")
+    parts = kind.parts(config)
+    if config.auxiliary_dim:  # the encoder reads [x, y, a]
+        encoder_config = dataclasses.replace(encoder_config, input_shape=(encoder_config.input_shape[0] + config.auxiliary_dim,))
     encoder = ENCODERS[config.arch].from_config(encoder_config)
     decoder = DECODERS[config.arch].from_config(dataclasses.replace(config, latent_dim=config.latent_dim + k), likelihood.params_per_output)
     posterior = POSTERIORS[kind.posterior].from_config(config, encoder.out_features)
     if config.flow != "none":
         posterior = FlowPosterior.from_config(config, encoder.out_features, posterior)
     prior = PRIORS[config.prior].from_config(config)
-    return LatentVariableModel(encoder, posterior, decoder, likelihood, prior, config, condition, classifier)
+    return LatentVariableModel(
+        encoder, posterior, decoder, likelihood, prior, config, condition, parts.get("classifier"), parts.get("auxiliary")
+    )

@@ -14,6 +14,11 @@ classifier also learns from the labels directly. The K classes of an unlabelled 
 class of a labelled example are one batch of (example, class) pairs through the encoder and decoder:
 one pass, no loop over classes.
 
+With an auxiliary variable a (Maaløe et al. 2016's ADGM, ``vaekit.models.auxiliary``), one draw
+a ~ q(a|x) per example is shared by its classes: L(x, y) gains log p(a|x, y, z) − log q(a|x), and the
+classifier and the encoder read a: U(x) = Σ_y q(y|a, x) L(x, y, a) + H(q(y|a, x)), a bound on log p(x)
+in expectation over a. The error is that of the classifier at E_q[a|x], the prediction vaekit makes.
+
 An optional term, not the paper's, weighs γ·KL(q̄(y) ‖ p(y)): q̄(y) the mean of q(y|x) over the batch's
 unlabelled examples. The bound constrains each q(y|x) against p(y) but not their aggregate, so with
 few labels q(y|x) can hand a whole cluster of one class to another (MNIST, 100 labels: 311 of 1,009
@@ -50,9 +55,10 @@ class SemiSupervisedBound(Objective):
     Terms (B,): ``neg_elbo`` = −L(x, y) of a labelled example (a bound on −log p(x, y)), −U(x) of an
     unlabelled one (on −log p(x)); ``reconstruction`` and ``kl`` its two parts (for an unlabelled
     example averaged over q(y|x), with KL(q(y|x) ‖ p(y)) in ``kl``; for a labelled one −log p(y) in
-    ``kl``); ``classification`` = −log q(y|x) and ``error`` = [argmax q(y|x) ≠ y] of the labelled
-    examples, scaled by B / (labelled examples in the batch) so that a batch's mean is the labelled
-    examples' mean (0 for an unlabelled one). A batch without labels (``context`` None) is all unlabelled.
+    ``kl``; with an auxiliary variable, ``kl`` also holds log q(a|x) − log p(a|x, y, z));
+    ``classification`` = −log q(y|x) and ``error`` = [argmax q(y|x) ≠ y] of the labelled examples, scaled
+    by B / (labelled examples in the batch) so that a batch's mean is the labelled examples' mean (0 for
+    an unlabelled one). A batch without labels (``context`` None) is all unlabelled.
     """
 
     terms = (*ELBOTerms.names, "classification", "error")
@@ -92,12 +98,16 @@ class SemiSupervisedBound(Objective):
 
     def forward(self, model, batch, *, beta: float | torch.Tensor | None = None, draws: Draws = FRESH) -> ELBOTerms:
         beta = self.beta if beta is None else beta
-        qy = model.classify(batch.inputs)  # batch (B,), K classes
+        qa = None if model.auxiliary is None else model.encode_auxiliary(batch.inputs)  # q(a|x), batch (B,)
+        a = None if qa is None else qa.rsample()  # (B, A), one draw shared by the example's classes
+        qy = model.classify(batch.inputs, a)  # batch (B,), K classes
         log_qy = qy.logits  # (B, K) normalised log-probabilities
         y = batch.context if batch.context is not None else torch.full(log_qy.shape[:1], -1, device=log_qy.device)
         known = batch.labelled if batch.labelled is not None else y >= 0  # (B,)
         rows, classes, pairs_of = example_class_pairs(known, y, model.classes)  # (M,), (M,)
-        rec, kl, error_sq = pair_terms(model, batch, rows, classes, draws)  # (M,) each
+        rec, kl, error_sq, log_pa = pair_terms(model, batch, rows, classes, draws, a)  # (M,) each
+        if a is not None:
+            kl = kl + qa.log_prob(a)[rows] - log_pa  # log q(a|x) − log p(a|x, y, z)
         kl = kl + math.log(model.classes)  # −log p(y), uniform p(y)
         unlabelled = pairs_of.shape[0]
         n_known = len(rows) - unlabelled * model.classes
@@ -115,7 +125,8 @@ class SemiSupervisedBound(Objective):
             loss = loss + (~known) * (self.balance * marginal_kl(q_u) * len(known) / unlabelled)
         scale = len(known) / known.sum().clamp(min=1)  # a batch's mean over the labelled examples
         nll = torch.where(known, -log_qy.gather(1, y.clamp(min=0)[:, None])[:, 0], torch.zeros_like(loss))  # −log q(y|x) (B,)
-        wrong = (log_qy.argmax(-1) != y) & known
+        predicted = log_qy if a is None else model.classify(batch.inputs, qa.mean).logits  # at E_q[a|x]
+        wrong = (predicted.argmax(-1) != y) & known
         extra = {"classification": nll * scale, "error": wrong.to(loss.dtype) * scale}
         error = None if error_sq is None else scatter_mean(error_sq, known, n_known, q_u)
         return ELBOTerms(loss=loss + self.alpha * nll, reconstruction=reconstruction, kl=kl_all, squared_error=error, extra=extra)
@@ -139,21 +150,26 @@ def example_class_pairs(known: torch.Tensor, y: torch.Tensor, classes: int) -> t
     return rows, labels, unlabelled_rows
 
 
-def pair_terms(model, batch, rows: torch.Tensor, classes: torch.Tensor, draws: Draws):
+def pair_terms(model, batch, rows: torch.Tensor, classes: torch.Tensor, draws: Draws, a: torch.Tensor | None = None):
     """E_q[log p(x|y, z)] and KL(q(z|x, y) ‖ p(z)) (M,) of each (example, class) pair, one batched pass;
-    also E_q ||x − E[x|y, z]||² where the draws ask for it."""
+    also E_q ||x − E[x|y, z]||² where the draws ask for it (else None). With the auxiliary variable's draw
+    ``a`` (B, A): q(z|a, x, y), and E_q[log p(a|x, y, z)] (M,) (else None)."""
     target = batch.target[rows]  # (M, *shape)
-    q = model.encode_pairs(batch.inputs, rows, classes)  # each example read once by the encoder's first layer
+    q = model.encode_pairs(batch.inputs, rows, classes, a)  # each example read once by the encoder's first layer
     p = model.prior()
     kl = closed_form_kl(q, p)  # the Gaussian posterior against N(0, I): closed form
     total = sample_count(1, draws)
-    rec_sum = error_sum = 0.0
+    rec_sum = error_sum = log_pa_sum = 0.0
+    y = None if a is None else model.condition(classes, rows.shape).to(a.dtype)  # (M, K)
     for _, z in chunks(q, total, draws):
         px = model.decode(z, classes)  # batch (c, M)
         rec_sum = rec_sum + px.log_prob(target).sum(0)
+        if a is not None:
+            log_pa_sum = log_pa_sum + model.auxiliary.log_prior(a, batch.inputs, rows, y, z).sum(0)
         if draws.squared_error:
             error_sum = error_sum + squared_error(px, target).sum(0)
-    return rec_sum / total, kl, (error_sum / total if draws.squared_error else None)
+    error = error_sum / total if draws.squared_error else None
+    return rec_sum / total, kl, error, (None if a is None else log_pa_sum / total)
 
 
 def scatter_mean(values: torch.Tensor, known: torch.Tensor, n_known: int, q_u: torch.Tensor) -> torch.Tensor:
