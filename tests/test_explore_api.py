@@ -165,13 +165,14 @@ def test_an_inverted_upload_matches_the_plain_one(explorers):
     np.testing.assert_allclose(plain["z"], inverted["z"], atol=1e-4)
 
 
-def test_a_semisupervised_upload_is_encoded_as_its_predicted_class(tmp_path):
+@pytest.mark.parametrize("auxiliary", [0, 4], ids=["m2", "adgm"])
+def test_a_semisupervised_upload_is_encoded_as_its_predicted_class(tmp_path, auxiliary):
     from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from vaekit.training import train
 
     config = RunConfig(
         data=DataConfig(source="digits", labelled=50),
-        model=ModelConfig(kind="m2", latent_dim=2, hidden=(32,)),
+        model=ModelConfig(kind="m2", latent_dim=2, hidden=(32,), auxiliary_dim=auxiliary),
         train=TrainConfig(epochs=2, threads=1),
     )
     run = train(config, tmp_path / "m2")
