@@ -52,10 +52,8 @@ def test_unlabelled_bound_is_the_sum_over_classes_written_by_hand():
     assert (terms.extra["classification"] == 0).all() and (terms.extra["error"] == 0).all()
 
 
-def test_the_bound_is_below_log_p_x_on_a_model_small_enough_to_integrate():
-    """log p(x) = log Σ_y p(y) ∫ p(z) p(x|y, z) dz by quadrature over a 1-d z; the bound's Monte Carlo mean stays below it."""
-    model = small_m2(d=3, latent=1, seed=1)
-    x = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+def log_px_by_quadrature(model, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log Σ_y p(y) ∫ p(z) p(x|y, z) dz (B,) of a model with a 1-d z, a Riemann sum on a fine grid."""
     z = torch.linspace(-8, 8, 4001, dtype=torch.float64)[:, None]  # (G, 1)
     log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z[:, 0])
     per_class = []
@@ -63,7 +61,14 @@ def test_the_bound_is_below_log_p_x_on_a_model_small_enough_to_integrate():
         px = model.decode(z, torch.full((len(z),), k))  # batch (G,)
         log_joint = torch.stack([px.log_prob(row.expand(len(z), -1)) for row in x]) + log_pz  # (B, G)
         per_class.append(torch.logsumexp(log_joint, 1) + math.log(z[1, 0] - z[0, 0]) - math.log(K))
-    log_px = torch.logsumexp(torch.stack(per_class, 1), 1)  # (B,)
+    return torch.logsumexp(torch.stack(per_class, 1), 1)
+
+
+def test_the_bound_is_below_log_p_x_on_a_model_small_enough_to_integrate():
+    """log p(x) = log Σ_y p(y) ∫ p(z) p(x|y, z) dz by quadrature over a 1-d z; the bound's Monte Carlo mean stays below it."""
+    model = small_m2(d=3, latent=1, seed=1)
+    x = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    log_px = log_px_by_quadrature(model, x)
     noise = torch.randn(20000, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     bound = -SemiSupervisedBound(alpha=0.0)(model, Batch(x, x), draws=Draws(noise=noise)).neg_elbo
     assert (bound < log_px).all() and (log_px - bound < 20).all()
@@ -441,14 +446,7 @@ def test_auxiliary_bound_is_below_log_p_x_and_a_changes_neither_p_x_nor_the_deco
     draws of a and z stays below it."""
     model = small_adgm(d=3, latent=1, seed=1)
     x = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    z = torch.linspace(-8, 8, 4001, dtype=torch.float64)[:, None]
-    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z[:, 0])
-    per_class = []
-    for k in range(K):
-        px = model.decode(z, torch.full((len(z),), k))
-        log_joint = torch.stack([px.log_prob(row.expand(len(z), -1)) for row in x]) + log_pz
-        per_class.append(torch.logsumexp(log_joint, 1) + math.log(z[1, 0] - z[0, 0]) - math.log(K))
-    log_px = torch.logsumexp(torch.stack(per_class, 1), 1)  # (B,)
+    log_px = log_px_by_quadrature(model, x)
     repeats = x.repeat_interleave(4000, 0)  # a drawn 4000 times per example
     noise = torch.randn(16, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.manual_seed(0)
