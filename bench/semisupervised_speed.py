@@ -4,7 +4,8 @@ Times forward + backward + Adam of one step of 100 unlabelled and 100 labelled e
 the M2 recipe of bench/semisupervised.py: MLP 500, z 50, K = 10), against the plain VAE's step on the
 same 200 examples, and M2 with the encoder reading each (example, class) pair in full (the generic
 path) against reading each example once (``Encoder.with_extra_inputs``), and M2 with a confident
-classifier with subnormal floats kept against flushed to zero (``vaekit.threads``). One thread; run
+classifier with subnormal floats kept against flushed to zero (``vaekit.threads``), and the ADGM (M2 with
+an auxiliary variable a of 100, ``--auxiliary-dim 100``) against M2. One thread; run
 it on an idle machine.
 
     python bench/semisupervised_speed.py
@@ -52,10 +53,13 @@ def main() -> None:
     m2.encoder.with_extra_inputs = lambda x, rows, extra: Encoder.with_extra_inputs(m2.encoder, x, rows, extra)  # the generic join
     generic = step_seconds(m2, SemiSupervisedBound(alpha=5.0), Batch(x, x, context=labels))
     m2.encoder.with_extra_inputs = original
+    adgm = step_seconds(build_model(ModelConfig(kind="m2", context_dim=10, auxiliary_dim=100, **common)), SemiSupervisedBound(alpha=5.0),
+                        Batch(x, x, context=labels))  # fmt: skip
     print(f"plain VAE step (200 examples):              {1000 * plain:7.1f} ms")
     print(f"M2 step, each (example, class) pair encoded: {1000 * generic:7.1f} ms  ({generic / plain:.2f}x the VAE's)")
     print(f"M2 step, each example's first layer once:    {1000 * shared:7.1f} ms  ({shared / plain:.2f}x the VAE's)")
     print(f"reading each example once: {generic / shared:.2f}x faster")
+    print(f"ADGM step (a of 100):                        {1000 * adgm:7.1f} ms  ({adgm / shared:.2f}x M2's)")
     print("the floor: 100 x 10 + 100 = 1100 decoder rows against the VAE's 200, 5.5x")
     # a trained classifier is confident: q(y|x) of the wrong classes falls below float32's smallest
     # normal (1.2e-38), and the bound's gradient for those pairs, scaled by it, is subnormal throughout
