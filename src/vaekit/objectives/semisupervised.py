@@ -125,7 +125,11 @@ class SemiSupervisedBound(Objective):
             loss = loss + (~known) * (self.balance * marginal_kl(q_u) * len(known) / unlabelled)
         scale = len(known) / known.sum().clamp(min=1)  # a batch's mean over the labelled examples
         nll = torch.where(known, -log_qy.gather(1, y.clamp(min=0)[:, None])[:, 0], torch.zeros_like(loss))  # −log q(y|x) (B,)
-        predicted = log_qy if a is None else model.classify(batch.inputs, qa.mean).logits  # at E_q[a|x]
+        if a is None:
+            predicted = log_qy
+        else:
+            with torch.no_grad():  # a reported figure only: no graph for it
+                predicted = model.classify(batch.inputs, qa.mean).logits  # at E_q[a|x]
         wrong = (predicted.argmax(-1) != y) & known
         extra = {"classification": nll * scale, "error": wrong.to(loss.dtype) * scale}
         error = None if error_sq is None else scatter_mean(error_sq, known, n_known, q_u)
