@@ -341,7 +341,7 @@ def _channels_first(array: np.ndarray, where: str, layout: str | None) -> tuple[
         return array[:, None], None  # (N, 1, H, W)
     if array.ndim != 4:
         return array, None
-    layout = layout or _detect_layout(array.shape, where)
+    layout = layout or detect_layout(array.shape, where)
     if layout == "nhwc":
         return array.transpose(0, 3, 1, 2), layout  # (N, C, H, W)
     if layout != "nchw":
@@ -354,7 +354,7 @@ def _writable(array: np.ndarray) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
-def _detect_layout(shape: tuple[int, ...], where: str) -> str:
+def detect_layout(shape: tuple[int, ...], where: str) -> str:
     if shape[3] <= 4:
         return "nhwc"
     if shape[1] <= 4:

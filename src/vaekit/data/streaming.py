@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from vaekit.data.arrays import ARRAY_OPTIONS, _detect_layout, context_to_tensor, labels_to_tensor, read_npy_header, to_tensor
+from vaekit.data.arrays import ARRAY_OPTIONS, context_to_tensor, detect_layout, labels_to_tensor, read_npy_header, to_tensor
 from vaekit.data.base import BINARY, MAX_VALUES, REAL, SPLITS, UNIT, Dataset, DataSplits, check_partial_labels, describe, epoch_generator
 from vaekit.data.files import open_file
 from vaekit.data.preprocess import apply_standardize, check_options, check_stats, fit_standardize
@@ -383,7 +383,7 @@ def _open_source(files: list[Path], options: dict[str, Any], where: str) -> tupl
                 f"this one {s.array.dtype} {s.array.shape[1:]}"
             )
     input_dtype = "bool" if shards[0].is_bool else str(first.dtype)
-    layout = (options.get("layout") or _detect_layout(first.shape, where)) if first.ndim == 4 else None
+    layout = (options.get("layout") or detect_layout(first.shape, where)) if first.ndim == 4 else None
     stats = _scan(shards, where)
     is_uint8 = input_dtype == "uint8"
     if options.get("input_dtype") == input_dtype and options.get("divide_by") in (1.0, 255.0):

@@ -161,7 +161,7 @@ class MLPDecoder(Decoder):
         self.net[-1].bias.copy_(params.flatten())
 
 
-def _conv_sizes(size: int, stages: int) -> list[int]:
+def conv_sizes(size: int, stages: int) -> list[int]:
     """Spatial size after each stride-2 stage (kernel 3, padding 1): ceil(size / 2) each time."""
     sizes = [size]
     for _ in range(stages):
@@ -182,7 +182,7 @@ class ConvEncoder(Encoder):
         for out in channels:
             layers += [nn.Conv2d(c, out, kernel_size=3, stride=2, padding=1), activation(act)]
             c = out
-        hs, ws = _conv_sizes(h, len(channels)), _conv_sizes(w, len(channels))
+        hs, ws = conv_sizes(h, len(channels)), conv_sizes(w, len(channels))
         layers.append(nn.Flatten())
         features = c * hs[-1] * ws[-1]
         if dense:
@@ -249,7 +249,7 @@ class ConvDecoder(ImageDecoder):
         super().__init__()
         c_out, h, w = output_shape
         self.output_shape, self.k = output_shape, k
-        hs, ws = _conv_sizes(h, len(channels)), _conv_sizes(w, len(channels))
+        hs, ws = conv_sizes(h, len(channels)), conv_sizes(w, len(channels))
         rev = list(reversed(channels))
         layers = latent_to_grid(latent_dim, dense, act, (rev[0], hs[-1], ws[-1]), activate=True)
         for i, c in enumerate(rev):

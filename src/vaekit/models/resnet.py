@@ -4,7 +4,7 @@ Encoder: a 3x3 stem, then one pre-activation residual block per stage of ``hidde
 halving the size (stride 2; the skip path a strided 1x1 convolution), then flatten [-> dense].
 Decoder: the mirror: [dense ->] a linear map to the smallest feature map, then per stage a
 nearest-neighbour upsampling to exactly the encoder's size at that stage and a residual block, then
-a 3x3 convolution to the likelihood's parameters. Sizes follow ``networks._conv_sizes``, so odd
+a 3x3 convolution to the likelihood's parameters. Sizes follow ``networks.conv_sizes``, so odd
 sizes round-trip as in ``conv``.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from vaekit.models.networks import DECODERS, ENCODERS, Encoder, ImageDecoder, _conv_sizes, activation, check_image_shape, latent_to_grid
+from vaekit.models.networks import DECODERS, ENCODERS, Encoder, ImageDecoder, activation, check_image_shape, conv_sizes, latent_to_grid
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
@@ -54,7 +54,7 @@ class ResNetEncoder(Encoder):
         for out in channels:
             layers.append(ResidualBlock(c, out, act, stride=2))
             c = out
-        hs, ws = _conv_sizes(h, len(channels)), _conv_sizes(w, len(channels))
+        hs, ws = conv_sizes(h, len(channels)), conv_sizes(w, len(channels))
         layers += [activation(act), nn.Flatten()]
         features = c * hs[-1] * ws[-1]
         if dense:
@@ -84,7 +84,7 @@ class ResNetDecoder(ImageDecoder):
         super().__init__()
         c_out, h, w = output_shape
         self.output_shape, self.k = output_shape, k
-        hs, ws = _conv_sizes(h, len(channels)), _conv_sizes(w, len(channels))
+        hs, ws = conv_sizes(h, len(channels)), conv_sizes(w, len(channels))
         rev = list(reversed(channels))
         layers = latent_to_grid(latent_dim, dense, act, (rev[0], hs[-1], ws[-1]), activate=False)
         for i, c in enumerate(rev):
