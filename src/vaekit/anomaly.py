@@ -9,8 +9,6 @@ rows scored with it.
 
 from __future__ import annotations
 
-import contextlib
-import random
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
@@ -23,8 +21,8 @@ from vaekit.checkpoint import atomic_write_bytes
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data.base import REAL, Dataset, DataSplits, split_off
 from vaekit.errors import ConfigError, DataError
+from vaekit.estimators import StandardizedRows, train_in_memory
 from vaekit.evaluation import example_scores, has_decoder_mean, iw_log_likelihood
-from vaekit.training import train
 
 SCORES = ("neg-elbo", "iw-nll", "reconstruction")
 SCORE_LABELS = {
@@ -154,19 +152,7 @@ def score_histogram(
 
 
 # ----- scikit-learn-style detector -----------------------------------------------------------
-@contextlib.contextmanager
-def _caller_rng_kept():
-    """Keep the caller's torch, numpy and random states (training seeds all three)."""
-    np_state, py_state = np.random.get_state(), random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
-
-
-class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
+class VAEAnomalyDetector(StandardizedRows, OutlierMixin, BaseEstimator):
     """Unsupervised anomaly detector for tables and arrays: a VAE trained on the (standardised)
     rows of X, scoring each row by an anomaly score of ``vaekit.anomaly.anomaly_scores``.
 
@@ -242,16 +228,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Standardise X (N, D), train the VAE on its rows, and set ``threshold_`` so that the share
         ``contamination`` of the training rows is flagged. ``y`` is ignored. Returns self."""
-        from sklearn.utils import check_random_state
         from sklearn.utils.validation import validate_data
 
         self._check_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        self.seed_ = int(check_random_state(self.random_state).randint(2**31 - 1))
-        self.mean_ = X.mean(0) if self.standardize else np.zeros(X.shape[1])
-        std = X.std(0) if self.standardize else np.ones(X.shape[1])
-        self.scale_ = np.where(std > 1e-12, std, 1.0)
-        x = torch.from_numpy(self._standardized(X).astype(np.float32))  # (N, D)
+        x = self._fit_rows(X)  # (N, D)
         rows = Dataset(x)
         if self.valid_fraction > 0 and len(rows) >= 4:
             fit_rows, valid_rows = split_off(rows, self.valid_fraction, self.seed_)
@@ -278,18 +259,14 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 seed=self.seed_,
             ),
         )
-        with _caller_rng_kept():
-            run = train(config, None, data=data, device=self.device)  # in memory: no run directory
+        run = train_in_memory(config, data, self.device)
         self.model_ = run.model.double().eval()
         self.threshold_ = contamination_threshold(self._anomaly_scores(X), self.contamination)
         self.offset_ = -self.threshold_
         return self
 
-    def _standardized(self, X: np.ndarray) -> np.ndarray:
-        return (X - self.mean_) / self.scale_
-
     def _anomaly_scores(self, X: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(self._standardized(X).astype(np.float64))
+        x = self._rows(X, np.float64)
         scores = anomaly_scores(
             self.model_, Dataset(x), score=self.anomaly_score, samples=self.samples, iw_samples=self.iw_samples, seed=self.seed_
         )

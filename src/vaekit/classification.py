@@ -11,6 +11,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from vaekit.data.base import Dataset
+from vaekit.estimators import StandardizedRows, train_in_memory
 from vaekit.evaluation import in_eval_mode
 
 
@@ -58,7 +59,7 @@ def classify(model, data: Dataset, batch_size: int = 1000) -> Classification:
     return Classification(probabilities, probabilities.argmax(-1), data.y)
 
 
-class VAEClassifier(ClassifierMixin, BaseEstimator):
+class VAEClassifier(StandardizedRows, ClassifierMixin, BaseEstimator):
     """Semi-supervised classifier for tables and arrays: Kingma et al. 2014's M2 (``--model m2``) trained on
     the (standardised) rows of X and their labels y, where -1 marks an unlabelled row (scikit-learn's
     convention, as ``sklearn.semi_supervised``). The unlabelled rows teach the generative model p(x|y, z),
@@ -115,17 +116,14 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Standardise X (N, D) and train M2 on its rows, labelled by y (N,) (-1: unlabelled). Returns self."""
-        from sklearn.utils import check_random_state
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import validate_data
 
-        from vaekit.anomaly import _caller_rng_kept
         from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
         from vaekit.data.arrays import infer_value_range
         from vaekit.data.base import DataSplits
         from vaekit.models.kinds import SemiSupervised
         from vaekit.models.networks import MLPEncoder
-        from vaekit.training import train
 
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=2)
         check_classification_targets(y)
@@ -135,11 +133,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"VAEClassifier needs labelled rows of at least 2 classes, got {len(self.classes_)} class(es)")
         codes = np.full(len(y), -1, dtype=np.int64)
         codes[known] = np.searchsorted(self.classes_, y[known])
-        self.seed_ = int(check_random_state(self.random_state).randint(2**31 - 1))
-        self.mean_ = X.mean(0) if self.standardize else np.zeros(X.shape[1])
-        std = X.std(0) if self.standardize else np.ones(X.shape[1])
-        self.scale_ = np.where(std > 1e-12, std, 1.0)
-        x = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))  # (N, D)
+        x = self._fit_rows(X)  # (N, D)
         labels = torch.from_numpy(codes)
         rows = Dataset(x, labels)
         labelled = rows.subset(torch.from_numpy(np.flatnonzero(known)))  # the best epoch: the lowest error on them
@@ -166,8 +160,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
                 seed=self.seed_,
             ),
         )
-        with _caller_rng_kept():
-            run = train(config, None, data=DataSplits(rows, labelled, None, info), device=self.device)  # in memory
+        run = train_in_memory(config, DataSplits(rows, labelled, None, info), self.device)
         self.model_ = run.model.eval()
         return self
 
@@ -177,8 +170,7 @@ class VAEClassifier(ClassifierMixin, BaseEstimator):
 
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        x = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
-        return class_probabilities(self.model_, Dataset(x)).double().numpy()
+        return class_probabilities(self.model_, Dataset(self._rows(X))).double().numpy()
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (N,), one of ``classes_``."""

@@ -13,9 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json
-from vaekit.cli.common import add_data_dir_argument, add_output_argument, add_run_argument, load_run, output_path, positive_int, split_of
-from vaekit.cli.evaluate import check_data_shape, check_values
-from vaekit.data import dataset_names
+from vaekit.cli.common import (
+    add_data_dir_argument,
+    add_output_argument,
+    add_run_argument,
+    is_path,
+    load_run,
+    output_path,
+    positive_int,
+    read_examples,
+)
 from vaekit.data.base import class_names
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.examples import for_model
@@ -104,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     r = load_run(args)
     if args.score == "iw-nll" and r.model.latent.deterministic:
         raise ConfigError("--score iw-nll needs a VAE: a plain autoencoder has no likelihood; use neg-elbo or reconstruction")
-    examples, info, split_name = _examples(r, args.data, args.split)
+    examples, info, split_name = read_examples(r, args.data, args.split)
     labels = _labels(args, examples, info)
 
     def score(data, where: str, desc: str) -> tuple[np.ndarray, float]:
@@ -207,30 +214,6 @@ def _training_split(r):
         ) from None
 
 
-def _is_path(source: str) -> bool:
-
-    return source not in dataset_names()
-
-
-def _examples(r, source: str | None, split: str | None):
-    """The examples to score (a ``Dataset``), prepared with the run's saved preprocessing, the data info,
-    and the split's name. ``split`` None (no ``--split``): every example of a ``source`` path ("all"),
-    else ``split_of``'s default (test; the validation split of the run's own data without one)."""
-
-    if split is None and source and _is_path(source):
-        split = "all"
-    if split == "all":
-        examples = r.load_examples(source)
-        check_values(r, examples.x, source or r.config.data.source)
-        return examples, r.data_info, split  # prepared with the run's preprocessing: its class names apply
-    data = r.load_data(source)
-    check_data_shape(r, data)
-    examples, split = split_of(data, split, source)
-    if source:
-        check_values(r, examples.x, source)
-    return examples, data.info, split
-
-
 def _labels(args, examples, info) -> np.ndarray | None:
     """Boolean anomaly labels (N,) from --anomaly-classes (the examples' labels) or --labels (a file)."""
     if args.anomaly_classes:
@@ -270,10 +253,10 @@ def _source_tag(r, source: str | None) -> str:
     own = r.config.data.source
     if source is None or source == own:
         return ""
-    if not _is_path(source):
+    if not is_path(source):
         return source
     path = Path(source).expanduser()
-    if not _is_path(own) or path.resolve() != Path(own).expanduser().resolve():
+    if not is_path(own) or path.resolve() != Path(own).expanduser().resolve():
         return re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem if path.is_file() else path.name).strip("-.") or "data"
     return ""
 

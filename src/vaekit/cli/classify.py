@@ -9,7 +9,15 @@ import io
 from pathlib import Path
 
 from vaekit.checkpoint import atomic_write_bytes
-from vaekit.cli.common import add_data_dir_argument, add_output_argument, add_run_argument, load_run, output_path, positive_int
+from vaekit.cli.common import (
+    add_data_dir_argument,
+    add_output_argument,
+    add_run_argument,
+    load_run,
+    output_path,
+    positive_int,
+    read_examples,
+)
 from vaekit.data.base import class_names
 from vaekit.errors import ConfigError
 
@@ -52,12 +60,6 @@ def _common(p: argparse.ArgumentParser, default_name: str, splits: list[str] = S
     add_output_argument(p, default_name)
 
 
-def _examples(r, args):
-    from vaekit.cli.anomaly import _examples as examples_of
-
-    return examples_of(r, args.data, args.split)
-
-
 def run_classify(args: argparse.Namespace) -> int:
     from vaekit.classification import classify
     from vaekit.plotting import confusion_matrix, save_png
@@ -65,7 +67,7 @@ def run_classify(args: argparse.Namespace) -> int:
     r = load_run(args)
     if r.model.classifier is None:
         raise ConfigError(f"{args.run} has no classifier q(y|x): classify needs a semi-supervised run (vaekit train --model m2)")
-    examples, info, split = _examples(r, args)
+    examples, info, split = read_examples(r, args.data, args.split)
     labels = examples.y
     if labels is not None and len(labels) and (int(labels.min()) < -1 or int(labels.max()) >= r.model.classes):
         raise ConfigError(f"the {split} examples have labels outside 0..{r.model.classes - 1} (and -1 for unlabelled), the model's classes")

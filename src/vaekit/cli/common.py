@@ -1,4 +1,4 @@
-"""Pieces shared by the sub-commands: run loading, output paths, number parsing."""
+"""Pieces shared by the sub-commands: run loading, the examples a command reads, output paths, number parsing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from vaekit.data.tables import context_vector
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, DataError
 
 
 def positive_int(text: str) -> int:
@@ -130,6 +130,51 @@ def split_of(data, split: str | None, source: str | None = None) -> tuple[object
             raise ConfigError("the run's data has no test split; use --split valid (held out from training)")
         raise ConfigError(f"{source} has no test split; use --split all for every example")
     return {"train": data.train, "valid": data.valid, "test": data.test}[split], split
+
+
+def is_path(source: str) -> bool:
+    """Whether a --data ``source`` is a file or folder, not a dataset's name."""
+    from vaekit.data import dataset_names
+
+    return source not in dataset_names()
+
+
+def check_values(run, x, where: str) -> None:
+    """Refuse, in one line, examples outside the support of a likelihood of values in [0, 1] (bernoulli, ...)."""
+    from vaekit.models import LIKELIHOODS
+
+    if LIKELIHOODS[run.config.model.likelihood].support != "unit" or not isinstance(x, torch.Tensor) or not len(x):
+        return
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{where}: values lie in [{low:g}, {high:g}], but the model's {run.config.model.likelihood} likelihood takes values "
+            "in [0, 1]; scale the data as the model's training data was"
+        )
+
+
+def check_data_shape(run, data) -> None:
+    """Refuse, in one line, data whose examples are not of the shape the model was trained on."""
+    if tuple(data.shape) != tuple(run.model.input_shape):
+        raise DataError(f"the data has examples of shape {tuple(data.shape)}, but the model was trained on {tuple(run.model.input_shape)}")
+
+
+def read_examples(run, source: str | None, split: str | None):
+    """The examples a command reads (a ``Dataset``, prepared with the run's saved preprocessing), the data
+    info, and the split's name. ``split`` None (no ``--split``): every example of a ``source`` path ("all"),
+    else ``split_of``'s default (test; the validation split of the run's own data without one)."""
+    if split is None and source and is_path(source):
+        split = "all"
+    if split == "all":
+        examples = run.load_examples(source)
+        check_values(run, examples.x, source or run.config.data.source)
+        return examples, run.data_info, split  # prepared with the run's preprocessing: its class names apply
+    data = run.load_data(source)
+    check_data_shape(run, data)
+    examples, split = split_of(data, split, source)
+    if source:
+        check_values(run, examples.x, source)
+    return examples, data.info, split
 
 
 def add_layer_argument(p: argparse.ArgumentParser) -> None:

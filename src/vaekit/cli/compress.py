@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int
+from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int, read_examples
 from vaekit.threads import use_threads
 
 
@@ -77,7 +77,6 @@ class _Progress:
 def run_compress(args: argparse.Namespace) -> int:
     import math
 
-    from vaekit.cli.anomaly import _examples
     from vaekit.compression import check_model, compress
     from vaekit.compression.lossy import compress_lossy
     from vaekit.examples import for_model
@@ -85,7 +84,7 @@ def run_compress(args: argparse.Namespace) -> int:
     r = load_run(args)
     if not args.lossy:
         check_model(r.model)  # before reading the data: an unsupported model is the likelier mistake
-    examples, _, split = _examples(r, args.source, args.split)
+    examples, _, split = read_examples(r, args.source, args.split)
     x = examples.x
     labels = None if args.lossy else for_model(r.model, examples, f"the {split} split").model_context  # a CVAE's file carries them
     original = _original_form(args.source, split, x)  # the user's array, given back by decompress -o FILE.npy

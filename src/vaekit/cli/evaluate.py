@@ -16,8 +16,18 @@ from pathlib import Path
 
 from vaekit.baselines import compare_reconstruction
 from vaekit.checkpoint import atomic_write_json
-from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int, resolve_device, split_of
-from vaekit.data import dataset_names
+from vaekit.cli.common import (
+    add_data_dir_argument,
+    add_run_argument,
+    check_data_shape,
+    check_values,
+    is_path,
+    load_run,
+    positive_int,
+    read_examples,
+    resolve_device,
+    split_of,
+)
 from vaekit.data.base import COLUMNS, LABELS, Dataset
 from vaekit.data.sequences import vocabulary_of
 from vaekit.errors import ConfigError, DataError, VaekitError
@@ -204,11 +214,9 @@ def _iw(r, examples: Dataset, args, dims: int) -> dict:
 def _examples(r, args: argparse.Namespace):
     """(the data loaded, or None for --split all; the split to evaluate; its name): every example of a
     --data path by default, else the test split (the validation split of the run's data without one)."""
-    split_name = args.split or ("all" if args.data and args.data not in dataset_names() else None)
+    split_name = args.split or ("all" if args.data and is_path(args.data) else None)
     if split_name == "all":
-        from vaekit.cli.anomaly import _examples
-
-        split, _, _ = _examples(r, args.data, split_name)
+        split, _, _ = read_examples(r, args.data, split_name)
         return None, split, split_name  # the PCA baseline is then fitted on the run's own training split
     data = r.load_data(args.data)
     check_data_shape(r, data)
@@ -241,25 +249,3 @@ def _run_training_data(r):
         return r.load_data()
     except VaekitError as exc:
         raise DataError(f"cannot load the run's training data for the PCA baseline ({exc.cli or exc}); give --no-pca") from None
-
-
-def check_values(run, x, where: str) -> None:
-    """Refuse, in one line, examples outside the support of a likelihood of values in [0, 1] (bernoulli, ...)."""
-    import torch
-
-    from vaekit.models import LIKELIHOODS
-
-    if LIKELIHOODS[run.config.model.likelihood].support != "unit" or not isinstance(x, torch.Tensor) or not len(x):
-        return
-    low, high = float(x.min()), float(x.max())
-    if low < 0 or high > 1:
-        raise DataError(
-            f"{where}: values lie in [{low:g}, {high:g}], but the model's {run.config.model.likelihood} likelihood takes values "
-            "in [0, 1]; scale the data as the model's training data was"
-        )
-
-
-def check_data_shape(run, data) -> None:
-
-    if tuple(data.shape) != tuple(run.model.input_shape):
-        raise DataError(f"the data has examples of shape {tuple(data.shape)}, but the model was trained on {tuple(run.model.input_shape)}")
