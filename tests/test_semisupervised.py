@@ -101,6 +101,26 @@ def test_gradients_reach_the_classifier_from_unlabelled_examples_alone():
     assert model.classifier.logits.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("auxiliary", [0, 3])
+def test_the_bound_under_bf16_autocast_is_float32_and_near_the_float32_bound(auxiliary):
+    """--precision bf16: the classifier's logits come out of autocast in bfloat16, the bound's terms in float32."""
+    torch.manual_seed(0)
+    config = ModelConfig(kind="m2", input_shape=(5,), latent_dim=2, hidden=(16,), context_dim=K, auxiliary_dim=auxiliary)
+    model = build_model(config).train()
+    x = torch.rand(8, 5)
+    batch = Batch(x, x, context=torch.tensor([0, -1, 2, -1, 1, -1, 2, -1]))  # half unlabelled
+    noise = torch.zeros(1, 1, 2)  # the posterior means: the two precisions see the same z
+    full = SemiSupervisedBound(alpha=0.1)(model, batch, draws=Draws(noise=noise))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(1)  # the auxiliary variable's draw
+        half = SemiSupervisedBound(alpha=0.1)(model, batch, draws=Draws(noise=noise))
+    assert half.loss.dtype == torch.float32 and bool(torch.isfinite(half.loss).all())
+    if not auxiliary:  # with a, the bf16 pass draws its own a
+        torch.testing.assert_close(half.neg_elbo, full.neg_elbo, rtol=0.05, atol=0.05)
+    half.loss.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_class_balance_adds_the_kl_of_the_unlabelled_examples_mean_class_probabilities_and_pulls_it_to_the_prior():
     model = small_m2()
     x = torch.rand(6, 5, dtype=torch.float64)

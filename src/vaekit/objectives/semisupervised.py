@@ -106,6 +106,7 @@ class SemiSupervisedBound(Objective):
         known = batch.labelled if batch.labelled is not None else y >= 0  # (B,)
         rows, classes, pairs_of = example_class_pairs(known, y, model.classes)  # (M,), (M,)
         rec, kl, error_sq, log_pa = pair_terms(model, batch, rows, classes, draws, a)  # (M,) each
+        log_qy = log_qy.to(rec.dtype)  # the bound's dtype (float32 under bf16 autocast, whose matrix products give bf16 logits)
         if a is not None:
             kl = kl + qa.log_prob(a)[rows] - log_pa  # log q(a|x) − log p(a|x, y, z)
         kl = kl + math.log(model.classes)  # −log p(y), uniform p(y)
