@@ -9,6 +9,7 @@ step, resumable: a run directory that exists is resumed.
     python bench/molecules.py train --minutes 100      # train (or resume) the SMILES model for this long, then stop
     python bench/molecules.py train --beta 1 --warmup 5 --minutes 100   # the recipe with another KL weight and warm-up
     python bench/molecules.py train --tokenizer selfies --minutes 60   # the same model on SELFIES
+    python bench/molecules.py train --beta 1 --warmup 5 --device cuda --precision bf16 --batch-size 512 --minutes 8   # on a GPU
     python bench/molecules.py score [--tokenizer selfies] [--beta 1 --warmup 5]   # vaekit molecules on the best checkpoint: MOSES's metrics
     python bench/molecules.py speed                    # tokens per second: vaekit's training step against a plain PyTorch loop
     python bench/molecules.py table                    # the table from bench/results/molecules.json
@@ -66,27 +67,43 @@ def save_cell(key: str, record: dict) -> None:
     write_cell(RESULTS, key, record)
 
 
-MOSES_BETA, RECIPE_WARMUP = 0.05, 2  # the recipe's KL weight (MOSES's VAE's) and the epochs it rises over
+MOSES_BETA, RECIPE_WARMUP, RECIPE_BATCH = 0.05, 2, 256  # the recipe's KL weight (MOSES's VAE's), the epochs it rises over, its batch
 
 
-def recipe(tokenizer: str, beta: float = MOSES_BETA, warmup: int = RECIPE_WARMUP, free_bits: float = 0.0) -> list[str]:
+def recipe(
+    tokenizer: str,
+    beta: float = MOSES_BETA,
+    warmup: int = RECIPE_WARMUP,
+    free_bits: float = 0.0,
+    batch_size: int = RECIPE_BATCH,
+    data_dir: Path = DATA_DIR,
+) -> list[str]:
     """The CPU recipe for MOSES read with ``tokenizer`` (smiles or selfies), with KL weight ``beta``
-    reached over ``warmup`` epochs, and ``free_bits`` nats per latent dimension (0: none)."""
+    reached over ``warmup`` epochs, ``free_bits`` nats per latent dimension (0: none), ``batch_size``
+    molecules a step, and MOSES's files read from ``data_dir``."""
     command = [*SMILES_RECIPE, "--tokenizer", tokenizer] if tokenizer != "smiles" else list(SMILES_RECIPE)
-    command[command.index("--beta") + 1] = f"{beta:g}"
-    command[command.index("--warmup") + 1] = str(warmup)
+    settings = {"--beta": f"{beta:g}", "--warmup": str(warmup), "--batch-size": str(batch_size), "--data-dir": str(data_dir)}
+    for flag, value in settings.items():
+        command[command.index(flag) + 1] = value
     return command + (["--free-bits", f"{free_bits:g}"] if free_bits else [])
 
 
 def cell_recipe(args) -> list[str]:
-    return recipe(args.tokenizer, args.beta, args.warmup, args.free_bits)
+    """The recipe as the bench's flags change it, with the device and precision where not the CPU's float32."""
+    command = recipe(args.tokenizer, args.beta, args.warmup, args.free_bits, args.batch_size, Path(args.data_dir))
+    command += ["--device", args.device] if args.device != "cpu" else []
+    return command + (["--precision", args.precision] if args.precision != "fp32" else [])
 
 
 def run_name(args) -> str:
-    """The run's folder: the tokenizer, what differs from the recipe, the seed (``smiles-beta1-s0``)."""
+    """The run's folder: the tokenizer, what differs from the recipe, the seed (``smiles-beta1-s0``,
+    ``smiles-beta1-batch512-cuda-bf16-s0``)."""
     differs = f"-beta{args.beta:g}" if args.beta != MOSES_BETA else ""
     differs += f"-warmup{args.warmup}" if args.warmup != RECIPE_WARMUP else ""
     differs += f"-freebits{args.free_bits:g}" if args.free_bits else ""
+    differs += f"-batch{args.batch_size}" if args.batch_size != RECIPE_BATCH else ""
+    differs += f"-{args.device}" if args.device != "cpu" else ""
+    differs += f"-{args.precision}" if args.precision != "fp32" else ""
     return f"{args.tokenizer}{differs}-s{args.seed}"
 
 
@@ -119,9 +136,10 @@ def run_score(args) -> None:
     beta += f", free bits {args.free_bits:g}" if args.free_bits else ""
     rows = read_metrics(out / "metrics.csv")
     train_seconds = sum(r["train_seconds"] for r in rows)
-    molecules = len(rows) * 200 * 256
+    molecules = len(rows) * 200 * args.batch_size
+    where = "CPU" if args.device == "cpu" else f"{args.device.upper()}, {args.precision}"
     record = {
-        "model": f"vaekit {args.tokenizer.upper()} VAE (CPU recipe{beta}, seed {args.seed})",
+        "model": f"vaekit {args.tokenizer.upper()} VAE ({where} recipe{beta}, seed {args.seed})",
         "metrics": scored["metrics"],
         "sizes": scored["sizes"],
         "references": scored["references"],
@@ -238,6 +256,10 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=MOSES_BETA, help=f"the KL weight (the recipe's: {MOSES_BETA}, MOSES's VAE's)")
     p.add_argument("--warmup", type=int, default=RECIPE_WARMUP, help="the epochs of 200 steps the KL weight rises over")
     p.add_argument("--free-bits", type=float, default=0.0, help="nats of KL per latent dimension that cost nothing (default 0: none)")
+    p.add_argument("--batch-size", type=int, default=RECIPE_BATCH, help=f"molecules a step (default {RECIPE_BATCH})")
+    p.add_argument("--device", default="cpu", help="where to train: cpu (the recipe) or cuda (a GPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast matrix products (for a GPU)")
+    p.add_argument("--data-dir", default=str(DATA_DIR), help=f"the folder with moses/ (default {DATA_DIR})")
 
 
 def main() -> None:
