@@ -169,12 +169,19 @@ def read_examples(run, source: str | None, split: str | None):
         examples = run.load_examples(source)
         check_values(run, examples.x, source or run.config.data.source)
         return examples, run.data_info, split  # prepared with the run's preprocessing: its class names apply
+    data, examples, split = read_split(run, source, split)
+    return examples, data.info, split
+
+
+def read_split(run, source: str | None, split: str | None):
+    """The ``DataSplits`` of ``source`` (None: the run's own data) prepared for the run and checked
+    against it, the split a command reads (``split_of``) and its name."""
     data = run.load_data(source)
     check_data_shape(run, data)
     examples, split = split_of(data, split, source)
     if source:
         check_values(run, examples.x, source)
-    return examples, data.info, split
+    return data, examples, split
 
 
 def add_layer_argument(p: argparse.ArgumentParser) -> None:

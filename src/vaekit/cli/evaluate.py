@@ -19,14 +19,12 @@ from vaekit.checkpoint import atomic_write_json
 from vaekit.cli.common import (
     add_data_dir_argument,
     add_run_argument,
-    check_data_shape,
-    check_values,
     is_path,
     load_run,
     positive_int,
     read_examples,
+    read_split,
     resolve_device,
-    split_of,
 )
 from vaekit.data.base import COLUMNS, LABELS, Dataset
 from vaekit.data.sequences import vocabulary_of
@@ -218,12 +216,7 @@ def _examples(r, args: argparse.Namespace):
     if split_name == "all":
         split, _, _ = read_examples(r, args.data, split_name)
         return None, split, split_name  # the PCA baseline is then fitted on the run's own training split
-    data = r.load_data(args.data)
-    check_data_shape(r, data)
-    split, split_name = split_of(data, split_name, args.data)
-    if args.data:
-        check_values(r, split.x, args.data)
-    return data, split, split_name
+    return read_split(r, args.data, split_name)
 
 
 def _semi_supervised(r, split, split_name: str, args: argparse.Namespace) -> dict:
