@@ -26,6 +26,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,9 +39,9 @@ RUNS = ROOT / "bench" / "runs" / "semisupervised"
 DATA_DIR = ROOT.parent / "shared" / "data"
 VALID_FRACTION = "0.16666667"  # 10,000 of MNIST's 60,000 training images, as the paper holds out
 TRAINING_EXAMPLES = 50_000
-M2_RECIPE = [
+M2_RECIPE = [  # the patience and learning-rate cuts: Schedule
     "--model", "m2", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
-    "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000", "--patience", "60",
+    "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000",
 ]  # fmt: skip
 
 
@@ -53,9 +54,9 @@ M1_NETWORKS = {
     "conv": ["--arch", "conv", "--hidden", "32", "64", "--conv-dense", "500"],  # two stride-2 convolutions, a dense layer of 500
 }
 M1M2_SIGMA = 0.3  # p(z1|y, z2)'s fixed scale, on the standardised codes (0.5 before 2026-12-06: 4.92 % at 100 labels)
-M1M2_RECIPE = [
+M1M2_RECIPE = [  # the patience and learning-rate cuts: Schedule
     "--model", "m2", "--likelihood", "gaussian", "--latent-dim", "50", "--hidden", "500", "--activation", "silu",
-    "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000", "--patience", "60",
+    "--batch-size", "200", "--lr", "1e-3", "--ema", "0.999", "--epochs", "1000",
 ]  # fmt: skip
 
 
@@ -220,17 +221,57 @@ def alpha_name(alpha: float, vaekit_default: bool) -> str:
     return "α 0.2, the paper's balance" if math.isclose(alpha, PAPERS_BALANCE) else f"α {alpha:g}"
 
 
+RECIPE_PATIENCE = 60  # epochs past the best validation error before a cell stops
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a cell stops and cuts its learning rate: ``patience`` epochs past its best validation error
+    (the recipe's 60), and, where ``lr_patience`` is not 0, the rate times ``lr_factor`` after that many
+    epochs without a better one (``vaekit train --lr-patience``)."""
+
+    patience: int = RECIPE_PATIENCE
+    lr_patience: int = 0
+    lr_factor: float = 0.5
+
+    @classmethod
+    def of_config(cls, train: dict) -> Schedule:
+        return cls(train["patience"], train.get("lr_patience", 0), train.get("lr_factor", 0.5))
+
+    def flags(self) -> list[str]:
+        lr = ["--lr-patience", str(self.lr_patience), "--lr-factor", f"{self.lr_factor:g}"] if self.lr_patience else []
+        return ["--patience", str(self.patience), *lr]
+
+    def name(self) -> str:
+        """The run name's part (``-patience100-lrcut30x0.5``; empty for the recipe's)."""
+        part = "" if self.patience == RECIPE_PATIENCE else f"-patience{self.patience}"
+        return part + (f"-lrcut{self.lr_patience}x{self.lr_factor:g}" if self.lr_patience else "")
+
+    def words(self) -> list[str]:
+        """The model name's part (empty for the recipe's)."""
+        part = [] if self.patience == RECIPE_PATIENCE else [f"patience {self.patience}"]
+        return part + ([f"learning rate ×{self.lr_factor:g} after {self.lr_patience} epochs without progress"] if self.lr_patience else [])
+
+
 def cell_recipe(
-    args, sigma: float, alpha: float | None, classifier: list[int] | None, balance: float = 0.0, auxiliary: int = 0
+    args,
+    sigma: float,
+    alpha: float | None,
+    classifier: list[int] | None,
+    balance: float = 0.0,
+    auxiliary: int = 0,
+    schedule: Schedule = Schedule(),
 ) -> list[str]:
     """``vaekit train``'s flags for the cell (M2 on the pixels, or on M1's codes with p(z1|y, z2)'s scale
     ``sigma``), with ``--alpha`` where it is not vaekit's default (None), ``--classifier-hidden`` where
-    the classifier is not the encoder's size (None), ``--class-balance`` where it is on and
-    ``--auxiliary-dim`` where the model has an auxiliary variable (the ADGM)."""
+    the classifier is not the encoder's size (None), ``--class-balance`` where it is on,
+    ``--auxiliary-dim`` where the model has an auxiliary variable (the ADGM) and the ``schedule``'s
+    patience and learning-rate cuts."""
     if args.what == "m1m2":
         recipe = ["--on-codes", str(RUNS / m1_name(args)), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{sigma:g}"]
     else:
         recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
+    recipe += schedule.flags()
     recipe += [] if classifier is None else ["--classifier-hidden", *map(str, classifier)]
     recipe += ["--class-balance", f"{balance:g}"] if balance else []
     recipe += ["--auxiliary-dim", str(auxiliary)] if auxiliary else []
@@ -245,10 +286,12 @@ def run_m2(args) -> None:
     )
     variant_name += f"-balance{args.class_balance:g}" if args.class_balance else ""
     variant_name += f"-auxiliary{args.auxiliary_dim}" if args.auxiliary_dim else ""
+    asked_schedule = Schedule(RECIPE_PATIENCE if args.patience is None else args.patience, args.lr_patience, args.lr_factor)
+    variant_name += asked_schedule.name()
     name = args.run_name or f"{args.what}{variant_name}-{args.labels}-s{args.seed}"
     out = RUNS / name
     asked_alpha = recipe_alpha(args.what) if args.alpha is None else args.alpha
-    recipe = cell_recipe(args, args.sigma, asked_alpha, args.classifier_hidden, args.class_balance, args.auxiliary_dim)
+    recipe = cell_recipe(args, args.sigma, asked_alpha, args.classifier_hidden, args.class_balance, args.auxiliary_dim, asked_schedule)
     started = time.time()
     if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's record's
         trained = read_results()["cells"].get(name, {})
@@ -267,7 +310,8 @@ def run_m2(args) -> None:
     vaekit_default = math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels)
     classifier, balance = config["model"].get("classifier_hidden"), config["train"].get("class_balance", 0.0)
     auxiliary = config["model"].get("auxiliary_dim", 0)
-    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier, balance, auxiliary)
+    schedule = Schedule.of_config(config["train"])
+    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier, balance, auxiliary, schedule)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
     variant += [f"on {m1_kind(args)}"] if on_other_m1 else []
     variant += [] if classifier is None else [f"classifier {'-'.join(map(str, classifier))}"]
@@ -276,6 +320,7 @@ def run_m2(args) -> None:
     if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
         variant.append(alpha_name(alpha, vaekit_default))  # an α other than the recipe's
     variant += [f"a of {auxiliary}"] if auxiliary else []
+    variant += schedule.words()
     model = "ADGM" if auxiliary else "M2"
     if on_codes:  # runs before codes were drawn z1 ~ q(z1|x) at every step trained on the posterior means
         drawn = json.loads((out / "data.json").read_text())["codes"].get("draw", False)
@@ -400,6 +445,18 @@ def main() -> None:
             "--auxiliary-dim", type=int, default=0,
             help="m2, m1m2: an auxiliary variable a of this size, Maaløe et al. 2016's ADGM (train --auxiliary-dim; 0: M2)",
         )  # fmt: skip
+        p.add_argument(
+            "--patience",
+            type=int,
+            help=f"m2, m1m2: epochs past the best validation error before the cell stops (default {RECIPE_PATIENCE})",
+        )
+        p.add_argument(
+            "--lr-patience",
+            type=int,
+            default=0,
+            help="m2, m1m2: cut the learning rate after this many epochs without progress (train --lr-patience; 0: never)",
+        )
+        p.add_argument("--lr-factor", type=float, default=0.5, help="m2, m1m2: the cut of --lr-patience (default 0.5)")
         p.add_argument("--only", nargs="+", metavar="WORD", help="baselines: only the estimators whose names hold one of these words")
         p.set_defaults(fn=fn)
     sub.add_parser("table").set_defaults(fn=table)
