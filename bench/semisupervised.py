@@ -172,7 +172,8 @@ def run_ceiling(args) -> None:
     training images with their labels (draws z1 ~ q(z1|x) as M2 sees them; Adam 1e-3, batches of 200, the
     epoch of lowest validation error kept, stopped 10 epochs past it), scored on the test codes. M1+M2
     cannot be expected below it."""
-    from vaekit.codes import codes_run, encoded_splits
+    from vaekit.codes import encoded_splits
+    from vaekit.runs import codes_run
 
     torch.set_num_threads(args.threads)
     name = m1_name(args)

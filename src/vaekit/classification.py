@@ -12,15 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from vaekit.data.base import Dataset
 from vaekit.estimators import StandardizedRows, train_in_memory
-from vaekit.evaluation import in_eval_mode
-
-
-@torch.inference_mode()
-@in_eval_mode
-def class_probabilities(model, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
-    """q(y|x) (N, K) for the examples of ``data`` (a tensor or a memory-mapped array), in batches."""
-    parts = [model.classify(batch.inputs).probs.cpu() for batch in data.batches(batch_size, model.device)]
-    return torch.cat(parts) if parts else torch.zeros(0, model.classes)
+from vaekit.examples import class_probabilities
 
 
 @dataclass

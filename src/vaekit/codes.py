@@ -11,14 +11,13 @@ Kingma et al.'s code does, and is evaluated on the means. Labels, context and sp
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from vaekit.data.base import REAL, Dataset, DataSplits
 from vaekit.errors import ConfigError
-from vaekit.evaluation import ACTIVITY_THRESHOLD, in_eval_mode
+from vaekit.evaluation import ACTIVITY_THRESHOLD
 from vaekit.examples import for_model
+from vaekit.models.contract import in_eval_mode
 
 
 @torch.inference_mode()
@@ -83,14 +82,3 @@ def encoded_splits(run, splits: DataSplits, steps: dict | None = None) -> DataSp
         "dynamic_binarization": False,
     }
     return DataSplits(*parts, info)
-
-
-def codes_run(path: str | Path):
-    """The M1 run at ``path``: a VAE whose posterior means become the data (one-line errors otherwise)."""
-    from vaekit.runs import load
-
-    run = load(path)
-    latent = run.model.latent
-    if latent.deterministic or latent.conditional or latent.hierarchical:
-        raise ConfigError(f"--on-codes {path}: the codes come from an unconditional one-layer VAE (--model vae), which this run is not")
-    return run

@@ -10,6 +10,8 @@ import random
 import numpy as np
 import torch
 
+from vaekit.training import train
+
 
 class StandardizedRows:
     """A mixin for an estimator with ``standardize`` and ``random_state`` settings. ``_fit_rows`` learns
@@ -47,7 +49,5 @@ def caller_rng_kept():
 
 def train_in_memory(config, data, device: str):
     """A ``Run`` trained on the ``DataSplits`` ``data`` in memory (no run directory), the caller's random states kept."""
-    from vaekit.training import train
-
     with caller_rng_kept():
         return train(config, None, data=data, device=device)

@@ -7,7 +7,6 @@ examples each with their label or context, so its numbers are those of log p(x|y
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -20,26 +19,12 @@ from vaekit.errors import ConfigError
 from vaekit.examples import for_model
 from vaekit.latent import kl_per_dim
 from vaekit.latent_layers import layer_statistics
+from vaekit.models.contract import in_eval_mode
 from vaekit.objectives import ELBO, Draws, ELBOTerms, ImportanceWeighted, Objective, Terms, concatenated
 
 log = logging.getLogger(__name__)
 
 ACTIVITY_THRESHOLD = 0.01  # a unit is active when Cov_x(E_q[z_u]) exceeds this (Burda et al. 2015)
-
-
-def in_eval_mode(fn: Callable) -> Callable:
-    """Run ``fn(model, ...)`` with the model in eval mode (no dropout), then restore its mode."""
-
-    @functools.wraps(fn)
-    def run(model, *args, **kwargs):
-        was_training = model.training
-        model.eval()
-        try:
-            return fn(model, *args, **kwargs)
-        finally:
-            model.train(was_training)
-
-    return run
 
 
 def _rng_devices(device: torch.device) -> list:

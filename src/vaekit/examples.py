@@ -19,6 +19,7 @@ import torch
 from vaekit.data.base import COLUMNS, LABELS, Dataset
 from vaekit.data.context import context_of, labels_of
 from vaekit.errors import ConfigError
+from vaekit.models.contract import in_eval_mode
 
 
 def for_model(model, data: Dataset, where: str = "the data", *, keep_unlabelled: bool = False) -> Dataset:
@@ -56,12 +57,19 @@ def data_context(model, data: Dataset, where: str, *, keep_unlabelled: bool = Fa
     y = labels_of(data, model.classes, where, unlabelled=True)
     if keep_unlabelled or bool((y >= 0).all()):
         return y
-    from vaekit.classification import class_probabilities  # it reads datasets through this module
-
     y = y.clone()
     missing = (y < 0).nonzero().flatten()
     y[missing] = class_probabilities(model, Dataset(data.x[missing])).argmax(-1)  # argmax_y q(y|x)
     return y
+
+
+@torch.inference_mode()
+@in_eval_mode
+def class_probabilities(model, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
+    """q(y|x) (N, K) of a semi-supervised model for the examples of ``data`` (a tensor or a memory-mapped
+    array), in batches: what gives an unlabelled example its class."""
+    parts = [model.classify(batch.inputs).probs.cpu() for batch in data.batches(batch_size, model.device)]
+    return torch.cat(parts) if parts else torch.zeros(0, model.classes)
 
 
 def with_context(model, x: torch.Tensor, context: torch.Tensor | int | None) -> Dataset:

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
+from vaekit.codes import encoded, encoded_splits
 from vaekit.config import DataConfig, RunConfig, validate
 from vaekit.data import SourceSettings, dataset_names, load_data, load_examples
 from vaekit.data.download import DownloadFailed
@@ -313,8 +314,6 @@ class Run:
         """
         d = self.config.data
         if d.codes_of is not None:  # M1+M2: the data through the run whose codes this model was trained on
-            from vaekit.codes import codes_run, encoded_splits
-
             m1 = codes_run(d.codes_of)
             return encoded_splits(m1, m1.load_data(source, data_dir=data_dir, download=download), self.data_info.get("codes"))
         source, directory, env_applies = data_location(self.config.data, source, data_dir)
@@ -333,8 +332,6 @@ class Run:
         refused unless of the model's input shape. data_dir, download: as for ``load_data``."""
         d = self.config.data
         if d.codes_of is not None:
-            from vaekit.codes import codes_run, encoded
-
             m1 = codes_run(d.codes_of)
             return encoded(m1, m1.load_examples(source, data_dir=data_dir, download=download), self.data_info["codes"])
         source, directory, env_applies = data_location(self.config.data, source, data_dir)
@@ -552,6 +549,15 @@ def load(run_dir: str | Path, which: str = "best", map_location: str | torch.dev
     if not isinstance(data_info, dict) or not isinstance(data_info.get("preprocessing", {}), (dict, type(None))):
         raise CheckpointError(f"{path / DATA_INFO} is not a vaekit data record")
     return Run(path=path, config=config, model=model.to(map_location), data_info=data_info, weights=weights)
+
+
+def codes_run(path: str | Path) -> Run:
+    """The M1 run at ``path``: a VAE whose posterior means become the data (one-line errors otherwise)."""
+    run = load(path)
+    latent = run.model.latent
+    if latent.deterministic or latent.conditional or latent.hierarchical:
+        raise ConfigError(f"--on-codes {path}: the codes come from an unconditional one-layer VAE (--model vae), which this run is not")
+    return run
 
 
 def _weights_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str:

@@ -15,7 +15,9 @@ its own facts: the posterior head, the prior, the condition), ``vaekit.latent_la
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,3 +115,18 @@ class Model(ABC):
     @abstractmethod
     def prior(self, context: Context = None) -> Distribution:
         """p(z) (or p(z|y)): event (L,)."""
+
+
+def in_eval_mode(fn: Callable) -> Callable:
+    """Run ``fn(model, ...)`` with the model in eval mode (no dropout), then restore its mode."""
+
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        was_training = model.training
+        model.eval()
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            model.train(was_training)
+
+    return run

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vaekit.codes import encoded_splits
 from vaekit.config import DataConfig, RunConfig
 from vaekit.data import DataSplits, SourceSettings, keep_labels, load_data
 from vaekit.data.base import BINARY, TOKENS, UNIT, Dataset
@@ -25,6 +26,7 @@ from vaekit.errors import ConfigError, DataError, TrainingError
 from vaekit.evaluation import posterior_collapse_warning
 from vaekit.models import CONDITIONS, ENCODERS, LIKELIHOODS, MODEL_KINDS
 from vaekit.objectives import ELBO, OBJECTIVES, Objective
+from vaekit.runs import codes_run, read_config
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,6 @@ def resolved(config: RunConfig, data: DataSplits) -> RunConfig:
 
 def codes_data_config(d: DataConfig) -> DataConfig:
     """``d`` with the source and split settings of the run whose codes are the data (``codes_of``)."""
-    from vaekit.runs import read_config
-
     source = read_config(Path(d.codes_of)).data
     return dataclasses.replace(
         source, codes_of=str(Path(d.codes_of).resolve()), labelled=d.labelled, memmap=source.memmap, download=d.download
@@ -129,8 +129,6 @@ def warn_if_no_code_length(config: RunConfig, data: DataSplits) -> None:
 def load_splits(config: RunConfig) -> DataSplits:
     d = config.data
     if d.codes_of is not None:  # M1+M2: the data is a trained VAE's codes of its own data
-        from vaekit.codes import codes_run, encoded_splits
-
         m1 = codes_run(d.codes_of)
         return encoded_splits(m1, m1.load_data())
     return load_data(
