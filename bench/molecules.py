@@ -68,6 +68,7 @@ def save_cell(key: str, record: dict) -> None:
 
 
 MOSES_BETA, RECIPE_WARMUP, RECIPE_BATCH = 0.05, 2, 256  # the recipe's KL weight (MOSES's VAE's), the epochs it rises over, its batch
+RECIPE_HIDDEN = (256, 256)  # the encoder's GRU width (each direction), then the decoder's layers' widths
 
 
 def recipe(
@@ -77,20 +78,24 @@ def recipe(
     free_bits: float = 0.0,
     batch_size: int = RECIPE_BATCH,
     data_dir: Path = DATA_DIR,
+    hidden: tuple[int, ...] = RECIPE_HIDDEN,
 ) -> list[str]:
     """The CPU recipe for MOSES read with ``tokenizer`` (smiles or selfies), with KL weight ``beta``
     reached over ``warmup`` epochs, ``free_bits`` nats per latent dimension (0: none), ``batch_size``
-    molecules a step, and MOSES's files read from ``data_dir``."""
+    molecules a step, MOSES's files read from ``data_dir``, and the networks' widths ``hidden`` (the
+    encoder's, then one a decoder layer)."""
     command = [*SMILES_RECIPE, "--tokenizer", tokenizer] if tokenizer != "smiles" else list(SMILES_RECIPE)
     settings = {"--beta": f"{beta:g}", "--warmup": str(warmup), "--batch-size": str(batch_size), "--data-dir": str(data_dir)}
     for flag, value in settings.items():
         command[command.index(flag) + 1] = value
+    at = command.index("--hidden") + 1
+    command[at : at + len(RECIPE_HIDDEN)] = map(str, hidden)
     return command + (["--free-bits", f"{free_bits:g}"] if free_bits else [])
 
 
 def cell_recipe(args) -> list[str]:
     """The recipe as the bench's flags change it, with the device and precision where not the CPU's float32."""
-    command = recipe(args.tokenizer, args.beta, args.warmup, args.free_bits, args.batch_size, Path(args.data_dir))
+    command = recipe(args.tokenizer, args.beta, args.warmup, args.free_bits, args.batch_size, Path(args.data_dir), tuple(args.hidden))
     command += ["--device", args.device] if args.device != "cpu" else []
     return command + (["--precision", args.precision] if args.precision != "fp32" else [])
 
@@ -102,6 +107,7 @@ def run_name(args) -> str:
     differs += f"-warmup{args.warmup}" if args.warmup != RECIPE_WARMUP else ""
     differs += f"-freebits{args.free_bits:g}" if args.free_bits else ""
     differs += f"-batch{args.batch_size}" if args.batch_size != RECIPE_BATCH else ""
+    differs += f"-hidden{'x'.join(map(str, args.hidden))}" if tuple(args.hidden) != RECIPE_HIDDEN else ""
     differs += f"-{args.device}" if args.device != "cpu" else ""
     differs += f"-{args.precision}" if args.precision != "fp32" else ""
     return f"{args.tokenizer}{differs}-s{args.seed}"
@@ -134,6 +140,7 @@ def run_score(args) -> None:
     scored = json.loads((out / "molecules.json").read_text())
     beta = f", β {args.beta:g}" if args.beta != MOSES_BETA else ""
     beta += f", free bits {args.free_bits:g}" if args.free_bits else ""
+    beta += f", GRUs {'-'.join(map(str, args.hidden))}" if tuple(args.hidden) != RECIPE_HIDDEN else ""
     rows = read_metrics(out / "metrics.csv")
     train_seconds = sum(r["train_seconds"] for r in rows)
     molecules = len(rows) * 200 * args.batch_size
@@ -257,6 +264,10 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=RECIPE_WARMUP, help="the epochs of 200 steps the KL weight rises over")
     p.add_argument("--free-bits", type=float, default=0.0, help="nats of KL per latent dimension that cost nothing (default 0: none)")
     p.add_argument("--batch-size", type=int, default=RECIPE_BATCH, help=f"molecules a step (default {RECIPE_BATCH})")
+    p.add_argument(
+        "--hidden", type=int, nargs="+", default=list(RECIPE_HIDDEN), metavar="WIDTH",
+        help="the encoder's GRU width, then each decoder layer's (default 256 256)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="where to train: cpu (the recipe) or cuda (a GPU)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast matrix products (for a GPU)")
     p.add_argument("--data-dir", default=str(DATA_DIR), help=f"the folder with moses/ (default {DATA_DIR})")
