@@ -101,8 +101,10 @@ def cell_recipe(args) -> list[str]:
 
 
 def run_name(args) -> str:
-    """The run's folder: the tokenizer, what differs from the recipe, the seed (``smiles-beta1-s0``,
-    ``smiles-beta1-batch512-cuda-bf16-s0``)."""
+    """The run's folder: ``--run-name`` where given, else the tokenizer, what differs from the recipe, the
+    seed (``smiles-beta1-s0``, ``smiles-beta1-batch512-cuda-bf16-s0``)."""
+    if args.run_name:
+        return args.run_name
     differs = f"-beta{args.beta:g}" if args.beta != MOSES_BETA else ""
     differs += f"-warmup{args.warmup}" if args.warmup != RECIPE_WARMUP else ""
     differs += f"-freebits{args.free_bits:g}" if args.free_bits else ""
@@ -271,6 +273,7 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="where to train: cpu (the recipe) or cuda (a GPU)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast matrix products (for a GPU)")
     p.add_argument("--data-dir", default=str(DATA_DIR), help=f"the folder with moses/ (default {DATA_DIR})")
+    p.add_argument("--run-name", help="the run's folder under bench/runs/molecules and its key (default: named by the flags)")
 
 
 def main() -> None:
