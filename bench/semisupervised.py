@@ -287,7 +287,7 @@ def run_m2(args) -> None:
     )
     variant_name += f"-balance{args.class_balance:g}" if args.class_balance else ""
     variant_name += f"-auxiliary{args.auxiliary_dim}" if args.auxiliary_dim else ""
-    asked_schedule = Schedule(RECIPE_PATIENCE if args.patience is None else args.patience, args.lr_patience, args.lr_factor)
+    asked_schedule = Schedule(args.patience, args.lr_patience, args.lr_factor)
     variant_name += asked_schedule.name()
     name = args.run_name or f"{args.what}{variant_name}-{args.labels}-s{args.seed}"
     out = RUNS / name
@@ -449,6 +449,7 @@ def main() -> None:
         p.add_argument(
             "--patience",
             type=int,
+            default=RECIPE_PATIENCE,
             help=f"m2, m1m2: epochs past the best validation error before the cell stops (default {RECIPE_PATIENCE})",
         )
         p.add_argument(
