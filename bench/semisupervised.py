@@ -254,45 +254,70 @@ class Schedule:
         return part + ([f"learning rate ×{self.lr_factor:g} after {self.lr_patience} epochs without progress"] if self.lr_patience else [])
 
 
-def cell_recipe(
-    args,
-    sigma: float,
-    alpha: float | None,
-    classifier: list[int] | None,
-    balance: float = 0.0,
-    auxiliary: int = 0,
-    schedule: Schedule = Schedule(),
-) -> list[str]:
+@dataclass(frozen=True)
+class Variant:
+    """What a cell's model changes of the recipe's: the classifier's hidden sizes (None: the encoder's)
+    and dropout (None: none), the class balance γ (0: off) and an auxiliary variable a (0: none, M2;
+    else Maaløe et al. 2016's ADGM)."""
+
+    classifier: tuple[int, ...] | None = None
+    dropout: float | None = None
+    balance: float = 0.0
+    auxiliary: int = 0
+
+    @classmethod
+    def of_args(cls, args) -> Variant:
+        classifier = None if args.classifier_hidden is None else tuple(args.classifier_hidden)
+        return cls(classifier, args.classifier_dropout, args.class_balance, args.auxiliary_dim)
+
+    @classmethod
+    def of_config(cls, config: dict) -> Variant:
+        model, train = config["model"], config["train"]
+        classifier = None if model.get("classifier_hidden") is None else tuple(model["classifier_hidden"])
+        return cls(classifier, model.get("classifier_dropout"), train.get("class_balance", 0.0), model.get("auxiliary_dim", 0))
+
+    def flags(self) -> list[str]:
+        flags = [] if self.classifier is None else ["--classifier-hidden", *map(str, self.classifier)]
+        flags += [] if self.dropout is None else ["--classifier-dropout", f"{self.dropout:g}"]
+        flags += ["--class-balance", f"{self.balance:g}"] if self.balance else []
+        return flags + (["--auxiliary-dim", str(self.auxiliary)] if self.auxiliary else [])
+
+    def name(self) -> str:
+        """The run name's part (``-classifier500x500-dropout0.5-balance2``; empty for the recipe's)."""
+        part = "" if self.classifier is None else f"-classifier{'x'.join(map(str, self.classifier))}"
+        part += "" if self.dropout is None else f"-dropout{self.dropout:g}"
+        part += f"-balance{self.balance:g}" if self.balance else ""
+        return part + (f"-auxiliary{self.auxiliary}" if self.auxiliary else "")
+
+    def words(self) -> list[str]:
+        """The model name's part (empty for the recipe's)."""
+        words = [] if self.classifier is None else [f"classifier {'-'.join(map(str, self.classifier))}"]
+        words += [] if self.dropout is None else [f"classifier dropout {self.dropout:g}"]
+        words += [f"class balance {self.balance:g}"] if self.balance else []
+        return words + ([f"a of {self.auxiliary}"] if self.auxiliary else [])
+
+
+def cell_recipe(args, sigma: float, alpha: float | None, variant: Variant = Variant(), schedule: Schedule = Schedule()) -> list[str]:
     """``vaekit train``'s flags for the cell (M2 on the pixels, or on M1's codes with p(z1|y, z2)'s scale
-    ``sigma``), with ``--alpha`` where it is not vaekit's default (None), ``--classifier-hidden`` where
-    the classifier is not the encoder's size (None), ``--class-balance`` where it is on,
-    ``--auxiliary-dim`` where the model has an auxiliary variable (the ADGM) and the ``schedule``'s
-    patience and learning-rate cuts."""
+    ``sigma``), with ``--alpha`` where it is not vaekit's default (None), the ``variant``'s flags and the
+    ``schedule``'s patience and learning-rate cuts."""
     if args.what == "m1m2":
         recipe = ["--on-codes", str(RUNS / m1_name(args)), "--labelled", str(args.labels), *M1M2_RECIPE, "--sigma", f"{sigma:g}"]
     else:
         recipe = [*data_args(args.labels, args.seed), *M2_RECIPE]
-    recipe += schedule.flags()
-    recipe += [] if classifier is None else ["--classifier-hidden", *map(str, classifier)]
-    recipe += ["--class-balance", f"{balance:g}"] if balance else []
-    recipe += ["--auxiliary-dim", str(auxiliary)] if auxiliary else []
+    recipe += schedule.flags() + variant.flags()
     return recipe + ([] if alpha is None else ["--alpha", f"{alpha:.10g}"])
 
 
 def run_m2(args) -> None:
     on_codes = args.what == "m1m2"
     on_other_m1 = args.what == "m1m2" and m1_name(args) != f"m1-s{args.seed}"
-    variant_name = (f"-on-{m1_name(args)}" if on_other_m1 else "") + (
-        f"-classifier{'x'.join(map(str, args.classifier_hidden))}" if args.classifier_hidden else ""
-    )
-    variant_name += f"-balance{args.class_balance:g}" if args.class_balance else ""
-    variant_name += f"-auxiliary{args.auxiliary_dim}" if args.auxiliary_dim else ""
-    asked_schedule = Schedule(args.patience, args.lr_patience, args.lr_factor)
-    variant_name += asked_schedule.name()
+    asked_variant, asked_schedule = Variant.of_args(args), Schedule(args.patience, args.lr_patience, args.lr_factor)
+    variant_name = (f"-on-{m1_name(args)}" if on_other_m1 else "") + asked_variant.name() + asked_schedule.name()
     name = args.run_name or f"{args.what}{variant_name}-{args.labels}-s{args.seed}"
     out = RUNS / name
     asked_alpha = recipe_alpha(args.what) if args.alpha is None else args.alpha
-    recipe = cell_recipe(args, args.sigma, asked_alpha, args.classifier_hidden, args.class_balance, args.auxiliary_dim, asked_schedule)
+    recipe = cell_recipe(args, args.sigma, asked_alpha, asked_variant, asked_schedule)
     started = time.time()
     if args.evaluate_only:  # what stopped the training, and its wall time, stay the training call's record's
         trained = read_results()["cells"].get(name, {})
@@ -309,20 +334,16 @@ def run_m2(args) -> None:
     config = json.loads((out / "config.json").read_text())
     alpha, sigma = config["train"]["alpha"], config["model"]["likelihood_scale"]
     vaekit_default = math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels)
-    classifier, balance = config["model"].get("classifier_hidden"), config["train"].get("class_balance", 0.0)
-    auxiliary = config["model"].get("auxiliary_dim", 0)
-    schedule = Schedule.of_config(config["train"])
-    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, classifier, balance, auxiliary, schedule)
+    cell, schedule = Variant.of_config(config), Schedule.of_config(config["train"])
+    recipe = cell_recipe(args, sigma, None if vaekit_default else alpha, cell, schedule)
     variant = [] if not on_codes or sigma == M1M2_SIGMA else [f"σ {sigma:g}"]
     variant += [f"on {m1_kind(args)}"] if on_other_m1 else []
-    variant += [] if classifier is None else [f"classifier {'-'.join(map(str, classifier))}"]
-    variant += [f"class balance {balance:g}"] if balance else []
+    variant += cell.words()
     wanted = recipe_alpha(args.what)
     if not math.isclose(alpha, 0.1 * TRAINING_EXAMPLES / args.labels if wanted is None else wanted):
         variant.append(alpha_name(alpha, vaekit_default))  # an α other than the recipe's
-    variant += [f"a of {auxiliary}"] if auxiliary else []
     variant += schedule.words()
-    model = "ADGM" if auxiliary else "M2"
+    model = "ADGM" if cell.auxiliary else "M2"
     if on_codes:  # runs before codes were drawn z1 ~ q(z1|x) at every step trained on the posterior means
         drawn = json.loads((out / "data.json").read_text())["codes"].get("draw", False)
         model = f"M1+{model}" + ("" if drawn else " on M1's posterior means")
@@ -341,10 +362,12 @@ def run_m2(args) -> None:
         "wall_seconds_this_call": trained.get("wall_seconds_this_call") if args.evaluate_only else round(time.time() - started, 1),
         "command": " ".join(["vaekit", "train", *recipe, "--seed", str(args.seed)]),
     }
-    if balance:
-        record["class_balance"] = balance
-    if auxiliary:
-        record["auxiliary_dim"] = auxiliary
+    if cell.dropout is not None:
+        record["classifier_dropout"] = cell.dropout
+    if cell.balance:
+        record["class_balance"] = cell.balance
+    if cell.auxiliary:
+        record["auxiliary_dim"] = cell.auxiliary
     if budget_stopped is not None:
         record["stopped_by_budget"] = budget_stopped  # else early stopping, --epochs or a Ctrl-C ended it
     record["early_stopped"] = len(rows) - record["best_epoch"] >= config["train"]["patience"]  # False: stopped before
@@ -441,6 +464,9 @@ def main() -> None:
         p.add_argument("--run-name", help="the cell's run directory and key, where not the default (m1m2-means-100-s0: M2 on M1's means)")
         p.add_argument("--sigma", type=float, default=M1M2_SIGMA, help=f"m1m2: p(z1|y, z2)'s scale (default {M1M2_SIGMA:g})")
         p.add_argument("--alpha", type=float, help="the labelled examples' classification weight (default: the recipe's, recipe_alpha)")
+        p.add_argument(
+            "--classifier-dropout", type=float, help="m2, m1m2: dropout on the classifier q(y|x) alone (train --classifier-dropout)"
+        )
         p.add_argument("--class-balance", type=float, default=0.0, help="m2, m1m2: γ of KL(q̄(y) ‖ p(y)) (train --class-balance; 0: off)")
         p.add_argument(
             "--auxiliary-dim", type=int, default=0,

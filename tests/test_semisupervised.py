@@ -291,6 +291,35 @@ def test_the_classifier_takes_its_own_hidden_sizes_and_only_in_m2(tmp_path, caps
         train(RunConfig(model=ModelConfig(kind="m2", classifier_hidden=(0,))), None)
 
 
+def test_the_classifier_takes_its_own_dropout_and_only_in_m2(tmp_path, capsys):
+    def rates(network):
+        return [m.p for m in network.modules() if isinstance(m, torch.nn.Dropout)]
+
+    config = ModelConfig(kind="m2", input_shape=(5,), latent_dim=2, hidden=(16, 8), context_dim=K, dropout=(0.2, 0.0))
+    model = build_model(config)
+    assert rates(model.classifier) == [0.2, 0.2] == rates(model.encoder)  # by default, the encoder's dropout
+    own = build_model(ModelConfig(**{**vars(config), "classifier_dropout": 0.5}))
+    assert rates(own.classifier) == [0.5, 0.5] and rates(own.encoder) == [0.2, 0.2]
+    alone = build_model(ModelConfig(**{**vars(config), "dropout": (0.0, 0.0), "classifier_dropout": 0.5}))
+    assert rates(alone.classifier) == [0.5, 0.5] and rates(alone.encoder) == [] and rates(alone.decoder) == []
+    x = torch.rand(64, 5)
+    alone.train()
+    assert not torch.equal(alone.classifier(x).probs, alone.classifier(x).probs)  # dropped units in training
+    alone.eval()
+    assert torch.equal(alone.classifier(x).probs, alone.classifier(x).probs)  # none in evaluation
+    run_cli("train", "--model", "m2", "--classifier-dropout", "0.3", "--hidden", "4", "--latent-dim", "2", "--epochs", "1",
+            "--labelled", "100", "--out", tmp_path / "m2")  # fmt: skip
+    assert rates(vaekit.load(tmp_path / "m2").model.classifier) == [0.3]
+    capsys.readouterr()
+    run_cli("train", "--classifier-dropout", "0.3", "--epochs", "1", "--out", tmp_path / "vae", expect=2)
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--classifier-dropout has no effect without --model m2" in err
+    wrong = ((1.0, "mlp", "classifier dropout must be a probability"), (0.5, "conv", "--classifier-dropout is for the dense"))
+    for p, arch, message in wrong:
+        with pytest.raises(ConfigError, match=message):
+            train(RunConfig(model=ModelConfig(kind="m2", arch=arch, classifier_dropout=p)), None)
+
+
 def _unlabelled_digits():
     data = load_data("digits")
     for part in (data.train, data.valid, data.test):
@@ -353,6 +382,8 @@ def test_estimator_learns_from_partly_labelled_rows_and_keeps_the_callers_labels
     deeper = VAEClassifier(epochs=1, classifier_hidden=(32, 16), random_state=0).fit(X, partial)
     linear = [m.out_features for m in deeper.model_.classifier.modules() if isinstance(m, torch.nn.Linear)]
     assert linear == [32, 16, 3]
+    dropped = VAEClassifier(epochs=1, classifier_dropout=0.5, random_state=0).fit(X, partial)
+    assert [m.p for m in dropped.model_.classifier.modules() if isinstance(m, torch.nn.Dropout)] == [0.5]
     plain = VAEClassifier(epochs=1, random_state=0).fit(X, partial).predict_proba(X)
     balanced = VAEClassifier(epochs=1, class_balance=5.0, random_state=0).fit(X, partial).predict_proba(X)
     assert np.abs(balanced - plain).max() > 1e-3  # the term reaches training

@@ -58,8 +58,10 @@ class VAEClassifier(StandardizedRows, ClassifierMixin, BaseEstimator):
     and through it the classifier q(y|x); ``predict_proba`` is q(y|x).
 
     latent_dim: size of the style z. hidden: MLP hidden sizes (the encoder's, the decoder's and, unless
-        ``classifier_hidden`` is given, the classifier's). auxiliary_dim: size of an auxiliary variable a
-        (Maaløe et al. 2016's ADGM; 0: none, M2 itself); ``predict_proba`` is then q(y|a, x) at E[a|x].
+        ``classifier_hidden`` is given, the classifier's). classifier_dropout: the probability with which
+        the classifier zeroes each hidden unit in training (None: none), a regulariser for few labels.
+        auxiliary_dim: size of an auxiliary variable a (Maaløe et al. 2016's ADGM; 0: none, M2 itself);
+        ``predict_proba`` is then q(y|a, x) at E[a|x].
         activation: hidden activation. likelihood: p(x|y, z) (``gaussian-shared``: a learned scale per
         column; any name of ``vaekit.models.LIKELIHOODS``).
     epochs, batch_size, lr: training (Adam). alpha: weight of a labelled row's classification loss (None:
@@ -79,6 +81,7 @@ class VAEClassifier(StandardizedRows, ClassifierMixin, BaseEstimator):
         latent_dim: int = 8,
         hidden: tuple[int, ...] = (64,),
         classifier_hidden: tuple[int, ...] | None = None,
+        classifier_dropout: float | None = None,
         auxiliary_dim: int = 0,
         activation: str = "relu",
         likelihood: str = "gaussian-shared",
@@ -94,6 +97,7 @@ class VAEClassifier(StandardizedRows, ClassifierMixin, BaseEstimator):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.classifier_hidden = classifier_hidden
+        self.classifier_dropout = classifier_dropout
         self.auxiliary_dim = auxiliary_dim
         self.activation = activation
         self.likelihood = likelihood
@@ -139,6 +143,7 @@ class VAEClassifier(StandardizedRows, ClassifierMixin, BaseEstimator):
                 latent_dim=self.latent_dim,
                 hidden=tuple(self.hidden),
                 classifier_hidden=None if self.classifier_hidden is None else tuple(self.classifier_hidden),
+                classifier_dropout=self.classifier_dropout,
                 auxiliary_dim=self.auxiliary_dim,
                 activation=self.activation,
                 likelihood=self.likelihood,

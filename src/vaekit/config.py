@@ -194,6 +194,9 @@ class ModelConfig:
     classifier_hidden: the hidden sizes of an ``m2`` model's classifier q(y|x) (None: ``hidden``, as the
         encoder's); the classifier runs once per example where the bound runs once per (example, class),
         so a deeper classifier costs little.
+    classifier_dropout: the probability with which the dense classifier of an ``m2`` model zeroes each
+        hidden unit in training (None: the encoder's, ``dropout[0]``): a regulariser for q(y|x) alone,
+        which otherwise learns its few labelled examples by heart.
     auxiliary_dim: the size of an ``m2`` model's auxiliary variable a (Maaløe et al. 2016's ADGM:
         q(a|x) and p(a|x, y, z), the classifier and the encoder reading a beside x); 0: none, M2 itself.
     activation: a name of ``ACTIVATIONS`` (``identity``: a linear model).
@@ -262,6 +265,14 @@ class ModelConfig:
     classifier_hidden: tuple[int, ...] | None = field(
         default=None,
         metadata=flag("hidden sizes of the m2 classifier q(y|x) (default: --hidden)", metavar="H"),
+    )
+    classifier_dropout: float | None = field(
+        default=None,
+        metadata=flag(
+            "zero each hidden unit of the m2 classifier q(y|x) (mlp, gated) with probability P in training (default: the "
+            "encoder's --dropout)",
+            metavar="P",
+        ),
     )
     auxiliary_dim: int = field(
         default=0,
@@ -765,6 +776,10 @@ def validate(config: RunConfig) -> None:
         (
             m.classifier_hidden is None or all(h >= 1 for h in m.classifier_hidden),
             f"classifier hidden sizes must be positive, got {m.classifier_hidden}",
+        ),
+        (
+            m.classifier_dropout is None or 0 <= m.classifier_dropout < 1,
+            f"classifier dropout must be a probability in [0, 1), got {m.classifier_dropout}",
         ),
         (m.auxiliary_dim >= 0, f"auxiliary dim must be >= 0, got {m.auxiliary_dim}"),
         (m.likelihood_scale > 0, f"likelihood scale must be positive, got {m.likelihood_scale}"),

@@ -86,6 +86,7 @@ TAKES_EFFECT: dict[tuple[str, str], tuple[Callable[[RunConfig], bool], str]] = {
     ("train", "alpha"): (_semi_supervised, "--model m2"),
     ("train", "class_balance"): (_semi_supervised, "--model m2"),
     ("model", "classifier_hidden"): (_semi_supervised, "--model m2"),
+    ("model", "classifier_dropout"): (_semi_supervised, "--model m2"),
     ("model", "auxiliary_dim"): (_semi_supervised, "--model m2"),
     ("data", "labelled"): (_semi_supervised, "--model m2 (a model that learns from partly labelled data)"),
     ("data", "context_columns"): (lambda c: c.model.condition != "none", "--condition columns"),

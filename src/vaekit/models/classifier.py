@@ -28,10 +28,13 @@ class Classifier(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Classifier:
-        """The ``arch`` network (of ``classifier_hidden`` where set, else ``hidden``) on the model's input (not
-        widened by the context) and K = ``context_dim`` classes."""
+        """The ``arch`` network (of ``classifier_hidden`` where set, else ``hidden``; with ``classifier_dropout``
+        where set, else the encoder's dropout) on the model's input (not widened by the context) and K =
+        ``context_dim`` classes."""
         if config.classifier_hidden is not None:
             config = replace(config, hidden=tuple(config.classifier_hidden))
+        if config.classifier_dropout is not None:
+            config = replace(config, dropout=(config.classifier_dropout, config.dropout[1]))
         network = ENCODERS[config.arch].from_config(config)
         return cls(network, network.out_features, config.context_dim)
 

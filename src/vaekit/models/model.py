@@ -207,8 +207,9 @@ def check_parts(config: ModelConfig) -> None:
     ):
         registry.check(name)
     check_token_parts(config)
-    if any(config.dropout) and ENCODERS[config.arch].needs_images:
-        raise ConfigError(f"--dropout is for the dense networks (--arch mlp or gated); the {config.arch} network has none")
+    if (any(config.dropout) or config.classifier_dropout) and ENCODERS[config.arch].needs_images:
+        flag = "--dropout" if any(config.dropout) else "--classifier-dropout"
+        raise ConfigError(f"{flag} is for the dense networks (--arch mlp or gated); the {config.arch} network has none")
     if config.flow != "none":
         FLOWS.check(config.flow)
     if config.condition != "none":
