@@ -17,7 +17,7 @@ from vaekit.cli import build_parser
 from vaekit.cli.train import config_from_args
 from vaekit.config import ModelConfig, validate
 from vaekit.data import load_data
-from vaekit.data.batches import Batch
+from vaekit.data.base import Batch
 from vaekit.errors import ConfigError
 from vaekit.models import build_model
 from vaekit.models.distributions import DiagonalNormal

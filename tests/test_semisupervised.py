@@ -14,8 +14,8 @@ from vaekit.classification import VAEClassifier, classify
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import UNLABELLED, SourceSettings, keep_labels, load_data
-from vaekit.data.base import Dataset
-from vaekit.data.batches import Batch, TrainingBatches
+from vaekit.data.base import Batch, Dataset
+from vaekit.data.batches import TrainingBatches
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import build_model
 from vaekit.objectives import ELBO, Draws, SemiSupervisedBound

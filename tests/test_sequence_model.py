@@ -12,8 +12,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from vaekit.config import ModelConfig
-from vaekit.data.base import Dataset
-from vaekit.data.batches import Batch
+from vaekit.data.base import Batch, Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluation import iw_log_likelihood
 from vaekit.layouts import migrate_weights

@@ -12,14 +12,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
 from vaekit.errors import DataError
-
-if TYPE_CHECKING:
-    from vaekit.data.batches import Batch
 
 # the most values vaekit reads into one tensor: larger declared sizes are refused before allocating
 MAX_VALUES = 2**31
@@ -37,6 +34,29 @@ SPLITS = ("train", "valid", "test")  # the splits a source may have, train first
 # what a conditional model is given with each example (``Dataset.conditioned_on``)
 LABELS = "labels"  # its class label y (N,)
 COLUMNS = "columns"  # its context vector (N, K)
+
+
+@dataclass
+class Batch:
+    """One example record, as objectives receive it: a batch of B examples with what comes with them.
+
+    inputs: (B, *shape) what the encoder sees (corrupted for denoising).
+    target: (B, *shape) what the decoder explains (the clean examples).
+    context: their context, when the model is conditional: class labels (B,) (int64) or context
+        vectors (B, K) (float); None otherwise.
+    labelled: (B,) bool, which examples carry a label (partly labelled data; None: all or none do).
+    lengths: (B,) int64, the lengths of sequences padded to a common length (None: fixed-size examples).
+    weight: the factor that turns the sum of per-example losses into this process's part of the
+        global batch's mean (world / global batch; 0 for a process whose share is empty and stands
+        in one example, so that every process takes part in each step; 1 outside training).
+    """
+
+    inputs: torch.Tensor
+    target: torch.Tensor
+    context: torch.Tensor | int | None = None
+    labelled: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+    weight: float = 1.0
 
 
 @dataclass
@@ -137,8 +157,6 @@ class Dataset:
     def batch(self, device: torch.device | str) -> Batch:
         """All of the split's examples as one ``Batch`` on ``device``: inputs = target = the examples,
         ``context`` = ``model_context``, for labels ``labelled`` (-1: an example without one), and ``lengths``."""
-        from vaekit.data.batches import Batch  # batches.py reads streaming.py, which reads this module
-
         x = self.x[:].to(device, non_blocking=True)  # (B, *shape); a memory-mapped view is read here
         context = self.model_context
         context = None if context is None else context.to(device, non_blocking=True)  # (B,) or (B, K)

@@ -16,37 +16,16 @@ from dataclasses import dataclass
 import torch
 
 from vaekit.corruption import corrupt
-from vaekit.data.base import epoch_generator
+from vaekit.data.base import Batch, epoch_generator
 from vaekit.data.streaming import MappedArray, block_order
+
+__all__ = ["Batch", "InputSteps", "TrainingBatches", "data_order"]
 
 
 def data_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The permutation of epoch ``epoch``: a function of (seed, epoch) alone (``base.epoch_generator``),
     so a resumed run sees the same order whatever happened before."""
     return torch.randperm(n, generator=epoch_generator(seed, epoch))
-
-
-@dataclass
-class Batch:
-    """One example record, as objectives receive it: a batch of B examples with what comes with them.
-
-    inputs: (B, *shape) what the encoder sees (corrupted for denoising).
-    target: (B, *shape) what the decoder explains (the clean examples).
-    context: their context, when the model is conditional: class labels (B,) (int64) or context
-        vectors (B, K) (float); None otherwise.
-    labelled: (B,) bool, which examples carry a label (partly labelled data; None: all or none do).
-    lengths: (B,) int64, the lengths of sequences padded to a common length (None: fixed-size examples).
-    weight: the factor that turns the sum of per-example losses into this process's part of the
-        global batch's mean (world / global batch; 0 for a process whose share is empty and stands
-        in one example, so that every process takes part in each step; 1 outside training).
-    """
-
-    inputs: torch.Tensor
-    target: torch.Tensor
-    context: torch.Tensor | int | None = None
-    labelled: torch.Tensor | None = None
-    lengths: torch.Tensor | None = None
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)

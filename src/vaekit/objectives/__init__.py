@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from vaekit.data.batches import Batch
+from vaekit.data.base import Batch
 from vaekit.errors import ConfigError
 from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, NamedTerms, Objective, StepContext, Terms, concatenated, objective_from_config
 from vaekit.objectives.capacity import AnnealedVAE

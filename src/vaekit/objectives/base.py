@@ -24,7 +24,7 @@ from vaekit.registry import Registry
 
 if TYPE_CHECKING:
     from vaekit.config import RunConfig
-    from vaekit.data.batches import Batch
+    from vaekit.data.base import Batch
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 T = TypeVar("T")

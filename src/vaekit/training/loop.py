@@ -21,7 +21,8 @@ from torch import nn
 import vaekit.distributed as distributed
 from vaekit.config import RunConfig, validate
 from vaekit.data import DataSplits
-from vaekit.data.batches import Batch, TrainingBatches
+from vaekit.data.base import Batch
+from vaekit.data.batches import TrainingBatches
 from vaekit.errors import CheckpointError, TrainingError
 from vaekit.evaluation import elbo_terms
 from vaekit.examples import data_context, for_model

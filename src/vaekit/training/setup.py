@@ -18,8 +18,8 @@ from torch import nn
 from vaekit.codes import encoded_splits
 from vaekit.config import DataConfig, RunConfig
 from vaekit.data import DataSplits, SourceSettings, keep_labels, load_data
-from vaekit.data.base import BINARY, TOKENS, UNIT, Dataset
-from vaekit.data.batches import Batch, InputSteps, TrainingBatches
+from vaekit.data.base import BINARY, TOKENS, UNIT, Batch, Dataset
+from vaekit.data.batches import InputSteps, TrainingBatches
 from vaekit.data.context import context_count
 from vaekit.data.sequences import vocabulary_of
 from vaekit.errors import ConfigError, DataError, TrainingError
