@@ -9,8 +9,10 @@ import pytest
 from vaekit.cli import build_parser
 from vaekit.cli.settings_flags import REGISTRIES, setting_flags
 from vaekit.cli.train import config_from_args
-from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, check_part_settings, validate
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
 from vaekit.errors import ConfigError
+from vaekit.models import build_model
+from vaekit.settings import check
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 NO_FLAG = {
@@ -93,12 +95,17 @@ def test_argparse_refuses_what_the_metadata_forbids(capsys):
 
 def test_checks_that_need_the_parts_facts():
     conv = RunConfig(model=ModelConfig(arch="conv", hidden=()))
-    with pytest.raises(ConfigError, match="a conv model needs at least one channel stage"):
-        validate(conv)
-    validate(RunConfig(model=ModelConfig(arch="gated", hidden=())))  # a dense network without hidden layers: a linear one
+    validate(conv)  # each value alone is fine
+    for checked in (lambda: check(conv), lambda: build_model(conv.model)):
+        with pytest.raises(ConfigError, match="a conv model needs at least one channel stage"):
+            checked()
+    check(RunConfig(model=ModelConfig(arch="gated", hidden=())))  # a dense network without hidden layers: a linear one
     labelled = RunConfig(data=DataConfig(context_columns=("a",)), model=ModelConfig(condition="label"))
+    validate(labelled)
     with pytest.raises(ConfigError, match="context columns are the context of --condition columns, not --condition label"):
-        validate(labelled)
-    check_part_settings(conv, convolutional=False, columns_condition="columns")  # the facts decide, not the names
-    with pytest.raises(ConfigError, match="--condition ctx, not --condition label"):
-        check_part_settings(labelled, convolutional=False, columns_condition="ctx")
+        check(labelled)
+    check(RunConfig(data=DataConfig(context_columns=("a",)), model=ModelConfig(condition="columns")))
+    iw = RunConfig(train=TrainConfig(objective="iw", n_samples=6, iw_groups=4))
+    validate(iw)
+    with pytest.raises(ConfigError, match="iw groups"):  # the objective's own check
+        check(iw)

@@ -15,7 +15,7 @@ from torch.distributions import Independent, Normal
 import vaekit
 from vaekit.cli import build_parser
 from vaekit.cli.train import config_from_args
-from vaekit.config import ModelConfig, validate
+from vaekit.config import ModelConfig
 from vaekit.data import load_data
 from vaekit.data.base import Batch
 from vaekit.errors import ConfigError
@@ -26,6 +26,7 @@ from vaekit.objectives.dipvae import dip_penalty
 from vaekit.objectives.factorvae import DISCRIMINATOR, permuted_dims
 from vaekit.objectives.regularised import per_example
 from vaekit.objectives.tcvae import MSS, MWS, decomposition, log_weights
+from vaekit.settings import check
 from vaekit.training import Trainer, resume
 
 from helpers import fit_until_crash, small_config
@@ -264,7 +265,7 @@ def refused(message: str, **settings) -> None:
     for k, v in model.items():
         setattr(config.model, k, v)
     with pytest.raises(ConfigError, match=message) as caught:
-        validate(config)
+        check(config)
     assert "\n" not in str(caught.value)
 
 

@@ -9,13 +9,14 @@ from test_cli_latent import one_line_error
 from test_family_hierarchical import linear_gaussian_model
 
 from vaekit.cli import main
-from vaekit.config import ModelConfig, validate
+from vaekit.config import ModelConfig
 from vaekit.data import load_data
 from vaekit.errors import ConfigError
 from vaekit.models import build_model
 from vaekit.objectives import elbo
 from vaekit.objectives.estimate import free_bits_kl
 from vaekit.runs import load
+from vaekit.settings import check
 from vaekit.training import train
 
 from helpers import SMALL_RUN_FLAGS, small_config
@@ -64,9 +65,9 @@ def test_bad_variant_settings_are_refused(model_and_x):
         elbo(model, x, iw=True, n_samples=5, iw_groups=2)
     config = small_config(n_samples=6, objective="iw", iw_groups=4)
     with pytest.raises(ConfigError, match="iw groups"):
-        validate(config)
+        check(config)
     with pytest.raises(ConfigError, match="iw elbo mix"):
-        validate(small_config(n_samples=6, objective="iw", iw_elbo_mix=1.5))
+        check(small_config(n_samples=6, objective="iw", iw_elbo_mix=1.5))
 
 
 def test_miwae_trains_and_validates_on_its_own_bound():

@@ -7,9 +7,9 @@ import pytest
 from vaekit import presets
 from vaekit.cli import build_parser, main
 from vaekit.cli.train import config_from_args
-from vaekit.config import validate
 from vaekit.errors import ConfigError
 from vaekit.models import build_model
+from vaekit.settings import check
 
 EXPECTED = {
     "vae-static-mnist",
@@ -34,7 +34,7 @@ def test_every_preset_loads_validates_and_builds(name):
     assert preset.description and preset.reproduces and preset.literature_source
     config = preset.config()
     config.model.input_shape = (1, 28, 28)  # what binarized MNIST fills in
-    validate(config)
+    check(config)
     model = build_model(config.model)
     assert model.latent_dim == config.model.latent_dim
     assert config.data.source == "binarized-mnist"

@@ -758,8 +758,9 @@ MAX_THREADS = 256
 
 
 def validate(config: RunConfig) -> None:
-    """Raise ``ConfigError`` naming the first invalid setting. The model's part names are checked
-    against their registries by ``vaekit.models.check_parts`` (the models build on this module)."""
+    """Raise ``ConfigError`` naming the first invalid value. What the parts a name picks require of the
+    other settings is checked above the parts' registries, which build on this module: by
+    ``vaekit.settings.check`` (which calls this first) and ``vaekit.models.check_parts``."""
     m, t, d = config.model, config.train, config.data
     checks = [
         (m.latent_dim >= 1, f"latent dim must be at least 1, got {m.latent_dim}"),
@@ -834,25 +835,3 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    # the parts and the objectives build on this module: their facts, and the objective's own checks, are read here
-    from vaekit.models import ENCODERS
-    from vaekit.models.condition import ColumnsCondition
-    from vaekit.objectives import objective_from_config
-
-    convolutional = m.arch in ENCODERS and ENCODERS[m.arch].needs_images  # an unknown name is check_parts' to name
-    check_part_settings(config, convolutional=convolutional, columns_condition=ColumnsCondition.name)
-    objective_from_config(config)
-
-
-def check_part_settings(config: RunConfig, *, convolutional: bool, columns_condition: str) -> None:
-    """Raise ``ConfigError`` for a setting that does not fit the part a name picks, told the parts' facts
-    (this module cannot import their registries, which build on it).
-
-    convolutional: whether the networks ``config.model.arch`` names work on images (``Encoder.needs_images``).
-    columns_condition: the name of the condition whose context is a table's context columns.
-    """
-    m, d = config.model, config.data
-    if convolutional and not m.hidden:
-        raise ConfigError("a conv model needs at least one channel stage (--hidden)")
-    if d.context_columns and m.condition != columns_condition:
-        raise ConfigError(f"context columns are the context of --condition {columns_condition}, not --condition {m.condition}")

@@ -38,7 +38,7 @@ import torch
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
 from vaekit.codes import encoded, encoded_splits
-from vaekit.config import DataConfig, RunConfig, validate
+from vaekit.config import DataConfig, RunConfig
 from vaekit.data import SourceSettings, dataset_names, load_data, load_examples
 from vaekit.data.download import DownloadFailed
 from vaekit.data.mnist import ENV_VAR
@@ -46,6 +46,7 @@ from vaekit.errors import CheckpointError, ConfigError, DataNotFound, TrainingEr
 from vaekit.layouts import migrate_weights
 from vaekit.models import LatentVariableModel, build_model
 from vaekit.objectives import ELBOTerms
+from vaekit.settings import check
 
 CONFIG, DATA_INFO, STATE, METRICS, CHECKPOINTS, LOCK = "config.json", "data.json", "state.json", "metrics.csv", "checkpoints", ".lock"
 
@@ -474,7 +475,7 @@ def read_config(path: Path, *, missing_hint: str = NEVER_STARTED) -> RunConfig:
         raise CheckpointError(f"{path} is not a vaekit run (no {CONFIG})")
     try:
         config = RunConfig.from_json_file(path / CONFIG)
-        validate(config)
+        check(config)
     except ConfigError as exc:
         raise CheckpointError(f"invalid run config in {path}: {exc}") from None
     return config

@@ -1,17 +1,48 @@
-"""Which settings take effect in a run: a setting that only one kind of part reads (a mixture
-prior's component count, a flow's step count, the IW bound's groups, ...) is inert elsewhere.
+"""A run's settings read with the parts they pick: whether each setting fits them (``check``), and
+which take effect (``TAKES_EFFECT``).
 
-The CLI refuses a flag for an inert setting with one line; the report's configuration block shows
-only the settings that took effect. One table serves both.
+``check`` is ``vaekit.config.validate`` (each value alone) and then what the parts' facts and the
+objective's own checks require; it lives here, above the parts' registries, because those build on
+``vaekit.config``.
+
+A setting that only one kind of part reads (a mixture prior's component count, a flow's step count,
+the IW bound's groups, ...) is inert elsewhere. The CLI refuses a flag for an inert setting with one
+line; the report's configuration block shows only the settings that took effect. One table serves both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from vaekit.config import RunConfig
+from vaekit.config import RunConfig, validate
+from vaekit.errors import ConfigError
 from vaekit.models import ENCODERS, LIKELIHOODS, MODEL_KINDS, PRIORS
-from vaekit.objectives import DIPVAEI, DIPVAEII, ELBO, AnnealedVAE, BetaTCVAE, FactorVAE, ImportanceWeighted, SemiSupervisedBound
+from vaekit.models.condition import ColumnsCondition
+from vaekit.models.model import check_channels
+from vaekit.objectives import (
+    DIPVAEI,
+    DIPVAEII,
+    ELBO,
+    AnnealedVAE,
+    BetaTCVAE,
+    FactorVAE,
+    ImportanceWeighted,
+    SemiSupervisedBound,
+    objective_from_config,
+)
+
+
+def check(config: RunConfig) -> None:
+    """Raise ``ConfigError`` naming the first setting of ``config`` that does not fit: a value
+    (``validate``), a convolutional network without channels, context columns without
+    ``--condition columns``, or what the objective the run trains with refuses."""
+    validate(config)
+    check_channels(config.model)
+    if config.data.context_columns and config.model.condition != ColumnsCondition.name:
+        raise ConfigError(
+            f"context columns are the context of --condition {ColumnsCondition.name}, not --condition {config.model.condition}"
+        )
+    objective_from_config(config)
 
 
 def _stochastic(c: RunConfig) -> bool:

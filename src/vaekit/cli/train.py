@@ -11,12 +11,12 @@ import vaekit.distributed as distributed
 import vaekit.presets as presets
 from vaekit.cli.common import positive_int, resolve_device
 from vaekit.cli.settings_flags import SettingFlag, add_setting_arguments, apply_setting_flags, setting_flags
-from vaekit.config import CONV_DEFAULT_CHANNELS, RunConfig, validate
+from vaekit.config import CONV_DEFAULT_CHANNELS, RunConfig
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.models import ENCODERS, check_parts
 from vaekit.models.condition import ColumnsCondition
 from vaekit.objectives import ImportanceWeighted
-from vaekit.settings import TAKES_EFFECT, takes_effect
+from vaekit.settings import TAKES_EFFECT, check, takes_effect
 from vaekit.training import RESUME_SETTINGS, TrainingInterrupted, resume, train
 
 
@@ -68,7 +68,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config = RunConfig.from_json_file(args.config) if args.config else RunConfig()
     apply_setting_flags(args, config)  # flags whose value is None leave the config (or its default) alone
     _apply_shorthands(args, config)
-    validate(config)  # a bad value is named first, then a flag that would change nothing
+    check(config)  # a bad value is named first, then a flag that would change nothing
     check_flags_take_effect(args, config)
     return config
 

@@ -207,6 +207,7 @@ def check_parts(config: ModelConfig) -> None:
     ):
         registry.check(name)
     check_token_parts(config)
+    check_channels(config)
     if (any(config.dropout) or config.classifier_dropout) and ENCODERS[config.arch].needs_images:
         flag = "--dropout" if any(config.dropout) else "--classifier-dropout"
         raise ConfigError(f"{flag} is for the dense networks (--arch mlp or gated); the {config.arch} network has none")
@@ -220,6 +221,13 @@ def check_parts(config: ModelConfig) -> None:
             raise ConfigError("a hierarchical model (several --latent-dim sizes) has Gaussian layers: it needs --model vae without a flow")
         if PRIORS[config.prior].conditional:
             raise ConfigError(f"a hierarchical model's top prior is unconditional; --prior {config.prior} needs one latent layer")
+
+
+def check_channels(config: ModelConfig) -> None:
+    """Raise ``ConfigError`` for a convolutional network (``Encoder.needs_images``) without a channel stage;
+    an ``arch`` not registered is ``check_parts``' to name."""
+    if config.arch in ENCODERS and ENCODERS[config.arch].needs_images and not config.hidden:
+        raise ConfigError("a conv model needs at least one channel stage (--hidden)")
 
 
 def check_token_parts(config: ModelConfig) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import vaekit.distributed as distributed
-from vaekit.config import RunConfig, validate
+from vaekit.config import RunConfig
 from vaekit.data import DataSplits
 from vaekit.data.base import Batch
 from vaekit.data.batches import TrainingBatches
@@ -29,6 +29,7 @@ from vaekit.examples import data_context, for_model
 from vaekit.models import build_model, check_parts
 from vaekit.objectives import NamedTerms, StepContext, objective_from_config
 from vaekit.runs import Run, RunWriter, TrainState, load, metric_fields
+from vaekit.settings import check
 from vaekit.threads import subnormals_flushed, use_threads
 from vaekit.training import setup, snapshot
 from vaekit.training.average import WeightAverage
@@ -59,7 +60,7 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, out: str | Path | None, data: DataSplits | None = None, device: str | torch.device = "cpu"):
-        validate(config)
+        check(config)
         check_parts(config.model)
         self.world = distributed.init(device)  # one process, unless started by torchrun
         self.device = distributed.local_device(device, self.world)
