@@ -10,6 +10,9 @@ form is registered, with a Monte Carlo fallback otherwise. One class per concept
   hierarchical model) and ``FlowDistribution`` (a Gaussian pushed through flow steps);
 - over x: ``FastBernoulli``, and ``BetaBinomial`` and ``DiscretizedLogistic`` over 8-bit levels;
 - ``marginals``: the per-dimension marginals of a distribution over z.
+- ``StandardNormalDraws`` and ``PathDerivative``: what a posterior can do beyond that interface
+  (map fixed standard-normal draws to z; give its log-density with its parameters' gradients
+  stopped), which the objectives ask for with ``isinstance``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,31 @@ from torch.distributions import (
 )
 
 from vaekit.errors import ConfigError
-from vaekit.objectives import PathDerivative, StandardNormalDraws
+
+# ----- what a posterior can do beyond the distribution interface (the objectives ask for it) ------
+
+
+class StandardNormalDraws(ABC):
+    """A posterior that maps standard-normal draws ε to z itself (a flow: z = f(μ + σ·ε)). The
+    fixed-draws path (``Draws.noise``) uses ``from_standard_normal``; for any other posterior it
+    takes z = E_q[z] + std_q[z]·ε, which holds for location-scale families."""
+
+    @abstractmethod
+    def from_standard_normal(self, eps: torch.Tensor) -> torch.Tensor:
+        """z (*S, B, L) for draws ε (*S, B, L) or (*S, 1, L)."""
+
+
+class PathDerivative(ABC):
+    """A posterior whose log-density can be taken with its parameters' gradients stopped, for the
+    path-derivative ("sticking the landing") gradient of Roeder et al. 2017: in log q(z|x) the
+    encoder's parameters then act only through the draw z, so the score term ∇_φ log q_φ(z), zero in
+    expectation, leaves the gradient (and the gradient is zero when q is the true posterior)."""
+
+    @abstractmethod
+    def parameters_stopped(self) -> Distribution:
+        """The same distribution with no gradient to its parameters: log_prob(z) depends on z alone
+        (through the fixed networks, for a layer whose parameters are computed from a parent layer's code)."""
+
 
 # ----- Gaussians over z -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import torch
 
 from vaekit.config import RunConfig
 from vaekit.errors import ConfigError
+from vaekit.models import MODEL_KINDS
 from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, Objective, Terms
 from vaekit.objectives.estimate import (
     Posterior,
@@ -124,8 +125,6 @@ class ELBO(LatentBound):
 
     @classmethod
     def from_config(cls, config: RunConfig) -> ELBO:
-        from vaekit.models import MODEL_KINDS  # the models build on the objectives' interfaces
-
         t, m = config.train, config.model
         check_samples(t.n_samples, MAX_SAMPLES)
         if t.stl and (MODEL_KINDS[m.kind].deterministic or m.flow != "none"):

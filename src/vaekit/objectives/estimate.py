@@ -3,36 +3,14 @@ fixed), and the sample loop over chunks that the ELBO and the importance-weighte
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
+from vaekit.models.distributions import PathDerivative, StandardNormalDraws
 from vaekit.objectives.base import Draws
-
-
-class StandardNormalDraws(ABC):
-    """A posterior that maps standard-normal draws ε to z itself (a flow: z = f(μ + σ·ε)). The
-    fixed-draws path (``Draws.noise``) uses ``from_standard_normal``; for any other posterior it
-    takes z = E_q[z] + std_q[z]·ε, which holds for location-scale families."""
-
-    @abstractmethod
-    def from_standard_normal(self, eps: torch.Tensor) -> torch.Tensor:
-        """z (*S, B, L) for draws ε (*S, B, L) or (*S, 1, L)."""
-
-
-class PathDerivative(ABC):
-    """A posterior whose log-density can be taken with its parameters' gradients stopped, for the
-    path-derivative ("sticking the landing") gradient of Roeder et al. 2017: in log q(z|x) the
-    encoder's parameters then act only through the draw z, so the score term ∇_φ log q_φ(z), zero in
-    expectation, leaves the gradient (and the gradient is zero when q is the true posterior)."""
-
-    @abstractmethod
-    def parameters_stopped(self) -> Distribution:
-        """The same distribution with no gradient to its parameters: log_prob(z) depends on z alone
-        (through the fixed networks, for a layer whose parameters are computed from a parent layer's code)."""
 
 
 def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:

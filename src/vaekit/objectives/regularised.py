@@ -10,6 +10,7 @@ from torch.distributions import Distribution
 
 from vaekit.config import RunConfig
 from vaekit.errors import ConfigError
+from vaekit.models import MODEL_KINDS
 from vaekit.objectives.base import Draws
 from vaekit.objectives.estimate import chunks, sample_count
 
@@ -23,8 +24,6 @@ def check_nonnegative(**settings: float) -> None:
 
 def require_density(config: RunConfig, objective: str) -> None:
     """q(z|x) must have a density (a KL term, draws): not the plain autoencoder's point mass."""
-    from vaekit.models import MODEL_KINDS  # the models build on the objectives' interfaces
-
     kind = MODEL_KINDS[config.model.kind]
     if kind.deterministic:
         raise ConfigError(f"--objective {objective} needs a posterior with a density (--model vae), not --model {kind.name}")

@@ -34,6 +34,7 @@ import torch
 
 from vaekit.config import RunConfig
 from vaekit.errors import ConfigError
+from vaekit.models import MODEL_KINDS
 from vaekit.objectives.base import FRESH, OBJECTIVES, Draws, Objective
 from vaekit.objectives.elbo import ELBOTerms, check_beta, check_samples
 from vaekit.objectives.estimate import chunks, closed_form_kl, sample_count, squared_error, weighted
@@ -75,8 +76,6 @@ class SemiSupervisedBound(Objective):
 
     @classmethod
     def from_config(cls, config: RunConfig) -> SemiSupervisedBound:
-        from vaekit.models import MODEL_KINDS  # the models build on the objectives' interfaces
-
         t = config.train
         if MODEL_KINDS[config.model.kind].objective != cls.name:
             raise ConfigError(f"the {cls.name} objective needs a semi-supervised model with a classifier (--model m2)")
