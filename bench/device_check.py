@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from vaekit.config import ModelConfig  # noqa: E402
 from vaekit.data import Dataset  # noqa: E402
-from vaekit.data.batches import Batch  # noqa: E402
+from vaekit.data.base import Batch  # noqa: E402
 from vaekit.evaluation import example_scores, iw_log_likelihood  # noqa: E402
 from vaekit.models import build_model  # noqa: E402
 from vaekit.models.sequence import END, PAD, START  # noqa: E402

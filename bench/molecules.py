@@ -202,7 +202,7 @@ def run_speed(args) -> None:
     it builds) and of the plain loop, on the same batches of MOSES molecules, alternating rounds."""
     from vaekit.config import ModelConfig
     from vaekit.data import SourceSettings, load_data
-    from vaekit.data.batches import Batch
+    from vaekit.data.base import Batch
     from vaekit.models import build_model
     from vaekit.objectives import ELBO
 

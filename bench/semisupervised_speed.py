@@ -18,7 +18,7 @@ import time
 import torch
 
 from vaekit.config import ModelConfig
-from vaekit.data.batches import Batch
+from vaekit.data.base import Batch
 from vaekit.models import build_model
 from vaekit.models.networks import Encoder
 from vaekit.objectives import ELBO, SemiSupervisedBound

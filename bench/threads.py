@@ -34,7 +34,7 @@ torch.set_num_threads({threads})
 from vaekit.config import ModelConfig
 from vaekit.models import build_model
 from vaekit.objectives import ELBO
-from vaekit.data.batches import Batch
+from vaekit.data.base import Batch
 torch.manual_seed(0)
 model = build_model(ModelConfig(input_shape={shape}, likelihood="bernoulli", **{settings}))
 opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)

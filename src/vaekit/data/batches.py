@@ -19,8 +19,6 @@ from vaekit.corruption import corrupt
 from vaekit.data.base import Batch, epoch_generator
 from vaekit.data.streaming import MappedArray, block_order
 
-__all__ = ["Batch", "InputSteps", "TrainingBatches", "data_order"]
-
 
 def data_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The permutation of epoch ``epoch``: a function of (seed, epoch) alone (``base.epoch_generator``),
