@@ -102,6 +102,33 @@ def test_molecules_scores_samples_with_the_moses_metrics(smiles_run, capsys):
     drawn(smiles_run / "m.png")
 
 
+def test_syntax_rules_make_every_sample_parse_and_the_scores_record_them(smiles_run, capsys):
+    from rdkit import Chem
+
+    from vaekit.molecules import chem
+    from vaekit.runs import load
+    from vaekit.strings import StringCodec, sample_strings
+
+    run = load(smiles_run / "run")
+    codec = StringCodec.of_run(run)
+    free, kept = (sample_strings(run.model, codec, 500, seed=1, syntax=syntax) for syntax in (False, True))
+
+    def share(strings, read):
+        return sum(read(s) is not None for s in strings) / len(strings)
+
+    parses = lambda s: Chem.MolFromSmiles(s, sanitize=False)  # noqa: E731  (syntax alone, no valences)
+    assert share(kept, parses) >= 0.95 > 0.5 > share(free, parses)  # a small model: a few strings are cut at its length
+    assert share(kept, chem.parse) >= share(free, chem.parse)
+    code, out, _ = run_in_process(capsys, "sample", smiles_run / "run", "-n", "5", "--syntax", "--out", smiles_run / "syntax.png")
+    assert code == 0 and all(parses(line) is not None for line in out.strip().splitlines()[:5])
+    out_json = smiles_run / "syntax.json"
+    args = ["molecules", smiles_run / "run", "-n", "200", "--syntax", "--reference-size", "100", "--no-fcd", "--filters", MOSES]
+    code, out, _ = run_in_process(capsys, *args, "--json", out_json, "--out", smiles_run / "syntax.smi")
+    assert code == 0 and "keeping to SMILES syntax" in out
+    result = json.loads(out_json.read_text())
+    assert result["syntax"] is True and 0 < result["metrics"]["valid"] <= 1
+
+
 def test_a_model_of_text_draws_its_strings_and_is_refused_by_molecules_and_the_explorer(tmp_path, capsys):
     path = tmp_path / "words.txt"
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"] * 25
@@ -116,6 +143,8 @@ def test_a_model_of_text_draws_its_strings_and_is_refused_by_molecules_and_the_e
     drawn(tmp_path / "s.png")
     code, _, err = run_in_process(capsys, "molecules", tmp_path / "run", "-n", "10")
     assert_one_line_error(code, err, "char tokens, not molecules")
+    code, _, err = run_in_process(capsys, "sample", tmp_path / "run", "--syntax", "--out", tmp_path / "s.png")
+    assert_one_line_error(code, err, "char tokens have no syntax rules")
     code, _, err = run_in_process(capsys, "explore", tmp_path / "run", "--port", "0")
     assert_one_line_error(code, err, "not char tokens")
 
@@ -169,6 +198,8 @@ def test_a_selfies_model_writes_only_valid_molecules(smiles_run, tmp_path, capsy
     written = sample_strings(run.model, StringCodec.of_run(run), 100, temperature=1.0, seed=0)
     smiles = written  # SMILES: the SELFIES symbols drawn, decoded by the tokenizer
     assert sum(chem.parse(s) is not None for s in smiles if s) == sum(1 for s in smiles if s) >= 90  # every non-empty one parses
+    code, _, err = run_in_process(capsys, "sample", tmp_path / "run", "--syntax", "--out", tmp_path / "s.png")
+    assert_one_line_error(code, err, "SELFIES needs no syntax rules")
 
 
 def test_the_explorer_draws_molecules_and_encodes_a_typed_smiles(smiles_run):

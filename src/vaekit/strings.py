@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from vaekit.data.sequences import Vocabulary, vocabulary_of
+from vaekit.data.syntax import TokenSyntax, syntax_of
 from vaekit.data.tokenizers import TOKENIZERS, TokenizeError
 from vaekit.errors import ConfigError, DataError
 
@@ -58,6 +59,10 @@ class StringCodec:
             raise DataError(str(exc).replace("line", "string", 1)) from None
         return ids
 
+    def syntax(self) -> TokenSyntax:
+        """The syntax rules of the vocabulary's tokens (``vaekit.data.syntax``); a one-line ``ConfigError`` where there are none."""
+        return syntax_of(self.vocabulary)
+
     def strings(self, ids: torch.Tensor) -> list[str]:
         """The strings of ids (N, T), each up to its ``<end>``."""
         return self.vocabulary.decode(ids.cpu())
@@ -68,30 +73,33 @@ def _in_batches(z: torch.Tensor, decode) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def decode_codes(model, z: torch.Tensor, *, temperature: float = 0.0, seed: int = 0) -> torch.Tensor:
-    """(N, T) sequences decoded from codes z (N, L): greedy at temperature 0, else drawn at ``temperature`` (seeded)."""
+def decode_codes(model, z: torch.Tensor, *, temperature: float = 0.0, seed: int = 0, syntax: TokenSyntax | None = None) -> torch.Tensor:
+    """(N, T) sequences decoded from codes z (N, L): greedy at temperature 0, else drawn at ``temperature`` (seeded);
+    with ``syntax``, each token among those it admits (``StringCodec.syntax``)."""
     if temperature < 0:
         raise ConfigError(f"temperature must be 0 (greedy) or positive, got {temperature}")
     generator = torch.Generator(device=model.device).manual_seed(seed)
 
     def decode(chunk: torch.Tensor) -> torch.Tensor:
-        return model.decode(chunk.to(model.device)).tempered(temperature).sample(generator=generator)
+        return model.decode(chunk.to(model.device)).tempered(temperature).obeying(syntax).sample(generator=generator)
 
     return _in_batches(z, decode).cpu()
 
 
 @torch.inference_mode()
-def sample_sequences(model, n: int, *, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
-    """(n, T) sequences: z ~ p(z) (seeded), then x ~ p(x|z) at ``temperature`` (0: the greedy decoding of each z)."""
+def sample_sequences(model, n: int, *, temperature: float = 1.0, seed: int = 0, syntax: TokenSyntax | None = None) -> torch.Tensor:
+    """(n, T) sequences: z ~ p(z) (seeded), then x ~ p(x|z) at ``temperature`` (0: the greedy decoding of each z),
+    keeping to ``syntax`` where given."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         z = model.prior().sample((n,))  # (n, L)
-    return decode_codes(model, z, temperature=temperature, seed=seed)
+    return decode_codes(model, z, temperature=temperature, seed=seed, syntax=syntax)
 
 
-def sample_strings(model, codec: StringCodec, n: int, *, temperature: float = 1.0, seed: int = 0) -> list[str]:
-    """``n`` strings of ``sample_sequences``."""
-    return codec.strings(sample_sequences(model, n, temperature=temperature, seed=seed))
+def sample_strings(model, codec: StringCodec, n: int, *, temperature: float = 1.0, seed: int = 0, syntax: bool = False) -> list[str]:
+    """``n`` strings of ``sample_sequences``; syntax: keep to the syntax of the codec's tokens (``StringCodec.syntax``)."""
+    rules = codec.syntax() if syntax else None
+    return codec.strings(sample_sequences(model, n, temperature=temperature, seed=seed, syntax=rules))
 
 
 @torch.inference_mode()

@@ -33,6 +33,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing the decoder mean")
     p.add_argument(
+        "--syntax",
+        action="store_true",
+        help="a SMILES model: draw each token only among those SMILES syntax admits (balanced branches, closed ring bonds)",
+    )
+    p.add_argument(
         "--density",
         choices=["prior", "gaussian", "gmm"],
         help="draw z from the prior, or from a full-covariance Gaussian or a Gaussian mixture fitted to the training codes "
@@ -74,12 +79,14 @@ def run_sample(args: argparse.Namespace) -> int:
     r = load_run(args)
     views = RunViews(r, seed=args.seed, context=view_context(r, args))
     if views.is_sequences:  # strings: decoded at --temperature from z ~ p(z)
-        view = views.samples(args.n, temperature=args.temperature)
+        view = views.samples(args.n, temperature=args.temperature, syntax=args.syntax)
         print("\n".join(view.result))
         print(f"wrote {args.n} samples to {save_png(view.picture, output_path(args, r.path, 'samples.png'))}")
         return 0
     if args.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {args.temperature}")
+    if args.syntax:
+        raise ConfigError("--syntax applies to a model of token sequences (SMILES), not to this run's data")
     views.require_images("sampling")
     if args.compare:
         view = views.sample_comparison(args.n, temperature=args.temperature, components=args.components)

@@ -33,6 +33,12 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=30_000, help="molecules to sample (default 30000, as MOSES)")
     p.add_argument("--temperature", type=float, default=1.0, help="the decoder's sampling temperature, 0: greedy (default 1)")
+    p.add_argument(
+        "--syntax",
+        action="store_true",
+        help="draw each token only among those SMILES syntax admits (balanced branches, closed ring bonds; "
+        "vaekit.data.syntax): the model renormalised step by step, not MOSES's sampler",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and of any reference subset (default 0)")
     p.add_argument("--test", metavar="FILE", help="reference molecules (CSV with a SMILES column, or .smi/.txt); default: see above")
     p.add_argument("--test-scaffolds", metavar="FILE", help="the scaffold-test reference (default: MOSES's for a moses run, else none)")
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     r, codec = load_molecule_run(args, map_location=resolve_device(args.device))
     refs = _references(r, args, codec)
     t0 = time.perf_counter()
-    generated = sample_strings(r.model, codec, args.n, temperature=args.temperature, seed=args.seed)  # SMILES
+    generated = sample_strings(r.model, codec, args.n, temperature=args.temperature, seed=args.seed, syntax=args.syntax)  # SMILES
     sampling_seconds = time.perf_counter() - t0
     out = Path(args.out) if args.out else r.path / "molecules.smi"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=r.weights,
         samples=str(out),
         temperature=args.temperature,
+        syntax=args.syntax,
         seed=args.seed,
         references=refs["described"],
         sampling_seconds=sampling_seconds,
@@ -118,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.json) if args.json else r.path / "molecules.json"
     atomic_write_json(path, result)
     picture = save_png(molecule_grid(generated[:SHOWN], cols=4), out.with_suffix(".png"))
-    print(f"{args.n} molecules sampled at temperature {args.temperature:g} in {sampling_seconds:.1f} s ({args.n / sampling_seconds:.0f}/s)")
+    how = f"at temperature {args.temperature:g}" + (", keeping to SMILES syntax," if args.syntax else "")
+    print(f"{args.n} molecules sampled {how} in {sampling_seconds:.1f} s ({args.n / sampling_seconds:.0f}/s)")
     for name, value in result["metrics"].items():
         print(f"  {name:14s} {'n/a' if value is None else f'{value:.4f}'}")
     print(f"wrote the molecules to {out}, the metrics to {path} and the first {min(SHOWN, args.n)} drawn to {picture}")

@@ -10,7 +10,7 @@ each token (teacher forcing), and a linear layer gives the next token's logits. 
 that distribution: ``log_prob`` sums the log-probabilities of the stored tokens after ``<start>``
 (``<end>`` included, padding not), so a sequence's bound is the same alone or padded in a batch of
 longer ones; ``sample`` runs the GRU one position at a time for the whole batch at once (temperature
-sampling, or greedy at temperature 0).
+sampling, or greedy at temperature 0), keeping to a token syntax (``vaekit.data.syntax``) where asked.
 
 Word dropout (Bowman et al. 2016): in training, each token the decoder reads is replaced by a blank
 (a zero embedding) with the decoder's dropout probability, so that it must lean on z.
@@ -33,6 +33,7 @@ from vaekit.models.posteriors import full_precision
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
+    from vaekit.data.syntax import TokenSyntax
 
 PAD, START, END = 0, 1, 2  # the ids ``vaekit.data.sequences.Vocabulary`` gives its special tokens
 
@@ -145,20 +146,31 @@ class GRUDecoder(Decoder):
         return self.out(out)
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, length: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        z: torch.Tensor,
+        length: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        syntax: TokenSyntax | None = None,
+    ) -> torch.Tensor:
         """(N, length) sequences drawn from p(x|z) for z (N, L), stored as the data are: ``<start>``, the
         tokens, ``<end>`` (put at the last position when a sequence has not ended by then), padding.
-        temperature: the logits are divided by it before sampling; 0: the most probable token each step (greedy)."""
+        temperature: the logits are divided by it before sampling; 0: the most probable token each step (greedy).
+        syntax: rules on the next token (``vaekit.data.syntax``): only the tokens they admit are drawn."""
         n = len(z)
         out = torch.full((n, length), PAD, dtype=torch.long, device=z.device)
         out[:, 0] = START
         h, token = self.initial_state(z), out[:, 0]
         ended = torch.zeros(n, dtype=torch.bool, device=z.device)
+        state = syntax.start(n, length, z.device) if syntax is not None else None
         for t in range(1, length):
             step = torch.cat([self.embed(token), z], -1).unsqueeze(1)  # (N, 1, E + L)
             o, h = self.rnn(step, h)
             logits = self.out(o[:, 0]).float()  # (N, V)
             logits[:, [PAD, START]] = -torch.inf  # never drawn: they only frame a sequence
+            if syntax is not None:
+                logits = logits.masked_fill(~syntax.allowed(state), -torch.inf)
             if temperature == 0:
                 token = logits.argmax(-1)
             else:
@@ -167,6 +179,8 @@ class GRUDecoder(Decoder):
                 token = torch.full_like(token, END)
             token = torch.where(ended, PAD, token)
             out[:, t] = token
+            if syntax is not None:
+                state = syntax.advance(state, token)
             ended |= token == END
             if t % 8 == 0 and bool(ended.all()):  # (a sync every eight steps, not every step)
                 break
@@ -224,13 +238,21 @@ class TokenSequence(Distribution):
     ``log_prob(x)`` for x (*, T) broadcast against the batch (token ids as stored: ``<start>`` first):
     the decoder reads x[..., :-1] and the head scores x[..., 1:]; any T works (the same sequence padded
     longer scores the same). ``sample()`` draws sequences of the model's length T at ``temperature``
-    (0: greedy, the ``mode``)."""
+    (0: greedy, the ``mode``), keeping to ``syntax`` where one is given (``obeying``)."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.independent(constraints.nonnegative_integer, 1)
 
-    def __init__(self, decoder: GRUDecoder, head: CategoricalHead, z: torch.Tensor, length: int, temperature: float = 1.0):
-        self.decoder, self.head, self.z, self.temperature = decoder, head, z, temperature
+    def __init__(
+        self,
+        decoder: GRUDecoder,
+        head: CategoricalHead,
+        z: torch.Tensor,
+        length: int,
+        temperature: float = 1.0,
+        syntax: TokenSyntax | None = None,
+    ):
+        self.decoder, self.head, self.z, self.temperature, self.syntax = decoder, head, z, temperature, syntax
         super().__init__(z.shape[:-1], torch.Size((length,)), validate_args=False)
 
     def token_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -251,12 +273,17 @@ class TokenSequence(Distribution):
     def sample(self, sample_shape: torch.Size = torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """(*sample_shape, *batch, T) sequences, drawn at ``temperature``."""
         z = self.z.expand(*sample_shape, *self.z.shape).reshape(-1, self.z.shape[-1])
-        ids = self.decoder.generate(z, self.event_shape[0], self.temperature, generator)
+        ids = self.decoder.generate(z, self.event_shape[0], self.temperature, generator, self.syntax)
         return ids.view(*sample_shape, *self.batch_shape, -1)
 
     def tempered(self, temperature: float) -> TokenSequence:
         """The same p(x|z), sampled at ``temperature`` (0: greedy; < 1: nearer the most probable tokens)."""
-        return TokenSequence(self.decoder, self.head, self.z, self.event_shape[0], temperature=temperature)
+        return TokenSequence(self.decoder, self.head, self.z, self.event_shape[0], temperature, self.syntax)
+
+    def obeying(self, syntax: TokenSyntax | None) -> TokenSequence:
+        """The same p(x|z), sampled keeping to ``syntax`` (each step's draw among the tokens it admits;
+        None: every token). ``log_prob`` stays the model's own."""
+        return TokenSequence(self.decoder, self.head, self.z, self.event_shape[0], self.temperature, syntax)
 
     @property
     def mode(self) -> torch.Tensor:

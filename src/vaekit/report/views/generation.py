@@ -24,14 +24,24 @@ def density_name(kind: str, components: int) -> str:
 
 
 def samples(
-    space: LatentSpace, n: int = 64, *, temperature: float = 1.0, density: str = "prior", components: int = 10, draw: bool = False
+    space: LatentSpace,
+    n: int = 64,
+    *,
+    temperature: float = 1.0,
+    density: str = "prior",
+    components: int = 10,
+    draw: bool = False,
+    syntax: bool = False,
 ) -> View:
     """``n`` decoded draws (n, *shape) from the prior or from a density fitted to the training codes (decoder
     means, or draws from p(x|z) with ``draw``). A conditional model with no ``chosen_context``: a row per
-    class, n // classes samples each (at least one)."""
+    class, n // classes samples each (at least one). syntax: a sequence model's tokens drawn keeping to
+    their syntax (``vaekit.data.syntax``)."""
     ctx = space.ctx
     if ctx.is_sequences:
-        return sequence_views.samples(ctx, n, temperature=temperature)
+        return sequence_views.samples(ctx, n, temperature=temperature, syntax=syntax)
+    if syntax:
+        raise ConfigError("syntax rules apply to a model of token sequences (SMILES), not to this run's data")
     ctx.require_images("sampling")
     if ctx.classes and ctx.chosen_context is None:
         per_class = max(1, n // ctx.classes)

@@ -46,11 +46,13 @@ def example_ids(ctx: RunContext, spec: int | str) -> tuple[torch.Tensor, str]:
     return x.long(), name
 
 
-def samples(ctx: RunContext, n: int = 16, *, temperature: float = 1.0) -> View:
-    """``n`` strings: z ~ p(z), then x ~ p(x|z) at ``temperature`` (0: greedy decoding)."""
-    texts = strings.sample_strings(ctx.model, codec(ctx), n, temperature=temperature, seed=ctx.seed)
+def samples(ctx: RunContext, n: int = 16, *, temperature: float = 1.0, syntax: bool = False) -> View:
+    """``n`` strings: z ~ p(z), then x ~ p(x|z) at ``temperature`` (0: greedy decoding), keeping to the
+    tokens' syntax with ``syntax`` (``vaekit.data.syntax``)."""
+    texts = strings.sample_strings(ctx.model, codec(ctx), n, temperature=temperature, seed=ctx.seed, syntax=syntax)
     how = "greedy decoding" if temperature == 0 else f"sampled at temperature {temperature:g}"
-    return View(picture(ctx, texts), f"{n} samples: z from the prior p(z), each sequence {how}.", texts)
+    rules = f", drawn only among the tokens {codec(ctx).vocabulary.tokenizer.upper()} syntax admits" if syntax else ""
+    return View(picture(ctx, texts), f"{n} samples: z from the prior p(z), each sequence {how}{rules}.", texts)
 
 
 def reconstructions(ctx: RunContext, n: int = 8) -> View:

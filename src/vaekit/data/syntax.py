@@ -1,0 +1,210 @@
+"""Syntax rules a sampler can keep to, one token at a time (``SYNTAXES``, by tokenizer name).
+
+A ``TokenSyntax`` follows a whole batch of sequences as they are drawn and says, before each step, which
+tokens may come next: ``allowed(state)`` (N, V) bool. The decoder's logits of the others are set to −∞
+before it draws, so a sample comes from the model's distribution renormalised, step by step, over the
+strings the rules admit (greedy decoding takes the most probable admitted token). Every step is a few
+tensor operations over the batch, with lookup tables over the vocabulary: no Python per sequence.
+
+``smiles``: SMILES's grammar as far as a left-to-right reader can keep it without chemistry: a string starts
+with an atom; a branch ``(`` follows an atom, a ring bond or another branch and starts with an atom or a
+bond; ``)`` closes an open branch that holds an atom; a ring-bond label (``1``, ``%12``) follows an atom,
+a ring bond or a bond symbol after one, and opens the label or closes it (never where it would bond two
+atoms bonded already: on the atom that opened it, on that atom's neighbour along the chain, or a second
+ring bond between the same two atoms; nor does a label open again on the atom it closed on); a bond
+symbol after an atom or a ring bond is followed by an atom or a ring bond, one that starts or follows a
+branch by an atom; ``.`` (a second molecule) stands outside every branch and before an atom; ``<end>``
+comes after an atom, a ring bond or ``)`` with no branch and no ring bond open.
+
+The model's length bounds a string, and a sampler that kept these rules but not the length would often
+be cut there with a branch or a ring bond open: once the positions left are no more than one per open
+branch and ring bond and ``margin`` more, nothing new may open, and where something can be closed only
+closing is drawn. What the rules cannot rule out needs chemistry: valences, and aromatic rings that
+cannot be kekulised.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from vaekit.errors import ConfigError
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.data.sequences import Vocabulary
+
+PAD, START, END = 0, 1, 2  # the ids ``Vocabulary`` gives its special tokens
+
+
+class TokenSyntax(ABC):
+    """Which tokens may come next, for a batch of sequences drawn together (an interface)."""
+
+    name: str
+
+    @abstractmethod
+    def start(self, n: int, length: int, device: torch.device) -> object:
+        """The state of n sequences of at most ``length`` tokens that hold only ``<start>``."""
+
+    @abstractmethod
+    def allowed(self, state: object) -> torch.Tensor:
+        """(N, V) bool: the tokens each sequence may take next (at least one per row)."""
+
+    @abstractmethod
+    def advance(self, state: object, token: torch.Tensor) -> object:
+        """The state after each sequence took token (N,) ids."""
+
+
+SYNTAXES: Registry[type[TokenSyntax]] = Registry("syntax")
+
+# the classes of SMILES tokens, the rows of ``SmilesSyntax.follows``
+BEGIN, ATOM, RING, OPEN, CLOSE, BOND, DOT, ENDS, OTHER, LEAD = range(10)  # LEAD: a bond not after an atom (``(=``)
+_ATOM = re.compile(r"\[.*\]|Br|Cl|[BCNOSPFIbcnops*]")
+_RING = re.compile(r"\d|%\d\d")
+_SINGLE = {"(": OPEN, ")": CLOSE, ".": DOT, "-": BOND, "=": BOND, "#": BOND, "$": BOND, ":": BOND, "/": BOND, "\\": BOND}
+
+
+def smiles_class(token: str) -> int:
+    """The class of one SMILES token: ATOM, RING, OPEN, CLOSE, BOND, DOT, or OTHER (no rule applies to it)."""
+    if _ATOM.fullmatch(token):
+        return ATOM
+    if _RING.fullmatch(token):
+        return RING
+    return _SINGLE.get(token, OTHER)
+
+
+@dataclass
+class SmilesState:
+    """Each of N sequences' place in the grammar: previous (N,) the class of its last token; depth (N,) its
+    open branches; atoms (N,) its atoms so far; current (N,) the atom a bond would start from (−1: none);
+    parent_of (N, A) each atom's neighbour before it (−1: the first of a molecule); branch_from (N, A) the
+    atom each open branch starts from, by depth; open (N, R + 1) which ring-bond labels are open, and each
+    open label's atom and that atom's parent (opened_at, opened_parent; column R: not a label, never read);
+    joined (N, R + 1) the atoms the current atom's ring bonds have closed on, by label (−1: none)."""
+
+    previous: torch.Tensor
+    depth: torch.Tensor
+    atoms: torch.Tensor
+    current: torch.Tensor
+    parent_of: torch.Tensor
+    branch_from: torch.Tensor
+    open: torch.Tensor
+    opened_at: torch.Tensor
+    opened_parent: torch.Tensor
+    joined: torch.Tensor
+    left: int  # the positions left before the one kept for <end>, this one included
+
+
+@SYNTAXES.register("smiles")
+class SmilesSyntax(TokenSyntax):
+    """SMILES's branch, ring-bond and bond syntax (the module's docstring) over a vocabulary of SMILES tokens.
+
+    A ring bond closes only where it joins two atoms not already bonded: not on the atom that opened it,
+    nor on that atom's neighbour along the chain (``C11``, ``CC1...``-then-``C1`` beside it are refused)."""
+
+    margin = 4  # positions kept free, beyond one per open branch and ring bond, before none may open
+
+    # follows[c]: the token classes that may come after a token of class c (ENDS: ``<end>``)
+    follows = {
+        BEGIN: {ATOM, OTHER},
+        ATOM: {ATOM, RING, OPEN, CLOSE, BOND, DOT, ENDS, OTHER},
+        RING: {ATOM, RING, OPEN, CLOSE, BOND, DOT, ENDS, OTHER},
+        OPEN: {ATOM, BOND, OTHER},
+        CLOSE: {ATOM, OPEN, CLOSE, BOND, DOT, ENDS, OTHER},
+        BOND: {ATOM, RING, OTHER},  # a ring bond may carry a bond symbol: ``C=1``
+        LEAD: {ATOM, OTHER},  # but a bond that opens a branch or follows one leads to an atom: ``C(=O)``, ``C(C)=O``
+        DOT: {ATOM, OTHER},
+        OTHER: {ATOM, RING, OPEN, CLOSE, BOND, DOT, ENDS, OTHER},
+        ENDS: {ATOM},  # a sequence that has ended takes padding whatever is drawn; a row that admits something
+    }
+
+    def __init__(self, tokens: list[str]):
+        classes = [smiles_class(t) for t in tokens]
+        classes[PAD], classes[START], classes[END] = BEGIN, BEGIN, ENDS  # PAD and START are never drawn
+        if ATOM not in classes:
+            raise ConfigError("a SMILES syntax needs a vocabulary with atoms, and this one has none")
+        self.classes = torch.tensor(classes)  # (V,)
+        table = torch.zeros(max(self.follows) + 1, len(tokens), dtype=torch.bool)
+        for before, after in self.follows.items():
+            table[before] = torch.isin(self.classes, torch.tensor(sorted(after)))
+        table[:, [PAD, START]] = False
+        self.table = table  # (classes, V): what may follow each class
+        self.rings = torch.tensor([i for i, c in enumerate(classes) if c == RING], dtype=torch.long)  # (R,) the labels' ids
+        self.ring_of = torch.full((len(tokens),), len(self.rings), dtype=torch.long)  # (V,): each label's column, R for the rest
+        self.ring_of[self.rings] = torch.arange(len(self.rings))
+        self.closers = (self.classes == CLOSE) | (self.classes == RING) | (self.classes == ENDS)  # (V,)
+
+    @classmethod
+    def from_vocabulary(cls, vocabulary: Vocabulary) -> SmilesSyntax:
+        return cls(vocabulary.tokens)
+
+    def start(self, n: int, length: int, device: torch.device) -> SmilesState:
+        if self.table.device != device:
+            moved = (t.to(device) for t in (self.classes, self.table, self.rings, self.ring_of, self.closers))
+            self.classes, self.table, self.rings, self.ring_of, self.closers = moved
+        zeros = torch.zeros(n, dtype=torch.long, device=device)
+        none = torch.full((n, length + 1), -1, dtype=torch.long, device=device)
+        labels = torch.full((n, len(self.rings) + 1), -1, dtype=torch.long, device=device)
+        labels = (labels >= 0, labels, labels.clone(), labels.clone())  # open, opened_at, opened_parent, joined
+        return SmilesState(zeros + BEGIN, zeros, zeros, zeros - 1, none, none.clone(), *labels, length - 2)
+
+    def allowed(self, state: SmilesState) -> torch.Tensor:
+        ok = self.table[state.previous].clone()  # (N, V)
+        closed = state.depth == 0  # (N,)
+        ok[:, self.classes == CLOSE] &= ~closed.unsqueeze(1)
+        ok[:, self.classes == DOT] &= closed.unsqueeze(1)
+        r = len(self.rings)
+        ok[:, END] &= closed & ~state.open[:, :r].any(1)
+        current = state.current.unsqueeze(1)  # (N, 1)
+        parent = state.parent_of.gather(1, current.clamp_min(0))  # (N, 1)
+        at, by = state.opened_at[:, :r], state.opened_parent[:, :r]  # (N, R)
+        again = (at.unsqueeze(2) == state.joined[:, :r].unsqueeze(1)).any(2)  # (N, R): a ring bond to an atom joined already
+        closes = (at != current) & (at != parent) & (by != current) & ~again  # (N, R): an open label may close here
+        reopens = state.joined[:, :r] < 0  # (N, R): a closed label may open again, but not on the atom it closed on
+        ok[:, self.rings] &= torch.where(state.open[:, :r], closes, reopens)
+        tight = state.left <= state.depth + state.open[:, :r].sum(1) + self.margin  # (N,): no room to open more
+        ok[:, self.classes == OPEN] &= ~tight.unsqueeze(1)
+        ok[:, self.rings] &= ~(tight.unsqueeze(1) & ~state.open[:, :r])
+        closing = ok & self.closers  # (N, V): ``)``, a ring bond that closes, ``<end>``
+        return torch.where((tight & closing.any(1)).unsqueeze(1), closing, ok)  # short of room: close what can be closed
+
+    def advance(self, state: SmilesState, token: torch.Tensor) -> SmilesState:
+        cls = self.classes[token]  # (N,)
+        cls = torch.where((cls == BOND) & (state.previous != ATOM) & (state.previous != RING), LEAD, cls)
+        rows = torch.arange(len(token), device=token.device)
+        s = SmilesState(
+            cls,
+            *(t.clone() for t in (state.depth, state.atoms, state.current, state.parent_of)),
+            *(t.clone() for t in (state.branch_from, state.open, state.opened_at, state.opened_parent, state.joined)),
+            state.left - 1,
+        )
+        atom = cls == ATOM
+        first = (state.previous == BEGIN) | (state.previous == DOT)
+        s.parent_of[rows, torch.where(atom, state.atoms, -1)] = torch.where(first, -1, state.current)  # (column −1: never read)
+        s.current = torch.where(atom, state.atoms, state.current)
+        s.atoms = state.atoms + atom.long()
+        opens, closes = cls == OPEN, cls == CLOSE
+        s.branch_from[rows, torch.where(opens, state.depth, -1)] = state.current
+        s.depth = state.depth + opens.long() - closes.long()
+        s.current = torch.where(closes, s.branch_from[rows, s.depth.clamp_min(0)], s.current)
+        label = self.ring_of[token]  # (N,): R where the token is not a label
+        opening = ~state.open[rows, label]
+        s.open[rows, label] = opening
+        s.opened_at[rows, label] = torch.where(opening, state.current, -1)
+        s.opened_parent[rows, label] = torch.where(opening, state.parent_of[rows, state.current.clamp_min(0)], -1)
+        s.joined[atom] = -1
+        s.joined[rows, label] = torch.where(opening | atom, -1, state.opened_at[rows, label])
+        return s
+
+
+def syntax_of(vocabulary: Vocabulary) -> TokenSyntax:
+    """The syntax of the vocabulary's tokenizer; a one-line ``ConfigError`` where it has none."""
+    if vocabulary.tokenizer == "selfies":
+        raise ConfigError("SELFIES needs no syntax rules: every SELFIES string decodes to a molecule")
+    if vocabulary.tokenizer not in SYNTAXES:
+        raise ConfigError(f"{vocabulary.tokenizer} tokens have no syntax rules (there are rules for {', '.join(SYNTAXES.names())} tokens)")
+    return SYNTAXES[vocabulary.tokenizer].from_vocabulary(vocabulary)
