@@ -132,23 +132,27 @@ def run_score(args) -> None:
     from vaekit.runs import read_metrics
 
     out = RUNS / run_name(args)
+    scored_path = out / ("molecules-syntax.json" if args.syntax else "molecules.json")
     command = [sys.executable, "-m", "vaekit", "molecules", str(out), "-n", str(args.n)]
     command += ["--reference-size", str(args.reference_size)] if args.reference_size else []
-    command += ["--jobs", str(args.jobs), "--json", str(out / "molecules.json"), "--threads", str(args.threads)]
+    command += ["--jobs", str(args.jobs), "--json", str(scored_path), "--threads", str(args.threads)]
     command += ["--no-fcd"] if args.no_fcd else []
+    command += ["--syntax", "--out", str(out / "molecules-syntax.smi")] if args.syntax else []
     subprocess.run(command, check=True)
     import json
 
-    scored = json.loads((out / "molecules.json").read_text())
+    scored = json.loads(scored_path.read_text())
     beta = f", β {args.beta:g}" if args.beta != MOSES_BETA else ""
     beta += f", free bits {args.free_bits:g}" if args.free_bits else ""
     beta += f", GRUs {'-'.join(map(str, args.hidden))}" if tuple(args.hidden) != RECIPE_HIDDEN else ""
+    sampler = ", sampled keeping to SMILES syntax" if args.syntax else ""
     rows = read_metrics(out / "metrics.csv")
     train_seconds = sum(r["train_seconds"] for r in rows)
     molecules = len(rows) * 200 * args.batch_size
     where = "CPU" if args.device == "cpu" else f"{args.device.upper()}, {args.precision}"
     record = {
-        "model": f"vaekit {args.tokenizer.upper()} VAE ({where} recipe{beta}, seed {args.seed})",
+        "model": f"vaekit {args.tokenizer.upper()} VAE ({where} recipe{beta}, seed {args.seed}){sampler}",
+        "syntax": args.syntax,
         "metrics": scored["metrics"],
         "sizes": scored["sizes"],
         "references": scored["references"],
@@ -163,7 +167,7 @@ def run_score(args) -> None:
         "final_valid_kl": rows[-1]["valid_kl"],
         "command": " ".join(["vaekit", "train", *cell_recipe(args), "--seed", str(args.seed)]),
     }
-    save_cell(run_name(args), record)
+    save_cell(run_name(args) + ("-syntax" if args.syntax else ""), record)
 
 
 class PlainGRUVAE(torch.nn.Module):
@@ -293,6 +297,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=30_000)
     p.add_argument("--reference-size", type=int, help="score against this many molecules of each test set (default: all, as MOSES)")
     p.add_argument("--no-fcd", action="store_true")
+    p.add_argument("--syntax", action="store_true", help="sample keeping to SMILES syntax (a row of its own: not MOSES's sampler)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(handler=run_score)
