@@ -170,6 +170,12 @@ def test_optimize_climbs_a_property_and_reports_its_evaluations(smiles_run, caps
         drawn(smiles_run / "opt.png")
     code, out, _ = run_in_process(capsys, *args, "--from", "CC(=O)Nc1ccc(O)cc1", "--json", out_json, "--out", smiles_run / "opt.png")
     assert code == 0 and "around CC(=O)Nc1ccc(O)cc1" in out
+    free = json.loads(out_json.read_text())
+    code, out, _ = run_in_process(
+        capsys, *args, "--from", "CC(=O)Nc1ccc(O)cc1", "--syntax", "--json", out_json, "--out", smiles_run / "opt.png"
+    )
+    kept = json.loads(out_json.read_text())
+    assert code == 0 and kept["settings"]["syntax"] and kept["decoded"] == free["decoded"] and kept["invalid"] <= free["invalid"]
     code, _, err = run_in_process(capsys, "optimize", smiles_run / "run", "--objective", "qed", "--from", "CC[Xe]")
     assert_one_line_error(code, err, "unknown token")
 

@@ -76,6 +76,16 @@ CONTEXT_HELP = (
 )
 
 
+def add_syntax_argument(parser: argparse.ArgumentParser) -> None:
+    """``--syntax``: a SMILES model's tokens drawn (or decoded) only among those SMILES syntax admits."""
+    parser.add_argument(
+        "--syntax",
+        action="store_true",
+        help="a SMILES model: each token drawn only among those SMILES syntax admits (balanced branches, closed ring "
+        "bonds, no atoms bonded twice; vaekit.data.syntax): the model renormalised step by step",
+    )
+
+
 def add_class_argument(parser: argparse.ArgumentParser, help: str = CLASS_HELP) -> None:
     """``--class C`` and ``--context V ...``: the class, or the context vector, a conditional model generates
     (``view_context``: ``RunViews(context=)``, ``Explorer(context=)``)."""

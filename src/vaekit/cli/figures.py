@@ -9,6 +9,7 @@ from vaekit.cli.common import (
     add_data_dir_argument,
     add_output_argument,
     add_run_argument,
+    add_syntax_argument,
     load_run,
     output_path,
     positive_int,
@@ -32,11 +33,7 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing the decoder mean")
-    p.add_argument(
-        "--syntax",
-        action="store_true",
-        help="a SMILES model: draw each token only among those SMILES syntax admits (balanced branches, closed ring bonds)",
-    )
+    add_syntax_argument(p)
     p.add_argument(
         "--density",
         choices=["prior", "gaussian", "gmm"],

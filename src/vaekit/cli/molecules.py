@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vaekit.checkpoint import atomic_write_bytes, atomic_write_json
-from vaekit.cli.common import add_data_dir_argument, add_run_argument, load_run, positive_int, resolve_device
+from vaekit.cli.common import add_data_dir_argument, add_run_argument, add_syntax_argument, load_run, positive_int, resolve_device
 from vaekit.errors import ConfigError
 from vaekit.plotting import save_png
 
@@ -33,12 +33,7 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=30_000, help="molecules to sample (default 30000, as MOSES)")
     p.add_argument("--temperature", type=float, default=1.0, help="the decoder's sampling temperature, 0: greedy (default 1)")
-    p.add_argument(
-        "--syntax",
-        action="store_true",
-        help="draw each token only among those SMILES syntax admits (balanced branches, closed ring bonds; "
-        "vaekit.data.syntax): the model renormalised step by step, not MOSES's sampler",
-    )
+    add_syntax_argument(p)  # (not MOSES's sampler: the record says so)
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and of any reference subset (default 0)")
     p.add_argument("--test", metavar="FILE", help="reference molecules (CSV with a SMILES column, or .smi/.txt); default: see above")
     p.add_argument("--test-scaffolds", metavar="FILE", help="the scaffold-test reference (default: MOSES's for a moses run, else none)")

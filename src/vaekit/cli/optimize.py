@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vaekit.checkpoint import atomic_write_json
-from vaekit.cli.common import add_data_dir_argument, add_run_argument, positive_int
+from vaekit.cli.common import add_data_dir_argument, add_run_argument, add_syntax_argument, positive_int
 from vaekit.errors import ConfigError
 from vaekit.plotting import save_png
 
@@ -40,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--fit-molecules", type=positive_int, default=5000, help="training molecules the predictor is fitted on (default 5000)")
     p.add_argument("--top", type=positive_int, default=3, help="molecules to print and draw (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fitted subset, the predictor and the starts (default 0)")
+    add_syntax_argument(p)
     p.add_argument("--json", metavar="PATH", help="the result (default RUN/optimize-OBJECTIVE.json)")
     p.add_argument("--out", metavar="PATH", help="the picture of the best molecules (default RUN/figures/optimize-OBJECTIVE.png)")
     add_data_dir_argument(p)
@@ -76,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
         where = f"from the {len(best)} best of {len(y)} training molecules (best {float(y[best[0]]):.3f})"
     training = {chem.canonical(s) or s for s in codec.strings(train)} if len(train) <= 200_000 else _canonical_set(r)
 
+    syntax = codec.syntax() if args.syntax else None
+
     def decode(z: torch.Tensor) -> list[str]:
-        return codec.strings(decode_codes(r.model, z))
+        return codec.strings(decode_codes(r.model, z, syntax=syntax))
 
     design = optimise(
         decode,
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         "objective": args.objective,
         "start": where,
         "settings": {
-            k: getattr(args, k) for k in ("starts", "steps", "step_size", "prior_weight", "decode_every", "fit_molecules", "seed")
+            k: getattr(args, k) for k in ("starts", "steps", "step_size", "prior_weight", "decode_every", "fit_molecules", "seed", "syntax")
         },
         "predictor_r2": predictor.r2,
         "fitted_on": len(y),
