@@ -97,6 +97,15 @@ def test_invalid_strings_count_and_are_skipped(filters):
     assert math.isnan(snn(nothing, AROMATIC)) and math.isnan(internal_diversity(nothing)) and math.isnan(fraction_unique(nothing))
 
 
+@pytest.mark.parametrize(
+    "smiles, reason",
+    [("CCO", None), ("", "empty"), (None, "empty"), ("xyz", "syntax"), ("C1CC", "syntax"), ("CC(C", "syntax"), ("CC)C", "syntax")]
+    + [("c1cccc1", "kekulisation"), ("c1ccnc1", "kekulisation"), ("C(C)(C)(C)(C)C", "valence"), ("FO(F)F", "valence")],
+)
+def test_each_invalid_string_has_its_reason(smiles, reason):
+    assert chem.why_invalid(smiles) == reason
+
+
 def test_unique_at_k_counts_canonical_duplicates():
     gen = ["CCO", "OCC", "C(O)C", "c1ccccc1", "C1=CC=CC=C1", "CCN", "bad"]
     assert fraction_unique(gen) == pytest.approx(3 / 6)
@@ -155,6 +164,7 @@ def test_evaluate_json_and_deterministic(test_smiles, small_ref, filters):
     assert m["FCD/TestSF"] is None
     assert m["Filters"] == 1 and m["FCD/Test"] > 0 and 0 < m["SNN/Test"] < 1 and 0 < m["IntDiv"] < 1
     assert m["Frag/TestSF"] is not None and m["Scaf/TestSF"] is not None
+    assert out["invalid"] == {"empty": 0, "syntax": 4, "valence": 0, "kekulisation": 0, "other": 0}  # "nonsense" x 4
     assert evaluate(gen, **kwargs, intdiv_sample=50, seed=3) == out
     everything_bad = evaluate(["xyz", "C1CC"], train=None, test=small_ref, filters=filters)
     assert everything_bad["metrics"]["valid"] == 0 and everything_bad["metrics"]["SNN/Test"] is None

@@ -97,6 +97,7 @@ def test_molecules_scores_samples_with_the_moses_metrics(smiles_run, capsys):
     for name in ("valid", "unique@1000", "IntDiv", "Filters", "Novelty", "FCD/Test", "SNN/Test", "Frag/Test", "Scaf/Test"):
         assert name in metrics
     assert 0 <= metrics["valid"] <= 1 and result["sizes"]["generated"] == 300 and result["sizes"]["test"] <= 100
+    assert sum(result["invalid"].values()) == 300 - result["sizes"]["valid"] and "  invalid " in out
     assert len((smiles_run / "m.smi").read_text().splitlines()) == 300
     assert "the run's validation split (100 drawn, seed 0)" == result["references"]["test"]
     drawn(smiles_run / "m.png")
@@ -126,7 +127,7 @@ def test_syntax_rules_make_every_sample_parse_and_the_scores_record_them(smiles_
     code, out, _ = run_in_process(capsys, *args, "--json", out_json, "--out", smiles_run / "syntax.smi")
     assert code == 0 and "keeping to SMILES syntax" in out
     result = json.loads(out_json.read_text())
-    assert result["syntax"] is True and 0 < result["metrics"]["valid"] <= 1
+    assert result["syntax"] is True and 0 < result["metrics"]["valid"] <= 1 and result["invalid"]["syntax"] <= 10  # (cut at its length)
 
 
 def test_a_model_of_text_draws_its_strings_and_is_refused_by_molecules_and_the_explorer(tmp_path, capsys):

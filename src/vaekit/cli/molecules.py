@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.n} molecules sampled {how} in {sampling_seconds:.1f} s ({args.n / sampling_seconds:.0f}/s)")
     for name, value in result["metrics"].items():
         print(f"  {name:14s} {'n/a' if value is None else f'{value:.4f}'}")
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in result["invalid"].items() if count)
+    print(f"  {'invalid':14s} {sum(result['invalid'].values()):,}" + (f" ({reasons})" if reasons else ""))
     print(f"wrote the molecules to {out}, the metrics to {path} and the first {min(SHOWN, args.n)} drawn to {picture}")
     return 0
 

@@ -67,6 +67,30 @@ def parse(smiles: Any) -> Any:
     return mol
 
 
+INVALID_REASONS = ("empty", "syntax", "valence", "kekulisation", "other")
+_PROBLEMS = {"AtomValenceException": "valence", "KekulizeException": "kekulisation", "AtomKekulizeException": "kekulisation"}
+
+
+def why_invalid(smiles: Any) -> str | None:
+    """Why ``smiles`` is not a molecule (``parse`` gives None), one of ``INVALID_REASONS``: ``empty``;
+    ``syntax`` (it does not read as SMILES: an unbalanced branch, an unclosed ring bond, an unknown
+    symbol); ``valence`` (an atom with more bonds than it can have); ``kekulisation`` (an aromatic ring
+    that cannot be given alternating single and double bonds); ``other``. None for a valid molecule."""
+    if parse(smiles) is not None:
+        return None
+    if not isinstance(smiles, str) or not smiles:
+        return "empty"
+    with quiet_rdkit():
+        try:
+            mol = Chem.MolFromSmiles(smiles, sanitize=False)
+            problems = [] if mol is None else [p.GetType() for p in Chem.DetectChemistryProblems(mol)]
+        except Exception:  # RDKit raises several types for malformed input
+            return "other"
+    if mol is None:
+        return "syntax"
+    return next((_PROBLEMS[p] for p in problems if p in _PROBLEMS), "other")
+
+
 def canonical(smiles: Any) -> str | None:
     """RDKit's canonical (isomeric) SMILES of ``smiles``; ``None`` when it does not parse."""
     mol = parse(smiles)

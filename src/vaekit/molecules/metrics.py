@@ -216,6 +216,12 @@ def fraction_valid(generated: Sequence[str]) -> float:
     return sum(chem.parse(s) is not None for s in generated) / len(generated)
 
 
+def invalid_reasons(generated: Sequence[str], *, n_jobs: int = 1) -> dict[str, int]:
+    """How many of ``generated`` are not molecules, by ``chem.why_invalid``'s reason (every reason a key)."""
+    counts = Counter(r for r in _map(chem.why_invalid, list(generated), n_jobs) if r is not None)
+    return {reason: counts[reason] for reason in chem.INVALID_REASONS}
+
+
 def fraction_unique(generated: Sequence[str] | Reference, k: int | None = None) -> float:
     """Unique@k: share of distinct canonical SMILES among the first ``k`` valid molecules (all when
     ``k`` is None). Fewer than ``k`` valid ones: computed on those, with a logged warning, as MOSES does."""
@@ -355,7 +361,8 @@ def evaluate(
 ) -> dict:
     """MOSES's metrics of ``generated`` SMILES, as a JSON-ready dict: ``metrics`` (MOSES's names:
     valid, unique@1000, unique@10000, FCD/Test, SNN/Test, Frag/Test, Scaf/Test, the same four /TestSF,
-    IntDiv, IntDiv2, Filters, Novelty; ``None`` where undefined, e.g. no valid molecule) and ``sizes``.
+    IntDiv, IntDiv2, Filters, Novelty; ``None`` where undefined, e.g. no valid molecule), ``sizes``, and
+    ``invalid``: how many strings are not molecules, by reason (``invalid_reasons``).
 
     train: training SMILES for Novelty (None: no Novelty). test, test_scaffolds: reference SMILES or
         ``Reference``s built once with ``Reference.build`` (None for test_scaffolds: no /TestSF metrics).
@@ -374,7 +381,7 @@ def evaluate(
         references["TestSF"] = _as_reference(test_scaffolds, fcd=True, device=device)
     with_fcd = any(ref.fcd_mean is not None for ref in references.values())  # a Reference built with fcd=False: no FCD
     gen = Reference.build(generated, fcd=with_fcd, n_jobs=n_jobs, device=device)
-    metrics: dict[str, float] = {"valid": gen.n_valid / gen.n_given}
+    metrics: dict[str, float] = {"valid": gen.n_valid / gen.n_given}  # (``invalid``: why the others are not molecules)
     metrics.update({f"unique@{k}": fraction_unique(gen, k) for k in unique_at})
     for name, ref in references.items():
         metrics[f"FCD/{name}"] = fcd(gen, ref)
@@ -391,7 +398,8 @@ def evaluate(
         train = train if isinstance(train, (set, frozenset)) else list(train)
         metrics["Novelty"] = novelty(gen, train, canonicalize_train=canonicalize_train)
         sizes["train"] = len(train)
-    return {"metrics": {k: _json_number(v) for k, v in metrics.items()}, "sizes": sizes}
+    invalid = invalid_reasons(generated, n_jobs=n_jobs)
+    return {"metrics": {k: _json_number(v) for k, v in metrics.items()}, "sizes": sizes, "invalid": invalid}
 
 
 def _resolve_filters(filters: chem.MolFilters | str | os.PathLike | None) -> chem.MolFilters:
