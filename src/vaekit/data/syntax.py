@@ -56,7 +56,7 @@ class TokenSyntax(ABC):
 
     @abstractmethod
     def advance(self, state: object, token: torch.Tensor) -> object:
-        """The state after each sequence took token (N,) ids."""
+        """The state after each sequence took token (N,) ids (``state`` may be updated in place and returned)."""
 
 
 SYNTAXES: Registry[type[TokenSyntax]] = Registry("syntax")
@@ -173,31 +173,27 @@ class SmilesSyntax(TokenSyntax):
         return torch.where((tight & closing.any(1)).unsqueeze(1), closing, ok)  # short of room: close what can be closed
 
     def advance(self, state: SmilesState, token: torch.Tensor) -> SmilesState:
+        s = state  # updated in place: a step's state is read once
         cls = self.classes[token]  # (N,)
-        cls = torch.where((cls == BOND) & (state.previous != ATOM) & (state.previous != RING), LEAD, cls)
+        cls = torch.where((cls == BOND) & (s.previous != ATOM) & (s.previous != RING), LEAD, cls)
         rows = torch.arange(len(token), device=token.device)
-        s = SmilesState(
-            cls,
-            *(t.clone() for t in (state.depth, state.atoms, state.current, state.parent_of)),
-            *(t.clone() for t in (state.branch_from, state.open, state.opened_at, state.opened_parent, state.joined)),
-            state.left - 1,
-        )
-        atom = cls == ATOM
-        first = (state.previous == BEGIN) | (state.previous == DOT)
-        s.parent_of[rows, torch.where(atom, state.atoms, -1)] = torch.where(first, -1, state.current)  # (column −1: never read)
-        s.current = torch.where(atom, state.atoms, state.current)
-        s.atoms = state.atoms + atom.long()
-        opens, closes = cls == OPEN, cls == CLOSE
-        s.branch_from[rows, torch.where(opens, state.depth, -1)] = state.current
-        s.depth = state.depth + opens.long() - closes.long()
-        s.current = torch.where(closes, s.branch_from[rows, s.depth.clamp_min(0)], s.current)
+        atom, opens, closes = cls == ATOM, cls == OPEN, cls == CLOSE
+        first = (s.previous == BEGIN) | (s.previous == DOT)
+        s.parent_of[rows, torch.where(atom, s.atoms, -1)] = torch.where(first, -1, s.current)  # (column −1: never read)
+        s.branch_from[rows, torch.where(opens, s.depth, -1)] = s.current
         label = self.ring_of[token]  # (N,): R where the token is not a label
-        opening = ~state.open[rows, label]
+        opening = ~s.open[rows, label]
+        s.opened_parent[rows, label] = torch.where(opening, s.parent_of[rows, s.current.clamp_min(0)], -1)
+        closed_at = torch.where(opening | atom, -1, s.opened_at[rows, label])
+        s.opened_at[rows, label] = torch.where(opening, s.current, -1)
         s.open[rows, label] = opening
-        s.opened_at[rows, label] = torch.where(opening, state.current, -1)
-        s.opened_parent[rows, label] = torch.where(opening, state.parent_of[rows, state.current.clamp_min(0)], -1)
         s.joined[atom] = -1
-        s.joined[rows, label] = torch.where(opening | atom, -1, state.opened_at[rows, label])
+        s.joined[rows, label] = closed_at
+        s.current = torch.where(atom, s.atoms, s.current)
+        s.atoms = s.atoms + atom.long()
+        s.depth = s.depth + opens.long() - closes.long()
+        s.current = torch.where(closes, s.branch_from[rows, s.depth.clamp_min(0)], s.current)
+        s.previous, s.left = cls, s.left - 1
         return s
 
 
