@@ -257,6 +257,7 @@ BAD = [  # (method, path, body, headers, status, words in the message)
     ("post", "/api/sample", {"temperature": 0}, None, 400, "temperature"),
     ("post", "/api/sample", {"temperature": "hot"}, None, 400, "temperature"),
     ("post", "/api/sample", {"seed": -1}, None, 400, "seed"),
+    ("post", "/api/sample", {"syntax": True}, None, 400, "model of SMILES strings"),
     ("post", "/api/encode", b"", {"content-type": "image/png"}, 400, "empty"),
     ("post", "/api/encode", b"not an image at all", {"content-type": "image/png"}, 415, "not a readable image"),
     ("post", "/api/encode", b"%PDF-1.4\n", {"content-type": "application/octet-stream"}, 415, "not a readable image"),

@@ -216,6 +216,7 @@ def test_the_explorer_draws_molecules_and_encodes_a_typed_smiles(smiles_run):
 
     from vaekit.explore.app import create_app
     from vaekit.explore.explorer import Explorer
+    from vaekit.molecules import chem
     from vaekit.runs import load
 
     run = load(smiles_run / "run")
@@ -229,6 +230,10 @@ def test_the_explorer_draws_molecules_and_encodes_a_typed_smiles(smiles_run):
     assert (pixels < 100).mean() > 0.005  # the molecule is drawn
     samples = client.post("/api/sample", json={"n": 5, "temperature": 0.8}).json()
     assert samples["n"] == 5 and len(samples["text"]) == 5 and samples["shape"] == [3, 160, 160]
+    assert info["syntax"] is True
+    kept = client.post("/api/sample", json={"n": 40, "syntax": True}).json()["text"]
+    assert sum(chem.parse(s) is not None or chem.why_invalid(s) != "syntax" for s in kept) >= 36  # (a few cut at its length)
+    assert client.post("/api/sample", json={"n": 5, "syntax": "yes"}).status_code == 400
     strips = client.post("/api/interpolate", json={"a": found["z"], "b": [0.0] * 8, "steps": 4}).json()
     assert len(strips["linear"]["text"]) == 4
     assert client.post("/api/neighbours", json={"z": found["z"], "k": 3}).json()["images"]["n"] == 3

@@ -9,7 +9,8 @@ Routes (JSON in and out; images travel as base64 uint8 pixels the page draws on 
     POST /api/interpolate       {"a": [...L], "b": [...L], "steps": S} -> linear and slerp strips
     POST /api/neighbours        {"z": [...L], "k": K} -> the nearest training examples
     POST /api/encode            an image file as the body (or {"x": [...D]} for a table) -> as /api/example
-    POST /api/sample            {"n": N, "temperature": T, "seed": S} -> decoded prior samples
+    POST /api/sample            {"n": N, "temperature": T, "seed": S, "syntax": false} -> decoded prior samples
+                                (syntax: a SMILES model's tokens kept to SMILES syntax)
 
 A conditional model's class travels as ``"context": C`` in decode, interpolate, sample and encode
 (or ``?context=C`` with an uploaded image); absent, the explorer's class (``--class``, default 0).
@@ -233,7 +234,10 @@ def create_app(explorer: Explorer, *, token: str | None = None, allowed_hosts: t
         n = rq.integer(obj.get("n", 16), "n", 1, rq.MAX_SAMPLES)
         temperature = rq.real(obj.get("temperature", 1.0), "temperature", 0.05, 3.0)
         seed = rq.integer(obj.get("seed", 0), "seed", 0, 2**31 - 1)
-        return JSONResponse(show(explorer.samples(n, temperature, seed, y)))
+        syntax = rq.flag(obj.get("syntax", False), "syntax")
+        if syntax and explorer.syntax is None:
+            raise rq.BadRequest("syntax rules apply to a model of SMILES strings, not to this one")
+        return JSONResponse(show(explorer.samples(n, temperature, seed, y, syntax)))
 
     async def bad_request(request: Request, exc: rq.BadRequest) -> Response:
         return JSONResponse({"error": exc.message}, status_code=exc.status)

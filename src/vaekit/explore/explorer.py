@@ -19,6 +19,7 @@ import torch
 import vaekit.latent as latent
 from vaekit.data.base import Dataset
 from vaekit.data.sequences import vocabulary_of
+from vaekit.data.syntax import SYNTAXES
 from vaekit.data.tables import context_names
 from vaekit.errors import ConfigError
 from vaekit.evaluation import elbo_terms
@@ -94,6 +95,7 @@ class Explorer:
         self.is_image = ctx.is_image
         self.codec = StringCodec.of_run(run) if ctx.is_sequences else None  # a molecule model's strings
         self.view = "molecule" if self.codec else "image" if self.is_image else "bars"  # how the page draws an example
+        self.syntax = self.codec.syntax() if self.codec and self.codec.vocabulary.tokenizer in SYNTAXES else None  # SMILES rules
         gen = torch.Generator().manual_seed(seed)
         self.test_codes = latent.encode(model, self.test_examples)  # (N, L)
         self.train_index = _subset(len(self.train), NEIGHBOUR_POOL, torch.Generator().manual_seed(seed))  # (M,) into the training split
@@ -212,11 +214,12 @@ class Explorer:
         dist, idx = torch.topk(d, k, largest=False)
         return self.train_index[idx], dist
 
-    def samples(self, n: int, temperature: float, seed: int, context: int | None = None) -> torch.Tensor:
-        """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``)."""
+    def samples(self, n: int, temperature: float, seed: int, context: int | None = None, syntax: bool = False) -> torch.Tensor:
+        """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``);
+        syntax: a SMILES model's tokens drawn keeping to SMILES syntax (``self.syntax``)."""
         prior = self.code_density if self.model.latent.deterministic else None
         if self.codec is not None:  # molecules: z ~ p(z), then each token drawn at the temperature
-            return sample_sequences(self.model, n, temperature=temperature, seed=seed)
+            return sample_sequences(self.model, n, temperature=temperature, seed=seed, syntax=self.syntax if syntax else None)
         out = sample(self.model, n, temperature=temperature, seed=seed, prior=prior, context=self._class(context)).float().cpu()
         return out.clamp(0, 1) if self.is_image else out
 
@@ -276,6 +279,7 @@ class Explorer:
                 "context_columns": self.columns,  # a model conditioned on context columns: the page's sliders
             },
             "view": self.view,
+            "syntax": self.syntax is not None,  # samples may keep to the tokens' syntax (SMILES)
             "value_range": [self.value_low, self.value_high],
             "binary": self.binary,
             "map": {

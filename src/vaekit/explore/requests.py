@@ -95,6 +95,13 @@ def integer(value, what: str, low: int, high: int) -> int:
     return value
 
 
+def flag(value, what: str) -> bool:
+    """A JSON true or false."""
+    if not isinstance(value, bool):
+        raise BadRequest(f"{what} must be true or false")
+    return value
+
+
 def real(value, what: str, low: float, high: float) -> float:
     """A finite number in [low, high]."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):

@@ -425,7 +425,8 @@ function setupInput() {
 
 async function loadSamples() {
   const temperature = Number($("temperature").value);
-  const out = await api("/api/sample", { n: 16, temperature, seed: sampleSeed++, context: currentContext });
+  const syntax = info.syntax && $("syntax").checked;
+  const out = await api("/api/sample", { n: 16, temperature, seed: sampleSeed++, context: currentContext, syntax });
   fillStrip($("samples"), out);
 }
 
@@ -478,7 +479,8 @@ function setupContextColumns() {
 
 async function start() {
   info = await api("/api/info");
-  document.body.dataset.view = info.view;  // the stylesheet draws molecules unpixelated, larger
+  document.body.dataset.view = info.view;
+  $("syntax-choice").hidden = !info.syntax;  // a SMILES model: samples may keep to SMILES syntax  // the stylesheet draws molecules unpixelated, larger
   const m = info.model;
   $("model-line").textContent = `${info.run}: ${m.deterministic ? "autoencoder" : m.kind.toUpperCase()}, ${m.arch}, ` +
     `${m.likelihood} likelihood, ${m.latent_dim}-D latent, input ${m.input_shape.join("×")}; ` +
@@ -498,6 +500,7 @@ async function start() {
   $("clear-picks").addEventListener("click", () => { picks = []; $("reset-example").disabled = true; renderPicks(); });
   $("temperature").addEventListener("input", () => { $("temperature-value").textContent = Number($("temperature").value).toFixed(2); });
   $("sample").addEventListener("click", guarded(loadSamples));
+  $("syntax").addEventListener("change", guarded(loadSamples));
   setCurrent(info.dims.center);
   await loadSamples();
   document.body.dataset.ready = "1";  // for tests and screenshots: the first view is drawn
