@@ -101,10 +101,9 @@ class SmilesState:
 
 @SYNTAXES.register("smiles")
 class SmilesSyntax(TokenSyntax):
-    """SMILES's branch, ring-bond and bond syntax (the module's docstring) over a vocabulary of SMILES tokens.
-
-    A ring bond closes only where it joins two atoms not already bonded: not on the atom that opened it,
-    nor on that atom's neighbour along the chain (``C11``, ``CC1...``-then-``C1`` beside it are refused)."""
+    """SMILES's branch, ring-bond and bond syntax (the module's docstring) over a vocabulary of SMILES tokens:
+    a table of which token classes may follow which, and a state per sequence for what the table cannot
+    see (open branches and ring bonds, which atoms are bonded, the positions left)."""
 
     margin = 4  # positions kept free, beyond one per open branch and ring bond, before none may open
 
