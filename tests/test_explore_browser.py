@@ -131,6 +131,7 @@ def test_the_page_loads_without_errors(page):
     assert page.errors == []
     assert page.locator("#model-line").inner_text().startswith("vae2")
     assert page.locator("#sliders input").count() == 2
+    assert not page.locator("#syntax-choice").is_visible()  # an image model: no SMILES syntax to keep to
     assert page.locator("#samples canvas").count() == 16
     settle(page)
     assert shot(page.locator("#decoded")).std() > 5  # a digit, not a blank canvas
@@ -311,6 +312,15 @@ def test_a_molecule_model_draws_molecules_and_encodes_a_typed_smiles(browser, sm
         assert pg.locator("#smiles-input").is_visible() and not pg.locator("#image-input").is_visible()
         pg.wait_for_function("() => document.querySelector('#decoded-text').textContent.length > 0", timeout=10_000)
         assert pg.locator("#samples .figure .smiles").count() == 16
+        from vaekit.molecules import chem
+
+        free = pg.locator("#samples .figure .smiles").all_text_contents()
+        assert pg.locator("#syntax-choice").is_visible()
+        with pg.expect_response("**/api/sample"):
+            pg.check("#syntax")  # new samples, kept to SMILES syntax
+        pg.wait_for_function(f"() => document.querySelector('#samples .figure .smiles').textContent !== {json.dumps(free[0])}")
+        kept = pg.locator("#samples .figure .smiles").all_text_contents()
+        assert len(kept) == 16 and sum(chem.why_invalid(t) != "syntax" for t in kept) >= 14  # (a small model: one may be cut)
         pg.fill("#smiles", "CC(=O)Nc1ccc(O)cc1")
         pg.click("#smiles-encode")
         pg.wait_for_selector("#input-result .card canvas", timeout=10_000)
