@@ -287,6 +287,8 @@ def test_tabular_run_cannot_draw_images(tmp_path):
     )
     code, _, err = run_cli("sample", tmp_path / "r")
     assert_one_line_error(code, err, "images")
+    code, _, err = run_cli("sample", tmp_path / "r", "--syntax")
+    assert_one_line_error(code, err, "--syntax applies to a model of token sequences")
 
 
 def test_train_switches_reach_the_config():
