@@ -26,6 +26,7 @@ from vaekit.molecules import (
     fraction_valid,
     fragment_similarity,
     internal_diversity,
+    invalid_reasons,
     novelty,
     parse,
     read_smiles,
@@ -89,6 +90,7 @@ def test_invalid_strings_count_and_are_skipped(filters):
     assert all(parse(s) is None for s in [*INVALID, None, 3.5])
     ref = Reference.build(mixed, fcd=False)
     assert (ref.n_given, ref.n_valid) == (9, 3)
+    assert ref.invalid == invalid_reasons(mixed) and sum(ref.invalid.values()) == 6  # why, for the failed strings only
     assert snn(mixed, AROMATIC) == pytest.approx(snn(ALIPHATIC[:3], AROMATIC))
     assert internal_diversity(mixed) == pytest.approx(internal_diversity(ALIPHATIC[:3]))
     assert fraction_passes_filters(mixed, filters) == 1
@@ -191,7 +193,7 @@ def test_a_large_reference_is_kept_on_disk_and_read_back_whole(monkeypatch, tmp_
     monkeypatch.setattr(Reference, "build", lambda *a, **k: pytest.fail("built again instead of read"))
     read = Reference.kept(smiles, fcd=True)
     assert (read.n_given, read.canonical) == (built.n_given, built.canonical) and read.n_given == 14
-    assert read.n_valid == 12
+    assert read.n_valid == 12 and read.invalid == built.invalid and sum(read.invalid.values()) == 2
     np.testing.assert_array_equal(read.fingerprints, built.fingerprints)
     assert read.fragments == built.fragments and read.scaffolds == built.scaffolds and read.scaffolds
     np.testing.assert_array_equal(read.fcd_cov, built.fcd_cov)

@@ -113,6 +113,7 @@ def test_syntax_rules_make_every_sample_parse_and_the_scores_record_them(smiles_
     run = load(smiles_run / "run")
     codec = StringCodec.of_run(run)
     free, kept = (sample_strings(run.model, codec, 500, seed=1, syntax=syntax) for syntax in (False, True))
+    assert sample_strings(run.model, codec, 500, seed=1, syntax=codec.syntax()) == kept  # the rules themselves: the same
 
     def share(strings, read):
         return sum(read(s) is not None for s in strings) / len(strings)

@@ -96,9 +96,12 @@ def sample_sequences(model, n: int, *, temperature: float = 1.0, seed: int = 0, 
     return decode_codes(model, z, temperature=temperature, seed=seed, syntax=syntax)
 
 
-def sample_strings(model, codec: StringCodec, n: int, *, temperature: float = 1.0, seed: int = 0, syntax: bool = False) -> list[str]:
-    """``n`` strings of ``sample_sequences``; syntax: keep to the syntax of the codec's tokens (``StringCodec.syntax``)."""
-    rules = codec.syntax() if syntax else None
+def sample_strings(
+    model, codec: StringCodec, n: int, *, temperature: float = 1.0, seed: int = 0, syntax: bool | TokenSyntax = False
+) -> list[str]:
+    """``n`` strings of ``sample_sequences``; syntax: rules to keep to, as there, or True for those of the
+    codec's tokens (``StringCodec.syntax``)."""
+    rules = codec.syntax() if syntax is True else syntax or None
     return codec.strings(sample_sequences(model, n, temperature=temperature, seed=seed, syntax=rules))
 
 

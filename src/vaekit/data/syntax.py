@@ -136,6 +136,7 @@ class SmilesSyntax(TokenSyntax):
         self.ring_of = torch.full((len(tokens),), len(self.rings), dtype=torch.long)  # (V,): each label's column, R for the rest
         self.ring_of[self.rings] = torch.arange(len(self.rings))
         self.closers = (self.classes == CLOSE) | (self.classes == RING) | (self.classes == ENDS)  # (V,)
+        self.opens, self.closes, self.dots = (torch.nonzero(self.classes == c).flatten() for c in (OPEN, CLOSE, DOT))  # ids
 
     @classmethod
     def from_vocabulary(cls, vocabulary: Vocabulary) -> SmilesSyntax:
@@ -143,8 +144,8 @@ class SmilesSyntax(TokenSyntax):
 
     def start(self, n: int, length: int, device: torch.device) -> SmilesState:
         if self.table.device != device:
-            moved = (t.to(device) for t in (self.classes, self.table, self.rings, self.ring_of, self.closers))
-            self.classes, self.table, self.rings, self.ring_of, self.closers = moved
+            for name in ("classes", "table", "rings", "ring_of", "closers", "opens", "closes", "dots"):
+                setattr(self, name, getattr(self, name).to(device))
         zeros = torch.zeros(n, dtype=torch.long, device=device)
         none = torch.full((n, length + 1), -1, dtype=torch.long, device=device)
         labels = torch.full((n, len(self.rings) + 1), -1, dtype=torch.long, device=device)
@@ -154,8 +155,8 @@ class SmilesSyntax(TokenSyntax):
     def allowed(self, state: SmilesState) -> torch.Tensor:
         ok = self.table[state.previous].clone()  # (N, V)
         closed = state.depth == 0  # (N,)
-        ok[:, self.classes == CLOSE] &= ~closed.unsqueeze(1)
-        ok[:, self.classes == DOT] &= closed.unsqueeze(1)
+        ok[:, self.closes] &= ~closed.unsqueeze(1)
+        ok[:, self.dots] &= closed.unsqueeze(1)
         r = len(self.rings)
         ok[:, END] &= closed & ~state.open[:, :r].any(1)
         current = state.current.unsqueeze(1)  # (N, 1)
@@ -166,7 +167,7 @@ class SmilesSyntax(TokenSyntax):
         reopens = state.joined[:, :r] < 0  # (N, R): a closed label may open again, but not on the atom it closed on
         ok[:, self.rings] &= torch.where(state.open[:, :r], closes, reopens)
         tight = state.left <= state.depth + state.open[:, :r].sum(1) + self.margin  # (N,): no room to open more
-        ok[:, self.classes == OPEN] &= ~tight.unsqueeze(1)
+        ok[:, self.opens] &= ~tight.unsqueeze(1)
         ok[:, self.rings] &= ~(tight.unsqueeze(1) & ~state.open[:, :r])
         closing = ok & self.closers  # (N, V): ``)``, a ring bond that closes, ``<end>``
         return torch.where((tight & closing.any(1)).unsqueeze(1), closing, ok)  # short of room: close what can be closed

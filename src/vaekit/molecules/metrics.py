@@ -48,7 +48,8 @@ class Reference:
     repeats kept; fingerprints: (n_valid, 1024) uint8 Morgan bits (radius 2); fragments / scaffolds:
     counts of BRICS fragments and of Bemis–Murcko scaffolds with two rings or more; fcd_mean (512,) and
     fcd_cov (512, 512): ChemNet's penultimate activations' mean and covariance (``None`` when built
-    with ``fcd=False`` or from fewer than two valid molecules).
+    with ``fcd=False`` or from fewer than two valid molecules); invalid: how many strings did not parse,
+    by ``chem.why_invalid``'s reason (every reason a key).
     """
 
     n_given: int
@@ -58,6 +59,7 @@ class Reference:
     scaffolds: Counter = field(repr=False)
     fcd_mean: np.ndarray | None = field(default=None, repr=False)
     fcd_cov: np.ndarray | None = field(default=None, repr=False)
+    invalid: dict[str, int] = field(default_factory=lambda: dict.fromkeys(chem.INVALID_REASONS, 0))
 
     @property
     def n_valid(self) -> int:
@@ -71,7 +73,9 @@ class Reference:
         n_jobs: worker processes for the RDKit work; device: torch device for ChemNet (default: CUDA where available).
         """
         smiles = list(smiles)
-        described = [d for d in _map(_describe, smiles, n_jobs) if d is not None]
+        described = _map(_describe, smiles, n_jobs)
+        invalid = invalid_reasons([s for s, d in zip(smiles, described, strict=True) if d is None], n_jobs=n_jobs)
+        described = [d for d in described if d is not None]
         canonical = tuple(d[0] for d in described)
         fps = np.stack([d[1] for d in described]) if described else np.zeros((0, chem.FP_BITS), np.uint8)
         fragments = Counter(f for d in described for f in d[2])
@@ -79,7 +83,7 @@ class Reference:
         mean = cov = None
         if fcd and len(canonical) >= 2:
             mean, cov = _chemnet_stats(list(canonical), device)
-        return cls(len(smiles), canonical, fps, fragments, scaffolds, mean, cov)
+        return cls(len(smiles), canonical, fps, fragments, scaffolds, mean, cov, invalid)
 
     @classmethod
     def kept(cls, smiles: Sequence[str], *, fcd: bool = True, n_jobs: int = 1, device: str | None = None) -> Reference:
@@ -126,6 +130,8 @@ def _keep_reference(path, reference: Reference) -> None:
         "scaffolds": np.array(list(reference.scaffolds), dtype=str),
         "scaffold_counts": np.array(list(reference.scaffolds.values()), dtype=np.int64),
     }
+    if reference.n_valid < reference.n_given:
+        arrays |= {"invalid": np.array([reference.invalid[r] for r in chem.INVALID_REASONS], dtype=np.int64)}
     if reference.fcd_mean is not None:
         arrays |= {"fcd_mean": reference.fcd_mean, "fcd_cov": reference.fcd_cov}
     buffer = io.BytesIO()
@@ -151,6 +157,9 @@ def _read_reference(path, n_given: int, fcd: bool) -> Reference | None:
     fingerprints = np.unpackbits(arrays["fingerprints"], axis=1, count=chem.FP_BITS)
     if len(fingerprints) != len(canonical):
         return None
+    counts = arrays.get("invalid", np.zeros(len(chem.INVALID_REASONS), np.int64)).tolist()
+    if len(counts) != len(chem.INVALID_REASONS) or sum(counts) != n_given - len(canonical):
+        return None  # (an older file without the reasons of its invalid strings: built again)
     return Reference(
         n_given,
         canonical,
@@ -159,6 +168,7 @@ def _read_reference(path, n_given: int, fcd: bool) -> Reference | None:
         Counter(dict(zip(arrays["scaffolds"].tolist(), arrays["scaffold_counts"].tolist(), strict=True))),
         arrays.get("fcd_mean"),
         arrays.get("fcd_cov"),
+        dict(zip(chem.INVALID_REASONS, counts, strict=True)),
     )
 
 
@@ -362,7 +372,7 @@ def evaluate(
     """MOSES's metrics of ``generated`` SMILES, as a JSON-ready dict: ``metrics`` (MOSES's names:
     valid, unique@1000, unique@10000, FCD/Test, SNN/Test, Frag/Test, Scaf/Test, the same four /TestSF,
     IntDiv, IntDiv2, Filters, Novelty; ``None`` where undefined, e.g. no valid molecule), ``sizes``, and
-    ``invalid``: how many strings are not molecules, by reason (``invalid_reasons``).
+    ``invalid``: how many strings are not molecules, by reason (``Reference.invalid``).
 
     train: training SMILES for Novelty (None: no Novelty). test, test_scaffolds: reference SMILES or
         ``Reference``s built once with ``Reference.build`` (None for test_scaffolds: no /TestSF metrics).
@@ -398,8 +408,7 @@ def evaluate(
         train = train if isinstance(train, (set, frozenset)) else list(train)
         metrics["Novelty"] = novelty(gen, train, canonicalize_train=canonicalize_train)
         sizes["train"] = len(train)
-    invalid = invalid_reasons(generated, n_jobs=n_jobs)
-    return {"metrics": {k: _json_number(v) for k, v in metrics.items()}, "sizes": sizes, "invalid": invalid}
+    return {"metrics": {k: _json_number(v) for k, v in metrics.items()}, "sizes": sizes, "invalid": gen.invalid}
 
 
 def _resolve_filters(filters: chem.MolFilters | str | os.PathLike | None) -> chem.MolFilters:
