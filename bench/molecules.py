@@ -11,7 +11,7 @@ step, resumable: a run directory that exists is resumed.
     python bench/molecules.py train --tokenizer selfies --minutes 60   # the same model on SELFIES
     python bench/molecules.py train --beta 1 --warmup 5 --device cuda --precision bf16 --batch-size 512 --minutes 8   # on a GPU
     python bench/molecules.py score [--tokenizer selfies] [--beta 1 --warmup 5]   # vaekit molecules on the best checkpoint: MOSES's metrics
-    python bench/molecules.py validity [--beta 1 ...]   # the same prior draws decoded freely and keeping to SMILES syntax
+    python bench/molecules.py validity [--beta 1 ...]   # the same prior draws decoded freely, keeping to SMILES syntax, and to valences too
     python bench/molecules.py speed                    # tokens per second: vaekit's training step against a plain PyTorch loop
     python bench/molecules.py table                    # the table from bench/results/molecules.json
 
@@ -172,8 +172,9 @@ def run_score(args) -> None:
 
 
 def run_validity(args) -> None:
-    """The same prior draws z decoded two ways, freely (MOSES's sampler) and keeping to SMILES syntax
-    (``--syntax``): the share valid, why the others are not, unique@10k, and the sampling speed."""
+    """The same prior draws z decoded three ways, freely (MOSES's sampler), keeping to SMILES syntax alone, and
+    to syntax and valences (``--syntax``): the share valid, why the others are not, unique@10k, and the
+    sampling speed."""
     from vaekit.molecules import chem
     from vaekit.molecules.metrics import fraction_unique, invalid_reasons
     from vaekit.runs import load, read_metrics
@@ -184,7 +185,9 @@ def run_validity(args) -> None:
     r = load(RUNS / name)
     codec = StringCodec.of_run(r)
     record = {"run": name, "n": args.n, "temperature": 1.0, "seed": args.seed, "threads": args.threads}
-    for how, syntax in (("free", False), ("syntax", True)):
+    rules = codec.syntax()
+    alone = type(rules)(codec.vocabulary.tokens, valences=False)
+    for how, syntax in (("free", None), ("syntax", alone), ("syntax+valences", rules)):
         start = time.perf_counter()
         smiles = sample_strings(r.model, codec, args.n, seed=args.seed, syntax=syntax)
         seconds = time.perf_counter() - start
@@ -197,7 +200,7 @@ def run_validity(args) -> None:
             "sampling_seconds": round(seconds, 1),
             "molecules_per_second": round(len(smiles) / seconds),
         }
-        print(f"{how:6s} valid {len(valid) / len(smiles):.4f}  invalid {reasons}  {len(smiles) / seconds:.0f} molecules/s")
+        print(f"{how:15s} valid {len(valid) / len(smiles):.4f}  invalid {reasons}  {len(smiles) / seconds:.0f} molecules/s")
     rows = read_metrics(RUNS / name / "metrics.csv")
     record.update(epochs_of_200_steps=len(rows), training_seconds=round(sum(row["train_seconds"] for row in rows), 1))
     save_cell(f"{name}-validity", record)

@@ -77,12 +77,13 @@ CONTEXT_HELP = (
 
 
 def add_syntax_argument(parser: argparse.ArgumentParser) -> None:
-    """``--syntax``: a SMILES model's tokens drawn (or decoded) only among those SMILES syntax admits."""
+    """``--syntax``: a SMILES model's tokens drawn (or decoded) only among those SMILES syntax and valences admit."""
     parser.add_argument(
         "--syntax",
         action="store_true",
         help="a SMILES model: each token drawn only among those SMILES syntax admits (balanced branches, closed ring "
-        "bonds, no atoms bonded twice; vaekit.data.syntax): the model renormalised step by step",
+        "bonds, no atoms bonded twice, no atom given more bonds than its valence; vaekit.data.syntax): the model "
+        "renormalised step by step",
     )
 
 
