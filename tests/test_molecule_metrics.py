@@ -208,4 +208,10 @@ def test_a_large_reference_is_kept_on_disk_and_read_back_whole(monkeypatch, tmp_
     again = Reference.kept(smiles, fcd=True)
     assert again.canonical == built.canonical and np.load(path, allow_pickle=False)["fcd_cov"].shape == (512, 512)
     assert Reference.kept(smiles[:3], fcd=True).n_given == 3  # a small reference is built, not kept
+    with np.load(path, allow_pickle=False) as kept:
+        older = {name: kept[name] for name in kept.files if name != "invalid"}  # a file from before the reasons were kept
+    np.savez_compressed(path, **older)
+    assert Reference.kept(smiles, fcd=True).invalid == built.invalid  # built again, and kept with them
+    with np.load(path, allow_pickle=False) as kept:
+        assert "invalid" in kept.files
     assert len(list((tmp_path / "references").glob("*.npz"))) == 2
