@@ -146,7 +146,7 @@ def run_score(args) -> None:
     beta = f", β {args.beta:g}" if args.beta != MOSES_BETA else ""
     beta += f", free bits {args.free_bits:g}" if args.free_bits else ""
     beta += f", GRUs {'-'.join(map(str, args.hidden))}" if tuple(args.hidden) != RECIPE_HIDDEN else ""
-    sampler = ", sampled keeping to SMILES syntax" if args.syntax else ""
+    sampler = ", sampled keeping to SMILES syntax and valences" if args.syntax else ""
     rows = read_metrics(out / "metrics.csv")
     train_seconds = sum(r["train_seconds"] for r in rows)
     molecules = len(rows) * 200 * args.batch_size
@@ -333,7 +333,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=30_000)
     p.add_argument("--reference-size", type=int, help="score against this many molecules of each test set (default: all, as MOSES)")
     p.add_argument("--no-fcd", action="store_true")
-    p.add_argument("--syntax", action="store_true", help="sample keeping to SMILES syntax (a row of its own: not MOSES's sampler)")
+    p.add_argument("--syntax", action="store_true", help="sample keeping to SMILES syntax and valences (its own row: not MOSES's sampler)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(handler=run_score)

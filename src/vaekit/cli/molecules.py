@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.json) if args.json else r.path / "molecules.json"
     atomic_write_json(path, result)
     picture = save_png(molecule_grid(generated[:SHOWN], cols=4), out.with_suffix(".png"))
-    how = f"at temperature {args.temperature:g}" + (", keeping to SMILES syntax," if args.syntax else "")
+    how = f"at temperature {args.temperature:g}" + (", keeping to SMILES syntax and valences," if args.syntax else "")
     print(f"{args.n} molecules sampled {how} in {sampling_seconds:.1f} s ({args.n / sampling_seconds:.0f}/s)")
     for name, value in result["metrics"].items():
         print(f"  {name:14s} {'n/a' if value is None else f'{value:.4f}'}")

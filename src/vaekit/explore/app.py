@@ -10,7 +10,7 @@ Routes (JSON in and out; images travel as base64 uint8 pixels the page draws on 
     POST /api/neighbours        {"z": [...L], "k": K} -> the nearest training examples
     POST /api/encode            an image file as the body (or {"x": [...D]} for a table) -> as /api/example
     POST /api/sample            {"n": N, "temperature": T, "seed": S, "syntax": false} -> decoded prior samples
-                                (syntax: a SMILES model's tokens kept to SMILES syntax)
+                                (syntax: a SMILES model's tokens kept to SMILES syntax and valences)
 
 A conditional model's class travels as ``"context": C`` in decode, interpolate, sample and encode
 (or ``?context=C`` with an uploaded image); absent, the explorer's class (``--class``, default 0).

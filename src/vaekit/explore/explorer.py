@@ -216,7 +216,7 @@ class Explorer:
 
     def samples(self, n: int, temperature: float, seed: int, context: int | None = None, syntax: bool = False) -> torch.Tensor:
         """``n`` decoded draws from the prior (a plain AE: the density fitted to its codes) at ``temperature`` (as class ``context``);
-        syntax: a SMILES model's tokens drawn keeping to SMILES syntax (``self.syntax``)."""
+        syntax: a SMILES model's tokens drawn keeping to SMILES syntax and valences (``self.syntax``)."""
         prior = self.code_density if self.model.latent.deterministic else None
         if self.codec is not None:  # molecules: z ~ p(z), then each token drawn at the temperature
             return sample_sequences(self.model, n, temperature=temperature, seed=seed, syntax=self.syntax if syntax else None)
