@@ -271,8 +271,11 @@ class SmilesSyntax(TokenSyntax):
         s.previous, s.left = cls, s.left - 1
         return s
 
-    def _spend(self, s: SmilesState, token, rows, label, opening, atom, first) -> None:
-        """Take the bonds ``token`` (N,) makes from the atoms' free bond orders (before ``advance`` moves on)."""
+    def _spend(self, s: SmilesState, token: torch.Tensor, rows: torch.Tensor, label: torch.Tensor, opening: torch.Tensor,
+               atom: torch.Tensor, first: torch.Tensor) -> None:  # fmt: skip
+        """Take the bonds ``token`` (N,) makes from the atoms' free bond orders, before ``advance`` moves on (label,
+        opening, atom, first: (N,) as ``advance`` has them: the token's ring-label column, whether it opens that
+        label, whether it is an atom, whether an atom here would be the first of a molecule)."""
         is_label = label < len(self.rings)
         order = torch.where(s.pending > 0, s.pending, 1)
         was = s.opened_order[rows, label]
