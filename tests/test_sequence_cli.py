@@ -121,7 +121,7 @@ def test_syntax_rules_make_every_sample_parse_and_the_scores_record_them(smiles_
         return sum(read(s) is not None for s in strings) / len(strings)
 
     parses = lambda s: Chem.MolFromSmiles(s, sanitize=False)  # noqa: E731  (syntax alone, no valences)
-    assert share(alone, parses) >= 0.95 > 0.5 > share(free, parses)  # a small model: a few strings are cut at its length
+    assert min(share(alone, parses), share(kept, parses)) >= 0.95 > 0.5 > share(free, parses)  # (a few cut at its length)
     assert share(kept, chem.parse) > 1.5 * share(alone, chem.parse) > share(free, chem.parse)  # valences: molecules
     code, out, _ = run_in_process(capsys, "sample", smiles_run / "run", "-n", "5", "--syntax", "--out", smiles_run / "syntax.png")
     assert code == 0 and all(parses(line) is not None for line in out.strip().splitlines()[:5])
@@ -130,7 +130,7 @@ def test_syntax_rules_make_every_sample_parse_and_the_scores_record_them(smiles_
     code, out, _ = run_in_process(capsys, *args, "--json", out_json, "--out", smiles_run / "syntax.smi")
     assert code == 0 and "keeping to SMILES syntax" in out
     result = json.loads(out_json.read_text())
-    assert result["syntax"] is True and 0 < result["metrics"]["valid"] <= 1 and result["invalid"]["syntax"] <= 30  # (cut at its length)
+    assert result["syntax"] is True and 0 < result["metrics"]["valid"] <= 1 and result["invalid"]["syntax"] <= 10  # (cut at its length)
 
 
 def test_a_model_of_text_draws_its_strings_and_is_refused_by_molecules_and_the_explorer(tmp_path, capsys):

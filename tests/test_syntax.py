@@ -135,10 +135,14 @@ def test_the_rules_refuse_the_first_bond_an_atom_cannot_take(text, bad):
     assert walk(SmilesSyntax(vocabulary.tokens, valences=False), ids, length=64).all()  # syntax alone admits them all
 
 
-@pytest.mark.parametrize("text, bad", [("C1CCl", 3), ("C1CC(=O)O", None), ("C1CC1Cl", None), ("C1C2CC12", None), ("C1CC=O", 5)])
+@pytest.mark.parametrize(
+    "text, bad",
+    [("C1CCl", 3), ("C1CC(=O)O", None), ("C1CC1Cl", None), ("C1C2CC12", None), ("C1CC=O", 5), ("C1CN(=O)C1", 5), ("C1CC(=O)C1", None)]
+    + [("C1CN(C)C1", None), ("C1CN(C)(C)C1", 7)],
+)
 def test_without_dots_no_atom_is_left_a_dead_end(text, bad):
     """Outside every branch with a ring bond open, an atom with no bond left could neither close it nor end."""
-    vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "(", ")", "1", "2", "=", "C", "O", "Cl"], "smiles")
+    vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "(", ")", "1", "2", "=", "C", "N", "O", "Cl"], "smiles")
     ids = torch.tensor([[START, *(vocabulary.index[t] for t in SmilesTokenizer().tokens(text)), END]])
     admitted = walk(SmilesSyntax.from_vocabulary(vocabulary), ids, length=64)[0]
     assert admitted[: bad or len(admitted) - 1].all() and (bad is None or not admitted[bad])

@@ -25,7 +25,9 @@ With ``valences`` (the default) the rules also count bonds: each atom token can 
 (``atom_capacity``: the most RDKit admits for its element and charge, less its explicit hydrogens; an
 aromatic bond counts 1, so no real molecule is refused), and no atom, branch, bond symbol or ring bond is
 drawn that would give an atom more; where the vocabulary has no ``.``, nor one that would leave an atom
-outside every branch with no bond left while a ring bond is open (it could neither close it nor end). What
+outside every branch with no bond left while a ring bond is open (it could neither close it nor end; a
+branch from such an atom keeps a bond for the chain that goes on after its ``)``, as canonical SMILES's
+chains do). What
 the rules cannot rule out is the aromatic rings that cannot be kekulised (and an aromatic atom given three
 bonds and a fourth, which the count of 1 lets through).
 """
@@ -231,12 +233,14 @@ class SmilesSyntax(TokenSyntax):
         open_rings = s.open[:, :r].sum(1)  # (N,)
         # a dead end: an atom with no bond left, outside every branch, with a ring bond open (a string that can
         # neither close it nor end); where no ``.`` can start another molecule, no token may lead there
-        keep = (s.depth == 0).long() * int(len(self.dots) == 0)  # (N,) the bond order the next current atom must keep
+        ringed, no_dots = open_rings > 0, int(len(self.dots) == 0)
+        keep = (s.depth == 0).long() * no_dots  # (N,) the bond order the next current atom must keep
+        returns = ((s.previous == OPEN) & (s.depth == 1) & ringed).long() * no_dots  # (N,) ... where a branch starts
         fits = ok.clone()
-        fits[:, self.atom_ids] &= self.capacity[self.atom_ids] >= (need + keep * (open_rings > 0)).unsqueeze(1)
-        fits[:, self.atom_ids] &= (room >= need).unsqueeze(1)
-        fits[:, self.bond_ids] &= room.unsqueeze(1) >= self.order[self.bond_ids]
-        fits[:, self.opens] &= (room >= 1).unsqueeze(1)
+        fits[:, self.atom_ids] &= self.capacity[self.atom_ids] >= (need + keep * ringed).unsqueeze(1)
+        fits[:, self.atom_ids] &= (room >= need + returns).unsqueeze(1)  # (a branch's ``)`` comes back to this atom)
+        fits[:, self.bond_ids] &= room.unsqueeze(1) >= self.order[self.bond_ids] + returns.unsqueeze(1)
+        fits[:, self.opens] &= (room >= 1 + keep * ringed).unsqueeze(1)
         was = s.opened_order[:, :r]  # (N, R): each open label's order at its opening
         closing = torch.where(s.pending.unsqueeze(1) > 0, s.pending.unsqueeze(1), was)  # (N, R): a closing ring bond's order
         opener_room = s.free.gather(1, s.opened_at[:, :r].clamp_min(0))  # (N, R)
