@@ -178,9 +178,9 @@ class SmilesSyntax(TokenSyntax):
         self.ring_of = torch.full((len(tokens),), len(self.rings), dtype=torch.long)  # (V,): each label's column, R for the rest
         self.ring_of[self.rings] = torch.arange(len(self.rings))
         self.closers = (self.classes == CLOSE) | (self.classes == RING) | (self.classes == ENDS)  # (V,)
-        self.opens, self.closes, self.dots = (torch.nonzero(self.classes == c).flatten() for c in (OPEN, CLOSE, DOT))  # ids
+        ids = (torch.nonzero(self.classes == c).flatten() for c in (OPEN, CLOSE, DOT, ATOM, BOND))  # each class's token ids
+        self.opens, self.closes, self.dots, self.atom_ids, self.bond_ids = ids
         self.valences = valences
-        self.atom_ids, self.bond_ids = (torch.nonzero(self.classes == c).flatten() for c in (ATOM, BOND))
         self.capacity = torch.tensor([atom_capacity(t) if c == ATOM else 0 for t, c in zip(tokens, classes, strict=True)])  # (V,)
         self.order = torch.tensor([BOND_ORDER.get(t, 0) if c == BOND else 0 for t, c in zip(tokens, classes, strict=True)])  # (V,)
 
